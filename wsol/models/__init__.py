@@ -1,0 +1,17 @@
+"""Model zoo: ``build_model(arch, num_classes, weights=None)`` → :class:`Classifier`."""
+from wsol.models.activations import SwitchableReLU, set_activation, softplus
+from wsol.models.build import MODELS, build_model, load_model, save_model
+from wsol.models.classifier import IMAGENET_MEAN, IMAGENET_STD, Classifier
+
+__all__ = [
+    "MODELS",
+    "build_model",
+    "load_model",
+    "save_model",
+    "Classifier",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "SwitchableReLU",
+    "set_activation",
+    "softplus",
+]

@@ -1,0 +1,72 @@
+"""VGG16-GAP (the CAM/ADL variant) and a small CNN for fast tests and demos."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+# torchvision's VGG16 configuration; indices of ``features`` match its state-dict keys.
+_VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
+
+
+class VGG16GAP(nn.Module):
+    """VGG16 convolutional trunk without the last pool, a 3×3 conv to 1024 + ReLU, GAP and a linear head."""
+
+    def __init__(self, num_classes: int = 200) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        in_ch = 3
+        for v in _VGG16_CFG:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2, 2))
+            else:
+                layers += [nn.Conv2d(in_ch, int(v), 3, padding=1), nn.ReLU(inplace=True)]
+                in_ch = int(v)
+        self.features = nn.Sequential(*layers)
+        self.extra = nn.Sequential(nn.Conv2d(512, 1024, 3, padding=1), nn.ReLU(inplace=False))
+        self.fc = nn.Linear(1024, num_classes)
+        self.num_features = 1024
+        for m in self.extra.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.extra(self.features(x))
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc(features.mean(dim=(2, 3)))
+
+    def get_classifier(self) -> nn.Linear:
+        return self.fc
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+class SmallCNN(nn.Module):
+    """Five 3×3 convolutions (two with stride 2), no batch norm, GAP and a linear head."""
+
+    def __init__(self, num_classes: int = 10, width: int = 32) -> None:
+        super().__init__()
+        w = width
+        self.features = nn.Sequential(
+            nn.Conv2d(3, w, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(w, w, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(w, 2 * w, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(2 * w, 2 * w, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(2 * w, 4 * w, 3, padding=1), nn.ReLU(),
+        )
+        self.fc = nn.Linear(4 * w, num_classes)
+        self.num_features = 4 * w
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc(features.mean(dim=(2, 3)))
+
+    def get_classifier(self) -> nn.Linear:
+        return self.fc
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
