@@ -1,0 +1,73 @@
+"""Overlay figures in the style of the ART paper's Fig. 5: image, heatmap, GT box, predicted box."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from wsol.utils.io import atomic_path
+
+GT_COLOR = "red"
+PRED_COLOR = "lime"
+
+
+def _to_numpy_image(image: torch.Tensor) -> np.ndarray:
+    return image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+
+
+def _draw_boxes(ax, boxes: Optional[torch.Tensor], color: str) -> None:
+    from matplotlib.patches import Rectangle
+
+    if boxes is None:
+        return
+    for x1, y1, x2, y2 in boxes.reshape(-1, 4).tolist():
+        ax.add_patch(Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, edgecolor=color, linewidth=1.5))
+
+
+def overlay_grid(
+    images: torch.Tensor,
+    out: Path,
+    maps: Optional[torch.Tensor] = None,
+    gt_boxes: Optional[Sequence[torch.Tensor]] = None,
+    pred_boxes: Optional[Sequence[torch.Tensor]] = None,
+    titles: Optional[Sequence[str]] = None,
+    masks: Optional[torch.Tensor] = None,
+    columns: int = 8,
+    alpha: float = 0.5,
+) -> Path:
+    """Draw each image with its heatmap (jet, ``alpha``), GT boxes in red and predictions in green.
+
+    images: N×3×H×W in [0, 1]; maps: N×H×W in [0, 1]; boxes: per-image K×4 xyxy pixels;
+    masks: optional N×H×W bool drawn as a contour. Writes a PNG atomically and returns its path.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = images.shape[0]
+    cols = max(1, min(columns, n))
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.0 * cols, 2.1 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i in range(n):
+        ax = axes.flat[i]
+        ax.imshow(_to_numpy_image(images[i]), interpolation="nearest")
+        if maps is not None:
+            ax.imshow(maps[i].detach().float().cpu().numpy(), cmap="jet", alpha=alpha, vmin=0.0, vmax=1.0, interpolation="bilinear")
+        if masks is not None:
+            ax.contour(masks[i].cpu().numpy().astype(float), levels=[0.5], colors="white", linewidths=0.8)
+        _draw_boxes(ax, gt_boxes[i] if gt_boxes is not None else None, GT_COLOR)
+        _draw_boxes(ax, pred_boxes[i] if pred_boxes is not None else None, PRED_COLOR)
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=7)
+    fig.tight_layout()
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return out
