@@ -1,0 +1,92 @@
+"""`wsol data synth | verify | show` through ``wsol.cli.run``, plus the verify/show library calls."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import pytest
+
+from wsol.cli import run
+from wsol.data import build_dataset
+from wsol.data.verify import parse_loader_options, show_grid, verify_dataset
+from wsol.errors import ConfigError
+
+
+def _one_line_error(capsys: pytest.CaptureFixture, *needles: str) -> None:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    for needle in needles:
+        assert needle in err
+
+
+def test_synth_verify_show(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "shapes"
+    assert run(["data", "synth", "shapes", "--out", str(out), "--n-train", "20", "--n-test", "10", "--num-classes", "4", "--seed", "2"]) == 0
+    assert "20 train + 10 test" in capsys.readouterr().out
+    assert run(["data", "verify", "shapes", "--root", str(out)]) == 0
+    table = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in table.splitlines() if line.split() and line.split()[0] in ("train", "test")}
+    assert rows["train"][1:4] == ["20", "4", "5"] and rows["test"][1:3] == ["10", "4"]
+    grid = tmp_path / "grid.png"
+    assert run(["data", "show", "shapes", "--root", str(out), "--n", "6", "--out", str(grid), "--split", "train"]) == 0
+    image = cv2.imread(str(grid))
+    assert image is not None and image.shape[0] > 128 and image.shape[1] > 3 * 128
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_verify_cub_reports_corrupt_files(cub_tree: Path, cub_spec: dict, capsys: pytest.CaptureFixture) -> None:
+    assert run(["data", "verify", "cub", "--root", str(cub_tree)]) == 0
+    capsys.readouterr()
+    (cub_tree / "images" / cub_spec["images"][1][2]).write_bytes(b"\xff\xd8 broken")
+    assert run(["data", "verify", "cub", "--root", str(cub_tree)]) == 1
+    assert "Red_bird_0002.jpg" in capsys.readouterr().out
+    assert run(["data", "verify", "cub", "--root", str(cub_tree), "--skip-corrupt"]) == 0
+    assert "skipped: 001.Red_bird/Red_bird_0002.jpg" in capsys.readouterr().out
+
+
+def test_malformed_tree_exits_2_with_one_line(cub_tree: Path, capsys: pytest.CaptureFixture) -> None:
+    (cub_tree / "bounding_boxes.txt").write_text("1 5 6 20 10\n2 1.5 2.5\n")
+    assert run(["data", "verify", "cub", "--root", str(cub_tree)]) == 2
+    _one_line_error(capsys, "bounding_boxes.txt, line 2")
+    assert run(["data", "show", "cub", "--root", str(cub_tree), "--out", str(cub_tree / "g.png")]) == 2
+    _one_line_error(capsys, "bounding_boxes.txt, line 2")
+    assert not (cub_tree / "g.png").exists()
+
+
+def test_user_mistakes_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert run(["data", "synth", "blobs", "--out", str(tmp_path / "x")]) == 2
+    _one_line_error(capsys, "unknown synthetic dataset 'blobs'")
+    assert run(["data", "verify", "cub"]) == 2
+    _one_line_error(capsys, "needs --root")
+    assert run(["data", "verify", "nosuch", "--root", str(tmp_path)]) == 2
+    _one_line_error(capsys, "unknown dataset 'nosuch'")
+    assert run(["data", "synth", "shapes", "--out", str(tmp_path / "y"), "--num-classes", "99"]) == 2
+    _one_line_error(capsys, "num_classes")
+    assert run(["data", "show", "cub", "--root", str(tmp_path / "missing")]) == 2
+    _one_line_error(capsys, "dataset root not found")
+
+
+def test_verify_and_show_library(cub_tree: Path, tmp_path: Path) -> None:
+    report = verify_dataset("cub", cub_tree)
+    assert list(report["splits"]) == ["train", "test"] and report["problems"] == 0
+    assert report["splits"]["test"]["per_class"] == {"Red_bird": 1, "Blue_bird": 2}
+    assert report["splits"]["train"]["has_masks"]
+    out = show_grid(build_dataset("cub", cub_tree, "test"), 2, tmp_path / "sub" / "g.png", seed=1)
+    assert cv2.imread(str(out)).shape[2] == 3
+
+
+def test_loader_options_parse() -> None:
+    assert parse_loader_options(["metadata=/a/b", "num-classes=3", "skip_corrupt=true", "x=0.5"]) == {
+        "metadata": "/a/b",
+        "num_classes": 3,
+        "skip_corrupt": True,
+        "x": 0.5,
+    }
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_loader_options(["novalue"])
+
+
+def test_unknown_loader_option_exits_2(cub_tree: Path, capsys: pytest.CaptureFixture) -> None:
+    assert run(["data", "verify", "cub", "--root", str(cub_tree), "-o", "colour=red"]) == 2
+    _one_line_error(capsys, "dataset 'cub' has no option 'colour'")
+    assert run(["data", "show", "cub", "--root", str(cub_tree), "-o", "masks=false", "--n", "2", "--out", str(cub_tree / "g.png")]) == 0

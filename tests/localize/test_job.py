@@ -1,0 +1,128 @@
+"""The localize → evaluate → visualize jobs end to end on a tiny synthetic set, single and sharded."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from wsol.cli import run
+from wsol.data.shapes import synthesize_shapes
+from wsol.models import build_model, save_model
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> dict:
+    base = tmp_path_factory.mktemp("job")
+    root = synthesize_shapes(base / "shapes", n_train=8, n_test=12, size=32, num_classes=3, seed=3)
+    torch.manual_seed(0)
+    checkpoint = save_model(build_model("small-cnn", 3, input_size=32), base / "model", dataset="shapes", method="natural")
+    return {"base": base, "root": root, "checkpoint": checkpoint}
+
+
+def _localize(tiny: dict, out: Path, *extra: str) -> int:
+    return run(["localize", "--checkpoint", str(tiny["checkpoint"]), "--dataset", "shapes", "--root", str(tiny["root"]), "--out", str(out), *extra])
+
+
+def test_localize_writes_coco_results_that_pycocotools_loads(tiny, capsys) -> None:
+    from pycocotools.coco import COCO
+
+    out = tiny["base"] / "preds.json"
+    assert _localize(tiny, out, "--masks", "--threshold", "0.3") == 0
+    results = json.loads(out.read_text())
+    meta = json.loads(out.with_suffix(".meta.json").read_text())
+    assert len(results) == 12 and meta["threshold"] == pytest.approx(0.3)
+    assert meta["attribution"] == "grad" and meta["checkpoint"] == str(tiny["checkpoint"])
+    for r in results:
+        x, y, w, h = r["bbox"]
+        assert 0 <= x and 0 <= y and x + w <= 32 and y + h <= 32
+        assert r["segmentation"]["size"] == [32, 32]
+    gt = COCO()
+    gt.dataset = {"info": {}, "images": [{"id": r["image_id"], "height": 32, "width": 32} for r in results], "categories": [{"id": i} for i in (1, 2, 3)], "annotations": []}
+    gt.createIndex()
+    assert len(gt.loadRes(str(out)).getAnnIds()) == 12
+
+
+def test_evaluate_prints_table_and_saves_metrics(tiny, capsys) -> None:
+    out = tiny["base"] / "eval.json"
+    assert _localize(tiny, out, "--masks", "--sweep", "--attribution", "cam") == 0
+    capsys.readouterr()
+    assert run(["evaluate", "--pred", str(out), "--dataset", "shapes", "--root", str(tiny["root"])]) == 0
+    table = capsys.readouterr().out
+    for name in ("top1_acc", "gt_known_loc", "top1_loc", "top1_seg", "maxboxacc_v2", "pxap", "coco_bbox_ap"):
+        assert f"| {name} |" in table
+    metrics = json.loads(out.with_suffix(".metrics.json").read_text())
+    assert 0.0 <= metrics["top1_loc"] <= metrics["gt_known_loc"] <= 100.0
+    assert metrics["top1_seg"] <= metrics["top1_acc"]
+
+
+def test_sweep_threshold_is_the_best_gt_known(tiny) -> None:
+    out = tiny["base"] / "sweep.json"
+    assert _localize(tiny, out, "--sweep", "--interval", "0.05") == 0
+    meta = json.loads(out.with_suffix(".meta.json").read_text())
+    assert meta["threshold"] == pytest.approx(meta["map_metrics"]["best_gt_known_threshold"])
+    assert meta["input_resolution_metrics"]["gt_known_loc"] == pytest.approx(meta["map_metrics"]["best_gt_known_loc"])
+
+
+def test_wrong_dataset_and_unknown_ids_are_one_line_errors(tiny, capsys, tmp_path) -> None:
+    out = tiny["base"] / "p.json"
+    assert _localize(tiny, out) == 0
+    capsys.readouterr()
+    assert run(["evaluate", "--pred", str(out), "--dataset", "cub", "--root", str(tiny["root"])]) == 2
+    assert "made for dataset 'shapes'" in capsys.readouterr().err
+    bogus = tmp_path / "bogus.json"
+    bogus.write_text(json.dumps([{"image_id": 999999, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 1.0}]))
+    assert run(["evaluate", "--pred", str(bogus), "--dataset", "shapes", "--root", str(tiny["root"])]) == 2
+    err = capsys.readouterr().err
+    assert "999999" in err and err.strip().count("\n") == 0
+
+
+def test_bad_threshold_and_missing_checkpoint(tiny, capsys) -> None:
+    assert _localize(tiny, tiny["base"] / "x.json", "--threshold", "1.5") == 2
+    assert "threshold" in capsys.readouterr().err
+    assert run(["localize", "--checkpoint", "nope.safetensors", "--dataset", "shapes", "--root", str(tiny["root"]), "--out", "x.json"]) == 2
+    assert "nope.safetensors" in capsys.readouterr().err
+
+
+def test_visualize_writes_png(tiny) -> None:
+    out = tiny["base"] / "grid.png"
+    assert run(["visualize", "--checkpoint", str(tiny["checkpoint"]), "--dataset", "shapes", "--root", str(tiny["root"]), "--out", str(out), "--n", "4"]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _sharded_worker(rank: int, world: int, port: int, tiny: dict, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), WSOL_PROGRESS="0")
+    torch.set_num_threads(1)
+    code = _localize(tiny, Path(out), "--masks", "--batch-size", "4")
+    from wsol.utils.distributed import cleanup
+
+    cleanup()
+    assert code == 0
+
+
+def test_two_process_sharded_localize_equals_single_process(tiny) -> None:
+    single = tiny["base"] / "single.json"
+    assert _localize(tiny, single, "--masks", "--batch-size", "4") == 0
+    sharded = tiny["base"] / "sharded.json"
+    mp.start_processes(_sharded_worker, args=(2, _free_port(), tiny, str(sharded)), nprocs=2, start_method="spawn")
+    a, b = json.loads(single.read_text()), json.loads(sharded.read_text())
+    assert [r["image_id"] for r in a] == [r["image_id"] for r in b]
+    for ra, rb in zip(a, b):
+        assert ra["category_id"] == rb["category_id"] and ra["segmentation"] == rb["segmentation"]
+        np.testing.assert_allclose(ra["bbox"], rb["bbox"])
+    ma = json.loads(single.with_suffix(".meta.json").read_text())["map_metrics"]
+    mb = json.loads(sharded.with_suffix(".meta.json").read_text())["map_metrics"]
+    assert ma.keys() == mb.keys()
+    for key in ma:
+        assert ma[key] == pytest.approx(mb[key]), key

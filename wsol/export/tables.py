@@ -1,0 +1,69 @@
+"""Result tables: GitHub Markdown for reports and READMEs, CSV (written atomically) for tools."""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+from typing import Any, List, Mapping, Optional, Sequence, Union
+
+from wsol.utils.io import atomic_write_text
+
+PathLike = Union[str, Path]
+
+
+def _columns(rows: Sequence[Mapping[str, Any]], columns: Optional[Sequence[str]]) -> List[str]:
+    if columns is not None:
+        return list(columns)
+    seen: List[str] = []
+    for r in rows:
+        for k in r:
+            if k not in seen:
+                seen.append(k)
+    return seen
+
+
+def _cell(value: Any, floatfmt: str) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "–"
+        return format(value, floatfmt)
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(
+    rows: Sequence[Mapping[str, Any]],
+    columns: Optional[Sequence[str]] = None,
+    floatfmt: str = ".2f",
+    headers: Optional[Mapping[str, str]] = None,
+) -> str:
+    """Rows (dicts) as a GitHub Markdown table.
+
+    ``columns`` picks and orders the keys (default: every key, in first-seen order). ``headers``
+    renames columns for display. Floats use ``floatfmt``, NaN shows as "–", a missing value is
+    empty, and numeric columns are right-aligned.
+    """
+    cols = _columns(rows, columns)
+    names = [str((headers or {}).get(c, c)) for c in cols]
+    numeric = [bool(rows) and all(isinstance(r.get(c), (int, float)) and not isinstance(r.get(c), bool) for r in rows if r.get(c) is not None) for c in cols]
+    lines = ["| " + " | ".join(names) + " |", "|" + "|".join("---:" if num else "---" for num in numeric) + "|"]
+    for r in rows:
+        lines.append("| " + " | ".join(_cell(r.get(c), floatfmt) for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(path: PathLike, rows: Sequence[Mapping[str, Any]], columns: Optional[Sequence[str]] = None) -> Path:
+    """Write rows (dicts) as CSV with a header, atomically; floats keep full precision."""
+    cols = _columns(rows, columns)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({c: ("" if r.get(c) is None else r.get(c)) for c in cols})
+    atomic_write_text(path, buf.getvalue())
+    return Path(path)
+
+
+__all__ = ["markdown_table", "write_csv"]

@@ -1,0 +1,52 @@
+"""Attribution maps → boxes and masks: post-processing, box fitting, mask cutting.
+
+``heatmap``: pure tensor post-processing steps; ``boxes``: wsolevaluation-exact box fitting at
+many thresholds in one pass; ``masks``: the matching foreground masks.
+"""
+from wsol.localize.boxes import (
+    MODES,
+    MapBoxes,
+    box_from_map,
+    boxes_from_maps,
+    default_thresholds,
+    map_boxes,
+    map_boxes_batch,
+    threshold_levels,
+    to_uint8,
+)
+from wsol.localize.heatmap import (
+    DEFAULT_STEPS,
+    PRESETS,
+    PostProcess,
+    gaussian_blur,
+    mean_filter,
+    normalize_minmax,
+    percentile_clip,
+    postprocess,
+    resize_maps,
+    to_gray,
+)
+from wsol.localize.masks import masks_from_maps
+
+__all__ = [
+    "DEFAULT_STEPS",
+    "MODES",
+    "MapBoxes",
+    "PRESETS",
+    "PostProcess",
+    "box_from_map",
+    "boxes_from_maps",
+    "default_thresholds",
+    "gaussian_blur",
+    "map_boxes",
+    "map_boxes_batch",
+    "masks_from_maps",
+    "mean_filter",
+    "normalize_minmax",
+    "percentile_clip",
+    "postprocess",
+    "resize_maps",
+    "threshold_levels",
+    "to_gray",
+    "to_uint8",
+]
