@@ -9,11 +9,16 @@ It then times two ways of computing MaxBoxAccV2 over ``np.arange(0, 1, interval)
 * ``wsol.metrics.localization.BoxEvaluator`` (all thresholds of a map in one pass).
 
 It asserts that the per-threshold hit counts are identical, then prints both times and the ratio.
-Map generation is not timed. Run: ``python tools/bench_localize.py --n 500``.
+Map generation is not timed. The evaluator's one-time start-up (numba compiles its kernels on
+the first call in a fresh environment, or loads them from the on-disk cache afterwards) is
+timed and printed separately, on two small maps, before the timed loop. The load average is
+printed too: the timings mean little on a busy machine.
+Run: ``python tools/bench_localize.py --n 500``.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from typing import List, Tuple
 
@@ -101,6 +106,11 @@ def main() -> None:
     deltas = (30, 50, 70) if args.mode == "all" else (50,)
     rng = np.random.default_rng(args.seed)
     ev = BoxEvaluator(thresholds, deltas, mode=args.mode, workers=args.workers)
+    load_before = os.getloadavg()
+    warm_maps, warm_gts = make_maps(np.random.default_rng(args.seed + 1), 2, args.size, args.noise)
+    t0 = time.perf_counter()
+    BoxEvaluator(thresholds, deltas, mode=args.mode, workers=args.workers).accumulate(warm_maps, warm_gts)
+    t_warm = time.perf_counter() - t0
     ref = np.zeros((len(deltas), len(thresholds)), np.int64)
     t_ours = t_ref = 0.0
     done = 0
@@ -118,6 +128,10 @@ def main() -> None:
 
     res = ev.compute()
     print(f"maps={args.n} size={args.size} thresholds={len(thresholds)} mode={args.mode} noise={args.noise} workers={args.workers} cv2={cv2.__version__}")
+    load_after = os.getloadavg()
+    print(f"load average (1/5/15 min) before: {load_before[0]:.2f}/{load_before[1]:.2f}/{load_before[2]:.2f}, "
+          f"after: {load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f} on {os.cpu_count()} CPUs")
+    print(f"evaluator start-up (numba compile or cache load, 2 maps, not in the timings below): {t_warm:.2f} s")
     print("MaxBoxAcc per delta: " + ", ".join(f"{d}: {res.max_box_acc(d):.2f}" for d in deltas) + f" | mean: {res.max_box_acc():.2f}")
     print(f"wsol evaluator: {t_ours:.2f} s ({t_ours / args.n * 1e3:.3f} ms/map)")
     if not args.skip_reference:

@@ -136,19 +136,25 @@ def train_command(
     device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1 (default: cuda when available).")] = None,
 ) -> None:
     """Train a classifier with natural, PGD, ART or ART+PGD training (torchrun for several GPUs)."""
+    import os
+
     from wsol.config import parse_override
     from wsol.train.loop import resolve_train_config, train
-    from wsol.utils.distributed import is_main_process
+    from wsol.utils.distributed import cleanup
 
     values = dict(parse_override(o) for o in overrides or [])
     options = {"epochs": epochs, "batch_size": batch_size, "optim.lr": lr, "seed": seed, "weights": weights, "root": root}
     values.update({k: str(v) if isinstance(v, Path) else v for k, v in options.items() if v is not None})
     cfg, used = resolve_train_config(dataset, method, config, arch, values)
     folder = out or Path("runs") / f"{cfg.dataset}_{cfg.arch}_{cfg.method}"
-    if is_main_process():
+    main = os.environ.get("RANK", "0") == "0"  # torchrun: only rank 0 prints
+    if main:
         typer.echo(f"config: {used or 'built-in defaults'}; run folder: {folder}", err=True)
-    result = train(cfg, folder, resume=resume, device=device)
-    if is_main_process():
+    try:
+        result = train(cfg, folder, resume=resume, device=device)
+    finally:
+        cleanup()
+    if main:
         shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items() if k not in ("out", "checkpoint"))
         typer.echo(f"{shown}\ncheckpoint: {result['checkpoint']}")
 
@@ -175,6 +181,7 @@ def localize_command(
 ) -> None:
     """Attribution maps → boxes (and masks) for every image, written as COCO results JSON."""
     from wsol.localize.predict import LocalizeSettings
+    from wsol.data.verify import resolve_root
     from wsol.localize.run import run_localize
     from wsol.utils.distributed import init_from_env, is_main_process
 
@@ -183,7 +190,7 @@ def localize_command(
         attribution=attribution, target=target, steps=steps, threshold=threshold, sweep=sweep,
         interval=interval, masks=masks, batch_size=batch_size,
     )
-    meta = run_localize(checkpoint, dataset, _dataset_root(dataset, root), out, settings, split=split, device=device)
+    meta = run_localize(checkpoint, dataset, resolve_root(dataset, root), out, settings, split=split, device=device)
     if is_main_process():
         mm = meta["map_metrics"]
         summary = ", ".join(f"{k} {v:.2f}" for k, v in mm.items() if isinstance(v, float) and not k.endswith("threshold"))
@@ -199,9 +206,10 @@ def evaluate_command(
 ) -> None:
     """Score predictions: Top-1 Acc, GT-Known / Top-1 Loc, Top-1 Seg, MaxBoxAccV2, PxAP, COCO AP."""
     from wsol.export.tables import markdown_table
+    from wsol.data.verify import resolve_root
     from wsol.localize.run import evaluate_predictions, save_metrics
 
-    metrics = evaluate_predictions(pred, dataset, _dataset_root(dataset, root), split)
+    metrics = evaluate_predictions(pred, dataset, resolve_root(dataset, root), split)
     path = save_metrics(pred, metrics)
     rows = [{"metric": k, "value": v} for k, v in metrics.items() if v is not None]
     typer.echo(markdown_table(rows, ["metric", "value"]))
@@ -222,9 +230,10 @@ def visualize_command(
     device: Annotated[Optional[str], typer.Option("--device")] = None,
 ) -> None:
     """Image + heatmap + GT box (red) + predicted box (green), as the ART paper's Fig. 5."""
+    from wsol.data.verify import resolve_root
     from wsol.localize.run import run_visualize
 
-    path = run_visualize(checkpoint, dataset, _dataset_root(dataset, root), out, attribution, threshold, n, split, seed, device=device)
+    path = run_visualize(checkpoint, dataset, resolve_root(dataset, root), out, attribution, threshold, n, split, seed, device=device)
     typer.echo(f"wrote {path}")
 
 
@@ -244,18 +253,6 @@ def demo_command(
     typer.echo(report.read_text())
     typer.echo(f"report: {report}")
 
-
-def _dataset_root(dataset: str, root: Optional[Path]) -> Path:
-    """The dataset root: as given, or the cached synthetic set for `shapes`."""
-    if root is not None:
-        return root
-    if dataset == "shapes":
-        from wsol.data.shapes import ensure_shapes
-
-        return ensure_shapes(None)
-    from wsol.errors import WsolError
-
-    raise WsolError(f"--root is required for dataset {dataset!r} (see datasets/README.md for its layout)")
 
 
 def run(argv: Optional[List[str]] = None) -> int:

@@ -221,13 +221,13 @@ def parse_loader_options(items: Sequence[str]) -> Dict[str, Any]:
 
 
 def resolve_root(name: str, root: Optional[Union[str, Path]]) -> Path:
-    """The dataset root: as given, or the shapes cache for ``shapes``; other datasets need one."""
+    """The dataset root: as given, or the shapes cache for ``shapes`` (generated when missing)."""
     from wsol.errors import ConfigError
 
     if root is not None:
         return Path(root)
     if name == "shapes":
-        from wsol.data.shapes import default_shapes_root
+        from wsol.data.shapes import ensure_shapes
 
-        return default_shapes_root()
+        return ensure_shapes(None)
     raise ConfigError(f"dataset {name!r} needs --root DIR (the folder holding its files; see datasets/README.md)")

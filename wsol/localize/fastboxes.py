@@ -1,27 +1,31 @@
 """Exact, compiled MaxBoxAccV2 boxes (``mode="all"``) for every threshold, without contour tracing.
 
-:mod:`wsol.localize.boxes` runs ``cv2.findContours(RETR_TREE)`` and keeps every contour's
-``cv2.boundingRect``. Those boxes follow from connected components alone:
+:mod:`wsol.localize.boxes` runs ``cv2.findContours(RETR_TREE)`` per level and keeps every
+contour's ``cv2.boundingRect``. Those boxes follow from connected components alone (checked
+against cv2 on thousands of random maps in tests/localize/test_fastboxes.py, including nested
+islands, one-pixel holes, diagonal contacts and regions touching the border):
 
-* an outer contour bounds an 8-connected foreground component: its box is the component's
-  pixel extent ``[xmin, ymin, xmax + 1, ymax + 1]``;
-* a hole contour runs through the foreground pixels 4-adjacent to a hole, i.e. a 4-connected
-  background component that does not touch the image border (cv2 pads the image with zeros, so
-  background reaching the border is outside, not a hole). Its box is the hole's extent grown
-  by one pixel on every side, ``[xmin - 1, ymin - 1, xmax + 2, ymax + 2]``.
+* each 8-connected foreground component gives one outer contour, whose box is the component's
+  extent ``[xmin, ymin, xmax + 1, ymax + 1]``;
+* each hole, a 4-connected background component that does not touch the image border (cv2
+  pads the image with zeros, so background reaching the border is outside), gives one hole
+  contour. It runs through the foreground pixels 4-adjacent to the hole, so its box is the
+  hole's extent grown by one pixel: ``[xmin - 1, ymin - 1, xmax + 2, ymax + 2]``.
 
-Every contour of every nesting depth is one of these, and each component gives exactly one
-contour (tests/localize/test_fastboxes.py checks the rule against cv2 on thousands of random
-maps, including nested islands, one-pixel holes, diagonal contacts and border-touching regions).
+All levels come from two union-find sweeps over the pixels sorted by value (counting sort):
+foreground in descending order (8-connected; after the pixels of value ``L + 1`` the sets are
+the components of level ``L``) and background in ascending order (4-connected; the frame is
+the "outside" set, the other sets are the holes). Sets keep their bounding boxes, so at each
+needed level the boxes are read off and scored against the image's GT boxes on the spot, with
+the same float64 arithmetic, in the same order, as :mod:`wsol.metrics.localization` (the IoUs
+are bit-identical, so every ``IoU >= δ/100`` decision agrees).
 
-Foreground at level ``L`` is ``u8 > L``, so the components of all levels come from one sweep:
-pixels are added in descending value order (counting sort) to a union-find with 8-connectivity,
-and after the last pixel of value ``L + 1`` the live roots are the foreground components at
-level ``L``. Background components come from a second sweep in ascending order with
-4-connectivity and a "touches the border" flag. Each root keeps its bounding box, so at every
-needed level the boxes are read off directly, and their best IoU against the image's GT boxes
-is computed on the spot with the same float64 formula, in the same operation order, as
-:mod:`wsol.metrics.localization` (results are bit-identical, so ``IoU >= δ/100`` decisions agree).
+Most pixels never enter a sweep. Two cheap partial grayscale reconstructions (vectorized row
+sweeps) find the pixels that are certainly in the top pixel's component whenever they are
+foreground (a path from the top pixel never goes below their own value), and those certainly
+connected to the border whenever they are background. These "main" / "outer" pixels sit in set
+0 from the start; only the remaining pixels and their neighbours are swept. The main
+component's extent at every level comes from per-row and per-column maxima.
 """
 from __future__ import annotations
 
@@ -81,82 +85,9 @@ def _group_table(conn: int) -> Tuple[np.ndarray, np.ndarray]:
 
 _GROUPS8, _REPS8 = _group_table(8)
 _GROUPS4, _REPS4 = _group_table(4)
-
-
-@njit(cache=True, nogil=True)
-def _find(parent: np.ndarray, i: int) -> int:
-    while parent[i] != i:
-        up = parent[parent[i]]
-        parent[i] = up
-        i = up
-    return i
-
-
-@njit(cache=True, nogil=True, forceinline=True)
-def _attach(p: int, px: int, py: int, m: int, core: bool, groups: np.ndarray, reps: np.ndarray, ring: np.ndarray, parent: np.ndarray, bb: np.ndarray, pos: np.ndarray, live: np.ndarray, nlive: int) -> int:
-    """Add pixel ``p`` to the union-find; ``m`` flags its already-added neighbours (ring order).
-
-    A ``core`` pixel (one that may sit outside the base set 0) joins its neighbours' sets or
-    starts a listed set of its own; a non-core pixel is known to belong to set 0 (parent 0)
-    and only merges its neighbours' sets into set 0. Merged-away roots leave the ``live`` list.
-    Returns the new length of ``live``.
-    """
-    ng = groups[m]
-    if core:
-        if ng == 0:
-            parent[p] = p
-            bb[4 * p] = px
-            bb[4 * p + 1] = py
-            bb[4 * p + 2] = px
-            bb[4 * p + 3] = py
-            pos[p] = nlive
-            live[nlive] = p
-            return nlive + 1
-        root = _find(parent, p + ring[reps[m, 0]])
-        first = 1
-    else:
-        root = 0
-        first = 0
-    for gi in range(first, ng):
-        other = _find(parent, p + ring[reps[m, gi]])
-        if other != root:
-            keep = min(root, other)
-            drop = max(root, other)
-            parent[drop] = keep
-            bb[4 * keep] = min(bb[4 * keep], bb[4 * drop])
-            bb[4 * keep + 1] = min(bb[4 * keep + 1], bb[4 * drop + 1])
-            bb[4 * keep + 2] = max(bb[4 * keep + 2], bb[4 * drop + 2])
-            bb[4 * keep + 3] = max(bb[4 * keep + 3], bb[4 * drop + 3])
-            i = pos[drop]
-            nlive -= 1
-            live[i] = live[nlive]
-            pos[live[i]] = i
-            root = keep
-    if core:
-        parent[p] = root
-        bb[4 * root] = min(bb[4 * root], px)
-        bb[4 * root + 1] = min(bb[4 * root + 1], py)
-        bb[4 * root + 2] = max(bb[4 * root + 2], px)
-        bb[4 * root + 3] = max(bb[4 * root + 3], py)
-    return nlive
-
-
-@njit(cache=True, nogil=True)
-def _bucket_sort(items: np.ndarray, n: int, val: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Stable counting sort of ``items[:n]`` (padded indices) by ``val``; returns (order, starts)."""
-    start = np.zeros(257, np.int64)
-    for i in range(n):
-        start[val[items[i]] + 1] += 1
-    for v in range(256):
-        start[v + 1] += start[v]
-    fill = start[:256].copy()
-    order = np.empty(n, np.int32)
-    for i in range(n):
-        p = items[i]
-        v = val[p]
-        order[fill[v]] = p
-        fill[v] += 1
-    return order, start
+# Down-and-up passes of the partial reconstructions: more passes mark more pixels as main /
+# outer (fewer to sweep) at a small fixed cost. A speed knob only; results do not depend on it.
+_ROUNDS = 2
 
 
 @njit(cache=True, nogil=True)
@@ -166,7 +97,9 @@ def _pos(x: float) -> float:
 
 
 @njit(cache=True, nogil=True)
-def _box_score(x1: int, y1: int, x2: int, y2: int, gt: np.ndarray, g0: int, g1: int, conv: int, h: int, w: int) -> float:
+def _box_score(
+    x1: int, y1: int, x2: int, y2: int, gt: np.ndarray, g0: int, g1: int, conv: int, h: int, w: int
+) -> float:
     """Best IoU of one integer box against ``gt[g0:g1]``; -1 when there is no GT box.
 
     ``conv`` 0: continuous-area IoU on x2/y2-exclusive boxes (``_iou_exclusive``);
@@ -205,7 +138,10 @@ def _box_score(x1: int, y1: int, x2: int, y2: int, gt: np.ndarray, g0: int, g1: 
 
 
 @njit(cache=True, nogil=True)
-def _push(boxes: np.ndarray, box_k: np.ndarray, nbox: int, x1: int, y1: int, x2: int, y2: int, k: int) -> Tuple[np.ndarray, np.ndarray, int]:
+def _push(
+    boxes: np.ndarray, box_k: np.ndarray, nbox: int, x1: int, y1: int, x2: int, y2: int, k: int
+) -> Tuple[np.ndarray, np.ndarray, int]:
+    """Append a box (growing the buffers by doubling); used only when boxes are collected."""
     if nbox == boxes.shape[0]:
         boxes = np.concatenate((boxes, np.empty_like(boxes)))
         box_k = np.concatenate((box_k, np.empty_like(box_k)))
@@ -218,7 +154,264 @@ def _push(boxes: np.ndarray, box_k: np.ndarray, nbox: int, x1: int, y1: int, x2:
 
 
 @njit(cache=True, nogil=True)
-def _sweep(u8: np.ndarray, need: np.ndarray, gt: np.ndarray, g0: int, g1: int, conv: int, collect: bool) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _find(parent: np.ndarray, s: int) -> int:
+    """Root of set ``s``, halving the path on the way."""
+    while parent[s] != s:
+        up = parent[parent[s]]
+        parent[s] = up
+        s = up
+    return s
+
+
+@njit(cache=True, nogil=True)
+def _neighbour_masks(val: np.ndarray, fg_mask: np.ndarray, bg_mask: np.ndarray, h: int, w: int, sh: int) -> None:
+    """Per pixel, which ring neighbours come before it in each sweep (one vectorizable pass).
+
+    Ring order: 0 NW, 1 N, 2 NE, 3 E, 4 SE, 5 S, 6 SW, 7 W. Foreground sweep (values
+    descending, raster order within a value): a neighbour comes first when it is larger, or
+    equal and earlier in raster order (NW, N, NE, W). Background sweep (values ascending): when
+    it is smaller, or equal and earlier. The frame holds -1, so it never counts for the
+    foreground and always counts (as the outside) for the background.
+    """
+    ww = 1 << sh
+    for y in range(1, h + 1):
+        row = y << sh
+        up = val[row - ww : row]
+        cur = val[row : row + ww]
+        dn = val[row + ww : row + 2 * ww]
+        fm = fg_mask[row : row + ww]
+        bm = bg_mask[row : row + ww]
+        for x in range(1, w + 1):
+            v = cur[x]
+            a0 = up[x - 1]
+            a1 = up[x]
+            a2 = up[x + 1]
+            a3 = cur[x + 1]
+            a4 = dn[x + 1]
+            a5 = dn[x]
+            a6 = dn[x - 1]
+            a7 = cur[x - 1]
+            fm[x] = np.uint8(
+                (a0 >= v) | ((a1 >= v) << 1) | ((a2 >= v) << 2) | ((a3 > v) << 3)
+                | ((a4 > v) << 4) | ((a5 > v) << 5) | ((a6 > v) << 6) | ((a7 >= v) << 7)
+            )
+            bm[x] = np.uint8(
+                (a0 <= v) | ((a1 <= v) << 1) | ((a2 <= v) << 2) | ((a3 < v) << 3)
+                | ((a4 < v) << 4) | ((a5 < v) << 5) | ((a6 < v) << 6) | ((a7 <= v) << 7)
+            )
+
+
+@njit(cache=True, nogil=True)
+def _component_pass(
+    order: np.ndarray, start: np.ndarray, values: np.ndarray, groups: np.ndarray, reps: np.ndarray,
+    ring: np.ndarray, sh: int, need: np.ndarray, k_offset: int, grow: int, with_main: bool, main_ext: np.ndarray,
+    lab: np.ndarray, parent: np.ndarray, bb: np.ndarray, pos: np.ndarray, live: np.ndarray,
+    gt: np.ndarray, g0: int, g1: int, conv: int, h: int, w: int,
+    best: np.ndarray, collect: bool, boxes: np.ndarray, box_k: np.ndarray, nbox: int,
+) -> Tuple[np.ndarray, np.ndarray, int]:
+    """Add the pixels of each value in ``values`` to a union-find of sets, reading off boxes.
+
+    ``order[start[v]:start[v + 1]]`` holds the pixels of value ``v`` in raster order, each packed
+    with its neighbour mask (bits 32-39) and a "core" flag (bit 48: may lie outside set 0). A
+    pixel that is not core is known to be in set 0 and only merges its neighbours' sets into it.
+    ``lab`` gives each added pixel a set id; set ids form a small union-find (``parent``) whose
+    roots keep bounding boxes (``bb``, 4 per set) and sit in ``live``. The smaller root survives
+    a merge, so set 0 (the top pixel's component in the foreground sweep, the outside in the
+    background sweep) stays a root and is never listed. A set's box is cached in registers while
+    consecutive pixels join it. After value ``v``, if ``need[v + k_offset]``, every
+    live set gives the box of its extent grown by ``grow`` pixels, and with ``with_main`` set 0
+    (the top pixel's component) gives the union of its box and ``main_ext[:, k]``.
+    """
+    mask = (1 << sh) - 1
+    parent[0] = 0
+    bb[0] = w
+    bb[1] = h
+    bb[2] = -1
+    bb[3] = -1
+    nsets = 1
+    nlive = 0
+    cur = -1  # the set whose box is cached in (cx0, cy0, cx1, cy1)
+    cx0 = cy0 = cx1 = cy1 = 0
+    for v in values:
+        for j in range(start[v], start[v + 1]):
+            pk = order[j]
+            p = pk & 0xFFFFFFFF
+            m = (pk >> 32) & 0xFF
+            px = (p & mask) - 1
+            py = (p >> sh) - 1
+            ng = groups[m]
+            if not (pk >> 48) & 1:
+                # A pixel known to be in set 0: it only merges its neighbours' sets into set 0.
+                for gi in range(ng):
+                    other = _find(parent, lab[p + ring[reps[m, gi]]])
+                    if other != 0:
+                        if cur >= 0:
+                            bb[4 * cur] = cx0
+                            bb[4 * cur + 1] = cy0
+                            bb[4 * cur + 2] = cx1
+                            bb[4 * cur + 3] = cy1
+                            cur = -1
+                        parent[other] = 0
+                        bb[0] = min(bb[0], bb[4 * other])
+                        bb[1] = min(bb[1], bb[4 * other + 1])
+                        bb[2] = max(bb[2], bb[4 * other + 2])
+                        bb[3] = max(bb[3], bb[4 * other + 3])
+                        i = pos[other]
+                        nlive -= 1
+                        live[i] = live[nlive]
+                        pos[live[i]] = i
+                continue
+            if ng == 0:
+                parent[nsets] = nsets
+                bb[4 * nsets] = px
+                bb[4 * nsets + 1] = py
+                bb[4 * nsets + 2] = px
+                bb[4 * nsets + 3] = py
+                pos[nsets] = nlive
+                live[nlive] = nsets
+                lab[p] = nsets
+                nsets += 1
+                nlive += 1
+                continue
+            root = _find(parent, lab[p + ring[reps[m, 0]]])
+            for gi in range(1, ng):
+                other = _find(parent, lab[p + ring[reps[m, gi]]])
+                if other != root:
+                    if cur >= 0:
+                        bb[4 * cur] = cx0
+                        bb[4 * cur + 1] = cy0
+                        bb[4 * cur + 2] = cx1
+                        bb[4 * cur + 3] = cy1
+                        cur = -1
+                    keep = min(root, other)
+                    drop = max(root, other)
+                    parent[drop] = keep
+                    bb[4 * keep] = min(bb[4 * keep], bb[4 * drop])
+                    bb[4 * keep + 1] = min(bb[4 * keep + 1], bb[4 * drop + 1])
+                    bb[4 * keep + 2] = max(bb[4 * keep + 2], bb[4 * drop + 2])
+                    bb[4 * keep + 3] = max(bb[4 * keep + 3], bb[4 * drop + 3])
+                    i = pos[drop]
+                    nlive -= 1
+                    live[i] = live[nlive]
+                    pos[live[i]] = i
+                    root = keep
+            lab[p] = root
+            if root != cur:
+                if cur >= 0:
+                    bb[4 * cur] = cx0
+                    bb[4 * cur + 1] = cy0
+                    bb[4 * cur + 2] = cx1
+                    bb[4 * cur + 3] = cy1
+                cur = root
+                cx0 = bb[4 * cur]
+                cy0 = bb[4 * cur + 1]
+                cx1 = bb[4 * cur + 2]
+                cy1 = bb[4 * cur + 3]
+            cx0 = min(cx0, px)
+            cy0 = min(cy0, py)
+            cx1 = max(cx1, px)
+            cy1 = max(cy1, py)
+        k = v + k_offset
+        if need[k]:
+            if cur >= 0:
+                bb[4 * cur] = cx0
+                bb[4 * cur + 1] = cy0
+                bb[4 * cur + 2] = cx1
+                bb[4 * cur + 3] = cy1
+                cur = -1
+            if with_main:
+                # Set 0 is the top pixel's component: the main pixels of value >= k plus the
+                # sets merged into it.
+                x1 = min(bb[0], main_ext[0, k])
+                y1 = min(bb[1], main_ext[1, k])
+                x2 = max(bb[2], main_ext[2, k]) + 1
+                y2 = max(bb[3], main_ext[3, k]) + 1
+                best[k] = max(best[k], _box_score(x1, y1, x2, y2, gt, g0, g1, conv, h, w))
+                if collect:
+                    boxes, box_k, nbox = _push(boxes, box_k, nbox, x1, y1, x2, y2, k)
+            for i in range(nlive):
+                s = live[i]
+                x1 = bb[4 * s] - grow
+                y1 = bb[4 * s + 1] - grow
+                x2 = bb[4 * s + 2] + 1 + grow
+                y2 = bb[4 * s + 3] + 1 + grow
+                best[k] = max(best[k], _box_score(x1, y1, x2, y2, gt, g0, g1, conv, h, w))
+                if collect:
+                    boxes, box_k, nbox = _push(boxes, box_k, nbox, x1, y1, x2, y2, k)
+    return boxes, box_k, nbox
+
+
+@njit(cache=True, nogil=True)
+def _reconstruct(val: np.ndarray, a: np.ndarray, g: np.ndarray, h: int, w: int, sh: int, rounds: int) -> None:
+    """Downward and upward row sweeps of two partial grayscale reconstructions, in place.
+
+    ``a`` (by dilation from the marked top pixel, 8-connected paths) and ``g`` (by erosion from
+    the frame, 4-connected paths) only ever take values carried along real paths: ``a[p]`` is
+    the smallest value on some 8-path from the top pixel to ``p``, and ``g[p]`` the largest on
+    some 4-path from ``p`` out of the image. Each row is updated from the row before it only
+    (straight and diagonal steps; a diagonal 4-path step goes through the lower of the two
+    pixels between), so every row update is vectorizable. Full convergence is not needed:
+    better values only mean less work for the union-find.
+    """
+    ww = 1 << sh
+    for _ in range(rounds):
+        for y in range(1, h + 1):
+            row = y << sh
+            up = row - ww
+            _sweep_row(val[row : row + ww], val[up:row], a[row : row + ww], a[up:row], g[row : row + ww], g[up:row], w)
+        for y in range(h, 0, -1):
+            row = y << sh
+            dn = row + ww
+            _sweep_row(val[row:dn], val[dn : dn + ww], a[row:dn], a[dn : dn + ww], g[row:dn], g[dn : dn + ww], w)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _sweep_row(
+    vc: np.ndarray, vn: np.ndarray, ac: np.ndarray, an: np.ndarray, gc: np.ndarray, gn: np.ndarray, w: int
+) -> None:
+    """Update row ``c`` of ``a`` and ``g`` from the neighbouring row ``n`` (see ``_reconstruct``)."""
+    for x in range(1, w + 1):
+        v = vc[x]
+        ac[x] = min(v, max(max(an[x - 1], an[x]), max(an[x + 1], ac[x])))
+        left = max(min(vn[x], vc[x - 1]), gn[x - 1])
+        right = max(min(vn[x], vc[x + 1]), gn[x + 1])
+        gc[x] = max(v, min(min(gn[x], gc[x]), min(left, right)))
+
+
+@njit(cache=True, nogil=True)
+def _sort_members(
+    items: np.ndarray, n: int, val: np.ndarray, core: np.ndarray, masks: np.ndarray
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Stable counting sort by value of the padded indices ``items[:n]`` (given in raster order).
+
+    Each entry packs the padded index (low 32 bits), the neighbour mask (bits 32-39) and the
+    core flag (bit 48). The pixels of value ``v`` are ``order[start[v]:start[v + 1]]``.
+    """
+    counts = np.zeros((4, 256), np.int64)  # four interleaved histograms avoid store-to-load stalls
+    for i in range(0, n - 3, 4):
+        counts[0, val[items[i]]] += 1
+        counts[1, val[items[i + 1]]] += 1
+        counts[2, val[items[i + 2]]] += 1
+        counts[3, val[items[i + 3]]] += 1
+    for i in range(n - n % 4, n):
+        counts[0, val[items[i]]] += 1
+    start = np.zeros(257, np.int64)
+    for v in range(256):
+        start[v + 1] = start[v] + counts[0, v] + counts[1, v] + counts[2, v] + counts[3, v]
+    fill = start[:256].copy()
+    order = np.empty(n, np.int64)
+    for i in range(n):
+        p = items[i]
+        v = val[p]
+        order[fill[v]] = p | (np.int64(masks[p]) << 32) | (np.int64(core[p]) << 48)
+        fill[v] += 1
+    return order, start
+
+
+@njit(cache=True, nogil=True)
+def _sweep(
+    u8: np.ndarray, need: np.ndarray, gt: np.ndarray, g0: int, g1: int, conv: int, collect: bool
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Best IoU (and optionally every box) at each needed level of one map.
 
     ``need`` has 256 flags; flag ``k`` asks for level ``L = k - 1`` (foreground ``u8 >= k``), and
@@ -246,169 +439,145 @@ def _sweep(u8: np.ndarray, need: np.ndarray, gt: np.ndarray, g0: int, g1: int, c
     ww = 1 << sh
     npad = (h + 2) << sh
     val = np.full(npad, -1, np.int16)
-    top = np.int16(-1)
-    top_p = 0
+    row_max = np.empty(h, np.int16)
     for y in range(h):
         row = (y + 1) << sh
+        r = u8[y]
+        m = r[0]
         for x in range(w):
-            v = np.int16(u8[y, x])
-            val[row + x + 1] = v
-            if v > top:
-                top = v
-                top_p = row + x + 1
-
-    # One forward and one backward raster scan of two partial grayscale reconstructions:
-    # a (8-connected, from the top pixel) and g (4-connected, from the frame). Each value is
-    # witnessed by a real path: a[p] = min over a path from the top pixel to p, so p is in the
-    # top pixel's component at every level below a[p]; g[p] = max over a path from p out of the
-    # image, so p is background connected to the border at every level from g[p] on.
+            val[row + x + 1] = r[x]
+            m = max(m, r[x])
+        row_max[y] = m
+    top_y = np.argmax(row_max)  # the top pixel: the first maximum in raster order
+    top = row_max[top_y]
+    top_p = ((top_y + 1) << sh) + np.argmax(u8[top_y]) + 1
+    fg_mask = np.zeros(npad, np.uint8)
+    bg_mask = np.zeros(npad, np.uint8)
+    _neighbour_masks(val, fg_mask, bg_mask, h, w, sh)
     a = np.full(npad, -1, np.int16)
     a[top_p] = top
-    g = np.full(npad, -1, np.int16)
+    g = np.full(npad, 256, np.int16)
+    g[:ww] = -1
+    g[npad - ww :] = -1
     for y in range(1, h + 1):
-        row = y << sh
-        pa = np.int16(-1)
-        pg = np.int16(-1)
-        for p in range(row + 1, row + w + 1):
-            v = val[p]
-            t = max(max(a[p - ww - 1], a[p - ww]), max(a[p - ww + 1], a[p]))
-            pa = min(v, max(t, pa))
-            a[p] = pa
-            pg = max(v, min(g[p - ww], pg))
-            g[p] = pg
-    # Backward scan, then classify: "main" pixels (a == val) belong to the top pixel's component
-    # whenever they are foreground, "outer" pixels (g == val) are outside whenever background.
-    # Only the others (side / hole pixels) and their neighbours need the union-find.
+        g[y << sh] = -1
+        g[(y << sh) + w + 1] = -1
+    _reconstruct(val, a, g, h, w, sh, _ROUNDS)
+
+    # Main pixels (a == val) are in the top pixel's component whenever they are foreground;
+    # outer pixels (g == val) are in the outside whenever they are background. Only the other
+    # pixels ("side" / "hole") and their neighbours go through the union-find sweeps.
     side = np.zeros(npad, np.uint8)
     hole = np.zeros(npad, np.uint8)
-    ext = np.empty((256, 4), np.int64)  # extents of the main pixels of each value
-    ext[:, 0] = w
-    ext[:, 1] = h
-    ext[:, 2] = -1
-    ext[:, 3] = -1
-    n_side = 0
-    n_hole = 0
-    for y in range(h - 1, -1, -1):
+    row_top = np.full(h, -1, np.int16)  # per row / column: largest value of a main pixel
+    col_top = np.full(w, -1, np.int16)
+    for y in range(h):
         row = (y + 1) << sh
-        pa = np.int16(-1)
-        pg = np.int16(-1)
-        for x in range(w - 1, -1, -1):
-            p = row + x + 1
-            v = val[p]
-            t = max(max(a[p + ww - 1], a[p + ww]), max(a[p + ww + 1], a[p]))
-            pa = min(v, max(t, pa))
-            a[p] = pa
-            pg = max(v, min(min(g[p + ww], g[p]), pg))
-            g[p] = pg
-            if pa < v:
-                side[p] = 1
-                n_side += 1
-            else:
-                ext[v, 0] = min(ext[v, 0], x)
-                ext[v, 1] = min(ext[v, 1], y)
-                ext[v, 2] = max(ext[v, 2], x)
-                ext[v, 3] = max(ext[v, 3], y)
-            if pg > v:
-                hole[p] = 1
-                n_hole += 1
-
-    # Pixels to sweep: side pixels and their 8-neighbours; hole pixels and their 4-neighbours.
-    fg_items = np.empty(h * w, np.int32)
-    bg_items = np.empty(h * w, np.int32)
+        vr = val[row : row + ww]
+        ar = a[row : row + ww]
+        gr = g[row : row + ww]
+        sr = side[row : row + ww]
+        hr = hole[row : row + ww]
+        rt = np.int16(-1)
+        for x in range(1, w + 1):
+            v = vr[x]
+            is_side = ar[x] < v
+            sr[x] = is_side
+            hr[x] = gr[x] > v
+            mv = np.int16(-1) if is_side else v
+            rt = max(rt, mv)
+            col_top[x - 1] = max(col_top[x - 1], mv)
+        row_top[y] = rt
+    fg_member = np.zeros(npad, np.uint8)
+    bg_member = np.zeros(npad, np.uint8)
+    for y in range(1, h + 1):
+        row = y << sh
+        su = side[row - ww : row]
+        sc = side[row : row + ww]
+        sd = side[row + ww : row + 2 * ww]
+        hu = hole[row - ww : row]
+        hc = hole[row : row + ww]
+        hd = hole[row + ww : row + 2 * ww]
+        fm = fg_member[row : row + ww]
+        bm = bg_member[row : row + ww]
+        fk = fg_mask[row : row + ww]
+        bk = bg_mask[row : row + ww]
+        for x in range(1, w + 1):
+            # Ring bits of the side (hole) neighbours. A main (outer) member looks only at those:
+            # its other added neighbours are in set 0 already, like itself.
+            sring = np.uint8(
+                su[x - 1] | (su[x] << 1) | (su[x + 1] << 2) | (sc[x + 1] << 3)
+                | (sd[x + 1] << 4) | (sd[x] << 5) | (sd[x - 1] << 6) | (sc[x - 1] << 7)
+            )
+            hring = np.uint8(
+                hu[x - 1] | (hu[x] << 1) | (hu[x + 1] << 2) | (hc[x + 1] << 3)
+                | (hd[x + 1] << 4) | (hd[x] << 5) | (hd[x - 1] << 6) | (hc[x - 1] << 7)
+            )
+            fm[x] = sc[x] | (sring != 0)
+            bm[x] = hc[x] | ((hring & 0xAA) != 0)
+            fk[x] = fk[x] if sc[x] else fk[x] & sring
+            bk[x] = bk[x] if hc[x] else bk[x] & hring
+    fg_items = np.empty(npad, np.int32)
+    bg_items = np.empty(npad, np.int32)
     n_fg = 0
     n_bg = 0
-    if n_side or n_hole:
-        for y in range(1, h + 1):
-            row = y << sh
-            for p in range(row + 1, row + w + 1):
-                s = (side[p - ww - 1] | side[p - ww] | side[p - ww + 1] | side[p - 1] | side[p]
-                     | side[p + 1] | side[p + ww - 1] | side[p + ww] | side[p + ww + 1])
-                if s:
-                    fg_items[n_fg] = p
-                    n_fg += 1
-                o = hole[p - ww] | hole[p - 1] | hole[p] | hole[p + 1] | hole[p + ww]
-                if o:
-                    bg_items[n_bg] = p
-                    n_bg += 1
-    fg_order, fg_start = _bucket_sort(fg_items, n_fg, val)
-    bg_order, bg_start = _bucket_sort(bg_items, n_bg, val)
+    for p in range(ww, npad - ww):  # branch-free compaction: write always, advance for members
+        fg_items[n_fg] = p
+        n_fg += fg_member[p]
+        bg_items[n_bg] = p
+        n_bg += bg_member[p]
+
+    # Extent of the main pixels with value >= k, for every k.
+    main_ext = np.empty((4, 257), np.int64)
+    main_ext[0, :] = w
+    main_ext[1, :] = h
+    main_ext[2, :] = -1
+    main_ext[3, :] = -1
+    for y in range(h):
+        t = row_top[y]
+        if t >= 0:
+            main_ext[1, t] = min(main_ext[1, t], y)
+            main_ext[3, t] = max(main_ext[3, t], y)
+    for x in range(w):
+        t = col_top[x]
+        if t >= 0:
+            main_ext[0, t] = min(main_ext[0, t], x)
+            main_ext[2, t] = max(main_ext[2, t], x)
+    for k in range(254, -1, -1):
+        main_ext[0, k] = min(main_ext[0, k], main_ext[0, k + 1])
+        main_ext[1, k] = min(main_ext[1, k], main_ext[1, k + 1])
+        main_ext[2, k] = max(main_ext[2, k], main_ext[2, k + 1])
+        main_ext[3, k] = max(main_ext[3, k], main_ext[3, k + 1])
 
     ring = np.array([-ww - 1, -ww, -ww + 1, 1, ww + 1, ww, ww - 1, -1], np.int64)
-    mask = ww - 1
-    parent = np.zeros(npad, np.int32)  # 0 (a frame index) is the main component / the outside
-    bb = np.empty(4 * npad, np.int32)
-    bb[0] = w
-    bb[1] = h
-    bb[2] = -1
-    bb[3] = -1
-    pos = np.empty(npad, np.int32)
-    live = np.empty(max(n_fg, n_bg) + 1, np.int32)
-
-    # Foreground from the top level down (8-connected). Within a value, pixels go in raster
-    # order, so a neighbour is already in when it is larger, or equal and earlier.
-    nlive = 0
-    for v in range(255, k_lo - 1, -1):
-        bb[0] = min(bb[0], ext[v, 0])
-        bb[1] = min(bb[1], ext[v, 1])
-        bb[2] = max(bb[2], ext[v, 2])
-        bb[3] = max(bb[3], ext[v, 3])
-        for j in range(fg_start[v], fg_start[v + 1]):
-            p = fg_order[j]
-            m = (
-                np.int64(val[p - ww - 1] >= v)
-                | (np.int64(val[p - ww] >= v) << 1)
-                | (np.int64(val[p - ww + 1] >= v) << 2)
-                | (np.int64(val[p + 1] > v) << 3)
-                | (np.int64(val[p + ww + 1] > v) << 4)
-                | (np.int64(val[p + ww] > v) << 5)
-                | (np.int64(val[p + ww - 1] > v) << 6)
-                | (np.int64(val[p - 1] >= v) << 7)
-            )
-            nlive = _attach(p, (p & mask) - 1, (p >> sh) - 1, m, side[p] != 0, _GROUPS8, _REPS8, ring, parent, bb, pos, live, nlive)
-        if need[v]:
-            for i in range(-1, nlive):
-                r = 0 if i < 0 else live[i]
-                x1 = bb[4 * r]
-                y1 = bb[4 * r + 1]
-                x2 = bb[4 * r + 2] + 1
-                y2 = bb[4 * r + 3] + 1
-                best[v] = max(best[v], _box_score(x1, y1, x2, y2, gt, g0, g1, conv, h, w))
-                if collect:
-                    boxes, box_k, nbox = _push(boxes, box_k, nbox, x1, y1, x2, y2, v)
-
-    # Holes from the bottom level up (4-connected): the listed sets are the holes.
-    parent[:] = 0
-    nlive = 0
-    for v in range(0, k_hi):
-        for j in range(bg_start[v], bg_start[v + 1]):
-            p = bg_order[j]
-            m = (
-                np.int64(val[p - ww - 1] <= v)
-                | (np.int64(val[p - ww] <= v) << 1)
-                | (np.int64(val[p - ww + 1] <= v) << 2)
-                | (np.int64(val[p + 1] < v) << 3)
-                | (np.int64(val[p + ww + 1] < v) << 4)
-                | (np.int64(val[p + ww] < v) << 5)
-                | (np.int64(val[p + ww - 1] < v) << 6)
-                | (np.int64(val[p - 1] <= v) << 7)
-            )
-            nlive = _attach(p, (p & mask) - 1, (p >> sh) - 1, m, hole[p] != 0, _GROUPS4, _REPS4, ring, parent, bb, pos, live, nlive)
-        k = v + 1
-        if need[k]:
-            for i in range(nlive):
-                r = live[i]
-                x1 = bb[4 * r] - 1
-                y1 = bb[4 * r + 1] - 1
-                x2 = bb[4 * r + 2] + 2
-                y2 = bb[4 * r + 3] + 2
-                best[k] = max(best[k], _box_score(x1, y1, x2, y2, gt, g0, g1, conv, h, w))
-                if collect:
-                    boxes, box_k, nbox = _push(boxes, box_k, nbox, x1, y1, x2, y2, k)
+    n = h * w + 1
+    lab = np.zeros(npad, np.int32)  # pixels not yet swept (and the frame) are in set 0
+    parent = np.empty(n, np.int32)
+    bb = np.empty(4 * n, np.int32)
+    pos = np.empty(n, np.int32)
+    live = np.empty(n, np.int32)
+    # Foreground, values from the top down, 8-connected: after value v the components of
+    # u8 >= v (level v - 1) are set 0 (the top pixel's) and the live sets.
+    fg_order, fg_start = _sort_members(fg_items, n_fg, val, side, fg_mask)
+    boxes, box_k, nbox = _component_pass(
+        fg_order, fg_start, np.arange(255, k_lo - 1, -1), _GROUPS8, _REPS8, ring, sh, need, 0, 0, True, main_ext,
+        lab, parent, bb, pos, live, gt, g0, g1, conv, h, w, best, collect, boxes, box_k, nbox,
+    )
+    # Background, values from the bottom up, 4-connected: after value v the live sets (all but
+    # set 0, the outside) are the holes of level v; their boxes grow by one pixel.
+    lab[:] = 0
+    bg_order, bg_start = _sort_members(bg_items, n_bg, val, hole, bg_mask)
+    boxes, box_k, nbox = _component_pass(
+        bg_order, bg_start, np.arange(0, k_hi), _GROUPS4, _REPS4, ring, sh, need, 1, 1, False, main_ext,
+        lab, parent, bb, pos, live, gt, g0, g1, conv, h, w, best, collect, boxes, box_k, nbox,
+    )
     return best, boxes[:nbox], box_k[:nbox]
 
 
 @njit(cache=True, nogil=True)
-def _batch_max_iou(u8s: np.ndarray, levels: np.ndarray, gt: np.ndarray, gt_start: np.ndarray, conv: int, out: np.ndarray) -> None:
+def _batch_max_iou(
+    u8s: np.ndarray, levels: np.ndarray, gt: np.ndarray, gt_start: np.ndarray, conv: int, out: np.ndarray
+) -> None:
     """Fill ``out`` (N×T) with the best IoU of each map at each threshold's cut level."""
     n, t_count = levels.shape
     h = u8s.shape[1]
@@ -439,6 +608,7 @@ def _batch_max_iou(u8s: np.ndarray, levels: np.ndarray, gt: np.ndarray, gt_start
 
 
 def _pack_gt(gts: Sequence[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
+    """Concatenate per-map GT boxes into one G×4 float64 array plus N+1 offsets."""
     counts = np.array([len(g) for g in gts], np.int64)
     start = np.zeros(len(gts) + 1, np.int64)
     np.cumsum(counts, out=start[1:])
@@ -446,13 +616,20 @@ def _pack_gt(gts: Sequence[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(flat.reshape(-1, 4), dtype=np.float64), start
 
 
-def max_iou_all(u8s: np.ndarray, thresholds: np.ndarray, gts: Sequence[np.ndarray], iou_convention: str = "exclusive", workers: int = 1) -> np.ndarray:
+def max_iou_all(
+    u8s: np.ndarray,
+    thresholds: np.ndarray,
+    gts: Sequence[np.ndarray],
+    iou_convention: str = "exclusive",
+    workers: int = 1,
+) -> np.ndarray:
     """Best IoU (N×T float64) of every ``mode="all"`` box against each map's GT boxes, per threshold.
 
     ``u8s`` is an N×H×W uint8 batch (:func:`wsol.localize.boxes.to_uint8`), ``gts`` N arrays of
-    K_i×4 finite float boxes. A threshold with no foreground gives -1 (``"exclusive"``) or the IoU
-    of wsolevaluation's ``[0, 0, 0, 0]`` box (``"wsolevaluation"``); a map without GT boxes gives -1.
-    Equal, bit for bit, to ``BoxEvaluator._image_max_iou`` on the cv2 path.
+    K_i×4 finite boxes in the maps' pixel frame. A threshold with no foreground gives -1
+    (``"exclusive"``) or the IoU of wsolevaluation's ``[0, 0, 0, 0]`` box (``"wsolevaluation"``);
+    a map without GT boxes gives -1. The values equal, bit for bit, those of the cv2 path
+    (``BoxEvaluator._image_max_iou`` with ``mode="all"``). ``workers`` threads split the batch.
     """
     if iou_convention not in CONVENTIONS:
         raise ValueError(f"iou_convention must be one of {CONVENTIONS}, got {iou_convention!r}")
@@ -470,6 +647,8 @@ def max_iou_all(u8s: np.ndarray, thresholds: np.ndarray, gts: Sequence[np.ndarra
         raise ValueError(f"maps must not be empty, got shape {u8s.shape}")
     levels = np.ascontiguousarray(threshold_levels(u8s.reshape(n, -1).max(axis=1), th))
     gt, gt_start = _pack_gt(gts)
+    if not np.isfinite(gt).all():
+        raise ValueError("GT boxes must be finite")
     conv = CONVENTIONS.index(iou_convention)
     workers = max(1, min(int(workers), n))
     if workers == 1:
@@ -494,6 +673,8 @@ def level_boxes_all(u8: np.ndarray, levels: np.ndarray) -> Tuple[np.ndarray, np.
     multiset as cv2's, in a different order.
     """
     u8 = np.ascontiguousarray(u8, dtype=np.uint8)
+    if u8.ndim != 2:
+        raise ValueError(f"map must be H×W, got shape {u8.shape}")
     levels = np.asarray(levels, np.int64).reshape(-1)
     mx = int(u8.max()) if u8.size else 0
     if len(levels) and (levels.min() < -1 or levels.max() >= mx or len(np.unique(levels)) != len(levels)):
@@ -507,8 +688,16 @@ def level_boxes_all(u8: np.ndarray, levels: np.ndarray) -> Tuple[np.ndarray, np.
 
 
 def boxes_at_thresholds(u8: np.ndarray, thresholds: Sequence[float]) -> List[np.ndarray]:
-    """``mode="all"`` boxes (K×4 int64, x2/y2 exclusive) of one uint8 map at each threshold."""
-    mx = int(np.asarray(u8).max())
+    """``mode="all"`` boxes (K×4 int64, x2/y2 exclusive) of one H×W uint8 map at each threshold.
+
+    Same boxes as :func:`wsol.localize.boxes.boxes_from_maps` with ``mode="all"`` (as multisets;
+    the order within a threshold differs). Meant for inspection and tests; the evaluator uses
+    :func:`max_iou_all`, which never materializes boxes.
+    """
+    u8 = np.asarray(u8)
+    if u8.ndim != 2 or u8.size == 0:
+        raise ValueError(f"map must be a non-empty H×W array, got shape {u8.shape}")
+    mx = int(u8.max())
     lv = threshold_levels([mx], thresholds)[0]
     uniq = np.unique(lv[lv < mx])
     boxes, idx = level_boxes_all(u8, uniq)

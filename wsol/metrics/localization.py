@@ -282,6 +282,7 @@ class BoxEvaluator:
             raise ValueError(f"got {len(gt_boxes)} GT box sets for {len(u8s)} maps")
         gts = [_boxes2d(g) for g in gt_boxes]
         if self.mode == "all" and all(np.isfinite(g).all() for g in gts):
+            # Compiled exact sweep; non-finite GT coordinates keep numpy's semantics below.
             best = max_iou_all(u8s, self.thresholds, gts, self.iou_convention, self.workers)
         else:
             if self.workers > 1 and len(u8s) > 1:
