@@ -1,0 +1,26 @@
+"""`wsol demo` end to end at toy scale: report table, figures, COCO files; a re-run resumes."""
+from __future__ import annotations
+
+import json
+
+from wsol.cli import run
+
+
+def test_demo_writes_report_with_table_and_figures(tmp_path, capsys) -> None:
+    out = tmp_path / "demo"
+    args = ["demo", "--out", str(out), "--epochs", "1", "--n-train", "40", "--n-test", "20"]
+    assert run(args) == 0
+    report = (out / "report.md").read_text()
+    assert "| method | attribution | top1_acc | gt_known_loc | top1_loc | maxboxacc_v2 | top1_seg | pxap | threshold |" in report
+    for method in ("natural", "art"):
+        for attribution in ("grad", "cam"):
+            assert f"| {method} | {attribution} |" in report
+            figure = out / "figures" / f"{method}_{attribution}.png"
+            assert figure.read_bytes()[:4] == b"\x89PNG"
+            assert f"(figures/{method}_{attribution}.png)" in report
+            results = json.loads((out / method / f"preds_{attribution}.json").read_text())
+            assert len(results) == 20 and all("segmentation" in r for r in results)
+        assert (out / method / "metrics.jsonl").is_file() and (out / method / "config.yaml").is_file()
+    stamp = (out / "art" / "model.safetensors").stat().st_mtime_ns
+    assert run(args) == 0
+    assert (out / "art" / "model.safetensors").stat().st_mtime_ns == stamp

@@ -1,0 +1,75 @@
+"""`wsol train`: a tiny shapes run writes config.yaml, metrics.jsonl and a checkpoint; errors are one line."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from wsol.cli import run
+from wsol.config import load_config
+from wsol.data import shapes as shapes_module
+from wsol.utils.io import read_jsonl
+
+TINY = """\
+dataset: shapes
+arch: small-cnn
+epochs: 1
+batch_size: 4
+eval_batch_size: 6
+optim:
+  lr: 0.01
+art:
+  steps: 1
+eval:
+  pgd_steps: 1
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_shapes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shapes")
+    return shapes_module.synthesize_shapes(root / "tree", n_train=8, n_test=6, size=32, num_classes=3, seed=0)
+
+
+def test_train_shapes_art_writes_run_folder(tmp_path, tiny_shapes, capsys) -> None:
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY)
+    out = tmp_path / "run"
+    argv = ["train", "shapes", "--method", "art", "--config", str(config), "--root", str(tiny_shapes), "--out", str(out), "--set", "art.lam=0.25", "--seed", "3"]
+    assert run(argv) == 0
+    captured = capsys.readouterr()
+    assert "checkpoint:" in captured.out and "test/acc" in captured.out
+    resolved = load_config(out / "config.yaml")
+    assert (resolved.method, resolved.art.lam, resolved.seed, resolved.root) == ("art", 0.25, 3, str(tiny_shapes))
+    (record,) = read_jsonl(out / "metrics.jsonl")
+    assert {"train/ce", "train/attr", "test/acc", "test/pgd1_acc"} <= set(record)
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["method"] == "art" and meta["dataset"] == "shapes" and len(meta["class_names"]) == 3
+    assert (out / "model.safetensors").is_file() and (out / "train_state.pt").is_file()
+    # a second run into the same folder needs --resume; with it (and more epochs) it continues
+    assert run(argv) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert run(argv + ["--resume", "--epochs", "2"]) == 0
+    assert [r["epoch"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2]
+
+
+def test_shapes_root_defaults_to_generated_cache(tmp_path, tiny_shapes, monkeypatch, capsys) -> None:
+    calls = []
+
+    def fake_ensure(*args, **kwargs):
+        calls.append(1)
+        return tiny_shapes
+
+    monkeypatch.setattr(shapes_module, "ensure_shapes", fake_ensure)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY)
+    assert run(["train", "shapes", "--config", str(config), "--out", str(tmp_path / "run")]) == 0
+    assert calls and load_config(tmp_path / "run" / "config.yaml").method == "natural"
+
+
+def test_user_errors_are_one_line(tmp_path, capsys) -> None:
+    assert run(["train", "shapes", "--method", "magic", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "magic" in err and "natural" in err and err.strip().count("\n") == 0
+    assert run(["train", "cifar10", "--method", "art", "--out", str(tmp_path / "y")]) == 2
+    assert "--root" in capsys.readouterr().err
