@@ -84,6 +84,7 @@ class ArtConfig:
     normalized_cosine: bool = False
     clean_and_adv: bool = False
     channel_mean: bool = False
+    batched: bool = False
 
 
 @dataclass(frozen=True)

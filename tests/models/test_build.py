@@ -8,7 +8,7 @@ from wsol.errors import CheckpointError, UnknownNameError
 from wsol.models import MODELS, build_model, load_model, save_model
 from wsol.models.build import arch_spec
 
-FAST_ARCHS = ["small-cnn", "wrn-16-2", "wrn-28-10", "wrn-40-2", "wrn-34-10", "preact-resnet18", "vgg16-gap", "resnet50"]
+FAST_ARCHS = ["small-cnn", "small-cnn-bn", "wrn-16-2", "wrn-28-10", "wrn-40-2", "wrn-34-10", "preact-resnet18", "vgg16-gap", "resnet50"]
 
 
 @pytest.mark.parametrize("arch", FAST_ARCHS + ["wrn-70-16"])

@@ -29,7 +29,7 @@ from wsol.data.cub import CubDataset, check_options, load_cub
 from wsol.data.registry import DATASETS
 from wsol.errors import DataError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MARKS = ("disc", "square", "triangle", "plus", "ring", "bars", "cross", "checker", "diamond", "dots")
 TONES: Dict[str, Tuple[float, float, float]] = {
     "light": (238.0, 238.0, 232.0),

@@ -67,7 +67,11 @@ for _depth, _width in ((28, 10), (40, 2), (34, 10), (70, 16), (16, 2), (16, 4)):
         ),
     )
 _register("preact-resnet18", ArchSpec(PreActResNet18, "relu", 32, ("fc.",), description="PreAct ResNet-18 (CIFAR)"))
-_register("small-cnn", ArchSpec(SmallCNN, "features", 64, ("fc.",), description="5-conv CNN without batch norm (tests, demo)"))
+_register("small-cnn", ArchSpec(SmallCNN, "features", 64, ("fc.",), description="5-conv CNN without batch norm (tests)"))
+_register(
+    "small-cnn-bn",
+    ArchSpec(lambda n: SmallCNN(n, batch_norm=True), "features", 64, ("fc.",), description="5-conv CNN with batch norm (demo)"),
+)
 
 
 def arch_spec(arch: str) -> ArchSpec:

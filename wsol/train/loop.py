@@ -379,6 +379,8 @@ def _train(
     if cuda and config.channels_last:
         model.to(memory_format=torch.channels_last)
     if config.sync_bn and world > 1:
+        if not cuda:
+            raise ConfigError("sync_bn needs CUDA devices (PyTorch's SyncBatchNorm is GPU-only); set sync_bn: false")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     raw = model
     optimizer = build_optimizer(raw, config)

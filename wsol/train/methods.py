@@ -64,7 +64,7 @@ def pgd_step(
 
 def _batched(config: TrainConfig) -> bool:
     """Whether ART takes both input gradients from one doubled-batch backward (``art.batched``)."""
-    return bool(getattr(config.art, "batched", False))
+    return config.art.batched
 
 
 def art_objective(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, config: TrainConfig) -> StepResult:
