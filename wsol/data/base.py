@@ -97,14 +97,14 @@ class RecordDataset(Dataset):
         assert record.image_path is not None
         return read_image(record.image_path)
 
-    def load_mask(self, record: Record) -> Optional[np.ndarray]:
-        """Return the H×W bool foreground mask, or None when the dataset has none."""
+    def load_mask(self, record: Record, shape: Tuple[int, int]) -> Optional[np.ndarray]:
+        """Return the H×W bool foreground mask for an image of ``shape``, or None when the dataset has none."""
         return None
 
     def __getitem__(self, index: int) -> Sample:
         record = self.records[index]
         image = self.load_image(record)
-        mask = self.load_mask(record)
+        mask = self.load_mask(record, (int(image.shape[0]), int(image.shape[1])))
         img, boxes, msk, to_orig = self.transform(image, record.boxes, mask)
         return Sample(
             image=img,

@@ -102,7 +102,7 @@ class CocoDataset(AnnotatedDataset):
         self._segmentations = segmentations
         self._source = source
 
-    def load_mask_for(self, record: Record, shape: Tuple[int, int]) -> Optional[np.ndarray]:
+    def load_mask(self, record: Record, shape: Tuple[int, int]) -> Optional[np.ndarray]:
         """Union of the image's instance masks (polygons, uncompressed or compressed RLE)."""
         from pycocotools import mask as mask_utils
 

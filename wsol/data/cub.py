@@ -21,7 +21,6 @@ import numpy as np
 
 from wsol.data.base import Record, RecordDataset, Transform, read_gray
 from wsol.data.registry import DATASETS
-from wsol.data.sample import Sample
 from wsol.errors import DataError
 
 IMAGENET_MEAN: Tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -226,7 +225,7 @@ class AnnotatedDataset(RecordDataset):
         """The mask files whose union is this record's mask."""
         return [record.mask_path] if record.mask_path is not None else []
 
-    def load_mask_for(self, record: Record, shape: Tuple[int, int]) -> Optional[np.ndarray]:
+    def load_mask(self, record: Record, shape: Tuple[int, int]) -> Optional[np.ndarray]:
         """The H×W bool mask of ``record`` (None when the dataset has no masks); all-False if it has none."""
         if not self.has_masks:
             return None
@@ -237,25 +236,6 @@ class AnnotatedDataset(RecordDataset):
                 raise DataError(f"mask {path} is {part.shape[1]}x{part.shape[0]} but image {record.image_path} is {shape[1]}x{shape[0]}")
             mask |= part
         return mask
-
-    def load_mask(self, record: Record) -> Optional[np.ndarray]:
-        return self.load_mask_for(record, self.load_image(record).shape[:2]) if self.has_masks else None
-
-    def __getitem__(self, index: int) -> Sample:
-        record = self.records[index]
-        image = self.load_image(record)
-        mask = self.load_mask_for(record, (int(image.shape[0]), int(image.shape[1])))
-        img, boxes, msk, to_orig = self.transform(image, record.boxes, mask)
-        return Sample(
-            image=img,
-            label=record.label,
-            boxes=boxes,
-            mask=msk,
-            image_id=record.image_id,
-            name=record.name,
-            orig_size=(int(image.shape[0]), int(image.shape[1])),
-            to_orig=to_orig,
-        )
 
 
 class CubDataset(AnnotatedDataset):

@@ -136,7 +136,7 @@ class FileDataset(RecordDataset):
     def __getitem__(self, index: int) -> Sample:
         record = self.records[index]
         image = self.load_image(record)
-        mask = self.load_mask(record)
+        mask = self.load_mask(record, (int(image.shape[0]), int(image.shape[1])))
         boxes = record.boxes
         if mask is not None:
             if mask.shape != image.shape[:2]:
@@ -352,7 +352,7 @@ class Flowers17Dataset(FileDataset):
         super().__init__(*args, **kwargs)
         self.trimap_foreground = trimap_foreground
 
-    def load_mask(self, record: Record) -> Optional[np.ndarray]:
+    def load_mask(self, record: Record, shape: Tuple[int, int]) -> Optional[np.ndarray]:
         if record.mask_path is None:
             return None
         return trimap_to_mask(record.mask_path, self.trimap_foreground)
@@ -447,7 +447,7 @@ def flowers102_class_names() -> List[str]:
 class Flowers102Dataset(FileDataset):
     """Oxford 102 Flowers; masks come from ``segmim`` where the background is painted blue."""
 
-    def load_mask(self, record: Record) -> Optional[np.ndarray]:
+    def load_mask(self, record: Record, shape: Tuple[int, int]) -> Optional[np.ndarray]:
         if record.mask_path is None:
             return None
         return read_segmim(record.mask_path)
