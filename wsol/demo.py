@@ -41,8 +41,7 @@ def _train_model(
     if init is not None:
         overrides["weights"] = str(init)
     config = load_config(path, overrides)
-    done = out / "config.yaml"
-    if checkpoint.is_file() and done.is_file() and _finished(out, config.epochs):
+    if checkpoint.is_file() and _finished(out, config.epochs):
         return checkpoint
     train(config, out, resume=True, device=device)
     return checkpoint

@@ -93,12 +93,12 @@ def _shard(dataset: Dataset) -> Dataset:
 
 
 def _largest_boxes(map_boxes: Sequence[Any], n_thresholds: int) -> np.ndarray:
+    """N×T×4 largest-region box per threshold (NaN where nothing is on), without a threshold loop."""
     out = np.full((len(map_boxes), n_thresholds, 4), np.nan, dtype=np.float32)
     for i, mb in enumerate(map_boxes):
-        for j in range(n_thresholds):
-            box = mb.at(j)
-            if len(box):
-                out[i, j] = box[0]
+        per_level = np.full((len(mb.levels) + 1, 4), np.nan, dtype=np.float32)  # last row: no foreground (-1)
+        per_level[mb.box_level] = mb.boxes
+        out[i] = per_level[mb.level_of_threshold]
     return out
 
 
