@@ -96,7 +96,7 @@ def main() -> None:
     ap.add_argument("--interval", type=float, default=0.01, help="threshold step; thresholds = arange(0, 1, interval)")
     ap.add_argument("--noise", type=float, default=0.05, help="amplitude of the smooth noise added to the blobs")
     ap.add_argument("--mode", choices=("all", "largest"), default="all", help="all = MaxBoxAccV2 boxes, largest = MaxBoxAcc")
-    ap.add_argument("--workers", type=int, default=1, help="threads for the wsol evaluator")
+    ap.add_argument("--workers", type=int, default=0, help="threads for the wsol evaluator (0: torch.get_num_threads())")
     ap.add_argument("--chunk", type=int, default=256, help="maps generated and evaluated per batch")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-reference", action="store_true", help="time only the wsol evaluator")
@@ -127,7 +127,7 @@ def main() -> None:
         done += k
 
     res = ev.compute()
-    print(f"maps={args.n} size={args.size} thresholds={len(thresholds)} mode={args.mode} noise={args.noise} workers={args.workers} cv2={cv2.__version__}")
+    print(f"maps={args.n} size={args.size} thresholds={len(thresholds)} mode={args.mode} noise={args.noise} workers={ev.workers} cv2={cv2.__version__}")
     load_after = os.getloadavg()
     print(f"load average (1/5/15 min) before: {load_before[0]:.2f}/{load_before[1]:.2f}/{load_before[2]:.2f}, "
           f"after: {load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f} on {os.cpu_count()} CPUs")

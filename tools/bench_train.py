@@ -139,6 +139,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed iterations per method")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
+    parser.add_argument("--channels-last", action="store_true", help="channels-last model and batch (CUDA only)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     parser.add_argument("--flush-denormal", action="store_true", help="torch.set_flush_denormal(True) for every method")
     parser.add_argument("--memory-only", action="store_true", help=argparse.SUPPRESS)
@@ -153,6 +154,9 @@ def main() -> None:
     model = build_model(args.arch, args.classes, input_size=args.size).to(device).train()
     x = torch.rand(args.batch_size, 3, args.size, args.size, device=device)
     y = torch.randint(0, args.classes, (args.batch_size,), device=device)
+    if args.channels_last and cuda:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
     noise = torch.rand_like(x) * 2 - 1
     config = TrainConfig(arch=args.arch, method="art", pgd=AttackConfig(eps=8 / 255, step_size=2 / 255, steps=10))
     art = config.art
@@ -160,6 +164,10 @@ def main() -> None:
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
 
     state = copy.deepcopy(model.state_dict())
+    tf32 = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    # The equality check runs in full fp32: TF32 convolutions (on by default on CUDA) round to a 10-bit
+    # mantissa, and the two implementations sum in different orders.
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     ref = reference_art_loss(model, x, y, art, noise)[0].item()
     for name, cfg in (("wsol", config), ("wsol batched", batched_config)):
         model.load_state_dict(state)
@@ -168,6 +176,7 @@ def main() -> None:
         print(f"ART loss: {name} {ours:.6f}  literal reference {ref:.6f}  |diff| {diff:.2e}")
         if diff > 1e-4:
             raise SystemExit(f"ART loss mismatch ({name}) {diff:.2e} > 1e-4")
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
     model.load_state_dict(state)
 
     def wsol_step(fn: Callable, cfg: TrainConfig = config) -> Callable[[], None]:
@@ -225,7 +234,8 @@ def main() -> None:
     results = {name: (sorted(times)[len(times) // 2], peaks.get(name, float("nan"))) for name, times in results.items()}
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"device {device}, arch {args.arch}, batch {args.batch_size}, {args.size}x{args.size}, "
-          f"median of {args.steps} timed steps, threads {torch.get_num_threads()}, amp {args.amp and cuda}")
+          f"median of {args.steps} timed steps, threads {torch.get_num_threads()}, amp {args.amp and cuda}, "
+          f"channels-last {args.channels_last and cuda}")
     mem_label = "peak CUDA MiB" if cuda else "peak extra RSS MiB"
     print(f"{'method':<26}{'ms/step':>10}{'img/s':>10}{mem_label:>20}{'x natural':>11}")
     nat = results["natural"][0]

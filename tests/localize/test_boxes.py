@@ -35,6 +35,20 @@ def test_uint8_and_levels_follow_wsolevaluation():
     assert to_uint8(np.array([[np.nan, -1.0, 2.0]])).tolist() == [[[0, 0, 255]]]
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_uint8_equals_numpy_expression(dtype):
+    rng = np.random.default_rng(3)
+    m = rng.uniform(-0.2, 1.2, (3, 40, 70)).astype(dtype)
+    m.flat[::7] = (np.arange(m.size)[::7] % 256 / 255).astype(dtype)  # exact k/255 values
+    m.flat[5::97] = np.nan
+    m[1, 0, :4] = [np.inf, -np.inf, -0.0, 1.0]
+    expected = (np.clip(np.where(np.isnan(m), 0, m), 0, 1) * 255).astype(np.uint8)
+    for workers in (1, 3):
+        np.testing.assert_array_equal(to_uint8(m, workers=workers), expected)
+    inside = np.clip(np.nan_to_num(m, nan=0.0), 0, 1)
+    np.testing.assert_array_equal(to_uint8(inside, workers=2), (inside * 255).astype(np.uint8))
+
+
 def test_single_block_and_threshold_cut():
     m = np.zeros((6, 8), np.float32)
     m[1:4, 2:5] = 1.0  # rows 1..3, cols 2..4

@@ -65,3 +65,25 @@ def test_make_switchable_on_plain_timm_model() -> None:
     with pytest.raises(ValueError, match="positive"):
         with softplus(net, -1.0):
             pass
+
+
+def test_fused_softplus_matches_torch_to_second_order() -> None:
+    from wsol.models.activations import softplus_beta
+
+    torch.manual_seed(0)
+    x = (torch.randn(4, 3, 5, 5, dtype=torch.float64) * 0.2).requires_grad_(True)
+    w = torch.randn_like(x).requires_grad_(True)
+    for beta in (1.0, 10.0, 50.0):
+        ours = softplus_beta(x, beta)
+        ref = torch.nn.functional.softplus(x, beta=beta)
+        assert torch.allclose(ours, ref, atol=1e-12)
+        (g_ours,) = torch.autograd.grad((ours * w).sum(), x, create_graph=True)
+        (g_ref,) = torch.autograd.grad((ref * w).sum(), x, create_graph=True)
+        assert torch.allclose(g_ours, g_ref, atol=1e-9)
+        # Second order: a loss of the input gradient, as in ART, differentiated again.
+        h_ours = torch.autograd.grad((g_ours * g_ours.detach().sign()).sum() + (g_ours**2).sum(), (x, w))
+        h_ref = torch.autograd.grad((g_ref * g_ref.detach().sign()).sum() + (g_ref**2).sum(), (x, w))
+        for a, b in zip(h_ours, h_ref):
+            assert torch.allclose(a, b, rtol=1e-7, atol=1e-9)
+    assert torch.autograd.gradcheck(lambda t: softplus_beta(t, 5.0), (x,))
+    assert torch.autograd.gradgradcheck(lambda t: softplus_beta(t, 5.0), (x,))

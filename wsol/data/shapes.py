@@ -29,7 +29,7 @@ from wsol.data.cub import CubDataset, check_options, load_cub
 from wsol.data.registry import DATASETS
 from wsol.errors import DataError
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 MARKS = ("disc", "square", "triangle", "plus", "ring", "bars", "cross", "checker", "diamond", "dots")
 TONES: Dict[str, Tuple[float, float, float]] = {
     "light": (238.0, 238.0, 232.0),
@@ -38,6 +38,8 @@ TONES: Dict[str, Tuple[float, float, float]] = {
     "blue": (35.0, 70.0, 225.0),
 }
 MAX_CLASSES = len(MARKS) * len(TONES)
+MARK_MIN_RADIUS = 0.12  # mark radius: at least this fraction of the frame ...
+MARK_BODY_RADIUS = 0.5  # ... and this fraction of the body's minor semi-axis
 MARK_TILT = math.radians(15.0)  # marks stay nearly upright: a square turned 45° would be a diamond
 META_FILE = "shapes.json"
 _PARAM_KEYS = ("version", "n_train", "n_test", "size", "num_classes", "seed")
@@ -230,7 +232,7 @@ def render_shape(canvas: _Canvas, rng: np.random.Generator, label: int, num_clas
     cy = rng.uniform(min(0.85 * extent_y, size / 2), max(size - 0.85 * extent_y, size / 2))
     body, body_win, ends = canvas.blob(rng, cx, cy, a, b, theta)
 
-    radius = max(0.08 * size, 0.4 * b)
+    radius = max(MARK_MIN_RADIUS * size, MARK_BODY_RADIUS * b)
     side = int(rng.integers(0, 2))
     for _ in range(2):
         reach = max(0.0, a * ends[side] - 1.2 * radius)

@@ -212,7 +212,8 @@ class BoxEvaluator:
 
     Every threshold is evaluated in one pass per map: ``mode="all"`` by the compiled
     connected-component sweep of :mod:`wsol.localize.fastboxes` (identical to cv2's contours),
-    ``mode="largest"`` by :mod:`wsol.localize.boxes`. ``workers`` threads split a batch.
+    ``mode="largest"`` by :mod:`wsol.localize.boxes`. ``workers`` threads split a batch (0: as
+    many as torch uses, ``torch.get_num_threads()``, which torchrun sets to 1 per process).
     """
 
     def __init__(
@@ -221,7 +222,7 @@ class BoxEvaluator:
         iou_thresholds: Sequence[int] = (30, 50, 70),
         mode: str = "all",
         iou_convention: str = "exclusive",
-        workers: int = 1,
+        workers: int = 0,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -233,7 +234,9 @@ class BoxEvaluator:
             raise ValueError(f"iou_thresholds must be integers in (0, 100], got {list(iou_thresholds)}")
         self.mode = mode
         self.iou_convention = iou_convention
-        self.workers = int(workers)
+        if workers < 0:
+            raise ValueError(f"workers must be >= 0, got {workers}")
+        self.workers = int(workers) or torch.get_num_threads()
         self.reset()
 
     def reset(self) -> None:
@@ -277,7 +280,7 @@ class BoxEvaluator:
             lo, hi = arr.min(), arr.max()
             if not (lo >= -1e-6 and hi <= 1 + 1e-6):  # also catches NaN
                 raise ValueError("score maps must lie in [0, 1] without NaN; normalize them first (wsol.localize.heatmap.normalize_minmax)")
-        u8s = to_uint8(arr)
+        u8s = to_uint8(arr, self.workers)
         if len(gt_boxes) != len(u8s):
             raise ValueError(f"got {len(gt_boxes)} GT box sets for {len(u8s)} maps")
         gts = [_boxes2d(g) for g in gt_boxes]

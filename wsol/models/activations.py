@@ -13,6 +13,63 @@ from typing import Iterator
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+
+_LINEAR_ABOVE = 20.0  # F.softplus's default threshold
+
+
+class _SoftplusBeta(torch.autograd.Function):
+    """softplus_β whose backward is one multiply by the saved slope σ(βx).
+
+    ART differentiates the input gradient again (double backpropagation). PyTorch's own softplus
+    recomputes exp(βx) in its backward and builds a composite of several kernels for the second
+    derivative; here the slope is computed once in the forward and both derivatives reuse it.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, beta: float) -> torch.Tensor:  # type: ignore[override]
+        scaled = x * beta
+        # PyTorch's softplus is linear above βx = 20 (slope exactly 1, no curvature): keep that.
+        slope = torch.sigmoid(scaled).masked_fill_(scaled > _LINEAR_ABOVE, 1.0)
+        ctx.save_for_backward(x, slope)
+        ctx.beta = beta
+        return F.softplus(x, beta=beta)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
+        x, slope = ctx.saved_tensors
+        return _SlopeProduct.apply(grad_out, x, slope, ctx.beta), None
+
+
+class _SlopeProduct(torch.autograd.Function):
+    """grad_out · σ(βx), differentiable once more in grad_out and x (softplus'' = β σ (1 − σ))."""
+
+    @staticmethod
+    def forward(ctx, grad_out: torch.Tensor, x: torch.Tensor, slope: torch.Tensor, beta: float) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(grad_out, slope)
+        ctx.beta = beta
+        return grad_out * slope
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_grad: torch.Tensor):  # type: ignore[override]
+        grad_out, slope = ctx.saved_tensors
+        d_grad_out = grad_grad * slope if ctx.needs_input_grad[0] else None
+        d_x = None
+        if ctx.needs_input_grad[1]:
+            d_x = grad_grad * grad_out
+            d_x.mul_(slope - slope * slope).mul_(ctx.beta)
+        return d_grad_out, d_x, None, None
+
+
+def softplus_beta(x: torch.Tensor, beta: float) -> torch.Tensor:
+    """log(1 + exp(βx)) / β with first and second derivatives from one saved σ(βx).
+
+    Equal to ``F.softplus(x, beta)`` with its derivatives, threshold included (linear where
+    βx > 20). Differentiable twice, as ART needs; a third derivative raises.
+    """
+    return _SoftplusBeta.apply(x, beta)
 
 
 class SwitchableReLU(nn.Module):
@@ -26,7 +83,7 @@ class SwitchableReLU(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.beta is None:
             return F.relu(x, inplace=self.inplace)
-        return F.softplus(x, beta=self.beta)
+        return softplus_beta(x, self.beta)
 
     def extra_repr(self) -> str:
         return "relu" if self.beta is None else f"softplus(beta={self.beta})"
