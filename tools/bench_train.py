@@ -169,13 +169,17 @@ def main() -> None:
     # mantissa, and the two implementations sum in different orders.
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     ref = reference_art_loss(model, x, y, art, noise)[0].item()
+    batched_ok = True
     for name, cfg in (("wsol", config), ("wsol batched", batched_config)):
         model.load_state_dict(state)
         ours = art_step(model, x, y, cfg, init_delta=art.eps * noise).loss.item()
         diff = abs(ours - ref)
         print(f"ART loss: {name} {ours:.6f}  literal reference {ref:.6f}  |diff| {diff:.2e}")
-        if diff > 1e-4:
+        if diff > 1e-4 and name == "wsol":
             raise SystemExit(f"ART loss mismatch ({name}) {diff:.2e} > 1e-4")
+        if diff > 1e-4:
+            batched_ok = False
+            print(f"WARNING: the batched option differs from the reference by {diff:.2e} > 1e-4; not timed")
     torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
     model.load_state_dict(state)
 
@@ -206,6 +210,8 @@ def main() -> None:
         "art (wsol, batched)": wsol_step(art_step, batched_config),
         "art (literal reference)": reference_step,
     }
+    if not batched_ok:
+        del methods["art (wsol, batched)"]
     for name, fn in methods.items():
         for _ in range(args.warmup):
             fn()
