@@ -73,3 +73,11 @@ def test_user_errors_are_one_line(tmp_path, capsys) -> None:
     assert "magic" in err and "natural" in err and err.strip().count("\n") == 0
     assert run(["train", "cifar10", "--method", "art", "--out", str(tmp_path / "y")]) == 2
     assert "--root" in capsys.readouterr().err
+
+
+def test_shapes_art_config_needs_the_natural_checkpoint(tmp_path, tiny_shapes, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no runs/shapes_small-cnn-bn_natural here
+    assert run(["train", "shapes", "--method", "art", "--root", str(tiny_shapes), "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "runs/shapes_small-cnn-bn_natural/model.safetensors not found" in err and "--weights" in err
+    assert not (tmp_path / "a" / "model.safetensors").exists()

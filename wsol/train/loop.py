@@ -370,6 +370,11 @@ def _train(
     stats = {k: getattr(train_set, k) for k in ("mean", "std") if getattr(train_set, k, None) is not None}
     size = config.image_size or getattr(train_set, "native_size", None)
     weights = config.weights if state is None else None  # resuming: the weights come from the state
+    if weights is not None and not Path(weights).is_file():
+        raise ConfigError(
+            f"initial weights {weights} not found (the config's `weights`): train or fetch that model "
+            f"first, or pass --weights FILE"
+        )
     model = build_model(config.arch, num_classes, weights=weights, input_size=size, **stats)
     start_epoch = 0
     if state is not None:
