@@ -98,3 +98,15 @@ def test_pxap_needs_positive_pixels():
     ev.accumulate(np.full((1, 2, 2), 0.3), np.zeros((1, 2, 2), bool))
     with pytest.raises(DataError, match="ground-truth foreground"):
         ev.compute()
+
+
+def test_both_evaluators_refuse_a_wrong_number_of_correctness_flags() -> None:
+    from wsol.metrics.localization import BoxEvaluator
+
+    maps = np.zeros((2, 8, 8), np.float32)
+    maps[:, 2:5, 2:5] = 1.0
+    masks = maps > 0.5
+    with pytest.raises(ValueError, match="got 3 correctness flags for 2 maps"):
+        SegmentationEvaluator([0.5]).accumulate(maps, masks, correct_pred=[True, False, True])
+    with pytest.raises(ValueError, match="got 1 correctness flags for 2 maps"):
+        BoxEvaluator([0.5]).accumulate(maps, [[[2, 2, 5, 5]], [[2, 2, 5, 5]]], correct_pred=[True])

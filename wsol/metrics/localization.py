@@ -32,6 +32,14 @@ def _np(x: Any, dtype: Any = np.float64) -> np.ndarray:
     return np.asarray(x, dtype=dtype)
 
 
+def correctness_flags(correct_pred: Any, n: int) -> np.ndarray:
+    """``correct_pred`` (one top-1-correct flag per map) as a bool vector of length ``n``."""
+    flags = _np(correct_pred, bool).reshape(-1)
+    if len(flags) != n:
+        raise ValueError(f"got {len(flags)} correctness flags for {n} maps")
+    return flags
+
+
 def _boxes2d(x: Any) -> np.ndarray:
     arr = _np(x)
     if arr.size == 0:
@@ -299,9 +307,7 @@ class BoxEvaluator:
         self.num_correct += hits.sum(axis=1)
         self.count += len(u8s)
         if correct_pred is not None:
-            c = _np(correct_pred, bool).reshape(-1)
-            if len(c) != len(u8s):
-                raise ValueError(f"got {len(c)} correctness flags for {len(u8s)} maps")
+            c = correctness_flags(correct_pred, len(u8s))
             self.num_correct_top1 += (hits & c[None, :, None]).sum(axis=1)
             self.count_with_pred += len(c)
             self.num_cls_correct += int(c.sum())

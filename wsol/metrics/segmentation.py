@@ -23,6 +23,7 @@ import torch
 
 from wsol.errors import DataError
 from wsol.localize.boxes import default_thresholds, threshold_levels, to_uint8
+from wsol.metrics.localization import correctness_flags
 
 ArrayLike = Union[np.ndarray, torch.Tensor, Sequence[Any]]
 
@@ -185,9 +186,7 @@ class SegmentationEvaluator:
         self.num_hit += hit.sum(0)
         self.count += len(iou_fg)
         if correct_pred is not None:
-            c = _np(correct_pred, bool).reshape(-1)
-            if len(c) != len(iou_fg):
-                raise ValueError(f"got {len(c)} correctness flags for {len(iou_fg)} maps")
+            c = correctness_flags(correct_pred, len(iou_fg))
             self.num_hit_top1 += (hit & c[:, None]).sum(0)
             self.count_with_pred += len(c)
             self.num_cls_correct += int(c.sum())
