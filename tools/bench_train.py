@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import os
 import subprocess
@@ -113,22 +114,6 @@ def _cpu_peaks(args: argparse.Namespace) -> Dict[str, float]:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def _with_batched(config: TrainConfig) -> TrainConfig:
-    """``config`` with ART's doubled-batch gradient option on (``art.batched`` when the config has it)."""
-    import dataclasses
-
-    if "batched" in {f.name for f in dataclasses.fields(config.art)}:
-        return dataclasses.replace(config, art=dataclasses.replace(config.art, batched=True))
-
-    class _Art:
-        def __init__(self, art) -> None:
-            self.__dict__.update(dataclasses.asdict(art), batched=True)
-
-    clone = copy.copy(config)
-    object.__setattr__(clone, "art", _Art(config.art))
-    return clone
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -160,7 +145,7 @@ def main() -> None:
     noise = torch.rand_like(x) * 2 - 1
     config = TrainConfig(arch=args.arch, method="art", pgd=AttackConfig(eps=8 / 255, step_size=2 / 255, steps=10))
     art = config.art
-    batched_config = _with_batched(config)
+    batched_config = dataclasses.replace(config, art=dataclasses.replace(config.art, batched=True))
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
 
     state = copy.deepcopy(model.state_dict())

@@ -576,20 +576,16 @@ def _sweep(
 
 @njit(cache=True, nogil=True)
 def _batch_max_iou(
-    u8s: np.ndarray, levels: np.ndarray, gt: np.ndarray, gt_start: np.ndarray, conv: int, out: np.ndarray
+    u8s: np.ndarray, maxima: np.ndarray, levels: np.ndarray, gt: np.ndarray, gt_start: np.ndarray, conv: int, out: np.ndarray
 ) -> None:
-    """Fill ``out`` (N×T) with the best IoU of each map at each threshold's cut level."""
+    """Fill ``out`` (N×T) with the best IoU of each map (maximum ``maxima[i]``) at each threshold's cut level."""
     n, t_count = levels.shape
     h = u8s.shape[1]
     w = u8s.shape[2]
     need = np.zeros(256, np.bool_)
     for i in range(n):
         u8 = u8s[i]
-        mx = 0
-        for y in range(h):
-            for x in range(w):
-                if u8[y, x] > mx:
-                    mx = u8[y, x]
+        mx = maxima[i]
         need[:] = False
         for t in range(t_count):
             lv = levels[i, t]
@@ -677,20 +673,21 @@ def max_iou_all(
         return out
     if u8s.shape[1] == 0 or u8s.shape[2] == 0:
         raise ValueError(f"maps must not be empty, got shape {u8s.shape}")
-    levels = np.ascontiguousarray(threshold_levels(u8s.reshape(n, -1).max(axis=1), th))
+    maxima = u8s.reshape(n, -1).max(axis=1).astype(np.int64)
+    levels = np.ascontiguousarray(threshold_levels(maxima, th))
     gt, gt_start = _pack_gt(gts)
     if not np.isfinite(gt).all():
         raise ValueError("GT boxes must be finite")
     conv = CONVENTIONS.index(iou_convention)
     workers = max(1, min(int(workers), n))
     if workers == 1:
-        _batch_max_iou(u8s, levels, gt, gt_start, conv, out)
+        _batch_max_iou(u8s, maxima, levels, gt, gt_start, conv, out)
         return out
     # The compiled sweep releases the GIL, so threads run it in parallel on disjoint slices.
     bounds = np.linspace(0, n, workers + 1).astype(np.int64)
 
     def run(a: int, b: int) -> None:
-        _batch_max_iou(u8s[a:b], levels[a:b], gt, gt_start[a:b + 1], conv, out[a:b])
+        _batch_max_iou(u8s[a:b], maxima[a:b], levels[a:b], gt, gt_start[a:b + 1], conv, out[a:b])
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         list(pool.map(run, bounds[:-1], bounds[1:]))
