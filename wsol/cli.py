@@ -131,6 +131,8 @@ def train_command(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last epoch.")] = False,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed.")] = None,
     weights: Annotated[Optional[Path], typer.Option("--weights", help="Initial weights (ImageNet backbone or wsol checkpoint).")] = None,
+    warmup_epochs: Annotated[Optional[int], typer.Option("--warmup-epochs", help="Natural (cross-entropy) epochs before the method's loss takes over.")] = None,
+    warm_start: Annotated[Optional[Path], typer.Option("--warm-start", help="A natural model that stands in for the warm-up: load it and start at epoch warmup_epochs.")] = None,
     root: Annotated[Optional[Path], typer.Option("--root", help="Dataset folder (shapes: defaults to the generated cache).")] = None,
     overrides: Annotated[Optional[List[str]], typer.Option("--set", help="Override a config key, e.g. --set art.lam=0.3 (repeatable).")] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1 (default: cuda when available).")] = None,
@@ -143,7 +145,8 @@ def train_command(
     from wsol.utils.distributed import cleanup
 
     values = dict(parse_override(o) for o in overrides or [])
-    options = {"epochs": epochs, "batch_size": batch_size, "optim.lr": lr, "seed": seed, "weights": weights, "root": root}
+    options = {"epochs": epochs, "batch_size": batch_size, "optim.lr": lr, "seed": seed, "weights": weights, "root": root,
+               "warmup_epochs": warmup_epochs, "warm_start": warm_start}
     values.update({k: str(v) if isinstance(v, Path) else v for k, v in options.items() if v is not None})
     cfg, used = resolve_train_config(dataset, method, config, arch, values)
     folder = out or Path("runs") / f"{cfg.dataset}_{cfg.arch}_{cfg.method}"

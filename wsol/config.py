@@ -108,6 +108,8 @@ class TrainConfig:
     method: str = "natural"
     weights: Optional[str] = None
     epochs: int = 1
+    warmup_epochs: int = 0
+    warm_start: Optional[str] = None
     batch_size: int = 64
     eval_batch_size: int = 128
     transform: str = "none"
@@ -130,7 +132,7 @@ _POSITIVE = {
     "schedule.gamma", "art.steps",
 }
 _NON_NEGATIVE = {
-    "workers", "optim.momentum", "optim.weight_decay", "art.lam", "art.eps", "art.step_size", "pgd.eps",
+    "workers", "warmup_epochs", "optim.momentum", "optim.weight_decay", "art.lam", "art.eps", "art.step_size", "pgd.eps",
     "pgd.step_size", "eval.pgd_steps", "eval.pgd_eps", "eval.pgd_step_size", "optim.head_lr_mult",
 }
 _CHOICES = {
@@ -245,7 +247,22 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[Map
     for key, value in (overrides or {}).items():
         if value is not None:
             _set_dotted(tree, key, value)
-    return _build(TrainConfig, tree)
+    return _check_warmup(_build(TrainConfig, tree))
+
+
+def _check_warmup(config: TrainConfig) -> TrainConfig:
+    """Cross-key checks of the warm-up: it must leave epochs for the method, and ``warm_start`` (a
+    model standing in for the warm-up) needs a warm-up to replace and excludes ``weights``."""
+    if config.warmup_epochs and config.warmup_epochs >= config.epochs:
+        raise ConfigError(
+            f"warmup_epochs ({config.warmup_epochs}) must be below epochs ({config.epochs}): the warm-up is "
+            f"followed by {config.method} epochs"
+        )
+    if config.warm_start is not None and not config.warmup_epochs:
+        raise ConfigError("warm_start replaces the warm-up epochs, but warmup_epochs is 0")
+    if config.warm_start is not None and config.weights is not None:
+        raise ConfigError("pass either weights (initial weights, then the warm-up) or warm_start (skips the warm-up), not both")
+    return config
 
 
 def config_to_dict(config: Any) -> Dict[str, Any]:

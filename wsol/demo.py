@@ -36,10 +36,13 @@ def _train_model(
     if not path.is_file():
         raise WsolError(f"demo config {path} is missing; run the demo from a wsol source checkout")
     overrides: Dict[str, Any] = {"root": str(root), "seed": seed}
-    if epochs is not None:
-        overrides["epochs"] = epochs
     if init is not None:
-        overrides["weights"] = str(init)
+        # the natural model stands in for the ART config's warm-up epochs; the ART phase keeps its length
+        natural_epochs = epochs if epochs is not None else load_config(configs_dir() / "shapes_small-cnn-bn_natural.yaml").epochs
+        shipped = load_config(path)
+        overrides.update(warm_start=str(init), warmup_epochs=natural_epochs, epochs=natural_epochs + shipped.epochs - shipped.warmup_epochs)
+    elif epochs is not None:
+        overrides["epochs"] = epochs
     config = load_config(path, overrides)
     if checkpoint.is_file() and _finished(out, config.epochs):
         return checkpoint
@@ -104,7 +107,8 @@ def _report_text(rows: List[Dict[str, Any]], figures: List[str], timings: Dict[s
         f"Synthetic `shapes` set ({n_train} train / {n_test} test, 64×64, 10 classes): each object is a large",
         "body whose class is told by a small mark on one part of it; the GT box and mask cover the whole body.",
         "Models: small CNN trained naturally, then fine-tuned from that model with ART (as ART fine-tunes a",
-        "pretrained network on CUB); configs `shapes_small-cnn-bn_{natural,art}.yaml`.",
+        "pretrained network on CUB): the natural run is the ART config's warm-up; configs",
+        "`shapes_small-cnn-bn_{natural,art}.yaml`.",
         "Maps for the predicted class; post-processing gray → min-max → 3×3 mean; boxes from the largest",
         "region. GT-Known / Top-1 Loc and Top-1 Seg use the threshold with the best GT-Known Loc on this",
         "split (an oracle choice, as in the ART and CAM papers); MaxBoxAccV2 and PxAP sweep all thresholds.",

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -9,6 +10,8 @@ from wsol.cli import run
 from wsol.config import load_config
 from wsol.data import shapes as shapes_module
 from wsol.utils.io import read_jsonl
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 TINY = """\
 dataset: shapes
@@ -75,9 +78,25 @@ def test_user_errors_are_one_line(tmp_path, capsys) -> None:
     assert "--root" in capsys.readouterr().err
 
 
-def test_shapes_art_config_needs_the_natural_checkpoint(tmp_path, tiny_shapes, capsys, monkeypatch) -> None:
-    monkeypatch.chdir(tmp_path)  # no runs/shapes_small-cnn-bn_natural here
-    assert run(["train", "shapes", "--method", "art", "--root", str(tiny_shapes), "--out", str(tmp_path / "a")]) == 2
-    err = capsys.readouterr().err
-    assert "runs/shapes_small-cnn-bn_natural/model.safetensors not found" in err and "--weights" in err
+def test_shapes_art_config_warms_up_naturally(tmp_path, tiny_shapes, capsys) -> None:
+    config = load_config(CONFIGS / "shapes_small-cnn-bn_art.yaml")
+    natural = load_config(CONFIGS / "shapes_small-cnn-bn_natural.yaml")
+    assert config.weights is None and config.warmup_epochs == natural.epochs == config.epochs - 1
+    assert (config.optim, config.schedule, config.seed, config.batch_size) == (natural.optim, natural.schedule, natural.seed, natural.batch_size)
+    missing = tmp_path / "natural.safetensors"
+    args = ["train", "shapes", "--method", "art", "--root", str(tiny_shapes), "--out", str(tmp_path / "a")]
+    assert run([*args, "--warm-start", str(missing)]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # after the "config: ..." line, one error line
+    assert f"{missing} not found" in last and "--warm-start" in last
     assert not (tmp_path / "a" / "model.safetensors").exists()
+
+
+def test_train_with_warmup_from_the_cli(tmp_path, tiny_shapes, capsys) -> None:
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY)
+    out = tmp_path / "run"
+    argv = ["train", "shapes", "--method", "art", "--config", str(config), "--root", str(tiny_shapes), "--out", str(out)]
+    assert run([*argv, "--epochs", "2", "--warmup-epochs", "1"]) == 0
+    assert [r["method"] for r in read_jsonl(out / "metrics.jsonl")] == ["natural", "art"]
+    assert run([*argv, "--epochs", "1", "--warmup-epochs", "1", "--out", str(tmp_path / "b")]) == 2
+    assert "warmup_epochs (1) must be below epochs (1)" in capsys.readouterr().err

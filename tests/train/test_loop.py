@@ -113,6 +113,49 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, toy_sets) -> No
     assert [r["epoch"] for r in read_jsonl(out / "metrics.jsonl")] == [1]
 
 
+def test_warmup_epochs_are_the_natural_run(tmp_path, toy_sets) -> None:
+    train_set, test_set = toy_sets()
+    natural, art = tmp_path / "natural", tmp_path / "art"
+    train(_config("natural", 1), natural, train_set=train_set, test_set=test_set)
+    train(_config("art", 2, warmup_epochs=1), art, train_set=train_set, test_set=test_set)
+    nat_record, (warm, fine) = read_jsonl(natural / "metrics.jsonl")[0], read_jsonl(art / "metrics.jsonl")
+    assert (warm["method"], fine["method"]) == ("natural", "art")
+    assert "train/attr" not in warm and "train/attr" in fine
+    for key in ("train/loss", "train/acc", "lr"):
+        assert warm[key] == nat_record[key], key  # the warm-up epoch is the natural epoch, bit for bit
+    assert fine["lr"] == pytest.approx(0.05 * 0.5)
+
+
+def test_warm_start_skips_the_warmup_exactly(tmp_path, toy_sets) -> None:
+    # Without momentum SGD keeps no state, so starting the ART phase from the natural model (fast-forwarded
+    # schedule, same seeds for data order and attack starts) must give the one-run result bit for bit.
+    train_set, test_set = toy_sets()
+    plain = {"optim.momentum": 0.0, "optim.nesterov": False}
+    train(_config("natural", 1, **plain), tmp_path / "natural", train_set=train_set, test_set=test_set)
+    train(_config("art", 2, warmup_epochs=1, **plain), tmp_path / "one", train_set=train_set, test_set=test_set)
+    warm = _config("art", 2, warmup_epochs=1, warm_start=str(tmp_path / "natural" / "model.safetensors"), **plain)
+    train(warm, tmp_path / "two", train_set=train_set, test_set=test_set)
+    a, b = _weights(tmp_path / "one"), _weights(tmp_path / "two")
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    (record,) = read_jsonl(tmp_path / "two" / "metrics.jsonl")
+    assert (record["epoch"], record["method"]) == (2, "art") and record["lr"] == pytest.approx(0.025)
+    missing = _config("art", 2, warmup_epochs=1, warm_start=str(tmp_path / "none.safetensors"))
+    with pytest.raises(ConfigError, match=r"none.safetensors not found \(the config's `warm_start`\).*--warm-start"):
+        train(missing, tmp_path / "three", train_set=train_set, test_set=test_set)
+
+
+def test_warmup_settings_are_checked() -> None:
+    with pytest.raises(ConfigError, match="warmup_epochs \\(2\\) must be below epochs \\(2\\)"):
+        _config("art", 2, warmup_epochs=2)
+    with pytest.raises(ConfigError, match="warmup_epochs is 0"):
+        _config("art", 2, warm_start="natural.safetensors")
+    with pytest.raises(ConfigError, match="not both"):
+        _config("art", 2, warmup_epochs=1, warm_start="a.safetensors", weights="b.safetensors")
+    with pytest.raises(ConfigError, match="must not be negative"):
+        _config("art", 2, warmup_epochs=-1)
+
+
 def test_lr_schedules() -> None:
     multi = ScheduleConfig(kind="multistep", milestones=(50, 80, 150), gammas=(0.1, 0.1, 0.5))
     assert [lr_factor(multi, e) for e in (0, 49, 50, 80, 150)] == pytest.approx([1, 1, 0.1, 0.01, 0.005])

@@ -36,7 +36,7 @@ from wsol.errors import ConfigError, WsolError
 from wsol.models import build_model, save_model
 from wsol.models.build import arch_spec
 from wsol.models.checkpoint import load_train_state, save_train_state
-from wsol.train.methods import get_method, start_eps
+from wsol.train.methods import get_method, natural_step, start_eps
 from wsol.utils import distributed as dist_utils
 from wsol.utils.device import select_device
 from wsol.utils.io import append_jsonl, atomic_write_text, read_jsonl
@@ -48,7 +48,7 @@ MODEL_FILE = "model.safetensors"
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.yaml"
 # config keys that may change between a run and its resumption (they do not change the weights)
-_RESUMABLE = ("epochs", "root", "weights", "workers", "eval_batch_size", "eval.")
+_RESUMABLE = ("epochs", "root", "weights", "warm_start", "workers", "eval_batch_size", "eval.")
 
 
 class NonFiniteLossError(WsolError):
@@ -267,9 +267,10 @@ def _to_device(x: torch.Tensor, y: torch.Tensor, device: torch.device, config: T
 
 
 def _start_delta(config: TrainConfig, epoch: int, step: int, x: torch.Tensor) -> Optional[torch.Tensor]:
-    """The attack's random start for this rank's rows of the global batch (None for natural training)."""
+    """The attack's random start for this rank's rows of the global batch (None for natural training
+    and the warm-up epochs)."""
     eps = start_eps(config)
-    if eps <= 0:
+    if eps <= 0 or epoch < config.warmup_epochs:
         return None
     rank, world = dist_utils.rank(), dist_utils.world_size()
     gen_device = x.device if x.device.type == "cuda" else torch.device("cpu")
@@ -278,6 +279,15 @@ def _start_delta(config: TrainConfig, epoch: int, step: int, x: torch.Tensor) ->
     noise = uniform_noise((n * world, *x.shape[1:]), gen, x.device)
     mine = noise.view(n, world, *x.shape[1:])[:, rank]
     return (eps * mine).to(x.dtype)
+
+
+def _fast_forward(scheduler: torch.optim.lr_scheduler.LambdaLR, schedule: ScheduleConfig, epoch: int) -> None:
+    """Put a fresh scheduler (and its optimizer's learning rates) where it would be at ``epoch``."""
+    scheduler.last_epoch = epoch
+    factor = lr_factor(schedule, epoch)
+    for group, base in zip(scheduler.optimizer.param_groups, scheduler.base_lrs):
+        group["lr"] = base * factor
+    scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
 
 
 def _config_differences(old: Dict[str, Any], new: Dict[str, Any], prefix: str = "") -> List[str]:
@@ -369,14 +379,16 @@ def _train(
     seed_everything(config.seed)
     stats = {k: getattr(train_set, k) for k in ("mean", "std") if getattr(train_set, k, None) is not None}
     size = config.image_size or getattr(train_set, "native_size", None)
-    weights = config.weights if state is None else None  # resuming: the weights come from the state
+    # resuming: the weights come from the state; a warm start loads a model that stands in for the warm-up
+    key, weights = ("warm_start", config.warm_start) if config.warm_start is not None else ("weights", config.weights)
+    weights = weights if state is None else None
     if weights is not None and not Path(weights).is_file():
+        flag = "--warm-start" if key == "warm_start" else "--weights"
         raise ConfigError(
-            f"initial weights {weights} not found (the config's `weights`): train or fetch that model "
-            f"first, or pass --weights FILE"
+            f"initial weights {weights} not found (the config's `{key}`): train or fetch that model first, or pass {flag} FILE"
         )
     model = build_model(config.arch, num_classes, weights=weights, input_size=size, **stats)
-    start_epoch = 0
+    start_epoch = config.warmup_epochs if config.warm_start is not None else 0
     if state is not None:
         model.load_state_dict(state["model"])
         start_epoch = int(state["epoch"])
@@ -394,6 +406,8 @@ def _train(
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
+    elif start_epoch:
+        _fast_forward(scheduler, config.schedule, start_epoch)
     if world > 1:
         ids = [dev.index] if cuda else None
         model = nn.parallel.DistributedDataParallel(raw, device_ids=ids)
@@ -431,7 +445,8 @@ def _train(
             generator=torch.Generator().manual_seed(epoch_seed % 2**63),
             persistent_workers=False,
         )
-        record = _train_epoch(model, raw, loader, optimizer, step_fn, config, dev, epoch, out)
+        epoch_step = natural_step if epoch < config.warmup_epochs else step_fn
+        record = _train_epoch(model, raw, loader, optimizer, epoch_step, config, dev, epoch, out)
         record["lr"] = optimizer.param_groups[0]["lr"]
         scheduler.step()
         last = epoch + 1 == config.epochs
@@ -478,7 +493,9 @@ def _train_epoch(
     correct = torch.zeros((), dtype=torch.float64)
     seen = 0
     total = len(loader) if config.max_train_batches is None else min(len(loader), config.max_train_batches)
-    bar = progress(loader, desc=f"{config.method} epoch {epoch + 1}/{config.epochs}", total=total)
+    warmup = epoch < config.warmup_epochs
+    method = "natural" if warmup else config.method
+    bar = progress(loader, desc=f"{method}{' (warm-up)' if warmup else ''} epoch {epoch + 1}/{config.epochs}", total=total)
     start = time.perf_counter()
     for step, (x, y) in enumerate(bar):
         if step >= total:
@@ -498,7 +515,7 @@ def _train_epoch(
                 else "no checkpoint was written yet; lower optim.lr and start again"
             )
             raise NonFiniteLossError(
-                f"{config.method} training loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; stopped: {kept}"
+                f"{method} training loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; stopped: {kept}"
             )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -514,7 +531,7 @@ def _train_epoch(
     totals = torch.stack([correct, torch.tensor(float(seen), dtype=torch.float64), *[sums[k] for k in sorted(sums)]])
     dist_utils.all_reduce_sum(totals)
     count = max(totals[1].item(), 1.0)
-    record: Dict[str, Any] = {"epoch": epoch + 1}
+    record: Dict[str, Any] = {"epoch": epoch + 1, "method": method}
     for i, key in enumerate(sorted(sums)):
         record[f"train/{key}"] = totals[2 + i].item() / count
     record["train/acc"] = totals[0].item() / count
