@@ -145,6 +145,20 @@ def test_warm_start_skips_the_warmup_exactly(tmp_path, toy_sets) -> None:
         train(missing, tmp_path / "three", train_set=train_set, test_set=test_set)
 
 
+def test_resume_across_the_end_of_the_warmup(tmp_path, toy_sets) -> None:
+    train_set, test_set = toy_sets()
+    config = _config("art", 3, warmup_epochs=1)
+    train(config, tmp_path / "straight", train_set=train_set, test_set=test_set)
+    killed = tmp_path / "killed"  # stops in epoch 2, the first ART epoch, with the warm-up epoch saved
+    with pytest.raises(NonFiniteLossError, match="art training loss became nan at epoch 2"):
+        train(config, killed, train_set=_Poisoned(train_set, after=len(train_set)), test_set=test_set)
+    train(config, killed, resume=True, train_set=train_set, test_set=test_set)
+    a, b = _weights(tmp_path / "straight"), _weights(killed)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert [r["method"] for r in read_jsonl(killed / "metrics.jsonl")] == ["natural", "art", "art"]
+
+
 def test_warmup_settings_are_checked() -> None:
     with pytest.raises(ConfigError, match="warmup_epochs \\(2\\) must be below epochs \\(2\\)"):
         _config("art", 2, warmup_epochs=2)
