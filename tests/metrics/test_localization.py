@@ -143,7 +143,10 @@ def test_merge_threads_and_state_roundtrip_are_exact():
     a.accumulate(maps[:5], gts[:5], correct[:5])
     b.accumulate(maps[5:], gts[5:], correct[5:])
     merged = BoxEvaluator().merge(a).merge(b.state_dict())
-    for other in (threaded, merged):
+    batched = BoxEvaluator(workers=1)  # one evaluator fed batches of changing size
+    for lo, hi in ((0, 7), (7, 9), (9, 12)):
+        batched.accumulate(maps[lo:hi], gts[lo:hi], correct[lo:hi])
+    for other in (threaded, merged, batched):
         assert np.array_equal(other.num_correct, whole.num_correct)
         assert np.array_equal(other.num_correct_top1, whole.num_correct_top1)
         assert other.count == whole.count == 12
