@@ -48,11 +48,7 @@ def class_activation_map(
         if t is None:
             t = model.forward_head(feats).argmax(dim=1)
         maps = torch.einsum("nc,nchw->nhw", model.classifier_weight[t].to(feats.dtype), feats)
-        if relu:
-            maps = F.relu(maps)
-        if upsample:
-            maps = upsample_maps(maps, tuple(x.shape[-2:]))
-    return finish(maps, create_graph)
+    return _finish_cam(maps, x, relu, upsample, create_graph)
 
 
 def _features_and_gradients(
@@ -78,6 +74,7 @@ def _features_and_gradients(
 
 
 def _finish_cam(maps: torch.Tensor, x: torch.Tensor, relu: bool, upsample: bool, create_graph: bool) -> torch.Tensor:
+    """Optional ReLU at feature resolution, optional upsampling to the image, then :func:`finish`."""
     if relu:
         maps = F.relu(maps)
     if upsample:
