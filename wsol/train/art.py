@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from wsol.attacks.adversarial import project_linf, random_start_point
 from wsol.models.activations import softplus
+from wsol.models.batchnorm import fused_batch_norm
 
 _NORM_EPS = 1e-12
 
@@ -86,7 +87,7 @@ def input_gradients(
     if batched:
         return _input_gradients_doubled(model, x, y, beta, create_graph, normalized)
     inp = x if x.requires_grad else x.detach().requires_grad_(True)
-    with torch.enable_grad(), softplus(model, beta):
+    with torch.enable_grad(), softplus(model, beta), fused_batch_norm(model):
         logits = model(inp)
     istar = strongest_wrong_class(logits, y)
     rows = torch.arange(len(y), device=y.device)
