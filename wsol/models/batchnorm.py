@@ -4,9 +4,9 @@ ART differentiates input gradients again, and every train-mode batch norm then r
 composite double backward, a chain of broadcast kernels per layer that took a fifth of an ART
 step on the CPU (WRN-16-2, batch 32). The derivative has a closed form that needs five sums per
 channel and one more pass over the data; :func:`fused_batch_norm` swaps it in for the duration
-of a ``with`` block. Forward values,
-first derivatives and running statistics are PyTorch's own kernels; only the second derivative is
-computed here (float64 sums), so results agree with PyTorch to float rounding.
+of a ``with`` block. Forward values, first derivatives and running statistics are PyTorch's own
+kernels; only the second derivative is computed here (float64 sums), so results agree with
+PyTorch to float rounding.
 """
 from __future__ import annotations
 
