@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import types
 from contextlib import contextmanager
-from typing import Iterator, Optional, Tuple
+from typing import Callable, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -168,17 +168,23 @@ def _fused_forward(self: nn.modules.batchnorm._BatchNorm, inp: torch.Tensor) -> 
 
 
 @contextmanager
-def fused_batch_norm(model: nn.Module) -> Iterator[nn.Module]:
-    """Inside the block the model's BatchNorm2d layers (not SyncBatchNorm) use the compiled double
-    backward on CPU tensors in train mode; everything else is unchanged."""
-    norms = [m for m in model.modules() if type(m) is nn.BatchNorm2d]
-    for module in norms:
-        module.forward = types.MethodType(_fused_forward, module)
+def patched_forward(modules: List[nn.Module], forward: Callable[..., torch.Tensor]) -> Iterator[None]:
+    """Inside the block each of ``modules`` runs ``forward`` (bound to it) instead of its class's."""
+    for module in modules:
+        module.forward = types.MethodType(forward, module)
     try:
-        yield model
+        yield
     finally:
-        for module in norms:
+        for module in modules:
             del module.forward
 
 
-__all__ = ["batch_norm_double_backward", "fused_batch_norm"]
+@contextmanager
+def fused_batch_norm(model: nn.Module) -> Iterator[nn.Module]:
+    """Inside the block the model's BatchNorm2d layers (not SyncBatchNorm) use the compiled double
+    backward on CPU tensors in train mode; everything else is unchanged."""
+    with patched_forward([m for m in model.modules() if type(m) is nn.BatchNorm2d], _fused_forward):
+        yield model
+
+
+__all__ = ["batch_norm_double_backward", "fused_batch_norm", "patched_forward"]

@@ -27,7 +27,6 @@ largest |g^y| at the random start, ReLU path).
 """
 from __future__ import annotations
 
-import types
 from contextlib import contextmanager
 from typing import Iterator, Optional, Tuple
 
@@ -37,7 +36,7 @@ import torch.nn.functional as F
 
 from wsol.attacks.adversarial import project_linf, random_start_point
 from wsol.models.activations import softplus
-from wsol.models.batchnorm import fused_batch_norm
+from wsol.models.batchnorm import fused_batch_norm, patched_forward
 
 _NORM_EPS = 1e-12
 
@@ -125,13 +124,8 @@ def split_batch_norm(model: nn.Module, groups: int) -> Iterator[None]:
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if any(isinstance(m, nn.SyncBatchNorm) for m in norms):
         raise ValueError("split_batch_norm does not support SyncBatchNorm; use batched=False")
-    for module in norms:
-        module.forward = types.MethodType(_split_bn_forward(groups), module)
-    try:
+    with patched_forward(norms, _split_bn_forward(groups)):
         yield
-    finally:
-        for module in norms:
-            del module.forward
 
 
 def _split_bn_forward(groups: int):
