@@ -13,29 +13,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from wsol.attacks.core import project_linf, random_start_point, sign_ascent, uniform_noise
+
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def uniform_noise(
-    shape: torch.Size | tuple, generator: Optional[torch.Generator] = None, device: torch.device | str | None = None
-) -> torch.Tensor:
-    """U[−1, 1] noise of ``shape`` drawn from ``generator`` (or the global RNG) and moved to ``device``."""
-    gen_device = generator.device if generator is not None else device
-    noise = torch.rand(shape, generator=generator, device=gen_device) * 2 - 1
-    return noise.to(device) if device is not None else noise
-
-
-def project_linf(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
-    """Project ``x_adv`` onto the ℓ∞ ball of radius ``eps`` around ``x`` and onto [0, 1]."""
-    return torch.minimum(torch.maximum(x_adv, x - eps), x + eps).clamp_(0.0, 1.0)
-
-
-def random_start_point(
-    x: torch.Tensor, eps: float, generator: Optional[torch.Generator] = None, init_delta: Optional[torch.Tensor] = None
-) -> torch.Tensor:
-    """``x`` + U[−ε, ε] (or ``x + init_delta``), projected to the ε-ball and to [0, 1]."""
-    delta = init_delta.to(x) if init_delta is not None else eps * uniform_noise(x.shape, generator, x.device).to(x.dtype)
-    return project_linf(x.detach() + delta, x.detach(), eps)
 
 
 def pgd_attack(
@@ -58,21 +38,12 @@ def pgd_attack(
     make the start a function of the sample rather than of the batch split). Every iterate is
     projected to the ε-ball and to [0, 1]. Returns the detached adversarial images.
     """
-    if eps < 0 or step_size < 0 or steps < 0:
-        raise ValueError("eps, step_size and steps must not be negative")
     loss_fn = loss_fn or _summed_cross_entropy
-    x = x.detach()
-    if random_start and eps > 0:
-        x_adv = random_start_point(x, eps, generator, init_delta)
-    else:
-        x_adv = x.clone()
-    for _ in range(steps):
-        x_adv.requires_grad_(True)
-        with torch.enable_grad():
-            loss = loss_fn(model(x_adv), y)
-            (grad,) = torch.autograd.grad(loss, x_adv)
-        x_adv = project_linf(x_adv.detach() + step_size * grad.sign(), x, eps)
-    return x_adv.detach()
+    result = sign_ascent(
+        lambda x_adv: loss_fn(model(x_adv), y), x, eps, step_size, steps,
+        random_start=random_start, generator=generator, init_delta=init_delta,
+    )
+    return result.x_adv
 
 
 
