@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from wsol.attacks import pgd_attack
 from wsol.config import load_config
 from wsol.models import build_model
-from wsol.train.art import art_attack
+from wsol.attacks import art_attack
 from wsol.train.methods import METHODS, art_objective, get_method
 
 

@@ -12,7 +12,7 @@ touched and the model's train/eval mode is left as the caller set it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 import torch
 
@@ -38,11 +38,27 @@ def project_linf(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tens
     return torch.minimum(torch.maximum(x_adv, x - eps), x + eps).clamp_(0.0, 1.0)
 
 
+def random_delta(
+    x: torch.Tensor, eps: float, generator: Optional[torch.Generator] = None, shard: Tuple[int, int] = (0, 1)
+) -> torch.Tensor:
+    """ε·U[−1, 1] noise for the rows of ``x``: the one place a random start is drawn.
+
+    ``shard=(rank, world)``: ``x`` is this rank's share of a global batch of ``world``·N rows (row
+    i of the global batch is row i // world of rank i % world); the noise of the whole global
+    batch is drawn and this rank's rows are returned, so each sample's start does not depend on
+    how the batch is split across processes.
+    """
+    rank, world = shard
+    n = x.shape[0]
+    noise = uniform_noise((n * world, *x.shape[1:]), generator, x.device)
+    return eps * noise.view(n, world, *x.shape[1:])[:, rank].to(x.dtype)
+
+
 def random_start_point(
     x: torch.Tensor, eps: float, generator: Optional[torch.Generator] = None, init_delta: Optional[torch.Tensor] = None
 ) -> torch.Tensor:
     """``x`` + U[−ε, ε] (or ``x + init_delta``), projected to the ε-ball and to [0, 1]."""
-    delta = init_delta.to(x) if init_delta is not None else eps * uniform_noise(x.shape, generator, x.device).to(x.dtype)
+    delta = init_delta.to(x) if init_delta is not None else random_delta(x, eps, generator)
     return project_linf(x.detach() + delta, x.detach(), eps)
 
 

@@ -17,6 +17,7 @@ from typing import Callable, Iterator, List, Optional, Tuple
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from numba import njit
 from torch.autograd.function import once_differentiable
 
@@ -187,4 +188,29 @@ def fused_batch_norm(model: nn.Module) -> Iterator[nn.Module]:
         yield model
 
 
-__all__ = ["batch_norm_double_backward", "fused_batch_norm", "patched_forward"]
+@contextmanager
+def split_batch_norm(model: nn.Module, groups: int) -> Iterator[None]:
+    """Inside the block, train-mode batch norm normalizes each of ``groups`` equal slices of the batch
+    with that slice's own statistics; running statistics are updated from the first slice only."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if any(isinstance(m, nn.SyncBatchNorm) for m in norms):
+        raise ValueError("split_batch_norm does not support SyncBatchNorm; use batched=False")
+    with patched_forward(norms, _split_bn_forward(groups)):
+        yield
+
+
+def _split_bn_forward(groups: int):
+    def forward(self: nn.modules.batchnorm._BatchNorm, inp: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return type(self).forward(self, inp)
+        size = inp.shape[0] // groups
+        parts = [type(self).forward(self, inp[:size])]
+        for g in range(1, groups):
+            chunk = inp[g * size:(g + 1) * size]
+            parts.append(F.batch_norm(chunk, None, None, self.weight, self.bias, True, 0.0, self.eps))
+        return torch.cat(parts)
+
+    return forward
+
+
+__all__ = ["batch_norm_double_backward", "fused_batch_norm", "patched_forward", "split_batch_norm"]

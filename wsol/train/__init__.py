@@ -1,5 +1,5 @@
 """Training: ``train(config, out)`` runs natural, PGD, ART or ART+PGD training with one shared loop."""
-from wsol.train.art import art_attack, attribution_loss, input_gradients, strongest_wrong_class
+from wsol.attacks import art_attack, attribution_loss, input_gradients, strongest_wrong_class
 from wsol.train.loop import NonFiniteLossError, default_config_path, evaluate, train
 from wsol.train.methods import METHODS, StepResult, get_method
 

@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
-from wsol.attacks.adversarial import pgd_attack, uniform_noise
+from wsol.attacks import pgd_attack, random_delta
 from wsol.config import ScheduleConfig, TrainConfig, config_to_dict, config_to_yaml, load_config
 from wsol.errors import ConfigError, WsolError
 from wsol.models import build_model, save_model
@@ -272,13 +272,9 @@ def _start_delta(config: TrainConfig, epoch: int, step: int, x: torch.Tensor) ->
     eps = start_eps(config)
     if eps <= 0 or epoch < config.warmup_epochs:
         return None
-    rank, world = dist_utils.rank(), dist_utils.world_size()
     gen_device = x.device if x.device.type == "cuda" else torch.device("cpu")
     gen = torch.Generator(device=gen_device).manual_seed(_derived_seed(config.seed, 3, epoch, step))
-    n = x.shape[0]
-    noise = uniform_noise((n * world, *x.shape[1:]), gen, x.device)
-    mine = noise.view(n, world, *x.shape[1:])[:, rank]
-    return (eps * mine).to(x.dtype)
+    return random_delta(x, eps, gen, shard=(dist_utils.rank(), dist_utils.world_size()))
 
 
 def _fast_forward(scheduler: torch.optim.lr_scheduler.LambdaLR, schedule: ScheduleConfig, epoch: int) -> None:

@@ -15,10 +15,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from wsol.attacks.adversarial import pgd_attack
+from wsol.attacks import art_attack, attribution_loss, pgd_attack, unwrap
 from wsol.config import TrainConfig
 from wsol.registry import Registry
-from wsol.train.art import art_attack, attribution_loss, unwrap
 
 
 @dataclass

@@ -10,7 +10,7 @@ from wsol.models import build_model, softplus
 from wsol.models.activations import make_switchable
 from wsol.models.classifier import Classifier
 from wsol.train import art_attack, attribution_loss, input_gradients, strongest_wrong_class
-from wsol.train.art import topk_positions
+from wsol.attacks import topk_positions
 
 BETA = 5.0
 
