@@ -88,9 +88,10 @@ def attribution_loss(
 ) -> torch.Tensor:
     """Per-sample L_attr(x, y) (shape B); differentiable w.r.t. the parameters and ``x``.
 
-    ``model`` maps [0, 1] images to logits and must have switchable activations (every model from
-    :func:`wsol.models.build_model`). ``normalized_cosine``: anchor = ``model.normalize(x)`` and
-    gradients w.r.t. the normalized input. ``channel_mean``: compare mean_c |·| maps (H·W entries).
+    ``model`` is any ``nn.Module`` mapping [0, 1] images to logits whose ReLUs :func:`wsol.models.softplus`
+    can switch (ReLU modules or smooth activations). ``normalized_cosine`` (needs a model with
+    ``normalize`` and ``std``, e.g. a :class:`~wsol.models.classifier.Classifier`): anchor =
+    ``model.normalize(x)`` and gradients w.r.t. the normalized input. ``channel_mean``: compare mean_c |·| maps (H·W entries).
     ``index`` (B×k, long): compare only these positions of the flattened vectors (the official
     attack's top-k restriction). ``batched``: see :func:`input_gradients` (same numbers).
     ``pair_mining``: ``x`` is [clean; perturbed] and each row is scored against its partner's

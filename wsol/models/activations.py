@@ -1,19 +1,29 @@
-"""Switchable ReLU / softplus_β activations that share one model's weights.
+"""Switch a model's ReLUs to softplus_β and back, sharing one model's weights.
 
 ART needs input gradients of the logits through a smooth network (the second derivative of ReLU is
-zero), while the classification loss uses the ordinary ReLU network. Every ``nn.ReLU`` of a model is
-replaced once by :class:`SwitchableReLU`; :func:`softplus` flips all of them for the duration of a
-``with`` block, so no model copy is ever made.
+zero), while the classification loss uses the ordinary ReLU network. :func:`softplus` flips every
+ReLU of ANY ``nn.Module`` for the duration of a ``with`` block, so no model copy is ever made:
+:class:`SwitchableReLU` modules (what :func:`wsol.models.build_model` puts in place of each
+``nn.ReLU``) get their ``beta`` set, and plain ``nn.ReLU`` modules run softplus_β in place of their
+forward. Smooth activations (SiLU, GELU, Softplus, ELU, CELU, Mish, Tanh, Sigmoid) are left as they
+are. Piecewise-linear activations that softplus_β does not replace (LeakyReLU, PReLU, RReLU, ReLU6,
+Hardtanh, Hardswish, Hardsigmoid, SELU, Threshold) have zero curvature almost everywhere too, so
+:func:`softplus` refuses such a model rather than return useless second derivatives. Functional
+calls (``F.relu`` inside a ``forward``) are invisible to a module walk and stay ReLU: give such
+models ``nn.ReLU`` modules (or call :func:`make_switchable` on a model that has them).
 """
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, List, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
+
+from wsol.errors import WsolError
 
 
 _LINEAR_ABOVE = 20.0  # F.softplus's default threshold
@@ -113,15 +123,43 @@ def set_activation(model: nn.Module, beta: float | None) -> None:
             module.beta = beta
 
 
+_KINKED = (
+    nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ReLU6, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.SELU, nn.Threshold,
+)
+"""Non-smooth activations :func:`softplus` cannot switch (kinks that softplus_β would not replace)."""
+
+
 @contextmanager
 def softplus(model: nn.Module, beta: float = 50.0) -> Iterator[nn.Module]:
-    """Run the block with softplus_β activations; restores the previous state afterwards."""
-    previous = [(m, m.beta) for m in model.modules() if isinstance(m, SwitchableReLU)]
-    if not previous:
-        raise ValueError("model has no switchable activations; build it with wsol.models.build_model")
+    """Run the block with every ReLU of ``model`` as softplus_β; restores the previous state afterwards.
+
+    Works on any ``nn.Module``: :class:`SwitchableReLU` modules are switched (as
+    :func:`set_activation` does) and plain ``nn.ReLU`` modules compute :func:`softplus_beta` for
+    the duration; smooth activations are untouched. Raises :class:`~wsol.errors.WsolError` for a
+    model with an activation from ``_KINKED``.
+    """
+    if beta <= 0:
+        raise ValueError(f"softplus beta must be positive, got {beta}")
+    kinked = sorted({type(m).__name__ for m in model.modules() if isinstance(m, _KINKED)})
+    if kinked:
+        raise WsolError(
+            f"the model uses {', '.join(kinked)}, which softplus_β cannot smooth; ART and smooth input gradients "
+            "need ReLU (switched to softplus_β) or smooth activations such as SiLU, GELU or Softplus"
+        )
+    switchable = [(m, m.beta) for m in model.modules() if isinstance(m, SwitchableReLU)]
+    relus: List[Tuple[nn.Module, object]] = [
+        (m, m.__dict__.get("forward")) for m in model.modules() if isinstance(m, nn.ReLU)
+    ]
     set_activation(model, beta)
+    for module, _ in relus:
+        module.forward = functools.partial(softplus_beta, beta=beta)
     try:
         yield model
     finally:
-        for module, old in previous:
+        for module, old in switchable:
             module.beta = old
+        for module, forward in relus:
+            if forward is None:
+                del module.forward
+            else:
+                module.forward = forward
