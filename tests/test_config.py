@@ -3,7 +3,13 @@ from __future__ import annotations
 
 import pytest
 
-from wsol.config import ConfigError, config_to_yaml, load_config, parse_number, parse_override
+from dataclasses import dataclass
+from typing import Tuple
+
+from wsol.config import AttackConfig, ConfigError, build_config, config_to_yaml, load_config, parse_number, parse_override
+from wsol.data.registry import load_all
+from wsol.models.build import MODELS
+from wsol.train.methods import METHODS, attack_config, start_eps
 
 
 def test_fraction_and_decimal_epsilons() -> None:
@@ -40,6 +46,14 @@ def test_resolved_yaml_round_trips(tmp_path) -> None:
         ({"pgd.eps": 8}, "pgd.eps is in pixel units"),
         ({"optim.nesterov": "maybe"}, "optim.nesterov: expected true or false"),
         ({"batch_size": 1.5}, "batch_size: expected an integer"),
+        ({"eval.pgd.eps": 3}, "eval.pgd.eps is in pixel units"),
+        ({"eval.pgd.step_size": -1}, "eval.pgd.step_size must not be negative"),
+        ({"art.norm": "l1"}, "art.norm must be one of linf, l2"),
+        ({"pgd.norm": "l2"}, "pgd.norm: training attacks run in linf only"),
+        ({"art.steps": 0}, "art.steps must be positive"),
+        ({"arch": "resnet-9000"}, "arch must be one of"),
+        ({"dataset": "mnist"}, "dataset must be one of"),
+        ({"eval.pgd_steps": 1}, "unknown config key eval.pgd_steps"),
     ],
 )
 def test_bad_values_name_the_key(overrides, message) -> None:
@@ -56,3 +70,50 @@ def test_bad_files(tmp_path) -> None:
         load_config(bad)
     with pytest.raises(ConfigError, match="key=value"):
         parse_override("art.lam")
+
+
+def test_one_attack_block_for_pgd_art_and_evaluation() -> None:
+    config = load_config(None, {"method": "art", "art.eps": "2/255", "art.random_start": False, "eval.pgd.steps": 5})
+    assert all(isinstance(block, AttackConfig) for block in (config.pgd, config.art, config.eval.pgd))
+    assert config.art.step_size == pytest.approx(1.5 / 255) and config.art.steps == 3
+    assert config.eval.pgd.steps == 5 and config.eval.pgd.norm == "linf"
+    assert attack_config(config) is config.art
+    assert start_eps(config) == 0.0
+    assert start_eps(load_config(None, {"method": "art-pgd", "art.eps": "2/255"})) == pytest.approx(2 / 255)
+    assert start_eps(load_config(None, {"method": "pgd", "pgd.eps": "4/255"})) == pytest.approx(4 / 255)
+    assert start_eps(load_config(None, {"method": "natural"})) == 0.0
+
+
+def test_allowed_names_come_from_the_registries() -> None:
+    for key, registry in (("method", METHODS), ("arch", MODELS), ("dataset", load_all())):
+        for name in registry.names():
+            assert getattr(load_config(None, {key: name}), key) == name
+    try:
+        MODELS.register("test-only-arch")(lambda: None)
+        assert load_config(None, {"arch": "test-only-arch"}).arch == "test-only-arch"
+    finally:
+        MODELS._entries.pop("test-only-arch")
+
+
+@dataclass(frozen=True)
+class _SweepConfig:
+    eps_sweep: Tuple[float, ...] = ()
+    attack: AttackConfig = AttackConfig()
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"eps_sweep": ["1/255", 2]}, r"eps_sweep\[1\] is in pixel units"),
+        ({"eps_sweep": [0.1, -0.01]}, r"eps_sweep\[1\] must not be negative"),
+        ({"eps_sweep": 0.1}, "eps_sweep: expected a list"),
+        ({"attack": {"steps": -2}}, "attack.steps must not be negative"),
+    ],
+)
+def test_epsilon_lists_are_range_checked(data, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build_config(_SweepConfig, data)
+
+
+def test_epsilon_list_parses_fractions() -> None:
+    assert build_config(_SweepConfig, {"eps_sweep": ["1/255", 0.5]}).eps_sweep == (pytest.approx(1 / 255), 0.5)

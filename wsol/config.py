@@ -10,7 +10,7 @@ import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import yaml
 
@@ -63,23 +63,28 @@ class ScheduleConfig:
 
 @dataclass(frozen=True)
 class AttackConfig:
-    """An ℓ∞ PGD-style perturbation: radius, step size, number of steps."""
+    """One perturbation search: radius and step in pixel units, number of steps, random start, norm.
+
+    The one attack block: PGD training (``pgd``), ART's attack (``art``, which extends it) and the
+    training loop's PGD evaluation (``eval.pgd``) all read it.
+    """
 
     eps: float = 8 / 255
     step_size: float = 2 / 255
     steps: int = 10
     random_start: bool = True
+    norm: str = "linf"
 
 
 @dataclass(frozen=True)
-class ArtConfig:
-    """ART (Algorithm 1) settings; the official-code switches are off by default (paper behaviour)."""
+class ArtConfig(AttackConfig):
+    """ART (Algorithm 1): its attack block plus the loss settings; the official-code switches are off
+    by default (paper behaviour)."""
 
-    lam: float = 0.5
-    beta: float = 50.0
-    eps: float = 8 / 255
     step_size: float = 1.5 / 255
     steps: int = 3
+    lam: float = 0.5
+    beta: float = 50.0
     topk: Optional[int] = None
     normalized_cosine: bool = False
     clean_and_adv: bool = False
@@ -89,12 +94,10 @@ class ArtConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """What the training loop evaluates, and how often."""
+    """What the training loop evaluates, and how often; ``pgd.steps`` = 0 skips the PGD check."""
 
     every: int = 1
-    pgd_steps: int = 0
-    pgd_eps: float = 8 / 255
-    pgd_step_size: float = 2 / 255
+    pgd: AttackConfig = field(default_factory=lambda: AttackConfig(steps=0))
     max_batches: Optional[int] = None
 
 
@@ -132,13 +135,44 @@ _POSITIVE = {
     "schedule.gamma", "art.steps",
 }
 _NON_NEGATIVE = {
-    "workers", "warmup_epochs", "optim.momentum", "optim.weight_decay", "art.lam", "art.eps", "art.step_size", "pgd.eps",
-    "pgd.step_size", "eval.pgd_steps", "eval.pgd_eps", "eval.pgd_step_size", "optim.head_lr_mult",
+    "workers", "warmup_epochs", "optim.momentum", "optim.weight_decay", "art.lam", "optim.head_lr_mult",
 }
-_CHOICES = {
-    "method": ("natural", "pgd", "art", "art-pgd"),
-    "schedule.kind": ("constant", "step", "multistep"),
-    "transform": ("none", "cub", "cifar", "balance"),
+_ATTACK_NON_NEGATIVE = ("step_size", "steps")
+NORMS = ("linf", "l2")
+TRAINING_NORMS = ("linf",)
+"""Norms the training loop's attacks run in (the sign-ascent core is ℓ∞)."""
+
+
+def _method_names() -> Sequence[str]:
+    from wsol.train.methods import METHODS  # imported when checked: the registries import this module
+
+    return METHODS.names()
+
+
+def _arch_names() -> Sequence[str]:
+    from wsol.models.build import MODELS
+
+    return MODELS.names()
+
+
+def _dataset_names() -> Sequence[str]:
+    from wsol.data.registry import load_all
+
+    return load_all().names()
+
+
+def _transform_names() -> Sequence[str]:
+    from wsol.data.transforms import TRANSFORMS
+
+    return TRANSFORMS.names()
+
+
+_CHOICES: Dict[str, Callable[[], Sequence[str]]] = {
+    "method": _method_names,
+    "arch": _arch_names,
+    "dataset": _dataset_names,
+    "transform": _transform_names,
+    "schedule.kind": lambda: ("constant", "step", "multistep"),
 }
 
 
@@ -153,7 +187,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{key}: expected a mapping of settings, got {value!r}")
-        return _build(tp, value, key + ".")
+        return build_config(tp, value, key + ".")
     if origin in (tuple, list, Tuple, List):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
@@ -181,7 +215,9 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
-def _build(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
+def build_config(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
+    """The dataclass ``cls`` from a mapping of settings: types converted, ranges checked, and every
+    mistake a :class:`ConfigError` naming the dotted key (``prefix`` + field)."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(data) - set(fields))
@@ -191,20 +227,38 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
     for name, value in data.items():
         key = prefix + name
         values[name] = _convert(value, hints[name], key)
-        _check_range(key, values[name])
+        _check_range(key, values[name], issubclass(cls, AttackConfig))
     return cls(**values)
 
 
-def _check_range(key: str, value: Any) -> None:
-    if key in _POSITIVE and value is not None and value <= 0:
+def _is_eps(leaf: str) -> bool:
+    """Whether a key holds radii in pixel units: ``eps``, ``pgd_eps``, ``eps_sweep`` ..."""
+    return "eps" in leaf.split("_")
+
+
+def _check_range(key: str, value: Any, in_attack: bool = False) -> None:
+    if isinstance(value, tuple):
+        for i, item in enumerate(value):
+            _check_range(f"{key}[{i}]", item, in_attack)
+        return
+    leaf = key.rsplit(".", 1)[-1].split("[", 1)[0]
+    if value is None or isinstance(value, bool):
+        return
+    if key in _POSITIVE and value <= 0:
         raise ConfigError(f"{key} must be positive, got {value}")
-    if key in _NON_NEGATIVE and value is not None and value < 0:
+    if (key in _NON_NEGATIVE or (in_attack and leaf in _ATTACK_NON_NEGATIVE)) and value < 0:
         raise ConfigError(f"{key} must not be negative, got {value}")
-    if key in _CHOICES and value not in _CHOICES[key]:
-        raise ConfigError(f"{key} must be one of {', '.join(_CHOICES[key])}; got {value!r}")
-    leaf = key.rsplit(".", 1)[-1]
-    if (leaf == "eps" or leaf.endswith("_eps")) and value is not None and value > 1:
-        raise ConfigError(f"{key} is in pixel units of [0, 1] images and must be ≤ 1 (e.g. 8/255), got {value}")
+    if in_attack and leaf == "norm" and value not in NORMS:
+        raise ConfigError(f"{key} must be one of {', '.join(NORMS)}; got {value!r}")
+    if key in _CHOICES:
+        names = _CHOICES[key]()
+        if value not in names:
+            raise ConfigError(f"{key} must be one of {', '.join(names)}; got {value!r}")
+    if _is_eps(leaf) and isinstance(value, (int, float)):
+        if value < 0:
+            raise ConfigError(f"{key} must not be negative, got {value}")
+        if value > 1:
+            raise ConfigError(f"{key} is in pixel units of [0, 1] images and must be ≤ 1 (e.g. 8/255), got {value}")
 
 
 def _set_dotted(tree: Dict[str, Any], dotted: str, value: Any) -> None:
@@ -247,7 +301,7 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[Map
     for key, value in (overrides or {}).items():
         if value is not None:
             _set_dotted(tree, key, value)
-    return _check_warmup(_build(TrainConfig, tree))
+    return _check_norms(_check_warmup(build_config(TrainConfig, tree)))
 
 
 def _check_warmup(config: TrainConfig) -> TrainConfig:
@@ -262,6 +316,14 @@ def _check_warmup(config: TrainConfig) -> TrainConfig:
         raise ConfigError("warm_start replaces the warm-up epochs, but warmup_epochs is 0")
     if config.warm_start is not None and config.weights is not None:
         raise ConfigError("pass either weights (initial weights, then the warm-up) or warm_start (skips the warm-up), not both")
+    return config
+
+
+def _check_norms(config: TrainConfig) -> TrainConfig:
+    """The training loop's attacks (``pgd``, ``art``, ``eval.pgd``) run in the norms of :data:`TRAINING_NORMS`."""
+    for key, block in (("pgd", config.pgd), ("art", config.art), ("eval.pgd", config.eval.pgd)):
+        if block.norm not in TRAINING_NORMS:
+            raise ConfigError(f"{key}.norm: training attacks run in {', '.join(TRAINING_NORMS)} only, got {block.norm!r}")
     return config
 
 

@@ -24,7 +24,8 @@ optim:
 art:
   steps: 1
 eval:
-  pgd_steps: 1
+  pgd:
+    steps: 1
 """
 
 

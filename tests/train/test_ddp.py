@@ -44,7 +44,7 @@ def run(out):
     for method in ("natural", "art"):
         config = load_config(None, {
             "method": method, "arch": "small-cnn", "epochs": 2, "batch_size": 8, "eval_batch_size": 6,
-            "optim.lr": 0.05, "art.steps": 2, "eval.pgd_steps": 1,
+            "optim.lr": 0.05, "art.steps": 2, "eval.pgd.steps": 1,
         })
         train(config, Path(out) / method, train_set=Toy(16, 0), test_set=Toy(10, 1), device="cpu")
 

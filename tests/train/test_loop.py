@@ -33,7 +33,7 @@ def _config(method: str, epochs: int, **extra):
         "schedule.gammas": [0.5],
         "pgd.steps": 2,
         "art.steps": 1,
-        "eval.pgd_steps": 1,
+        "eval.pgd.steps": 1,
     }
     base.update(extra)
     return load_config(None, base)

@@ -224,7 +224,7 @@ def evaluate(
     device: torch.device,
     epoch: int = 0,
 ) -> Dict[str, float]:
-    """Clean accuracy (and PGD-k accuracy when ``eval.pgd_steps`` > 0) on ``dataset``; ranks share it."""
+    """Clean accuracy (and PGD-k accuracy when ``eval.pgd.steps`` > 0) on ``dataset``; ranks share it."""
     ev = config.eval
     rank, world = dist_utils.rank(), dist_utils.world_size()
     shard = Subset(dataset, list(range(rank, len(dataset), world)))
@@ -240,18 +240,18 @@ def evaluate(
         x, y = _to_device(x, y, device, config)
         with autocast:
             totals[0] += (model(x).argmax(1) == y).sum().item()
-            if ev.pgd_steps > 0:
+            if ev.pgd.steps > 0:
                 gen = torch.Generator(device=device).manual_seed(_derived_seed(config.seed, 7, epoch, step, rank))
                 with torch.enable_grad():
-                    x_adv = pgd_attack(model, x, y, ev.pgd_eps, ev.pgd_step_size, ev.pgd_steps, generator=gen)
+                    x_adv = pgd_attack(model, x, y, ev.pgd.eps, ev.pgd.step_size, ev.pgd.steps, generator=gen)
                 totals[1] += (model(x_adv).argmax(1) == y).sum().item()
         totals[2] += len(y)
     model.train(was_training)
     dist_utils.all_reduce_sum(totals)
     count = max(totals[2].item(), 1.0)
     out = {"test/acc": totals[0].item() / count, "test/count": int(totals[2].item())}
-    if ev.pgd_steps > 0:
-        out[f"test/pgd{ev.pgd_steps}_acc"] = totals[1].item() / count
+    if ev.pgd.steps > 0:
+        out[f"test/pgd{ev.pgd.steps}_acc"] = totals[1].item() / count
     return out
 
 

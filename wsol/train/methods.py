@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from wsol.attacks import art_attack, attribution_loss, pgd_attack, unwrap
-from wsol.config import TrainConfig
+from wsol.config import AttackConfig, TrainConfig
 from wsol.registry import Registry
 
 
@@ -99,6 +99,7 @@ def _art_perturbation(
         a.step_size,
         a.steps,
         a.beta,
+        random_start=a.random_start,
         topk=a.topk,
         normalized_cosine=a.normalized_cosine,
         channel_mean=a.channel_mean,
@@ -131,10 +132,12 @@ def get_method(name: str) -> Method:
     return METHODS.get(name)
 
 
+def attack_config(config: TrainConfig) -> Optional[AttackConfig]:
+    """The attack block the method's training attack reads (None for natural training)."""
+    return {"pgd": config.pgd, "art": config.art, "art-pgd": config.art}.get(config.method)
+
+
 def start_eps(config: TrainConfig) -> float:
-    """The radius of the method's random start (0 for natural training)."""
-    if config.method == "natural":
-        return 0.0
-    if config.method == "pgd":
-        return config.pgd.eps if config.pgd.random_start else 0.0
-    return config.art.eps
+    """The radius of the method's random start (0 for natural training or without a random start)."""
+    attack = attack_config(config)
+    return attack.eps if attack is not None and attack.random_start else 0.0
