@@ -116,6 +116,7 @@ def integrated_gradients(
     internal_batch_size: Optional[int] = 256,
     create_graph: bool = False,
     reduce: Optional[str] = None,
+    detach_factor: bool = False,
 ) -> torch.Tensor:
     """Integrated Gradients (x − x̄) ⊙ ∫₀¹ ∇f(x̄ + α(x − x̄)) dα, N×C×H×W.
 
@@ -124,7 +125,9 @@ def integrated_gradients(
     ``objective`` "logit" (default) or "ce" (the ART metric's cross-entropy). The path points go
     through the model in passes of at most ``internal_batch_size`` rows (at least one step for
     every image), so memory is bounded. With ``create_graph`` everything stays differentiable,
-    including the (x − x̄) factor and a "blur" baseline's dependence on x.
+    including the (x − x̄) factor and a "blur" baseline's dependence on x, unless
+    ``detach_factor`` makes that factor a constant (the official ART/RAR IFIA attack's chain
+    rule, which differentiates only through the path points).
     ``target=None`` uses the class predicted for x.
     """
     check_images(x)
@@ -142,7 +145,8 @@ def integrated_gradients(
         points = ref[:, None] + a * diff[:, None]
         grads = point_gradients(model, points, t, objective, create_graph)
         avg_grad = avg_grad + (grads * weights[k0 : k0 + step].view(1, -1, 1, 1, 1)).sum(dim=1)
-    return reduce_channels(finish(diff * avg_grad, create_graph), reduce)
+    factor = diff.detach() if detach_factor else diff
+    return reduce_channels(finish(factor * avg_grad, create_graph), reduce)
 
 
 def gradient_shap_from_draws(
