@@ -119,7 +119,7 @@ def sign_ascent(
         x_adv.requires_grad_(True)
         with torch.enable_grad():
             loss = objective(x_adv)
-            (grad,) = torch.autograd.grad(loss.sum(), x_adv)
+            (grad,) = torch.autograd.grad(loss.sum(), x_adv, allow_unused=True, materialize_grads=True)
         x_adv = project_linf(x_adv.detach() + sign * step_size * grad.sign(), x, eps)
         if best is not None:
             best.offer(x_adv, acceptance, step)
