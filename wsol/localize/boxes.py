@@ -13,6 +13,11 @@ Per map and threshold ``t`` (wsolevaluation ``compute_bboxes_from_scoremaps``):
    ``+1`` IoU; see docs/iou_convention.md.
 6. No foreground → no box (an empty K×4 array). wsolevaluation substitutes ``[0, 0, 0, 0]``.
 
+``mode="largest"`` traces only outer contours (``RETR_EXTERNAL``): a hole or a nested island lies
+inside the outer contour of its top-level region and follows it in ``RETR_TREE``'s order, so it
+can never be the first contour of maximal area. This also avoids ``RETR_TREE``'s hierarchy
+building, whose cost grows with the square of the contour count on maps with many regions.
+
 Speed: the thresholds of one map are deduplicated to distinct integer levels, and the level
 masks are cropped to the foreground's bounding box and stacked into tall canvases. A single
 ``findContours`` then handles many levels at once. One zero row separates the tiles, and the
@@ -123,6 +128,7 @@ def level_boxes(u8: np.ndarray, levels: np.ndarray, largest: bool) -> Tuple[np.n
     stops = np.r_[starts[1:], n]
     # u8 > level  <=>  u8 >= level + 1, and level + 1 fits in uint8 because level < max(u8).
     cut = (levels + 1).astype(np.uint8)
+    retrieval = cv2.RETR_EXTERNAL if largest else cv2.RETR_TREE
 
     contours: List[np.ndarray] = []
     canvases = []  # (first level, crop level, contour count) per findContours call
@@ -135,7 +141,7 @@ def level_boxes(u8: np.ndarray, levels: np.ndarray, largest: bool) -> Tuple[np.n
             canvas = np.empty((b - a, h + 1, w), np.uint8)
             canvas[:, h, :] = 0
             np.greater_equal(crop, cut[a:b, None, None], out=canvas[:, :h, :].view(np.bool_))
-            found = cv2.findContours(canvas.reshape(-1, w), cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[-2]
+            found = cv2.findContours(canvas.reshape(-1, w), retrieval, cv2.CHAIN_APPROX_SIMPLE)[-2]
             contours.extend(found)
             canvases.append((a, s, len(found)))
 
