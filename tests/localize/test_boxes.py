@@ -7,7 +7,8 @@ import pytest
 import torch
 from scipy import ndimage
 
-from wsol.localize.boxes import box_from_map, boxes_from_maps, default_thresholds, map_boxes, threshold_levels, to_uint8
+from wsol.localize.boxes import box_from_map, boxes_from_maps, map_boxes
+from wsol.localize.levels import default_thresholds, threshold_levels, to_uint8
 from wsol.localize.masks import masks_from_maps
 
 
