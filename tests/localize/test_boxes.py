@@ -7,7 +7,8 @@ import pytest
 import torch
 from scipy import ndimage
 
-from wsol.localize.boxes import box_from_map, boxes_from_maps, map_boxes, threshold_levels, to_uint8
+from wsol.localize.boxes import box_from_map, boxes_from_maps, map_boxes
+from wsol.localize.levels import default_thresholds, threshold_levels, to_uint8
 from wsol.localize.masks import masks_from_maps
 
 
@@ -158,3 +159,61 @@ def test_small_canvases_and_fine_groups_give_the_same_boxes(monkeypatch):
             mb = map_boxes(to_uint8(m)[0], thresholds, mode)
             for j, t in enumerate(thresholds):
                 assert mb.at(j).astype(int).tolist() == reference_boxes(m, t, mode == "largest")
+
+
+
+def _nested() -> np.ndarray:
+    """A ring holding an island that holds a smaller ring: contours at three depths."""
+    m = np.zeros((24, 24), np.float32)
+    m[2:22, 2:22] = 1.0
+    m[5:19, 5:19] = 0.0
+    m[7:17, 7:17] = 0.6
+    m[9:15, 9:15] = 0.0
+    m[11:13, 11:13] = 0.9
+    return m
+
+
+def _many_components(size: int) -> np.ndarray:
+    m = np.zeros((size, size), np.float32)
+    m[::2, ::2] = np.linspace(0.1, 1.0, (size + 1) // 2 * ((size + 1) // 2)).reshape((size + 1) // 2, -1)
+    return m
+
+
+def _edge_maps() -> dict:
+    single = np.zeros((9, 7), np.float32)
+    single[4, 3] = 1.0
+    corner = np.zeros((9, 7), np.float32)
+    corner[0, 0] = 1.0
+    border = np.zeros((16, 16), np.float32)
+    border[:, 0] = 0.8
+    border[0, :] = 0.5
+    border[-3:, -5:] = 1.0
+    rng = np.random.default_rng(5)
+    return {
+        "all-zero": np.zeros((8, 10), np.float32),
+        "constant": np.full((8, 10), 0.7, np.float32),
+        "single pixel": single,
+        "corner pixel": corner,
+        "touching the border": border,
+        "nested": _nested(),
+        "many components": _many_components(31),
+        "equal areas": np.kron(np.eye(4, dtype=np.float32), np.ones((3, 3), np.float32)),
+        "noise": rng.random((64, 64), dtype=np.float32),
+        "smooth": ndimage.gaussian_filter(rng.random((48, 40)), 4).astype(np.float32),
+    }
+
+
+@pytest.mark.parametrize("name", list(_edge_maps()))
+def test_largest_box_equals_plain_loop(name):
+    m = _edge_maps()[name]
+    thresholds = default_thresholds(0.01)
+    mb = map_boxes(to_uint8(m)[0], thresholds, "largest")
+    for j, t in enumerate(thresholds):
+        got = mb.at(j).astype(int).tolist()
+        assert got == reference_boxes(m, t, largest=True), (name, t)
+        assert len(got) <= 1
+
+
+def test_nested_map_keeps_the_outer_region():
+    m = _nested()
+    assert map_boxes(to_uint8(m)[0], np.array([0.0]), "largest").at(0).tolist() == [[2, 2, 22, 22]]

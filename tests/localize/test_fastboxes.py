@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from wsol.localize.boxes import map_boxes, to_uint8
+from wsol.localize.boxes import map_boxes
 from wsol.localize.fastboxes import boxes_at_thresholds, level_boxes_all, max_iou_all
+from wsol.localize.levels import to_uint8
 from wsol.metrics.localization import BoxEvaluator
 
 THRESHOLDS = np.arange(0, 1, 0.01)

@@ -6,10 +6,9 @@ import pytest
 import torch
 from scipy import ndimage
 
+from wsol.metrics.iou import box_iou, iou_plus_one
 from wsol.metrics.localization import (
     BoxEvaluator,
-    _iou_plus_one,
-    box_iou,
     localization_accuracy,
     max_iou,
     merge_states,
@@ -36,7 +35,7 @@ def test_exclusive_iou_equals_plus_one_iou_on_inclusive_boxes():
     hi = lo + rng.integers(1, 30, size=(40, 2))
     excl = np.concatenate([lo, hi], axis=1).astype(float)  # [x1, y1, x2, y2) exclusive
     incl = excl - np.array([0, 0, 1, 1])  # the same pixels, inclusive corners
-    assert np.allclose(box_iou(excl[:20], excl[20:]), _iou_plus_one(incl[:20], incl[20:]))
+    assert np.allclose(box_iou(excl[:20], excl[20:]), iou_plus_one(incl[:20], incl[20:]))
 
 
 def test_max_iou_over_several_gt_boxes():
@@ -183,7 +182,7 @@ def _wsolevaluation_counts(maps, gts, thresholds, deltas, largest):
                 for c in contours:
                     x, y, bw, bh = cv2.boundingRect(c)
                     boxes.append([x, y, min(x + bw, w - 1), min(y + bh, h - 1)])
-            best = float(_iou_plus_one(np.array(boxes, float), np.array(gt, float)).max())
+            best = float(iou_plus_one(np.array(boxes, float), np.array(gt, float)).max())
             for d, delta in enumerate(deltas):
                 counts[d, j] += best >= delta / 100
     return counts

@@ -42,6 +42,28 @@ def read_image(path: Path) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
+def probe_image(path: Path) -> Optional[str]:
+    """Why the image file at ``path`` is unusable ('missing', 'empty file', ...), or None when it decodes.
+
+    JPEG files without an end-of-image marker near their end are reported as truncated, because
+    decoders return a grey-filled image for them instead of failing.
+    """
+    import cv2
+
+    path = Path(path)
+    if not path.is_file():
+        return "missing"
+    data = np.fromfile(str(path), dtype=np.uint8)
+    if data.size == 0:
+        return "empty file"
+    if data.size >= 2 and data[0] == 0xFF and data[1] == 0xD8 and b"\xff\xd9" not in data[-1024:].tobytes():
+        return "truncated JPEG (no end-of-image marker)"
+    image = cv2.imdecode(data, cv2.IMREAD_REDUCED_GRAYSCALE_2)
+    if image is None:
+        return "cannot decode"
+    return None
+
+
 def read_gray(path: Path) -> np.ndarray:
     """Read an image file as H×W uint8 (first channel of multi-channel files)."""
     import cv2

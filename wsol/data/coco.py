@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from wsol.data.base import Record, Transform
+from wsol.data.base import Record, Transform, probe_image
 from wsol.data.cub import IMAGENET_MEAN, IMAGENET_STD, AnnotatedDataset, check_options
 from wsol.data.registry import DATASETS
 from wsol.errors import DataError
@@ -149,8 +149,6 @@ def load_coco(
     std: Tuple[float, float, float] = IMAGENET_STD,
 ) -> CocoDataset:
     """Build a dataset from a COCO instances JSON and its image folder (see the module docstring)."""
-    from wsol.data.verify import probe_image
-
     root = Path(root)
     source = find_annotations(root, split, annotations)
     data = load_coco_json(source)

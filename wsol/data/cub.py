@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from wsol.data.base import Record, RecordDataset, Transform, read_gray
+from wsol.data.base import Record, RecordDataset, Transform, probe_image, read_gray
 from wsol.data.registry import DATASETS
 from wsol.errors import DataError
 
@@ -260,8 +260,6 @@ def load_cub(
     Missing image (or mask) files raise a DataError naming the images.txt line; with
     ``skip_corrupt=True`` missing or undecodable images are left out and listed in ``skipped``.
     """
-    from wsol.data.verify import probe_image
-
     if split not in CUB_SPLITS:
         raise DataError(f"{dataset_name} has splits {', '.join(CUB_SPLITS)}; got split {split!r}")
     root = resolve_cub_root(Path(root))

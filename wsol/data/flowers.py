@@ -38,7 +38,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from wsol.data.base import Record, RecordDataset, Transform, read_image
+from wsol.data.base import Record, RecordDataset, Transform, probe_image, read_image
 from wsol.data.registry import DATASETS
 from wsol.data.sample import Sample
 from wsol.errors import ConfigError, DataError
@@ -163,12 +163,10 @@ def check_records(records: Sequence[Record], skip_corrupt: bool) -> Tuple[List[R
     """Verify image and mask files; raise DataError, or with ``skip_corrupt`` drop and list them.
 
     Without ``skip_corrupt`` only existence is checked here (decoding errors surface as DataError
-    when the sample is read); with it every file is probed once (:func:`wsol.data.verify.probe_image`:
+    when the sample is read); with it every file is probed once (:func:`wsol.data.base.probe_image`:
     missing, empty, truncated JPEG, undecodable) and unusable records are left out and listed
     as ``"<name>: <problem>"``.
     """
-    from wsol.data.verify import probe_image
-
     kept: List[Record] = []
     skipped: List[str] = []
     for record in records:

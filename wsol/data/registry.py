@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Dict, Optional, Union
 
 from torch.utils.data import Dataset
 
@@ -12,6 +12,8 @@ from wsol.errors import DataError
 from wsol.registry import Registry
 
 DATASETS: Registry = Registry("dataset")
+# Datasets that can supply their own root when none is given (name → function returning it).
+DEFAULT_ROOTS: Dict[str, Callable[[], Path]] = {}
 
 _LOADER_MODULES = ("shapes", "cub", "wsolmeta", "coco", "flowers", "cifar", "svhn", "gtsrb")
 
@@ -21,6 +23,13 @@ def load_all() -> Registry:
     for module in _LOADER_MODULES:
         importlib.import_module(f"wsol.data.{module}")
     return DATASETS
+
+
+def default_root(name: str) -> Optional[Path]:
+    """The root a dataset supplies when none is given (e.g. the generated shapes cache), or None."""
+    load_all()
+    make = DEFAULT_ROOTS.get(name)
+    return make() if make is not None else None
 
 
 def build_dataset(

@@ -26,7 +26,7 @@ import numpy as np
 
 from wsol.data.base import Transform
 from wsol.data.cub import CubDataset, check_options, load_cub
-from wsol.data.registry import DATASETS
+from wsol.data.registry import DATASETS, DEFAULT_ROOTS
 from wsol.errors import DataError
 
 FORMAT_VERSION = 3
@@ -430,3 +430,4 @@ def build_shapes(root: Path, split: str, transform: Optional[Transform] = None, 
 
 
 build_shapes.splits = ("train", "test")  # type: ignore[attr-defined]
+DEFAULT_ROOTS["shapes"] = ensure_shapes

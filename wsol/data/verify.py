@@ -8,31 +8,11 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
+from wsol.data.base import probe_image
+from wsol.data.registry import default_root
 from wsol.errors import DataError
 
 _GUESSED_SPLITS = ("train", "val", "test")
-
-
-def probe_image(path: Path) -> Optional[str]:
-    """Why the image file at ``path`` is unusable ('missing', 'empty file', ...), or None when it decodes.
-
-    JPEG files without an end-of-image marker near their end are reported as truncated, because
-    decoders return a grey-filled image for them instead of failing.
-    """
-    import cv2
-
-    path = Path(path)
-    if not path.is_file():
-        return "missing"
-    data = np.fromfile(str(path), dtype=np.uint8)
-    if data.size == 0:
-        return "empty file"
-    if data.size >= 2 and data[0] == 0xFF and data[1] == 0xD8 and b"\xff\xd9" not in data[-1024:].tobytes():
-        return "truncated JPEG (no end-of-image marker)"
-    image = cv2.imdecode(data, cv2.IMREAD_REDUCED_GRAYSCALE_2)
-    if image is None:
-        return "cannot decode"
-    return None
 
 
 def _split_report(dataset: Any, check_files: bool) -> Dict[str, Any]:
@@ -221,13 +201,12 @@ def parse_loader_options(items: Sequence[str]) -> Dict[str, Any]:
 
 
 def resolve_root(name: str, root: Optional[Union[str, Path]]) -> Path:
-    """The dataset root: as given, or the shapes cache for ``shapes`` (generated when missing)."""
+    """The dataset root: as given, or the dataset's registered default (the shapes cache for ``shapes``)."""
     from wsol.errors import ConfigError
 
     if root is not None:
         return Path(root)
-    if name == "shapes":
-        from wsol.data.shapes import ensure_shapes
-
-        return ensure_shapes(None)
+    found = default_root(name)
+    if found is not None:
+        return found
     raise ConfigError(f"dataset {name!r} needs --root DIR (the folder holding its files; see datasets/README.md)")

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from wsol.data.base import Record, Transform
+from wsol.data.base import Record, Transform, probe_image
 from wsol.data.cub import IMAGENET_MEAN, IMAGENET_STD, AnnotatedDataset, check_options, parse_float, parse_int, read_mask_file
 from wsol.data.registry import DATASETS
 from wsol.data.sample import Sample
@@ -129,8 +129,6 @@ def load_wsolmeta(
 ) -> WsolMetaDataset:
     """Build the ``split`` ('train', 'val' or 'test') of a wsolevaluation-style dataset."""
     from wsol.data.cub import class_display_name
-    from wsol.data.verify import probe_image
-
     if split not in WSOLMETA_SPLITS:
         raise DataError(f"wsolmeta has splits {', '.join(WSOLMETA_SPLITS)}; got split {split!r}")
     root = Path(root)

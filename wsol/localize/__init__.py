@@ -1,19 +1,10 @@
 """Attribution maps → boxes and masks: post-processing, box fitting, mask cutting.
 
-``heatmap``: pure tensor post-processing steps; ``boxes``: wsolevaluation-exact box fitting at
+``levels``: the threshold rule (uint8 conversion, cut levels), defined once; ``heatmap``: pure
+tensor post-processing steps; ``boxes``: wsolevaluation-exact box fitting at
 many thresholds in one pass; ``masks``: the matching foreground masks.
 """
-from wsol.localize.boxes import (
-    MODES,
-    MapBoxes,
-    box_from_map,
-    boxes_from_maps,
-    default_thresholds,
-    map_boxes,
-    map_boxes_batch,
-    threshold_levels,
-    to_uint8,
-)
+from wsol.localize.boxes import MODES, MapBoxes, box_from_map, boxes_from_maps, map_boxes, map_boxes_batch
 from wsol.localize.heatmap import (
     DEFAULT_STEPS,
     PRESETS,
@@ -26,6 +17,7 @@ from wsol.localize.heatmap import (
     resize_maps,
     to_gray,
 )
+from wsol.localize.levels import default_thresholds, threshold_levels, to_uint8, to_uint8_torch
 from wsol.localize.masks import masks_from_maps
 
 __all__ = [
@@ -49,4 +41,5 @@ __all__ = [
     "threshold_levels",
     "to_gray",
     "to_uint8",
+    "to_uint8_torch",
 ]

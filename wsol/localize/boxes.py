@@ -2,16 +2,21 @@
 
 Per map and threshold ``t`` (wsolevaluation ``compute_bboxes_from_scoremaps``):
 
-1. ``u8 = uint8(map * 255)`` (truncation; the map is expected in [0, 1]).
-2. Foreground = pixels with ``u8 > int(t * max(u8))`` (``cv2.threshold`` THRESH_BINARY).
-3. ``cv2.findContours(RETR_TREE, CHAIN_APPROX_SIMPLE)``: one contour per 8-connected foreground
+1. Foreground = pixels with ``u8 > int(t * max(u8))``, ``u8 = uint8(map * 255)``: the rule of
+   :mod:`wsol.localize.levels`, shared with masks and the segmentation metrics.
+2. ``cv2.findContours(RETR_TREE, CHAIN_APPROX_SIMPLE)``: one contour per 8-connected foreground
    region plus one per hole, at every nesting depth.
-4. ``mode="largest"`` keeps the first contour of maximal ``cv2.contourArea`` (Python ``max``);
+3. ``mode="largest"`` keeps the first contour of maximal ``cv2.contourArea`` (Python ``max``);
    ``mode="all"`` keeps every contour (MaxBoxAccV2's multi-contour evaluation).
-5. Each kept contour gives ``cv2.boundingRect`` → box ``[x, y, x + w, y + h]``: x2/y2 exclusive,
+4. Each kept contour gives ``cv2.boundingRect`` → box ``[x, y, x + w, y + h]``: x2/y2 exclusive,
    our internal convention. wsolevaluation further clips x2 to W-1 and y2 to H-1 before its
    ``+1`` IoU; see docs/iou_convention.md.
-6. No foreground → no box (an empty K×4 array). wsolevaluation substitutes ``[0, 0, 0, 0]``.
+5. No foreground → no box (an empty K×4 array). wsolevaluation substitutes ``[0, 0, 0, 0]``.
+
+``mode="largest"`` traces only outer contours (``RETR_EXTERNAL``): a hole or a nested island lies
+inside the outer contour of its top-level region and follows it in ``RETR_TREE``'s order, so it
+can never be the first contour of maximal area. This also avoids ``RETR_TREE``'s hierarchy
+building, whose cost grows with the square of the contour count on maps with many regions.
 
 Speed: the thresholds of one map are deduplicated to distinct integer levels, and the level
 masks are cropped to the foreground's bounding box and stacked into tall canvases. A single
@@ -24,73 +29,20 @@ The result is identical to the plain loop; tests/localize/test_boxes.py checks t
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, List, Sequence, Tuple, Union
+from typing import List, Tuple, Union
 
 import cv2
 import numpy as np
-import torch
+
+from wsol.localize.levels import ArrayLike, as_numpy, default_thresholds, threshold_levels, to_uint8  # noqa: F401 (default_thresholds, to_uint8: wsol.localize.predict imports them from here)
 
 MODES = ("largest", "all")
-
-ArrayLike = Union[np.ndarray, torch.Tensor, Sequence[float]]
 
 # Levels whose crops are within this factor of each other share one canvas; tiny crops are
 # pooled. Pure performance knobs: the output does not depend on them.
 _GROUP_RATIO = 2.0
 _MIN_GROUP_AREA = 4096
 _MAX_CANVAS_PIXELS = 1 << 23  # bounds the memory of one stacked canvas (8 MiB)
-
-
-def default_thresholds(interval: float = 0.01) -> np.ndarray:
-    """``np.arange(0, 1, interval)``: wsolevaluation's threshold list (its training default is 0.001)."""
-    if not 0 < interval < 1:
-        raise ValueError(f"interval must be in (0, 1), got {interval}")
-    return np.arange(0, 1, interval)
-
-
-def _as_numpy(x: Any) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu().numpy()
-    return np.asarray(x)
-
-
-def to_uint8(maps: ArrayLike, workers: int = 1) -> np.ndarray:
-    """N×H×W (or H×W) maps in [0, 1] → uint8 ``trunc(map * 255)``, as wsolevaluation does.
-
-    The product is computed in the maps' own float dtype (float32 maps stay float32, as in
-    wsolevaluation). NaN becomes 0 and values are clipped to [0, 1] first. uint8 input is
-    taken as already converted. float32/float64 maps take a compiled single pass (``workers``
-    threads); other dtypes the numpy expression below, with the same result.
-    """
-    arr = _as_numpy(maps)
-    if arr.ndim == 2:
-        arr = arr[None]
-    if arr.ndim != 3:
-        raise ValueError(f"maps must be N×H×W or H×W, got shape {arr.shape}")
-    if arr.dtype == np.uint8:
-        return np.ascontiguousarray(arr)
-    if arr.dtype in (np.float32, np.float64) and arr.size:
-        from wsol.localize.fastboxes import to_uint8_compiled
-
-        return to_uint8_compiled(arr, workers)
-    if not np.issubdtype(arr.dtype, np.floating):
-        arr = arr.astype(np.float32)
-    lo, hi = (arr.min(), arr.max()) if arr.size else (0.0, 0.0)
-    if not (lo >= 0 and hi <= 1):  # also true for NaN
-        arr = np.clip(np.where(np.isnan(arr), 0, arr), 0, 1)
-    return np.ascontiguousarray((arr * 255).astype(np.uint8))
-
-
-def threshold_levels(max_values: ArrayLike, thresholds: ArrayLike) -> np.ndarray:
-    """Integer cut levels ``int(t * max_u8)`` (N×T, int64); foreground is ``u8 > level``.
-
-    The product is taken in float64 and truncated toward zero, like Python's ``int()`` on
-    wsolevaluation's ``threshold * np.max(uint8_map)``. Levels below -1 are clamped to -1 (all
-    pixels are foreground either way).
-    """
-    mx = _as_numpy(max_values).astype(np.float64).reshape(-1, 1)
-    th = _as_numpy(thresholds).astype(np.float64).reshape(1, -1)
-    return np.maximum(np.trunc(th * mx).astype(np.int64), -1)
 
 
 def _empty_boxes() -> Tuple[np.ndarray, np.ndarray]:
@@ -123,6 +75,7 @@ def level_boxes(u8: np.ndarray, levels: np.ndarray, largest: bool) -> Tuple[np.n
     stops = np.r_[starts[1:], n]
     # u8 > level  <=>  u8 >= level + 1, and level + 1 fits in uint8 because level < max(u8).
     cut = (levels + 1).astype(np.uint8)
+    retrieval = cv2.RETR_EXTERNAL if largest else cv2.RETR_TREE
 
     contours: List[np.ndarray] = []
     canvases = []  # (first level, crop level, contour count) per findContours call
@@ -135,7 +88,7 @@ def level_boxes(u8: np.ndarray, levels: np.ndarray, largest: bool) -> Tuple[np.n
             canvas = np.empty((b - a, h + 1, w), np.uint8)
             canvas[:, h, :] = 0
             np.greater_equal(crop, cut[a:b, None, None], out=canvas[:, :h, :].view(np.bool_))
-            found = cv2.findContours(canvas.reshape(-1, w), cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[-2]
+            found = cv2.findContours(canvas.reshape(-1, w), retrieval, cv2.CHAIN_APPROX_SIMPLE)[-2]
             contours.extend(found)
             canvases.append((a, s, len(found)))
 
@@ -234,22 +187,17 @@ def boxes_from_maps(
     MaxBoxAcc); ``mode="all"`` gives every contour's box (MaxBoxAccV2). K = 0 when the
     threshold leaves no foreground pixel.
     """
-    th = np.atleast_1d(np.asarray(_as_numpy(thresholds), dtype=np.float64)).reshape(-1)
+    th = np.atleast_1d(np.asarray(as_numpy(thresholds), dtype=np.float64)).reshape(-1)
     per_map = map_boxes_batch(to_uint8(maps), th, mode, workers)
     return [[mb.at(j) for j in range(len(th))] for mb in per_map]
 
 
 def box_from_map(map2d: ArrayLike, threshold: float, mode: str = "largest") -> np.ndarray:
     """Boxes (K×4 float32) of a single H×W map at one threshold; see :func:`boxes_from_maps`."""
-    arr = _as_numpy(map2d)
+    arr = as_numpy(map2d)
     if arr.ndim != 2:
         raise ValueError(f"map must be H×W, got shape {arr.shape}")
     return boxes_from_maps(arr[None], [threshold], mode)[0][0]
-
-
-def empty_boxes() -> np.ndarray:
-    """A 0×4 float32 box array (the 'no region' result)."""
-    return np.zeros((0, 4), np.float32)
 
 
 __all__ = [
@@ -257,11 +205,7 @@ __all__ = [
     "MapBoxes",
     "box_from_map",
     "boxes_from_maps",
-    "default_thresholds",
-    "empty_boxes",
     "level_boxes",
     "map_boxes",
     "map_boxes_batch",
-    "threshold_levels",
-    "to_uint8",
 ]

@@ -35,7 +35,7 @@ from typing import List, Sequence, Tuple
 import numpy as np
 from numba import njit
 
-from wsol.localize.boxes import threshold_levels
+from wsol.localize.levels import threshold_levels
 
 CONVENTIONS = ("exclusive", "wsolevaluation")
 
@@ -603,38 +603,6 @@ def _batch_max_iou(
             out[i, t] = best[lv + 1] if lv < mx else empty
 
 
-@njit(cache=True, nogil=True)
-def _to_uint8_rows(flat: np.ndarray, out: np.ndarray) -> None:
-    """``out[i] = trunc(clip(nan→0 of flat[i], 0, 1) * 255)``, computed in ``flat``'s float dtype."""
-    one = flat.dtype.type(1.0)
-    zero = flat.dtype.type(0.0)
-    scale = flat.dtype.type(255.0)
-    for i in range(flat.shape[0]):
-        v = flat[i]
-        if not v >= zero:  # negative or NaN
-            v = zero
-        elif v > one:
-            v = one
-        out[i] = np.uint8(v * scale)
-
-
-def to_uint8_compiled(arr: np.ndarray, workers: int = 1) -> np.ndarray:
-    """Compiled twin of :func:`wsol.localize.boxes.to_uint8` for float32/float64 arrays (same bytes).
-
-    One pass, no float temporary; ``workers`` threads split the array.
-    """
-    flat = np.ascontiguousarray(arr).reshape(-1)
-    out = np.empty(flat.shape, np.uint8)
-    workers = max(1, min(int(workers), len(flat) // 65536 + 1))
-    if workers == 1:
-        _to_uint8_rows(flat, out)
-    else:
-        bounds = np.linspace(0, len(flat), workers + 1).astype(np.int64)
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(lambda a, b: _to_uint8_rows(flat[a:b], out[a:b]), bounds[:-1], bounds[1:]))
-    return out.reshape(arr.shape)
-
-
 def _pack_gt(gts: Sequence[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
     """Concatenate per-map GT boxes into one G×4 float64 array plus N+1 offsets."""
     counts = np.array([len(g) for g in gts], np.int64)
@@ -653,7 +621,7 @@ def max_iou_all(
 ) -> np.ndarray:
     """Best IoU (N×T float64) of every ``mode="all"`` box against each map's GT boxes, per threshold.
 
-    ``u8s`` is an N×H×W uint8 batch (:func:`wsol.localize.boxes.to_uint8`), ``gts`` N arrays of
+    ``u8s`` is an N×H×W uint8 batch (:func:`wsol.localize.levels.to_uint8`), ``gts`` N arrays of
     K_i×4 finite boxes in the maps' pixel frame. A threshold with no foreground gives -1
     (``"exclusive"``) or the IoU of wsolevaluation's ``[0, 0, 0, 0]`` box (``"wsolevaluation"``);
     a map without GT boxes gives -1. The values equal, bit for bit, those of the cv2 path

@@ -11,18 +11,7 @@ from typing import Sequence, Union
 import numpy as np
 import torch
 
-
-def maps_to_uint8(maps: torch.Tensor) -> torch.Tensor:
-    """Torch twin of :func:`wsol.localize.boxes.to_uint8`: NaN → 0, clip to [0, 1], ``trunc(m * 255)``."""
-    if maps.dim() == 2:
-        maps = maps.unsqueeze(0)
-    if maps.dim() != 3:
-        raise ValueError(f"maps must be N×H×W or H×W, got shape {tuple(maps.shape)}")
-    if maps.dtype == torch.uint8:
-        return maps
-    x = maps if maps.is_floating_point() else maps.float()
-    x = torch.nan_to_num(x, nan=0.0).clamp(0, 1)
-    return (x * 255).to(torch.uint8)
+from wsol.localize.levels import threshold_levels, to_uint8_torch
 
 
 def masks_from_maps(maps: Union[torch.Tensor, np.ndarray], threshold: Union[float, Sequence[float], torch.Tensor]) -> torch.Tensor:
@@ -32,16 +21,16 @@ def masks_from_maps(maps: Union[torch.Tensor, np.ndarray], threshold: Union[floa
     mask at any threshold ≥ 0. The result is on the maps' device.
     """
     m = maps if isinstance(maps, torch.Tensor) else torch.as_tensor(np.asarray(maps))
-    u8 = maps_to_uint8(m)
+    u8 = to_uint8_torch(m)
     n = u8.shape[0]
     th = torch.as_tensor(threshold, dtype=torch.float64).reshape(-1)
     if th.numel() == 1:
         th = th.expand(n)
     if th.numel() != n:
         raise ValueError(f"got {th.numel()} thresholds for {n} maps")
-    mx = u8.reshape(n, -1).amax(dim=1).to(device="cpu", dtype=torch.float64)
-    level = torch.trunc(th * mx).clamp(min=-1).to(torch.int16).to(u8.device)
+    mx = u8.reshape(n, -1).amax(dim=1).cpu().numpy()
+    level = torch.from_numpy(threshold_levels(mx, th.numpy()).diagonal().copy()).to(device=u8.device, dtype=torch.int16)
     return u8.to(torch.int16) > level.view(n, 1, 1)
 
 
-__all__ = ["maps_to_uint8", "masks_from_maps"]
+__all__ = ["masks_from_maps"]

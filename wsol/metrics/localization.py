@@ -19,13 +19,12 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from wsol.localize.boxes import MODES, default_thresholds, map_boxes, to_uint8
+from wsol.localize.boxes import MODES, map_boxes
 from wsol.localize.fastboxes import max_iou_all
+from wsol.localize.levels import default_thresholds, to_uint8
+from wsol.metrics.iou import IOU_CONVENTIONS, box_iou, boxes2d, iou_exclusive, iou_plus_one  # noqa: F401 (box_iou: re-exported)
 
 ArrayLike = Union[np.ndarray, torch.Tensor, Sequence[Any]]
-IOU_CONVENTIONS = ("exclusive", "wsolevaluation")
-
-
 def _np(x: Any, dtype: Any = np.float64) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
@@ -40,64 +39,12 @@ def correctness_flags(correct_pred: Any, n: int) -> np.ndarray:
     return flags
 
 
-def _boxes2d(x: Any) -> np.ndarray:
-    arr = _np(x)
-    if arr.size == 0:
-        return np.zeros((0, 4), np.float64)
-    arr = arr.reshape(-1, 4) if arr.ndim == 1 else arr
-    if arr.ndim != 2 or arr.shape[1] != 4:
-        raise ValueError(f"boxes must be K×4, got shape {arr.shape}")
-    return arr
-
-
-def box_iou(a: ArrayLike, b: ArrayLike) -> Union[np.ndarray, torch.Tensor]:
-    """Pairwise IoU (M×N) of xyxy boxes with x2/y2 exclusive, by continuous area.
-
-    Returns a torch tensor when ``a`` is a tensor, else a float64 numpy array. A pair whose
-    union is empty (two zero-area boxes) gets IoU 0.
-    """
-    if isinstance(a, torch.Tensor):
-        bt = b if isinstance(b, torch.Tensor) else torch.as_tensor(np.asarray(b), dtype=a.dtype)
-        at, bt = a.reshape(-1, 4).to(torch.float64), bt.reshape(-1, 4).to(device=a.device, dtype=torch.float64)
-        iw = (torch.minimum(at[:, None, 2], bt[None, :, 2]) - torch.maximum(at[:, None, 0], bt[None, :, 0])).clamp(min=0)
-        ih = (torch.minimum(at[:, None, 3], bt[None, :, 3]) - torch.maximum(at[:, None, 1], bt[None, :, 1])).clamp(min=0)
-        inter = iw * ih
-        area_a = (at[:, 2] - at[:, 0]).clamp(min=0) * (at[:, 3] - at[:, 1]).clamp(min=0)
-        area_b = (bt[:, 2] - bt[:, 0]).clamp(min=0) * (bt[:, 3] - bt[:, 1]).clamp(min=0)
-        union = area_a[:, None] + area_b[None, :] - inter
-        return torch.where(union > 0, inter / union.clamp(min=1e-300), torch.zeros_like(union))
-    return _iou_exclusive(_boxes2d(a), _boxes2d(b))
-
-
-def _iou_exclusive(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    iw = np.maximum(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0)
-    ih = np.maximum(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0)
-    inter = iw * ih
-    area_a = np.maximum(a[:, 2] - a[:, 0], 0) * np.maximum(a[:, 3] - a[:, 1], 0)
-    area_b = np.maximum(b[:, 2] - b[:, 0], 0) * np.maximum(b[:, 3] - b[:, 1], 0)
-    union = area_a[:, None] + area_b[None, :] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-
-
-def _iou_plus_one(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """wsolevaluation ``calculate_multiple_iou``: ``+1`` on every width/height; denominator ≤ 0 → 0."""
-    iw = np.maximum(0, np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]) + 1)
-    ih = np.maximum(0, np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]) + 1)
-    inter = iw * ih
-    area_a = (a[:, 2] - a[:, 0] + 1) * (a[:, 3] - a[:, 1] + 1)
-    area_b = (b[:, 2] - b[:, 0] + 1) * (b[:, 3] - b[:, 1] + 1)
-    den = area_a[:, None] + area_b[None, :] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(den > 0, inter / np.where(den > 0, den, 1), 0.0)
-
-
 def max_iou(pred_boxes: ArrayLike, gt_boxes: ArrayLike) -> float:
     """Best IoU over every (predicted box, GT box) pair; 0 when either set is empty."""
-    p, g = _boxes2d(pred_boxes), _boxes2d(gt_boxes)
+    p, g = boxes2d(pred_boxes), boxes2d(gt_boxes)
     if len(p) == 0 or len(g) == 0:
         return 0.0
-    return float(_iou_exclusive(p, g).max())
+    return float(iou_exclusive(p, g).max())
 
 
 def top1_correct(logits_or_pred: ArrayLike, labels: ArrayLike) -> np.ndarray:
@@ -264,11 +211,11 @@ class BoxEvaluator:
         if self.iou_convention == "wsolevaluation":
             boxes[:, 2] = np.minimum(boxes[:, 2], w - 1)
             boxes[:, 3] = np.minimum(boxes[:, 3], h - 1)
-            empty = float(_iou_plus_one(np.zeros((1, 4)), gt).max()) if len(gt) else -1.0
-            ious = _iou_plus_one(boxes, gt) if len(gt) else np.full((len(boxes), 0), -1.0)
+            empty = float(iou_plus_one(np.zeros((1, 4)), gt).max()) if len(gt) else -1.0
+            ious = iou_plus_one(boxes, gt) if len(gt) else np.full((len(boxes), 0), -1.0)
         else:
             empty = -1.0
-            ious = _iou_exclusive(boxes, gt)
+            ious = iou_exclusive(boxes, gt)
         per_box = ious.max(axis=1) if ious.shape[1] else np.full(len(boxes), -1.0)
         per_level = np.full(len(mb.levels) + 1, -1.0)
         np.maximum.at(per_level, mb.box_level, per_box)
@@ -291,7 +238,7 @@ class BoxEvaluator:
         u8s = to_uint8(arr, self.workers)
         if len(gt_boxes) != len(u8s):
             raise ValueError(f"got {len(gt_boxes)} GT box sets for {len(u8s)} maps")
-        gts = [_boxes2d(g) for g in gt_boxes]
+        gts = [boxes2d(g) for g in gt_boxes]
         if self.mode == "all" and all(np.isfinite(g).all() for g in gts):
             # Compiled exact sweep; non-finite GT coordinates keep numpy's semantics below.
             best = max_iou_all(u8s, self.thresholds, gts, self.iou_convention, self.workers)

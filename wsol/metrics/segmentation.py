@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from wsol.errors import DataError
-from wsol.localize.boxes import default_thresholds, threshold_levels, to_uint8
+from wsol.localize.levels import default_thresholds, threshold_levels, to_uint8
 from wsol.metrics.localization import correctness_flags
 
 ArrayLike = Union[np.ndarray, torch.Tensor, Sequence[Any]]
