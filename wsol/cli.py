@@ -1,4 +1,4 @@
-"""The `wsol` command line: parse options, build a config, call the library. No logic here."""
+"""The `wsol` command line: parse options, build a config, call one job (wsol.jobs). No logic here."""
 from __future__ import annotations
 
 import sys
@@ -50,9 +50,9 @@ def config_show(
     overrides: Annotated[Optional[List[str]], typer.Option("--set", help="Override a key, e.g. --set art.lam=0.3")] = None,
 ) -> None:
     """Print the resolved, validated configuration."""
-    from wsol.config import config_to_yaml, load_config, parse_override
+    from wsol.config import config_to_yaml, load_config, parse_overrides
 
-    typer.echo(config_to_yaml(load_config(file, dict(parse_override(o) for o in overrides or []))), nl=False)
+    typer.echo(config_to_yaml(load_config(file, parse_overrides(overrides))), nl=False)
 
 
 # --- data commands ---
@@ -140,16 +140,14 @@ def train_command(
     """Train a classifier with natural, PGD, ART or ART+PGD training (torchrun for several GPUs)."""
     import os
 
-    from wsol.config import parse_override
-    from wsol.train.loop import resolve_train_config, train
+    from wsol.config import parse_overrides, resolve_train_config
+    from wsol.jobs.train import default_run_folder, train
     from wsol.utils.distributed import cleanup
 
-    values = dict(parse_override(o) for o in overrides or [])
     options = {"epochs": epochs, "batch_size": batch_size, "optim.lr": lr, "seed": seed, "weights": weights, "root": root,
                "warmup_epochs": warmup_epochs, "warm_start": warm_start}
-    values.update({k: str(v) if isinstance(v, Path) else v for k, v in options.items() if v is not None})
-    cfg, used = resolve_train_config(dataset, method, config, arch, values)
-    folder = out or Path("runs") / f"{cfg.dataset}_{cfg.arch}_{cfg.method}"
+    cfg, used = resolve_train_config(dataset, method, config, arch, parse_overrides(overrides), options)
+    folder = out or default_run_folder(cfg)
     main = os.environ.get("RANK", "0") == "0"  # torchrun: only rank 0 prints
     if main:
         typer.echo(f"config: {used or 'built-in defaults'}; run folder: {folder}", err=True)
@@ -176,21 +174,20 @@ def localize_command(
     sweep: Annotated[bool, typer.Option("--sweep", help="Pick the threshold with the best GT-Known Loc (oracle, as in the papers).")] = False,
     masks: Annotated[bool, typer.Option("--masks", help="Also write COCO RLE segmentations.")] = False,
     target: Annotated[str, typer.Option("--target", help="Map of the predicted class (pred) or of the true class (gt).")] = "pred",
-    steps: Annotated[str, typer.Option("--postprocess", help="Post-processing preset: wsol, wsolevaluation, art_grad.")] = "wsol",
+    postprocess: Annotated[str, typer.Option("--postprocess", help="Post-processing preset: wsol, wsolevaluation, art_grad.")] = "wsol",
     split: Annotated[str, typer.Option("--split")] = "test",
     batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
     interval: Annotated[float, typer.Option("--interval", help="Threshold sweep step.")] = 0.01,
     device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda or auto.")] = None,
 ) -> None:
     """Attribution maps → boxes (and masks) for every image, written as COCO results JSON."""
-    from wsol.localize.predict import LocalizeSettings
+    from wsol.config import LocalizeConfig
     from wsol.data.verify import resolve_root
-    from wsol.localize.run import run_localize
-    from wsol.utils.distributed import init_from_env, is_main_process
+    from wsol.jobs.localize import run_localize
+    from wsol.utils.distributed import is_main_process
 
-    init_from_env()
-    settings = LocalizeSettings(
-        attribution=attribution, target=target, steps=steps, threshold=threshold, sweep=sweep,
+    settings = LocalizeConfig(
+        attribution=attribution, target=target, postprocess=postprocess, threshold=threshold, sweep=sweep,
         interval=interval, masks=masks, batch_size=batch_size,
     )
     meta = run_localize(checkpoint, dataset, resolve_root(dataset, root), out, settings, split=split, device=device)
@@ -210,7 +207,7 @@ def evaluate_command(
     """Score predictions: Top-1 Acc, GT-Known / Top-1 Loc, Top-1 Seg, MaxBoxAccV2, PxAP, COCO AP."""
     from wsol.export.tables import markdown_table
     from wsol.data.verify import resolve_root
-    from wsol.localize.run import evaluate_predictions, save_metrics
+    from wsol.jobs.evaluate import evaluate_predictions, save_metrics
 
     metrics = evaluate_predictions(pred, dataset, resolve_root(dataset, root), split)
     path = save_metrics(pred, metrics)
@@ -233,10 +230,12 @@ def visualize_command(
     device: Annotated[Optional[str], typer.Option("--device")] = None,
 ) -> None:
     """Image + heatmap + GT box (red) + predicted box (green), as the ART paper's Fig. 5."""
+    from wsol.config import LocalizeConfig
     from wsol.data.verify import resolve_root
-    from wsol.localize.run import run_visualize
+    from wsol.jobs.visualize import run_visualize
 
-    path = run_visualize(checkpoint, dataset, resolve_root(dataset, root), out, attribution, threshold, n, split, seed, device=device)
+    settings = LocalizeConfig(attribution=attribution, threshold=threshold)
+    path = run_visualize(checkpoint, dataset, resolve_root(dataset, root), out, settings, n, split, seed, device=device)
     typer.echo(f"wrote {path}")
 
 
@@ -250,7 +249,7 @@ def demo_command(
     device: Annotated[Optional[str], typer.Option("--device")] = None,
 ) -> None:
     """Generate shapes, train natural and ART models, localize, segment, evaluate and write a report."""
-    from wsol.demo import run_demo
+    from wsol.jobs.demo import run_demo
 
     report = run_demo(out, seed=seed, epochs=epochs, n_train=n_train, n_test=n_test, device=device)
     typer.echo(report.read_text())

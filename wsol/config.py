@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import yaml
 
 from wsol.errors import ConfigError
@@ -343,3 +344,122 @@ def config_to_dict(config: Any) -> Dict[str, Any]:
 def config_to_yaml(config: Any) -> str:
     """The resolved config as YAML text."""
     return yaml.safe_dump(config_to_dict(config), sort_keys=False)
+
+
+# ----------------------------------------------------------------------------- shipped configs
+
+
+# The architecture a dataset trains with when the user names none (CUB: ResNet-50, as in the ART
+# paper's Table 2). A dataset missing here takes the one architecture its shipped configs use.
+DEFAULT_ARCH: Dict[str, str] = {"cub": "resnet50"}
+
+
+def configs_dir() -> Path:
+    """The repository's ``configs/`` folder (shipped YAML files for every paper setting)."""
+    return Path(__file__).resolve().parents[1] / "configs"
+
+
+def _arch_token(arch: str) -> str:
+    return arch.replace("wrn-", "wrn")
+
+
+def default_config_path(dataset: str, method: str, arch: Optional[str] = None, folder: Optional[Path] = None) -> Optional[Path]:
+    """The shipped config ``<dataset>_<arch>_<method>.yaml`` for this setting, or None if none fits.
+
+    Without ``arch`` the dataset's default architecture (:data:`DEFAULT_ARCH`) decides; a dataset
+    without one must have exactly one shipped architecture for ``method``.
+    """
+    folder = folder or configs_dir()
+    if not folder.is_dir():
+        return None
+    if arch is None and dataset in DEFAULT_ARCH:
+        arch = DEFAULT_ARCH[dataset]
+    if arch is not None:
+        path = folder / f"{dataset}_{_arch_token(arch)}_{method}.yaml"
+        return path if path.is_file() else None
+    matches = [p for p in sorted(folder.glob(f"{dataset}_*_{method}.yaml")) if p.name.count("_") == 2]
+    if len(matches) > 1:
+        names = ", ".join(p.name for p in matches)
+        raise ConfigError(f"several configs fit {dataset}/{method} ({names}); pass --arch or --config")
+    return matches[0] if matches else None
+
+
+def resolve_train_config(
+    dataset: str,
+    method: Optional[str] = None,
+    config_path: Optional[Union[str, Path]] = None,
+    arch: Optional[str] = None,
+    overrides: Optional[Mapping[str, Any]] = None,
+    options: Optional[Mapping[str, Any]] = None,
+) -> Tuple[TrainConfig, Optional[Path]]:
+    """The run config: ``config_path`` (or the shipped ``<dataset>_<arch>_<method>.yaml``, or the
+    defaults), then ``overrides`` (dotted keys, as ``--set`` gives them), then ``options`` (dotted
+    keys of dedicated flags; None values are skipped, paths become strings), then
+    ``dataset``/``method``/``arch``. Returns it with the YAML file used. Without ``method`` the
+    config's method is kept (natural for the defaults)."""
+    path = Path(config_path) if config_path is not None else default_config_path(dataset, method or "natural", arch)
+    merged: Dict[str, Any] = dict(overrides or {})
+    merged.update({k: str(v) if isinstance(v, Path) else v for k, v in (options or {}).items() if v is not None})
+    merged["dataset"] = dataset
+    if method is not None:
+        merged["method"] = method
+    if arch is not None:
+        merged["arch"] = arch
+    return load_config(path, merged), path
+
+
+def parse_overrides(texts: Optional[List[str]]) -> Dict[str, Any]:
+    """``key.sub=value`` texts (``--set``) as one dotted-key mapping; later texts win."""
+    return dict(parse_override(t) for t in texts or [])
+
+
+# ----------------------------------------------------------------------------- localize
+
+
+LOCALIZE_TARGETS = ("pred", "gt")
+
+
+@dataclass(frozen=True)
+class LocalizeConfig:
+    """How maps are made and turned into boxes and masks.
+
+    target: the class whose map is drawn — 'pred' (the official ART code; what a deployed model
+    can do) or 'gt' (the GT-known protocol of wsolevaluation). postprocess: a preset name or a
+    tuple of step names (see wsol.localize.heatmap). threshold: fraction of each map's maximum
+    that cuts the exported boxes and masks; with ``sweep`` the threshold of the best GT-Known Loc
+    over the grid ``arange(0, 1, interval)`` is used instead.
+    """
+
+    attribution: str = "grad"
+    target: str = "pred"
+    postprocess: Any = "wsol"
+    threshold: float = 0.2
+    sweep: bool = False
+    interval: float = 0.01
+    masks: bool = False
+    batch_size: int = 32
+    workers: int = 0
+    attribution_options: Dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from wsol.localize.heatmap import PRESETS
+
+        if self.target not in LOCALIZE_TARGETS:
+            raise ConfigError(f"localize.target must be one of {', '.join(LOCALIZE_TARGETS)}, got {self.target!r}")
+        if not 0.0 <= self.threshold < 1.0:
+            raise ConfigError(f"localize.threshold is a fraction of the map maximum in [0, 1), got {self.threshold}")
+        if not 0.0 < self.interval < 1.0:
+            raise ConfigError(f"localize.interval must be in (0, 1), got {self.interval}")
+        if self.batch_size < 1:
+            raise ConfigError(f"localize.batch_size must be positive, got {self.batch_size}")
+        if self.workers < 0:
+            raise ConfigError(f"localize.workers must not be negative, got {self.workers}")
+        if isinstance(self.postprocess, str) and self.postprocess not in PRESETS:
+            raise ConfigError(f"localize.postprocess: unknown preset {self.postprocess!r}; choose one of {', '.join(sorted(PRESETS))}")
+
+    def metric_thresholds(self) -> np.ndarray:
+        """The thresholds the map metrics are computed at: the sweep grid, plus ``threshold`` so
+        that its numbers at input resolution exist when it is off the grid."""
+        from wsol.localize.levels import default_thresholds
+
+        return np.unique(np.append(default_thresholds(self.interval), self.threshold))

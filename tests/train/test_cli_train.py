@@ -101,3 +101,14 @@ def test_train_with_warmup_from_the_cli(tmp_path, tiny_shapes, capsys) -> None:
     assert [r["method"] for r in read_jsonl(out / "metrics.jsonl")] == ["natural", "art"]
     assert run([*argv, "--epochs", "1", "--warmup-epochs", "1", "--out", str(tmp_path / "b")]) == 2
     assert "warmup_epochs (1) must be below epochs (1)" in capsys.readouterr().err
+
+
+def test_train_cub_art_resolves_the_default_arch_without_arch(tmp_path, cub_tree, capsys) -> None:
+    out = tmp_path / "run"
+    args = ["train", "cub", "--method", "art", "--root", str(cub_tree), "--out", str(out), "--epochs", "1", "--warmup-epochs", "0",
+            "--batch-size", "2", "--device", "cpu", "--set", "image_size=32", "--set", "max_train_batches=1",
+            "--set", "eval.max_batches=1", "--set", "eval_batch_size=2", "--set", "art.steps=1", "--set", "workers=0"]
+    assert run(args) == 0
+    assert "cub_resnet50_art.yaml" in capsys.readouterr().err
+    saved = load_config(out / "config.yaml")
+    assert (saved.arch, saved.method, saved.transform) == ("resnet50", "art", "cub")

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from wsol.config import load_config
 from wsol.data.sample import Sample
-from wsol.train import train
+from wsol.jobs.train import train
 
 
 class Toy(Dataset):

@@ -8,12 +8,11 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from wsol.config import ScheduleConfig, load_config
+from wsol.config import ScheduleConfig, default_config_path, load_config
 from wsol.errors import ConfigError, WsolError
+from wsol.jobs.train import NonFiniteLossError, lr_factor, train
 from wsol.models import load_model
 from wsol.models.checkpoint import load_state_file
-from wsol.train import NonFiniteLossError, train
-from wsol.train.loop import default_config_path, lr_factor
 from wsol.utils.io import read_jsonl
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -209,5 +208,12 @@ def test_default_config_lookup() -> None:
     assert default_config_path("cub", "art", "vgg16-gap") == CONFIGS / "cub_vgg16-gap_art.yaml"
     assert default_config_path("cifar10", "art", "wrn-28-10") == CONFIGS / "cifar10_wrn28-10_art.yaml"
     assert default_config_path("nosuchset", "art") is None
+    assert default_config_path("cub", "art") == CONFIGS / "cub_resnet50_art.yaml"  # the dataset's default arch
+
+
+def test_default_config_lookup_ambiguous_without_default_arch(tmp_path: Path) -> None:
+    for name in ("toy_small-cnn_art.yaml", "toy_resnet18_art.yaml"):
+        (tmp_path / name).write_text("method: art\n")
     with pytest.raises(ConfigError, match="--arch"):
-        default_config_path("cub", "art")
+        default_config_path("toy", "art", folder=tmp_path)
+    assert default_config_path("toy", "art", "resnet18", folder=tmp_path) == tmp_path / "toy_resnet18_art.yaml"

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from wsol.attacks.core import project_linf, random_start_point, sign_ascent, uniform_noise
+from wsol.attacks.core import sign_ascent
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

@@ -34,7 +34,7 @@ from typing import List, Tuple, Union
 import cv2
 import numpy as np
 
-from wsol.localize.levels import ArrayLike, as_numpy, default_thresholds, threshold_levels, to_uint8  # noqa: F401 (default_thresholds, to_uint8: wsol.localize.predict imports them from here)
+from wsol.localize.levels import ArrayLike, as_numpy, threshold_levels, to_uint8
 
 MODES = ("largest", "all")
 

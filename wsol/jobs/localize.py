@@ -1,66 +1,38 @@
-"""The localization job: model + dataset → attribution maps → boxes/masks → per-image predictions.
+"""The localization job: checkpoint + dataset → attribution maps → boxes/masks → COCO results.
 
-One pass over the dataset computes, per image, the predicted class and its probability, the box
-(largest region) at every threshold of the sweep, and feeds streaming map-level evaluators
-(MaxBoxAccV2, PxAP). Under ``torchrun`` each rank takes a shard of the images and rank 0 merges.
+One pass over the dataset computes, per image, the predicted class and its probability and the
+largest-region box at the export threshold — or, with ``sweep``, at every threshold of the grid,
+since the best one is known only after the pass — and feeds streaming map-level evaluators
+(MaxBoxAccV2, PxAP). Under ``torchrun`` each rank takes a shard of the images and rank 0 writes.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 
 from wsol.attribution import attribute
+from wsol.config import LocalizeConfig
+from wsol.data import build_dataset
 from wsol.data.sample import Batch, boxes_to_original, collate
-from wsol.errors import ConfigError
-from wsol.localize.boxes import default_thresholds, map_boxes_batch, to_uint8
-from wsol.localize.heatmap import PRESETS, PostProcess
+from wsol.data.transforms import build_transform
+from wsol.errors import WsolError
+from wsol.export.coco import results_to_coco, write_results
+from wsol.jobs.runfolder import gather, shard
+from wsol.localize.boxes import map_boxes_batch
+from wsol.localize.levels import threshold_levels, to_uint8
+from wsol.localize.heatmap import PostProcess
+from wsol.models import load_model
+from wsol.models.build import checkpoint_meta
 from wsol.utils import distributed as dist
+from wsol.utils.device import select_device
 from wsol.utils.progress import progress
 
-TARGETS = ("pred", "gt")
-
-
-@dataclass(frozen=True)
-class LocalizeSettings:
-    """How maps are made and turned into boxes.
-
-    target: the class whose map is drawn — 'pred' (the official ART code; what a deployed model
-    can do) or 'gt' (the GT-known protocol of wsolevaluation). steps: a post-processing preset
-    name or a tuple of step names (see wsol.localize.heatmap). threshold: fraction of each map's
-    maximum used for the exported boxes and masks unless ``sweep`` picks the best one.
-    """
-
-    attribution: str = "grad"
-    target: str = "pred"
-    steps: Any = "wsol"
-    threshold: float = 0.2
-    sweep: bool = False
-    interval: float = 0.01
-    masks: bool = False
-    batch_size: int = 32
-    workers: int = 0
-    attribution_options: Dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.target not in TARGETS:
-            raise ConfigError(f"--target must be one of {', '.join(TARGETS)}, got {self.target!r}")
-        if not 0.0 <= self.threshold < 1.0:
-            raise ConfigError(f"--threshold is a fraction of the map maximum in [0, 1), got {self.threshold}")
-        if not 0.0 < self.interval < 1.0:
-            raise ConfigError(f"--interval must be in (0, 1), got {self.interval}")
-        if self.batch_size < 1:
-            raise ConfigError(f"--batch-size must be positive, got {self.batch_size}")
-        if isinstance(self.steps, str) and self.steps not in PRESETS:
-            raise ConfigError(f"unknown post-processing preset {self.steps!r}; choose one of {', '.join(sorted(PRESETS))}")
-
-    def thresholds(self) -> np.ndarray:
-        """The sweep (``np.arange(0, 1, interval)``) with the fixed threshold always included."""
-        grid = default_thresholds(self.interval)
-        return np.unique(np.append(grid, self.threshold))
+CATEGORY_OFFSET = 1  # COCO category ids are class index + 1 (COCO reserves 0).
 
 
 @dataclass
@@ -71,25 +43,28 @@ class ImagePrediction:
     label: int
     pred: int
     score: float
-    boxes: np.ndarray  # T×4 largest-region box per threshold; NaN rows where nothing is on
+    boxes: np.ndarray  # T×4 largest-region box per box threshold; NaN rows where nothing is on
     orig_size: Tuple[int, int]
     to_orig: Tuple[float, float, float, float]
     map_u8: Optional[np.ndarray] = None  # kept only when masks are requested
 
 
-def compute_maps(model: torch.nn.Module, images: torch.Tensor, target: torch.Tensor, settings: LocalizeSettings) -> torch.Tensor:
+def eval_dataset(name: str, root: Path, split: str, size: int, **options: Any) -> Dataset:
+    """The dataset with the evaluation transform: resize to the model's input size (boxes follow)."""
+    return build_dataset(name, root, split, transform=build_transform("cub", train=False, size=size), **options)
+
+
+def compute_maps(model: torch.nn.Module, images: torch.Tensor, target: torch.Tensor, settings: LocalizeConfig) -> torch.Tensor:
     """Attribution maps post-processed to N×H×W in [0, 1] at the input resolution."""
     raw = attribute(model, images, target, settings.attribution, **settings.attribution_options)
-    steps = settings.steps if isinstance(settings.steps, str) else tuple(settings.steps)
-    maps = PostProcess(steps)(raw.detach())
-    return maps.clamp(0, 1)
+    steps = settings.postprocess if isinstance(settings.postprocess, str) else tuple(settings.postprocess)
+    return PostProcess(steps)(raw.detach()).clamp(0, 1)
 
 
-def _shard(dataset: Dataset) -> Dataset:
-    """This rank's contiguous-stride shard of ``dataset`` (the whole set in one process)."""
-    if dist.world_size() == 1:
-        return dataset
-    return Subset(dataset, list(range(dist.rank(), len(dataset), dist.world_size())))  # type: ignore[arg-type]
+def box_thresholds(settings: LocalizeConfig) -> np.ndarray:
+    """The thresholds boxes are cut at during the pass: the export threshold alone, or the whole
+    metric grid when ``sweep`` picks it afterwards."""
+    return settings.metric_thresholds() if settings.sweep else np.array([settings.threshold])
 
 
 def _largest_boxes(map_boxes: Sequence[Any], n_thresholds: int) -> np.ndarray:
@@ -105,18 +80,19 @@ def _largest_boxes(map_boxes: Sequence[Any], n_thresholds: int) -> np.ndarray:
 def localize_dataset(
     model: torch.nn.Module,
     dataset: Dataset,
-    settings: LocalizeSettings,
+    settings: LocalizeConfig,
     device: torch.device,
     evaluators: Sequence[Any] = (),
     show_progress: bool = True,
 ) -> List[ImagePrediction]:
-    """Run the job over this rank's shard; ``evaluators`` get ``accumulate(batch, maps, preds)``.
+    """Run the pass over this rank's shard; ``evaluators`` get ``accumulate(batch, maps, preds)``.
 
-    Returns this rank's predictions; :func:`gather_predictions` merges them on every rank.
+    Returns this rank's predictions, boxes at :func:`box_thresholds`; :func:`gather_predictions`
+    merges them on every rank.
     """
     model.eval()
-    thresholds = settings.thresholds()
-    loader = DataLoader(_shard(dataset), batch_size=settings.batch_size, shuffle=False, num_workers=settings.workers, collate_fn=collate)
+    thresholds = box_thresholds(settings)
+    loader = DataLoader(shard(dataset), batch_size=settings.batch_size, shuffle=False, num_workers=settings.workers, collate_fn=collate)
     results: List[ImagePrediction] = []
     for batch in progress(loader, desc=f"localize {settings.attribution}", enabled=show_progress):
         batch = batch.to(device)
@@ -148,18 +124,15 @@ def localize_dataset(
 
 def gather_predictions(local: List[ImagePrediction]) -> List[ImagePrediction]:
     """All ranks' predictions, sorted by image id (identity in one process)."""
-    merged = [p for part in dist.gather_objects(local) for p in part]
-    return sorted(merged, key=lambda p: p.image_id)
+    return sorted(gather(local), key=lambda p: p.image_id)
 
 
 def mask_in_original(map_u8: np.ndarray, threshold: float, orig_size: Tuple[int, int], to_orig: Sequence[float]) -> np.ndarray:
-    """The thresholded map (pixels > int(t·max), as for boxes) warped back to the original image."""
+    """The thresholded map (foreground ``u8 > level``, the boxes' cut level) warped back to the original image."""
     import cv2
 
-    level = int(threshold * int(map_u8.max()))
+    level = int(threshold_levels([int(map_u8.max())], [threshold])[0, 0])
     on = (map_u8 > level).astype(np.uint8)
-    if int(map_u8.max()) == 0:
-        on[:] = 0
     sx, sy, tx, ty = (float(v) for v in to_orig)
     h, w = orig_size
     # to_orig maps pixel edges; cv2 maps pixel centres (integer coordinates), hence the half-pixel terms.
@@ -241,3 +214,89 @@ class MapMetrics:
             out["top1_seg"] = at.get("top1_seg")
             out["miou"] = at["miou"]
         return out
+
+
+def run_localize(
+    checkpoint: Path,
+    dataset: str,
+    root: Path,
+    out: Path,
+    settings: LocalizeConfig,
+    split: str = "test",
+    device: Optional[str] = None,
+    show_progress: bool = True,
+    dataset_options: Optional[Dict[str, Any]] = None,
+) -> Dict[str, Any]:
+    """Localize every image of ``split`` and write COCO results ``out`` plus ``<out>.meta.json``.
+
+    Under torchrun each rank handles a shard; rank 0 merges and writes. Returns the meta record.
+    """
+    dist.init_from_env()
+    dev = select_device(device)
+    model = load_model(checkpoint).to(dev)
+    ck_meta = checkpoint_meta(checkpoint)
+    data = eval_dataset(dataset, root, split, model.input_size, **(dataset_options or {}))
+    if data.num_classes != model.num_classes:
+        raise WsolError(f"checkpoint {checkpoint} has {model.num_classes} classes but dataset {dataset} has {data.num_classes}")
+    metrics = MapMetrics(settings.metric_thresholds(), with_masks=bool(getattr(data, "has_masks", False)))
+    predictions = gather_predictions(localize_dataset(model, data, settings, dev, evaluators=[metrics], show_progress=show_progress))
+    metrics.merge_ranks()
+    summary = metrics.summary()
+    threshold, j = _export_threshold(settings, summary, dataset)
+    meta = {
+        "attribution": settings.attribution,
+        "threshold": threshold,
+        "sweep": settings.sweep,
+        "checkpoint": str(checkpoint),
+        "train_method": ck_meta.get("method"),
+        "arch": ck_meta.get("arch"),
+        "dataset": dataset,
+        "split": split,
+        "num_images": len(predictions),
+        "category_offset": CATEGORY_OFFSET,
+        "class_names": list(getattr(data, "class_names", [])),
+        "settings": {k: v for k, v in asdict(settings).items() if k != "attribution_options"},
+        "attribution_options": settings.attribution_options,
+        "map_metrics": summary,
+        "input_resolution_metrics": metrics.curves_at(threshold),
+    }
+    if dist.is_main_process():
+        write_results(out, _coco_results(predictions, j, threshold, settings.masks), meta)
+    dist.barrier()
+    return meta
+
+
+def _export_threshold(settings: LocalizeConfig, summary: Dict[str, Any], dataset: str) -> Tuple[float, int]:
+    """The threshold the exported boxes and masks use, and its row in the predictions' boxes."""
+    if not settings.sweep:
+        return float(settings.threshold), 0
+    if "best_gt_known_threshold" not in summary:
+        raise WsolError(f"--sweep needs ground-truth boxes, and dataset {dataset} has none; give --threshold instead")
+    threshold = float(summary["best_gt_known_threshold"])
+    return threshold, int(np.flatnonzero(box_thresholds(settings) == threshold)[0])
+
+
+def _coco_results(predictions: List[ImagePrediction], j: int, threshold: float, masks: bool) -> List[Dict[str, Any]]:
+    boxes = np.stack([np.nan_to_num(p.boxes[j], nan=0.0) for p in predictions]) if predictions else np.zeros((0, 4))
+    mask_list = [mask_in_original(p.map_u8, threshold, p.orig_size, p.to_orig) for p in predictions] if masks else None  # type: ignore[arg-type]
+    return results_to_coco(
+        [p.image_id for p in predictions],
+        [p.pred + CATEGORY_OFFSET for p in predictions],
+        boxes,
+        [p.score for p in predictions],
+        mask_list,
+    )
+
+
+__all__ = [
+    "CATEGORY_OFFSET",
+    "ImagePrediction",
+    "MapMetrics",
+    "box_thresholds",
+    "compute_maps",
+    "eval_dataset",
+    "gather_predictions",
+    "localize_dataset",
+    "mask_in_original",
+    "run_localize",
+]

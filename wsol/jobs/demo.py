@@ -6,7 +6,6 @@ writes into ``out`` and is skipped when its output already exists, so a re-run r
 """
 from __future__ import annotations
 
-import json
 import platform
 import time
 from pathlib import Path
@@ -14,14 +13,15 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
-from wsol.config import load_config
+from wsol.config import LocalizeConfig, configs_dir, load_config
 from wsol.data.shapes import ensure_shapes
 from wsol.errors import WsolError
 from wsol.export.tables import markdown_table
-from wsol.localize.predict import LocalizeSettings
-from wsol.localize.run import evaluate_predictions, run_localize, run_visualize, save_metrics
-from wsol.train.loop import configs_dir, train
-from wsol.utils.io import atomic_write_text
+from wsol.jobs.evaluate import evaluate_predictions, save_metrics
+from wsol.jobs.localize import run_localize
+from wsol.jobs.runfolder import finished_epochs, write_text
+from wsol.jobs.train import MODEL_FILE, train
+from wsol.jobs.visualize import run_visualize
 
 METHODS = ("natural", "art")
 ATTRIBUTIONS = ("grad", "cam")
@@ -31,7 +31,7 @@ TABLE_COLUMNS = ("method", "attribution", "top1_acc", "gt_known_loc", "top1_loc"
 def _train_model(
     method: str, root: Path, out: Path, epochs: Optional[int], seed: int, device: Optional[str], init: Optional[Path] = None
 ) -> Path:
-    checkpoint = out / "model.safetensors"
+    checkpoint = out / MODEL_FILE
     path = configs_dir() / f"shapes_small-cnn-bn_{method}.yaml"
     if not path.is_file():
         raise WsolError(f"demo config {path} is missing; run the demo from a wsol source checkout")
@@ -44,17 +44,10 @@ def _train_model(
     elif epochs is not None:
         overrides["epochs"] = epochs
     config = load_config(path, overrides)
-    if checkpoint.is_file() and _finished(out, config.epochs):
+    if checkpoint.is_file() and finished_epochs(out / "model.json") >= config.epochs:
         return checkpoint
     train(config, out, resume=True, device=device)
     return checkpoint
-
-
-def _finished(out: Path, epochs: int) -> bool:
-    sidecar = out / "model.json"
-    if not sidecar.is_file():
-        return False
-    return int(json.loads(sidecar.read_text()).get("epoch", -1)) >= epochs
 
 
 def run_demo(
@@ -86,17 +79,18 @@ def run_demo(
         for attribution in attributions:
             tick = time.time()
             pred = out / method / f"preds_{attribution}.json"
-            settings = LocalizeSettings(attribution=attribution, sweep=True, masks=True, batch_size=50)
+            settings = LocalizeConfig(attribution=attribution, sweep=True, masks=True, batch_size=50)
             meta = run_localize(checkpoint, "shapes", root, pred, settings, device=device)
             metrics = evaluate_predictions(pred, "shapes", root)
             save_metrics(pred, metrics)
             figure = out / "figures" / f"{method}_{attribution}.png"
-            run_visualize(checkpoint, "shapes", root, figure, attribution, meta["threshold"], n=8, seed=seed, device=device)
+            shown = LocalizeConfig(attribution=attribution, threshold=meta["threshold"])
+            run_visualize(checkpoint, "shapes", root, figure, shown, n=8, seed=seed, device=device)
             figures.append(figure.relative_to(out).as_posix())
             rows.append({"method": method, "attribution": attribution, **{k: metrics.get(k) for k in TABLE_COLUMNS[2:]}})
             timings[f"localize+evaluate {method}/{attribution}"] = time.time() - tick
     report = out / "report.md"
-    atomic_write_text(report, _report_text(rows, figures, timings, time.time() - started, n_train, n_test))
+    write_text(report, _report_text(rows, figures, timings, time.time() - started, n_train, n_test))
     return report
 
 

@@ -1,0 +1,133 @@
+"""The evaluation job: a COCO results file + the dataset's ground truth → one metric table.
+
+Scores in original image pixels: Top-1 Acc, GT-Known / Top-1 Loc, Top-1 Seg, mIoU and COCOeval AP,
+plus the map-level sweep metrics that `localize` stored beside the results.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+from torch.utils.data import DataLoader, Dataset
+
+from wsol.data import build_dataset
+from wsol.errors import DataError
+from wsol.export.coco import coco_eval, decode_mask, gt_annotation, gt_to_coco, load_results, meta_path
+from wsol.jobs.localize import CATEGORY_OFFSET
+from wsol.jobs.runfolder import write_json
+from wsol.metrics.localization import max_iou
+from wsol.metrics.segmentation import mask_iou
+
+
+def collect_ground_truth(data: Dataset) -> Dict[int, Dict[str, Any]]:
+    """image_id → label, boxes (original pixels), optional mask and (height, width)."""
+    gt: Dict[int, Dict[str, Any]] = {}
+    loader = DataLoader(data, batch_size=1, shuffle=False, collate_fn=lambda items: items[0])
+    for sample in loader:
+        gt[int(sample.image_id)] = {
+            "label": int(sample.label),
+            "boxes": sample.boxes.numpy().reshape(-1, 4),
+            "mask": None if sample.mask is None else sample.mask.numpy().astype(bool),
+            "size": (int(sample.image.shape[1]), int(sample.image.shape[2])),
+        }
+    return gt
+
+
+def _read_meta(pred: Path) -> Dict[str, Any]:
+    path = meta_path(pred)
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise DataError(f"{path} is not valid JSON") from None
+
+
+def evaluate_predictions(pred: Path, dataset: str, root: Path, split: Optional[str] = None, iou_threshold: float = 0.5, **dataset_options: Any) -> Dict[str, Any]:
+    """Score a COCO results file against the dataset's ground truth (original image pixels).
+
+    Box metrics (Top-1 Acc, GT-Known Loc, Top-1 Loc) and, when the file has masks and the dataset
+    has GT masks, Top-1 Seg and mIoU; plus COCOeval AP and the sweep metrics stored by `localize`.
+    """
+    pred = Path(pred)
+    if not pred.is_file():
+        raise DataError(f"prediction file not found: {pred}")
+    meta = _read_meta(pred)
+    if meta.get("dataset") not in (None, dataset):
+        raise DataError(f"{pred} was made for dataset {meta['dataset']!r}, not {dataset!r}")
+    split = split or meta.get("split", "test")
+    data = build_dataset(dataset, root, split, **dataset_options)
+    gt = collect_ground_truth(data)
+    results = load_results(pred, known_image_ids=gt.keys())
+    offset = int(meta.get("category_offset", CATEGORY_OFFSET))
+    best: Dict[int, Dict[str, Any]] = {}
+    for r in results:
+        if r["image_id"] not in best or r["score"] > best[r["image_id"]]["score"]:
+            best[r["image_id"]] = r
+    correct, hits, seg_hits, ious = [], [], [], []
+    has_boxes = any(len(g["boxes"]) for g in gt.values())
+    has_masks = all(g["mask"] is not None for g in gt.values()) and any("segmentation" in r for r in results)
+    for image_id, g in gt.items():
+        r = best.get(image_id)
+        ok = r is not None and int(r["category_id"]) - offset == g["label"]
+        correct.append(ok)
+        if has_boxes:
+            box = np.zeros((0, 4)) if r is None else _xywh_to_xyxy(r["bbox"])
+            hits.append(max_iou(box, g["boxes"]) >= iou_threshold)
+        if has_masks:
+            if r is not None and "segmentation" in r:
+                iou = float(mask_iou(decode_mask(r["segmentation"])[None], g["mask"][None])[0])
+            else:
+                iou = 0.0
+            ious.append(iou)
+            seg_hits.append(ok and iou >= iou_threshold)
+    n = max(len(gt), 1)
+    metrics: Dict[str, Any] = {"images": len(gt), "predicted": len(best), "top1_acc": 100.0 * sum(correct) / n}
+    if has_boxes:
+        metrics["gt_known_loc"] = 100.0 * sum(hits) / n
+        metrics["top1_loc"] = 100.0 * sum(h and c for h, c in zip(hits, correct)) / n
+    if has_masks:
+        metrics["top1_seg"] = 100.0 * sum(seg_hits) / n
+        metrics["miou"] = 100.0 * float(np.mean(ious)) if ious else 0.0
+    coco_gt = _coco_ground_truth(gt, getattr(data, "class_names", []), offset, with_masks=has_masks)
+    if has_boxes:
+        box_ap = coco_eval(coco_gt, results, iou_type="bbox")
+        metrics["coco_bbox_ap"], metrics["coco_bbox_ap50"] = 100.0 * box_ap["AP"], 100.0 * box_ap["AP50"]
+    if has_masks:
+        segm_ap = coco_eval(coco_gt, results, iou_type="segm")
+        metrics["coco_segm_ap"], metrics["coco_segm_ap50"] = 100.0 * segm_ap["AP"], 100.0 * segm_ap["AP50"]
+    for key, value in (meta.get("map_metrics") or {}).items():
+        metrics.setdefault(key, value)
+    metrics["threshold"] = meta.get("threshold")
+    metrics["attribution"] = meta.get("attribution")
+    return metrics
+
+
+def _xywh_to_xyxy(bbox: List[float]) -> np.ndarray:
+    x, y, w, h = (float(v) for v in bbox)
+    if w <= 0 or h <= 0:
+        return np.zeros((0, 4))
+    return np.array([[x, y, x + w, y + h]])
+
+
+def _coco_ground_truth(gt: Dict[int, Dict[str, Any]], class_names: List[str], offset: int, with_masks: bool) -> Dict[str, Any]:
+    images = [{"id": i, "height": g["size"][0], "width": g["size"][1], "file_name": str(i)} for i, g in gt.items()]
+    categories = [{"id": k + offset, "name": name} for k, name in enumerate(class_names)]
+    annotations = []
+    for image_id, g in gt.items():
+        for box in g["boxes"]:
+            mask = g["mask"] if with_masks else None
+            annotations.append(gt_annotation(len(annotations) + 1, image_id, g["label"] + offset, box.tolist(), mask))
+    return gt_to_coco(images, categories, annotations)
+
+
+def save_metrics(pred: Path, metrics: Dict[str, Any]) -> Path:
+    """Write ``<pred stem>.metrics.json`` beside the prediction file (atomically)."""
+    path = Path(pred).with_suffix(".metrics.json")
+    write_json(path, metrics)
+    return path
+
+
+__all__ = ["collect_ground_truth", "evaluate_predictions", "save_metrics"]

@@ -1,0 +1,103 @@
+"""Run-folder helpers shared by every job: sharding samples across ranks, gathering results,
+resume bookkeeping, rank-0 atomic writes and the run-folder lock.
+
+One process is plain single-process code; under ``torchrun`` ranks take strided shards of the
+samples, results are gathered on every rank, and only rank 0 writes.
+"""
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Sequence, TypeVar, Union
+
+from torch.utils.data import Dataset, Subset
+
+from wsol.utils import distributed as dist
+from wsol.utils.io import atomic_write_json, atomic_write_text, read_jsonl
+
+T = TypeVar("T")
+PathLike = Union[str, Path]
+
+
+def shard_indices(n: int) -> List[int]:
+    """The sample indices this rank handles: ``rank, rank + world, ...`` (all of them in one process)."""
+    return list(range(dist.rank(), n, dist.world_size()))
+
+
+def shard(dataset: Dataset) -> Dataset:
+    """This rank's strided shard of ``dataset`` (the dataset itself in one process)."""
+    if dist.world_size() == 1:
+        return dataset
+    return Subset(dataset, shard_indices(len(dataset)))  # type: ignore[arg-type]
+
+
+def gather(local: Sequence[T]) -> List[T]:
+    """Every rank's ``local`` items concatenated in rank order, on every rank (a copy in one process)."""
+    return [item for part in dist.gather_objects(list(local)) for item in part]
+
+
+def write_text(path: PathLike, text: str) -> None:
+    """Write ``text`` atomically from rank 0 only."""
+    if dist.is_main_process():
+        atomic_write_text(path, text)
+
+
+def write_json(path: PathLike, obj: Any) -> None:
+    """Write ``obj`` as JSON atomically from rank 0 only."""
+    if dist.is_main_process():
+        atomic_write_json(path, obj)
+
+
+def keep_records_until(path: Path, epoch: int) -> List[Dict[str, Any]]:
+    """Resume bookkeeping: drop the lines of ``metrics.jsonl`` written after ``epoch`` (an epoch that
+    ran but was not checkpointed) and return the kept records."""
+    kept = [r for r in read_jsonl(path) if int(r.get("epoch", 0)) <= epoch]
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+    return kept
+
+
+def config_differences(old: Dict[str, Any], new: Dict[str, Any], prefix: str = "") -> List[str]:
+    """Dotted keys whose values differ between two config dicts (for resume checks)."""
+    diffs = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += config_differences(a, b, prefix + key + ".")
+        elif a != b:
+            diffs.append(prefix + key)
+    return diffs
+
+
+def finished_epochs(model_sidecar: Path) -> int:
+    """The epoch recorded in a checkpoint's JSON sidecar (0 when there is none yet)."""
+    if not model_sidecar.is_file():
+        return 0
+    return int(json.loads(model_sidecar.read_text()).get("epoch", 0))
+
+
+@contextmanager
+def lock_run_folder(path: PathLike) -> Iterator[Path]:
+    """Hold run folder ``path`` (created if missing) for the duration of a job.
+
+    The one entry point for keeping two jobs out of the same folder: every job that writes a run
+    folder enters it. It creates the folder; the exclusion between processes belongs in
+    ``wsol.utils.io`` and is not implemented yet.
+    """
+    folder = Path(path)
+    if dist.is_main_process():
+        folder.mkdir(parents=True, exist_ok=True)
+    yield folder
+
+
+__all__ = [
+    "config_differences",
+    "finished_epochs",
+    "gather",
+    "keep_records_until",
+    "lock_run_folder",
+    "shard",
+    "shard_indices",
+    "write_json",
+    "write_text",
+]

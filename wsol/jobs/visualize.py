@@ -1,0 +1,55 @@
+"""The visualization job: a few seeded images with heatmap, GT box and predicted box in one PNG."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from wsol.config import LocalizeConfig
+from wsol.data import collate
+from wsol.errors import DataError
+from wsol.jobs.localize import compute_maps, eval_dataset
+from wsol.localize.boxes import boxes_from_maps
+from wsol.models import load_model
+from wsol.utils.device import select_device
+
+
+def run_visualize(
+    checkpoint: Path,
+    dataset: str,
+    root: Path,
+    out: Path,
+    settings: Optional[LocalizeConfig] = None,
+    n: int = 16,
+    split: str = "test",
+    seed: int = 0,
+    device: Optional[str] = None,
+) -> Path:
+    """Draw ``n`` seeded random images with heatmap, GT box (red) and the box at ``settings.threshold``
+    (green); ``settings`` defaults to :class:`LocalizeConfig`'s defaults."""
+    from wsol.report import overlay_grid
+
+    settings = settings or LocalizeConfig()
+    dev = select_device(device)
+    model = load_model(checkpoint).to(dev).eval()
+    data = eval_dataset(dataset, root, split, model.input_size)
+    if len(data) == 0:
+        raise DataError(f"dataset {dataset} split {split} is empty")
+    order = np.random.default_rng(seed).permutation(len(data))[: max(1, n)]
+    batch = collate([data[int(i)] for i in order]).to(dev)
+    with torch.no_grad():
+        pred = model(batch.images).argmax(dim=1)
+    target_classes = pred if settings.target == "pred" else batch.labels
+    maps = compute_maps(model, batch.images, target_classes, settings).cpu()
+    boxes = [torch.from_numpy(b[0]) for b in boxes_from_maps(maps, [settings.threshold], mode="largest")]
+    names = list(getattr(data, "class_names", []))
+    titles = [
+        f"{names[int(p)] if names else int(p)}{'' if int(p) == int(l) else ' ✗'}"
+        for p, l in zip(pred.tolist(), batch.labels.tolist())
+    ]
+    return overlay_grid(batch.images.cpu(), out, maps=maps, gt_boxes=batch.boxes, pred_boxes=boxes, titles=titles, masks=batch.masks)
+
+
+__all__ = ["run_visualize"]
