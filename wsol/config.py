@@ -6,6 +6,7 @@ sizes accept fractions such as ``8/255`` as well as decimals.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import typing
 from dataclasses import dataclass, field
@@ -20,23 +21,29 @@ _FRACTION = re.compile(r"^\s*([0-9.eE+-]+)\s*/\s*([0-9.eE+-]+)\s*$")
 
 
 def parse_number(value: Any, key: str = "value") -> float:
-    """A float from a number or a string like ``'8/255'`` or ``'0.0314'``."""
+    """A finite float from a number or a string like ``'8/255'`` or ``'0.0314'``; NaN and ±inf are refused."""
     if isinstance(value, bool):
         raise ConfigError(f"{key}: expected a number, got {value!r}")
+    number: Optional[float] = None
     if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
+        number = float(value)
+    elif isinstance(value, str):
         match = _FRACTION.match(value)
         try:
             if match:
                 den = float(match.group(2))
                 if den == 0:
                     raise ConfigError(f"{key}: division by zero in {value!r}")
-                return float(match.group(1)) / den
-            return float(value)
+                number = float(match.group(1)) / den
+            else:
+                number = float(value)
         except ValueError:
             pass
-    raise ConfigError(f"{key}: expected a number such as 0.03 or 8/255, got {value!r}")
+    if number is None:
+        raise ConfigError(f"{key}: expected a number such as 0.03 or 8/255, got {value!r}")
+    if not math.isfinite(number):
+        raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+    return number
 
 
 @dataclass(frozen=True)
@@ -135,6 +142,20 @@ _NON_NEGATIVE = {
     "workers", "warmup_epochs", "optim.momentum", "optim.weight_decay", "art.lam", "art.eps", "art.step_size", "pgd.eps",
     "pgd.step_size", "eval.pgd_steps", "eval.pgd_eps", "eval.pgd_step_size", "optim.head_lr_mult",
 }
+def _model_names() -> List[str]:
+    from wsol.models.build import MODELS
+
+    return MODELS.names()
+
+
+def _dataset_names() -> List[str]:
+    from wsol.data.registry import load_all
+
+    return load_all().names()
+
+
+#: Keys whose value must name a registered entry (looked up lazily: the registries import torch).
+_REGISTERED = {"arch": _model_names, "dataset": _dataset_names}
 _CHOICES = {
     "method": ("natural", "pgd", "art", "art-pgd"),
     "schedule.kind": ("constant", "step", "multistep"),
@@ -202,6 +223,10 @@ def _check_range(key: str, value: Any) -> None:
         raise ConfigError(f"{key} must not be negative, got {value}")
     if key in _CHOICES and value not in _CHOICES[key]:
         raise ConfigError(f"{key} must be one of {', '.join(_CHOICES[key])}; got {value!r}")
+    if key in _REGISTERED:
+        names = _REGISTERED[key]()
+        if value not in names:
+            raise ConfigError(f"{key}: unknown name {value!r}; choose one of: {', '.join(names)}")
     leaf = key.rsplit(".", 1)[-1]
     if (leaf == "eps" or leaf.endswith("_eps")) and value is not None and value > 1:
         raise ConfigError(f"{key} is in pixel units of [0, 1] images and must be ≤ 1 (e.g. 8/255), got {value}")
