@@ -46,9 +46,11 @@ def _check_out_folder(value: Optional[Path]) -> Optional[Path]:
 
 
 def _check_pred(value: Path) -> Path:
-    """``evaluate`` writes ``<pred>.metrics.json`` beside the predictions: their folder must be writable."""
+    """``evaluate`` reads ``--pred`` and writes ``<pred>.metrics.json`` beside it: the file must exist, its folder be writable."""
     from wsol.utils.io import check_writable_output
 
+    if not value.is_file():
+        raise WsolError(f"predictions file not found: {value}; write it with `wsol localize --out {value}`")
     check_writable_output(value.parent, "folder")
     return value
 

@@ -140,18 +140,18 @@ def _nearest_existing(path: Path) -> Path:
 def check_writable_output(path: PathLike, kind: Literal["file", "folder"] = "file") -> Path:
     """Raise a one-line WsolError unless ``path`` can be written as an output ``kind``; touches nothing.
 
-    Called on ``--out`` before any work, so a bad path fails in a second instead of after an epoch.
+    The CLI calls it on ``--out`` while parsing, so a bad path fails at once instead of after an epoch.
     """
     if kind not in ("file", "folder"):
         raise ValueError(f"kind must be 'file' or 'folder', got {kind!r}")
     target = Path(path)
     if target.is_dir() and kind == "file":
-        raise WsolError(f"--out {target} is an existing folder; give a file name, e.g. {target / 'out'}")
+        raise WsolError(f"cannot write {target}: it is an existing folder; give a file path, e.g. {target / 'out'}")
     if target.exists() and not target.is_dir() and kind == "folder":
-        raise WsolError(f"--out {target} is an existing file; give a folder (a new or an existing one)")
+        raise WsolError(f"cannot write into {target}: it is an existing file; give a folder (a new or an existing one)")
     base = _nearest_existing(target.parent if kind == "file" else target)
     if not base.is_dir():
-        raise WsolError(f"cannot create {target}: {base} is a file, not a folder; choose another --out")
+        raise WsolError(f"cannot create {target}: {base} is a file, not a folder; choose another output path")
     if not os.access(base, os.W_OK | os.X_OK):
-        raise WsolError(f"cannot write to {base}: the folder is read-only; choose another --out or change its permissions")
+        raise WsolError(f"cannot write to {base}: the folder is read-only; choose another output path or change its permissions")
     return target
