@@ -39,3 +39,51 @@ def test_user_error_is_one_line_exit_2(capsys, tmp_path) -> None:
     assert run(["config", "show", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.strip().count("\n") == 0 and "art.lamda" in err and "Traceback" not in err
+
+
+def _commands():
+    """Every leaf command of the app as (path, command), walking typer's click tree."""
+    import typer
+
+    from wsol.cli import app
+
+    stack = [("wsol", typer.main.get_command(app))]
+    while stack:
+        path, cmd = stack.pop()
+        subs = getattr(cmd, "commands", None)
+        if subs:
+            stack.extend((f"{path} {name}", sub) for name, sub in subs.items())
+        else:
+            yield path, cmd
+
+
+def test_every_option_has_help_and_shared_options_read_the_same() -> None:
+    seen = {}
+    for path, cmd in _commands():
+        for param in cmd.params:
+            name = param.opts[0]
+            if name == "--help":
+                continue
+            assert getattr(param, "help", None), f"{path}: {name} has no help text"
+            if name in ("--device", "--root", "--seed", "--batch-size", "--option", "--set", "--checkpoint", "--attribution"):
+                seen.setdefault(name, set()).add(param.help.split(" (default")[0].rstrip("."))
+    for name, texts in seen.items():
+        assert len(texts) == 1, f"{name} reads differently across commands: {texts}"
+    assert {"--device", "--root", "--seed", "--batch-size"} <= set(seen)
+
+
+def test_bare_command_prints_help(capsys) -> None:
+    assert run([]) == 0
+    assert "train" in capsys.readouterr().out
+    assert run(["data"]) == 0
+    assert "synth" in capsys.readouterr().out
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch) -> None:
+    import pytest
+
+    import wsol.models.build as build
+
+    monkeypatch.setattr(build.MODELS, "names", lambda: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        run(["models"])

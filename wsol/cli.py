@@ -1,9 +1,10 @@
 """The `wsol` command line: parse options, build a config, call one job (wsol.jobs). No logic here."""
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import typer
 from typing_extensions import Annotated
@@ -16,6 +17,63 @@ data_app = typer.Typer(no_args_is_help=True, help="Generate, check and look at d
 config_app = typer.Typer(no_args_is_help=True, help="Inspect run configurations.")
 app.add_typer(data_app, name="data")
 app.add_typer(config_app, name="config")
+
+
+# --- options shared by several commands: one definition, the same name, type and help everywhere ---
+
+
+def _check_device(value: Optional[str]) -> Optional[str]:
+    """Refuse an unusable ``--device`` while parsing, before any data or model is loaded."""
+    from wsol.utils.device import select_device
+
+    if value is not None:
+        select_device(value)
+    return value
+
+
+def _check_out_file(value: Optional[Path]) -> Optional[Path]:
+    """Refuse an ``--out`` file that cannot be written (existing folder, parent a file, read-only)."""
+    from wsol.utils.io import check_writable_output
+
+    return None if value is None else check_writable_output(value, "file")
+
+
+def _check_out_folder(value: Optional[Path]) -> Optional[Path]:
+    """Refuse an ``--out`` folder that cannot be written (existing file, parent a file, read-only)."""
+    from wsol.utils.io import check_writable_output
+
+    return None if value is None else check_writable_output(value, "folder")
+
+
+def _check_pred(value: Path) -> Path:
+    """``evaluate`` reads ``--pred`` and writes ``<pred>.metrics.json`` beside it: the file must exist, its folder be writable."""
+    from wsol.utils.io import check_writable_output
+
+    if not value.is_file():
+        raise WsolError(f"predictions file not found: {value}; write it with `wsol localize --out {value}`")
+    check_writable_output(value.parent, "folder")
+    return value
+
+
+DATASET_HELP = "Dataset name: shapes, cub, wsolmeta, coco, cifar10, cifar10c, svhn, gtsrb, flowers17, flowers102."
+
+DeviceOpt = Annotated[Optional[str], typer.Option("--device", callback=_check_device, help="cpu, cuda, cuda:N or auto (default: cuda when available).")]
+RootOpt = Annotated[Optional[Path], typer.Option("--root", help="Dataset folder (shapes: defaults to the generated cache).")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same result.")]
+ConfigSeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed; the same seed gives the same result (default: the config's).")]
+SplitOpt = Annotated[str, typer.Option("--split", help="Dataset split: train or test.")]
+BatchSizeOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Images per batch, split across processes under torchrun.")]
+ConfigBatchSizeOpt = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Images per batch, split across processes under torchrun (default: the config's).")]
+DatasetOpt = Annotated[str, typer.Option("--dataset", help=DATASET_HELP)]
+DatasetArg = Annotated[str, typer.Argument(help=DATASET_HELP)]
+CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", help="A wsol checkpoint (.safetensors with its .json).")]
+AttributionOpt = Annotated[str, typer.Option("--attribution", help="Attribution method: grad, ig, gradshap, smoothgrad, cam, gradcam, gradcampp.")]
+ThresholdOpt = Annotated[float, typer.Option("--threshold", min=0.0, max=1.0, help="Box/mask threshold as a fraction of each map's max.")]
+LoaderOpt = Annotated[Optional[List[str]], typer.Option("--option", "-o", help="Loader option KEY=VALUE, e.g. -o metadata=DIR (repeatable).")]
+SetOpt = Annotated[Optional[List[str]], typer.Option("--set", help="Override a config key, e.g. --set art.lam=0.3 (repeatable).")]
+OutFolderOpt = Annotated[Path, typer.Option("--out", callback=_check_out_folder, help="Folder to write (created if missing).")]
+OutPngOpt = Annotated[Path, typer.Option("--out", callback=_check_out_file, help="PNG file to write.")]
+OutPredOpt = Annotated[Path, typer.Option("--out", callback=_check_out_file, help="COCO results JSON to write (a .meta.json goes beside it).")]
 
 
 def _version(value: bool) -> None:
@@ -47,7 +105,7 @@ def models_command() -> None:
 @config_app.command("show")
 def config_show(
     file: Annotated[Optional[Path], typer.Argument(help="YAML config; omit for the defaults.")] = None,
-    overrides: Annotated[Optional[List[str]], typer.Option("--set", help="Override a key, e.g. --set art.lam=0.3")] = None,
+    overrides: SetOpt = None,
 ) -> None:
     """Print the resolved, validated configuration."""
     from wsol.config import config_to_yaml, load_config, parse_overrides
@@ -61,12 +119,12 @@ def config_show(
 @data_app.command("synth")
 def data_synth(
     kind: Annotated[str, typer.Argument(help="Synthetic set to generate: shapes.")],
-    out: Annotated[Optional[Path], typer.Option("--out", help="Output folder (default: $XDG_CACHE_HOME/wsol/shapes).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", callback=_check_out_folder, help="Folder to write (default: $XDG_CACHE_HOME/wsol/shapes).")] = None,
     n_train: Annotated[int, typer.Option("--n-train", help="Training images.")] = 2000,
     n_test: Annotated[int, typer.Option("--n-test", help="Test images.")] = 500,
     size: Annotated[int, typer.Option("--size", help="Image side in pixels.")] = 64,
     num_classes: Annotated[int, typer.Option("--num-classes", help="Number of classes (2-40).")] = 10,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed; same seed, same bytes.")] = 0,
+    seed: SeedOpt = 0,
 ) -> None:
     """Generate a synthetic WSOL set in CUB-200-2011's on-disk format."""
     from wsol.data.shapes import default_shapes_root, synthesize_shapes
@@ -80,10 +138,10 @@ def data_synth(
 
 @data_app.command("verify")
 def data_verify(
-    name: Annotated[str, typer.Argument(help="Dataset name (cub, shapes, wsolmeta, coco, ...).")],
-    root: Annotated[Optional[Path], typer.Option("--root", help="Dataset folder (shapes: defaults to the cache).")] = None,
+    name: DatasetArg,
+    root: RootOpt = None,
     skip_corrupt: Annotated[bool, typer.Option("--skip-corrupt", help="Leave unreadable images out and list them.")] = False,
-    option: Annotated[Optional[List[str]], typer.Option("--option", "-o", help="Loader option KEY=VALUE, e.g. -o metadata=DIR.")] = None,
+    option: LoaderOpt = None,
 ) -> None:
     """Count images per split and class and list missing or corrupt files; exit 1 if any."""
     from wsol.data.verify import format_report, parse_loader_options, resolve_root, verify_dataset
@@ -99,13 +157,13 @@ def data_verify(
 
 @data_app.command("show")
 def data_show(
-    name: Annotated[str, typer.Argument(help="Dataset name (cub, shapes, wsolmeta, coco, ...).")],
-    root: Annotated[Optional[Path], typer.Option("--root", help="Dataset folder (shapes: defaults to the cache).")] = None,
-    n: Annotated[int, typer.Option("--n", help="Number of images in the grid.")] = 16,
-    out: Annotated[Path, typer.Option("--out", help="PNG file to write.")] = Path("grid.png"),
-    split: Annotated[str, typer.Option("--split", help="Split to draw from.")] = "test",
-    seed: Annotated[int, typer.Option("--seed", help="Seed for picking the images.")] = 0,
-    option: Annotated[Optional[List[str]], typer.Option("--option", "-o", help="Loader option KEY=VALUE.")] = None,
+    name: DatasetArg,
+    root: RootOpt = None,
+    n: Annotated[int, typer.Option("--n", min=1, help="Number of images in the grid.")] = 16,
+    out: OutPngOpt = Path("grid.png"),
+    split: SplitOpt = "test",
+    seed: SeedOpt = 0,
+    option: LoaderOpt = None,
 ) -> None:
     """Draw random images with their GT boxes (red) and masks (green) into one PNG."""
     from wsol.data.registry import build_dataset
@@ -120,22 +178,22 @@ def data_show(
 
 @app.command("train")
 def train_command(
-    dataset: Annotated[str, typer.Argument(help="Dataset: shapes, cifar10, svhn, gtsrb, flowers17, cub.")],
+    dataset: DatasetArg,
     method: Annotated[Optional[str], typer.Option("--method", help="natural | pgd | art | art-pgd (default: the config's, else natural).")] = None,
     arch: Annotated[Optional[str], typer.Option("--arch", help="Architecture (see `wsol models`).")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML config (default: configs/<dataset>_<arch>_<method>.yaml when shipped).")] = None,
-    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Number of epochs.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Global batch size (split across processes).")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Number of epochs.")] = None,
+    batch_size: ConfigBatchSizeOpt = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Base learning rate.")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default: runs/<dataset>_<arch>_<method>).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", callback=_check_out_folder, help="Folder to write (default: runs/<dataset>_<arch>_<method>).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last epoch.")] = False,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed.")] = None,
+    seed: ConfigSeedOpt = None,
     weights: Annotated[Optional[Path], typer.Option("--weights", help="Initial weights (ImageNet backbone or wsol checkpoint).")] = None,
     warmup_epochs: Annotated[Optional[int], typer.Option("--warmup-epochs", help="Natural (cross-entropy) epochs before the method's loss takes over.")] = None,
     warm_start: Annotated[Optional[Path], typer.Option("--warm-start", help="A natural model that stands in for the warm-up: load it and start at epoch warmup_epochs.")] = None,
-    root: Annotated[Optional[Path], typer.Option("--root", help="Dataset folder (shapes: defaults to the generated cache).")] = None,
-    overrides: Annotated[Optional[List[str]], typer.Option("--set", help="Override a config key, e.g. --set art.lam=0.3 (repeatable).")] = None,
-    device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1 (default: cuda when available).")] = None,
+    root: RootOpt = None,
+    overrides: SetOpt = None,
+    device: DeviceOpt = None,
 ) -> None:
     """Train a classifier with natural, PGD, ART or ART+PGD training (torchrun for several GPUs)."""
     import os
@@ -165,20 +223,20 @@ def train_command(
 
 @app.command("localize")
 def localize_command(
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="A wsol checkpoint (.safetensors with its .json).")],
-    dataset: Annotated[str, typer.Option("--dataset", help="Dataset name, e.g. cub or shapes.")],
-    out: Annotated[Path, typer.Option("--out", help="COCO results JSON to write (a .meta.json goes beside it).")],
-    root: Annotated[Optional[Path], typer.Option("--root", help="Dataset root (shapes: the generated tree).")] = None,
-    attribution: Annotated[str, typer.Option("--attribution", help="grad, ig, gradshap, smoothgrad, cam, gradcam, gradcampp.")] = "grad",
-    threshold: Annotated[float, typer.Option("--threshold", help="Box/mask threshold as a fraction of each map's max.")] = 0.2,
+    checkpoint: CheckpointOpt,
+    dataset: DatasetOpt,
+    out: OutPredOpt,
+    root: RootOpt = None,
+    attribution: AttributionOpt = "grad",
+    threshold: ThresholdOpt = 0.2,
     sweep: Annotated[bool, typer.Option("--sweep", help="Pick the threshold with the best GT-Known Loc (oracle, as in the papers).")] = False,
     masks: Annotated[bool, typer.Option("--masks", help="Also write COCO RLE segmentations.")] = False,
     target: Annotated[str, typer.Option("--target", help="Map of the predicted class (pred) or of the true class (gt).")] = "pred",
     postprocess: Annotated[str, typer.Option("--postprocess", help="Post-processing preset: wsol, wsolevaluation, art_grad.")] = "wsol",
-    split: Annotated[str, typer.Option("--split")] = "test",
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
+    split: SplitOpt = "test",
+    batch_size: BatchSizeOpt = 32,
     interval: Annotated[float, typer.Option("--interval", help="Threshold sweep step.")] = 0.01,
-    device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda or auto.")] = None,
+    device: DeviceOpt = None,
 ) -> None:
     """Attribution maps → boxes (and masks) for every image, written as COCO results JSON."""
     from wsol.config import LocalizeConfig
@@ -199,10 +257,10 @@ def localize_command(
 
 @app.command("evaluate")
 def evaluate_command(
-    pred: Annotated[Path, typer.Option("--pred", help="COCO results JSON written by `wsol localize`.")],
-    dataset: Annotated[str, typer.Option("--dataset")],
-    root: Annotated[Optional[Path], typer.Option("--root")] = None,
-    split: Annotated[Optional[str], typer.Option("--split", help="Defaults to the split the predictions were made on.")] = None,
+    pred: Annotated[Path, typer.Option("--pred", callback=_check_pred, help="COCO results JSON written by `wsol localize` (scores go to <pred>.metrics.json).")],
+    dataset: DatasetOpt,
+    root: RootOpt = None,
+    split: Annotated[Optional[str], typer.Option("--split", help="Dataset split: train or test (default: the split the predictions were made on).")] = None,
 ) -> None:
     """Score predictions: Top-1 Acc, GT-Known / Top-1 Loc, Top-1 Seg, MaxBoxAccV2, PxAP, COCO AP."""
     from wsol.export.tables import markdown_table
@@ -218,16 +276,16 @@ def evaluate_command(
 
 @app.command("visualize")
 def visualize_command(
-    checkpoint: Annotated[Path, typer.Option("--checkpoint")],
-    dataset: Annotated[str, typer.Option("--dataset")],
-    out: Annotated[Path, typer.Option("--out", help="PNG to write.")],
-    root: Annotated[Optional[Path], typer.Option("--root")] = None,
-    attribution: Annotated[str, typer.Option("--attribution")] = "grad",
-    threshold: Annotated[float, typer.Option("--threshold")] = 0.2,
-    n: Annotated[int, typer.Option("--n", min=1, help="How many images.")] = 16,
-    split: Annotated[str, typer.Option("--split")] = "test",
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-    device: Annotated[Optional[str], typer.Option("--device")] = None,
+    checkpoint: CheckpointOpt,
+    dataset: DatasetOpt,
+    out: OutPngOpt,
+    root: RootOpt = None,
+    attribution: AttributionOpt = "grad",
+    threshold: ThresholdOpt = 0.2,
+    n: Annotated[int, typer.Option("--n", min=1, help="Number of images in the grid.")] = 16,
+    split: SplitOpt = "test",
+    seed: SeedOpt = 0,
+    device: DeviceOpt = None,
 ) -> None:
     """Image + heatmap + GT box (red) + predicted box (green), as the ART paper's Fig. 5."""
     from wsol.config import LocalizeConfig
@@ -241,14 +299,14 @@ def visualize_command(
 
 @app.command("demo")
 def demo_command(
-    out: Annotated[Path, typer.Option("--out", help="Folder for data, models, predictions, figures and report.md.")] = Path("runs/demo"),
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Override the training epochs.")] = None,
-    n_train: Annotated[int, typer.Option("--n-train", min=10)] = 2000,
-    n_test: Annotated[int, typer.Option("--n-test", min=10)] = 500,
-    device: Annotated[Optional[str], typer.Option("--device")] = None,
+    out: OutFolderOpt = Path("runs/demo"),
+    seed: SeedOpt = 0,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Number of epochs (default: the demo's).")] = None,
+    n_train: Annotated[int, typer.Option("--n-train", min=10, help="Training images to generate.")] = 2000,
+    n_test: Annotated[int, typer.Option("--n-test", min=10, help="Test images to generate.")] = 500,
+    device: DeviceOpt = None,
 ) -> None:
-    """Generate shapes, train natural and ART models, localize, segment, evaluate and write a report."""
+    """Generate shapes, train natural and ART models, localize, segment, evaluate and write a report (all under --out)."""
     from wsol.jobs.demo import run_demo
 
     report = run_demo(out, seed=seed, epochs=epochs, n_train=n_train, n_test=n_test, device=device)
@@ -257,22 +315,50 @@ def demo_command(
 
 
 
-def run(argv: Optional[List[str]] = None) -> int:
-    """Run the CLI on ``argv`` and return the exit status; user errors print one line, status 2."""
-    import click
+def _click_classes(name: str) -> Tuple[type, ...]:
+    """The exception class ``name`` from every click the CLI may meet: the copy typer ≥ 0.23 bundles as
+    ``typer._click`` (its classes do not derive from plain click's) and plain click, where each is installed."""
+    found = []
+    for module in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            found.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)
 
+
+def _one_line(text: str) -> str:
+    """Collapse a message onto one line (click wraps long messages and adds blank lines)."""
+    return " ".join(str(text).split())
+
+
+def run(argv: Optional[List[str]] = None) -> int:
+    """Run the CLI on ``argv`` and return the exit status.
+
+    A user mistake (a parse error of any kind or a WsolError) prints exactly one ``error: ...`` line on
+    stderr and returns 2; a bare command prints its help; anything else is a bug and raises.
+    """
+    no_args_help = _click_classes("NoArgsIsHelpError")
+    usage_errors = _click_classes("ClickException")
+    exits = (typer.Exit,) + _click_classes("Exit")
+    aborts = (typer.Abort,) + _click_classes("Abort")
     try:
         result = app(args=argv, standalone_mode=False, prog_name="wsol")
     except WsolError as err:
-        typer.echo(f"error: {err}", err=True)
+        typer.echo(f"error: {_one_line(err)}", err=True)
         return 2
-    except click.exceptions.Exit as ex:
+    except no_args_help as ex:
+        typer.echo(ex.format_message())
+        return 0
+    except usage_errors as ex:
+        ctx = getattr(ex, "ctx", None)
+        hint = f"; see '{ctx.command_path} --help'" if ctx is not None else ""
+        typer.echo(f"error: {_one_line(ex.format_message()).rstrip('.')}{hint}", err=True)
+        return 2
+    except exits as ex:
         return ex.exit_code
-    except click.ClickException as ex:
-        ex.show()
-        return ex.exit_code
-    except click.exceptions.Abort:
-        typer.echo("aborted", err=True)
+    except aborts:
+        typer.echo("error: aborted", err=True)
         return 1
     return result if isinstance(result, int) else 0
 

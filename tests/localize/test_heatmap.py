@@ -89,3 +89,22 @@ def test_postprocess_rejects_bad_steps():
         PostProcess(("gray", "resize"))
     with pytest.raises(ValueError, match="put 'gray' first"):
         postprocess(torch.rand(1, 3, 4, 4), ("minmax",))
+
+
+def test_minmax_maps_infinities_to_the_ends_without_nan() -> None:
+    inf = float("inf")
+    x = torch.tensor([[[0.0, 1.0, inf]], [[0.0, 2.0, -inf]], [[inf, -inf, 5.0]]])
+    out = normalize_minmax(x)
+    assert torch.equal(out, torch.tensor([[[0.0, 1.0, 1.0]], [[0.0, 1.0, 0.0]], [[1.0, 0.0, 0.0]]]))
+    batch = normalize_minmax(x, per_image=False)
+    assert torch.isfinite(batch).all() and torch.equal(batch[0, 0, 2], torch.tensor(1.0)) and batch[1, 0, 2] == 0
+
+
+def test_one_inf_value_does_not_abort_box_evaluation() -> None:
+    from wsol.metrics.localization import BoxEvaluator
+
+    maps = torch.zeros(1, 8, 8)
+    maps[0, 2:5, 2:5] = 1.0
+    maps[0, 3, 3] = float("inf")
+    best = BoxEvaluator(workers=1).accumulate(normalize_minmax(maps), [np.array([[2.0, 2.0, 5.0, 5.0]])])
+    assert best.shape[0] == 1 and best.max() == pytest.approx(1.0)

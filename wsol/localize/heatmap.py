@@ -52,10 +52,12 @@ def to_gray(maps: torch.Tensor, absolute: bool = True) -> torch.Tensor:
 
 
 def normalize_minmax(maps: torch.Tensor, per_image: bool = True) -> torch.Tensor:
-    """Rescale to [0, 1] by ``(m - min) / (max - min)``.
+    """Rescale to [0, 1] by ``(m - min) / (max - min)`` over the finite values.
 
     ``per_image=False`` uses one min and max over the whole batch (the ART code's first step).
-    A map that is constant or holds a NaN becomes all zeros, as in wsolevaluation, so that
+    Non-finite values never spread: +inf becomes 1 and -inf becomes 0 (the strongest and weakest
+    pixels), so one overflowing attribution value cannot abort a run. A map that holds a NaN, or
+    whose finite values are constant, gets 0 at every finite pixel, as in wsolevaluation, so that
     downstream thresholding sees no foreground instead of garbage.
     """
     _check_maps(maps)
@@ -64,12 +66,14 @@ def normalize_minmax(maps: torch.Tensor, per_image: bool = True) -> torch.Tensor
     flat = x.reshape(n, -1)
     if not per_image:
         flat = flat.reshape(1, -1)
-    lo = flat.amin(dim=1, keepdim=True)
-    hi = flat.amax(dim=1, keepdim=True)
+    finite = torch.isfinite(flat)
+    lo = torch.where(finite, flat, torch.full_like(flat, float("inf"))).amin(dim=1, keepdim=True)
+    hi = torch.where(finite, flat, torch.full_like(flat, float("-inf"))).amax(dim=1, keepdim=True)
     span = hi - lo
     bad = torch.isnan(flat).any(dim=1, keepdim=True) | ~(span > 0)
     out = (flat - lo) / torch.where(bad, torch.ones_like(span), span)
-    out = torch.where(bad, torch.zeros_like(out), out)
+    out = torch.where(bad | ~finite, torch.zeros_like(out), out)
+    out = torch.where(flat == float("inf"), torch.ones_like(out), out)
     return out.reshape(x.shape)
 
 

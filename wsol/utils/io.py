@@ -1,22 +1,50 @@
-"""Atomic file writes and safe reads: nothing half-written survives a crash."""
+"""Atomic file writes, run-folder locks and output checks: nothing half-written survives a crash."""
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Union
+from typing import Any, Iterator, Literal, Union
+
+from wsol.errors import WsolError
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+LOCK_NAME = ".lock"
+
+
+def _umask() -> int:
+    """The process umask (reading it means setting it; it is restored at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _remove_stale_temps(target: Path) -> None:
+    """Delete ``.<name>.*.tmp`` files beside ``target`` that an earlier, killed write left behind."""
+    for stale in target.parent.glob(f".{target.name}.*.tmp"):
+        try:
+            stale.unlink()
+        except FileNotFoundError:
+            pass
 
 
 @contextmanager
 def atomic_path(path: PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds.
+
+    The file gets the mode a plain ``open`` would give (0o666 less the umask), and temp files of
+    the same output left by a killed earlier write are removed first.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(target)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -73,3 +101,57 @@ def read_jsonl(path: PathLike) -> list[dict]:
                 break
             raise
     return records
+
+
+@contextmanager
+def run_folder_lock(folder: PathLike) -> Iterator[Path]:
+    """Hold an exclusive lock on ``folder`` (creating it) for the block: one writer per run folder.
+
+    The lock is an ``flock`` on ``<folder>/.lock``, so the kernel releases it when the holder exits,
+    even after ``kill -9``; a leftover ``.lock`` file never blocks a later run. A second job raises a
+    WsolError naming the holder's pid instead of waiting.
+    """
+    root = Path(folder)
+    root.mkdir(parents=True, exist_ok=True)
+    lock = root / LOCK_NAME
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            raise WsolError(f"another wsol job is writing to {root} (pid {holder}); wait for it or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        yield root
+    finally:
+        os.close(fd)
+
+
+def _nearest_existing(path: Path) -> Path:
+    """``path`` or its closest ancestor that exists (the folder a new output would be created under)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_writable_output(path: PathLike, kind: Literal["file", "folder"] = "file") -> Path:
+    """Raise a one-line WsolError unless ``path`` can be written as an output ``kind``; touches nothing.
+
+    The CLI calls it on ``--out`` while parsing, so a bad path fails at once instead of after an epoch.
+    """
+    if kind not in ("file", "folder"):
+        raise ValueError(f"kind must be 'file' or 'folder', got {kind!r}")
+    target = Path(path)
+    if target.is_dir() and kind == "file":
+        raise WsolError(f"cannot write {target}: it is an existing folder; give a file path, e.g. {target / 'out'}")
+    if target.exists() and not target.is_dir() and kind == "folder":
+        raise WsolError(f"cannot write into {target}: it is an existing file; give a folder (a new or an existing one)")
+    base = _nearest_existing(target.parent if kind == "file" else target)
+    if not base.is_dir():
+        raise WsolError(f"cannot create {target}: {base} is a file, not a folder; choose another output path")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise WsolError(f"cannot write to {base}: the folder is read-only; choose another output path or change its permissions")
+    return target

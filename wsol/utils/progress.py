@@ -1,18 +1,49 @@
-"""Progress bars that stay quiet where nobody watches (non-rank-0, CI, non-TTY when asked)."""
+"""Progress reports that suit where stderr goes: a live bar on a terminal, one line per stage in a log.
+
+``WSOL_PROGRESS`` overrides the choice: ``0`` silences progress, ``1`` forces the live bar even into a
+file; unset, a terminal gets the bar and anything else (a log file, a pipe, a batch job) gets one
+summary line when each stage (an epoch, a localization pass) ends, never ``\\r`` frames.
+"""
 from __future__ import annotations
 
 import os
 import sys
-from typing import Iterable, Iterator, Optional, TypeVar
+import time
+from typing import Iterable, Iterator, Literal, Optional, TypeVar
 
 from tqdm.auto import tqdm
 
 T = TypeVar("T")
 
+Mode = Literal["off", "bar", "lines"]
 
-def progress(iterable: Iterable[T], desc: str = "", total: Optional[int] = None, enabled: bool = True) -> Iterator[T]:
-    """Wrap ``iterable`` in a tqdm bar on stderr; disabled off rank 0 or when WSOL_PROGRESS=0."""
+
+def progress_mode() -> Mode:
+    """How progress is shown in this process: 'off', 'bar' (live tqdm) or 'lines' (one line per stage)."""
     from wsol.utils.distributed import is_main_process
 
-    show = enabled and is_main_process() and os.environ.get("WSOL_PROGRESS", "1") != "0"
-    return iter(tqdm(iterable, desc=desc, total=total, disable=not show, file=sys.stderr, leave=False, dynamic_ncols=True))
+    setting = os.environ.get("WSOL_PROGRESS", "").strip()
+    if setting == "0" or not is_main_process():
+        return "off"
+    if setting == "1":
+        return "bar"
+    return "bar" if sys.stderr.isatty() else "lines"
+
+
+def _lines(iterable: Iterable[T], desc: str) -> Iterator[T]:
+    """Pass ``iterable`` through and print one summary line on stderr when it is exhausted."""
+    start = time.perf_counter()
+    count = 0
+    for item in iterable:
+        count += 1
+        yield item
+    seconds = time.perf_counter() - start
+    print(f"{desc or 'done'}: {count} it in {seconds:.1f}s", file=sys.stderr, flush=True)
+
+
+def progress(iterable: Iterable[T], desc: str = "", total: Optional[int] = None, enabled: bool = True) -> Iterator[T]:
+    """Wrap ``iterable`` in a progress report on stderr (see the module docstring); silent off rank 0."""
+    mode = progress_mode() if enabled else "off"
+    if mode == "lines":
+        return _lines(iterable, desc)
+    return iter(tqdm(iterable, desc=desc, total=total, disable=mode == "off", file=sys.stderr, leave=False, dynamic_ncols=True))

@@ -1,0 +1,171 @@
+"""Wrong inputs across every command: exit 2, one `error:` line on stderr, no traceback, nothing written."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import List
+
+import pytest
+
+from wsol.cli import run
+
+# Placeholders: {file} an existing file, {dir} an existing folder, {missing} a path that does not exist.
+CASES: List[List[str]] = [
+    # the app and its groups
+    ["fly"],
+    ["--no-such-option"],
+    ["data", "fly"],
+    ["config", "fly"],
+    ["models", "extra"],
+    ["models", "--bogus"],
+    # config show
+    ["config", "show", "--set", "arch=foo"],
+    ["config", "show", "--set", "art.lam=nan"],
+    ["config", "show", "--set", "dataset=foo"],
+    ["config", "show", "--set", "optim.lr=inf"],
+    ["config", "show", "--set", "art.eps=-.inf"],
+    ["config", "show", "--set", "noequals"],
+    ["config", "show", "--set", "art.lamda=1"],
+    ["config", "show", "--set", "method=magic"],
+    ["config", "show", "--set", "epochs=abc"],
+    ["config", "show", "--set"],
+    ["config", "show", "{missing}"],
+    ["config", "show", "a.yaml", "b.yaml"],
+    # data synth
+    ["data", "synth"],
+    ["data", "synth", "circles", "--out", "{dir}/s"],
+    ["data", "synth", "shapes", "--n-train", "abc", "--out", "{dir}/s"],
+    ["data", "synth", "shapes", "--out", "{file}/s"],
+    ["data", "synth", "shapes", "--out", "{file}"],
+    ["data", "synth", "shapes", "--seed", "x", "--out", "{dir}/s"],
+    ["data", "synth", "shapes", "--num-classes", "1", "--out", "{dir}/s"],
+    # data verify
+    ["data", "verify"],
+    ["data", "verify", "nosuch", "--root", "{dir}"],
+    ["data", "verify", "cub", "--root", "{missing}"],
+    ["data", "verify", "cub", "--root", "{dir}", "--option", "noequals"],
+    ["data", "verify", "shapes", "--skip-corrupt", "yes"],
+    # data show
+    ["data", "show"],
+    ["data", "show", "shapes", "--n", "0"],
+    ["data", "show", "shapes", "--n", "abc"],
+    ["data", "show", "shapes", "--out", "{dir}"],
+    ["data", "show", "shapes", "--out", "{file}/grid.png"],
+    ["data", "show", "nosuch", "--root", "{dir}", "--out", "{dir}/g.png"],
+    ["data", "show", "cub", "--root", "{missing}", "--out", "{dir}/g.png"],
+    # train
+    ["train"],
+    ["train", "shapes", "--no-such-option"],
+    ["train", "shapes", "--epochs", "abc"],
+    ["train", "shapes", "--epochs", "0"],
+    ["train", "shapes", "--resume", "true"],
+    ["train", "shapes", "--device", "bogus"],
+    ["train", "shapes", "--device", "cuda:x"],
+    ["train", "shapes", "--out", "{file}"],
+    ["train", "shapes", "--out", "{file}/run"],
+    ["train", "shapes", "--batch-size", "0"],
+    ["train", "shapes", "--lr", "abc"],
+    ["train", "shapes", "--seed", "1.5"],
+    ["train", "shapes", "--set", "arch=foo"],
+    ["train", "shapes", "--method", "magic"],
+    ["train", "shapes", "--arch", "foo"],
+    ["train", "nosuch"],
+    ["train", "shapes", "--method", "art", "--set", "art.lam=nan"],
+    ["train", "shapes", "--config", "{missing}"],
+    # localize
+    ["localize", "--dataset", "shapes"],
+    ["localize", "--checkpoint", "m.safetensors", "--out", "p.json"],
+    ["localize", "--checkpoint", "m.safetensors", "--dataset", "shapes"],
+    ["localize", "--checkpoint", "m.safetensors", "--dataset", "shapes", "--out", "{dir}"],
+    ["localize", "--checkpoint", "m.safetensors", "--dataset", "shapes", "--out", "{file}/p.json"],
+    ["localize", "--checkpoint", "m.safetensors", "--dataset", "shapes", "--out", "p.json", "--threshold", "abc"],
+    ["localize", "--checkpoint", "m.safetensors", "--dataset", "shapes", "--out", "p.json", "--threshold", "1.5"],
+    ["localize", "--checkpoint", "m.safetensors", "--dataset", "shapes", "--out", "p.json", "--batch-size", "0"],
+    ["localize", "--checkpoint", "m.safetensors", "--dataset", "shapes", "--out", "p.json", "--device", "bogus"],
+    ["localize", "--checkpoint", "m.safetensors", "--dataset", "shapes", "--out", "p.json", "--masks", "yes"],
+    # evaluate
+    ["evaluate"],
+    ["evaluate", "--pred", "{file}"],
+    ["evaluate", "--pred", "{missing}", "--dataset", "shapes"],
+    ["evaluate", "--pred", "{file}/p.json", "--dataset", "shapes"],
+    ["evaluate", "--pred", "{file}", "--dataset", "shapes", "extra"],
+    # visualize
+    ["visualize", "--checkpoint", "m.safetensors"],
+    ["visualize", "--checkpoint", "m.safetensors", "--dataset", "shapes", "--out", "g.png", "--n", "0"],
+    ["visualize", "--checkpoint", "m.safetensors", "--dataset", "shapes", "--out", "{dir}"],
+    ["visualize", "--checkpoint", "m.safetensors", "--dataset", "shapes", "--out", "g.png", "--device", "bogus"],
+    ["visualize", "--checkpoint", "m.safetensors", "--dataset", "shapes", "--out", "g.png", "--seed", "abc"],
+    ["visualize", "--checkpoint", "m.safetensors", "--dataset", "shapes", "--out", "g.png", "--threshold", "-0.1"],
+    # demo
+    ["demo", "--n-train", "5"],
+    ["demo", "--n-test", "abc"],
+    ["demo", "--epochs", "0"],
+    ["demo", "--device", "bogus"],
+    ["demo", "--out", "{file}"],
+    ["demo", "--out", "{file}/demo"],
+]
+
+
+def _tree(root: Path) -> set:
+    return {(str(p.relative_to(root)), p.stat().st_size) for p in root.rglob("*")}
+
+
+@pytest.fixture
+def sandbox(tmp_path, monkeypatch) -> dict:
+    """A working folder with one file and one folder; the cache points inside it so nothing escapes."""
+    work = tmp_path / "work"
+    (work / "existing").mkdir(parents=True)
+    (work / "a_file.txt").write_text("not a folder\n")
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return {"root": tmp_path, "file": str(work / "a_file.txt"), "dir": str(work / "existing"), "missing": str(work / "missing.yaml")}
+
+
+def test_the_table_is_large_enough() -> None:
+    assert len(CASES) >= 60
+    assert len({tuple(c) for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("argv", CASES, ids=[" ".join(c) for c in CASES])
+def test_wrong_input_is_one_line_exit_2(argv, sandbox, capsys) -> None:
+    args = [a.format(**sandbox) for a in argv]
+    before = _tree(sandbox["root"])
+    status = run(args)
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert status == 2, captured.err
+    assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
+    assert "Traceback" not in captured.err + captured.out
+    assert _tree(sandbox["root"]) == before
+
+
+def test_device_error_names_the_choices(sandbox, capsys) -> None:
+    assert run(["train", "shapes", "--device", "bogus"]) == 2
+    assert capsys.readouterr().err == "error: unknown device 'bogus'; use cpu, cuda or cuda:N\n"
+
+
+def test_parse_error_names_the_option_and_the_help(sandbox, capsys) -> None:
+    assert run(["train", "shapes", "--epochs", "abc"]) == 2
+    err = capsys.readouterr().err
+    assert "'--epochs'" in err and "wsol train --help" in err
+
+
+def test_read_only_out_folder_is_refused(sandbox, capsys, monkeypatch) -> None:
+    readonly = Path(sandbox["dir"])
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == readonly else real_access(p, mode))
+    assert run(["data", "show", "shapes", "--out", str(readonly / "g.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot write to") and "read-only" in err and err.count("\n") == 1
+
+
+def test_subprocess_entry_point_prints_one_line(tmp_path) -> None:
+    """The console entry point (real argv, real stderr): no traceback from typer's bundled click."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "wsol", "train", "shapes", "--resume", "true"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert len(done.stderr.splitlines()) == 1 and done.stderr.startswith("error: "), done.stderr
+    assert list(tmp_path.iterdir()) == []
