@@ -9,15 +9,17 @@ through ``model`` itself, so under DDP the single ``loss.backward()`` is the one
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional
+from typing import TYPE_CHECKING, Callable, Dict, Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from wsol.attacks import art_attack, attribution_loss, pgd_attack, unwrap
-from wsol.config import AttackConfig, TrainConfig
 from wsol.registry import Registry
+
+if TYPE_CHECKING:  # config names these methods, so the dependency runs config → train only
+    from wsol.config import AttackConfig, TrainConfig
 
 
 @dataclass
