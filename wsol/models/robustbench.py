@@ -109,9 +109,7 @@ def strip_prefixes(state: Mapping[str, torch.Tensor], prefixes: Sequence[str] = 
     return out
 
 
-def _read_state(path: Path, name: str, source: str) -> Dict[str, object]:
-    if not path.is_file():
-        raise CheckpointError(f"weights file for {name} not found: {path}; get it from {source}")
+def _read_state(path: Path) -> Dict[str, object]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle / zip / IO errors all mean the same thing to the user
@@ -140,14 +138,17 @@ def _weight_paths(name: str, spec: RobustModelSpec, weights: Weights) -> List[Pa
     paths = [Path(weights)] if isinstance(weights, (str, Path)) else [Path(p) for p in weights]
     if len(paths) != len(spec.files):
         raise CheckpointError(f"{name} needs {len(spec.files)} weight file(s) ({', '.join(spec.files)}), got {len(paths)}")
+    for path in paths:
+        if not path.is_file():
+            raise CheckpointError(f"weights file for {name} not found: {path}; get it from {spec.source}")
     return paths
 
 
-def _load_mixture(model: MixedClassifier, paths: Sequence[Path], name: str, source: str) -> None:
+def _load_mixture(model: MixedClassifier, paths: Sequence[Path]) -> None:
     std_path, rob_path, mix_path = paths
-    _load_strict(model.std_model, strip_prefixes(_read_state(std_path, name, source), ("module.",)), std_path)
-    _load_strict(model.rob_model, strip_prefixes(_read_state(rob_path, name, source), ("module.",)), rob_path)
-    mixing = strip_prefixes(_read_state(mix_path, name, source), ("module.",))
+    _load_strict(model.std_model, strip_prefixes(_read_state(std_path), ("module.",)), std_path)
+    _load_strict(model.rob_model, strip_prefixes(_read_state(rob_path), ("module.",)), rob_path)
+    mixing = strip_prefixes(_read_state(mix_path), ("module.",))
     if not isinstance(mixing.get("model"), dict) or not isinstance(mixing.get("bn"), dict):
         raise CheckpointError(f"{mix_path} is not a mixing-network file (expected the keys 'model' and 'bn')")
     _load_strict(model.policy_net, mixing["model"], mix_path)
@@ -171,7 +172,7 @@ def load_robust_model(name: str, weights: Weights = None, device: Union[str, tor
         paths = _weight_paths(name, spec, weights)
         model = spec.build()
         if isinstance(model, MixedClassifier):
-            _load_mixture(model, paths, name, spec.source)
+            _load_mixture(model, paths)
         else:
-            _load_strict(model, strip_prefixes(_read_state(paths[0], name, spec.source)), paths[0])
+            _load_strict(model, strip_prefixes(_read_state(paths[0])), paths[0])
     return model.to(device).eval()
