@@ -16,7 +16,8 @@ import torch
 import torch.nn as nn
 
 from wsol.errors import CheckpointError
-from wsol.models.checkpoint import check_keys, load_state_file
+from wsol.models.build import load_model
+from wsol.models.checkpoint import check_keys
 from wsol.models.cifar_resnet import cifar_resnet18
 from wsol.models.dm_wrn import dm_wide_resnet, ra_wide_resnet_70_16
 from wsol.models.mixing import MixedClassifier, bai2023_edm
@@ -162,8 +163,6 @@ def load_robust_model(name: str, weights: Weights = None, device: Union[str, tor
     It may be omitted only for ``pyautoattack-resnet18``, whose file ships with the installed package.
     """
     if name == WSOL_CHECKPOINT:
-        from wsol.models.build import load_model
-
         if weights is None or not isinstance(weights, (str, Path)):
             raise CheckpointError("wsol-checkpoint needs exactly one checkpoint path (.safetensors with its JSON sidecar)")
         model: nn.Module = load_model(Path(weights))
