@@ -160,3 +160,36 @@ def test_shipped_pyautoattack_resnet18_loads_strictly_and_classifies() -> None:
     assert logits.shape == (8, 10) and torch.isfinite(logits).all()
     # Trained weights give input-dependent predictions: not every input gets the same logits.
     assert logits.std(dim=0).min() > 0
+
+
+def test_mixture_loads_from_three_files_in_robustbench_layout(tmp_path: Path) -> None:
+    from wsol.models.bit_resnet import BiTResNetV2
+    from wsol.models.mixing import BAI2023_EDM_CIFAR10, MixedClassifier, MixingNet
+    from wsol.models.robustbench import _load_mixture
+
+    def small() -> MixedClassifier:
+        return MixedClassifier(
+            BiTResNetV2((1, 1, 1, 1), 1, 10), dm_wide_resnet(10, 1),
+            MixingNet(first=(256, 16), second=(512, 32), widths=(32, 32, 32)), BAI2023_EDM_CIFAR10,
+        )
+
+    torch.manual_seed(0)
+    source = small()
+    with torch.no_grad():
+        source.bn.running_mean.fill_(0.3)
+        source.bn.running_var.fill_(2.0)
+    paths = [tmp_path / f"Bai2023Improving_edm.pt_m{i}.pt" for i in range(3)]
+    torch.save({f"module.{k}": v for k, v in source.std_model.state_dict().items()}, paths[0])
+    torch.save(source.rob_model.state_dict(), paths[1])
+    torch.save({"model": source.policy_net.state_dict(), "bn": source.bn.state_dict()}, paths[2])
+    target = small()
+    _load_mixture(target, paths)
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        out = target.eval()(x)
+        assert torch.equal(out, source.eval()(x))
+    # Log-probabilities of a mixture of two distributions: each row sums to one after exp.
+    assert torch.allclose(out.exp().sum(dim=1), torch.ones(2), atol=1e-5)
+    torch.save(source.policy_net.state_dict(), paths[2])
+    with pytest.raises(CheckpointError, match="mixing-network file"):
+        _load_mixture(small(), paths)

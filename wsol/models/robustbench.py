@@ -132,9 +132,9 @@ def _load_strict(module: nn.Module, state: Mapping[str, object], path: Path) -> 
 
 
 def _weight_paths(name: str, spec: RobustModelSpec, weights: Weights) -> List[Path]:
+    if weights is None and name == PYAUTOATTACK_RESNET18:
+        weights = pyautoattack_resnet18_path()
     if weights is None:
-        if name == PYAUTOATTACK_RESNET18:
-            return [pyautoattack_resnet18_path()]
         raise CheckpointError(f"{name} needs its weight file(s) {', '.join(spec.files)}; get them from {spec.source}")
     paths = [Path(weights)] if isinstance(weights, (str, Path)) else [Path(p) for p in weights]
     if len(paths) != len(spec.files):
