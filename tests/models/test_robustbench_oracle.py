@@ -181,3 +181,11 @@ def test_pyautoattack_resnet18_matches_its_example_definition() -> None:
     spec.loader.exec_module(example)
     torch.manual_seed(6)
     _same_logits(example.ResNet18(), cifar_resnet18(), torch.rand(2, 3, 32, 32))
+
+
+def test_oracle_install_does_not_shadow_this_repos_tests() -> None:
+    stray = _package_dir("robustbench").parent / "tests" / "__init__.py"
+    assert not stray.exists(), (
+        f"robustbench's wheel installed a top-level `tests` package ({stray.parent}) that shadows this repository's "
+        "tests in spawned processes; delete that folder after `pip install --no-deps robustbench==1.1.1`"
+    )
