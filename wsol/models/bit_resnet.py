@@ -1,6 +1,6 @@
 """Big Transfer (BiT) ResNet-v2: pre-activation bottlenecks, GroupNorm(32) and weight-standardized convolutions.
 
-The layout of Bai et al.'s "standard" CIFAR-10 model (BiT-M-R152x2, fine-tuned on 128×128 inputs):
+The layout of Bai et al.'s "standard" CIFAR-10 model (BiT-M-R152x2; the mixture feeds it 128×128 inputs):
 ``root.conv`` (7×7, stride 2) → pad 1 → 3×3 max-pool; ``body.blockK.unitNN``; ``head.gn`` → ReLU →
 global average → 1×1 ``head.conv``. Inputs are normalized inside with mean = std = 0.5.
 """
