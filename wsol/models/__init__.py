@@ -2,6 +2,7 @@
 from wsol.models.activations import SwitchableReLU, set_activation, softplus
 from wsol.models.build import MODELS, build_model, load_model, save_model
 from wsol.models.classifier import IMAGENET_MEAN, IMAGENET_STD, Classifier
+from wsol.models.robustbench import load_robust_model, robust_model_names
 
 __all__ = [
     "MODELS",
@@ -14,4 +15,6 @@ __all__ = [
     "SwitchableReLU",
     "set_activation",
     "softplus",
+    "load_robust_model",
+    "robust_model_names",
 ]

@@ -1,0 +1,195 @@
+"""Robust models by name: exact layouts (meta device for the big ones), strict local loading, clear errors."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from wsol.errors import CheckpointError, UnknownNameError
+from wsol.models import build_model, save_model
+from wsol.models.cifar_resnet import cifar_resnet18
+from wsol.models.dm_wrn import dm_wide_resnet, ra_wide_resnet_70_16
+from wsol.models.mixing import bai2023_edm
+from wsol.models.robustbench import (
+    load_robust_model,
+    pyautoattack_resnet18_path,
+    robust_model_names,
+    strip_prefixes,
+)
+
+
+def _count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize(
+    "factory, params, n_keys",
+    [
+        (lambda: dm_wide_resnet(28, 10), 36_479_194, 155),
+        (lambda: dm_wide_resnet(70, 16), 266_796_506, 407),
+        (ra_wide_resnet_70_16, 267_240_802, 1147),
+        (cifar_resnet18, 11_173_962, 122),
+    ],
+)
+def test_parameter_counts_and_state_dict_sizes(factory, params, n_keys) -> None:
+    with torch.device("meta"):
+        model = factory()
+    assert _count(model) == params
+    assert len(model.state_dict()) == n_keys
+
+
+def test_dm_wrn_layout_and_nonpersistent_normalization() -> None:
+    with torch.device("meta"):
+        model = dm_wide_resnet(28, 10)
+    state = model.state_dict()
+    assert "mean" not in state and "std" not in state
+    assert tuple(state["init_conv.weight"].shape) == (16, 3, 3, 3)
+    assert tuple(state["layer.0.block.0.shortcut.weight"].shape) == (160, 16, 1, 1)
+    assert "layer.0.block.1.shortcut.weight" not in state
+    assert tuple(state["layer.2.block.3.conv_1.weight"].shape) == (640, 640, 3, 3)
+    assert tuple(state["logits.weight"].shape) == (10, 640)
+    assert isinstance(model.layer[0].block[0].relu_0, torch.nn.SiLU)
+    assert model.layer[1].block[0].conv_0.padding == (0, 0)
+
+
+def test_rawrn_squeeze_excitation_layout() -> None:
+    with torch.device("meta"):
+        model = ra_wide_resnet_70_16()
+    state = model.state_dict()
+    assert tuple(state["init_conv.weight"].shape) == (96, 3, 3, 3)
+    assert tuple(state["layer.0.block.29.se.fc1.weight"].shape) == (54, 216, 1, 1)
+    assert tuple(state["layer.1.block.30.se.fc2.weight"].shape) == (432, 108, 1, 1)
+    assert tuple(state["layer.2.block.9.se.fc1.bias"].shape) == (216,)
+    assert "layer.2.block.10.conv_0.weight" not in state
+    assert model.layer[2].block[0].batchnorm_0.momentum == 0.01
+
+
+def test_bai_mixture_parts() -> None:
+    with torch.device("meta"):
+        model = bai2023_edm()
+    assert _count(model.rob_model) == 266_796_506
+    std = model.std_model.state_dict()
+    assert tuple(std["root.conv.weight"].shape) == (128, 3, 7, 7)
+    assert "body.block3.unit36.conv3.weight" in std and "body.block3.unit37.conv3.weight" not in std
+    assert tuple(std["head.conv.weight"].shape) == (10, 4096, 1, 1)
+    mix = model.policy_net.state_dict()
+    assert tuple(mix["conv1x1.weight"].shape) == (512, 1536, 1, 1)
+    assert tuple(mix["layers.0.0.conv1.weight"].shape) == (512, 768, 3, 3)
+    assert tuple(mix["linear.weight"].shape) == (1, 1024)
+    assert set(model.bn.state_dict()) == {"running_mean", "running_var", "num_batches_tracked"}
+
+
+def test_dm_wrn_maps_images_to_logits_and_is_translation_asymmetric() -> None:
+    torch.manual_seed(0)
+    model = dm_wide_resnet(10, 1).eval()
+    x = torch.rand(2, 3, 32, 32)
+    out = model(x)
+    assert out.shape == (2, 10) and torch.isfinite(out).all()
+    # TF-"SAME" padding is asymmetric: flipping the image does not simply flip what the network sees.
+    assert not torch.allclose(model(x.flip(-1)), out)
+
+
+def test_strip_prefixes() -> None:
+    t = torch.zeros(1)
+    assert set(strip_prefixes({"module.model.a": t, "b": t, "x.model.c": t})) == {"a", "b", "x.model.c"}
+
+
+def test_names_and_unknown_name() -> None:
+    names = robust_model_names()
+    for name in ("Peng2023Robust", "Wang2023Better_WRN-70-16", "Wang2023Better_WRN-28-10",
+                 "Cui2023Decoupled_WRN-28-10", "Bai2023Improving_edm", "pyautoattack-resnet18", "wsol-checkpoint"):
+        assert name in names
+    with pytest.raises(UnknownNameError, match="Peng2023Robust"):
+        load_robust_model("Peng2024Robust", "x.pt")
+
+
+def test_missing_file_is_one_line_error_naming_file_and_source(tmp_path: Path) -> None:
+    missing = tmp_path / "Wang2023Better_WRN-28-10.pt"
+    with pytest.raises(CheckpointError) as err:
+        load_robust_model("Wang2023Better_WRN-28-10", missing)
+    message = str(err.value)
+    assert "\n" not in message and str(missing) in message
+    assert "https://github.com/RobustBench/robustbench" in message and "1-6MYKJdECDVGaWjj6GgqvaT95BGKhUvI" in message
+    with pytest.raises(CheckpointError, match="3 weight file"):
+        load_robust_model("Bai2023Improving_edm", missing)
+    with pytest.raises(CheckpointError, match="needs its weight file"):
+        load_robust_model("Peng2023Robust")
+
+
+def test_small_checkpoint_loads_strictly_with_prefixes(tmp_path: Path) -> None:
+    source = cifar_resnet18()
+    path = tmp_path / "r18.pt"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}}, path)
+    model = load_robust_model("pyautoattack-resnet18", path)
+    assert not model.training
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(model(x), source.eval()(x))
+    state = source.state_dict()
+    state.pop("linear.bias")
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match="missing: linear.bias"):
+        load_robust_model("pyautoattack-resnet18", path)
+
+
+def test_pickled_code_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "m.pt"
+    torch.save({"net": cifar_resnet18()}, path)
+    with pytest.raises(CheckpointError, match="cannot load"):
+        load_robust_model("pyautoattack-resnet18", path)
+
+
+def test_wsol_checkpoint_by_name(tmp_path: Path) -> None:
+    model = build_model("small-cnn", 3).eval()
+    path = save_model(model, tmp_path / "ck.safetensors")
+    loaded = load_robust_model("wsol-checkpoint", path)
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.allclose(loaded(x), model(x))
+
+
+def test_shipped_pyautoattack_resnet18_loads_strictly_and_classifies() -> None:
+    path = pyautoattack_resnet18_path()
+    assert path.is_file(), f"pyautoattack's examples/model_test.pt not found at {path}; run `pip install pyautoattack`"
+    model = load_robust_model("pyautoattack-resnet18")
+    assert _count(model) == 11_173_962
+    assert int(model.state_dict()["bn1.num_batches_tracked"]) == 39_100
+    torch.manual_seed(0)
+    x = torch.rand(8, 3, 32, 32)
+    with torch.no_grad():
+        logits = model(x)
+    assert logits.shape == (8, 10) and torch.isfinite(logits).all()
+    # Trained weights give input-dependent predictions: not every input gets the same logits.
+    assert logits.std(dim=0).min() > 0
+
+
+def test_mixture_loads_from_three_files_in_robustbench_layout(tmp_path: Path) -> None:
+    from wsol.models.bit_resnet import BiTResNetV2
+    from wsol.models.mixing import BAI2023_EDM_CIFAR10, MixedClassifier, MixingNet
+    from wsol.models.robustbench import _load_mixture
+
+    def small() -> MixedClassifier:
+        return MixedClassifier(
+            BiTResNetV2((1, 1, 1, 1), 1, 10), dm_wide_resnet(10, 1),
+            MixingNet(first=(256, 16), second=(512, 32), widths=(32, 32, 32)), BAI2023_EDM_CIFAR10,
+        )
+
+    torch.manual_seed(0)
+    source = small()
+    with torch.no_grad():
+        source.bn.running_mean.fill_(0.3)
+        source.bn.running_var.fill_(2.0)
+    paths = [tmp_path / f"Bai2023Improving_edm.pt_m{i}.pt" for i in range(3)]
+    torch.save({f"module.{k}": v for k, v in source.std_model.state_dict().items()}, paths[0])
+    torch.save(source.rob_model.state_dict(), paths[1])
+    torch.save({"model": source.policy_net.state_dict(), "bn": source.bn.state_dict()}, paths[2])
+    target = small()
+    _load_mixture(target, paths)
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        out = target.eval()(x)
+        assert torch.equal(out, source.eval()(x))
+    # Log-probabilities of a mixture of two distributions: each row sums to one after exp.
+    assert torch.allclose(out.exp().sum(dim=1), torch.ones(2), atol=1e-5)
+    torch.save(source.policy_net.state_dict(), paths[2])
+    with pytest.raises(CheckpointError, match="mixing-network file"):
+        _load_mixture(small(), paths)
