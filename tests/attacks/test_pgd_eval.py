@@ -75,3 +75,11 @@ def test_sweep_with_the_autoattack_ladder_is_reproducible(tiny_cnn, tiny_batch):
     b = epsilon_sweep(tiny_cnn, attack, x, y, [0, 1 / 255, 2 / 255])
     assert torch.equal(a.robust, b.robust) and torch.equal(a.adv_pred, b.adv_pred)
     assert not (a.robust[1:] & ~a.robust[:-1]).any()
+
+
+def test_presets_run_as_documented(known):
+    from wsol.attacks.pgd_eval import PRESETS
+
+    model, x, y = known
+    r = pgd_evaluate(model, x[:4], y[:4], **{**PRESETS["pgd40-l2"], "steps": 2}, generator=torch.Generator().manual_seed(0))
+    assert ((r.x_adv - x[:4]).flatten(1).norm(dim=1) <= 1.0 + 1e-5).all()

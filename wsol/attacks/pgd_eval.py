@@ -28,6 +28,13 @@ Attack = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
 
 LOSSES = ("ce", "cw")
 NORMS = ("linf", "l2")
+PRESETS = {
+    "pgd40": dict(eps=8 / 255, steps=40, norm="linf"),
+    "pgd100": dict(eps=8 / 255, steps=100, norm="linf"),
+    "pgd500": dict(eps=8 / 255, steps=500, norm="linf"),
+    "pgd40-l2": dict(eps=1.0, steps=40, norm="l2"),
+}
+"""The paper's PGD evaluations (SPEC §5): ``pgd_evaluate(model, x, y, **PRESETS[name])``."""
 DEFAULT_EPS_GRID = tuple(range(9))
 """ε = x/255 for x in 0..8: the per-class study's grid."""
 
@@ -220,6 +227,6 @@ def epsilon_sweep(
 
 
 __all__ = [
-    "Attack", "DEFAULT_EPS_GRID", "PGDResult", "SweepResult", "epsilon_sweep", "l2_ascent",
+    "Attack", "DEFAULT_EPS_GRID", "PRESETS", "PGDResult", "SweepResult", "epsilon_sweep", "l2_ascent",
     "margin_loss", "pgd_attack_fn", "pgd_evaluate", "project_l2",
 ]
