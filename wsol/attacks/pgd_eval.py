@@ -7,8 +7,9 @@ restart misclassifies it.
 
 :func:`epsilon_sweep` evaluates any ``attack(x, y, eps) -> x_adv`` over an increasing list of ε.
 A perturbation valid at a smaller ε is valid at every larger one, so at each ε it attacks only the
-points still robust at the previous ε: the robust sets are nested (the curve is monotone) and the
-sweep costs little more than its largest ε.
+points still robust at the previous ε: the robust sets are nested (the curve is monotone) and a
+point broken at a smaller ε is never attacked again. Points that stay robust are attacked at every ε
+either way, so the saving is only the attacks on points already broken.
 """
 from __future__ import annotations
 
