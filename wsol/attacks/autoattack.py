@@ -209,7 +209,6 @@ def run_ladder(
     n = len(y)
     aa = build_autoattack(model, ladder, eps=eps, norm=norm, seed=seed, device=device, **overrides)
     clean_pred = _predict(model, x, batch_size)
-    num_classes = None
     if any(a in TARGETED for a in names) and n:
         with torch.no_grad():
             num_classes = model(x[:1]).shape[1]
