@@ -66,4 +66,13 @@ def write_csv(path: PathLike, rows: Sequence[Mapping[str, Any]], columns: Option
     return Path(path)
 
 
-__all__ = ["markdown_table", "write_csv"]
+def matrix_rows(
+    matrix: Any, row_labels: Sequence[Any], col_labels: Sequence[Any], corner: str = ""
+) -> List[dict]:
+    """A 2-D array (tensor, ndarray or nested lists) as rows: ``corner`` holds the row label,
+    then one key per column label (e.g. a confusion matrix for :func:`markdown_table`)."""
+    values = matrix.tolist() if hasattr(matrix, "tolist") else matrix
+    return [{corner: r, **{str(c): v for c, v in zip(col_labels, row)}} for r, row in zip(row_labels, values)]
+
+
+__all__ = ["markdown_table", "matrix_rows", "write_csv"]

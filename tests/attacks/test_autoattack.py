@@ -1,0 +1,97 @@
+import pytest
+import torch
+
+import wsol.attacks.autoattack as aa_mod
+from wsol.attacks.autoattack import LADDERS, resolve_ladder, run_ladder
+from wsol.errors import ConfigError
+
+FAST = dict(n_iter=5, n_queries=30, n_restarts=1)
+EPS = 8 / 255
+
+
+def test_resolve_ladder_names_and_lists():
+    assert resolve_ladder("study") == ("apgd-ce", "apgd-dlr", "fab")
+    assert resolve_ladder("apgd-ce, square") == ("apgd-ce", "square")
+    for bad in ("apgd-xx", "", "apgd-ce,apgd-ce"):
+        with pytest.raises(ConfigError):
+            resolve_ladder(bad)
+
+
+@pytest.mark.parametrize("attack", ["apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square"])
+def test_each_attack_stays_in_ball_and_breaks_for_real(tiny_cnn, tiny_batch, attack):
+    x, y = tiny_batch
+    r = run_ladder(tiny_cnn, x, y, eps=EPS, ladder=attack, seed=0, **FAST)
+    assert (r.x_adv - x).abs().max() <= EPS + 1e-6
+    assert r.x_adv.min() >= 0 and r.x_adv.max() <= 1
+    broken = r.broken_by >= 0
+    with torch.no_grad():
+        pred = tiny_cnn(r.x_adv).argmax(1)
+    assert torch.equal(pred[broken], r.adv_pred[broken])
+    assert (pred[broken] != y[broken]).all()
+    assert not (broken & ~r.clean_correct).any()
+    assert r.robust_accuracy <= r.clean_accuracy
+
+
+@pytest.mark.parametrize("ladder", list(LADDERS))
+def test_rungs_never_raise_accuracy_and_attack_only_robust_points(tiny_cnn, tiny_batch, ladder, monkeypatch):
+    x, y = tiny_batch
+    seen = []
+    real = aa_mod._perturb
+
+    def spy(aa, name, xb, yb):
+        seen.append((name, xb.clone()))
+        return real(aa, name, xb, yb)
+
+    monkeypatch.setattr(aa_mod, "_perturb", spy)
+    r = run_ladder(tiny_cnn, x, y, eps=EPS, ladder=ladder, seed=0, batch_size=5, **FAST)
+    accs = [r.clean_accuracy] + [g.robust_accuracy for g in r.rungs]
+    assert all(b <= a for a, b in zip(accs, accs[1:]))
+    robust_before = r.clean_correct.clone()
+    for k, rung in enumerate(r.rungs):
+        batches = [xb for name, xb in seen if name == rung.attack]
+        attacked = torch.cat(batches) if batches else x[:0]
+        assert torch.equal(attacked, x[robust_before])
+        assert rung.attacked == int(robust_before.sum())
+        robust_before &= r.broken_by != k
+        assert rung.broken == int((r.broken_by == k).sum())
+
+
+def test_matches_plain_pyautoattack(tiny_cnn, tiny_batch):
+    from pyautoattack import AutoAttack
+
+    x, y = tiny_batch
+    ours = run_ladder(tiny_cnn, x, y, eps=EPS, ladder="standard", seed=3, batch_size=8, **FAST)
+    plain = AutoAttack(tiny_cnn, device="cpu", eps=EPS, norm="Linf", seed=3, version="standard")
+    for obj in (plain.apgd, plain.apgd_targeted, plain.fab):
+        obj.n_iter = FAST["n_iter"]
+    plain.square.n_queries = FAST["n_queries"]
+    x_adv, _ = plain.run_standard_evaluation(x, y, batch_size=8)
+    with torch.no_grad():
+        plain_robust = tiny_cnn(x_adv).argmax(1) == y
+    assert torch.equal(ours.robust, plain_robust)
+
+
+def test_fixed_seed_is_reproducible(tiny_cnn, tiny_batch):
+    x, y = tiny_batch
+    a = run_ladder(tiny_cnn, x, y, eps=4 / 255, ladder="plus", seed=1, **FAST)
+    b = run_ladder(tiny_cnn, x, y, eps=4 / 255, ladder="plus", seed=1, **FAST)
+    assert a.sample_rows() == b.sample_rows()
+    assert torch.equal(a.x_adv, b.x_adv)
+
+
+def test_known_pattern_breaks_only_the_weak_class(known):
+    model, x, y = known  # class 3 flips into class 5 from eps = 3/255 on; the rest hold to 0.3
+    r = run_ladder(model, x, y, eps=4 / 255, ladder="standard", seed=0, **FAST)
+    assert r.clean_correct.all()
+    assert torch.equal(~r.robust, y == 3)
+    assert (r.adv_pred[y == 3] == 5).all()
+    rows = r.sample_rows(ids=[f"s{i}" for i in range(len(y))])
+    assert {row["broken_by"] for row in rows if row["label"] == 3} == {"apgd-ce"}
+    assert rows[0]["id"] == "s0" and rows[0]["robust"] is True
+
+
+def test_too_few_classes_for_targeted_ladder_is_a_user_error():
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3)).eval()
+    x = torch.rand(4, 3, 2, 2)
+    with pytest.raises(ConfigError):
+        run_ladder(model, x, torch.zeros(4, dtype=torch.long), eps=EPS, ladder="standard", seed=0)

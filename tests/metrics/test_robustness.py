@@ -1,0 +1,76 @@
+import math
+
+import torch
+
+from wsol.export.tables import markdown_table, matrix_rows
+from wsol.metrics.robustness import (
+    across_models_rows, attack_confusion, class_spread, ladder_rows, per_class_accuracy, step_deltas,
+    summary_rows, sweep_rows, total_drop, worst_class,
+)
+from wsol.report.robustness_figures import plot_class_accuracy_vs_eps, plot_drop_heatmap
+
+LABELS = torch.tensor([0, 0, 1, 1, 2, 2, 2, 2])
+# robust flags at three ε: class 0 loses one point at ε1, class 2 loses two at ε2; class 3 is empty
+ROBUST = torch.tensor([
+    [1, 1, 1, 1, 1, 1, 1, 1],
+    [1, 0, 1, 1, 1, 1, 1, 1],
+    [1, 0, 1, 1, 1, 0, 0, 1],
+], dtype=torch.bool)
+
+
+def test_per_class_accuracy_steps_and_drops():
+    acc = per_class_accuracy(ROBUST, LABELS, 4)
+    assert acc.shape == (3, 4) and torch.isnan(acc[:, 3]).all()
+    assert torch.allclose(acc[:, :3], torch.tensor([[1.0, 1.0, 1.0], [0.5, 1.0, 1.0], [0.5, 1.0, 0.5]]))
+    assert torch.allclose(per_class_accuracy(ROBUST[2], LABELS, 4)[:3], acc[2, :3])
+    deltas = step_deltas(acc[:, :3])
+    assert torch.allclose(deltas, torch.tensor([[0.0, 0, 0], [-0.5, 0, 0], [0, 0, -0.5]]))
+    assert torch.allclose(total_drop(acc[:, :3]), torch.tensor([-0.5, 0.0, -0.5]))
+    index, value = worst_class(acc)
+    assert index.tolist() == [0, 0, 0] and value.tolist() == [1.0, 0.5, 0.5]
+    spread = class_spread(acc)
+    assert torch.allclose(spread["range"], torch.tensor([0.0, 0.5, 0.5]))
+    assert math.isclose(float(spread["std"][1]), float(torch.tensor([0.5, 1.0, 1.0]).std(unbiased=False)), rel_tol=1e-6)
+
+
+def test_confusion_under_attack():
+    adv = torch.tensor([0, 2, 1, 1, 2, 0, 0, 2])
+    conf = attack_confusion(LABELS, adv, 3)
+    assert conf.sum() == 8 and conf[0, 2] == 1 and conf[2, 0] == 2 and conf[1, 1] == 2
+    masked = attack_confusion(LABELS, adv, 3, mask=LABELS == 2)
+    assert masked.sum() == 4 and masked[2].tolist() == [2, 0, 2]
+    md = markdown_table(matrix_rows(conf, ["0", "1", "2"], ["0", "1", "2"], corner="true \\ adv"))
+    assert md.splitlines()[0] == "| true \\ adv | 0 | 1 | 2 |"
+
+
+def test_study_tables():
+    acc = per_class_accuracy(ROBUST, LABELS, 3)
+    overall = ROBUST.float().mean(1)
+    rows = sweep_rows("m", [0, 1, 2], acc, overall)
+    assert [r["eps"] for r in rows] == [0, 1, 2, "TOTAL"]
+    assert rows[0]["delta 0"] is None and rows[1]["delta 0"] == -0.5
+    assert math.isclose(rows[2]["average delta"], -0.5 / 3, rel_tol=1e-6)
+    assert rows[3]["delta 2"] == -0.5 and math.isclose(rows[3]["overall"], -0.375, rel_tol=1e-6)
+    other = acc.clone()
+    other[-1, 1] = 0.0
+    avg = across_models_rows({"a": acc, "b": other})
+    assert [r["average"] for r in avg] == [-0.5, -0.5, -0.5]
+    summary = summary_rows("m", [0, 1, 2], acc)
+    assert summary[2]["worst class"] == 0 and summary[2]["worst-class accuracy"] == 0.5
+
+
+def test_ladder_rows_follow_the_rungs():
+    from wsol.attacks.autoattack import Rung
+
+    rungs = [Rung("apgd-ce", 0.7, -0.2, 1.5, 9, 2), Rung("fab", 0.7, 0.0, 3.0, 7, 0)]
+    rows = ladder_rows("m", 0.9, rungs)
+    assert [r["attack"] for r in rows] == ["initial accuracy", "apgd-ce", "fab"]
+    assert rows[1]["delta"] == -0.2 and rows[2]["minutes"] == 3.0
+
+
+def test_figures_are_written(tmp_path):
+    acc = per_class_accuracy(ROBUST, LABELS, 3)
+    a = plot_class_accuracy_vs_eps(acc, [0, 1, 2], tmp_path / "acc.png", class_names=["a", "b", "c"])
+    b = plot_drop_heatmap(torch.stack([total_drop(acc), total_drop(acc)]), ["m1", "m2"], tmp_path / "drop.png")
+    for p in (a, b):
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

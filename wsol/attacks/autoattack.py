@@ -1,0 +1,273 @@
+"""AutoAttack (Croce & Hein) as a ladder we run ourselves from ``pyautoattack``'s attack objects.
+
+``pyautoattack`` does the attacking (APGD, FAB, Square are not re-implemented here); this module
+does the bookkeeping its ``run_standard_evaluation`` does not return: per attack the robust
+accuracy, its delta and the wall-clock minutes, and per sample whether it was clean-correct, which
+attack broke it and the adversarial prediction. Each attack sees only the points still robust,
+batched exactly as ``run_standard_evaluation`` batches them (the robust indices in order, split
+into ``batch_size`` chunks), so with the same seed both give the same robust accuracy.
+
+A point is robust only if every attack so far failed on it (the pointwise worst case, never an
+average of per-attack accuracies). Every adversarial example is checked to lie in the ε-ball and in
+[0, 1] and is re-evaluated with the model: "broken" means the model really misclassifies it.
+pyautoattack's own defaults (eps 0.3, device 'cpu', a clock-based seed) are never relied on.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+
+from wsol.errors import ConfigError
+
+ATTACKS: Tuple[str, ...] = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
+LADDERS: Dict[str, Tuple[str, ...]] = {
+    "standard": ("apgd-ce", "apgd-t", "fab-t", "square"),
+    "study": ("apgd-ce", "apgd-dlr", "fab"),
+    "plus": ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"),
+}
+NORMS: Dict[str, str] = {"linf": "Linf", "l2": "L2"}
+TARGETED = ("apgd-t", "fab-t")
+_BALL_TOL = 1e-5
+
+
+def resolve_ladder(ladder: Union[str, Sequence[str]]) -> Tuple[str, ...]:
+    """The attack names of a ladder: ``standard``, ``study``, ``plus`` or a comma list of names."""
+    names = LADDERS.get(ladder) if isinstance(ladder, str) else None
+    if names is None:
+        parts = ladder.split(",") if isinstance(ladder, str) else list(ladder)
+        names = tuple(p.strip().lower() for p in parts if p.strip())
+    unknown = [n for n in names if n not in ATTACKS]
+    if unknown or not names:
+        raise ConfigError(
+            f"unknown AutoAttack ladder {ladder!r}: use one of {', '.join(LADDERS)} "
+            f"or a comma list of {', '.join(ATTACKS)}"
+        )
+    if len(set(names)) != len(names):
+        raise ConfigError(f"AutoAttack ladder {ladder!r} names an attack twice; list each attack once")
+    return tuple(names)
+
+
+def build_autoattack(
+    model: nn.Module,
+    ladder: Union[str, Sequence[str]],
+    *,
+    eps: float,
+    norm: str,
+    seed: int,
+    device: Union[torch.device, str],
+    n_iter: Optional[int] = None,
+    n_restarts: Optional[int] = None,
+    n_queries: Optional[int] = None,
+    n_target_classes: Optional[int] = None,
+) -> Any:
+    """A ``pyautoattack.AutoAttack`` with eps, norm, seed and device set explicitly.
+
+    Named ladders take that version's settings (``study`` and comma lists are pyautoattack's
+    ``custom`` version: its constructor settings). The optional overrides apply to every attack
+    object that has the setting (small budgets for tests and benches).
+    """
+    from pyautoattack import AutoAttack
+
+    names = resolve_ladder(ladder)
+    if norm.lower() not in NORMS:
+        raise ConfigError(f"unknown AutoAttack norm {norm!r}: use one of {', '.join(NORMS)}")
+    if eps < 0:
+        raise ConfigError(f"AutoAttack eps must not be negative, got {eps}")
+    version = ladder if isinstance(ladder, str) and ladder in ("standard", "plus") else "custom"
+    attacks = None if version != "custom" else list(names)
+    aa = AutoAttack(model, attacks=attacks, device=device, eps=float(eps), norm=NORMS[norm.lower()],
+                    seed=int(seed), version=version)
+    for obj in (aa.apgd, aa.apgd_targeted, aa.fab, aa.square):
+        for attr, value in (("n_iter", n_iter), ("n_restarts", n_restarts), ("n_queries", n_queries),
+                            ("n_target_classes", n_target_classes)):
+            if value is not None and hasattr(obj, attr):
+                setattr(obj, attr, int(value))
+    return aa
+
+
+def _perturb(aa: Any, name: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """One attack on one batch, set up as ``run_standard_evaluation`` sets it up."""
+    if name in ("apgd-ce", "apgd-dlr"):
+        aa.apgd.loss = name.split("-")[1]
+        aa.apgd.seed = aa.get_seed()
+        return aa.apgd.perturb(x, y)
+    if name == "apgd-t":
+        aa.apgd_targeted.seed = aa.get_seed()
+        return aa.apgd_targeted.perturb(x, y)
+    if name in ("fab", "fab-t"):
+        aa.fab.targeted = name == "fab-t"
+        if name == "fab-t":
+            aa.fab.n_restarts = 1
+        aa.fab.seed = aa.get_seed()
+        return aa.fab.perturb(x, y)
+    aa.square.seed = aa.get_seed()
+    return aa.square.perturb(x, y)
+
+
+def check_perturbation(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str = "linf") -> None:
+    """Raise if ``x_adv`` leaves [0, 1] or the ε-ball around ``x`` (an attack bug, never a user error)."""
+    delta = (x_adv - x).flatten(1)
+    size = delta.abs().amax(1) if norm.lower() == "linf" else delta.norm(dim=1)
+    if bool((size > eps + _BALL_TOL * max(1.0, eps)).any()):
+        raise RuntimeError(f"adversarial example outside the {norm} ball of radius {eps}: {size.max().item():.6g}")
+    if bool((x_adv < -_BALL_TOL).any() or (x_adv > 1 + _BALL_TOL).any()):
+        raise RuntimeError("adversarial example outside [0, 1]")
+
+
+@dataclass
+class Rung:
+    """One attack of the ladder: robust accuracy after it, its delta, minutes, points attacked/broken."""
+
+    attack: str
+    robust_accuracy: float
+    delta: float
+    minutes: float
+    attacked: int
+    broken: int
+
+
+@dataclass
+class LadderResult:
+    """Outcome of :func:`run_ladder` on N samples.
+
+    ``broken_by`` is the ladder index of the attack that broke each sample (−1: none did, or it was
+    misclassified clean). ``adv_pred`` is the model's prediction on ``x_adv`` (the clean prediction
+    where nothing broke it); ``x_adv`` is the clean image where nothing broke it.
+    """
+
+    attacks: Tuple[str, ...]
+    labels: torch.Tensor
+    clean_correct: torch.Tensor
+    broken_by: torch.Tensor
+    adv_pred: torch.Tensor
+    x_adv: torch.Tensor
+    clean_accuracy: float
+    rungs: List[Rung] = field(default_factory=list)
+
+    @property
+    def robust(self) -> torch.Tensor:
+        """Bool N: clean-correct and no attack broke it."""
+        return self.clean_correct & (self.broken_by < 0)
+
+    @property
+    def robust_accuracy(self) -> float:
+        return float(self.robust.float().mean()) if self.robust.numel() else float("nan")
+
+    def sample_rows(self, ids: Optional[Sequence[Any]] = None) -> List[Dict[str, Any]]:
+        """One dict a sample: id, label, clean_correct, broken_by (attack name or None), adv_pred, robust."""
+        ids = list(range(len(self.labels))) if ids is None else list(ids)
+        return [
+            {
+                "id": ids[i],
+                "label": int(self.labels[i]),
+                "clean_correct": bool(self.clean_correct[i]),
+                "broken_by": self.attacks[int(self.broken_by[i])] if int(self.broken_by[i]) >= 0 else None,
+                "adv_pred": int(self.adv_pred[i]),
+                "robust": bool(self.robust[i]),
+            }
+            for i in range(len(ids))
+        ]
+
+
+@torch.no_grad()
+def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_ladder(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float,
+    ladder: Union[str, Sequence[str]] = "standard",
+    norm: str = "linf",
+    seed: int = 0,
+    batch_size: int = 250,
+    device: Union[torch.device, str, None] = None,
+    **overrides: Optional[int],
+) -> LadderResult:
+    """Run an AutoAttack ladder on ``x`` (N×C×H×W in [0, 1]) with labels ``y``.
+
+    Each attack runs only on the points still robust; a point broken by one attack is never
+    attacked again. ``device`` defaults to ``x``'s; ``overrides`` (n_iter, n_restarts, n_queries,
+    n_target_classes) go to :func:`build_autoattack`. The model should be in eval mode.
+    """
+    device = torch.device(device) if device is not None else x.device
+    names = resolve_ladder(ladder)
+    x = x.detach().float().to(device)
+    y = y.detach().long().to(device)
+    n = len(y)
+    aa = build_autoattack(model, ladder, eps=eps, norm=norm, seed=seed, device=device, **overrides)
+    clean_pred = _predict(model, x, batch_size)
+    if any(a in TARGETED for a in names) and n:
+        with torch.no_grad():
+            num_classes = model(x[:1]).shape[1]
+        needed = max(aa.apgd_targeted.n_target_classes, aa.fab.n_target_classes) + 1
+        if num_classes < max(needed, 4):
+            raise ConfigError(
+                f"targeted attacks need at least {max(needed, 4)} classes, the model has {num_classes}: "
+                "use the 'study' ladder or pass a smaller n_target_classes"
+            )
+    clean_correct = clean_pred == y
+    broken_by = torch.full((n,), -1, dtype=torch.long, device=device)
+    adv_pred = clean_pred.clone()
+    x_adv = x.clone()
+    result = LadderResult(names, y, clean_correct, broken_by, adv_pred, x_adv,
+                          float(clean_correct.float().mean()) if n else float("nan"))
+    accuracy = result.clean_accuracy
+    for rung, name in enumerate(names):
+        idx = torch.nonzero(result.robust).flatten()
+        _sync(device)
+        start = time.perf_counter()
+        broken = 0
+        for b in range(0, len(idx), batch_size):
+            sel = idx[b:b + batch_size]
+            candidate = _perturb(aa, name, x[sel], y[sel]).detach().to(x)
+            check_perturbation(candidate, x[sel], eps, norm)
+            pred = _predict(model, candidate, batch_size)
+            fooled = pred != y[sel]
+            hit = sel[fooled]
+            broken_by[hit] = rung
+            adv_pred[hit] = pred[fooled]
+            x_adv[hit] = candidate[fooled]
+            broken += int(fooled.sum())
+        _sync(device)
+        new_accuracy = result.robust_accuracy
+        result.rungs.append(Rung(name, new_accuracy, new_accuracy - accuracy,
+                                 (time.perf_counter() - start) / 60.0, len(idx), broken))
+        accuracy = new_accuracy
+    return result
+
+
+def ladder_attack(
+    model: nn.Module,
+    ladder: Union[str, Sequence[str]] = "standard",
+    *,
+    norm: str = "linf",
+    seed: int = 0,
+    batch_size: int = 250,
+    **overrides: Optional[int],
+):
+    """An ``attack(x, y, eps) -> x_adv`` callable running the ladder (for :func:`wsol.attacks.pgd_eval.epsilon_sweep`)."""
+
+    def attack(x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+        return run_ladder(model, x, y, eps=eps, ladder=ladder, norm=norm, seed=seed,
+                          batch_size=batch_size, **overrides).x_adv
+
+    return attack
+
+
+__all__ = [
+    "ATTACKS", "LADDERS", "LadderResult", "Rung", "build_autoattack", "check_perturbation",
+    "ladder_attack", "resolve_ladder", "run_ladder",
+]

@@ -1,0 +1,138 @@
+"""Robustness tables as pure functions on per-sample results.
+
+Inputs are per-sample tensors (labels N; robust flags N or E×N over an ε grid; adversarial
+predictions N), so a job can compute them from the per-sample rows it wrote. Accuracies are
+fractions in [0, 1]; a class without samples gets NaN. The rows functions return lists of dicts
+for :func:`wsol.export.tables.markdown_table` / :func:`wsol.export.tables.write_csv`.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import torch
+
+
+def per_class_accuracy(correct: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Accuracy per class: ``correct`` N → C, or E×N → E×C (one row per ε)."""
+    flags = correct.float().reshape(-1, correct.shape[-1])
+    labels = labels.long().to(flags.device)
+    hits = torch.zeros(flags.shape[0], num_classes, device=flags.device).index_add_(1, labels, flags)
+    counts = torch.bincount(labels, minlength=num_classes).float()
+    acc = hits / counts
+    acc[:, counts == 0] = float("nan")
+    return acc if correct.dim() > 1 else acc[0]
+
+
+def step_deltas(acc: torch.Tensor) -> torch.Tensor:
+    """Per-step change along the ε axis: E×C → E×C with row 0 = 0 (accuracy at ε_k − at ε_{k−1})."""
+    return torch.cat([torch.zeros_like(acc[:1]), acc[1:] - acc[:-1]])
+
+
+def total_drop(acc: torch.Tensor) -> torch.Tensor:
+    """Per-class change from the first to the last ε (negative = accuracy lost): E×C → C."""
+    return acc[-1] - acc[0]
+
+
+def class_mean(values: torch.Tensor) -> torch.Tensor:
+    """Average over classes (last axis), ignoring classes without samples."""
+    return values.nanmean(-1)
+
+
+def worst_class(acc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(index, accuracy) of the least accurate class, per row: C → scalars, E×C → E."""
+    filled = torch.where(torch.isnan(acc), torch.full_like(acc, float("inf")), acc)
+    value, index = filled.min(-1)
+    return index, value
+
+
+def class_spread(acc: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """Spread across classes, per row: ``range`` (max − min) and ``std`` (population), NaN classes ignored."""
+    valid = ~torch.isnan(acc)
+    hi = torch.where(valid, acc, torch.full_like(acc, float("-inf"))).amax(-1)
+    lo = torch.where(valid, acc, torch.full_like(acc, float("inf"))).amin(-1)
+    mean = acc.nanmean(-1, keepdim=True)
+    var = torch.where(valid, (acc - mean) ** 2, torch.zeros_like(acc)).sum(-1) / valid.sum(-1).clamp_min(1)
+    return {"range": hi - lo, "std": var.sqrt()}
+
+
+def attack_confusion(labels: torch.Tensor, adv_pred: torch.Tensor, num_classes: int,
+                     mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """C×C counts: row = true class, column = prediction under attack (optionally only where ``mask``).
+
+    Pass ``mask`` = clean-correct to see which class each attack pushes correctly classified images into.
+    """
+    labels, adv_pred = labels.long(), adv_pred.long().to(labels.device)
+    if mask is not None:
+        labels, adv_pred = labels[mask], adv_pred[mask]
+    flat = torch.bincount(labels * num_classes + adv_pred, minlength=num_classes * num_classes)
+    return flat.view(num_classes, num_classes)
+
+
+def ladder_rows(model: str, clean_accuracy: float, rungs: Sequence[Any]) -> List[Dict[str, Any]]:
+    """The study's first table for one model: initial accuracy, then per attack minutes, accuracy, delta.
+
+    ``rungs`` are :class:`wsol.attacks.autoattack.Rung` (attack, minutes, robust_accuracy, delta).
+    """
+    rows: List[Dict[str, Any]] = [{"model": model, "attack": "initial accuracy", "minutes": None,
+                                   "accuracy": clean_accuracy, "delta": None}]
+    for r in rungs:
+        rows.append({"model": model, "attack": r.attack, "minutes": r.minutes,
+                     "accuracy": r.robust_accuracy, "delta": r.delta})
+    return rows
+
+
+def sweep_rows(model: str, eps_labels: Sequence[Any], acc: torch.Tensor, overall: torch.Tensor) -> List[Dict[str, Any]]:
+    """The study's second table for one model: per ε, every class's accuracy and step delta, the
+    model's average delta over classes and its overall accuracy, then a TOTAL row of drops."""
+    deltas = step_deltas(acc)
+    num_classes = acc.shape[1]
+    rows: List[Dict[str, Any]] = []
+    for k, label in enumerate(eps_labels):
+        row: Dict[str, Any] = {"model": model, "eps": label}
+        for c in range(num_classes):
+            row[f"class {c}"] = float(acc[k, c])
+            row[f"delta {c}"] = None if k == 0 else float(deltas[k, c])
+        row["average delta"] = None if k == 0 else float(class_mean(deltas[k]))
+        row["overall"] = float(overall[k])
+        rows.append(row)
+    drops = total_drop(acc)
+    total: Dict[str, Any] = {"model": model, "eps": "TOTAL"}
+    for c in range(num_classes):
+        total[f"class {c}"] = None
+        total[f"delta {c}"] = float(drops[c])
+    total["average delta"] = float(class_mean(drops))
+    total["overall"] = float(overall[-1] - overall[0])
+    rows.append(total)
+    return rows
+
+
+def across_models_rows(acc_by_model: Mapping[str, torch.Tensor]) -> List[Dict[str, Any]]:
+    """Per class, the total drop for each model and its average across models (the study's AVG row)."""
+    drops = {m: total_drop(a) for m, a in acc_by_model.items()}
+    stacked = torch.stack(list(drops.values()))
+    mean = stacked.nanmean(0)
+    rows = []
+    for c in range(stacked.shape[1]):
+        row: Dict[str, Any] = {"class": c}
+        row.update({m: float(d[c]) for m, d in drops.items()})
+        row["average"] = float(mean[c])
+        rows.append(row)
+    return rows
+
+
+def summary_rows(model: str, eps_labels: Sequence[Any], acc: torch.Tensor) -> List[Dict[str, Any]]:
+    """Per ε: mean class accuracy, worst class and its accuracy, range and std across classes."""
+    index, value = worst_class(acc)
+    spread = class_spread(acc)
+    return [
+        {"model": model, "eps": label, "mean class accuracy": float(class_mean(acc[k])),
+         "worst class": int(index[k]), "worst-class accuracy": float(value[k]),
+         "range": float(spread["range"][k]), "std": float(spread["std"][k])}
+        for k, label in enumerate(eps_labels)
+    ]
+
+
+__all__ = [
+    "across_models_rows", "attack_confusion", "class_mean", "class_spread", "ladder_rows",
+    "per_class_accuracy", "step_deltas", "summary_rows", "sweep_rows", "total_drop", "worst_class",
+]
