@@ -5,6 +5,7 @@ import errno
 import fcntl
 import json
 import os
+import signal
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +16,7 @@ from wsol.errors import WsolError
 PathLike = Union[str, "os.PathLike[str]"]
 
 LOCK_NAME = ".lock"
+_HELD: set = set()  # folders this process holds locked (a job inside a job re-enters without blocking itself)
 
 
 def _umask() -> int:
@@ -22,6 +24,21 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+_replaces = 0
+
+
+def _test_kill_hook() -> None:
+    """Test hook for crash-consistency tests: with ``WSOL_TEST_KILL_BEFORE_REPLACE=K`` the process
+    SIGKILLs itself just before its K-th atomic replace. Unset (always, outside tests) it does nothing."""
+    global _replaces
+    k = os.environ.get("WSOL_TEST_KILL_BEFORE_REPLACE")
+    if not k:
+        return
+    _replaces += 1
+    if _replaces == int(k):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _remove_stale_temps(target: Path) -> None:
@@ -49,6 +66,7 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        _test_kill_hook()
         os.replace(tmp, target)
     finally:
         if tmp.exists():
@@ -109,10 +127,14 @@ def run_folder_lock(folder: PathLike) -> Iterator[Path]:
 
     The lock is an ``flock`` on ``<folder>/.lock``, so the kernel releases it when the holder exits,
     even after ``kill -9``; a leftover ``.lock`` file never blocks a later run. A second job raises a
-    WsolError naming the holder's pid instead of waiting.
+    WsolError naming the holder's pid instead of waiting; the process that holds it re-enters freely.
     """
     root = Path(folder)
     root.mkdir(parents=True, exist_ok=True)
+    key = root.resolve()
+    if key in _HELD:
+        yield root
+        return
     lock = root / LOCK_NAME
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
     try:
@@ -125,7 +147,11 @@ def run_folder_lock(folder: PathLike) -> Iterator[Path]:
             raise WsolError(f"another wsol job is writing to {root} (pid {holder}); wait for it or choose another --out") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
-        yield root
+        _HELD.add(key)
+        try:
+            yield root
+        finally:
+            _HELD.discard(key)
     finally:
         os.close(fd)
 
