@@ -302,6 +302,7 @@ def synthesize_shapes(
     canvas = _Canvas(size)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it 0700; the tree gets a plain mkdir's mode
         for d in dirs:
             (tmp / "images" / d).mkdir(parents=True)
             (tmp / "segmentations" / d).mkdir(parents=True)
@@ -358,6 +359,13 @@ def synthesize_shapes(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _umask() -> int:
+    """The process umask (reading it means setting it; it is restored at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _replace_dir(new: Path, target: Path) -> None:

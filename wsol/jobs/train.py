@@ -200,7 +200,7 @@ def _resume_state(config: TrainConfig, out: Path, resume: bool) -> Optional[Dict
 def _build_model(config: TrainConfig, train_set: Dataset, num_classes: int, state: Optional[Dict[str, Any]]) -> Tuple[nn.Module, int]:
     """The model and the epoch it starts at: resumed weights, a warm start, initial weights or fresh."""
     stats = {k: getattr(train_set, k) for k in ("mean", "std") if getattr(train_set, k, None) is not None}
-    size = trained_input_size(config, train_set)
+    size = transform_spec(config)["size"] or getattr(train_set, "native_size", None)
     # resuming: the weights come from the state; a warm start loads a model that stands in for the warm-up
     key, weights = ("warm_start", config.warm_start) if config.warm_start is not None else ("weights", config.weights)
     weights = weights if state is None else None
@@ -269,19 +269,6 @@ def transform_from_spec(spec: Dict[str, Any], train: bool, seed: int = 0) -> Any
 
 def _transform(config: TrainConfig, train: bool) -> Any:
     return transform_from_spec(transform_spec(config), train, seed=config.seed)
-
-
-def trained_input_size(config: TrainConfig, train_set: Dataset) -> Optional[int]:
-    """The side of the images the model really sees: the transform's size, else (images at their
-    size on disk) the first training image's, else the dataset's nominal size."""
-    size = transform_spec(config)["size"]
-    if size is not None:
-        return int(size)
-    if len(train_set):  # type: ignore[arg-type]
-        h, w = train_set[0].image.shape[-2:]
-        if h == w:
-            return int(h)
-    return getattr(train_set, "native_size", None)
 
 
 def check_images(dataset: Dataset) -> None:
@@ -431,6 +418,8 @@ def train_one_epoch(run: Run, epoch: int) -> Dict[str, Any]:
         if step >= total:
             break
         x, y = _to_device(x, y, run.device, config)
+        if x.shape[-1] == x.shape[-2]:  # the checkpoint records the size the model really sees
+            run.raw.input_size = int(x.shape[-1])
         init_delta = _start_delta(config, epoch, step, x)
         with _autocast(config, run.device):
             result = step_fn(run.model, x, y, config, init_delta=init_delta)
@@ -627,7 +616,6 @@ __all__ = [
     "start_run_folder",
     "train",
     "train_one_epoch",
-    "trained_input_size",
     "transform_from_spec",
     "transform_spec",
 ]
