@@ -81,20 +81,23 @@ def lock_run_folder(path: PathLike) -> Iterator[Path]:
     """Hold run folder ``path`` (created if missing) for the duration of a job: one writer per folder.
 
     Rank 0 takes :func:`wsol.utils.io.run_folder_lock`, so a second job into a folder in use fails
-    with a one-line error; other ranks only write through rank 0. When the job fails before writing
-    anything, a folder this call created is removed again, so a refused run leaves nothing behind.
+    with a one-line error; other ranks only write through rank 0. When the job fails, the lock file
+    and (if then empty) the folder this call created are removed again, so a refused run leaves
+    nothing behind.
     """
     folder = Path(path)
     if not dist.is_main_process():
         yield folder
         return
     created = not folder.exists()
+    lock_created = not (folder / LOCK_NAME).exists()
     try:
         with run_folder_lock(folder):
             yield folder
     except BaseException:
-        if created and {p.name for p in folder.iterdir()} <= {LOCK_NAME}:
+        if lock_created:
             (folder / LOCK_NAME).unlink(missing_ok=True)
+        if created and not any(folder.iterdir()):
             folder.rmdir()
         raise
 
