@@ -45,8 +45,7 @@ def test_lock_is_free_once_the_holder_is_killed(holder) -> None:
     proc.kill()
     proc.wait(30)
     with lock_run_folder(folder) as held:
-        with lock_run_folder(folder):  # the holding process re-enters its own folder
-            assert held == folder
+        assert held == folder
 
 
 def test_failed_job_leaves_no_folder_it_created(tmp_path) -> None:
@@ -55,3 +54,14 @@ def test_failed_job_leaves_no_folder_it_created(tmp_path) -> None:
         with lock_run_folder(folder):
             raise RuntimeError("validation failed")
     assert not folder.exists()
+
+
+def test_synth_folder_respects_the_umask(tmp_path) -> None:
+    from wsol.data.shapes import synthesize_shapes
+
+    old = os.umask(0o027)
+    try:
+        root = synthesize_shapes(tmp_path / "s", n_train=3, n_test=3, size=32, num_classes=3, seed=0)
+    finally:
+        os.umask(old)
+    assert root.stat().st_mode & 0o777 == 0o750

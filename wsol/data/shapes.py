@@ -28,6 +28,7 @@ from wsol.data.base import Transform
 from wsol.data.cub import CubDataset, check_options, load_cub
 from wsol.data.registry import DATASETS, DEFAULT_ROOTS
 from wsol.errors import DataError
+from wsol.utils.io import current_umask
 
 FORMAT_VERSION = 3
 MARKS = ("disc", "square", "triangle", "plus", "ring", "bars", "cross", "checker", "diamond", "dots")
@@ -302,7 +303,7 @@ def synthesize_shapes(
     canvas = _Canvas(size)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it 0700; the tree gets a plain mkdir's mode
+        tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it 0700; the tree gets a plain mkdir's mode
         for d in dirs:
             (tmp / "images" / d).mkdir(parents=True)
             (tmp / "segmentations" / d).mkdir(parents=True)
@@ -359,13 +360,6 @@ def synthesize_shapes(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
-
-
-def _umask() -> int:
-    """The process umask (reading it means setting it; it is restored at once)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def _replace_dir(new: Path, target: Path) -> None:

@@ -16,10 +16,9 @@ from wsol.errors import WsolError
 PathLike = Union[str, "os.PathLike[str]"]
 
 LOCK_NAME = ".lock"
-_HELD: set = set()  # folders this process holds locked (a job inside a job re-enters without blocking itself)
 
 
-def _umask() -> int:
+def current_umask() -> int:
     """The process umask (reading it means setting it; it is restored at once)."""
     mask = os.umask(0o022)
     os.umask(mask)
@@ -61,7 +60,7 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temps(target)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.fchmod(fd, 0o666 & ~_umask())
+    os.fchmod(fd, 0o666 & ~current_umask())
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -127,14 +126,10 @@ def run_folder_lock(folder: PathLike) -> Iterator[Path]:
 
     The lock is an ``flock`` on ``<folder>/.lock``, so the kernel releases it when the holder exits,
     even after ``kill -9``; a leftover ``.lock`` file never blocks a later run. A second job raises a
-    WsolError naming the holder's pid instead of waiting; the process that holds it re-enters freely.
+    WsolError naming the holder's pid instead of waiting.
     """
     root = Path(folder)
     root.mkdir(parents=True, exist_ok=True)
-    key = root.resolve()
-    if key in _HELD:
-        yield root
-        return
     lock = root / LOCK_NAME
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
     try:
@@ -147,11 +142,7 @@ def run_folder_lock(folder: PathLike) -> Iterator[Path]:
             raise WsolError(f"another wsol job is writing to {root} (pid {holder}); wait for it or choose another --out") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
-        _HELD.add(key)
-        try:
-            yield root
-        finally:
-            _HELD.discard(key)
+        yield root
     finally:
         os.close(fd)
 
