@@ -105,7 +105,67 @@ CASES: List[List[str]] = [
     ["demo", "--device", "bogus"],
     ["demo", "--out", "{file}"],
     ["demo", "--out", "{file}/demo"],
+    # validated before the banner and the first file: a root without a dataset, NaN, a corrupt test image
+    ["train", "cub", "--root", "{dir}", "--out", "{dir}/run"],
+    ["train", "shapes", "--lr", "nan", "--out", "{dir}/run"],
+    ["train", "cub", "--arch", "small-cnn", "--root", "{badimage}", "--out", "{dir}/run"],
+    # boundary validation: boxes past the border, category ids, empty predictions, a mismatched pair
+    ["data", "show", "cub", "--root", "{bigbox}", "--out", "{dir}/g.png"],
+    ["localize", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{bigbox}", "--out", "{dir}/p.json"],
+    ["evaluate", "--pred", "{pred_cat99}", "--dataset", "cub", "--root", "{cub}"],
+    ["evaluate", "--pred", "{pred_cat0}", "--dataset", "cub", "--root", "{cub}"],
+    ["evaluate", "--pred", "{pred_empty}", "--dataset", "cub", "--root", "{cub}"],
+    ["evaluate", "--pred", "{pred_mixed}", "--dataset", "cub", "--root", "{cub}"],
+    # checkpoints that do not fit the dataset, attribution names checked before the pass
+    ["visualize", "--checkpoint", "{ckpt3}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/g.png"],
+    ["localize", "--checkpoint", "{ckpt3}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/p.json"],
+    ["localize", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/p.json", "--attribution", "magic"],
 ]
+
+
+def _cub(root: Path, box: str = "4 4 10 10", corrupt: bool = False) -> str:
+    """A 4-image, 2-class CUB tree of 32x32 images (2 test); optionally one box or one test image broken."""
+    import cv2
+    import numpy as np
+
+    rows = {"images": [], "labels": [], "split": [], "boxes": []}
+    for i in range(1, 5):
+        rel = f"00{1 + i % 2}.c{1 + i % 2}/{i}.png"
+        (root / "images" / rel).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / "images" / rel), np.full((32, 32, 3), 40 * i, np.uint8))
+        rows["images"].append(f"{i} {rel}")
+        rows["labels"].append(f"{i} {1 + i % 2}")
+        rows["split"].append(f"{i} {int(i <= 2)}")
+        rows["boxes"].append(f"{i} {box if i == 3 else '4 4 10 10'}")
+    if corrupt:
+        (root / "images" / rows["images"][3].split()[1]).write_bytes(b"")
+    for name, key in (("images", "images"), ("image_class_labels", "labels"), ("train_test_split", "split"), ("bounding_boxes", "boxes")):
+        (root / f"{name}.txt").write_text("\n".join(rows[key]) + "\n")
+    (root / "classes.txt").write_text("1 001.c1\n2 002.c2\n")
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory) -> dict:
+    """Read-only inputs: CUB trees (good, a box past the border, a corrupt test image), checkpoints and predictions."""
+    import json
+
+    from wsol.export.coco import results_digest
+    from wsol.models import build_model, save_model
+
+    base = tmp_path_factory.mktemp("assets")
+    found = {"cub": _cub(base / "cub"), "bigbox": _cub(base / "bigbox", box="10 10 100 100"), "badimage": _cub(base / "bad", corrupt=True)}
+    for k in (2, 3):
+        found[f"ckpt{k}"] = str(save_model(build_model("small-cnn", k, input_size=32), base / f"model{k}", dataset="cub", method="natural"))
+    result = {"image_id": 3, "bbox": [0.0, 0.0, 4.0, 4.0], "score": 0.9}
+    for name, results in (("cat99", [{**result, "category_id": 99}]), ("cat0", [{**result, "category_id": 0}]), ("empty", []),
+                          ("mixed", [{**result, "category_id": 1}])):
+        pred = base / f"{name}.json"
+        pred.write_text(json.dumps(results))
+        digest = "0" * 64 if name == "mixed" else results_digest(pred)
+        (base / f"{name}.meta.json").write_text(json.dumps({"dataset": "cub", "split": "test", "results_sha256": digest}))
+        found[f"pred_{name}"] = str(pred)
+    return {**found, "base": base}
 
 
 def _tree(root: Path) -> set:
@@ -129,16 +189,25 @@ def test_the_table_is_large_enough() -> None:
 
 
 @pytest.mark.parametrize("argv", CASES, ids=[" ".join(c) for c in CASES])
-def test_wrong_input_is_one_line_exit_2(argv, sandbox, capsys) -> None:
-    args = [a.format(**sandbox) for a in argv]
-    before = _tree(sandbox["root"])
+def test_wrong_input_is_one_line_exit_2(argv, sandbox, assets, capsys) -> None:
+    args = [a.format(**sandbox, **assets) for a in argv]
+    before = _tree(sandbox["root"]) | _tree(assets["base"])
     status = run(args)
     captured = capsys.readouterr()
     lines = captured.err.splitlines()
     assert status == 2, captured.err
     assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
     assert "Traceback" not in captured.err + captured.out
-    assert _tree(sandbox["root"]) == before
+    assert _tree(sandbox["root"]) | _tree(assets["base"]) == before
+
+
+def test_resume_without_an_earlier_run_says_so_and_starts_fresh(sandbox, assets, capsys) -> None:
+    out = Path(sandbox["dir"]) / "run"
+    argv = ["train", "cub", "--arch", "small-cnn", "--root", assets["cub"], "--out", str(out), "--epochs", "1", "--batch-size", "2", "--resume"]
+    assert run(argv) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("config: ") and err[1] == f"note: {out} holds no earlier run to resume; starting fresh", err
+    assert (out / "train_state.pt").is_file()
 
 
 def test_device_error_names_the_choices(sandbox, capsys) -> None:

@@ -207,10 +207,9 @@ def train_command(
     cfg, used = resolve_train_config(dataset, method, config, arch, parse_overrides(overrides), options)
     folder = out or default_run_folder(cfg)
     main = os.environ.get("RANK", "0") == "0"  # torchrun: only rank 0 prints
-    if main:
-        typer.echo(f"config: {used or 'built-in defaults'}; run folder: {folder}", err=True)
+    banner = f"config: {used or 'built-in defaults'}; run folder: {folder}"
     try:
-        result = train(cfg, folder, resume=resume, device=device)
+        result = train(cfg, folder, resume=resume, device=device, on_start=lambda: typer.echo(banner, err=True) if main else None)
     finally:
         cleanup()
     if main:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 
 import numpy as np
@@ -62,7 +63,8 @@ def test_written_file_loads_in_pycocotools_and_evaluates(tmp_path):
     gt_path.write_text(json.dumps(gt))
     res = results_to_coco([7, 9], [3, 3], [[5, 2, 15, 10], [3, 4, 9, 12]], [0.9, 0.8], masks=[m1, m2])
     path = write_results(tmp_path / "preds.json", res, {"threshold": 0.2})
-    assert json.loads((tmp_path / "preds.meta.json").read_text()) == {"format": "coco-results", "count": 2, "threshold": 0.2}
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert json.loads((tmp_path / "preds.meta.json").read_text()) == {"format": "coco-results", "count": 2, "threshold": 0.2, "results_sha256": digest}
     coco = COCO(str(gt_path))
     dt = coco.loadRes(str(path))
     assert sorted(dt.getImgIds()) == [7, 9]

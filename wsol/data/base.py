@@ -64,6 +64,20 @@ def probe_image(path: Path) -> Optional[str]:
     return None
 
 
+BOX_TOLERANCE = 1.0  # pixels a box may reach past the image border (rounding in annotation tools)
+
+
+def check_boxes(boxes: np.ndarray, height: int, width: int, where: str) -> None:
+    """Raise a DataError naming ``where`` when a box (xyxy pixels) lies past the image border by more
+    than :data:`BOX_TOLERANCE` or is inverted; such a box is an annotation for another image or size."""
+    t = BOX_TOLERANCE
+    for box in np.asarray(boxes, dtype=np.float64).reshape(-1, 4):
+        x1, y1, x2, y2 = box.tolist()
+        if not (x1 >= -t and y1 >= -t and x2 <= width + t and y2 <= height + t and x1 <= x2 and y1 <= y2):
+            shown = ", ".join(f"{v:g}" for v in box)
+            raise DataError(f"{where}: box ({shown}) lies outside the {width}x{height} image; fix the annotation")
+
+
 def read_gray(path: Path) -> np.ndarray:
     """Read an image file as H×W uint8 (first channel of multi-channel files)."""
     import cv2
@@ -126,6 +140,7 @@ class RecordDataset(Dataset):
     def __getitem__(self, index: int) -> Sample:
         record = self.records[index]
         image = self.load_image(record)
+        check_boxes(record.boxes, int(image.shape[0]), int(image.shape[1]), f"image {record.image_path or record.name} (id {record.image_id})")
         mask = self.load_mask(record, (int(image.shape[0]), int(image.shape[1])))
         img, boxes, msk, to_orig = self.transform(image, record.boxes, mask)
         return Sample(

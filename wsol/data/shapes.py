@@ -28,6 +28,7 @@ from wsol.data.base import Transform
 from wsol.data.cub import CubDataset, check_options, load_cub
 from wsol.data.registry import DATASETS, DEFAULT_ROOTS
 from wsol.errors import DataError
+from wsol.utils.io import current_umask
 
 FORMAT_VERSION = 3
 MARKS = ("disc", "square", "triangle", "plus", "ring", "bars", "cross", "checker", "diamond", "dots")
@@ -302,6 +303,7 @@ def synthesize_shapes(
     canvas = _Canvas(size)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
+        tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it 0700; the tree gets a plain mkdir's mode
         for d in dirs:
             (tmp / "images" / d).mkdir(parents=True)
             (tmp / "segmentations" / d).mkdir(parents=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import io
 import json
 import math
@@ -149,14 +150,36 @@ def meta_path(path: PathLike) -> Path:
     return p.with_name(p.stem + ".meta.json") if p.suffix == ".json" else p.with_name(p.name + ".meta.json")
 
 
+def results_digest(path: PathLike) -> str:
+    """SHA-256 of a results file's bytes: the meta file records it to prove the two belong together."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def write_results(path: PathLike, results: List[Dict[str, Any]], meta: Optional[Mapping[str, Any]] = None) -> Path:
-    """Write ``results`` to ``path`` (e.g. preds.json) and ``meta`` to the sibling preds.meta.json, both atomically."""
+    """Write ``results`` to ``path`` (e.g. preds.json), then ``meta`` to the sibling preds.meta.json, both
+    atomically; the meta records the results' SHA-256, so a kill between the two writes leaves a pair
+    that :func:`read_results_meta` refuses instead of new predictions described by an old meta."""
     target = Path(path)
     info = {"format": "coco-results", "count": len(results)}
     info.update(dict(meta or {}))
     atomic_write_json(target, results, indent=None)
+    info["results_sha256"] = results_digest(target)
     atomic_write_json(meta_path(target), info)
     return target
+
+
+def read_results_meta(path: PathLike) -> Dict[str, Any]:
+    """The meta file of results ``path`` ({} when there is none), checked to belong to that file."""
+    side = meta_path(path)
+    if not side.is_file():
+        return {}
+    try:
+        meta = json.loads(side.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise DataError(f"{side} is not valid JSON; rerun wsol localize to write the pair again") from None
+    if not isinstance(meta, dict) or meta.get("results_sha256") != results_digest(path):
+        raise DataError(f"{side} does not belong to {Path(path).name} (an interrupted or mixed run); rerun wsol localize to write the pair again")
+    return meta
 
 
 def _is_number(x: Any) -> bool:
@@ -273,6 +296,8 @@ __all__ = [
     "gt_to_coco",
     "load_results",
     "meta_path",
+    "read_results_meta",
+    "results_digest",
     "results_to_coco",
     "write_results",
     "xyxy_to_xywh",

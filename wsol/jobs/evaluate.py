@@ -5,7 +5,6 @@ plus the map-level sweep metrics that `localize` stored beside the results.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -14,9 +13,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from wsol.data import build_dataset
 from wsol.errors import DataError
-from wsol.export.coco import coco_eval, decode_mask, gt_annotation, gt_to_coco, load_results, meta_path
+from wsol.export.coco import coco_eval, decode_mask, gt_annotation, gt_to_coco, load_results, read_results_meta
 from wsol.jobs.localize import CATEGORY_OFFSET
-from wsol.jobs.runfolder import write_json
+from wsol.jobs.runfolder import lock_run_folder, write_json
 from wsol.metrics.localization import max_iou
 from wsol.metrics.segmentation import mask_iou
 
@@ -35,14 +34,16 @@ def collect_ground_truth(data: Dataset) -> Dict[int, Dict[str, Any]]:
     return gt
 
 
-def _read_meta(pred: Path) -> Dict[str, Any]:
-    path = meta_path(pred)
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        raise DataError(f"{path} is not valid JSON") from None
+def check_categories(pred: Path, results: List[Dict[str, Any]], num_classes: int, offset: int) -> None:
+    """Raise a DataError naming the entry when the results are empty or a category id is outside the dataset."""
+    if not results:
+        raise DataError(f"results file {pred} holds no predictions; rerun wsol localize or check the file")
+    low, high = offset, offset + num_classes - 1
+    for i, r in enumerate(results):
+        if not low <= int(r["category_id"]) <= high:
+            raise DataError(
+                f"results file {pred}, entry {i}: category_id {r['category_id']} is outside the dataset's {low}..{high}; was it made for another dataset?"
+            )
 
 
 def evaluate_predictions(pred: Path, dataset: str, root: Path, split: Optional[str] = None, iou_threshold: float = 0.5, **dataset_options: Any) -> Dict[str, Any]:
@@ -54,7 +55,7 @@ def evaluate_predictions(pred: Path, dataset: str, root: Path, split: Optional[s
     pred = Path(pred)
     if not pred.is_file():
         raise DataError(f"prediction file not found: {pred}")
-    meta = _read_meta(pred)
+    meta = read_results_meta(pred)
     if meta.get("dataset") not in (None, dataset):
         raise DataError(f"{pred} was made for dataset {meta['dataset']!r}, not {dataset!r}")
     split = split or meta.get("split", "test")
@@ -62,6 +63,7 @@ def evaluate_predictions(pred: Path, dataset: str, root: Path, split: Optional[s
     gt = collect_ground_truth(data)
     results = load_results(pred, known_image_ids=gt.keys())
     offset = int(meta.get("category_offset", CATEGORY_OFFSET))
+    check_categories(pred, results, int(getattr(data, "num_classes", len(getattr(data, "class_names", [])))), offset)
     best: Dict[int, Dict[str, Any]] = {}
     for r in results:
         if r["image_id"] not in best or r["score"] > best[r["image_id"]]["score"]:
@@ -124,10 +126,11 @@ def _coco_ground_truth(gt: Dict[int, Dict[str, Any]], class_names: List[str], of
 
 
 def save_metrics(pred: Path, metrics: Dict[str, Any]) -> Path:
-    """Write ``<pred stem>.metrics.json`` beside the prediction file (atomically)."""
+    """Write ``<pred stem>.metrics.json`` beside the prediction file (atomically, holding its folder's lock)."""
     path = Path(pred).with_suffix(".metrics.json")
-    write_json(path, metrics)
+    with lock_run_folder(path.parent):
+        write_json(path, metrics)
     return path
 
 
-__all__ = ["collect_ground_truth", "evaluate_predictions", "save_metrics"]
+__all__ = ["check_categories", "collect_ground_truth", "evaluate_predictions", "save_metrics"]

@@ -15,18 +15,19 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from wsol.attribution import attribute
+from wsol.attribution import ATTRIBUTIONS, attribute, method_options
 from wsol.config import LocalizeConfig
 from wsol.data import build_dataset
 from wsol.data.sample import Batch, boxes_to_original, collate
 from wsol.data.transforms import build_transform
 from wsol.errors import WsolError
 from wsol.export.coco import results_to_coco, write_results
-from wsol.jobs.runfolder import gather, shard
+from wsol.jobs.runfolder import gather, lock_run_folder, shard
+from wsol.jobs.train import transform_from_spec
 from wsol.localize.boxes import map_boxes_batch
 from wsol.localize.levels import threshold_levels, to_uint8
 from wsol.localize.heatmap import PostProcess
-from wsol.models import load_model
+from wsol.models import Classifier, load_model
 from wsol.models.build import checkpoint_meta
 from wsol.utils import distributed as dist
 from wsol.utils.device import select_device
@@ -52,6 +53,29 @@ class ImagePrediction:
 def eval_dataset(name: str, root: Path, split: str, size: int, **options: Any) -> Dataset:
     """The dataset with the evaluation transform: resize to the model's input size (boxes follow)."""
     return build_dataset(name, root, split, transform=build_transform("cub", train=False, size=size), **options)
+
+
+def checkpoint_dataset(checkpoint: Path, model: Classifier, name: str, root: Path, split: str, **options: Any) -> Dataset:
+    """The dataset as the checkpoint's training run evaluated it: the recorded evaluation transform
+    (checkpoints without one: resize to the model's input size), checked to have the model's classes."""
+    spec = checkpoint_meta(checkpoint).get("eval_transform")
+    if spec is None:
+        data = eval_dataset(name, root, split, model.input_size, **options)
+    else:
+        data = build_dataset(name, root, split, transform=transform_from_spec(spec, train=False), **options)
+    if data.num_classes != model.num_classes:
+        raise WsolError(f"checkpoint {checkpoint} has {model.num_classes} classes but dataset {name} has {data.num_classes}; use a checkpoint trained on it")
+    return data
+
+
+def check_settings(settings: LocalizeConfig) -> None:
+    """Raise a one-line WsolError for an unknown attribution, attribution option or post-processing
+    preset, before any image is read."""
+    ATTRIBUTIONS.get(settings.attribution)
+    unknown = sorted(set(settings.attribution_options) - set(method_options(settings.attribution)) - {"reduce"})
+    if unknown:
+        raise WsolError(f"attribution {settings.attribution!r} has no option {unknown[0]!r}; it takes: {', '.join(method_options(settings.attribution))}")
+    PostProcess(settings.postprocess if isinstance(settings.postprocess, str) else tuple(settings.postprocess))
 
 
 def compute_maps(model: torch.nn.Module, images: torch.Tensor, target: torch.Tensor, settings: LocalizeConfig) -> torch.Tensor:
@@ -229,15 +253,24 @@ def run_localize(
 ) -> Dict[str, Any]:
     """Localize every image of ``split`` and write COCO results ``out`` plus ``<out>.meta.json``.
 
-    Under torchrun each rank handles a shard; rank 0 merges and writes. Returns the meta record.
+    Under torchrun each rank handles a shard; rank 0 merges and writes. The settings, checkpoint and
+    dataset are checked before the pass; the output folder is locked while the job runs. Returns
+    the meta record.
     """
     dist.init_from_env()
+    check_settings(settings)
     dev = select_device(device)
     model = load_model(checkpoint).to(dev)
     ck_meta = checkpoint_meta(checkpoint)
-    data = eval_dataset(dataset, root, split, model.input_size, **(dataset_options or {}))
-    if data.num_classes != model.num_classes:
-        raise WsolError(f"checkpoint {checkpoint} has {model.num_classes} classes but dataset {dataset} has {data.num_classes}")
+    data = checkpoint_dataset(checkpoint, model, dataset, root, split, **(dataset_options or {}))
+    with lock_run_folder(Path(out).parent):
+        return _localize_into(out, model, ck_meta, data, checkpoint, dataset, split, settings, dev, show_progress)
+
+
+def _localize_into(
+    out: Path, model: Classifier, ck_meta: Dict[str, Any], data: Dataset, checkpoint: Path, dataset: str, split: str,
+    settings: LocalizeConfig, dev: torch.device, show_progress: bool,
+) -> Dict[str, Any]:
     metrics = MapMetrics(settings.metric_thresholds(), with_masks=bool(getattr(data, "has_masks", False)))
     predictions = gather_predictions(localize_dataset(model, data, settings, dev, evaluators=[metrics], show_progress=show_progress))
     metrics.merge_ranks()
@@ -293,6 +326,8 @@ __all__ = [
     "ImagePrediction",
     "MapMetrics",
     "box_thresholds",
+    "check_settings",
+    "checkpoint_dataset",
     "compute_maps",
     "eval_dataset",
     "gather_predictions",

@@ -14,7 +14,7 @@ from typing import Any, Dict, Iterator, List, Sequence, TypeVar, Union
 from torch.utils.data import Dataset, Subset
 
 from wsol.utils import distributed as dist
-from wsol.utils.io import atomic_write_json, atomic_write_text, read_jsonl
+from wsol.utils.io import LOCK_NAME, atomic_write_json, atomic_write_text, read_jsonl, run_folder_lock
 
 T = TypeVar("T")
 PathLike = Union[str, Path]
@@ -78,16 +78,28 @@ def finished_epochs(model_sidecar: Path) -> int:
 
 @contextmanager
 def lock_run_folder(path: PathLike) -> Iterator[Path]:
-    """Hold run folder ``path`` (created if missing) for the duration of a job.
+    """Hold run folder ``path`` (created if missing) for the duration of a job: one writer per folder.
 
-    The one entry point for keeping two jobs out of the same folder: every job that writes a run
-    folder enters it. It creates the folder; the exclusion between processes belongs in
-    ``wsol.utils.io`` and is not implemented yet.
+    Rank 0 takes :func:`wsol.utils.io.run_folder_lock`, so a second job into a folder in use fails
+    with a one-line error; other ranks only write through rank 0. When the job fails, the lock file
+    and (if then empty) the folder this call created are removed again, so a refused run leaves
+    nothing behind.
     """
     folder = Path(path)
-    if dist.is_main_process():
-        folder.mkdir(parents=True, exist_ok=True)
-    yield folder
+    if not dist.is_main_process():
+        yield folder
+        return
+    created = not folder.exists()
+    lock_created = not (folder / LOCK_NAME).exists()
+    try:
+        with run_folder_lock(folder):
+            yield folder
+    except BaseException:
+        if lock_created:
+            (folder / LOCK_NAME).unlink(missing_ok=True)
+        if created and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
 
 
 __all__ = [

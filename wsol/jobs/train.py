@@ -2,9 +2,12 @@
 
 One run writes into one folder: ``config.yaml`` (resolved), ``metrics.jsonl`` (one line per epoch),
 ``train_state.pt`` (everything needed to resume: weights, optimizer, scheduler, epoch, RNG) and
-``model.safetensors`` + ``model.json`` (the model for every other wsol command). Both checkpoint
-files are written atomically after every epoch; resume reads ``train_state.pt`` only, so a kill
-between the two writes is harmless.
+``model.safetensors`` + ``model.json`` (the model for every other wsol command, with the input
+size and evaluation transform the run used). After every epoch the model is written first and
+``train_state.pt`` last, each atomically: the state is the commit point, so a kill anywhere leaves
+a state whose model is on disk, and ``--resume`` redoes at most the epoch the kill interrupted.
+The run folder is locked for the whole job, and nothing is written before the config, the
+datasets and the headers of the test images have been checked.
 
 Reproducibility: the data order is a function of (seed, epoch) (DistributedSampler.set_epoch), the
 global RNGs are reseeded from (seed, epoch) at the start of every epoch, and the random starts of
@@ -19,11 +22,12 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -32,7 +36,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from wsol.attacks import pgd_attack, random_delta
 from wsol.config import ScheduleConfig, TrainConfig, config_to_dict, config_to_yaml
-from wsol.errors import ConfigError, WsolError
+from wsol.errors import ConfigError, DataError, WsolError
 from wsol.jobs.runfolder import config_differences, keep_records_until, lock_run_folder, shard
 from wsol.models import build_model, save_model
 from wsol.models.build import arch_spec
@@ -67,11 +71,13 @@ def train(
     *,
     train_set: Optional[Dataset] = None,
     test_set: Optional[Dataset] = None,
+    on_start: Optional[Callable[[], None]] = None,
 ) -> Dict[str, Any]:
     """Train ``config.method`` on ``config.dataset`` into folder ``out``; returns the last epoch's metrics.
 
-    ``resume=True`` continues from ``out/train_state.pt`` when it exists (and starts fresh when it
-    does not); the config may differ from the saved one only in ``epochs``, ``root``, ``weights``,
+    ``on_start`` is called once everything is checked, before the first file is written (the CLI
+    prints its banner there). ``resume=True`` continues from ``out/train_state.pt`` when it exists
+    (and says so on stderr and starts fresh when it does not); the config may differ from the saved one only in ``epochs``, ``root``, ``weights``,
     ``workers`` and the evaluation settings. ``train_set`` / ``test_set`` replace the datasets
     built from the config (any Dataset of Samples).
 
@@ -83,6 +89,10 @@ def train(
     out = Path(out)
     with lock_run_folder(out):
         run = build_run(config, out, resume, device, train_set, test_set)
+        if on_start is not None:
+            on_start()
+        if resume and not run.resumed and dist_utils.is_main_process():
+            print(f"note: {out} holds no earlier run to resume; starting fresh", file=sys.stderr)
         record = start_run_folder(run)
         for epoch in range(run.start_epoch, config.epochs):
             record = train_one_epoch(run, epoch)
@@ -146,6 +156,7 @@ def build_run(
         built_train, built_test = build_datasets(config)
         train_set = train_set if train_set is not None else built_train
         test_set = test_set if test_set is not None else built_test
+    check_images(test_set)
     class_names = list(getattr(train_set, "class_names", []))
     num_classes = int(getattr(train_set, "num_classes", len(class_names)))
     if num_classes < 2:
@@ -189,7 +200,7 @@ def _resume_state(config: TrainConfig, out: Path, resume: bool) -> Optional[Dict
 def _build_model(config: TrainConfig, train_set: Dataset, num_classes: int, state: Optional[Dict[str, Any]]) -> Tuple[nn.Module, int]:
     """The model and the epoch it starts at: resumed weights, a warm start, initial weights or fresh."""
     stats = {k: getattr(train_set, k) for k in ("mean", "std") if getattr(train_set, k, None) is not None}
-    size = config.image_size or getattr(train_set, "native_size", None)
+    size = transform_spec(config)["size"] or getattr(train_set, "native_size", None)
     # resuming: the weights come from the state; a warm start loads a model that stands in for the warm-up
     key, weights = ("warm_start", config.warm_start) if config.warm_start is not None else ("weights", config.weights)
     weights = weights if state is None else None
@@ -239,13 +250,42 @@ def _resolve_root(config: TrainConfig) -> Path:
     raise ConfigError(f"dataset {config.dataset!r} needs a root folder: pass --root DIR (or set root: in the config)")
 
 
-def _transform(config: TrainConfig, train: bool) -> Any:
+def transform_spec(config: TrainConfig) -> Dict[str, Any]:
+    """The transform a run applies, as its checkpoint records it: ``{"kind", "size"}`` (size None:
+    images go in at their size on disk)."""
     if config.transform == "none" and config.image_size is None:
+        return {"kind": "none", "size": None}
+    return {"kind": config.transform, "size": config.image_size or arch_spec(config.arch).input_size}
+
+
+def transform_from_spec(spec: Dict[str, Any], train: bool, seed: int = 0) -> Any:
+    """The transform :func:`transform_spec` describes (None: the dataset's plain tensor conversion)."""
+    if spec["kind"] == "none" and spec["size"] is None:
         return None
     from wsol.data.transforms import build_transform
 
-    size = config.image_size or arch_spec(config.arch).input_size
-    return build_transform(config.transform, train, size, seed=config.seed)
+    return build_transform(spec["kind"], train, int(spec["size"]), seed=seed)
+
+
+def _transform(config: TrainConfig, train: bool) -> Any:
+    return transform_from_spec(transform_spec(config), train, seed=config.seed)
+
+
+def check_images(dataset: Dataset) -> None:
+    """Raise a DataError naming the first unusable image file of ``dataset`` (header check only), so a
+    corrupt test image stops the run before anything is written instead of after an epoch."""
+    from wsol.data.base import probe_image
+
+    base = dataset.dataset if isinstance(dataset, Subset) else dataset
+    bad = []
+    for record in getattr(base, "records", []):
+        path = getattr(record, "image_path", None)
+        problem = probe_image(path) if path is not None else None
+        if problem is not None:
+            bad.append((path, problem))
+    if bad:
+        more = f" (+{len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise DataError(f"image {bad[0][0]} is unusable ({bad[0][1]}){more}; replace it or run `wsol data verify` to list them")
 
 
 def build_datasets(config: TrainConfig) -> Tuple[Dataset, Dataset]:
@@ -378,6 +418,8 @@ def train_one_epoch(run: Run, epoch: int) -> Dict[str, Any]:
         if step >= total:
             break
         x, y = _to_device(x, y, run.device, config)
+        if x.shape[-1] == x.shape[-2]:  # the checkpoint records the size the model really sees
+            run.raw.input_size = int(x.shape[-1])
         init_delta = _start_delta(config, epoch, step, x)
         with _autocast(config, run.device):
             result = step_fn(run.model, x, y, config, init_delta=init_delta)
@@ -507,8 +549,18 @@ def _per_class(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
 
 
 def save_checkpoint(run: Run, epoch: int) -> None:
-    """Write ``train_state.pt`` (resume) and ``model.safetensors`` + ``model.json`` after ``epoch`` epochs."""
+    """Write ``model.safetensors`` + ``model.json``, then ``train_state.pt`` (the commit point resume
+    reads), after ``epoch`` epochs."""
     config = run.config
+    meta = {
+        "dataset": config.dataset,
+        "method": config.method,
+        "epoch": epoch,
+        "class_names": run.class_names,
+        "eval_transform": transform_spec(config),
+        "config": config_to_dict(config),
+    }
+    save_model(run.raw, run.out / MODEL_FILE, **meta)
     save_train_state(
         run.out / STATE_FILE,
         {
@@ -520,8 +572,6 @@ def save_checkpoint(run: Run, epoch: int) -> None:
             "config": config_to_dict(config),
         },
     )
-    meta = {"dataset": config.dataset, "method": config.method, "epoch": epoch, "class_names": run.class_names, "config": config_to_dict(config)}
-    save_model(run.raw, run.out / MODEL_FILE, **meta)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -555,6 +605,7 @@ __all__ = [
     "build_datasets",
     "build_optimizer",
     "build_run",
+    "check_images",
     "check_schedule",
     "default_run_folder",
     "evaluate",
@@ -565,4 +616,6 @@ __all__ = [
     "start_run_folder",
     "train",
     "train_one_epoch",
+    "transform_from_spec",
+    "transform_spec",
 ]

@@ -10,7 +10,7 @@ import torch
 from wsol.config import LocalizeConfig
 from wsol.data import collate
 from wsol.errors import DataError
-from wsol.jobs.localize import compute_maps, eval_dataset
+from wsol.jobs.localize import check_settings, checkpoint_dataset, compute_maps
 from wsol.localize.boxes import boxes_from_maps
 from wsol.models import load_model
 from wsol.utils.device import select_device
@@ -32,9 +32,10 @@ def run_visualize(
     from wsol.report import overlay_grid
 
     settings = settings or LocalizeConfig()
+    check_settings(settings)
     dev = select_device(device)
     model = load_model(checkpoint).to(dev).eval()
-    data = eval_dataset(dataset, root, split, model.input_size)
+    data = checkpoint_dataset(checkpoint, model, dataset, root, split)
     if len(data) == 0:
         raise DataError(f"dataset {dataset} split {split} is empty")
     order = np.random.default_rng(seed).permutation(len(data))[: max(1, n)]

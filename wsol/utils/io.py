@@ -5,6 +5,7 @@ import errno
 import fcntl
 import json
 import os
+import signal
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,11 +18,26 @@ PathLike = Union[str, "os.PathLike[str]"]
 LOCK_NAME = ".lock"
 
 
-def _umask() -> int:
+def current_umask() -> int:
     """The process umask (reading it means setting it; it is restored at once)."""
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+_replaces = 0
+
+
+def _test_kill_hook() -> None:
+    """Test hook for crash-consistency tests: with ``WSOL_TEST_KILL_BEFORE_REPLACE=K`` the process
+    SIGKILLs itself just before its K-th atomic replace. Unset (always, outside tests) it does nothing."""
+    global _replaces
+    k = os.environ.get("WSOL_TEST_KILL_BEFORE_REPLACE")
+    if not k:
+        return
+    _replaces += 1
+    if _replaces == int(k):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _remove_stale_temps(target: Path) -> None:
@@ -44,11 +60,12 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temps(target)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.fchmod(fd, 0o666 & ~_umask())
+    os.fchmod(fd, 0o666 & ~current_umask())
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
+        _test_kill_hook()
         os.replace(tmp, target)
     finally:
         if tmp.exists():
