@@ -120,6 +120,21 @@ CASES: List[List[str]] = [
     ["visualize", "--checkpoint", "{ckpt3}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/g.png"],
     ["localize", "--checkpoint", "{ckpt3}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/p.json"],
     ["localize", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/p.json", "--attribution", "magic"],
+    # robustness
+    ["robustness", "fly"],
+    ["robustness", "evaluate", "--dataset", "cifar10", "--root", "{dir}", "--out", "{dir}/r"],
+    ["robustness", "evaluate", "--dataset", "cifar10", "--root", "{dir}", "--model", "NoSuchModel", "--out", "{dir}/r"],
+    ["robustness", "evaluate", "--dataset", "cifar10", "--root", "{dir}", "--model", "pyautoattack-resnet18", "--attacks", "apgd-ce,bogus", "--out", "{dir}/r"],
+    ["robustness", "evaluate", "--dataset", "cifar10", "--root", "{dir}", "--model", "pyautoattack-resnet18", "--ladder", "huge", "--out", "{dir}/r"],
+    ["robustness", "evaluate", "--dataset", "cifar10", "--root", "{dir}", "--model", "pyautoattack-resnet18", "--eps", "8/0", "--out", "{dir}/r"],
+    ["robustness", "evaluate", "--dataset", "cifar10", "--root", "{dir}", "--model", "pyautoattack-resnet18", "--bf16", "--device", "cpu", "--out", "{dir}/r"],
+    ["robustness", "evaluate", "--dataset", "cifar10", "--root", "{dir}", "--model", "Wang2023Better_WRN-28-10", "--weights", "{missing}", "--out", "{dir}/r"],
+    ["robustness", "evaluate", "--dataset", "cifar10", "--root", "{dir}", "--model", "pyautoattack-resnet18", "--out", "{file}"],
+    ["robustness", "per-class", "--dataset", "cifar10", "--root", "{dir}", "--model", "pyautoattack-resnet18", "--eps-sweep", "8:0", "--out", "{dir}/r"],
+    ["robustness", "per-class", "--dataset", "cifar10", "--root", "{dir}", "--model", "pyautoattack-resnet18", "--eps-sweep", "a,b", "--out", "{dir}/r"],
+    ["robustness", "per-class", "--dataset", "cifar10", "--root", "{dir}", "--model", "pyautoattack-resnet18", "--attack", "pgd", "--out", "{dir}/r"],
+    ["robustness", "study", "{missing}", "--dataset", "cifar10", "--root", "{dir}", "--out", "{dir}/r"],
+    ["robustness", "study", "{file}", "--dataset", "cifar10", "--root", "{dir}", "--ladder", "huge", "--out", "{dir}/r"],
 ]
 
 

@@ -17,6 +17,8 @@ data_app = typer.Typer(no_args_is_help=True, help="Generate, check and look at d
 config_app = typer.Typer(no_args_is_help=True, help="Inspect run configurations.")
 app.add_typer(data_app, name="data")
 app.add_typer(config_app, name="config")
+robustness_app = typer.Typer(no_args_is_help=True, help="Adversarial robustness: AutoAttack ladder, PGD, per-class ε sweeps, studies.")
+app.add_typer(robustness_app, name="robustness")
 
 
 # --- options shared by several commands: one definition, the same name, type and help everywhere ---
@@ -312,6 +314,143 @@ def demo_command(
     typer.echo(report.read_text())
     typer.echo(f"report: {report}")
 
+
+
+# --- robustness commands ---
+
+RobustModelOpt = Annotated[Optional[str], typer.Option("--model", help="Robust model name (see wsol.models.robustbench), e.g. pyautoattack-resnet18.")]
+RobustWeightsOpt = Annotated[Optional[List[Path]], typer.Option("--weights", help="The model's local weight file (repeat for models with several).")]
+RobustCheckpointOpt = Annotated[Optional[Path], typer.Option("--checkpoint", help="A wsol checkpoint (.safetensors with its .json) instead of --model.")]
+RobustNOpt = Annotated[int, typer.Option("--n", min=1, help="Test samples, drawn reproducibly from --seed.")]
+EpsOpt = Annotated[str, typer.Option("--eps", help="Attack radius in pixel units: 8/255 or a decimal.")]
+NormOpt = Annotated[str, typer.Option("--norm", help="Threat model: linf or l2.")]
+Bf16Opt = Annotated[bool, typer.Option("--bf16", help="Also run under CUDA bf16 autocast, reported beside fp32 (CUDA only).")]
+NIterOpt = Annotated[Optional[int], typer.Option("--n-iter", min=1, help="Iterations per attack (default: AutoAttack's).")]
+NRestartsOpt = Annotated[Optional[int], typer.Option("--n-restarts", min=1, help="Restarts per attack (default: AutoAttack's).")]
+EpsSweepOpt = Annotated[str, typer.Option("--eps-sweep", help="Sweep grid in units of 1/255: a range 0:8 or a list 0,1,2,4,8.")]
+SweepAttackOpt = Annotated[str, typer.Option("--attack", help="Attack (or comma list) run at each ε of the sweep.")]
+LadderOpt = Annotated[str, typer.Option("--ladder", help="AutoAttack ladder: standard, study, plus or a comma list of attacks.")]
+
+
+def _robust_settings(checkpoint: Optional[Path], model: Optional[str], weights: Optional[List[Path]], dataset: str, **kw):
+    from wsol.jobs.robustness import RobustnessSettings, parse_eps
+
+    if (checkpoint is None) == (model is None):
+        raise WsolError("name the model with either --checkpoint CK or --model NAME (with --weights FILE)")
+    name, files = ("wsol-checkpoint", [checkpoint]) if checkpoint is not None else (model, list(weights or []))
+    kw["eps"] = parse_eps(kw["eps"])
+    return RobustnessSettings(model=str(name), weights=[str(f) for f in files], dataset=dataset, **kw).validate()
+
+
+def _robust_run(settings, dataset: str, root: Optional[Path], out: Path, device: Optional[str]) -> None:
+    from wsol.data.verify import resolve_root
+    from wsol.jobs.robustness import evaluate_robustness
+    from wsol.utils.distributed import is_main_process
+
+    evaluate_robustness(settings, resolve_root(dataset, root), out, device)
+    if is_main_process():
+        typer.echo((out / "report.md").read_text())
+        typer.echo(f"report: {out / 'report.md'}")
+
+
+@robustness_app.command("evaluate")
+def robustness_evaluate(
+    dataset: DatasetOpt,
+    out: OutFolderOpt,
+    checkpoint: RobustCheckpointOpt = None,
+    model: RobustModelOpt = None,
+    weights: RobustWeightsOpt = None,
+    root: RootOpt = None,
+    attacks: Annotated[Optional[str], typer.Option("--attacks", help="Comma list of attacks, e.g. apgd-ce,apgd-dlr,fab (overrides --ladder).")] = None,
+    ladder: LadderOpt = "standard",
+    pgd: Annotated[int, typer.Option("--pgd", min=0, help="Also run PGD-k (e.g. 40) at --eps; 0: none.")] = 0,
+    pgd_restarts: Annotated[int, typer.Option("--pgd-restarts", min=1, help="PGD random restarts.")] = 1,
+    eps: EpsOpt = "8/255",
+    norm: NormOpt = "linf",
+    n: RobustNOpt = 500,
+    seed: SeedOpt = 0,
+    batch_size: BatchSizeOpt = 250,
+    n_iter: NIterOpt = None,
+    n_restarts: NRestartsOpt = None,
+    bf16: Bf16Opt = False,
+    device: DeviceOpt = None,
+) -> None:
+    """AutoAttack ladder (accuracy, delta, minutes per attack), optionally PGD-k, on n test samples."""
+    settings = _robust_settings(checkpoint, model, weights, dataset, n=n, seed=seed, eps=eps, norm=norm,
+                                ladder=list(_ladder(attacks or ladder)),
+                                pgd_steps=pgd, pgd_restarts=pgd_restarts, batch_size=batch_size, n_iter=n_iter, n_restarts=n_restarts, bf16=bf16)
+    _robust_run(settings, dataset, root, out, device)
+
+
+def _ladder(name: str):
+    from wsol.attacks.autoattack import resolve_ladder
+
+    return resolve_ladder(name)
+
+
+@robustness_app.command("per-class")
+def robustness_per_class(
+    dataset: DatasetOpt,
+    out: OutFolderOpt,
+    checkpoint: RobustCheckpointOpt = None,
+    model: RobustModelOpt = None,
+    weights: RobustWeightsOpt = None,
+    root: RootOpt = None,
+    eps_sweep: EpsSweepOpt = "0:8",
+    attack: SweepAttackOpt = "apgd-ce",
+    norm: NormOpt = "linf",
+    n: RobustNOpt = 500,
+    seed: SeedOpt = 0,
+    batch_size: BatchSizeOpt = 250,
+    n_iter: NIterOpt = None,
+    n_restarts: NRestartsOpt = None,
+    bf16: Bf16Opt = False,
+    device: DeviceOpt = None,
+) -> None:
+    """Per-class robust accuracy over an ε = x/255 sweep (monotone), drops per step, confusion under attack."""
+    from wsol.jobs.robustness import parse_eps_sweep
+
+    grid = parse_eps_sweep(eps_sweep)
+    settings = _robust_settings(checkpoint, model, weights, dataset, n=n, seed=seed, eps=f"{grid[-1]}/255", norm=norm, sweep=grid,
+                                sweep_attack=attack, batch_size=batch_size, n_iter=n_iter, n_restarts=n_restarts, bf16=bf16)
+    _robust_run(settings, dataset, root, out, device)
+
+
+@robustness_app.command("study")
+def robustness_study(
+    models: Annotated[Path, typer.Argument(help="YAML listing models: name + weights file(s), or name + checkpoint.")],
+    dataset: DatasetOpt,
+    out: OutFolderOpt,
+    root: RootOpt = None,
+    ladder: LadderOpt = "study",
+    eps: EpsOpt = "8/255",
+    eps_sweep: EpsSweepOpt = "0:8",
+    attack: SweepAttackOpt = "apgd-ce",
+    norm: NormOpt = "linf",
+    n: RobustNOpt = 500,
+    seed: SeedOpt = 0,
+    batch_size: BatchSizeOpt = 250,
+    n_iter: NIterOpt = None,
+    n_restarts: NRestartsOpt = None,
+    bf16: Bf16Opt = False,
+    device: DeviceOpt = None,
+) -> None:
+    """The per-class study: ladder and sweep for every model, one report (a model already done is skipped)."""
+    from wsol.data.verify import resolve_root
+    from wsol.jobs.robustness import RobustnessSettings, parse_eps, parse_eps_sweep, read_study, run_study
+    from wsol.utils.distributed import is_main_process
+    from wsol.utils.device import select_device
+
+    template = RobustnessSettings(model="", weights=[], dataset=dataset, n=n, seed=seed, eps=parse_eps(eps), norm=norm,
+                                  ladder=list(_ladder(ladder)), sweep=parse_eps_sweep(eps_sweep), sweep_attack=attack,
+                                  batch_size=batch_size, n_iter=n_iter, n_restarts=n_restarts, bf16=bf16).validate()
+    if bf16 and select_device(device).type != "cuda":
+        raise WsolError("--bf16 runs CUDA autocast and needs a CUDA device; drop --bf16 on CPU")
+    read_study(models)
+    report = run_study(models, template, resolve_root(dataset, root), out, device)
+    if is_main_process():
+        typer.echo(report.read_text())
+        typer.echo(f"report: {report}")
 
 
 def _click_classes(name: str) -> Tuple[type, ...]:

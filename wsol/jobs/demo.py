@@ -19,6 +19,7 @@ from wsol.errors import WsolError
 from wsol.export.tables import markdown_table
 from wsol.jobs.evaluate import evaluate_predictions, save_metrics
 from wsol.jobs.localize import run_localize
+from wsol.jobs.robustness import demo_robustness
 from wsol.jobs.runfolder import finished_epochs, write_text
 from wsol.jobs.train import MODEL_FILE, train
 from wsol.jobs.visualize import run_visualize
@@ -89,12 +90,17 @@ def run_demo(
             figures.append(figure.relative_to(out).as_posix())
             rows.append({"method": method, "attribution": attribution, **{k: metrics.get(k) for k in TABLE_COLUMNS[2:]}})
             timings[f"localize+evaluate {method}/{attribution}"] = time.time() - tick
+    tick = time.time()
+    trained = {m: out / m / MODEL_FILE for m in methods}
+    robustness = demo_robustness(trained, root, out / "robustness", seed=seed, device=device)
+    timings["per-class robustness"] = time.time() - tick
     report = out / "report.md"
-    write_text(report, _report_text(rows, figures, timings, time.time() - started, n_train, n_test))
+    write_text(report, _report_text(rows, figures, timings, time.time() - started, n_train, n_test, robustness))
     return report
 
 
-def _report_text(rows: List[Dict[str, Any]], figures: List[str], timings: Dict[str, float], total: float, n_train: int, n_test: int) -> str:
+def _report_text(rows: List[Dict[str, Any]], figures: List[str], timings: Dict[str, float], total: float, n_train: int, n_test: int,
+                 robustness: Sequence[str] = ()) -> str:
     lines = [
         "# wsol demo report",
         "",
@@ -114,7 +120,7 @@ def _report_text(rows: List[Dict[str, Any]], figures: List[str], timings: Dict[s
         "",
     ]
     lines += [f"![{f}]({f})" for f in figures]
-    lines += ["", "## Time", ""]
+    lines += ["", *robustness, "## Time", ""]
     lines += [f"- {name}: {seconds:.1f} s" for name, seconds in timings.items()]
     lines += [f"- total: {total:.1f} s on {platform.machine()} with {torch.get_num_threads()} torch threads", ""]
     return "\n".join(lines)

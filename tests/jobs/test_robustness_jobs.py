@@ -1,0 +1,189 @@
+"""Robustness jobs: argument parsing, resume after an interruption, two gloo ranks, the shipped ResNet-18 from the CLI."""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+import torch.nn as nn
+
+import wsol.jobs.robustness as job
+from wsol.cli import run
+from wsol.errors import ConfigError
+
+NAMES = [f"c{i}".encode() for i in range(10)]
+
+
+def make_cifar(root: Path, n_test: int = 24) -> Path:
+    """A CIFAR-10 python tree (pickled batches, N×3072 uint8 rows); an image of class c is noise with mean 4c + 50."""
+    base = root / "cifar-10-batches-py"
+    base.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+
+    def batch(labels):
+        data = np.stack([rng.integers(4 * c, 4 * c + 101, size=3072) for c in labels]).astype(np.uint8)
+        return {b"labels": list(labels), b"data": data, b"filenames": [f"{i}.png".encode() for i in range(len(labels))], b"batch_label": b"b"}
+
+    for name, obj in [("batches.meta", {b"label_names": NAMES}), *[(f"data_batch_{i}", batch([i])) for i in range(1, 6)],
+                      ("test_batch", batch([i % 10 for i in range(n_test)]))]:
+        with open(base / name, "wb") as fh:
+            pickle.dump(obj, fh)
+    return root
+
+
+class MeanClassifier(nn.Module):
+    """Nearest class centre on the image mean (centres 4c + 50 in 1/255): an ε of 2/255 reaches the boundaries."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        centres = (4 * torch.arange(10, device=x.device) + 50) / 255
+        return -((x.mean((1, 2, 3))[:, None] - centres) * 255) ** 2
+
+
+def tiny_model(name: str = "", weights=None, device="cpu") -> nn.Module:
+    return MeanClassifier().to(device).eval()
+
+
+def settings(**kw) -> job.RobustnessSettings:
+    base = dict(model="tiny", weights=[], dataset="cifar10", n=14, seed=3, eps=2 / 255, ladder=["apgd-ce", "apgd-dlr"],
+                sweep=[0, 1, 2, 4], sweep_attack="apgd-ce", batch_size=4, n_iter=3, n_restarts=1)
+    base.update(kw)
+    return job.RobustnessSettings(**base)
+
+
+@pytest.fixture(scope="module")
+def cifar(tmp_path_factory) -> Path:
+    return make_cifar(tmp_path_factory.mktemp("cifar"))
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+    monkeypatch.setattr(job, "load_eval_model", tiny_model)
+    monkeypatch.setenv("WSOL_PROGRESS", "0")
+
+
+def _tables(result: dict) -> dict:
+    return {"ladder": result["ladder-fp32"]["rows"], "ladder_conf": result["ladder-fp32"]["confusion"].tolist(),
+            "sweep": result["sweep-fp32"]["rows"], "sweep_conf": result["sweep-fp32"]["confusion"].tolist()}
+
+
+def _without_minutes(rows):
+    return [{k: v for k, v in r.items() if k != "minutes"} for r in rows]
+
+
+def test_parse_eps_and_sweep() -> None:
+    assert job.parse_eps("8/255") == pytest.approx(8 / 255) and job.parse_eps("0.5") == 0.5
+    assert job.parse_eps_sweep("0:8") == list(range(9)) and job.parse_eps_sweep("0,2,4") == [0, 2, 4]
+    for bad in ("8/0", "x", "-1", "1/2/3"):
+        with pytest.raises(ConfigError):
+            job.parse_eps(bad)
+    for bad in ("3:1", "0,2,2", "a,b", "", "0:x", "-1:2"):
+        with pytest.raises(ConfigError):
+            job.parse_eps_sweep(bad)
+
+
+def test_samples_are_reproducible_from_the_seed() -> None:
+    a, b, c = job.select_samples(100, 10, 0), job.select_samples(100, 10, 0), job.select_samples(100, 10, 1)
+    assert a == b and a != c and a == sorted(a) and len(set(a)) == 10
+    assert job.select_samples(5, 10, 0) == [0, 1, 2, 3, 4]
+
+
+def test_resume_after_interruption_gives_the_same_table(cifar, tmp_path, tiny) -> None:
+    whole = job.evaluate_robustness(settings(), cifar, tmp_path / "whole", "cpu")
+    out = tmp_path / "cut"
+    job.evaluate_robustness(settings(), cifar, out, "cpu")
+    for kind in ("ladder", "sweep"):
+        path = out / f"{kind}-fp32.rank0.jsonl"
+        lines = path.read_text().splitlines()
+        assert len(lines) == 4  # 14 samples in chunks of 4
+        path.write_text(lines[0] + "\n" + lines[1][: len(lines[1]) // 2])  # one chunk kept, one torn mid-write
+    (out / "report.md").unlink()
+    resumed = job.evaluate_robustness(settings(), cifar, out, "cpu")
+    for name in ("sweep_fp32.csv", "sweep_confusion_fp32.csv", "ladder_confusion_fp32.csv", "ladder_per_class_fp32.csv"):
+        assert (out / name).read_text() == (tmp_path / "whole" / name).read_text(), name
+    assert _without_minutes(_tables(resumed)["ladder"]) == _without_minutes(_tables(whole)["ladder"])
+    kept = json.loads((out / "sweep-fp32.rank0.jsonl").read_text().splitlines()[0])
+    assert kept["chunk"] == 0 and (out / "report.md").is_file()
+    chunks = [json.loads(line)["chunk"] for line in (out / "ladder-fp32.rank0.jsonl").read_text().splitlines()[1:] if line.startswith("{") and line.endswith("}")]
+    assert sorted(chunks) == [1, 2, 3]  # only the missing chunks were attacked again
+    sweep = whole["sweep-fp32"]["acc"]
+    assert bool((sweep[1:].nan_to_num(0) <= sweep[:-1].nan_to_num(0) + 1e-9).all())  # monotone in ε
+
+
+def test_other_arguments_into_the_same_folder_are_refused(cifar, tmp_path, tiny) -> None:
+    out = tmp_path / "run"
+    job.evaluate_robustness(settings(ladder=["apgd-ce"], sweep=[]), cifar, out, "cpu")
+    with pytest.raises(ConfigError, match="other arguments"):
+        job.evaluate_robustness(settings(ladder=["apgd-ce"], sweep=[], seed=4), cifar, out, "cpu")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, root: str, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      WSOL_PROGRESS="0")
+    torch.set_num_threads(1)
+    job.load_eval_model = tiny_model
+    job.evaluate_robustness(settings(), Path(root), Path(out), "cpu")
+    from wsol.utils.distributed import cleanup
+
+    cleanup()
+
+
+def test_two_gloo_ranks_give_the_same_rows_as_one_process(cifar, tmp_path, tiny) -> None:
+    single = _tables(job.evaluate_robustness(settings(), cifar, tmp_path / "single", "cpu"))
+    sharded = tmp_path / "sharded"
+    mp.start_processes(_worker, args=(2, _free_port(), str(cifar), str(sharded)), nprocs=2, start_method="spawn")
+    assert sorted(p.name for p in sharded.glob("*.jsonl")) == [f"{k}-fp32.rank{r}.jsonl" for k in ("ladder", "sweep") for r in (0, 1)]
+    assert (sharded / "sweep_fp32.csv").read_text() == (tmp_path / "single" / "sweep_fp32.csv").read_text()
+    assert (sharded / "ladder_confusion_fp32.csv").read_text() == (tmp_path / "single" / "ladder_confusion_fp32.csv").read_text()
+    ladder = [line.split(",") for line in (sharded / "ladder_fp32.csv").read_text().splitlines()[1:]]
+    assert [(r[1], float(r[3])) for r in ladder] == [(r["attack"], pytest.approx(r["accuracy"])) for r in single["ladder"]]
+
+
+def test_study_writes_both_tables_and_skips_done_models(cifar, tmp_path, tiny) -> None:
+    study = tmp_path / "models.yaml"
+    study.write_text("models:\n  - name: a\n    model: tiny\n  - name: b\n    model: tiny\n")
+    template = settings(model="", sweep=[0, 2])
+    report = job.run_study(study, template, cifar, tmp_path / "study", "cpu")
+    text = report.read_text()
+    assert "Table 1" in text and "Table 2" in text and "across models" in text
+    for name in ("ladder.csv", "sweep.csv", "across_models.csv", "figures/total_drops.png", "figures/a_sweep.png"):
+        assert (tmp_path / "study" / name).is_file(), name
+    done = tmp_path / "study" / "models" / "a" / "result.json"
+    stamp = done.stat().st_mtime_ns
+    job.run_study(study, template, cifar, tmp_path / "study", "cpu")
+    assert done.stat().st_mtime_ns == stamp
+
+
+def test_study_file_errors(tmp_path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models:\n  - name: a\n    weigths: x.pt\n")
+    with pytest.raises(ConfigError, match="use the keys"):
+        job.read_study(bad)
+    good = tmp_path / "good.yaml"
+    good.write_text("models:\n  - name: n\n    checkpoint: n/model.safetensors\n  - name: r\n    model: Bai2023Improving_edm\n    weights: [a.pt, b.pt, c.pt]\n")
+    models = job.read_study(good)
+    assert models[0].model == "wsol-checkpoint" and models[0].weights == [str(tmp_path / "n/model.safetensors")]
+    assert models[1].weights == [str(tmp_path / f) for f in ("a.pt", "b.pt", "c.pt")]
+
+
+def test_cli_runs_the_shipped_resnet18(cifar, tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("WSOL_PROGRESS", "0")
+    out = tmp_path / "r18"
+    args = ["robustness", "evaluate", "--model", "pyautoattack-resnet18", "--dataset", "cifar10", "--root", str(cifar),
+            "--attacks", "apgd-ce", "--n", "6", "--n-iter", "2", "--n-restarts", "1", "--batch-size", "6", "--device", "cpu", "--out", str(out)]
+    assert run(args) == 0
+    rows = (out / "ladder_fp32.csv").read_text().splitlines()
+    assert rows[0] == "model,attack,minutes,accuracy,delta" and rows[2].startswith("pyautoattack-resnet18,apgd-ce,")
+    assert float(rows[2].split(",")[3]) <= float(rows[1].split(",")[3])
+    assert "report:" in capsys.readouterr().out

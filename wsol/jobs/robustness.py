@@ -1,0 +1,531 @@
+"""Robustness jobs: the AutoAttack ladder, PGD evaluations and the per-class ε sweep on n samples of a
+dataset, and a study over several models.
+
+The n samples are drawn from the test split with the seed, then cut into chunks of ``batch_size``
+positions. Each chunk is attacked on its own (the result depends only on the chunk and the seed),
+and its per-sample results go to ``<kind>.rank<r>.jsonl`` as one flushed line the moment it is done.
+A rerun with the same arguments skips the chunks already written; under torchrun rank r takes the
+chunks r, r + world, ... and rank 0 merges every chunk in position order, so any number of processes
+and any interruption give the same table. ``run.json`` holds the arguments: other arguments into the
+same folder are refused.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+
+from wsol.attacks.autoattack import ladder_attack, resolve_ladder, run_ladder
+from wsol.attacks.pgd_eval import epsilon_sweep, pgd_evaluate
+from wsol.errors import ConfigError, WsolError
+from wsol.export.tables import markdown_table, matrix_rows, write_csv
+from wsol.jobs.runfolder import config_differences, write_json, write_text
+from wsol.metrics.robustness import (
+    across_models_rows, attack_confusion, class_mean, ladder_rows, per_class_accuracy, summary_rows, sweep_rows, total_drop,
+)
+from wsol.utils import distributed as dist
+from wsol.utils.device import select_device
+from wsol.utils.io import append_jsonl, read_jsonl, run_folder_lock
+from wsol.utils.progress import progress
+
+KINDS = ("ladder", "pgd", "sweep")
+RUN_FILE = "run.json"
+
+
+# --- argument parsing: one rule each ---
+
+
+def parse_eps(text: str) -> float:
+    """An ε in pixel units: ``8/255`` or a decimal such as ``0.031``."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(?:/\s*([0-9]*\.?[0-9]+)\s*)?", str(text))
+    if match is None or (match.group(2) is not None and float(match.group(2)) == 0):
+        raise ConfigError(f"bad eps {text!r}: write it as 8/255 or as a decimal such as 0.031")
+    value = float(match.group(1)) / (float(match.group(2)) if match.group(2) else 1.0)
+    return value
+
+
+def parse_eps_sweep(text: str) -> List[int]:
+    """The sweep grid in units of 1/255: ``0:8`` (inclusive range) or a comma list ``0,1,2,4,8``, strictly increasing."""
+    text = str(text).strip()
+    try:
+        if ":" in text:
+            lo, hi = (int(p) for p in text.split(":"))
+            values = list(range(lo, hi + 1))
+        else:
+            values = [int(p) for p in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"bad --eps-sweep {text!r}: use a range such as 0:8 or a comma list such as 0,1,2,4,8 (integers, ε = x/255)") from None
+    if not values or any(v < 0 for v in values) or any(b <= a for a, b in zip(values, values[1:])):
+        raise ConfigError(f"bad --eps-sweep {text!r}: the values must be non-negative and strictly increasing")
+    return values
+
+
+# --- what defines a run ---
+
+
+@dataclass
+class RobustnessSettings:
+    """Everything a run's results depend on; stored in ``run.json`` to refuse mixing runs in one folder."""
+
+    model: str
+    weights: List[str]
+    dataset: str
+    n: int = 500
+    seed: int = 0
+    eps: float = 8 / 255
+    norm: str = "linf"
+    ladder: List[str] = field(default_factory=list)
+    pgd_steps: int = 0
+    pgd_restarts: int = 1
+    sweep: List[int] = field(default_factory=list)
+    sweep_attack: str = "apgd-ce"
+    batch_size: int = 250
+    n_iter: Optional[int] = None
+    n_restarts: Optional[int] = None
+    bf16: bool = False
+
+    def validate(self) -> "RobustnessSettings":
+        if self.ladder:
+            self.ladder = list(resolve_ladder(",".join(self.ladder)))
+        self.sweep_attack = ",".join(resolve_ladder(self.sweep_attack))
+        if self.n < 1:
+            raise ConfigError(f"--n must be at least 1, got {self.n}")
+        if self.norm not in ("linf", "l2"):
+            raise ConfigError(f"unknown norm {self.norm!r}: use linf or l2")
+        return self
+
+    @property
+    def overrides(self) -> Dict[str, int]:
+        return {k: v for k, v in (("n_iter", self.n_iter), ("n_restarts", self.n_restarts)) if v is not None}
+
+    @property
+    def precisions(self) -> List[str]:
+        return ["fp32", "bf16"] if self.bf16 else ["fp32"]
+
+
+class _Autocast(nn.Module):
+    """Run ``model`` under CUDA bf16 autocast; logits come back in fp32."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            return self.model(x).float()
+
+
+def load_eval_model(model: str, weights: Sequence[str], device: torch.device) -> nn.Module:
+    """The named robust model (or ``wsol-checkpoint``) from local files, in eval mode on ``device``."""
+    from wsol.models.robustbench import load_robust_model
+
+    files: Any = None if not weights else (weights[0] if len(weights) == 1 else list(weights))
+    return load_robust_model(model, files, device)
+
+
+def select_samples(total: int, n: int, seed: int) -> List[int]:
+    """``min(n, total)`` dataset indices drawn without replacement from ``seed``, in increasing order."""
+    gen = torch.Generator().manual_seed(int(seed))
+    return sorted(torch.randperm(total, generator=gen)[: min(n, total)].tolist())
+
+
+def load_samples(dataset: str, root: Path, indices: Sequence[int], size: Optional[int]) -> Tuple[torch.Tensor, torch.Tensor, List[str], int]:
+    """Images (N×C×H×W in [0, 1]), labels, class names and the dataset size for ``indices`` of the test split."""
+    from wsol.data import build_dataset
+    from wsol.data.transforms import build_transform
+
+    data = build_dataset(dataset, root, "test", transform=build_transform("cub", train=False, size=size) if size else None)
+    samples = [data[i] for i in indices]
+    x = torch.stack([s.image for s in samples]).float()
+    y = torch.tensor([int(s.label) for s in samples], dtype=torch.long)
+    names = list(getattr(data, "class_names", [])) or [str(c) for c in range(int(getattr(data, "num_classes", 0)))]
+    return x, y, names, len(data)
+
+
+def dataset_size(dataset: str, root: Path) -> int:
+    from wsol.data import build_dataset
+
+    return len(build_dataset(dataset, root, "test"))
+
+
+# --- per-chunk work ---
+
+
+def _chunk_ladder(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: RobustnessSettings, device: torch.device) -> Dict[str, Any]:
+    res = run_ladder(model, x, y, eps=s.eps, ladder=s.ladder, norm=s.norm, seed=s.seed, batch_size=s.batch_size, device=device, **s.overrides)
+    return {
+        "clean_correct": res.clean_correct.tolist(), "broken_by": res.broken_by.tolist(), "adv_pred": res.adv_pred.tolist(),
+        "minutes": [r.minutes for r in res.rungs], "attacked": [r.attacked for r in res.rungs],
+    }
+
+
+def _chunk_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: RobustnessSettings, device: torch.device, chunk: int) -> Dict[str, Any]:
+    gen = torch.Generator(device=device).manual_seed(s.seed * 1_000_003 + chunk)
+    res = pgd_evaluate(model, x, y, eps=s.eps, steps=s.pgd_steps, restarts=s.pgd_restarts, norm=s.norm, generator=gen)
+    return {"clean_correct": res.clean_correct.tolist(), "robust": res.robust.tolist(), "adv_pred": res.adv_pred.tolist()}
+
+
+def _chunk_sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: RobustnessSettings, device: torch.device) -> Dict[str, Any]:
+    attack = ladder_attack(model, s.sweep_attack, norm=s.norm, seed=s.seed, batch_size=s.batch_size, **s.overrides)
+    res = epsilon_sweep(model, attack, x, y, [v / 255 for v in s.sweep], norm=s.norm)
+    return {"robust": res.robust.tolist(), "adv_pred": res.adv_pred.tolist(), "attacked": res.attacked}
+
+
+def _records(out: Path, kind: str) -> Dict[int, Dict[str, Any]]:
+    """Every chunk record of ``kind`` written by any rank of this or an earlier run, by chunk id."""
+    found: Dict[int, Dict[str, Any]] = {}
+    for path in sorted(out.glob(f"{kind}.rank*.jsonl")):
+        for rec in read_jsonl(path):
+            found.setdefault(int(rec["chunk"]), rec)
+    return found
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """Cut a line torn by a crash mid-write off the end of ``path`` so the next append starts a fresh line."""
+    if path.is_file():
+        data = path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            with open(path, "r+b") as fh:
+                fh.truncate(data.rfind(b"\n") + 1)
+
+
+def run_chunks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: RobustnessSettings, kind: str, out: Path,
+               device: torch.device, precision: str = "fp32", show_progress: bool = True) -> List[Dict[str, Any]]:
+    """Attack this rank's missing chunks (``kind``: ladder, pgd or sweep), appending one line per chunk;
+    returns every chunk's record in chunk order once all ranks are done."""
+    tag = f"{kind}-{precision}"
+    chunks = list(range(0, len(y), s.batch_size))
+    done = _records(out, tag)
+    mine = [k for k in range(len(chunks)) if k % dist.world_size() == dist.rank() and k not in done]
+    attacked = _Autocast(model) if precision == "bf16" else model
+    _drop_torn_tail(out / f"{tag}.rank{dist.rank()}.jsonl")
+    for k in progress(mine, desc=f"{tag} ({len(done)} of {len(chunks)} chunks done before)", enabled=show_progress):
+        sl = slice(chunks[k], chunks[k] + s.batch_size)
+        xb, yb = x[sl].to(device), y[sl].to(device)
+        if kind == "ladder":
+            rec = _chunk_ladder(attacked, xb, yb, s, device)
+        elif kind == "pgd":
+            rec = _chunk_pgd(attacked, xb, yb, s, device, k)
+        else:
+            rec = _chunk_sweep(attacked, xb, yb, s, device)
+        append_jsonl(out / f"{tag}.rank{dist.rank()}.jsonl", {"chunk": k, **rec})
+    dist.barrier()
+    done = _records(out, tag)
+    missing = [k for k in range(len(chunks)) if k not in done]
+    if missing:
+        raise WsolError(f"chunks {missing} of {tag} are missing in {out}; rerun the same command to finish them")
+    return [done[k] for k in range(len(chunks))]
+
+
+# --- tables from the merged records ---
+
+
+def _cat(records: Sequence[Dict[str, Any]], key: str, dim: int = 0) -> torch.Tensor:
+    return torch.cat([torch.tensor(r[key]) for r in records], dim=dim)
+
+
+def ladder_tables(name: str, records: Sequence[Dict[str, Any]], labels: torch.Tensor, attacks: Sequence[str], num_classes: int) -> Dict[str, Any]:
+    """The seed's first table (accuracy, delta, minutes per attack), per-class robust accuracy and the confusion under attack."""
+    from wsol.attacks.autoattack import Rung
+
+    clean = _cat(records, "clean_correct").bool()
+    broken = _cat(records, "broken_by").long()
+    adv_pred = _cat(records, "adv_pred").long()
+    minutes = torch.tensor([r["minutes"] for r in records], dtype=torch.float64).sum(0)
+    attacked = torch.tensor([r["attacked"] for r in records]).sum(0)
+    n = len(labels)
+    rungs, previous = [], float(clean.float().mean())
+    for k, attack in enumerate(attacks):
+        acc = float((clean & ((broken < 0) | (broken > k))).float().mean())
+        rungs.append(Rung(attack, acc, acc - previous, float(minutes[k]), int(attacked[k]), int((broken == k).sum())))
+        previous = acc
+    robust = clean & (broken < 0)
+    return {
+        "rows": ladder_rows(name, float(clean.float().mean()), rungs),
+        "per_class": per_class_accuracy(torch.stack([clean, robust]), labels, num_classes),
+        "confusion": attack_confusion(labels, adv_pred, num_classes, mask=clean),
+        "n": n,
+    }
+
+
+def sweep_tables(name: str, records: Sequence[Dict[str, Any]], labels: torch.Tensor, grid: Sequence[int], num_classes: int) -> Dict[str, Any]:
+    """The seed's second table (accuracy per class per ε, delta per step, total drop), the summary and the confusion at the largest ε."""
+    robust = _cat(records, "robust", dim=1).bool()
+    adv_pred = _cat(records, "adv_pred", dim=1).long()
+    acc = per_class_accuracy(robust, labels, num_classes)
+    overall = robust.float().mean(1)
+    return {
+        "acc": acc,
+        "rows": sweep_rows(name, list(grid), acc, overall),
+        "summary": summary_rows(name, list(grid), acc),
+        "confusion": attack_confusion(labels, adv_pred[-1], num_classes, mask=robust[0] if grid[0] == 0 else None),
+        "attacked": torch.tensor([r["attacked"] for r in records]).sum(0).tolist(),
+    }
+
+
+def pgd_tables(name: str, records: Sequence[Dict[str, Any]], labels: torch.Tensor, s: RobustnessSettings, num_classes: int) -> Dict[str, Any]:
+    clean = _cat(records, "clean_correct").bool()
+    robust = _cat(records, "robust").bool()
+    per_class = per_class_accuracy(robust, labels, num_classes)
+    return {"rows": [{"model": name, "attack": f"PGD-{s.pgd_steps} ({s.norm}, {s.pgd_restarts} restart(s))", "eps": s.eps,
+                      "clean accuracy": float(clean.float().mean()), "robust accuracy": float(robust.float().mean()),
+                      "worst class": float(per_class.nan_to_num(float('inf')).min())}]}
+
+
+# --- the run ---
+
+
+@contextlib.contextmanager
+def _locked(out: Path) -> Iterator[Path]:
+    """The run-folder lock, held by rank 0 (the only writer of shared files)."""
+    if dist.is_main_process():
+        with run_folder_lock(out) as folder:
+            yield folder
+    else:
+        yield out
+
+
+def _check_run_file(out: Path, s: RobustnessSettings) -> None:
+    path = out / RUN_FILE
+    new = asdict(s)
+    if path.is_file():
+        old = json.loads(path.read_text())
+        diffs = config_differences(old, json.loads(json.dumps(new)))
+        if diffs:
+            raise ConfigError(f"{out} holds a robustness run with other arguments ({', '.join(diffs)}); use another --out or the same arguments")
+    write_json(path, new)
+
+
+def evaluate_robustness(s: RobustnessSettings, root: Path, out: Path, device: Optional[str] = None, show_progress: bool = True,
+                        locked: bool = False) -> Dict[str, Any]:
+    """Run the ladder, the PGD evaluation and/or the sweep that ``s`` asks for into ``out``; rank 0 writes the
+    tables (CSV + ``report.md``) and figures. Returns the tables (on every rank)."""
+    s.validate()
+    dist.init_from_env()
+    dev = select_device(device)
+    if s.bf16 and dev.type != "cuda":
+        raise ConfigError("--bf16 runs CUDA autocast and needs a CUDA device; drop --bf16 on CPU")
+    out = Path(out)
+    model = load_eval_model(s.model, s.weights, dev)
+    indices = select_samples(dataset_size(s.dataset, root), s.n, s.seed)
+    x, y, names, _ = load_samples(s.dataset, root, indices, getattr(model, "input_size", None))
+    with torch.no_grad():
+        num_classes = int(model(x[:1].to(dev)).shape[1])
+    if names and len(names) != num_classes:
+        raise WsolError(f"model {s.model} has {num_classes} classes but dataset {s.dataset} has {len(names)}")
+    with (contextlib.nullcontext(out) if locked else _locked(out)):
+        dist.barrier()
+        _check_run_file(out, s)
+        result: Dict[str, Any] = {"model": s.model, "n": len(y), "class_names": names, "labels": y}
+        for precision in s.precisions:
+            tag = "" if precision == "fp32" else " (bf16)"
+            if s.ladder:
+                recs = run_chunks(model, x, y, s, "ladder", out, dev, precision, show_progress)
+                result[f"ladder-{precision}"] = ladder_tables(s.model + tag, recs, y, s.ladder, num_classes)
+            if s.pgd_steps:
+                recs = run_chunks(model, x, y, s, "pgd", out, dev, precision, show_progress)
+                result[f"pgd-{precision}"] = pgd_tables(s.model + tag, recs, y, s, num_classes)
+            if s.sweep:
+                recs = run_chunks(model, x, y, s, "sweep", out, dev, precision, show_progress)
+                result[f"sweep-{precision}"] = sweep_tables(s.model + tag, recs, y, s.sweep, num_classes)
+        if dist.is_main_process():
+            write_run_report(out, s, result)
+        dist.barrier()
+    return result
+
+
+def write_run_report(out: Path, s: RobustnessSettings, result: Dict[str, Any]) -> Path:
+    """CSV tables, figures and ``report.md`` for one model's run."""
+    from wsol.report.robustness_figures import plot_class_accuracy_vs_eps, plot_drop_heatmap
+
+    names = result["class_names"]
+    lines = [f"# Robustness of {s.model} on {s.dataset}", "",
+             f"{result['n']} test samples drawn with seed {s.seed}; ε in pixel units of [0, 1] images; accuracies are fractions.", ""]
+    for precision in s.precisions:
+        if f"ladder-{precision}" in result:
+            lad = result[f"ladder-{precision}"]
+            write_csv(out / f"ladder_{precision}.csv", lad["rows"])
+            classes = matrix_rows(lad["per_class"], ["clean", "robust"], names, corner="accuracy")
+            write_csv(out / f"ladder_per_class_{precision}.csv", classes)
+            write_csv(out / f"ladder_confusion_{precision}.csv", matrix_rows(lad["confusion"], names, names, corner="true \\ adversarial"))
+            lines += [f"## AutoAttack ladder ({precision}, ε = {s.eps:.5g}, {s.norm})", "", markdown_table(lad["rows"], floatfmt=".4f"),
+                      "Per class:", "", markdown_table(classes, floatfmt=".3f"),
+                      "Confusion under the ladder (clean-correct samples; row: true class, column: prediction after attack):", "",
+                      markdown_table(matrix_rows(lad["confusion"], names, names, corner="true \\ adv")), ""]
+        if f"pgd-{precision}" in result:
+            rows = result[f"pgd-{precision}"]["rows"]
+            write_csv(out / f"pgd_{precision}.csv", rows)
+            lines += [f"## PGD ({precision})", "", markdown_table(rows, floatfmt=".4f"), ""]
+        if f"sweep-{precision}" in result:
+            sw = result[f"sweep-{precision}"]
+            write_csv(out / f"sweep_{precision}.csv", sw["rows"])
+            write_csv(out / f"sweep_summary_{precision}.csv", sw["summary"])
+            write_csv(out / f"sweep_confusion_{precision}.csv", matrix_rows(sw["confusion"], names, names, corner="true \\ adversarial"))
+            fig = plot_class_accuracy_vs_eps(sw["acc"], s.sweep, out / "figures" / f"sweep_{precision}.png", names, title=s.model)
+            heat = plot_drop_heatmap(sw["acc"][1:] - sw["acc"][:-1], [f"{a}→{b}" for a, b in zip(s.sweep, s.sweep[1:])],
+                                     out / "figures" / f"sweep_drops_{precision}.png", names, title=f"{s.model}: drop per ε step")
+            lines += [f"## Per-class ε sweep ({precision}, {s.sweep_attack}, ε = x/255)", "", markdown_table(sw["rows"], floatfmt=".3f"),
+                      markdown_table(sw["summary"], floatfmt=".3f"),
+                      f"Points attacked per ε: {sw['attacked']}", "",
+                      f"Confusion at ε = {s.sweep[-1]}/255 (row: true class, column: prediction under attack):", "",
+                      markdown_table(matrix_rows(sw["confusion"], names, names, corner="true \\ adv")), "",
+                      f"![{fig.name}](figures/{fig.name}) ![{heat.name}](figures/{heat.name})", ""]
+    report = out / "report.md"
+    write_text(report, "\n".join(lines))
+    return report
+
+
+# --- the study ---
+
+
+@dataclass
+class StudyModel:
+    """One model of a study: a label, the registry name and its weight file(s)."""
+
+    label: str
+    model: str
+    weights: List[str]
+
+
+def read_study(path: Path) -> List[StudyModel]:
+    """The models of a study YAML: ``models:`` a list of {name, model?, weights?} or {name, checkpoint}; paths relative to the file."""
+    import yaml
+
+    if not Path(path).is_file():
+        raise ConfigError(f"study file not found: {path}")
+    try:
+        doc = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"study file {path} is not valid YAML ({' '.join(str(err).split())[:120]})") from None
+    entries = doc.get("models") if isinstance(doc, dict) else doc
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"study file {path} needs a non-empty list under 'models:' (each with name and weights, or name and checkpoint)")
+    base = Path(path).resolve().parent
+    models: List[StudyModel] = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or "name" not in entry or set(entry) - {"name", "model", "weights", "checkpoint"}:
+            raise ConfigError(f"study file {path}, model {i + 1}: use the keys name, model, weights or checkpoint")
+        if "checkpoint" in entry:
+            name, files = "wsol-checkpoint", [entry["checkpoint"]]
+        else:
+            name = str(entry.get("model", entry["name"]))
+            raw = entry.get("weights")
+            files = [] if raw is None else ([raw] if isinstance(raw, str) else list(raw))
+        models.append(StudyModel(str(entry["name"]), name, [str(base / f) for f in files]))
+    labels = [m.label for m in models]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"study file {path} names a model twice; give each model its own name")
+    return models
+
+
+def run_study(study: Path, template: RobustnessSettings, root: Path, out: Path, device: Optional[str] = None,
+              show_progress: bool = True) -> Path:
+    """Ladder and sweep for every model of ``study`` (one run folder each under ``out/models``; a finished model is
+    skipped), then one ``report.md`` with both of the seed's tables, the average per class across models and the figures."""
+    models = read_study(study)
+    out = Path(out)
+    results: Dict[str, Dict[str, Any]] = {}
+    with _locked(out):
+        for m in models:
+            s = RobustnessSettings(**{**asdict(template), "model": m.model, "weights": m.weights})
+            folder = out / "models" / m.label
+            done = folder / "result.json"
+            if done.is_file() and json.loads((folder / RUN_FILE).read_text()) == json.loads(json.dumps(asdict(s.validate()))):
+                results[m.label] = json.loads(done.read_text())
+                continue
+            result = evaluate_robustness(s, root, folder, device, show_progress, locked=True)
+            keep = {"n": result["n"], "class_names": result["class_names"], "labels": result["labels"],
+                    "ladder": result["ladder-fp32"]["rows"], "per_class": result["ladder-fp32"]["per_class"],
+                    "acc": result["sweep-fp32"]["acc"], "summary": result["sweep-fp32"]["summary"],
+                    "sweep": result["sweep-fp32"]["rows"], "confusion": result["sweep-fp32"]["confusion"]}
+            results[m.label] = _jsonable(keep)
+            write_json(done, results[m.label])
+        report = out / "report.md"
+        if dist.is_main_process():
+            _study_report(out, template, results)
+        dist.barrier()
+    return report
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+def _study_report(out: Path, s: RobustnessSettings, results: Dict[str, Dict[str, Any]]) -> None:
+    from wsol.report.robustness_figures import plot_class_accuracy_vs_eps, plot_drop_heatmap
+
+    first = next(iter(results.values()))
+    names = first["class_names"]
+    ladder = [dict(r, model=label) for label, res in results.items() for r in res["ladder"]]
+    sweep = [dict(r, model=label) for label, res in results.items() for r in res["sweep"]]
+    summary = [dict(r, model=label) for label, res in results.items() for r in res["summary"]]
+    acc = {label: torch.tensor(res["acc"], dtype=torch.float32) for label, res in results.items()}
+    across = across_models_rows(acc)
+    for row in across:
+        row["class"] = names[row["class"]] if row["class"] < len(names) else row["class"]
+    per_model = [{"model": label, "average total drop": float(class_mean(total_drop(a))),
+                  "worst class at max ε": names[int(torch.nan_to_num(a[-1], nan=float('inf')).argmin())],
+                  "worst-class accuracy at max ε": float(torch.nan_to_num(a[-1], nan=float('inf')).min())} for label, a in acc.items()]
+    write_csv(out / "ladder.csv", ladder)
+    write_csv(out / "sweep.csv", sweep)
+    write_csv(out / "sweep_summary.csv", summary)
+    write_csv(out / "across_models.csv", across)
+    write_csv(out / "per_model.csv", per_model)
+    figures = []
+    for label, a in acc.items():
+        figures.append(plot_class_accuracy_vs_eps(a, s.sweep, out / "figures" / f"{label}_sweep.png", names, title=label))
+    figures.append(plot_drop_heatmap(torch.stack([total_drop(a) for a in acc.values()]), list(acc), out / "figures" / "total_drops.png",
+                                     names, title=f"total drop per class, ε 0 → {s.sweep[-1]}/255"))
+    lines = [f"# Per-class robustness study on {s.dataset}", "",
+             f"{first['n']} test samples drawn with seed {s.seed}; ladder {', '.join(s.ladder)} at ε = {s.eps:.5g} ({s.norm});",
+             f"sweep with {s.sweep_attack} over ε = x/255, x in {s.sweep}. Accuracies are fractions; deltas negative = lost.", "",
+             "## Table 1: AutoAttack ladder (accuracy, delta and minutes per attack)", "", markdown_table(ladder, floatfmt=".4f"),
+             "## Table 2: accuracy per class per ε, delta per step, total drop per class", "", markdown_table(sweep, floatfmt=".3f"),
+             "## Total drop per class, per model and averaged across models", "", markdown_table(across, floatfmt=".3f"),
+             markdown_table(per_model, floatfmt=".3f"),
+             "## Worst class and spread per ε", "", markdown_table(summary, floatfmt=".3f")]
+    for label, res in results.items():
+        lines += [f"## Confusion under attack at ε = {s.sweep[-1]}/255: {label}", "",
+                  markdown_table(matrix_rows(res["confusion"], names, names, corner="true \\ adv"))]
+    lines += ["## Figures", ""] + [f"![{f.name}](figures/{f.name})" for f in figures] + [""]
+    write_text(out / "report.md", "\n".join(lines))
+
+
+def demo_robustness(checkpoints: Dict[str, Path], root: Path, out: Path, seed: int = 0, device: Optional[str] = None,
+                    n: int = 64, grid: Sequence[int] = (0, 2, 4)) -> List[str]:
+    """The demo's per-class robustness section on ``shapes``: an APGD-CE ε sweep (5 iterations, 1 restart) on ``n``
+    test images for each checkpoint (label → path), one run folder each under ``out``; returns the report lines."""
+    accs: Dict[str, torch.Tensor] = {}
+    rows: List[Dict[str, Any]] = []
+    for label, checkpoint in checkpoints.items():
+        s = RobustnessSettings(model="wsol-checkpoint", weights=[str(checkpoint)], dataset="shapes", n=n, seed=seed, eps=grid[-1] / 255,
+                               sweep=list(grid), sweep_attack="apgd-ce", batch_size=n, n_iter=5, n_restarts=1)
+        result = evaluate_robustness(s, root, out / label, device, show_progress=False)
+        acc = result["sweep-fp32"]["acc"]
+        accs[label] = acc
+        for row in result["sweep-fp32"]["summary"]:
+            rows.append({**row, "model": label})
+    lines = [f"## Per-class robustness (APGD-CE, 5 iterations, {n} test images, ε = x/255)", "",
+             markdown_table(rows, floatfmt=".3f"),
+             "Total drop per class from ε = 0 to the largest ε, per model and averaged:", "",
+             markdown_table(across_models_rows(accs), floatfmt=".3f"),
+             "Per-model tables, confusion under attack and figures: " + ", ".join(f"`{(out / k).name}/report.md`" for k in checkpoints), ""]
+    return lines
+
+
+__all__ = [
+    "RobustnessSettings", "StudyModel", "demo_robustness", "evaluate_robustness", "ladder_tables", "load_eval_model", "parse_eps",
+    "parse_eps_sweep", "read_study", "run_chunks", "run_study", "select_samples", "sweep_tables", "write_run_report",
+]
