@@ -23,6 +23,8 @@ def test_models_lists_architectures(capsys) -> None:
     out = capsys.readouterr().out
     for arch in ("resnet50", "vgg16-gap", "wrn-28-10", "wrn-40-2", "wrn-34-10", "wrn-70-16", "preact-resnet18", "small-cnn"):
         assert arch in out
+    for name in ("Peng2023Robust", "Wang2023Better_WRN-70-16", "Bai2023Improving_edm", "pyautoattack-resnet18"):
+        assert f"  {name} " in out
 
 
 def test_config_show_resolves_overrides(capsys, tmp_path) -> None:

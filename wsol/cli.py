@@ -96,12 +96,17 @@ def main(
 
 @app.command("models")
 def models_command() -> None:
-    """List the architectures `--arch` accepts."""
+    """List the architectures `--arch` accepts and the evaluation models `--model` loads from local files."""
     from wsol.models.build import MODELS, arch_spec
+    from wsol.models.robustbench import describe_robust_model, robust_model_names
 
+    typer.echo("architectures (wsol train --arch):")
     for name in MODELS.names():
         spec = arch_spec(name)
-        typer.echo(f"{name:<16} input {spec.input_size:>3}px  {spec.description}")
+        typer.echo(f"  {name:<16} input {spec.input_size:>3}px  {spec.description}")
+    typer.echo("evaluation models (wsol robustness --model NAME --weights FILE):")
+    for name in robust_model_names():
+        typer.echo(f"  {name:<28} {describe_robust_model(name)}")
 
 
 @config_app.command("show")
