@@ -18,8 +18,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from wsol.data.base import Record, Transform, probe_image
-from wsol.data.cub import IMAGENET_MEAN, IMAGENET_STD, AnnotatedDataset, check_options, parse_float, parse_int, read_mask_file
+from wsol.data.base import IMAGENET_MEAN, IMAGENET_STD, AnnotatedDataset, Record, Transform, check_files, read_mask_file
+from wsol.data.cub import check_options, parse_float, parse_int
 from wsol.data.registry import DATASETS
 from wsol.data.sample import Sample
 from wsol.errors import DataError
@@ -197,14 +197,7 @@ def load_wsolmeta(
     for name, (image_id, lineno) in order.items():
         image_path = root / name
         files = [image_path] + masks.get(image_id, [])
-        problem = None
-        for path in files:
-            problem = probe_image(path) if skip_corrupt else (None if path.is_file() else "missing")
-            if problem is not None:
-                if not skip_corrupt:
-                    raise DataError(f"file {path} ({ids_path.name} line {lineno}) not found")
-                problem = f"{path}: {problem}"
-                break
+        problem = check_files(files, skip_corrupt, f"{ids_path.name} line {lineno}")
         if problem is not None:
             skipped.append(f"{name}: {problem}")
             continue
