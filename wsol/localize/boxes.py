@@ -110,14 +110,29 @@ def _largest_boxes(u8: np.ndarray, levels: np.ndarray) -> Tuple[np.ndarray, np.n
     return out, np.arange(n, dtype=np.int64)
 
 
+def _trace(u8: np.ndarray, level: int, box: np.ndarray) -> Tuple[int, int]:
+    """Twice the outer contour area of the component whose extent is ``box`` at ``level``, and the
+    raster index of its first pixel (where cv2 starts the contour).
+
+    The crop holds the whole component, and no other component can enclose it there (it touches
+    all four sides), so its contour is the one whose bounding box is the whole crop.
+    """
+    x1, y1, x2, y2 = (int(v) for v in box)
+    crop = np.ascontiguousarray(u8[y1:y2, x1:x2] > level).view(np.uint8)
+    for c in cv2.findContours(crop, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[-2]:
+        if cv2.boundingRect(c) == (0, 0, x2 - x1, y2 - y1):
+            return int(round(2 * cv2.contourArea(c))), (y1 + int(c[0, 0, 1])) * u8.shape[1] + x1 + int(c[0, 0, 0])
+    raise AssertionError("a component's crop has no contour spanning it")
+
+
 def _pick_traced(u8: np.ndarray, level: int, comps: np.ndarray, bound: np.ndarray) -> Union[Tuple[int, int], None]:
     """Index and twice the area of the first maximal-area outer contour among ``comps`` at ``level``.
 
-    ``bound`` is each component's upper bound on twice its area. Candidates are traced on their
-    own crop, largest bound first, while the bound can still reach the best area found; a bound
-    of 0 is an exact area of 0. Ties go to the component whose first pixel in raster order comes
-    last: cv2 lists outer contours in reverse raster order of their first pixel, and Python's
-    ``max`` keeps the first. None when more than ``_MAX_TRACES`` traces would be needed.
+    ``bound`` is each component's upper bound on twice its area. Candidates are traced,
+    largest bound first, while the bound can still reach the best area found; a bound of 0 is
+    an exact area of 0. Ties go to the component whose first pixel in raster order comes last:
+    cv2 lists outer contours in reverse raster order of their first pixel, and Python's ``max``
+    keeps the first. None when more than ``_MAX_TRACES`` traces would be needed.
     """
     width = u8.shape[1]
     best = (-1, -1, -1)  # (twice area, raster index of the first pixel, component)
@@ -126,13 +141,7 @@ def _pick_traced(u8: np.ndarray, level: int, comps: np.ndarray, bound: np.ndarra
             break
         if n_traced == _MAX_TRACES:
             return None
-        x1, y1, x2, y2 = (int(v) for v in comps[i])
-        crop = np.ascontiguousarray(u8[y1:y2, x1:x2] > level).view(np.uint8)
-        for c in cv2.findContours(crop, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[-2]:
-            if cv2.boundingRect(c) == (0, 0, x2 - x1, y2 - y1):
-                start = (y1 + int(c[0, 0, 1])) * width + x1 + int(c[0, 0, 0])
-                best = max(best, (int(round(2 * cv2.contourArea(c))), start, int(i)))
-                break
+        best = max(best, (*_trace(u8, level, comps[i]), int(i)))
     if best[0] <= 0:
         flat = np.flatnonzero(bound == 0)  # one row or column: area 0, first pixel (x1, y1)
         if len(flat):
