@@ -23,8 +23,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from wsol.data.base import IMAGENET_MEAN, IMAGENET_STD, AnnotatedDataset, Record, Transform, check_files
-from wsol.data.cub import check_options
-from wsol.data.registry import DATASETS
+from wsol.data.cub import register_loader
 from wsol.errors import DataError
 
 
@@ -222,8 +221,4 @@ def load_coco(
     )
 
 
-@DATASETS.register("coco")
-def build_coco(root: Path, split: str, transform: Optional[Transform] = None, **options: Any) -> CocoDataset:
-    """COCO instances JSON + images (options: annotations=PATH, images=PATH, skip_corrupt=False)."""
-    check_options(load_coco, options, "coco")
-    return load_coco(Path(root), split, transform, **options)
+build_coco = register_loader("coco", load_coco, "COCO instances JSON + images (options: annotations=PATH, images=PATH, skip_corrupt=False).")

@@ -15,7 +15,7 @@ Boxes become ``xyxy`` with ``x2 = x + width`` (CUB's values are pixel edges, no 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -97,6 +97,21 @@ def check_options(loader: Any, options: Dict[str, Any], dataset: str) -> None:
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ConfigError(f"dataset {dataset!r} has no option {unknown[0]!r}; it takes: {', '.join(accepted)}")
+
+
+def register_loader(name: str, load: Callable[..., Any], doc: str) -> Callable[..., Any]:
+    """Register ``build_<name>(root, split, transform=None, **options)`` for a keyword-option loader.
+
+    Options ``load`` does not take are a ConfigError naming them (:func:`check_options`).
+    """
+
+    def build(root: Path, split: str, transform: Optional[Transform] = None, **options: Any) -> Any:
+        check_options(load, options, name)
+        return load(Path(root), split, transform, **options)
+
+    build.__name__ = build.__qualname__ = f"build_{name}"
+    build.__doc__ = doc
+    return DATASETS.register(name)(build)
 
 
 def resolve_cub_root(root: Path) -> Path:
@@ -246,11 +261,7 @@ def load_cub(
     )
 
 
-@DATASETS.register("cub")
-def build_cub(root: Path, split: str, transform: Optional[Transform] = None, **options: Any) -> CubDataset:
-    """CUB-200-2011 (options: segmentations=PATH, masks=True, skip_corrupt=False, native_size=224)."""
-    check_options(load_cub, options, "cub")
-    return load_cub(Path(root), split, transform, **options)
+build_cub = register_loader("cub", load_cub, "CUB-200-2011 (options: segmentations=PATH, masks=True, skip_corrupt=False, native_size=224).")
 
 
 build_cub.splits = CUB_SPLITS  # type: ignore[attr-defined]

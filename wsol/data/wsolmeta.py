@@ -19,8 +19,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from wsol.data.base import IMAGENET_MEAN, IMAGENET_STD, AnnotatedDataset, Record, Transform, check_files, read_mask_file
-from wsol.data.cub import check_options, parse_float, parse_int
-from wsol.data.registry import DATASETS
+from wsol.data.cub import parse_float, parse_int, register_loader
 from wsol.data.sample import Sample
 from wsol.errors import DataError
 
@@ -228,8 +227,6 @@ def load_wsolmeta(
     )
 
 
-@DATASETS.register("wsolmeta")
-def build_wsolmeta(root: Path, split: str, transform: Optional[Transform] = None, **options: Any) -> WsolMetaDataset:
-    """wsolevaluation metadata (options: metadata=PATH, mask_root=PATH, num_classes=K, skip_corrupt=False)."""
-    check_options(load_wsolmeta, options, "wsolmeta")
-    return load_wsolmeta(Path(root), split, transform, **options)
+build_wsolmeta = register_loader(
+    "wsolmeta", load_wsolmeta, "wsolevaluation metadata (options: metadata=PATH, mask_root=PATH, num_classes=K, skip_corrupt=False)."
+)
