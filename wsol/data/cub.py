@@ -28,23 +28,29 @@ CUB_FILES = ("images.txt", "image_class_labels.txt", "classes.txt", "train_test_
 CUB_SPLITS = ("train", "test")
 
 
-def read_rows(path: Path, fields: int, what: str, last_rest: bool = False) -> List[Tuple[int, List[str]]]:
-    """Read a whitespace-separated text file as ``(line number, fields)`` rows, skipping blank lines.
+def text_lines(path: Path, what: str = "") -> List[Tuple[int, str]]:
+    """Non-blank, stripped lines of a UTF-8 text file with their 1-based numbers.
 
-    ``last_rest`` keeps everything after the first ``fields - 1`` fields as one field (paths, names).
-    A missing file or a line with the wrong number of fields is a DataError naming file and line.
+    A missing or non-UTF-8 file is a DataError naming it (and ``what``, the expected line form).
     """
     if not path.is_file():
         raise DataError(f"missing dataset file {path}")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise DataError(f"{path} is not UTF-8 text; expected lines of the form '{what}'") from None
+        expected = f"; expected lines of the form '{what}'" if what else ""
+        raise DataError(f"{path} is not UTF-8 text{expected}") from None
+    return [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+
+
+def read_rows(path: Path, fields: int, what: str, last_rest: bool = False) -> List[Tuple[int, List[str]]]:
+    """Read a whitespace-separated text file as ``(line number, fields)`` rows, skipping blank lines.
+
+    ``last_rest`` keeps everything after the first ``fields - 1`` fields as one field (paths, names).
+    A missing file or a line with the wrong number of fields is a DataError naming file and line.
+    """
     rows = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        stripped = line.strip()
-        if not stripped:
-            continue
+    for lineno, stripped in text_lines(path, what):
         parts = stripped.split(None, fields - 1) if last_rest else stripped.split()
         if len(parts) != fields:
             raise DataError(f"{path}, line {lineno}: expected '{what}', got {stripped[:80]!r}")
