@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from wsol.data import build_dataset, collate
-from wsol.data.cub import IMAGENET_MEAN, IMAGENET_STD
+from wsol.data.base import IMAGENET_MEAN, IMAGENET_STD
 from wsol.errors import DataError
 
 

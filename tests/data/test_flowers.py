@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from wsol.data import build_dataset, collate
-from wsol.data.flowers import balance_indices, inspect_trimap, mask_to_box
+from wsol.data.base import mask_to_box
+from wsol.data.flowers import balance_indices, inspect_trimap
 from wsol.errors import ConfigError, DataError
 
 W, H = 16, 12

@@ -152,6 +152,7 @@ def test_small_canvases_and_fine_groups_give_the_same_boxes(monkeypatch):
 
     monkeypatch.setattr(boxes_module, "_MAX_CANVAS_PIXELS", 300)  # several canvases per group
     monkeypatch.setattr(boxes_module, "_MIN_GROUP_AREA", 1)  # many small groups
+    monkeypatch.setattr(boxes_module, "_MAX_TRACES", 0)  # largest: every undecided level on the canvases
     rng = np.random.default_rng(99)
     thresholds = np.arange(0, 1, 0.05)
     for m in _random_maps(rng, 10):
@@ -160,6 +161,18 @@ def test_small_canvases_and_fine_groups_give_the_same_boxes(monkeypatch):
             for j, t in enumerate(thresholds):
                 assert mb.at(j).astype(int).tolist() == reference_boxes(m, t, mode == "largest")
 
+
+@pytest.mark.parametrize("max_traces", [1, 2, 100])
+def test_largest_gives_the_same_boxes_whatever_the_trace_budget(monkeypatch, max_traces):
+    import wsol.localize.boxes as boxes_module
+
+    monkeypatch.setattr(boxes_module, "_MAX_TRACES", max_traces)
+    rng = np.random.default_rng(31)
+    thresholds = np.arange(0, 1, 0.03)
+    for m in _random_maps(rng, 15):
+        mb = map_boxes(to_uint8(m)[0], thresholds, "largest")
+        for j, t in enumerate(thresholds):
+            assert mb.at(j).astype(int).tolist() == reference_boxes(m, t, largest=True)
 
 
 def _nested() -> np.ndarray:
@@ -171,6 +184,15 @@ def _nested() -> np.ndarray:
     m[9:15, 9:15] = 0.0
     m[11:13, 11:13] = 0.9
     return m
+
+
+def _blobs() -> np.ndarray:
+    """Three Gaussian blobs of different heights and widths: the winner changes as the level drops."""
+    yy, xx = np.mgrid[0:40, 0:48].astype(np.float32)
+    m = np.zeros((40, 48), np.float32)
+    for cx, cy, s, a in ((10, 10, 3, 1.0), (34, 12, 7, 0.7), (22, 30, 5, 0.85)):
+        m += a * np.exp(-0.5 * ((xx - cx) ** 2 + (yy - cy) ** 2) / s**2)
+    return m / m.max()
 
 
 def _many_components(size: int) -> np.ndarray:
@@ -198,6 +220,9 @@ def _edge_maps() -> dict:
         "nested": _nested(),
         "many components": _many_components(31),
         "equal areas": np.kron(np.eye(4, dtype=np.float32), np.ones((3, 3), np.float32)),
+        "equal areas, other order": np.kron(np.fliplr(np.eye(4, dtype=np.float32)), np.ones((3, 3), np.float32)),
+        "lines and diagonals": np.kron(np.eye(3, dtype=np.float32), np.eye(3, dtype=np.float32)) + np.pad(np.ones((1, 4), np.float32), ((3, 5), (1, 4))),
+        "blobs growing at different levels": _blobs(),
         "noise": rng.random((64, 64), dtype=np.float32),
         "smooth": ndimage.gaussian_filter(rng.random((48, 40)), 4).astype(np.float32),
     }

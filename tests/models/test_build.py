@@ -7,6 +7,9 @@ import torch
 from wsol.errors import CheckpointError, UnknownNameError
 from wsol.models import MODELS, build_model, load_model, save_model
 from wsol.models.build import arch_spec
+from wsol.models.classifier import GapNet
+from wsol.models.vgg_gap import SmallCNN
+from wsol.models.wrn import PreActResNet18, WideResNet
 
 FAST_ARCHS = ["small-cnn", "small-cnn-bn", "wrn-16-2", "wrn-28-10", "wrn-40-2", "wrn-34-10", "preact-resnet18", "vgg16-gap", "resnet50"]
 
@@ -119,3 +122,14 @@ def test_missing_weights_file_names_it(tmp_path) -> None:
     missing = tmp_path / "nope.safetensors"
     with pytest.raises(CheckpointError, match="nope.safetensors"):
         build_model("small-cnn", 3, weights=missing)
+
+
+@pytest.mark.parametrize("make", [lambda: SmallCNN(3, width=4), lambda: WideResNet(16, 1, 3), lambda: PreActResNet18(3)])
+def test_in_house_backbones_share_the_gap_head(make) -> None:
+    torch.manual_seed(0)
+    net = make().eval()
+    assert isinstance(net, GapNet) and net.get_classifier() is net.fc
+    x = torch.rand(2, 3, 16, 16)
+    feats = net.forward_features(x)
+    expected = feats.mean(dim=(2, 3)) @ net.fc.weight.T + net.fc.bias
+    assert torch.allclose(net(x), expected, atol=1e-5)

@@ -1,4 +1,5 @@
-"""Shared pieces of every loader: image reading, the transform protocol, a record-list dataset."""
+"""Shared pieces of every loader: image reading, the transform protocol, the skip-corrupt check,
+and the record-list dataset every file-based loader builds on."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -11,6 +12,9 @@ from torch.utils.data import Dataset
 
 from wsol.data.sample import Sample
 from wsol.errors import DataError
+
+IMAGENET_MEAN: Tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: Tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 ToOrig = Tuple[float, float, float, float]
 Transform = Callable[
@@ -93,6 +97,41 @@ def read_gray(path: Path) -> np.ndarray:
     return image
 
 
+def read_mask_file(path: Path) -> np.ndarray:
+    """Read a (possibly soft, possibly 'LA') mask PNG: first channel above half range (> 127 for 8 bit)."""
+    mask = read_gray(path)
+    half = np.iinfo(mask.dtype).max / 2.0 if mask.dtype.kind in "ui" else 0.5
+    return mask > half
+
+
+def mask_to_box(mask: np.ndarray) -> np.ndarray:
+    """The 1×4 xyxy bounding box (x2/y2 exclusive) of a bool mask; 0×4 when the mask is empty."""
+    ys, xs = np.nonzero(mask)
+    if ys.size == 0:
+        return np.zeros((0, 4), dtype=np.float32)
+    return np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], dtype=np.float32)
+
+
+def check_files(files: Sequence[Path], skip_corrupt: bool, where: str = "") -> Optional[str]:
+    """The skip-corrupt rule of every loader, for one image's files (the image first, then masks).
+
+    Without ``skip_corrupt`` a missing file is a DataError naming it (and ``where``, e.g. the
+    list file and line) and decoding errors surface when the sample is read; with it every file
+    is probed once (:func:`probe_image`) and the first problem is returned, for ``skipped``.
+    """
+    for i, path in enumerate(files):
+        kind = "image" if i == 0 else "mask"
+        if not skip_corrupt:
+            if not path.is_file():
+                context = f" ({where})" if where else ""
+                raise DataError(f"{kind} file {path}{context} not found; pass skip_corrupt=True to leave out unusable images")
+            continue
+        problem = probe_image(path)
+        if problem is not None:
+            return problem if i == 0 else f"mask {path.name}: {problem}"
+    return None
+
+
 @dataclass
 class Record:
     """One image as a loader knows it before reading pixels."""
@@ -138,18 +177,79 @@ class RecordDataset(Dataset):
         return None
 
     def __getitem__(self, index: int) -> Sample:
+        """Read, check and transform one record; a record without boxes but with a mask gets the mask's box."""
         record = self.records[index]
         image = self.load_image(record)
         check_boxes(record.boxes, int(image.shape[0]), int(image.shape[1]), f"image {record.image_path or record.name} (id {record.image_id})")
         mask = self.load_mask(record, (int(image.shape[0]), int(image.shape[1])))
-        img, boxes, msk, to_orig = self.transform(image, record.boxes, mask)
+        boxes = record.boxes
+        if mask is not None:
+            if mask.shape != image.shape[:2]:
+                raise DataError(
+                    f"mask {record.mask_path} is {mask.shape[1]}x{mask.shape[0]} but image {record.image_path} is "
+                    f"{image.shape[1]}x{image.shape[0]}"
+                )
+            if len(boxes) == 0:
+                boxes = mask_to_box(mask)
+        img, box, msk, to_orig = self.transform(image, boxes, mask)
         return Sample(
             image=img,
             label=record.label,
-            boxes=boxes,
+            boxes=box,
             mask=msk,
             image_id=record.image_id,
             name=record.name,
             orig_size=(int(image.shape[0]), int(image.shape[1])),
             to_orig=to_orig,
         )
+
+
+class AnnotatedDataset(RecordDataset):
+    """A RecordDataset with the attributes every wsol dataset exposes.
+
+    ``has_masks`` (default: every record names a mask file), ``native_size`` (model input
+    size), ``mean``/``std`` (normalization stats), ``skipped`` (``"<name>: <problem>"`` for each
+    image left out by ``skip_corrupt``), ``root`` and ``split``. Masks are the union of a
+    record's mask files (:meth:`mask_files`), shape-checked against the image.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[Record],
+        class_names: Sequence[str],
+        transform: Optional[Transform] = None,
+        *,
+        has_masks: Optional[bool] = None,
+        native_size: int = 224,
+        mean: Tuple[float, float, float] = IMAGENET_MEAN,
+        std: Tuple[float, float, float] = IMAGENET_STD,
+        skipped: Optional[List[str]] = None,
+        root: Optional[Path] = None,
+        split: str = "train",
+    ) -> None:
+        super().__init__(records, class_names, transform)
+        if has_masks is None:
+            has_masks = bool(self.records) and all(r.mask_path is not None for r in self.records)
+        self.has_masks = bool(has_masks)
+        self.native_size = int(native_size)
+        self.mean = tuple(float(v) for v in mean)
+        self.std = tuple(float(v) for v in std)
+        self.skipped: List[str] = list(skipped or [])
+        self.root = root
+        self.split = split
+
+    def mask_files(self, record: Record) -> List[Path]:
+        """The mask files whose union is this record's mask."""
+        return [record.mask_path] if record.mask_path is not None else []
+
+    def load_mask(self, record: Record, shape: Tuple[int, int]) -> Optional[np.ndarray]:
+        """The H×W bool mask of ``record`` (None when the dataset has no masks); all-False if it has none."""
+        if not self.has_masks:
+            return None
+        mask = np.zeros(shape, dtype=bool)
+        for path in self.mask_files(record):
+            part = read_mask_file(path)
+            if part.shape != tuple(shape):
+                raise DataError(f"mask {path} is {part.shape[1]}x{part.shape[0]} but image {record.image_path} is {shape[1]}x{shape[0]}")
+            mask |= part
+        return mask

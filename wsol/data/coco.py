@@ -22,9 +22,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from wsol.data.base import Record, Transform, probe_image
-from wsol.data.cub import IMAGENET_MEAN, IMAGENET_STD, AnnotatedDataset, check_options
-from wsol.data.registry import DATASETS
+from wsol.data.base import IMAGENET_MEAN, IMAGENET_STD, AnnotatedDataset, Record, Transform, check_files
+from wsol.data.cub import register_loader
 from wsol.errors import DataError
 
 
@@ -186,13 +185,10 @@ def load_coco(
             skipped.append(f"{name}: no annotations")
             continue
         image_path = image_dir / name
-        if skip_corrupt:
-            problem = probe_image(image_path)
-            if problem is not None:
-                skipped.append(f"{name}: {problem}")
-                continue
-        elif not image_path.is_file():
-            raise DataError(f"image file {image_path} (image id {image_id} in {source}) not found")
+        problem = check_files([image_path], skip_corrupt, f"image id {image_id} in {source}")
+        if problem is not None:
+            skipped.append(f"{name}: {problem}")
+            continue
         boxes = [_bbox(source, index, ann) for index, ann in anns]
         keys = [
             (0 if ann.get("iscrowd", 0) else 1, float(ann.get("area", (box[2] - box[0]) * (box[3] - box[1]))))
@@ -225,8 +221,4 @@ def load_coco(
     )
 
 
-@DATASETS.register("coco")
-def build_coco(root: Path, split: str, transform: Optional[Transform] = None, **options: Any) -> CocoDataset:
-    """COCO instances JSON + images (options: annotations=PATH, images=PATH, skip_corrupt=False)."""
-    check_options(load_coco, options, "coco")
-    return load_coco(Path(root), split, transform, **options)
+build_coco = register_loader("coco", load_coco, "COCO instances JSON + images (options: annotations=PATH, images=PATH, skip_corrupt=False).")

@@ -15,19 +15,32 @@ Boxes become ``xyxy`` with ``x2 = x + width`` (CUB's values are pixel edges, no 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from wsol.data.base import Record, RecordDataset, Transform, probe_image, read_gray
+from wsol.data.base import IMAGENET_MEAN, IMAGENET_STD, AnnotatedDataset, Record, Transform, check_files
 from wsol.data.registry import DATASETS
 from wsol.errors import DataError
 
-IMAGENET_MEAN: Tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: Tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 CUB_FILES = ("images.txt", "image_class_labels.txt", "classes.txt", "train_test_split.txt", "bounding_boxes.txt")
 CUB_SPLITS = ("train", "test")
+
+
+def text_lines(path: Path, what: str = "") -> List[Tuple[int, str]]:
+    """Non-blank, stripped lines of a UTF-8 text file with their 1-based numbers.
+
+    A missing or non-UTF-8 file is a DataError naming it (and ``what``, the expected line form).
+    """
+    if not path.is_file():
+        raise DataError(f"missing dataset file {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        expected = f"; expected lines of the form '{what}'" if what else ""
+        raise DataError(f"{path} is not UTF-8 text{expected}") from None
+    return [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
 
 
 def read_rows(path: Path, fields: int, what: str, last_rest: bool = False) -> List[Tuple[int, List[str]]]:
@@ -36,17 +49,8 @@ def read_rows(path: Path, fields: int, what: str, last_rest: bool = False) -> Li
     ``last_rest`` keeps everything after the first ``fields - 1`` fields as one field (paths, names).
     A missing file or a line with the wrong number of fields is a DataError naming file and line.
     """
-    if not path.is_file():
-        raise DataError(f"missing dataset file {path}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise DataError(f"{path} is not UTF-8 text; expected lines of the form '{what}'") from None
     rows = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        stripped = line.strip()
-        if not stripped:
-            continue
+    for lineno, stripped in text_lines(path, what):
         parts = stripped.split(None, fields - 1) if last_rest else stripped.split()
         if len(parts) != fields:
             raise DataError(f"{path}, line {lineno}: expected '{what}', got {stripped[:80]!r}")
@@ -99,6 +103,21 @@ def check_options(loader: Any, options: Dict[str, Any], dataset: str) -> None:
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ConfigError(f"dataset {dataset!r} has no option {unknown[0]!r}; it takes: {', '.join(accepted)}")
+
+
+def register_loader(name: str, load: Callable[..., Any], doc: str) -> Callable[..., Any]:
+    """Register ``build_<name>(root, split, transform=None, **options)`` for a keyword-option loader.
+
+    Options ``load`` does not take are a ConfigError naming them (:func:`check_options`).
+    """
+
+    def build(root: Path, split: str, transform: Optional[Transform] = None, **options: Any) -> Any:
+        check_options(load, options, name)
+        return load(Path(root), split, transform, **options)
+
+    build.__name__ = build.__qualname__ = f"build_{name}"
+    build.__doc__ = doc
+    return DATASETS.register(name)(build)
 
 
 def resolve_cub_root(root: Path) -> Path:
@@ -184,60 +203,6 @@ def find_segmentations(root: Path, segmentations: Optional[Path]) -> Optional[Pa
     return None
 
 
-def read_mask_file(path: Path) -> np.ndarray:
-    """Read a (possibly soft, possibly 'LA') mask PNG: first channel above half range (> 127 for 8 bit)."""
-    mask = read_gray(path)
-    half = np.iinfo(mask.dtype).max / 2.0 if mask.dtype.kind in "ui" else 0.5
-    return mask > half
-
-
-class AnnotatedDataset(RecordDataset):
-    """A RecordDataset with the attributes every wsol dataset exposes and shape-checked masks.
-
-    ``has_masks``, ``native_size`` (model input size), ``mean``/``std`` (normalization stats),
-    ``skipped`` (images left out by ``skip_corrupt``, with reasons), ``root`` and ``split``.
-    """
-
-    def __init__(
-        self,
-        records: Sequence[Record],
-        class_names: Sequence[str],
-        transform: Optional[Transform] = None,
-        *,
-        has_masks: bool = False,
-        native_size: int = 224,
-        mean: Tuple[float, float, float] = IMAGENET_MEAN,
-        std: Tuple[float, float, float] = IMAGENET_STD,
-        skipped: Optional[List[str]] = None,
-        root: Optional[Path] = None,
-        split: str = "train",
-    ) -> None:
-        super().__init__(records, class_names, transform)
-        self.has_masks = bool(has_masks)
-        self.native_size = int(native_size)
-        self.mean = tuple(float(v) for v in mean)
-        self.std = tuple(float(v) for v in std)
-        self.skipped: List[str] = list(skipped or [])
-        self.root = root
-        self.split = split
-
-    def mask_files(self, record: Record) -> List[Path]:
-        """The mask files whose union is this record's mask."""
-        return [record.mask_path] if record.mask_path is not None else []
-
-    def load_mask(self, record: Record, shape: Tuple[int, int]) -> Optional[np.ndarray]:
-        """The H×W bool mask of ``record`` (None when the dataset has no masks); all-False if it has none."""
-        if not self.has_masks:
-            return None
-        mask = np.zeros(shape, dtype=bool)
-        for path in self.mask_files(record):
-            part = read_mask_file(path)
-            if part.shape != tuple(shape):
-                raise DataError(f"mask {path} is {part.shape[1]}x{part.shape[0]} but image {record.image_path} is {shape[1]}x{shape[0]}")
-            mask |= part
-        return mask
-
-
 class CubDataset(AnnotatedDataset):
     """CUB-format images with one box each and optional soft masks (foreground where value > 127)."""
 
@@ -273,15 +238,8 @@ def load_cub(
             continue
         image_path = image_dir / entry["path"]
         mask_path = seg_dir / Path(entry["path"]).with_suffix(".png") if seg_dir is not None else None
-        problem = None
-        if skip_corrupt:
-            problem = probe_image(image_path)
-            if problem is None and mask_path is not None:
-                problem = probe_image(mask_path)
-        else:
-            for path, kind in ((image_path, "image"), (mask_path, "mask")):
-                if path is not None and not path.is_file():
-                    raise DataError(f"{kind} file {path} (images.txt line {entry['line']}) not found")
+        files = [image_path] + ([mask_path] if mask_path is not None else [])
+        problem = check_files(files, skip_corrupt, f"images.txt line {entry['line']}")
         if problem is not None:
             skipped.append(f"{entry['path']}: {problem}")
             continue
@@ -309,11 +267,7 @@ def load_cub(
     )
 
 
-@DATASETS.register("cub")
-def build_cub(root: Path, split: str, transform: Optional[Transform] = None, **options: Any) -> CubDataset:
-    """CUB-200-2011 (options: segmentations=PATH, masks=True, skip_corrupt=False, native_size=224)."""
-    check_options(load_cub, options, "cub")
-    return load_cub(Path(root), split, transform, **options)
+build_cub = register_loader("cub", load_cub, "CUB-200-2011 (options: segmentations=PATH, masks=True, skip_corrupt=False, native_size=224).")
 
 
 build_cub.splits = CUB_SPLITS  # type: ignore[attr-defined]

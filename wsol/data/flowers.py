@@ -38,15 +38,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from wsol.data.base import Record, RecordDataset, Transform, probe_image, read_image
+from wsol.data.base import IMAGENET_MEAN, IMAGENET_STD, AnnotatedDataset, Record, Transform, check_files, read_image
 from wsol.data.registry import DATASETS
-from wsol.data.sample import Sample
 from wsol.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 FLOWERS17_CLASSES = (
     "daffodil", "snowdrop", "lily valley", "bluebell", "crocus", "iris", "tigerlily", "tulip",
@@ -67,14 +64,6 @@ ForegroundRule = Union[int, str, Sequence[Union[int, str]]]
 
 
 # --------------------------------------------------------------------------- shared helpers
-
-
-def mask_to_box(mask: np.ndarray) -> np.ndarray:
-    """The 1×4 xyxy bounding box (x2/y2 exclusive) of a bool mask; 0×4 when the mask is empty."""
-    ys, xs = np.nonzero(mask)
-    if ys.size == 0:
-        return np.zeros((0, 4), dtype=np.float32)
-    return np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], dtype=np.float32)
 
 
 def balance_indices(labels: Sequence[int], per_class: int) -> List[int]:
@@ -105,85 +94,13 @@ def _check_flag(name: str, value: Any) -> bool:
     return value
 
 
-class FileDataset(RecordDataset):
-    """A RecordDataset with the attributes every wsol dataset exposes, and mask-derived boxes.
-
-    When a record has a mask but no boxes, the box is the mask's bounding box. ``skipped`` lists
-    ``"<name>: <problem>"`` for each record left out by ``skip_corrupt=True``.
-    """
-
-    def __init__(
-        self,
-        records: Sequence[Record],
-        class_names: Sequence[str],
-        transform: Optional[Transform],
-        mean: Tuple[float, float, float],
-        std: Tuple[float, float, float],
-        native_size: int,
-        skipped: Optional[List[str]] = None,
-    ) -> None:
-        super().__init__(records, class_names, transform)
-        self.mean = mean
-        self.std = std
-        self.native_size = native_size
-        self.skipped: List[str] = list(skipped or [])
-
-    @property
-    def has_masks(self) -> bool:
-        """True when every sample of this dataset carries a mask."""
-        return bool(self.records) and all(r.mask_path is not None for r in self.records)
-
-    def __getitem__(self, index: int) -> Sample:
-        record = self.records[index]
-        image = self.load_image(record)
-        mask = self.load_mask(record, (int(image.shape[0]), int(image.shape[1])))
-        boxes = record.boxes
-        if mask is not None:
-            if mask.shape != image.shape[:2]:
-                raise DataError(
-                    f"mask {record.mask_path} is {mask.shape[1]}x{mask.shape[0]} but its image is "
-                    f"{image.shape[1]}x{image.shape[0]}"
-                )
-            if len(boxes) == 0:
-                boxes = mask_to_box(mask)
-        img, box, msk, to_orig = self.transform(image, boxes, mask)
-        return Sample(
-            image=img,
-            label=record.label,
-            boxes=box,
-            mask=msk,
-            image_id=record.image_id,
-            name=record.name,
-            orig_size=(int(image.shape[0]), int(image.shape[1])),
-            to_orig=to_orig,
-        )
-
-
 def check_records(records: Sequence[Record], skip_corrupt: bool) -> Tuple[List[Record], List[str]]:
-    """Verify image and mask files; raise DataError, or with ``skip_corrupt`` drop and list them.
-
-    Without ``skip_corrupt`` only existence is checked here (decoding errors surface as DataError
-    when the sample is read); with it every file is probed once (:func:`wsol.data.base.probe_image`:
-    missing, empty, truncated JPEG, undecodable) and unusable records are left out and listed
-    as ``"<name>: <problem>"``.
-    """
+    """:func:`wsol.data.base.check_files` over records: the kept ones, and ``"<name>: <problem>"`` per left-out one."""
     kept: List[Record] = []
     skipped: List[str] = []
     for record in records:
-        problem = None
-        for kind, path in (("image", record.image_path), ("mask", record.mask_path)):
-            if path is None:
-                continue
-            if not skip_corrupt:
-                if not path.is_file():
-                    raise DataError(
-                        f"{kind} file not found: {path} (pass skip_corrupt=True to leave out unusable images)"
-                    )
-                continue
-            reason = probe_image(path)
-            if reason is not None:
-                problem = reason if kind == "image" else f"mask {path.name}: {reason}"
-                break
+        files = [p for p in (record.image_path, record.mask_path) if p is not None]
+        problem = check_files(files, skip_corrupt)
         if problem is None:
             kept.append(record)
         else:
@@ -341,7 +258,7 @@ def inspect_trimap(path: Union[str, Path]) -> Dict[str, Any]:
     }
 
 
-class Flowers17Dataset(FileDataset):
+class Flowers17Dataset(AnnotatedDataset):
     """Oxford 17 Flowers; masks come from the trimaps under the ``trimap_foreground`` rule."""
 
     def __init__(
@@ -442,7 +359,7 @@ def flowers102_class_names() -> List[str]:
     return names if len(names) == 102 else [f"class_{i:03d}" for i in range(1, 103)]
 
 
-class Flowers102Dataset(FileDataset):
+class Flowers102Dataset(AnnotatedDataset):
     """Oxford 102 Flowers; masks come from ``segmim`` where the background is painted blue."""
 
     def load_mask(self, record: Record, shape: Tuple[int, int]) -> Optional[np.ndarray]:

@@ -25,7 +25,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from wsol.data.base import Record, Transform
-from wsol.data.flowers import FileDataset, apply_balance, check_records
+from wsol.data.base import AnnotatedDataset
+from wsol.data.flowers import apply_balance, check_records
 from wsol.data.registry import DATASETS
 from wsol.errors import ConfigError, DataError
 
@@ -164,7 +165,7 @@ def build_gtsrb(
     transform: Optional[Transform] = None,
     balance_to: Optional[int] = None,
     skip_corrupt: bool = False,
-) -> FileDataset:
+) -> AnnotatedDataset:
     """GTSRB split train / test from ``root``; ``balance_to`` repeats images per class to that count."""
     if split not in ("train", "test"):
         raise DataError(f"gtsrb has splits train, test; got split {split!r}")
@@ -174,7 +175,7 @@ def build_gtsrb(
     records = _train_records(root) if split == "train" else _test_records(root)
     records, skipped = check_records(records, skip_corrupt)
     records = apply_balance(records, balance_to)
-    return FileDataset(
+    return AnnotatedDataset(
         records, GTSRB_CLASSES, transform, mean=GTSRB_MEAN, std=GTSRB_STD, native_size=32, skipped=skipped,
     )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, Optional, Sequence, Union
 
 import numpy as np
 
@@ -112,41 +112,12 @@ def format_report(report: Dict[str, Any], max_listed: int = 20) -> str:
     return "\n".join(lines)
 
 
-def _draw_cell(sample: Any, class_names: List[str], cell: int) -> np.ndarray:
-    """One grid cell: the image scaled to fit ``cell``, mask tinted green, boxes in red, label on top."""
-    import cv2
+def show_grid(dataset: Any, n: int, out_png: Union[str, Path], seed: int = 0) -> Path:
+    """Draw ``n`` random samples (chosen with ``seed``) with GT boxes and masks into one PNG, atomically.
 
-    image = (sample.image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255.0).round().astype(np.uint8)
-    if image.shape[2] == 1:
-        image = np.repeat(image, 3, axis=2)
-    image = np.ascontiguousarray(image[..., :3])
-    h, w = image.shape[:2]
-    scale = cell / max(h, w)
-    nh, nw = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
-    interp = cv2.INTER_NEAREST if scale >= 2 else cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    shown = cv2.resize(image, (nw, nh), interpolation=interp)
-    if sample.mask is not None:
-        mask = cv2.resize(sample.mask.cpu().numpy().astype(np.uint8), (nw, nh), interpolation=cv2.INTER_NEAREST).astype(bool)
-        tint = np.array([0, 255, 0], dtype=np.float32)
-        shown[mask] = (0.6 * shown[mask] + 0.4 * tint).astype(np.uint8)
-        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        cv2.drawContours(shown, contours, -1, (0, 200, 0), 1)
-    for box in sample.boxes.reshape(-1, 4).tolist():
-        x1, y1, x2, y2 = (v * scale for v in box)
-        cv2.rectangle(shown, (int(round(x1)), int(round(y1))), (max(int(round(x2)) - 1, 0), max(int(round(y2)) - 1, 0)), (255, 40, 40), 1)
-    canvas = np.full((cell + 14, cell, 3), 255, dtype=np.uint8)
-    canvas[14 : 14 + nh, :nw] = shown
-    label = int(sample.label)
-    text = class_names[label] if 0 <= label < len(class_names) else str(label)
-    cv2.putText(canvas, f"{label}:{text}"[: max(4, cell // 7)], (2, 11), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1, cv2.LINE_AA)
-    return canvas
-
-
-def show_grid(dataset: Any, n: int, out_png: Union[str, Path], seed: int = 0, cell: Optional[int] = None) -> Path:
-    """Draw ``n`` random samples (chosen with ``seed``) with GT boxes and masks into one PNG, atomically."""
-    import cv2
-
-    from wsol.utils.io import atomic_write_bytes
+    Drawn by :func:`wsol.report.figures.overlay_grid`, titled ``label:class name``.
+    """
+    from wsol.report.figures import overlay_grid
 
     if len(dataset) == 0:
         raise DataError("the dataset is empty; nothing to show")
@@ -155,25 +126,16 @@ def show_grid(dataset: Any, n: int, out_png: Union[str, Path], seed: int = 0, ce
     count = min(int(n), len(dataset))
     picks = np.random.default_rng(seed).choice(len(dataset), size=count, replace=False)
     samples = [dataset[int(i)] for i in picks]
-    if cell is None:
-        largest = max(max(s.image.shape[-2:]) for s in samples)
-        cell = int(min(256, max(128, largest)))
-    cells = [_draw_cell(s, list(dataset.class_names), cell) for s in samples]
-    cols = int(math.ceil(math.sqrt(count)))
-    rows = int(math.ceil(count / cols))
-    ch, cw = cells[0].shape[:2]
-    pad = 4
-    grid = np.full((rows * (ch + pad) + pad, cols * (cw + pad) + pad, 3), 255, dtype=np.uint8)
-    for k, tile in enumerate(cells):
-        r, c = divmod(k, cols)
-        y, x = pad + r * (ch + pad), pad + c * (cw + pad)
-        grid[y : y + ch, x : x + cw] = tile
-    ok, encoded = cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise RuntimeError("PNG encoding failed")
-    out = Path(out_png)
-    atomic_write_bytes(out, encoded.tobytes())
-    return out
+    names = list(dataset.class_names)
+    titles = [f"{int(s.label)}:{names[int(s.label)]}" if 0 <= int(s.label) < len(names) else str(int(s.label)) for s in samples]
+    return overlay_grid(
+        [s.image for s in samples],
+        Path(out_png),
+        gt_boxes=[s.boxes for s in samples],
+        masks=[s.mask for s in samples],
+        titles=titles,
+        columns=int(math.ceil(math.sqrt(count))),
+    )
 
 
 def parse_loader_options(items: Sequence[str]) -> Dict[str, Any]:

@@ -18,24 +18,12 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from wsol.data.base import Record, Transform, probe_image
-from wsol.data.cub import IMAGENET_MEAN, IMAGENET_STD, AnnotatedDataset, check_options, parse_float, parse_int, read_mask_file
-from wsol.data.registry import DATASETS
+from wsol.data.base import IMAGENET_MEAN, IMAGENET_STD, AnnotatedDataset, Record, Transform, check_files, read_mask_file
+from wsol.data.cub import parse_float, parse_int, register_loader, text_lines
 from wsol.data.sample import Sample
 from wsol.errors import DataError
 
 WSOLMETA_SPLITS = ("train", "val", "test")
-
-
-def _lines(path: Path) -> List[Tuple[int, str]]:
-    """Non-blank lines of a UTF-8 text file with their 1-based numbers."""
-    if not path.is_file():
-        raise DataError(f"missing metadata file {path}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise DataError(f"{path} is not UTF-8 text") from None
-    return [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
 
 
 def _fields(path: Path, lineno: int, line: str, count: int, what: str) -> List[str]:
@@ -49,7 +37,7 @@ def _fields(path: Path, lineno: int, line: str, count: int, what: str) -> List[s
 def read_labels(path: Path) -> List[Tuple[int, str, int]]:
     """(line, image path, label) rows of a class_labels.txt."""
     rows = []
-    for lineno, line in _lines(path):
+    for lineno, line in text_lines(path):
         name, label = _fields(path, lineno, line, 2, "<path>,<label>")
         value = parse_int(label, path, lineno, "label")
         if value < 0:
@@ -138,7 +126,7 @@ def load_wsolmeta(
 
     ids_path = folder / "image_ids.txt"
     order: Dict[str, Tuple[int, int]] = {}
-    for index, (lineno, name) in enumerate(_lines(ids_path)):
+    for index, (lineno, name) in enumerate(text_lines(ids_path)):
         if name in order:
             raise DataError(f"{ids_path}, line {lineno}: {name} is listed twice (first on line {order[name][1]})")
         order[name] = (index + 1, lineno)
@@ -167,7 +155,7 @@ def load_wsolmeta(
     sizes: Dict[int, Tuple[int, int]] = {}
     size_path = folder / "image_sizes.txt"
     if size_path.is_file():
-        for lineno, line in _lines(size_path):
+        for lineno, line in text_lines(size_path):
             name, w, h = _fields(size_path, lineno, line, 3, "<path>,<width>,<height>")
             sizes[known(size_path, lineno, name)] = (parse_int(w, size_path, lineno, "width"), parse_int(h, size_path, lineno, "height"))
 
@@ -176,7 +164,7 @@ def load_wsolmeta(
     ignores: Dict[int, Path] = {}
     loc_path = folder / "localization.txt"
     if loc_path.is_file():
-        for lineno, line in _lines(loc_path):
+        for lineno, line in text_lines(loc_path):
             parts = [p.strip() for p in line.split(",")]
             image_id = known(loc_path, lineno, parts[0])
             if len(parts) == 5:
@@ -197,14 +185,7 @@ def load_wsolmeta(
     for name, (image_id, lineno) in order.items():
         image_path = root / name
         files = [image_path] + masks.get(image_id, [])
-        problem = None
-        for path in files:
-            problem = probe_image(path) if skip_corrupt else (None if path.is_file() else "missing")
-            if problem is not None:
-                if not skip_corrupt:
-                    raise DataError(f"file {path} ({ids_path.name} line {lineno}) not found")
-                problem = f"{path}: {problem}"
-                break
+        problem = check_files(files, skip_corrupt, f"{ids_path.name} line {lineno}")
         if problem is not None:
             skipped.append(f"{name}: {problem}")
             continue
@@ -235,8 +216,6 @@ def load_wsolmeta(
     )
 
 
-@DATASETS.register("wsolmeta")
-def build_wsolmeta(root: Path, split: str, transform: Optional[Transform] = None, **options: Any) -> WsolMetaDataset:
-    """wsolevaluation metadata (options: metadata=PATH, mask_root=PATH, num_classes=K, skip_corrupt=False)."""
-    check_options(load_wsolmeta, options, "wsolmeta")
-    return load_wsolmeta(Path(root), split, transform, **options)
+build_wsolmeta = register_loader(
+    "wsolmeta", load_wsolmeta, "wsolevaluation metadata (options: metadata=PATH, mask_root=PATH, num_classes=K, skip_corrupt=False)."
+)

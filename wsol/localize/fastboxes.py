@@ -342,7 +342,7 @@ def _component_pass(
 
 
 @njit(cache=True, nogil=True)
-def _reconstruct(val: np.ndarray, a: np.ndarray, g: np.ndarray, h: int, w: int, sh: int, rounds: int) -> None:
+def _reconstruct(val: np.ndarray, a: np.ndarray, g: np.ndarray, h: int, w: int, sh: int, rounds: int, holes: bool) -> None:
     """Downward and upward row sweeps of two partial grayscale reconstructions, in place.
 
     ``a`` (by dilation from the marked top pixel, 8-connected paths) and ``g`` (by erosion from
@@ -351,9 +351,18 @@ def _reconstruct(val: np.ndarray, a: np.ndarray, g: np.ndarray, h: int, w: int, 
     some 4-path from ``p`` out of the image. Each row is updated from the row before it only
     (straight and diagonal steps; a diagonal 4-path step goes through the lower of the two
     pixels between), so every row update is vectorizable. Full convergence is not needed:
-    better values only mean less work for the union-find.
+    better values only mean less work for the union-find. Without ``holes`` only ``a`` is built.
     """
     ww = 1 << sh
+    if not holes:
+        for _ in range(rounds):
+            for y in range(1, h + 1):
+                row = y << sh
+                _dilate_row(val[row : row + ww], a[row : row + ww], a[row - ww : row], w)
+            for y in range(h, 0, -1):
+                row = y << sh
+                _dilate_row(val[row : row + ww], a[row : row + ww], a[row + ww : row + 2 * ww], w)
+        return
     for _ in range(rounds):
         for y in range(1, h + 1):
             row = y << sh
@@ -363,6 +372,13 @@ def _reconstruct(val: np.ndarray, a: np.ndarray, g: np.ndarray, h: int, w: int, 
             row = y << sh
             dn = row + ww
             _sweep_row(val[row:dn], val[dn : dn + ww], a[row:dn], a[dn : dn + ww], g[row:dn], g[dn : dn + ww], w)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _dilate_row(vc: np.ndarray, ac: np.ndarray, an: np.ndarray, w: int) -> None:
+    """The ``a`` half of :func:`_sweep_row`."""
+    for x in range(1, w + 1):
+        ac[x] = min(vc[x], max(max(an[x - 1], an[x]), max(an[x + 1], ac[x])))
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -410,9 +426,11 @@ def _sort_members(
 
 @njit(cache=True, nogil=True)
 def _sweep(
-    u8: np.ndarray, need: np.ndarray, gt: np.ndarray, g0: int, g1: int, conv: int, collect: bool
+    u8: np.ndarray, need: np.ndarray, gt: np.ndarray, g0: int, g1: int, conv: int, collect: bool, holes: bool
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Best IoU (and optionally every box) at each needed level of one map.
+
+    With ``holes`` false only the foreground components (the outer contours) are swept.
 
     ``need`` has 256 flags; flag ``k`` asks for level ``L = k - 1`` (foreground ``u8 >= k``), and
     only levels below the map's maximum may be asked for. Returns ``best`` (256 floats, -1 where
@@ -456,13 +474,13 @@ def _sweep(
     _neighbour_masks(val, fg_mask, bg_mask, h, w, sh)
     a = np.full(npad, -1, np.int16)
     a[top_p] = top
-    g = np.full(npad, 256, np.int16)
+    g = np.full(npad, 256 if holes else -1, np.int16)  # without holes: no pixel is a hole candidate
     g[:ww] = -1
     g[npad - ww :] = -1
     for y in range(1, h + 1):
         g[y << sh] = -1
         g[(y << sh) + w + 1] = -1
-    _reconstruct(val, a, g, h, w, sh, _ROUNDS)
+    _reconstruct(val, a, g, h, w, sh, _ROUNDS, holes)
 
     # Main pixels (a == val) are in the top pixel's component whenever they are foreground;
     # outer pixels (g == val) are in the outside whenever they are background. Only the other
@@ -563,6 +581,8 @@ def _sweep(
         fg_order, fg_start, np.arange(255, k_lo - 1, -1), _GROUPS8, _REPS8, ring, sh, need, 0, 0, True, main_ext,
         lab, parent, bb, pos, live, gt, g0, g1, conv, h, w, best, collect, boxes, box_k, nbox,
     )
+    if not holes:
+        return best, boxes[:nbox], box_k[:nbox]
     # Background, values from the bottom up, 4-connected: after value v the live sets (all but
     # set 0, the outside) are the holes of level v; their boxes grow by one pixel.
     lab[:] = 0
@@ -593,7 +613,7 @@ def _batch_max_iou(
                 need[lv + 1] = True
         g0 = gt_start[i]
         g1 = gt_start[i + 1]
-        best, _, _ = _sweep(u8, need, gt, g0, g1, conv, False)
+        best, _, _ = _sweep(u8, need, gt, g0, g1, conv, False, True)
         # No foreground: no box (-1), or wsolevaluation's [0, 0, 0, 0] box.
         empty = -1.0
         if conv == 1:
@@ -601,6 +621,42 @@ def _batch_max_iou(
         for t in range(t_count):
             lv = levels[i, t]
             out[i, t] = best[lv + 1] if lv < mx else empty
+
+
+@njit(cache=True, nogil=True)
+def settle_largest(
+    comp: np.ndarray, first: np.ndarray, counts: np.ndarray, li: int, prev: np.ndarray, low: int, out: np.ndarray
+) -> int:
+    """Walk levels ``li, li - 1, ...`` writing the largest component's box to ``out`` while bounds decide it.
+
+    ``comp[first[l]:first[l] + counts[l]]`` are the component boxes of level ``l``; ``prev`` (4,
+    updated in place; all -1 when unknown) is the box of the last winner and ``low`` a lower bound
+    on twice the contour area of the component holding its pixels. A level is settled when it
+    has one component, or when exactly one box holds ``prev`` and every other component's upper
+    bound ``2 (w - 1)(h - 1)`` stays below ``low``. Returns the first level not settled, or -1.
+    """
+    while li >= 0:
+        a = first[li]
+        b = a + counts[li]
+        holder = a
+        n_hold = 1
+        if b - a > 1:
+            n_hold = 0
+            for j in range(a, b):
+                if comp[j, 0] <= prev[0] and comp[j, 1] <= prev[1] and comp[j, 2] >= prev[2] and comp[j, 3] >= prev[3]:
+                    n_hold += 1
+                    holder = j
+            if n_hold == 1:
+                for j in range(a, b):
+                    if j != holder and 2 * (comp[j, 2] - comp[j, 0] - 1) * (comp[j, 3] - comp[j, 1] - 1) >= low:
+                        n_hold = 0
+                        break
+        if n_hold != 1:
+            return li
+        out[li] = comp[holder]
+        prev[:] = comp[holder]
+        li -= 1
+    return -1
 
 
 def _pack_gt(gts: Sequence[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
@@ -662,13 +718,8 @@ def max_iou_all(
     return out
 
 
-def level_boxes_all(u8: np.ndarray, levels: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Every ``mode="all"`` box of one uint8 map at each of ``levels`` (distinct, in [-1, max - 1]).
-
-    Returns ``(boxes, level_index)`` like :func:`wsol.localize.boxes.level_boxes`: K×4 int64,
-    x2/y2 exclusive, and each box's index into ``levels``. The boxes of a level are the same
-    multiset as cv2's, in a different order.
-    """
+def _level_sweep(u8: np.ndarray, levels: np.ndarray, holes: bool) -> Tuple[np.ndarray, np.ndarray]:
+    """Validated call of the collecting sweep: boxes K×4 and each box's index into ``levels``."""
     u8 = np.ascontiguousarray(u8, dtype=np.uint8)
     if u8.ndim != 2:
         raise ValueError(f"map must be H×W, got shape {u8.shape}")
@@ -678,10 +729,28 @@ def level_boxes_all(u8: np.ndarray, levels: np.ndarray) -> Tuple[np.ndarray, np.
         raise ValueError(f"levels must be distinct and in [-1, {mx - 1}], got {levels.tolist()}")
     need = np.zeros(256, np.bool_)
     need[levels + 1] = True
-    _, boxes, box_k = _sweep(u8, need, np.zeros((0, 4)), 0, 0, 0, True)
+    _, boxes, box_k = _sweep(u8, need, np.zeros((0, 4)), 0, 0, 0, True, holes)
     index_of_k = np.full(256, -1, np.int64)
     index_of_k[levels + 1] = np.arange(len(levels))
     return boxes, index_of_k[box_k]
+
+
+def level_boxes_all(u8: np.ndarray, levels: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Every ``mode="all"`` box of one uint8 map at each of ``levels`` (distinct, in [-1, max - 1]).
+
+    Returns ``(boxes, level_index)`` like :func:`wsol.localize.boxes.level_boxes`: K×4 int64,
+    x2/y2 exclusive, and each box's index into ``levels``. The boxes of a level are the same
+    multiset as cv2's, in a different order.
+    """
+    return _level_sweep(u8, levels, holes=True)
+
+
+def component_boxes(u8: np.ndarray, levels: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Extent of every 8-connected foreground component (its outer contour's box) at each level.
+
+    Same layout as :func:`level_boxes_all`, without the hole contours.
+    """
+    return _level_sweep(u8, levels, holes=False)
 
 
 def boxes_at_thresholds(u8: np.ndarray, thresholds: Sequence[float]) -> List[np.ndarray]:
@@ -702,4 +771,4 @@ def boxes_at_thresholds(u8: np.ndarray, thresholds: Sequence[float]) -> List[np.
     return [boxes[idx == pos[j]] if lv[j] < mx else np.zeros((0, 4), np.int64) for j in range(len(lv))]
 
 
-__all__ = ["CONVENTIONS", "boxes_at_thresholds", "level_boxes_all", "max_iou_all"]
+__all__ = ["CONVENTIONS", "boxes_at_thresholds", "component_boxes", "level_boxes_all", "max_iou_all", "settle_largest"]

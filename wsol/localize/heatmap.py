@@ -132,8 +132,11 @@ def _reflect_index(n: int, radius: int, device: torch.device) -> torch.Tensor:
     return torch.where(i >= n, period - 1 - i, i)
 
 
-def gaussian_blur(maps: torch.Tensor, sigma: float, truncate: float = 4.0) -> torch.Tensor:
-    """Separable Gaussian filter matching ``scipy.ndimage.gaussian_filter(mode='reflect')``.
+def gaussian_filter(maps: torch.Tensor, sigma: float, truncate: float = 4.0) -> torch.Tensor:
+    """Separable Gaussian filter of N×H×W maps matching ``scipy.ndimage.gaussian_filter(mode='reflect')``.
+
+    Named after scipy's filter; :func:`wsol.attribution.integrated.gaussian_blur` is the other
+    meaning (N×C×H×W images, radius 3σ, replicated borders, the blur-IG baseline).
 
     Same kernel (radius ``int(truncate * sigma + 0.5)``, normalized weights) and the same
     half-sample symmetric border; results agree with scipy to float32 rounding.
@@ -206,7 +209,7 @@ class PostProcess:
             "minmax": lambda m: normalize_minmax(m, per_image=True),
             "minmax_batch": lambda m: normalize_minmax(m, per_image=False),
             "pclip": lambda m: percentile_clip(m, self.low, self.high),
-            "gauss": lambda m: gaussian_blur(m, self.sigma),
+            "gauss": lambda m: gaussian_filter(m, self.sigma),
         }
         if step in table:
             return table[step]

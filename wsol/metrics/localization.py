@@ -113,10 +113,7 @@ class BoxAccuracy:
 
     def threshold_index(self, threshold: float) -> int:
         """Index of ``threshold`` in the evaluated list (must match to 1e-9)."""
-        hit = np.flatnonzero(np.isclose(self.thresholds, threshold, rtol=0, atol=1e-9))
-        if len(hit) == 0:
-            raise ValueError(f"threshold {threshold} was not evaluated; build the evaluator with it in the list")
-        return int(hit[0])
+        return threshold_index(self.thresholds, threshold)
 
     def at_threshold(self, threshold: float) -> Dict[str, float]:
         """GT-Known Loc (and Top-1 Loc) at one fixed threshold, for every δ."""
@@ -151,7 +148,56 @@ class BoxAccuracy:
         return out
 
 
-class BoxEvaluator:
+class Top1Counts:
+    """The counters the box and segmentation evaluators share: images seen, images that came with a
+    top-1 correctness flag, and how many of those were correct (Top-1 Loc / Top-1 Acc)."""
+
+    count: int
+    count_with_pred: int
+    num_cls_correct: int
+
+    def _reset_counts(self) -> None:
+        self.count = 0
+        self.count_with_pred = 0
+        self.num_cls_correct = 0
+
+    def _add_counts(self, n: int, correct_pred: Optional[ArrayLike]) -> Optional[np.ndarray]:
+        """Count ``n`` new images; returns their correctness flags (None without ``correct_pred``)."""
+        self.count += n
+        if correct_pred is None:
+            return None
+        c = correctness_flags(correct_pred, n)
+        self.count_with_pred += len(c)
+        self.num_cls_correct += int(c.sum())
+        return c
+
+    def _with_top1(self) -> bool:
+        """Top-1 fields are reported only when every image had a correctness flag."""
+        return self.count > 0 and self.count_with_pred == self.count
+
+    def _counts_state(self) -> Dict[str, int]:
+        return {"count": self.count, "count_with_pred": self.count_with_pred, "num_cls_correct": self.num_cls_correct}
+
+    def _merge_counts(self, state: Dict[str, Any]) -> None:
+        self.count += int(state["count"])
+        self.count_with_pred += int(state["count_with_pred"])
+        self.num_cls_correct += int(state["num_cls_correct"])
+
+
+def threshold_index(thresholds: np.ndarray, threshold: float) -> int:
+    """Index of ``threshold`` in an evaluated threshold list (must match to 1e-9)."""
+    hit = np.flatnonzero(np.isclose(thresholds, threshold, rtol=0, atol=1e-9))
+    if len(hit) == 0:
+        raise ValueError(f"threshold {threshold} was not evaluated; build the evaluator with it in the list")
+    return int(hit[0])
+
+
+def same_thresholds(stored: Sequence[float], thresholds: np.ndarray) -> bool:
+    """Whether a state's threshold list is this evaluator's (to 1e-12)."""
+    return len(stored) == len(thresholds) and np.allclose(np.asarray(stored, np.float64), thresholds, rtol=0, atol=1e-12)
+
+
+class BoxEvaluator(Top1Counts):
     """Streaming MaxBoxAcc / MaxBoxAccV2 / GT-Known / Top-1 Loc over a threshold sweep.
 
     ``mode="all"`` with ``iou_thresholds=(30, 50, 70)`` is MaxBoxAccV2 (the default);
@@ -199,9 +245,7 @@ class BoxEvaluator:
         d, t = len(self.iou_thresholds), len(self.thresholds)
         self.num_correct = np.zeros((d, t), np.int64)
         self.num_correct_top1 = np.zeros((d, t), np.int64)
-        self.count = 0
-        self.count_with_pred = 0
-        self.num_cls_correct = 0
+        self._reset_counts()
 
     def _image_max_iou(self, u8: np.ndarray, gt: np.ndarray) -> np.ndarray:
         """Best IoU at every threshold for one map (T,); -1 where the threshold yields no box."""
@@ -252,18 +296,15 @@ class BoxEvaluator:
         deltas = np.asarray(self.iou_thresholds, np.float64)[:, None, None] / 100.0
         hits = best[None] >= deltas  # D×N×T
         self.num_correct += hits.sum(axis=1)
-        self.count += len(u8s)
-        if correct_pred is not None:
-            c = correctness_flags(correct_pred, len(u8s))
+        c = self._add_counts(len(u8s), correct_pred)
+        if c is not None:
             self.num_correct_top1 += (hits & c[None, :, None]).sum(axis=1)
-            self.count_with_pred += len(c)
-            self.num_cls_correct += int(c.sum())
         return best
 
     def compute(self) -> BoxAccuracy:
         """Accuracy curves in percent; Top-1 fields only when every image had a correctness flag."""
         denom = max(self.count, 1)
-        with_top1 = self.count > 0 and self.count_with_pred == self.count
+        with_top1 = self._with_top1()
         return BoxAccuracy(
             thresholds=self.thresholds.copy(),
             iou_thresholds=self.iou_thresholds,
@@ -284,9 +325,7 @@ class BoxEvaluator:
             "iou_convention": self.iou_convention,
             "num_correct": self.num_correct.tolist(),
             "num_correct_top1": self.num_correct_top1.tolist(),
-            "count": self.count,
-            "count_with_pred": self.count_with_pred,
-            "num_cls_correct": self.num_cls_correct,
+            **self._counts_state(),
         }
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
@@ -294,9 +333,8 @@ class BoxEvaluator:
         self._check_same_config(state)
         self.num_correct = np.asarray(state["num_correct"], np.int64).reshape(self.num_correct.shape)
         self.num_correct_top1 = np.asarray(state["num_correct_top1"], np.int64).reshape(self.num_correct.shape)
-        self.count = int(state["count"])
-        self.count_with_pred = int(state["count_with_pred"])
-        self.num_cls_correct = int(state["num_cls_correct"])
+        self._reset_counts()
+        self._merge_counts(state)
 
     def merge(self, other: Union["BoxEvaluator", Dict[str, Any]]) -> "BoxEvaluator":
         """Add another shard's counters (an evaluator or its ``state_dict``) into this one."""
@@ -304,18 +342,11 @@ class BoxEvaluator:
         self._check_same_config(state)
         self.num_correct += np.asarray(state["num_correct"], np.int64).reshape(self.num_correct.shape)
         self.num_correct_top1 += np.asarray(state["num_correct_top1"], np.int64).reshape(self.num_correct.shape)
-        self.count += int(state["count"])
-        self.count_with_pred += int(state["count_with_pred"])
-        self.num_cls_correct += int(state["num_cls_correct"])
+        self._merge_counts(state)
         return self
 
     def _check_same_config(self, state: Dict[str, Any]) -> None:
-        same = (
-            np.allclose(np.asarray(state["thresholds"], np.float64), self.thresholds, rtol=0, atol=1e-12)
-            if len(state["thresholds"]) == len(self.thresholds)
-            else False
-        )
-        if not same or tuple(state["iou_thresholds"]) != self.iou_thresholds or state["mode"] != self.mode or state["iou_convention"] != self.iou_convention:
+        if not same_thresholds(state["thresholds"], self.thresholds) or tuple(state["iou_thresholds"]) != self.iou_thresholds or state["mode"] != self.mode or state["iou_convention"] != self.iou_convention:
             raise ValueError("cannot combine evaluator states with different thresholds, IoU thresholds, mode or IoU convention")
 
 
@@ -333,11 +364,14 @@ def merge_states(states: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
 __all__ = [
     "BoxAccuracy",
     "BoxEvaluator",
+    "Top1Counts",
     "IOU_CONVENTIONS",
     "box_iou",
     "localization_accuracy",
     "max_iou",
     "merge_states",
+    "same_thresholds",
+    "threshold_index",
     "top1_accuracy",
     "top1_correct",
 ]

@@ -23,7 +23,7 @@ import torch
 
 from wsol.errors import DataError
 from wsol.localize.levels import default_thresholds, threshold_levels, to_uint8
-from wsol.metrics.localization import correctness_flags
+from wsol.metrics.localization import Top1Counts, same_thresholds, threshold_index
 
 ArrayLike = Union[np.ndarray, torch.Tensor, Sequence[Any]]
 
@@ -80,10 +80,7 @@ class SegmentationScores:
 
     def threshold_index(self, threshold: float) -> int:
         """Index of ``threshold`` in the evaluated list (must match to 1e-9)."""
-        hit = np.flatnonzero(np.isclose(self.thresholds, threshold, rtol=0, atol=1e-9))
-        if len(hit) == 0:
-            raise ValueError(f"threshold {threshold} was not evaluated; build the evaluator with it in the list")
-        return int(hit[0])
+        return threshold_index(self.thresholds, threshold)
 
     def at_threshold(self, threshold: float) -> Dict[str, float]:
         """Every metric at one fixed threshold."""
@@ -119,7 +116,7 @@ class SegmentationScores:
         return out
 
 
-class SegmentationEvaluator:
+class SegmentationEvaluator(Top1Counts):
     """Streaming mask IoU / mIoU / Top-1 Seg over a threshold sweep (all thresholds in one pass).
 
     Top-1 Seg at a threshold = share of images whose top-1 class is right AND whose mask IoU
@@ -138,9 +135,7 @@ class SegmentationEvaluator:
         self.sum_iou_bg = np.zeros(t, np.float64)
         self.num_hit = np.zeros(t, np.int64)
         self.num_hit_top1 = np.zeros(t, np.int64)
-        self.count = 0
-        self.count_with_pred = 0
-        self.num_cls_correct = 0
+        self._reset_counts()
 
     def per_image_iou(self, maps: ArrayLike, gt_masks: ArrayLike, ignore: Optional[ArrayLike] = None) -> tuple:
         """(foreground IoU, background IoU), each N×T, for every threshold."""
@@ -184,18 +179,15 @@ class SegmentationEvaluator:
         self.sum_iou_fg += iou_fg.sum(0)
         self.sum_iou_bg += iou_bg.sum(0)
         self.num_hit += hit.sum(0)
-        self.count += len(iou_fg)
-        if correct_pred is not None:
-            c = correctness_flags(correct_pred, len(iou_fg))
+        c = self._add_counts(len(iou_fg), correct_pred)
+        if c is not None:
             self.num_hit_top1 += (hit & c[:, None]).sum(0)
-            self.count_with_pred += len(c)
-            self.num_cls_correct += int(c.sum())
         return iou_fg
 
     def compute(self) -> SegmentationScores:
         """Curves in percent; Top-1 fields only when every image had a correctness flag."""
         d = max(self.count, 1)
-        with_top1 = self.count > 0 and self.count_with_pred == self.count
+        with_top1 = self._with_top1()
         return SegmentationScores(
             thresholds=self.thresholds.copy(),
             count=self.count,
@@ -216,23 +208,19 @@ class SegmentationEvaluator:
             "sum_iou_bg": self.sum_iou_bg.tolist(),
             "num_hit": self.num_hit.tolist(),
             "num_hit_top1": self.num_hit_top1.tolist(),
-            "count": self.count,
-            "count_with_pred": self.count_with_pred,
-            "num_cls_correct": self.num_cls_correct,
+            **self._counts_state(),
         }
 
     def merge(self, other: Union["SegmentationEvaluator", Dict[str, Any]]) -> "SegmentationEvaluator":
         """Add another shard (an evaluator or its ``state_dict``)."""
         s = other.state_dict() if isinstance(other, SegmentationEvaluator) else other
-        if len(s["thresholds"]) != len(self.thresholds) or not np.allclose(s["thresholds"], self.thresholds, rtol=0, atol=1e-12) or float(s["iou_threshold"]) != self.iou_threshold:
+        if not same_thresholds(s["thresholds"], self.thresholds) or float(s["iou_threshold"]) != self.iou_threshold:
             raise ValueError("cannot combine segmentation states with different thresholds or IoU threshold")
         self.sum_iou_fg += np.asarray(s["sum_iou_fg"], np.float64)
         self.sum_iou_bg += np.asarray(s["sum_iou_bg"], np.float64)
         self.num_hit += np.asarray(s["num_hit"], np.int64)
         self.num_hit_top1 += np.asarray(s["num_hit_top1"], np.int64)
-        self.count += int(s["count"])
-        self.count_with_pred += int(s["count_with_pred"])
-        self.num_cls_correct += int(s["num_cls_correct"])
+        self._merge_counts(s)
         return self
 
 
@@ -294,7 +282,7 @@ class PxAPEvaluator:
     def merge(self, other: Union["PxAPEvaluator", Dict[str, Any]]) -> "PxAPEvaluator":
         """Add another shard (an evaluator or its ``state_dict``)."""
         s = other.state_dict() if isinstance(other, PxAPEvaluator) else other
-        if len(s["thresholds"]) != len(self.thresholds) or not np.allclose(s["thresholds"], self.thresholds, rtol=0, atol=1e-12):
+        if not same_thresholds(s["thresholds"], self.thresholds):
             raise ValueError("cannot combine PxAP states with different thresholds")
         self.gt_true_hist += np.asarray(s["gt_true_hist"], np.float64)
         self.gt_false_hist += np.asarray(s["gt_false_hist"], np.float64)

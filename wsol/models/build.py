@@ -10,7 +10,8 @@ import torch.nn as nn
 from wsol.errors import CheckpointError
 from wsol.models.activations import make_switchable
 from wsol.models.checkpoint import check_keys, load_state_file, read_sidecar, save_weights
-from wsol.models.classifier import IMAGENET_MEAN, IMAGENET_STD, Classifier
+from wsol.data.base import IMAGENET_MEAN, IMAGENET_STD
+from wsol.models.classifier import Classifier
 from wsol.models.vgg_gap import VGG16GAP, SmallCNN
 from wsol.models.wrn import PreActResNet18, WideResNet
 from wsol.registry import Registry

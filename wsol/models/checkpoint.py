@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import pickle
 from pathlib import Path
-from typing import Any, Dict, Mapping, Tuple
+from typing import Any, Dict, Mapping
 
 import torch
 
@@ -112,8 +112,3 @@ def check_keys(expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.T
                 shown = ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
                 parts.append(f"{label}: {shown}")
         raise CheckpointError(f"{path} does not fit this architecture; " + "; ".join(parts))
-
-
-def split_head(state: Mapping[str, torch.Tensor], head_prefixes: Tuple[str, ...]) -> Dict[str, torch.Tensor]:
-    """Drop the keys of the classification head (and other ImageNet-only layers)."""
-    return {k: v for k, v in state.items() if not k.startswith(head_prefixes)}

@@ -1,4 +1,5 @@
-"""Classifier: Normalize → backbone → head, with uniform access to features and head weights."""
+"""Classifier: Normalize → backbone → head, with uniform access to features and head weights;
+and the GAP head the in-house backbones share."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -6,8 +7,28 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+
+class GapNet(nn.Module):
+    """Base of the in-house backbones: global average pooling and a linear ``fc`` head.
+
+    Subclasses define ``forward_features`` (the last feature map) and ``fc``; the head, its
+    weights (the CAM weights) and ``forward`` are defined here once.
+    """
+
+    fc: nn.Linear
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits of a B×C×h×w feature map: spatial mean, then ``fc``."""
+        return self.fc(features.mean(dim=(2, 3)))
+
+    def get_classifier(self) -> nn.Linear:
+        return self.fc
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
 
 
 class Classifier(nn.Module):

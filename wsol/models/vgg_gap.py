@@ -4,11 +4,13 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from wsol.models.classifier import GapNet
+
 # torchvision's VGG16 configuration; indices of ``features`` match its state-dict keys.
 _VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
 
 
-class VGG16GAP(nn.Module):
+class VGG16GAP(GapNet):
     """VGG16 convolutional trunk without the last pool, a 3×3 conv to 1024 + ReLU, GAP and a linear head."""
 
     def __init__(self, num_classes: int = 200) -> None:
@@ -33,17 +35,8 @@ class VGG16GAP(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.extra(self.features(x))
 
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.fc(features.mean(dim=(2, 3)))
 
-    def get_classifier(self) -> nn.Linear:
-        return self.fc
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-
-class SmallCNN(nn.Module):
+class SmallCNN(GapNet):
     """Five 3×3 convolutions (two with stride 2), optional batch norm, GAP and a linear head.
 
     Without batch norm (``small-cnn``) it is the model for exact distributed/unit tests; with it
@@ -73,12 +66,3 @@ class SmallCNN(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.fc(features.mean(dim=(2, 3)))
-
-    def get_classifier(self) -> nn.Linear:
-        return self.fc
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))

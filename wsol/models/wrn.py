@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+
+from wsol.models.classifier import GapNet
 import torch.nn.functional as F
 
 
@@ -32,7 +34,7 @@ class _WideBlock(nn.Module):
         return self.conv2(out) + skip
 
 
-class WideResNet(nn.Module):
+class WideResNet(GapNet):
     """WRN-depth-width for 32×32 inputs; ``forward_features`` returns the last (post-BN-ReLU) map."""
 
     def __init__(self, depth: int = 28, width: int = 10, num_classes: int = 10, dropout: float = 0.0) -> None:
@@ -69,15 +71,6 @@ class WideResNet(nn.Module):
         out = self.block3(self.block2(self.block1(out)))
         return self.relu(self.bn(out))
 
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.fc(features.mean(dim=(2, 3)))
-
-    def get_classifier(self) -> nn.Linear:
-        return self.fc
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
 
 class _PreActBlock(nn.Module):
     def __init__(self, in_planes: int, planes: int, stride: int) -> None:
@@ -100,7 +93,7 @@ class _PreActBlock(nn.Module):
         return out + skip
 
 
-class PreActResNet18(nn.Module):
+class PreActResNet18(GapNet):
     """PreAct ResNet-18 for 32×32 inputs (He et al. 2016), common in robustness work."""
 
     def __init__(self, num_classes: int = 10) -> None:
@@ -121,12 +114,3 @@ class PreActResNet18(nn.Module):
         out = self.conv1(x)
         out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
         return self.relu(self.bn(out))
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.fc(features.mean(dim=(2, 3)))
-
-    def get_classifier(self) -> nn.Linear:
-        return self.fc
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))

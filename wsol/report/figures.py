@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -28,27 +28,29 @@ def _draw_boxes(ax, boxes: Optional[torch.Tensor], color: str) -> None:
 
 
 def overlay_grid(
-    images: torch.Tensor,
+    images: Union[torch.Tensor, Sequence[torch.Tensor]],
     out: Path,
-    maps: Optional[torch.Tensor] = None,
+    maps: Optional[Union[torch.Tensor, Sequence[torch.Tensor]]] = None,
     gt_boxes: Optional[Sequence[torch.Tensor]] = None,
     pred_boxes: Optional[Sequence[torch.Tensor]] = None,
     titles: Optional[Sequence[str]] = None,
-    masks: Optional[torch.Tensor] = None,
+    masks: Optional[Union[torch.Tensor, Sequence[Optional[torch.Tensor]]]] = None,
     columns: int = 8,
     alpha: float = 0.5,
 ) -> Path:
     """Draw each image with its heatmap (jet, ``alpha``), GT boxes in red and predictions in green.
 
-    images: N×3×H×W in [0, 1]; maps: N×H×W in [0, 1]; boxes: per-image K×4 xyxy pixels;
-    masks: optional N×H×W bool drawn as a contour. Writes a PNG atomically and returns its path.
+    The one image-grid renderer (model overlays and dataset previews). images: N×3×H×W in
+    [0, 1], or N 3×H×W tensors of any sizes; maps: N×H×W in [0, 1]; boxes: per-image K×4 xyxy
+    pixels; masks: per-image H×W bool (or None) drawn as a contour. Writes a PNG atomically
+    and returns its path.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    n = images.shape[0]
+    n = len(images)
     cols = max(1, min(columns, n))
     rows = math.ceil(n / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(2.0 * cols, 2.1 * rows), squeeze=False)
@@ -59,7 +61,7 @@ def overlay_grid(
         ax.imshow(_to_numpy_image(images[i]), interpolation="nearest")
         if maps is not None:
             ax.imshow(maps[i].detach().float().cpu().numpy(), cmap="jet", alpha=alpha, vmin=0.0, vmax=1.0, interpolation="bilinear")
-        if masks is not None:
+        if masks is not None and masks[i] is not None and bool(masks[i].any()):
             ax.contour(masks[i].cpu().numpy().astype(float), levels=[0.5], colors="white", linewidths=0.8)
         _draw_boxes(ax, gt_boxes[i] if gt_boxes is not None else None, GT_COLOR)
         _draw_boxes(ax, pred_boxes[i] if pred_boxes is not None else None, PRED_COLOR)

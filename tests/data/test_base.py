@@ -1,0 +1,42 @@
+"""The shared loader pieces: the skip-corrupt rule and the one dataset base class."""
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from wsol.data.base import AnnotatedDataset, Record, check_files
+from wsol.errors import DataError
+
+
+def _png(path: Path, array: np.ndarray) -> Path:
+    cv2.imwrite(str(path), array)
+    return path
+
+
+def test_check_files_raises_naming_the_file_and_place_unless_skipping(tmp_path: Path) -> None:
+    image = _png(tmp_path / "a.png", np.zeros((4, 5, 3), np.uint8))
+    missing = tmp_path / "m.png"
+    assert check_files([image], skip_corrupt=False) is None
+    with pytest.raises(DataError, match=r"mask file .*m.png \(list.txt line 3\) not found; pass skip_corrupt=True"):
+        check_files([image, missing], skip_corrupt=False, where="list.txt line 3")
+    assert check_files([image, missing], skip_corrupt=True) == "mask m.png: missing"
+    (tmp_path / "empty.png").write_bytes(b"")
+    assert check_files([tmp_path / "empty.png"], skip_corrupt=True) == "empty file"
+
+
+def test_record_without_boxes_gets_its_mask_box_and_shape_is_checked(tmp_path: Path) -> None:
+    image = _png(tmp_path / "a.png", np.zeros((6, 8, 3), np.uint8))
+    mask = np.zeros((6, 8), np.uint8)
+    mask[2:4, 3:7] = 255
+    good = _png(tmp_path / "good.png", mask)
+    bad = _png(tmp_path / "bad.png", np.zeros((5, 8), np.uint8))
+    ds = AnnotatedDataset([Record("a", 0, 1, image_path=image, mask_path=good)], ["x"])
+    assert ds.has_masks
+    sample = ds[0]
+    assert sample.boxes.tolist() == [[3.0, 2.0, 7.0, 4.0]]
+    assert sample.mask.sum() == 8
+    ds = AnnotatedDataset([Record("a", 0, 1, image_path=image, mask_path=bad)], ["x"])
+    with pytest.raises(DataError, match=r"bad.png is 8x5 but image .*a.png is 8x6"):
+        ds[0]
+    assert not AnnotatedDataset([Record("a", 0, 1, image_path=image)], ["x"]).has_masks
