@@ -56,7 +56,7 @@ def input_gradients(
 
     ``batched=False`` (default): one forward of the batch and two backward passes sharing it (the
     fewest operations); on CPU tensors its train-mode batch norms differentiate twice through
-    :func:`wsol.models.batchnorm.fused_batch_norm` (same values, about 4× cheaper). ``batched=True``: one forward of [x; x] and one backward of
+    :func:`wsol.models.batchnorm.fused_batch_norm` (same values, fewer operations; figures in docs/benchmarks.md). ``batched=True``: one forward of [x; x] and one backward of
     Σ f_y(first half) + Σ f_{i*}(second half); batch norm in train mode then normalizes each half
     with its own statistics (equal to the batch's) so that no gradient leaks between the halves
     and the result is the same. Fewer, larger kernels: worth trying on GPUs.
@@ -99,7 +99,7 @@ def _input_gradients_doubled(
 @contextmanager
 def frozen_parameters(model: nn.Module) -> Iterator[None]:
     """Inside the block no parameter requires grad, so input-gradient graphs carry no weight branches
-    (about 10% faster ART attack steps); the previous flags are restored afterwards."""
+    (cheaper ART attack steps); the previous flags are restored afterwards."""
     params = [p for p in model.parameters() if p.requires_grad]
     for p in params:
         p.requires_grad_(False)

@@ -95,7 +95,7 @@ def batch_norm_double_backward(
     """Gradients (w.r.t. grad_out, x, weight) of ⟨grad_grad_in, gx⟩ + ⟨ggw, gw⟩ + ⟨ggb, gb⟩, where
     (gx, gw, gb) is train-mode batch norm's backward of ``grad_out`` at ``x`` (batch ``mean`` and
     ``invstd`` per channel). CPU tensors N×C×…. One thread: the two passes are bound by memory
-    bandwidth, and splitting the channels over threads measured slower inside an ART step."""
+    bandwidth (docs/benchmarks.md, "Training step cost", compares two threads)."""
     shape = x.shape
     n, c = shape[0], shape[1]
 
