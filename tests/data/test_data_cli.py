@@ -44,6 +44,16 @@ def test_verify_cub_reports_corrupt_files(cub_tree: Path, cub_spec: dict, capsys
     assert "skipped: 001.Red_bird/Red_bird_0002.jpg" in capsys.readouterr().out
 
 
+def test_verify_reports_boxes_past_the_border(cub_tree: Path, capsys: pytest.CaptureFixture) -> None:
+    lines = (cub_tree / "bounding_boxes.txt").read_text().splitlines()
+    first = lines[0].split()[0]
+    lines[0] = f"{first} 10 10 900 900"
+    (cub_tree / "bounding_boxes.txt").write_text("\n".join(lines) + "\n")
+    assert run(["data", "verify", "cub", "--root", str(cub_tree)]) == 1
+    out = capsys.readouterr().out
+    assert "box (" in out and "lies outside" in out
+
+
 def test_malformed_tree_exits_2_with_one_line(cub_tree: Path, capsys: pytest.CaptureFixture) -> None:
     (cub_tree / "bounding_boxes.txt").write_text("1 5 6 20 10\n2 1.5 2.5\n")
     assert run(["data", "verify", "cub", "--root", str(cub_tree)]) == 2

@@ -8,7 +8,7 @@ from typing import Any, Dict, Optional, Sequence, Union
 
 import numpy as np
 
-from wsol.data.base import probe_image
+from wsol.data.base import check_boxes, probe_image
 from wsol.data.registry import default_root
 from wsol.errors import DataError
 
@@ -47,6 +47,9 @@ def _split_report(dataset: Any, check_files: bool) -> Dict[str, Any]:
                     report["missing"].append(str(path))
                 elif problem is not None:
                     report["corrupt"].append(f"{path}: {problem}")
+            box_problem = _box_problem(record)
+            if box_problem is not None:
+                report["corrupt"].append(box_problem)
     else:
         for index in range(len(dataset)):
             try:
@@ -54,6 +57,25 @@ def _split_report(dataset: Any, check_files: bool) -> Dict[str, Any]:
             except DataError as err:
                 report["corrupt"].append(f"item {index}: {err}")
     return report
+
+
+def _box_problem(record: Any) -> Optional[str]:
+    """Why the record's GT boxes do not fit its image (read from the file header), or None."""
+    boxes = getattr(record, "boxes", None)
+    if boxes is None or len(boxes) == 0:
+        return None
+    from PIL import Image
+
+    try:
+        with Image.open(record.image_path) as image:
+            width, height = image.size
+    except (OSError, ValueError):
+        return None  # the file itself is reported as missing or corrupt
+    try:
+        check_boxes(boxes, height, width, f"{record.image_path}")
+    except DataError as err:
+        return str(err)
+    return None
 
 
 def verify_dataset(
