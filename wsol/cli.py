@@ -331,8 +331,9 @@ IgStepsOpt = Annotated[int, typer.Option("--ig-steps", min=1, help="Integrated-g
 def _attack_echo(summary: dict, out: Path) -> None:
     from wsol.utils.distributed import cleanup, is_main_process
 
+    main = is_main_process()
     cleanup()
-    if is_main_process():
+    if main:
         m = summary["metrics"]
         shown = ", ".join(f"{k} {v['mean']:.4g} [{v['ci_low']:.4g}, {v['ci_high']:.4g}]" for k, v in m.items())
         typer.echo(f"wrote {out / 'samples.csv'} and {out / 'summary.json'} ({summary['total']} samples); {shown}")
