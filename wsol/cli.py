@@ -371,6 +371,7 @@ def attack_attribution_command(
         attribution=attribution, objective=objective, k=k, eps=eps, step_size=step_size, steps=steps, beta=beta, ig_steps=ig_steps,
         preset=preset, n=n, seed=seed, batch_size=batch_size, split=split, pgd_steps=pgd_steps, pgd_eps=pgd_eps, pgd_step_size=pgd_step_size,
     )
+    settings.check()
     _attack_echo(run_attribution_attack(checkpoint, dataset, resolve_root(dataset, root), out, settings, device=device), out)
 
 
@@ -403,6 +404,7 @@ def attack_targeted_command(
         attribution=attribution, eps=eps, lr=lr, steps=steps, gamma=gamma, beta=beta, k=k, ig_steps=ig_steps, target_index=target_index,
         n=n, seed=seed, batch_size=batch_size, split=split,
     )
+    settings.check()
     _attack_echo(run_targeted_attack(checkpoint, dataset, resolve_root(dataset, root), out, settings, device=device), out)
 
 

@@ -85,6 +85,23 @@ class AttributionAttackSettings:
     pgd_step_size: str = "2/255"
     n_maps: int = 8
 
+    def check(self) -> Tuple[float, float, float, float]:
+        """Refuse bad arguments (one-line ConfigError) before anything is loaded or written; returns
+        (eps, step size, PGD eps, PGD step size) in pixel units."""
+        check_choice(self.objective, IFIA_OBJECTIVES, "IFIA objective")
+        check_choice(self.attribution, ATTACK_ATTRIBUTIONS, "attribution for attacks")
+        check_choice(self.preset, PRESETS, "IFIA preset")
+        _check_counts(n=self.n, steps=self.steps, ig_steps=self.ig_steps, batch_size=self.batch_size)
+        if self.pgd_steps < 0:
+            raise ConfigError(f"--pgd-steps must be ≥ 0, got {self.pgd_steps}")
+        return parse_eps(self.eps), parse_eps(self.step_size, "--step-size"), parse_eps(self.pgd_eps, "--pgd-eps"), parse_eps(self.pgd_step_size, "--pgd-step-size")
+
+
+def _check_counts(**counts: int) -> None:
+    for name, value in counts.items():
+        if value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+
 
 @dataclass
 class TargetedAttackSettings:
@@ -104,6 +121,12 @@ class TargetedAttackSettings:
     batch_size: int = 32
     split: str = "test"
     n_maps: int = 8
+
+    def check(self) -> Tuple[float, float]:
+        """Refuse bad arguments before anything is loaded or written; returns (eps, lr) in pixel units."""
+        check_choice(self.attribution, ATTACK_ATTRIBUTIONS, "attribution for attacks")
+        _check_counts(n=self.n, steps=self.steps, ig_steps=self.ig_steps, batch_size=self.batch_size)
+        return parse_eps(self.eps), parse_eps(self.lr, "--lr")
 
 
 def parse_eps(text: str, name: str = "--eps") -> float:
@@ -283,14 +306,7 @@ def run_attribution_attack(
     rows are on disk (a hook for progress and tests). Returns the summary.
     """
     s = settings
-    check_choice(s.objective, IFIA_OBJECTIVES, "IFIA objective")
-    check_choice(s.attribution, ATTACK_ATTRIBUTIONS, "attribution for attacks")
-    check_choice(s.preset, PRESETS, "IFIA preset")
-    eps, step, pgd_eps, pgd_step = parse_eps(s.eps), parse_eps(s.step_size, "--step-size"), parse_eps(s.pgd_eps, "--pgd-eps"), parse_eps(s.pgd_step_size, "--pgd-step-size")
-    if s.n < 1:
-        raise ConfigError(f"--n must be at least 1, got {s.n}")
-    if s.pgd_steps < 0:
-        raise ConfigError(f"--pgd-steps must be ≥ 0, got {s.pgd_steps}")
+    eps, step, pgd_eps, pgd_step = s.check()
     dist.init_from_env()
     model, data, dev, meta = _load(checkpoint, dataset, root, s.split, device)
     check_k(s.k, model.input_size * model.input_size)
@@ -370,10 +386,7 @@ def run_targeted_attack(
 ) -> Dict[str, Any]:
     """Targeted manipulation on n reproducibly chosen samples → ``samples.csv``, ``maps.npz``, ``summary.json``."""
     s = settings
-    check_choice(s.attribution, ATTACK_ATTRIBUTIONS, "attribution for attacks")
-    eps, lr = parse_eps(s.eps), parse_eps(s.lr, "--lr")
-    if s.n < 1:
-        raise ConfigError(f"--n must be at least 1, got {s.n}")
+    eps, lr = s.check()
     dist.init_from_env()
     model, data, dev, meta = _load(checkpoint, dataset, root, s.split, device)
     check_k(s.k, model.input_size * model.input_size)
