@@ -160,3 +160,12 @@ def _same_rows(a: list, b: list) -> None:
                 assert float(ra[key]) == pytest.approx(float(rb[key]), rel=1e-4, abs=1e-5, nan_ok=True), key
             else:
                 assert ra[key] == rb[key], key
+
+
+def test_demo_section_reports_in_and_k_per_model(tiny) -> None:
+    from wsol.jobs.attack import DEMO_COLUMNS, demo_attack_section
+
+    rows = demo_attack_section({"natural": tiny["checkpoint"]}, tiny["root"], tiny["base"] / "demo", n=6)
+    assert len(rows) == 1 and set(rows[0]) == set(DEMO_COLUMNS)
+    summary = json.loads((tiny["base"] / "demo" / "natural" / "summary.json").read_text())
+    assert rows[0]["IN"] == summary["metrics"]["topk_intersection"]["mean"] and rows[0]["attacked"] == summary["attacked"]
