@@ -19,6 +19,10 @@ app.add_typer(data_app, name="data")
 app.add_typer(config_app, name="config")
 robustness_app = typer.Typer(no_args_is_help=True, help="Adversarial robustness: AutoAttack ladder, PGD, per-class ε sweeps, studies.")
 app.add_typer(robustness_app, name="robustness")
+attack_app = typer.Typer(no_args_is_help=True, help="Attack attribution maps (IFIA, targeted manipulation) and record per-sample metrics.")
+report_app = typer.Typer(no_args_is_help=True, help="Tables and figures from attack run folders.")
+app.add_typer(attack_app, name="attack")
+app.add_typer(report_app, name="report")
 
 
 # --- options shared by several commands: one definition, the same name, type and help everywhere ---
@@ -326,7 +330,7 @@ def demo_command(
 RobustModelOpt = Annotated[Optional[str], typer.Option("--model", help="Robust model name (see wsol.models.robustbench), e.g. pyautoattack-resnet18.")]
 RobustWeightsOpt = Annotated[Optional[List[Path]], typer.Option("--weights", help="The model's local weight file (repeat for models with several).")]
 RobustCheckpointOpt = Annotated[Optional[Path], typer.Option("--checkpoint", help="A wsol checkpoint (.safetensors with its .json) instead of --model.")]
-RobustNOpt = Annotated[int, typer.Option("--n", min=1, help="Test samples, drawn reproducibly from --seed.")]
+NOpt = Annotated[int, typer.Option("--n", min=1, help="Test samples, drawn reproducibly from --seed.")]
 EpsOpt = Annotated[str, typer.Option("--eps", help="Attack radius in pixel units: 8/255 or a decimal.")]
 NormOpt = Annotated[str, typer.Option("--norm", help="Threat model: linf or l2.")]
 Bf16Opt = Annotated[bool, typer.Option("--bf16", help="Also run under CUDA bf16 autocast, reported beside fp32 (CUDA only).")]
@@ -372,7 +376,7 @@ def robustness_evaluate(
     pgd_restarts: Annotated[int, typer.Option("--pgd-restarts", min=1, help="PGD random restarts.")] = 1,
     eps: EpsOpt = "8/255",
     norm: NormOpt = "linf",
-    n: RobustNOpt = 500,
+    n: NOpt = 500,
     seed: SeedOpt = 0,
     batch_size: BatchSizeOpt = 250,
     n_iter: NIterOpt = None,
@@ -404,7 +408,7 @@ def robustness_per_class(
     eps_sweep: EpsSweepOpt = "0:8",
     attack: SweepAttackOpt = "apgd-ce",
     norm: NormOpt = "linf",
-    n: RobustNOpt = 500,
+    n: NOpt = 500,
     seed: SeedOpt = 0,
     batch_size: BatchSizeOpt = 250,
     n_iter: NIterOpt = None,
@@ -432,7 +436,7 @@ def robustness_study(
     eps_sweep: EpsSweepOpt = "0:8",
     attack: SweepAttackOpt = "apgd-ce",
     norm: NormOpt = "linf",
-    n: RobustNOpt = 500,
+    n: NOpt = 500,
     seed: SeedOpt = 0,
     batch_size: BatchSizeOpt = 250,
     n_iter: NIterOpt = None,
@@ -456,6 +460,121 @@ def robustness_study(
     if is_main_process():
         typer.echo(report.read_text())
         typer.echo(f"report: {report}")
+
+
+# --- attack commands ---
+
+AttackKOpt = Annotated[int, typer.Option("--k", help="Top-k pixels of the map (at most H×W).")]
+BetaOpt = Annotated[Optional[float], typer.Option("--beta", help="softplus β of the attack's gradient surrogate (the measured maps use the ReLU model).")]
+IgStepsOpt = Annotated[int, typer.Option("--ig-steps", min=1, help="Integrated-gradients intervals.")]
+
+
+def _attack_echo(summary: dict, out: Path) -> None:
+    from wsol.utils.distributed import cleanup, is_main_process
+
+    main = is_main_process()
+    cleanup()
+    if main:
+        m = summary["metrics"]
+        shown = ", ".join(f"{k} {v['mean']:.4g} [{v['ci_low']:.4g}, {v['ci_high']:.4g}]" for k, v in m.items())
+        typer.echo(f"wrote {out / 'samples.csv'} and {out / 'summary.json'} ({summary['total']} samples); {shown}")
+
+
+@attack_app.command("attribution")
+def attack_attribution_command(
+    checkpoint: CheckpointOpt,
+    dataset: DatasetOpt,
+    out: OutFolderOpt,
+    root: RootOpt = None,
+    attribution: AttributionOpt = "ig",
+    objective: Annotated[str, typer.Option("--objective", help="IFIA objective: topk, mass-center, random.")] = "topk",
+    k: AttackKOpt = 100,
+    eps: EpsOpt = "8/255",
+    step_size: Annotated[str, typer.Option("--step-size", help="Sign-step size in pixel units.")] = "1/255",
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Attack iterations.")] = 50,
+    beta: BetaOpt = 50.0,
+    ig_steps: IgStepsOpt = 100,
+    preset: Annotated[str, typer.Option("--preset", help="consistent (one map for attack and metric) or official (the ART CIFAR evaluation).")] = "consistent",
+    n: NOpt = 1000,
+    seed: SeedOpt = 0,
+    batch_size: BatchSizeOpt = 32,
+    split: SplitOpt = "test",
+    pgd_steps: Annotated[int, typer.Option("--pgd-steps", help="PGD steps for the robust-accuracy column (0 skips it).")] = 40,
+    pgd_eps: Annotated[str, typer.Option("--pgd-eps", help="PGD ℓ∞ radius.")] = "8/255",
+    pgd_step_size: Annotated[str, typer.Option("--pgd-step-size", help="PGD step size.")] = "2/255",
+    device: DeviceOpt = None,
+) -> None:
+    """IFIA on n test samples: samples.csv as it goes (resumable), maps.npz, summary.json with 95% intervals."""
+    from wsol.data.verify import resolve_root
+    from wsol.jobs.attack import AttributionAttackSettings, run_attribution_attack
+
+    settings = AttributionAttackSettings(
+        attribution=attribution, objective=objective, k=k, eps=eps, step_size=step_size, steps=steps, beta=beta, ig_steps=ig_steps,
+        preset=preset, n=n, seed=seed, batch_size=batch_size, split=split, pgd_steps=pgd_steps, pgd_eps=pgd_eps, pgd_step_size=pgd_step_size,
+    )
+    settings.check()
+    _attack_echo(run_attribution_attack(checkpoint, dataset, resolve_root(dataset, root), out, settings, device=device), out)
+
+
+@attack_app.command("targeted")
+def attack_targeted_command(
+    checkpoint: CheckpointOpt,
+    dataset: DatasetOpt,
+    out: OutFolderOpt,
+    root: RootOpt = None,
+    attribution: AttributionOpt = "grad",
+    eps: EpsOpt = "8/255",
+    lr: Annotated[str, typer.Option("--lr", help="Adam learning rate on the perturbation (pixel units).")] = "1/255",
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Attack iterations.")] = 100,
+    gamma: Annotated[float, typer.Option("--gamma", help="Weight of the output-keeping term.")] = 1e3,
+    beta: BetaOpt = 50.0,
+    k: AttackKOpt = 100,
+    ig_steps: IgStepsOpt = 30,
+    target_index: Annotated[Optional[int], typer.Option("--target-index", help="Position in the batch of the image every map is driven to (default: a shuffle).")] = None,
+    n: NOpt = 100,
+    seed: SeedOpt = 0,
+    batch_size: BatchSizeOpt = 32,
+    split: SplitOpt = "test",
+    device: DeviceOpt = None,
+) -> None:
+    """Targeted map manipulation on n test samples: samples.csv (similarity to target and original), summary.json."""
+    from wsol.data.verify import resolve_root
+    from wsol.jobs.attack import TargetedAttackSettings, run_targeted_attack
+
+    settings = TargetedAttackSettings(
+        attribution=attribution, eps=eps, lr=lr, steps=steps, gamma=gamma, beta=beta, k=k, ig_steps=ig_steps, target_index=target_index,
+        n=n, seed=seed, batch_size=batch_size, split=split,
+    )
+    settings.check()
+    _attack_echo(run_targeted_attack(checkpoint, dataset, resolve_root(dataset, root), out, settings, device=device), out)
+
+
+# --- report commands ---
+
+RunDirsArg = Annotated[List[Path], typer.Argument(help="Run folders written by `wsol attack attribution`.")]
+
+
+@report_app.command("table1")
+def report_table1_command(
+    runs: RunDirsArg,
+    out: Annotated[Optional[Path], typer.Option("--out", callback=_check_out_file, help="CSV file to write.")] = None,
+) -> None:
+    """The ART paper's Table 1 (method, IN, K, natural and PGD accuracy) as Markdown, and CSV with --out."""
+    from wsol.report.attack import table1
+
+    typer.echo(table1(runs, out), nl=False)
+    if out is not None:
+        typer.echo(f"wrote {out}")
+
+
+@report_app.command("figures")
+def report_figures_command(runs: RunDirsArg, out: OutFolderOpt) -> None:
+    """Box plots of IN and K per run (Fig. 11), the ε sweep (Fig. 12), cos(x, g) (Fig. 6), original vs attacked maps."""
+    from wsol.report.attack import attack_figures
+
+    for path in attack_figures(runs, out):
+        typer.echo(f"wrote {path}")
+
 
 
 def _click_classes(name: str) -> Tuple[type, ...]:

@@ -187,6 +187,9 @@ def ifia(
     nan = torch.full((n,), float("nan"), dtype=torch.float64, device=x.device)
     result = IFIAResult(attacked, torch.zeros_like(attacked), torch.full_like(y, -1), x_adv, nan, nan.clone(), nan.clone(), nan.clone())
     if not attacked.any():
+        if return_maps:
+            empty = torch.full((n, *x.shape[2:]), float("nan"), dtype=x.dtype, device=x.device)
+            result.original_maps, result.attacked_maps = empty, empty.clone()
         return result
     xs, ys = x[attacked].detach(), y[attacked]
     attack_map = _map_fn(model, ys, attribution, attack_opts)

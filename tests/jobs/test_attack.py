@@ -1,0 +1,171 @@
+"""The attack jobs end to end on a tiny shapes set: resume, sharding, argument checks, reports."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from wsol.cli import run
+from wsol.data.shapes import synthesize_shapes
+from wsol.errors import WsolError
+from wsol.jobs.attack import AttributionAttackSettings, mean_interval, run_attribution_attack, select_samples
+from wsol.models import build_model, save_model
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> dict:
+    base = tmp_path_factory.mktemp("attack")
+    root = synthesize_shapes(base / "shapes", n_train=8, n_test=14, size=32, num_classes=2, seed=3)
+    torch.manual_seed(0)
+    checkpoint = save_model(build_model("small-cnn", 2, input_size=32), base / "model", dataset="shapes", method="natural")
+    return {"base": base, "root": root, "checkpoint": checkpoint}
+
+
+ARGS = ["--attribution", "grad", "--k", "20", "--steps", "3", "--n", "10", "--batch-size", "3", "--pgd-steps", "2", "--seed", "1"]
+
+
+def _attack(tiny: dict, out: Path, *extra: str) -> int:
+    return run(["attack", "attribution", "--checkpoint", str(tiny["checkpoint"]), "--dataset", "shapes", "--root", str(tiny["root"]), "--out", str(out), *ARGS, *extra])
+
+
+def _rows(folder: Path) -> list:
+    with open(folder / "samples.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_select_samples_is_reproducible_and_distinct() -> None:
+    a = select_samples(100, 10, seed=4)
+    assert a == select_samples(100, 10, seed=4) and len(set(a)) == 10 and a == sorted(a)
+    assert a != select_samples(100, 10, seed=5)
+    assert select_samples(5, 10, seed=0) == [0, 1, 2, 3, 4]
+
+
+def test_mean_interval_is_the_student_t_interval() -> None:
+    from scipy import stats
+
+    values = [1.0, 2.0, 4.0, float("nan"), 7.0]
+    got = mean_interval(values)
+    low, high = stats.t.interval(0.95, 3, loc=3.5, scale=stats.sem([1.0, 2.0, 4.0, 7.0]))
+    assert got["n"] == 4 and got["mean"] == pytest.approx(3.5)
+    assert (got["ci_low"], got["ci_high"]) == pytest.approx((low, high))
+
+
+def test_attack_writes_one_row_per_sample_and_a_summary(tiny) -> None:
+    out = tiny["base"] / "full"
+    assert _attack(tiny, out) == 0
+    rows = _rows(out)
+    summary = json.loads((out / "summary.json").read_text())
+    assert [int(r["index"]) for r in rows] == select_samples(14, 10, seed=1)
+    assert summary["total"] == 10 == summary["attacked"] + summary["misclassified"]
+    attacked = [r for r in rows if r["attacked"] == "True"]
+    assert len(attacked) == summary["attacked"]
+    assert all(r["reason"] == "misclassified" for r in rows if r["attacked"] == "False")
+    assert summary["natural_accuracy"] == pytest.approx(100 * sum(r["pred"] == r["label"] for r in rows) / 10)
+    kept = [float(r["topk_intersection"]) for r in attacked if r["kept_prediction"] == "True"]
+    if kept:
+        assert summary["metrics"]["topk_intersection"]["mean"] == pytest.approx(100 * sum(kept) / len(kept))
+    assert (out / "maps.npz").is_file()
+
+
+def test_resume_after_interrupt_gives_the_same_summary(tiny) -> None:
+    reference = tiny["base"] / "full"
+    if not (reference / "summary.json").is_file():
+        assert _attack(tiny, reference) == 0
+    out = tiny["base"] / "interrupted"
+
+    class Stop(Exception):
+        pass
+
+    def stop(batch: int) -> None:
+        raise Stop
+
+    settings = AttributionAttackSettings(attribution="grad", k=20, steps=3, n=10, batch_size=3, pgd_steps=2, seed=1)
+    with pytest.raises(Stop):
+        run_attribution_attack(tiny["checkpoint"], "shapes", tiny["root"], out, settings, after_batch=stop)
+    text = (out / "samples.csv").read_text()
+    assert len(text.splitlines()) == 1 + 3 and not (out / "summary.json").exists()
+    (out / "samples.csv").write_text(text[:-7])  # an interrupted write: the last row is cut
+    assert _attack(tiny, out) == 0
+    a, b = json.loads((reference / "summary.json").read_text()), json.loads((out / "summary.json").read_text())
+    a["config"].pop("root"), b["config"].pop("root")
+    metrics_a, metrics_b = a.pop("metrics"), b.pop("metrics")
+    assert a == b
+    for name, stats in metrics_a.items():  # other batch compositions: float rounding only
+        assert stats == pytest.approx(metrics_b[name], rel=1e-4, abs=1e-5, nan_ok=True), name
+    _same_rows(_rows(out), _rows(reference))
+
+
+def test_different_arguments_into_the_same_folder_are_refused(tiny, capsys) -> None:
+    out = tiny["base"] / "full"
+    if not (out / "summary.json").is_file():
+        assert _attack(tiny, out) == 0
+    before = (out / "samples.csv").read_text()
+    assert _attack(tiny, out, "--eps", "4/255") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "eps" in err[0] and err[0].startswith("error:")
+    assert (out / "samples.csv").read_text() == before
+
+
+@pytest.mark.parametrize("extra", [["--k", "2000"], ["--objective", "bogus"], ["--attribution", "cam"], ["--eps", "8/x"], ["--n", "0"], ["--preset", "nope"]])
+def test_bad_arguments_write_nothing(tiny, capsys, extra) -> None:
+    out = tiny["base"] / "bad"
+    assert _attack(tiny, out, *extra) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_targeted_attack_rows(tiny) -> None:
+    out = tiny["base"] / "targeted"
+    args = ["attack", "targeted", "--checkpoint", str(tiny["checkpoint"]), "--dataset", "shapes", "--root", str(tiny["root"]), "--out", str(out),
+            "--k", "20", "--steps", "3", "--n", "6", "--batch-size", "3"]
+    assert run(args) == 0
+    rows = _rows(out)
+    assert len(rows) == 6 and all(int(r["target_index"]) in {int(q["index"]) for q in rows} for r in rows)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["total"] == 6 and set(summary["metrics"]) >= {"target_ssim", "original_ssim", "target_mse"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _sharded_worker(rank: int, world: int, port: int, tiny: dict, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), WSOL_PROGRESS="0")
+    torch.set_num_threads(1)
+    assert _attack(tiny, Path(out)) == 0
+
+
+def test_two_gloo_ranks_give_the_same_rows_as_one_process(tiny) -> None:
+    single = tiny["base"] / "full"
+    if not (single / "summary.json").is_file():
+        assert _attack(tiny, single) == 0
+    sharded = tiny["base"] / "sharded"
+    mp.start_processes(_sharded_worker, args=(2, _free_port(), tiny, str(sharded)), nprocs=2, start_method="spawn")
+    _same_rows(_rows(single), _rows(sharded))
+
+
+def _same_rows(a: list, b: list) -> None:
+    assert [r["index"] for r in a] == [r["index"] for r in b]
+    for ra, rb in zip(a, b):
+        for key in ra:
+            if key in ("topk_intersection", "kendall", "spearman", "center_shift", "cos_x_grad"):
+                assert float(ra[key]) == pytest.approx(float(rb[key]), rel=1e-4, abs=1e-5, nan_ok=True), key
+            else:
+                assert ra[key] == rb[key], key
+
+
+def test_demo_section_reports_in_and_k_per_model(tiny) -> None:
+    from wsol.jobs.attack import DEMO_COLUMNS, demo_attack_section
+
+    rows = demo_attack_section({"natural": tiny["checkpoint"]}, tiny["root"], tiny["base"] / "demo", n=6)
+    assert len(rows) == 1 and set(rows[0]) == set(DEMO_COLUMNS)
+    summary = json.loads((tiny["base"] / "demo" / "natural" / "summary.json").read_text())
+    assert rows[0]["IN"] == summary["metrics"]["topk_intersection"]["mean"] and rows[0]["attacked"] == summary["attacked"]

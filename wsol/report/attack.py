@@ -1,0 +1,212 @@
+"""Tables and figures from attack run folders (``samples.csv`` + ``summary.json`` + ``maps.npz``).
+
+Table 1 of the ART paper (method, IN, K, natural and PGD-40 accuracy); Fig. 11 (box plots of IN
+and K per model), Fig. 12 (IN and K against ε for runs of the same model), Fig. 6 (distribution of
+cos(x, g^y(x))) and original vs attacked maps for the first samples of each run.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from wsol.config import parse_number
+from wsol.errors import DataError
+from wsol.export.tables import markdown_table, write_csv
+from wsol.utils.io import atomic_path
+
+TABLE1_COLUMNS = ("run", "method", "attribution", "IN", "IN 95% CI", "K", "K 95% CI", "natural", "PGD")
+
+
+@dataclass
+class AttackRun:
+    """One attack run folder as read back: its summary and per-sample columns (floats; NaN where empty)."""
+
+    folder: Path
+    summary: Dict[str, Any]
+    columns: Dict[str, np.ndarray]
+
+    @property
+    def config(self) -> Dict[str, Any]:
+        return self.summary.get("config", {})
+
+    @property
+    def method(self) -> str:
+        """The training method recorded in the checkpoint, else the run folder's name."""
+        return str(self.config.get("method") or self.folder.name)
+
+    @property
+    def label(self) -> str:
+        """A short legend label: method and attribution."""
+        return f"{self.method} / {self.config.get('attribution', '?')}"
+
+
+def _float(value: str) -> float:
+    if value in ("True", "False"):
+        return float(value == "True")
+    try:
+        return float(value)
+    except ValueError:
+        return float("nan")
+
+
+def load_run(folder: Path) -> AttackRun:
+    """Read a run folder written by `wsol attack`; a folder without ``summary.json`` is a one-line error."""
+    folder = Path(folder)
+    summary_path, samples_path = folder / "summary.json", folder / "samples.csv"
+    if not summary_path.is_file() or not samples_path.is_file():
+        raise DataError(f"{folder} is not a finished attack run (no summary.json or samples.csv); run `wsol attack attribution --out {folder}`")
+    summary = json.loads(summary_path.read_text())
+    rows = list(csv.DictReader(io.StringIO(samples_path.read_text())))
+    names = rows[0].keys() if rows else []
+    columns = {name: np.array([_float(r[name]) for r in rows]) for name in names if name not in ("reason",)}
+    return AttackRun(folder, summary, columns)
+
+
+def _interval(stats: Dict[str, Any]) -> str:
+    low, high = stats.get("ci_low"), stats.get("ci_high")
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+        return ""
+    return f"[{low:.2f}, {high:.2f}]"
+
+
+def table1_rows(runs: Sequence[AttackRun]) -> List[Dict[str, Any]]:
+    """One row per run: IN and K (percent, mean and 95% interval), natural and PGD accuracy (percent)."""
+    rows = []
+    for run in runs:
+        m = run.summary["metrics"]
+        rows.append({
+            "run": run.folder.name, "method": run.method, "attribution": run.config.get("attribution"),
+            "IN": m["topk_intersection"]["mean"], "IN 95% CI": _interval(m["topk_intersection"]),
+            "K": m["kendall"]["mean"], "K 95% CI": _interval(m["kendall"]),
+            "natural": run.summary.get("natural_accuracy"), "PGD": run.summary.get("pgd_accuracy"),
+        })
+    return rows
+
+
+def table1(folders: Sequence[Path], out_csv: Optional[Path] = None) -> str:
+    """Table 1 as Markdown (returned) and, with ``out_csv``, as CSV."""
+    rows = table1_rows([load_run(f) for f in folders])
+    if out_csv is not None:
+        write_csv(out_csv, rows, TABLE1_COLUMNS)
+    return markdown_table(rows, TABLE1_COLUMNS)
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path) -> Path:
+    plt = _pyplot()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _finite(values: np.ndarray) -> np.ndarray:
+    return values[np.isfinite(values)]
+
+
+def box_plots(runs: Sequence[AttackRun], path: Path) -> Path:
+    """Fig. 11: box plots of top-k intersection and Kendall τ (percent) per run."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(2 + 1.6 * len(runs), 3.2), squeeze=False)
+    labels = [r.label for r in runs]
+    for ax, name, title in zip(axes[0], ("topk_intersection", "kendall"), ("top-k intersection (%)", "Kendall τ (%)")):
+        ax.boxplot([100 * _finite(r.columns.get(name, np.array([]))) for r in runs])
+        ax.set_xticks(range(1, len(runs) + 1), labels, rotation=30, ha="right", fontsize=7)
+        ax.set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
+def eps_sweep(runs: Sequence[AttackRun], path: Path) -> Path:
+    """Fig. 12: mean IN and K (95% interval bars) against ε, one line per (checkpoint, attribution, objective)."""
+    plt = _pyplot()
+    groups: Dict[Tuple[Any, ...], List[Tuple[float, AttackRun]]] = defaultdict(list)
+    for run in runs:
+        c = run.config
+        groups[(c.get("checkpoint"), c.get("attribution"), c.get("objective"))].append((parse_number(c.get("eps", "nan"), "eps"), run))
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), squeeze=False)
+    for members in groups.values():
+        members.sort(key=lambda t: t[0])
+        eps = [255 * e for e, _ in members]
+        for ax, name in zip(axes[0], ("topk_intersection", "kendall")):
+            stats = [r.summary["metrics"][name] for _, r in members]
+            mean = np.array([s["mean"] for s in stats])
+            err = np.array([[s["mean"] - s["ci_low"], s["ci_high"] - s["mean"]] for s in stats]).T
+            ax.errorbar(eps, mean, yerr=np.nan_to_num(err), marker="o", capsize=3, label=members[0][1].label)
+    for ax, title in zip(axes[0], ("top-k intersection (%)", "Kendall τ (%)")):
+        ax.set_xlabel("ε × 255")
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def cosine_histograms(runs: Sequence[AttackRun], path: Path) -> Path:
+    """Fig. 6: the distribution of cos(x, g^y(x)) per model (one histogram per checkpoint)."""
+    plt = _pyplot()
+    seen: Dict[Any, AttackRun] = {}
+    for run in runs:
+        seen.setdefault(run.config.get("checkpoint", run.folder), run)
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for run in seen.values():
+        ax.hist(_finite(run.columns.get("cos_x_grad", np.array([]))), bins=20, alpha=0.5, label=run.method)
+    ax.set_xlabel("cos(x, ∇ₓ logit_y)")
+    ax.set_ylabel("samples")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def map_pairs(run: AttackRun, path: Path) -> Optional[Path]:
+    """Image, original map, attacked image and attacked map for the samples kept in ``maps.npz``."""
+    source = run.folder / "maps.npz"
+    if not source.is_file():
+        return None
+    plt = _pyplot()
+    with np.load(source) as data:
+        arrays = {k: data[k] for k in data.files}
+    n = len(arrays["index"])
+    panels = [k for k in ("image", "original_map", "x_adv", "attacked_map") if k in arrays]
+    fig, axes = plt.subplots(n, len(panels), figsize=(1.8 * len(panels), 1.8 * n), squeeze=False)
+    for i in range(n):
+        for j, name in enumerate(panels):
+            ax = axes[i, j]
+            ax.axis("off")
+            value = arrays[name][i]
+            if value.ndim == 3:
+                ax.imshow(np.clip(value.transpose(1, 2, 0), 0, 1), interpolation="nearest")
+            else:
+                ax.imshow(value, cmap="jet", interpolation="nearest")
+            if i == 0:
+                ax.set_title(name.replace("_", " "), fontsize=8)
+    return _save(fig, path)
+
+
+def attack_figures(folders: Sequence[Path], out: Path) -> List[Path]:
+    """Every figure for ``folders`` into ``out``; returns the files written."""
+    runs = [load_run(f) for f in folders]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = [box_plots(runs, out / "fig11_boxplots.png"), eps_sweep(runs, out / "fig12_eps_sweep.png"), cosine_histograms(runs, out / "fig6_cosine.png")]
+    for run in runs:
+        pair = map_pairs(run, out / f"maps_{run.folder.name}.png")
+        if pair is not None:
+            written.append(pair)
+    return written
+
+
+__all__ = ["AttackRun", "attack_figures", "box_plots", "cosine_histograms", "eps_sweep", "load_run", "map_pairs", "table1", "table1_rows"]
