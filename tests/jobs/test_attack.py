@@ -13,8 +13,8 @@ import torch.multiprocessing as mp
 
 from wsol.cli import run
 from wsol.data.shapes import synthesize_shapes
-from wsol.errors import WsolError
-from wsol.jobs.attack import AttributionAttackSettings, mean_interval, run_attribution_attack, select_samples
+from wsol.jobs.attack import AttributionAttackSettings, mean_interval, run_attribution_attack
+from wsol.jobs.runfolder import select_samples
 from wsol.models import build_model, save_model
 
 

@@ -29,10 +29,9 @@ from wsol.attacks.adversarial import pgd_attack
 from wsol.attacks.attributional import ATTACK_ATTRIBUTIONS, IFIA_OBJECTIVES, PRESETS, ifia, targeted_manipulation
 from wsol.attacks.core import uniform_noise
 from wsol.attribution.common import check_choice
-from wsol.config import parse_number
 from wsol.errors import ConfigError
 from wsol.jobs.localize import eval_dataset
-from wsol.jobs.runfolder import config_differences, gather, write_json, write_text
+from wsol.jobs.runfolder import config_differences, gather, parse_eps, select_samples, write_json
 from wsol.metrics.ranking import check_k, input_gradient_cosine
 from wsol.models import load_model
 from wsol.models.build import checkpoint_meta
@@ -127,22 +126,6 @@ class TargetedAttackSettings:
         check_choice(self.attribution, ATTACK_ATTRIBUTIONS, "attribution for attacks")
         _check_counts(n=self.n, steps=self.steps, ig_steps=self.ig_steps, batch_size=self.batch_size)
         return parse_eps(self.eps), parse_eps(self.lr, "--lr")
-
-
-def parse_eps(text: str, name: str = "--eps") -> float:
-    """A radius in pixel units from '8/255' or '0.03', as configs parse it; negative values are refused."""
-    value = parse_number(text, name)
-    if value < 0:
-        raise ConfigError(f"{name} must be ≥ 0, got {text!r}")
-    return value
-
-
-def select_samples(total: int, n: int, seed: int) -> List[int]:
-    """n distinct dataset indices drawn from ``seed`` (all of them when n ≥ total), sorted."""
-    if n < 1:
-        raise ConfigError(f"--n must be at least 1, got {n}")
-    gen = torch.Generator().manual_seed(seed)
-    return sorted(torch.randperm(total, generator=gen)[: min(n, total)].tolist())
 
 
 def _sample_noise(shape: Sequence[int], seed: int, indices: Sequence[int]) -> torch.Tensor:

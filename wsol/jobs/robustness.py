@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -25,7 +24,7 @@ from wsol.attacks.autoattack import ladder_attack, resolve_ladder, run_ladder
 from wsol.attacks.pgd_eval import epsilon_sweep, pgd_evaluate
 from wsol.errors import ConfigError, WsolError
 from wsol.export.tables import markdown_table, matrix_rows, write_csv
-from wsol.jobs.runfolder import config_differences, write_json, write_text
+from wsol.jobs.runfolder import config_differences, parse_eps, select_samples, write_json, write_text
 from wsol.metrics.robustness import (
     across_models_rows, attack_confusion, class_mean, ladder_rows, per_class_accuracy, summary_rows, sweep_rows, total_drop,
 )
@@ -39,15 +38,6 @@ RUN_FILE = "run.json"
 
 
 # --- argument parsing: one rule each ---
-
-
-def parse_eps(text: str) -> float:
-    """An ε in pixel units: ``8/255`` or a decimal such as ``0.031``."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(?:/\s*([0-9]*\.?[0-9]+)\s*)?", str(text))
-    if match is None or (match.group(2) is not None and float(match.group(2)) == 0):
-        raise ConfigError(f"bad eps {text!r}: write it as 8/255 or as a decimal such as 0.031")
-    value = float(match.group(1)) / (float(match.group(2)) if match.group(2) else 1.0)
-    return value
 
 
 def parse_eps_sweep(text: str) -> List[int]:
@@ -127,12 +117,6 @@ def load_eval_model(model: str, weights: Sequence[str], device: torch.device) ->
 
     files: Any = None if not weights else (weights[0] if len(weights) == 1 else list(weights))
     return load_robust_model(model, files, device)
-
-
-def select_samples(total: int, n: int, seed: int) -> List[int]:
-    """``min(n, total)`` dataset indices drawn without replacement from ``seed``, in increasing order."""
-    gen = torch.Generator().manual_seed(int(seed))
-    return sorted(torch.randperm(total, generator=gen)[: min(n, total)].tolist())
 
 
 def load_samples(dataset: str, root: Path, indices: Sequence[int], size: Optional[int]) -> Tuple[torch.Tensor, torch.Tensor, List[str], int]:

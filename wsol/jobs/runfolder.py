@@ -11,7 +11,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Sequence, TypeVar, Union
 
+import torch
 from torch.utils.data import Dataset, Subset
+
+from wsol.config import parse_number
+from wsol.errors import ConfigError
 
 from wsol.utils import distributed as dist
 from wsol.utils.io import LOCK_NAME, atomic_write_json, atomic_write_text, read_jsonl, run_folder_lock
@@ -35,6 +39,23 @@ def shard(dataset: Dataset) -> Dataset:
 def gather(local: Sequence[T]) -> List[T]:
     """Every rank's ``local`` items concatenated in rank order, on every rank (a copy in one process)."""
     return [item for part in dist.gather_objects(list(local)) for item in part]
+
+
+def select_samples(total: int, n: int, seed: int) -> List[int]:
+    """``min(n, total)`` distinct dataset indices drawn from ``seed``, sorted: the evaluation subset of
+    every attack and robustness job (the same seed picks the same images in every job)."""
+    if n < 1:
+        raise ConfigError(f"--n must be at least 1, got {n}")
+    gen = torch.Generator().manual_seed(int(seed))
+    return sorted(torch.randperm(total, generator=gen)[: min(n, total)].tolist())
+
+
+def parse_eps(text: str, name: str = "--eps") -> float:
+    """A radius in pixel units from ``8/255`` or ``0.03``, parsed as configs parse it; refused outside [0, 1]."""
+    value = parse_number(text, name)
+    if not 0 <= value <= 1:
+        raise ConfigError(f"{name} is in pixel units of [0, 1] images and must lie in [0, 1] (e.g. 8/255), got {text!r}")
+    return value
 
 
 def write_text(path: PathLike, text: str) -> None:
@@ -108,6 +129,8 @@ __all__ = [
     "gather",
     "keep_records_until",
     "lock_run_folder",
+    "parse_eps",
+    "select_samples",
     "shard",
     "shard_indices",
     "write_json",
