@@ -6,8 +6,6 @@ sizes accept fractions such as ``8/255`` as well as decimals.
 from __future__ import annotations
 
 import dataclasses
-import math
-import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,35 +15,7 @@ import numpy as np
 import yaml
 
 from wsol.errors import ConfigError
-
-_FRACTION = re.compile(r"^\s*([0-9.eE+-]+)\s*/\s*([0-9.eE+-]+)\s*$")
-
-
-def parse_number(value: Any, key: str = "value") -> float:
-    """A finite float from a number or a string like ``'8/255'`` or ``'0.0314'``; NaN and ±inf are refused."""
-    if isinstance(value, bool):
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
-    number: Optional[float] = None
-    if isinstance(value, (int, float)):
-        number = float(value)
-    elif isinstance(value, str):
-        match = _FRACTION.match(value)
-        try:
-            if match:
-                den = float(match.group(2))
-                if den == 0:
-                    raise ConfigError(f"{key}: division by zero in {value!r}")
-                number = float(match.group(1)) / den
-            else:
-                number = float(value)
-        except ValueError:
-            pass
-    if number is None:
-        raise ConfigError(f"{key}: expected a number such as 0.03 or 8/255, got {value!r}")
-    if not math.isfinite(number):
-        raise ConfigError(f"{key}: expected a finite number, got {value!r}")
-    return number
-
+from wsol.utils.numbers import parse_number
 
 @dataclass(frozen=True)
 class OptimConfig:

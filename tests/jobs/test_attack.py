@@ -105,6 +105,7 @@ def test_different_arguments_into_the_same_folder_are_refused(tiny, capsys) -> N
     out = tiny["base"] / "full"
     if not (out / "summary.json").is_file():
         assert _attack(tiny, out) == 0
+    capsys.readouterr()
     before = (out / "samples.csv").read_text()
     assert _attack(tiny, out, "--eps", "4/255") == 2
     err = capsys.readouterr().err.strip().splitlines()

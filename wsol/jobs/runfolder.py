@@ -14,7 +14,7 @@ from typing import Any, Dict, Iterator, List, Sequence, TypeVar, Union
 import torch
 from torch.utils.data import Dataset, Subset
 
-from wsol.config import parse_number
+from wsol.utils.numbers import parse_number
 from wsol.errors import ConfigError
 
 from wsol.utils import distributed as dist

@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from wsol.config import parse_number
+from wsol.utils.numbers import parse_number
 from wsol.errors import DataError
 from wsol.export.tables import markdown_table, write_csv
 from wsol.utils.io import atomic_path
