@@ -193,3 +193,32 @@ def test_mixture_loads_from_three_files_in_robustbench_layout(tmp_path: Path) ->
     torch.save(source.policy_net.state_dict(), paths[2])
     with pytest.raises(CheckpointError, match="mixing-network file"):
         _load_mixture(small(), paths)
+
+
+def test_every_relu_is_a_module_that_attacks_can_switch_to_softplus() -> None:
+    """A functional ``F.relu`` would stay a ReLU inside ART's and IFIA's gradient surrogate (its second
+    derivative is zero), so the robust models keep their ReLUs as modules; SiLU parts need no switch."""
+    from wsol.models.activations import softplus
+    from wsol.models.bit_resnet import BiTResNetV2
+    from wsol.models.dm_wrn import DMStyleWideResNet
+    from wsol.models.mixing import MixingNet
+
+    torch.manual_seed(0)
+    models = {
+        "resnet18": (cifar_resnet18().eval(), torch.rand(2, 3, 32, 32)),
+        "se-wrn": (DMStyleWideResNet(16, (1, 1, 1), (16, 32, 64), se_ratio=0.25).eval(), torch.rand(2, 3, 32, 32)),
+        "bit": (BiTResNetV2((1, 1, 1, 1), 1, 10).eval(), torch.rand(2, 3, 32, 32)),
+        "mixing": (MixingNet(first=(256, 16), second=(512, 32), widths=(32, 32, 32)).eval(), None),
+    }
+    for name, (model, x) in models.items():
+        relus = [m for m in model.modules() if isinstance(m, torch.nn.ReLU)]
+        assert relus, f"{name} has no nn.ReLU modules"
+        if x is None:
+            continue
+        with torch.no_grad():
+            plain = model(x)
+            with softplus(model, beta=2.0):
+                smooth = model(x)
+            again = model(x)
+        assert not torch.allclose(plain, smooth), f"softplus did not reach {name}'s activations"
+        assert torch.equal(plain, again)

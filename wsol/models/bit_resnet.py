@@ -39,13 +39,14 @@ class PreActBottleneck(nn.Module):
         self.conv3 = StdConv2d(cmid, cout, 1, bias=False)
         if stride != 1 or cin != cout:
             self.downsample = StdConv2d(cin, cout, 1, stride=stride, bias=False)
+        self.relu = nn.ReLU()  # a module, so attacks can switch it to softplus_β
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        act = F.relu(self.gn1(x))
+        act = self.relu(self.gn1(x))
         residual = self.downsample(act) if hasattr(self, "downsample") else x
         out = self.conv1(act)
-        out = self.conv2(F.relu(self.gn2(out)))
-        out = self.conv3(F.relu(self.gn3(out)))
+        out = self.conv2(self.relu(self.gn2(out)))
+        out = self.conv3(self.relu(self.gn3(out)))
         return out + residual
 
 

@@ -24,10 +24,11 @@ class BasicBlock(nn.Module):
         self.shortcut = nn.Sequential()
         if stride != 1 or in_planes != planes:
             self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes))
+        self.relu = nn.ReLU()  # a module, so attacks can switch it to softplus_β
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
-        return F.relu(out + self.shortcut(x))
+        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        return self.relu(out + self.shortcut(x))
 
 
 class CifarResNet(nn.Module):
@@ -46,9 +47,10 @@ class CifarResNet(nn.Module):
                 in_planes = planes
             setattr(self, f"layer{i + 1}", nn.Sequential(*layers))
         self.linear = nn.Linear(512, num_classes)
+        self.relu = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn1(self.conv1(x)))
         out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
         return self.linear(F.avg_pool2d(out, 4).flatten(1))
 

@@ -24,9 +24,10 @@ class SqueezeExcitation(nn.Module):
         super().__init__()
         self.fc1 = nn.Conv2d(channels, squeeze, 1)
         self.fc2 = nn.Conv2d(squeeze, channels, 1)
+        self.relu = nn.ReLU()  # a module, so attacks can switch it to softplus_β
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = self.fc2(F.relu(self.fc1(x.mean(dim=(2, 3), keepdim=True))))
+        scale = self.fc2(self.relu(self.fc1(x.mean(dim=(2, 3), keepdim=True))))
         return x * torch.sigmoid(scale)
 
 

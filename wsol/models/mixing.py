@@ -31,10 +31,11 @@ class MixPreActBlock(nn.Module):
         self.shortcut = nn.Sequential()
         if stride != 1 or in_planes != planes:
             self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False))
+        self.relu = nn.ReLU()  # a module, so attacks can switch it to softplus_β
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        act = F.relu(self.bn1(x))
-        return self.conv2(F.relu(self.bn2(self.conv1(act)))) + self.shortcut(act)
+        act = self.relu(self.bn1(x))
+        return self.conv2(self.relu(self.bn2(self.conv1(act)))) + self.shortcut(act)
 
 
 class MixingNet(nn.Module):
