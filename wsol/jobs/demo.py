@@ -22,7 +22,7 @@ from wsol.jobs.evaluate import evaluate_predictions, save_metrics
 from wsol.jobs.localize import run_localize
 from wsol.jobs.robustness import demo_robustness
 from wsol.jobs.runfolder import finished_epochs, write_text
-from wsol.jobs.train import MODEL_FILE, train
+from wsol.jobs.train import MODEL_FILE, STATE_FILE, train
 from wsol.jobs.visualize import run_visualize
 
 METHODS = ("natural", "art")
@@ -48,7 +48,7 @@ def _train_model(
     config = load_config(path, overrides)
     if checkpoint.is_file() and finished_epochs(out / "model.json") >= config.epochs:
         return checkpoint
-    train(config, out, resume=True, device=device)
+    train(config, out, resume=(out / STATE_FILE).is_file(), device=device)  # a fresh stage is not a resume
     return checkpoint
 
 
