@@ -3,8 +3,9 @@ rerun (or --resume); the folder must end identical to an uninterrupted run's."""
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -50,17 +51,12 @@ def _localize_argv(setup: Dict[str, Path], out: Path, threshold: str = "0.2") ->
             "--out", str(out), "--threshold", threshold, "--batch-size", "4"]
 
 
-def _child(argv: List[str], k: int) -> None:
-    os.environ["WSOL_TEST_KILL_BEFORE_REPLACE"] = str(k)
-    os._exit(run(argv))
-
-
 def _killed_run(argv: List[str], k: int) -> int:
-    """Run the CLI in a forked child that SIGKILLs itself before its k-th replace; its exit code."""
-    proc = multiprocessing.get_context("fork").Process(target=_child, args=(argv, k))
-    proc.start()
-    proc.join(120)
-    return proc.exitcode
+    """Run the CLI in a new process that SIGKILLs itself before its k-th replace; its return code.
+
+    A fresh interpreter, not a fork: forking a process whose OpenMP threads have run can hang the child."""
+    env = {**os.environ, "WSOL_TEST_KILL_BEFORE_REPLACE": str(k), "WSOL_PROGRESS": "0"}
+    return subprocess.run([sys.executable, "-m", "wsol", *argv], env=env, capture_output=True, timeout=600).returncode
 
 
 def _same(a: Any, b: Any) -> bool:
