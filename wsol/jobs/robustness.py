@@ -505,7 +505,7 @@ def demo_robustness(checkpoints: Dict[str, Path], root: Path, out: Path, seed: i
              markdown_table(rows, floatfmt=".3f"),
              "Total drop per class from ε = 0 to the largest ε, per model and averaged:", "",
              markdown_table(across_models_rows(accs), floatfmt=".3f"),
-             "Per-model tables, confusion under attack and figures: " + ", ".join(f"`{(out / k).name}/report.md`" for k in checkpoints), ""]
+             "Per-model tables, confusion under attack and figures: " + ", ".join(f"`{out.name}/{k}/report.md`" for k in checkpoints), ""]
     return lines
 
 
