@@ -54,6 +54,20 @@ def test_failed_job_leaves_no_folder_it_created(tmp_path) -> None:
         with lock_run_folder(folder):
             raise RuntimeError("validation failed")
     assert not folder.exists()
+    nested = tmp_path / "runs" / "cub_resnet50_art"
+    with pytest.raises(RuntimeError):
+        with lock_run_folder(nested):
+            raise RuntimeError("validation failed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_train_without_a_root_leaves_no_default_run_folder(tmp_path, monkeypatch, capsys) -> None:
+    from wsol.cli import run
+
+    monkeypatch.chdir(tmp_path)
+    assert run(["train", "cub", "--method", "art"]) == 2
+    assert "needs a root folder" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_synth_folder_respects_the_umask(tmp_path) -> None:

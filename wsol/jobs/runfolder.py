@@ -103,14 +103,16 @@ def lock_run_folder(path: PathLike) -> Iterator[Path]:
 
     Rank 0 takes :func:`wsol.utils.io.run_folder_lock`, so a second job into a folder in use fails
     with a one-line error; other ranks only write through rank 0. When the job fails, the lock file
-    and (if then empty) the folder this call created are removed again, so a refused run leaves
-    nothing behind.
+    and the folders this call created (the run folder and any missing parents, while empty) are
+    removed again, so a refused run leaves nothing behind.
     """
     folder = Path(path)
     if not dist.is_main_process():
         yield folder
         return
-    created = not folder.exists()
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
     lock_created = not (folder / LOCK_NAME).exists()
     try:
         with run_folder_lock(folder):
@@ -118,8 +120,10 @@ def lock_run_folder(path: PathLike) -> Iterator[Path]:
     except BaseException:
         if lock_created:
             (folder / LOCK_NAME).unlink(missing_ok=True)
-        if created and not any(folder.iterdir()):
-            folder.rmdir()
+        created = folder
+        while created != existing and created.is_dir() and not any(created.iterdir()):
+            created.rmdir()  # the run folder and the parents this call made, while they are empty
+            created = created.parent
         raise
 
 
