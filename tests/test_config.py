@@ -6,10 +6,20 @@ import pytest
 from dataclasses import dataclass
 from typing import Tuple
 
-from wsol.config import AttackConfig, ConfigError, build_config, config_to_yaml, load_config, parse_number, parse_override
+from wsol.config import (
+    AttackConfig,
+    ConfigError,
+    attack_config,
+    build_config,
+    config_to_yaml,
+    load_config,
+    parse_number,
+    parse_override,
+    start_eps,
+)
 from wsol.data.registry import load_all
 from wsol.models.build import MODELS
-from wsol.train.methods import METHODS, attack_config, start_eps
+from wsol.train.methods import METHODS
 
 
 def test_fraction_and_decimal_epsilons() -> None:
@@ -82,6 +92,12 @@ def test_one_attack_block_for_pgd_art_and_evaluation() -> None:
     assert start_eps(load_config(None, {"method": "art-pgd", "art.eps": "2/255"})) == pytest.approx(2 / 255)
     assert start_eps(load_config(None, {"method": "pgd", "pgd.eps": "4/255"})) == pytest.approx(4 / 255)
     assert start_eps(load_config(None, {"method": "natural"})) == 0.0
+
+
+def test_the_method_registry_has_one_step_per_config_method() -> None:
+    from wsol.config import METHOD_ATTACKS
+
+    assert sorted(METHODS.names()) == sorted(METHOD_ATTACKS)
 
 
 def test_allowed_names_come_from_the_registries() -> None:

@@ -117,14 +117,13 @@ _NON_NEGATIVE = {
 }
 _ATTACK_NON_NEGATIVE = ("step_size", "steps")
 NORMS = ("linf", "l2")
+METHOD_ATTACKS: Dict[str, Optional[str]] = {"natural": None, "pgd": "pgd", "art": "art", "art-pgd": "art"}
+"""The training methods and the attack block each one's training attack reads (None: no attack).
+
+The config schema owns this vocabulary (it has a block per attack); ``wsol.train.methods`` registers
+one step function under each name, so training depends on the config and not the reverse."""
 TRAINING_NORMS = ("linf",)
 """Norms the training loop's attacks run in (the sign-ascent core is ℓ∞)."""
-
-
-def _method_names() -> Sequence[str]:
-    from wsol.train.methods import METHODS  # imported when checked: the registries import this module
-
-    return METHODS.names()
 
 
 def _arch_names() -> Sequence[str]:
@@ -146,7 +145,7 @@ def _transform_names() -> Sequence[str]:
 
 
 _CHOICES: Dict[str, Callable[[], Sequence[str]]] = {
-    "method": _method_names,
+    "method": lambda: tuple(METHOD_ATTACKS),
     "arch": _arch_names,
     "dataset": _dataset_names,
     "transform": _transform_names,
@@ -260,6 +259,18 @@ def parse_override(text: str) -> Tuple[str, Any]:
     except yaml.YAMLError:
         value = raw
     return key.strip(), value
+
+
+def attack_config(config: TrainConfig) -> Optional[AttackConfig]:
+    """The attack block the method's training attack reads (None for natural training)."""
+    block = METHOD_ATTACKS[config.method]
+    return None if block is None else getattr(config, block)
+
+
+def start_eps(config: TrainConfig) -> float:
+    """The radius of the method's random start (0 for natural training or without a random start)."""
+    attack = attack_config(config)
+    return attack.eps if attack is not None and attack.random_start else 0.0
 
 
 def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[Mapping[str, Any]] = None) -> TrainConfig:

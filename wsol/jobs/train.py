@@ -35,13 +35,13 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from wsol.attacks import pgd_attack, random_delta
-from wsol.config import ScheduleConfig, TrainConfig, config_to_dict, config_to_yaml
+from wsol.config import ScheduleConfig, TrainConfig, config_to_dict, config_to_yaml, start_eps
 from wsol.errors import ConfigError, DataError, WsolError
 from wsol.jobs.runfolder import config_differences, keep_records_until, lock_run_folder, shard
 from wsol.models import build_model, save_model
 from wsol.models.build import arch_spec
 from wsol.models.checkpoint import load_train_state, save_train_state
-from wsol.train.methods import get_method, natural_step, start_eps
+from wsol.train.methods import get_method, natural_step
 from wsol.utils import distributed as dist_utils
 from wsol.utils.device import select_device
 from wsol.utils.io import append_jsonl, atomic_write_text

@@ -9,17 +9,15 @@ through ``model`` itself, so under DDP the single ``loss.backward()`` is the one
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Dict, Optional
+from typing import Callable, Dict, Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from wsol.attacks import art_attack, attribution_loss, pgd_attack, unwrap
+from wsol.config import TrainConfig
 from wsol.registry import Registry
-
-if TYPE_CHECKING:  # config names these methods, so the dependency runs config → train only
-    from wsol.config import AttackConfig, TrainConfig
 
 
 @dataclass
@@ -132,14 +130,3 @@ def art_pgd_step(
 def get_method(name: str) -> Method:
     """The step function of a training method (one-line error listing the choices)."""
     return METHODS.get(name)
-
-
-def attack_config(config: TrainConfig) -> Optional[AttackConfig]:
-    """The attack block the method's training attack reads (None for natural training)."""
-    return {"pgd": config.pgd, "art": config.art, "art-pgd": config.art}.get(config.method)
-
-
-def start_eps(config: TrainConfig) -> float:
-    """The radius of the method's random start (0 for natural training or without a random start)."""
-    attack = attack_config(config)
-    return attack.eps if attack is not None and attack.random_start else 0.0
