@@ -32,6 +32,12 @@ def test_jsonl_append_and_torn_tail(tmp_path) -> None:
         fh.write('{"epoch": 3, "lo')
     assert read_jsonl(path) == [{"epoch": 1}, {"epoch": 2}]
     assert read_jsonl(tmp_path / "none.jsonl") == []
+    append_jsonl(path, {"epoch": 3})  # the torn fragment is cut, the new record gets its own line
+    assert read_jsonl(path) == [{"epoch": 1}, {"epoch": 2}, {"epoch": 3}]
+    torn = tmp_path / "torn.jsonl"
+    torn.write_text('{"a": ')
+    append_jsonl(torn, {"a": 1})
+    assert torn.read_text() == '{"a": 1}\n'
 
 
 def test_atomic_json(tmp_path) -> None:

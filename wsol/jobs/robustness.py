@@ -170,15 +170,6 @@ def _records(out: Path, kind: str) -> Dict[int, Dict[str, Any]]:
     return found
 
 
-def _drop_torn_tail(path: Path) -> None:
-    """Cut a line torn by a crash mid-write off the end of ``path`` so the next append starts a fresh line."""
-    if path.is_file():
-        data = path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            with open(path, "r+b") as fh:
-                fh.truncate(data.rfind(b"\n") + 1)
-
-
 def run_chunks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: RobustnessSettings, kind: str, out: Path,
                device: torch.device, precision: str = "fp32", show_progress: bool = True) -> List[Dict[str, Any]]:
     """Attack this rank's missing chunks (``kind``: ladder, pgd or sweep), appending one line per chunk;
@@ -188,7 +179,6 @@ def run_chunks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: Robustness
     done = _records(out, tag)
     mine = [k for k in range(len(chunks)) if k % dist.world_size() == dist.rank() and k not in done]
     attacked = _Autocast(model) if precision == "bf16" else model
-    _drop_torn_tail(out / f"{tag}.rank{dist.rank()}.jsonl")
     for k in progress(mine, desc=f"{tag} ({len(done)} of {len(chunks)} chunks done before)", enabled=show_progress):
         sl = slice(chunks[k], chunks[k] + s.batch_size)
         xb, yb = x[sl].to(device), y[sl].to(device)

@@ -92,11 +92,20 @@ def atomic_write_json(path: PathLike, obj: Any, indent: int | None = 2) -> None:
 
 
 def append_jsonl(path: PathLike, record: dict) -> None:
-    """Append one JSON record as a line and flush it to disk (results files, metrics logs)."""
+    """Append one JSON record as a line and flush it to disk (results files, metrics logs).
+
+    A last line torn by a crash mid-write is cut off first, so the new record starts a line of its
+    own instead of being glued onto the fragment."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record) + "\n")
+    with open(target, "a+b") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        if size:
+            fh.seek(size - 1)
+            if fh.read(1) != b"\n":
+                fh.seek(0)
+                fh.truncate(fh.read().rfind(b"\n") + 1)
+        fh.write((json.dumps(record) + "\n").encode("utf-8"))
         fh.flush()
         os.fsync(fh.fileno())
 
