@@ -1,6 +1,7 @@
 """Shared fixtures: tiny dataset trees written in the real on-disk formats."""
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Dict, List
 
@@ -63,3 +64,11 @@ def cub_tree(tmp_path: Path) -> Path:
 def cub_spec() -> dict:
     """What ``cub_tree`` writes: ``images`` (rows as in CUB_IMAGES) and the ``soft_mask`` function."""
     return {"images": CUB_IMAGES, "soft_mask": soft_mask}
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now: MASTER_PORT for the two-process gloo tests."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -4,7 +4,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -132,24 +131,18 @@ def test_targeted_attack_rows(tiny) -> None:
     assert summary["total"] == 6 and set(summary["metrics"]) >= {"target_ssim", "original_ssim", "target_mse"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _sharded_worker(rank: int, world: int, port: int, tiny: dict, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), WSOL_PROGRESS="0")
     torch.set_num_threads(1)
     assert _attack(tiny, Path(out)) == 0
 
 
-def test_two_gloo_ranks_give_the_same_rows_as_one_process(tiny) -> None:
+def test_two_gloo_ranks_give_the_same_rows_as_one_process(tiny, free_port) -> None:
     single = tiny["base"] / "full"
     if not (single / "summary.json").is_file():
         assert _attack(tiny, single) == 0
     sharded = tiny["base"] / "sharded"
-    mp.start_processes(_sharded_worker, args=(2, _free_port(), tiny, str(sharded)), nprocs=2, start_method="spawn")
+    mp.start_processes(_sharded_worker, args=(2, free_port, tiny, str(sharded)), nprocs=2, start_method="spawn")
     _same_rows(_rows(single), _rows(sharded))
 
 

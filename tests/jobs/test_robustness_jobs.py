@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -122,12 +121,6 @@ def test_other_arguments_into_the_same_folder_are_refused(cifar, tmp_path, tiny)
         job.evaluate_robustness(settings(ladder=["apgd-ce"], sweep=[], seed=4), cifar, out, "cpu")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _worker(rank: int, world: int, port: int, root: str, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       WSOL_PROGRESS="0")
@@ -139,10 +132,10 @@ def _worker(rank: int, world: int, port: int, root: str, out: str) -> None:
     cleanup()
 
 
-def test_two_gloo_ranks_give_the_same_rows_as_one_process(cifar, tmp_path, tiny) -> None:
+def test_two_gloo_ranks_give_the_same_rows_as_one_process(cifar, tmp_path, tiny, free_port) -> None:
     single = _tables(job.evaluate_robustness(settings(), cifar, tmp_path / "single", "cpu"))
     sharded = tmp_path / "sharded"
-    mp.start_processes(_worker, args=(2, _free_port(), str(cifar), str(sharded)), nprocs=2, start_method="spawn")
+    mp.start_processes(_worker, args=(2, free_port, str(cifar), str(sharded)), nprocs=2, start_method="spawn")
     assert sorted(p.name for p in sharded.glob("*.jsonl")) == [f"{k}-fp32.rank{r}.jsonl" for k in ("ladder", "sweep") for r in (0, 1)]
     assert (sharded / "sweep_fp32.csv").read_text() == (tmp_path / "single" / "sweep_fp32.csv").read_text()
     assert (sharded / "ladder_confusion_fp32.csv").read_text() == (tmp_path / "single" / "ladder_confusion_fp32.csv").read_text()

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -95,12 +94,6 @@ def test_visualize_writes_png(tiny) -> None:
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _sharded_worker(rank: int, world: int, port: int, tiny: dict, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), WSOL_PROGRESS="0")
     torch.set_num_threads(1)
@@ -111,11 +104,11 @@ def _sharded_worker(rank: int, world: int, port: int, tiny: dict, out: str) -> N
     assert code == 0
 
 
-def test_two_process_sharded_localize_equals_single_process(tiny) -> None:
+def test_two_process_sharded_localize_equals_single_process(tiny, free_port) -> None:
     single = tiny["base"] / "single.json"
     assert _localize(tiny, single, "--masks", "--batch-size", "4") == 0
     sharded = tiny["base"] / "sharded.json"
-    mp.start_processes(_sharded_worker, args=(2, _free_port(), tiny, str(sharded)), nprocs=2, start_method="spawn")
+    mp.start_processes(_sharded_worker, args=(2, free_port, tiny, str(sharded)), nprocs=2, start_method="spawn")
     a, b = json.loads(single.read_text()), json.loads(sharded.read_text())
     assert [r["image_id"] for r in a] == [r["image_id"] for r in b]
     for ra, rb in zip(a, b):
