@@ -8,6 +8,12 @@ own call with ``internal_batch_size=1``, i.e. every IG point is its own forward/
 (the official code batches the 100 IG points of one image; this loop does not). Both runs must give
 the same per-sample metrics; the script asserts it, then prints samples/s and the speed ratio.
 
+It also prints the device's batching ceiling: the cost per IG point of one IG pass over the same
+images with every point its own forward/backward vs all points in chunks of ``internal_batch_size``.
+No batching scheme can beat that ratio on the device; on a CPU, where convolutions cost the same
+per image at any batch size, it is small, and the ≥ 20× target can only be reached where the
+device is starved by small batches (a GPU: ``--device cuda``).
+
 Run: ``OMP_NUM_THREADS=1 python tools/bench_ifia.py --n 64 --steps 2 --ig-steps 4``.
 """
 from __future__ import annotations
@@ -19,7 +25,19 @@ import time
 import torch
 
 from wsol.attacks.attributional import ifia
+from wsol.attribution import attribute
 from wsol.models import build_model
+
+
+def seconds_per_ig_pass(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, ig_steps: int, chunk: int) -> float:
+    """Wall seconds of one IG pass (create_graph, then a backward: the attack's step) over ``x`` in chunks of ``chunk`` points."""
+    xa = x.clone().requires_grad_(True)
+    start = time.perf_counter()
+    maps = attribute(model, xa, y, "ig", create_graph=True, n_steps=ig_steps, internal_batch_size=chunk)
+    torch.autograd.grad(maps.abs().sum(), xa)
+    if x.is_cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -38,6 +56,11 @@ def main() -> None:
         y = model(x).argmax(dim=1)
     opts = dict(attribution="ig", k=args.k, steps=args.steps, ig_steps=args.ig_steps)
 
+    probe = x[: min(args.n, 8)]
+    seconds_per_ig_pass(model, probe[:1], y[:1], args.ig_steps, 4096)  # warm-up
+    t_points_one = seconds_per_ig_pass(model, probe, y[: len(probe)], args.ig_steps, 1)
+    t_points_all = seconds_per_ig_pass(model, probe, y[: len(probe)], args.ig_steps, 4096)
+
     start = time.perf_counter()
     batched = ifia(model, x, y, internal_batch_size=4096, **opts)
     t_batched = time.perf_counter() - start
@@ -54,6 +77,8 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"threads {torch.get_num_threads()}, device {device}")
     print(f"IFIA-IG wrn-16-2, {args.n} images 32×32, {args.steps} steps, {args.ig_steps} IG intervals, k={args.k}")
+    print(f"device ceiling (one IG pass with its backward over {len(probe)} images, {args.ig_steps + 1} points each): "
+          f"one point per call {t_points_one:.2f} s vs all in one call {t_points_all:.2f} s = {t_points_one / t_points_all:.1f}×")
     print(f"batched: {t_batched:.1f} s ({args.n / t_batched:.2f} samples/s)")
     print(f"bs-1 reference: {t_single:.1f} s ({args.n / t_single:.2f} samples/s)")
     print(f"ratio: {t_single / t_batched:.1f}×; kept {int(batched.kept.sum())}/{args.n}; "

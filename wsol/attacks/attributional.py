@@ -222,7 +222,8 @@ def ifia(
         climb, xs, eps, step_size, steps, random_start=start, generator=generator, acceptance=accept, score_start=start
     )
     kept = ascent.best_step >= 0
-    before, after = metric_map(xs, False), metric_map(ascent.x_adv, False)
+    before = reference if metric_opts == attack_opts else metric_map(xs, False)
+    after = metric_map(ascent.x_adv, False)
     sub_nan = lambda v: torch.where(kept, v.double(), torch.full_like(v.double(), float("nan")))  # noqa: E731
     result.kept[attacked] = kept
     result.best_step[attacked] = ascent.best_step
