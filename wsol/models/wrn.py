@@ -3,15 +3,18 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-
-from wsol.models.classifier import GapNet
 import torch.nn.functional as F
 
+from wsol.models.classifier import GapNet
 
-class _WideBlock(nn.Module):
-    """Pre-activation basic block: BN-ReLU-conv-BN-ReLU-(dropout)-conv, identity or 1×1 shortcut."""
 
-    def __init__(self, in_planes: int, planes: int, stride: int, dropout: float) -> None:
+class _PreActBlock(nn.Module):
+    """Pre-activation basic block: BN-ReLU-conv-BN-ReLU-(dropout)-conv, identity or 1×1 shortcut.
+
+    The block of both the WideResNet and the PreAct ResNet-18 (which uses no dropout).
+    """
+
+    def __init__(self, in_planes: int, planes: int, stride: int, dropout: float = 0.0) -> None:
         super().__init__()
         self.bn1 = nn.BatchNorm2d(in_planes)
         self.relu1 = nn.ReLU(inplace=False)
@@ -49,7 +52,7 @@ class WideResNet(GapNet):
         for stage, (planes, stride) in enumerate(zip(widths[1:], (1, 2, 2))):
             blocks = []
             for i in range(n):
-                blocks.append(_WideBlock(in_planes, planes, stride if i == 0 else 1, dropout))
+                blocks.append(_PreActBlock(in_planes, planes, stride if i == 0 else 1, dropout))
                 in_planes = planes
             layers.append(nn.Sequential(*blocks))
         self.block1, self.block2, self.block3 = layers
@@ -70,27 +73,6 @@ class WideResNet(GapNet):
         out = self.conv1(x)
         out = self.block3(self.block2(self.block1(out)))
         return self.relu(self.bn(out))
-
-
-class _PreActBlock(nn.Module):
-    def __init__(self, in_planes: int, planes: int, stride: int) -> None:
-        super().__init__()
-        self.bn1 = nn.BatchNorm2d(in_planes)
-        self.relu1 = nn.ReLU(inplace=False)
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.relu2 = nn.ReLU(inplace=False)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.shortcut = None
-        if stride != 1 or in_planes != planes:
-            self.shortcut = nn.Conv2d(in_planes, planes, 1, stride, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu1(self.bn1(x))
-        skip = x if self.shortcut is None else self.shortcut(out)
-        out = self.conv1(out)
-        out = self.conv2(self.relu2(self.bn2(out)))
-        return out + skip
 
 
 class PreActResNet18(GapNet):
