@@ -454,7 +454,9 @@ def _component_pass(
                 cur = -1
             if largest:
                 x1, y1, x2, y2, prev, low = _pick_largest(val, sh, k, lab, parent, bb, live, nlive, main_ext, prev, low)
-                boxes, box_k, nbox = _push(boxes, box_k, nbox, x1, y1, x2 + 1, y2 + 1, k)
+                best[k] = max(best[k], _box_score(x1, y1, x2 + 1, y2 + 1, gt, g0, g1, conv, h, w))
+                if collect:
+                    boxes, box_k, nbox = _push(boxes, box_k, nbox, x1, y1, x2 + 1, y2 + 1, k)
                 continue
             if with_main:
                 # Set 0 is the top pixel's component: the main pixels of value >= k plus the
@@ -568,7 +570,7 @@ def _sweep(
     """Best IoU (and optionally every box) at each needed level of one map.
 
     With ``largest`` only the foreground components (the outer contours) are swept, and each
-    needed level collects the box of its largest outer contour only (``collect`` must be set).
+    needed level scores (and collects) the box of its largest outer contour only.
 
     ``need`` has 256 flags; flag ``k`` asks for level ``L = k - 1`` (foreground ``u8 >= k``), and
     only levels below the map's maximum may be asked for. Returns ``best`` (256 floats, -1 where
@@ -735,7 +737,8 @@ def _sweep(
 
 @njit(cache=True, nogil=True)
 def _batch_max_iou(
-    u8s: np.ndarray, maxima: np.ndarray, levels: np.ndarray, gt: np.ndarray, gt_start: np.ndarray, conv: int, out: np.ndarray
+    u8s: np.ndarray, maxima: np.ndarray, levels: np.ndarray, gt: np.ndarray, gt_start: np.ndarray, conv: int, out: np.ndarray,
+    largest: bool,
 ) -> None:
     """Fill ``out`` (N×T) with the best IoU of each map (maximum ``maxima[i]``) at each threshold's cut level."""
     n, t_count = levels.shape
@@ -752,7 +755,7 @@ def _batch_max_iou(
                 need[lv + 1] = True
         g0 = gt_start[i]
         g1 = gt_start[i + 1]
-        best, _, _ = _sweep(u8, need, gt, g0, g1, conv, False, False)
+        best, _, _ = _sweep(u8, need, gt, g0, g1, conv, False, largest)
         # No foreground: no box (-1), or wsolevaluation's [0, 0, 0, 0] box.
         empty = -1.0
         if conv == 1:
@@ -786,6 +789,24 @@ def max_iou_all(
     a map without GT boxes gives -1. The values equal, bit for bit, those of the cv2 path
     (``BoxEvaluator._image_max_iou`` with ``mode="all"``). ``workers`` threads split the batch.
     """
+    return _max_iou(u8s, thresholds, gts, iou_convention, workers, largest=False)
+
+
+def max_iou_largest(
+    u8s: np.ndarray,
+    thresholds: np.ndarray,
+    gts: Sequence[np.ndarray],
+    iou_convention: str = "exclusive",
+    workers: int = 1,
+) -> np.ndarray:
+    """:func:`max_iou_all` for the ``mode="largest"`` box (MaxBoxAcc), bit for bit as ``BoxEvaluator._image_max_iou``."""
+    return _max_iou(u8s, thresholds, gts, iou_convention, workers, largest=True)
+
+
+def _max_iou(
+    u8s: np.ndarray, thresholds: np.ndarray, gts: Sequence[np.ndarray], iou_convention: str, workers: int, largest: bool
+) -> np.ndarray:
+    """Validated, optionally threaded :func:`_batch_max_iou`."""
     if iou_convention not in CONVENTIONS:
         raise ValueError(f"iou_convention must be one of {CONVENTIONS}, got {iou_convention!r}")
     u8s = np.ascontiguousarray(u8s, dtype=np.uint8)
@@ -808,13 +829,13 @@ def max_iou_all(
     conv = CONVENTIONS.index(iou_convention)
     workers = max(1, min(int(workers), n))
     if workers == 1:
-        _batch_max_iou(u8s, maxima, levels, gt, gt_start, conv, out)
+        _batch_max_iou(u8s, maxima, levels, gt, gt_start, conv, out, largest)
         return out
     # The compiled sweep releases the GIL, so threads run it in parallel on disjoint slices.
     bounds = np.linspace(0, n, workers + 1).astype(np.int64)
 
     def run(a: int, b: int) -> None:
-        _batch_max_iou(u8s[a:b], maxima[a:b], levels[a:b], gt, gt_start[a:b + 1], conv, out[a:b])
+        _batch_max_iou(u8s[a:b], maxima[a:b], levels[a:b], gt, gt_start[a:b + 1], conv, out[a:b], largest)
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         list(pool.map(run, bounds[:-1], bounds[1:]))
@@ -879,4 +900,4 @@ def boxes_at_thresholds(u8: np.ndarray, thresholds: Sequence[float]) -> List[np.
     return [boxes[idx == pos[j]] if lv[j] < mx else np.zeros((0, 4), np.int64) for j in range(len(lv))]
 
 
-__all__ = ["CONVENTIONS", "boxes_at_thresholds", "level_boxes_all", "level_boxes_largest", "max_iou_all"]
+__all__ = ["CONVENTIONS", "boxes_at_thresholds", "level_boxes_all", "level_boxes_largest", "max_iou_all", "max_iou_largest"]
