@@ -64,7 +64,13 @@ def test_outer_area_equals_cv2_contour_area():
             assert contours[0][0, 0].tolist() == [x, y]  # where cv2 starts the contour
             expected = int(round(2 * cv2.contourArea(contours[0])))
             assert _outer_area2(val, sh, 1, ((y + 1) << sh) + x + 1) == expected, (i, c)
-            with_holes += bool((ndimage.binary_fill_holes(comp) & ~comp).any())
+            # The area is that of the cells between pixel centres covered by the filled region: a
+            # cell with 4 such corners counts 1, with 3 a half. It grows with the region, which
+            # is what lets a region's area bound the area of every region holding it.
+            filled = ndimage.binary_fill_holes(comp)
+            corners = filled[:-1, :-1].astype(int) + filled[1:, :-1] + filled[:-1, 1:] + filled[1:, 1:]
+            assert expected == 2 * np.sum(corners == 4) + np.sum(corners == 3)
+            with_holes += bool((filled & ~comp).any())
             zero_area += expected == 0 and comp.sum() > 1
     assert with_holes > 1000 and zero_area > 1000  # holes, lines and diagonal chains are exercised
 

@@ -220,14 +220,13 @@ def _outer_area2(val: np.ndarray, sh: int, k: int, p0: int) -> int:
 
     ``p0`` is its component's first pixel in raster order, where cv2 starts the contour. The
     border is followed as cv2 does (Suzuki-Abe: the first foreground neighbour clockwise from
-    W, then counterclockwise searches from the pixel we came from, until the first step comes
-    round again), summing the shoelace terms on the way. ``CHAIN_APPROX_SIMPLE`` only drops
+    W, then counterclockwise searches from the pixel we came from, until the trace steps from
+    that first neighbour back to ``p0``), summing the shoelace terms on the way. ``CHAIN_APPROX_SIMPLE`` only drops
     points inside straight runs, which leaves the shoelace sum unchanged, so the result is
     exact. A pixel without foreground neighbours has area 0.
     """
     ww = 1 << sh
     s = 4
-    p1 = p0
     while True:
         s = (s - 1) & 7
         p1 = p0 + _CHAIN_DY[s] * ww + _CHAIN_DX[s]
@@ -240,7 +239,6 @@ def _outer_area2(val: np.ndarray, sh: int, k: int, p0: int) -> int:
     y = 0
     twice = 0
     while True:
-        d = s
         for t in range(1, 9):
             d = (s + t) & 7
             p4 = p3 + _CHAIN_DY[d] * ww + _CHAIN_DX[d]
