@@ -263,7 +263,9 @@ def _set_box(bb: np.ndarray, main_ext: np.ndarray, s: int, k: int) -> Tuple[int,
 
 
 @njit(cache=True, nogil=True)
-def _first_pixel(val: np.ndarray, sh: int, k: int, lab: np.ndarray, parent: np.ndarray, s: int, x1: int, y1: int, x2: int) -> int:
+def _first_pixel(
+    val: np.ndarray, sh: int, k: int, lab: np.ndarray, parent: np.ndarray, s: int, x1: int, y1: int, x2: int
+) -> int:
     """Padded index of set ``s``'s first pixel in raster order: in its top row ``y1``, within ``[x1, x2]``.
 
     Pixels never swept (``lab`` 0) are main pixels, in set 0 whenever they are foreground.
@@ -735,8 +737,8 @@ def _sweep(
 
 @njit(cache=True, nogil=True)
 def _batch_max_iou(
-    u8s: np.ndarray, maxima: np.ndarray, levels: np.ndarray, gt: np.ndarray, gt_start: np.ndarray, conv: int, out: np.ndarray,
-    largest: bool,
+    u8s: np.ndarray, maxima: np.ndarray, levels: np.ndarray, gt: np.ndarray, gt_start: np.ndarray, conv: int,
+    out: np.ndarray, largest: bool,
 ) -> None:
     """Fill ``out`` (N×T) with the best IoU of each map (maximum ``maxima[i]``) at each threshold's cut level."""
     n, t_count = levels.shape
@@ -797,7 +799,7 @@ def max_iou_largest(
     iou_convention: str = "exclusive",
     workers: int = 1,
 ) -> np.ndarray:
-    """:func:`max_iou_all` for the ``mode="largest"`` box (MaxBoxAcc), bit for bit as ``BoxEvaluator._image_max_iou``."""
+    """:func:`max_iou_all` for the ``mode="largest"`` box (MaxBoxAcc); bit for bit as the per-map path."""
     return _max_iou(u8s, thresholds, gts, iou_convention, workers, largest=True)
 
 
@@ -898,4 +900,6 @@ def boxes_at_thresholds(u8: np.ndarray, thresholds: Sequence[float]) -> List[np.
     return [boxes[idx == pos[j]] if lv[j] < mx else np.zeros((0, 4), np.int64) for j in range(len(lv))]
 
 
-__all__ = ["CONVENTIONS", "boxes_at_thresholds", "level_boxes_all", "level_boxes_largest", "max_iou_all", "max_iou_largest"]
+__all__ = [
+    "CONVENTIONS", "boxes_at_thresholds", "level_boxes_all", "level_boxes_largest", "max_iou_all", "max_iou_largest",
+]
