@@ -152,27 +152,12 @@ def test_small_canvases_and_fine_groups_give_the_same_boxes(monkeypatch):
 
     monkeypatch.setattr(boxes_module, "_MAX_CANVAS_PIXELS", 300)  # several canvases per group
     monkeypatch.setattr(boxes_module, "_MIN_GROUP_AREA", 1)  # many small groups
-    monkeypatch.setattr(boxes_module, "_MAX_TRACES", 0)  # largest: every undecided level on the canvases
     rng = np.random.default_rng(99)
     thresholds = np.arange(0, 1, 0.05)
     for m in _random_maps(rng, 10):
-        for mode in ("largest", "all"):
-            mb = map_boxes(to_uint8(m)[0], thresholds, mode)
-            for j, t in enumerate(thresholds):
-                assert mb.at(j).astype(int).tolist() == reference_boxes(m, t, mode == "largest")
-
-
-@pytest.mark.parametrize("max_traces", [1, 2, 100])
-def test_largest_gives_the_same_boxes_whatever_the_trace_budget(monkeypatch, max_traces):
-    import wsol.localize.boxes as boxes_module
-
-    monkeypatch.setattr(boxes_module, "_MAX_TRACES", max_traces)
-    rng = np.random.default_rng(31)
-    thresholds = np.arange(0, 1, 0.03)
-    for m in _random_maps(rng, 15):
-        mb = map_boxes(to_uint8(m)[0], thresholds, "largest")
+        mb = map_boxes(to_uint8(m)[0], thresholds, "all")
         for j, t in enumerate(thresholds):
-            assert mb.at(j).astype(int).tolist() == reference_boxes(m, t, largest=True)
+            assert mb.at(j).astype(int).tolist() == reference_boxes(m, t, largest=False)
 
 
 def _nested() -> np.ndarray:

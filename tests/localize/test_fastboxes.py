@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 
 from wsol.localize.boxes import map_boxes
-from wsol.localize.fastboxes import boxes_at_thresholds, level_boxes_all, max_iou_all
+from wsol.localize.fastboxes import boxes_at_thresholds, level_boxes_all, max_iou_all, max_iou_largest
 from wsol.localize.levels import to_uint8
 from wsol.metrics.localization import BoxEvaluator
 
@@ -140,15 +140,18 @@ def random_gt(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return g
 
 
+@pytest.mark.parametrize("mode", ["all", "largest"])
 @pytest.mark.parametrize("convention", ["exclusive", "wsolevaluation"])
-def test_best_ious_bit_identical_to_cv2_path(convention):
+def test_best_ious_bit_identical_to_cv2_path(convention, mode):
+    """The compiled IoUs against the per-map numpy path (cv2 canvases for "all", the box lists for "largest")."""
     rng = np.random.default_rng(2)
-    ev = BoxEvaluator(THRESHOLDS, mode="all", iou_convention=convention)
+    ev = BoxEvaluator(THRESHOLDS, mode=mode, iou_convention=convention)
+    max_iou = max_iou_all if mode == "all" else max_iou_largest
     for batch in range(60):
         h, w = rng.integers(1, 48, size=2)
         u8s = np.stack([random_map(rng, i % 4, h, w) for i in range(4)])
         gts = [random_gt(rng, h, w) for _ in range(len(u8s))]
-        ours = max_iou_all(u8s, THRESHOLDS, gts, convention, workers=1 + batch % 2)
+        ours = max_iou(u8s, THRESHOLDS, gts, convention, workers=1 + batch % 2)
         ref = np.stack([ev._image_max_iou(u, g) for u, g in zip(u8s, gts)])
         assert ours.tobytes() == ref.tobytes()
 

@@ -13,20 +13,18 @@ Per map and threshold ``t`` (wsolevaluation ``compute_bboxes_from_scoremaps``):
    ``+1`` IoU; see docs/iou_convention.md.
 5. No foreground → no box (an empty K×4 array). wsolevaluation substitutes ``[0, 0, 0, 0]``.
 
-``mode="largest"`` traces only outer contours (``RETR_EXTERNAL``): a hole or a nested island lies
-inside the outer contour of its top-level region and follows it in ``RETR_TREE``'s order, so it
-can never be the first contour of maximal area. This also avoids ``RETR_TREE``'s hierarchy
-building, whose cost grows with the square of the contour count on maps with many regions.
+``mode="largest"`` only needs outer contours: a hole or a nested island lies inside the outer
+contour of its top-level region and follows it in ``RETR_TREE``'s order, so it can never be the
+first contour of maximal area. One compiled sweep gives every 8-connected component at every
+level, and area bounds with a few compiled border traces pick the largest
+(:func:`wsol.localize.fastboxes.level_boxes_largest`); cv2 is not called.
 
-``mode="largest"`` mostly avoids tracing: the components' extents at every level come from one
-compiled sweep, and bounds on each contour's area pick the largest (``_largest_boxes``).
-
-Tracing: the thresholds of one map are deduplicated to distinct integer levels, and the level
-masks are cropped to the foreground's bounding box and stacked into tall canvases. A single
-``findContours`` then handles many levels at once. One zero row separates the tiles, and the
-routine's own zero border matches the implicit border of a single mask. So every tile yields
-exactly the contours, in the same order, that a separate call on that level would. Boxes,
-areas and the largest-contour choice are then computed with vectorized numpy.
+``mode="all"`` traces with cv2: the thresholds of one map are deduplicated to distinct integer
+levels, and the level masks are cropped to the foreground's bounding box and stacked into tall
+canvases. A single ``findContours`` then handles many levels at once. One zero row separates
+the tiles, and the routine's own zero border matches the implicit border of a single mask. So
+every tile yields exactly the contours, in the same order, that a separate call on that level
+would. (The evaluator's MaxBoxAccV2 uses the compiled sweep of :mod:`wsol.localize.fastboxes`.)
 The result is identical to the plain loop; tests/localize/test_boxes.py checks this.
 """
 from __future__ import annotations
@@ -37,7 +35,7 @@ from typing import List, Tuple, Union
 import cv2
 import numpy as np
 
-from wsol.localize.fastboxes import component_boxes, settle_largest
+from wsol.localize.fastboxes import level_boxes_largest
 from wsol.localize.levels import ArrayLike, as_numpy, threshold_levels, to_uint8
 
 MODES = ("largest", "all")
@@ -47,8 +45,6 @@ MODES = ("largest", "all")
 _GROUP_RATIO = 2.0
 _MIN_GROUP_AREA = 4096
 _MAX_CANVAS_PIXELS = 1 << 23  # bounds the memory of one stacked canvas (8 MiB)
-# A level whose largest component needs more traces than this goes to the stacked canvases.
-_MAX_TRACES = 8
 
 
 def _empty_boxes() -> Tuple[np.ndarray, np.ndarray]:
@@ -63,96 +59,13 @@ def level_boxes(u8: np.ndarray, levels: np.ndarray, largest: bool) -> Tuple[np.n
     foreground pixel, so it gets exactly one box (``largest``) or one box per contour.
     Within a level, boxes come in cv2's contour order.
     """
-    if largest and len(levels):
-        return _largest_boxes(u8, np.asarray(levels, dtype=np.int64))
-    return _traced_boxes(u8, levels, largest)
+    if largest:
+        return level_boxes_largest(u8, levels), np.arange(len(levels), dtype=np.int64)
+    return _traced_boxes(u8, levels)
 
 
-def _largest_boxes(u8: np.ndarray, levels: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """``level_boxes(..., largest=True)`` from the components' extents, tracing few contours.
-
-    One compiled sweep gives every component's box at every level (:func:`component_boxes`).
-    Two bounds on a component's outer contour area decide most levels without tracing: it is at
-    most ``(w - 1)(h - 1)`` (the contour runs through pixel centres inside its box), and at least
-    the area of any component of a higher level whose pixels it holds (regions are nested across
-    levels). Levels are visited from the highest down, carrying the last winner and a lower
-    bound on the area of the component that holds it. A level with one component is done.
-    Otherwise, when no other component's upper bound reaches that lower bound, the holder wins;
-    else candidates are traced on their own crops (:func:`_pick_traced`).
-    """
-    comp, comp_level = component_boxes(u8, levels)
-    n = len(levels)
-    comp = comp[np.argsort(comp_level, kind="stable")]
-    counts = np.bincount(comp_level, minlength=n)
-    first = np.zeros(n, np.int64)
-    np.cumsum(counts[:-1], out=first[1:])
-    out = np.empty((n, 4), np.int64)
-    traced = []
-    prev = np.full(4, -1, np.int64)
-    low = 0  # lower bound on twice the contour area of the component holding ``prev``
-    li = settle_largest(comp, first, counts, n - 1, prev, low, out)
-    while li >= 0:
-        comps = comp[first[li]:first[li] + counts[li]]
-        bound = 2 * (comps[:, 2] - comps[:, 0] - 1) * (comps[:, 3] - comps[:, 1] - 1)
-        picked = _pick_traced(u8, int(levels[li]), comps, bound)
-        if picked is None:
-            traced.append(li)
-            prev[:] = -1
-            low = 0
-        else:
-            out[li] = prev[:] = comps[picked[0]]
-            low = picked[1]
-        li = settle_largest(comp, first, counts, li - 1, prev, low, out)
-    if traced:
-        idx = np.asarray(traced[::-1], np.int64)  # ascending, as the canvases expect
-        boxes, level_index = _traced_boxes(u8, levels[idx], largest=True)
-        out[idx[level_index]] = boxes
-    return out, np.arange(n, dtype=np.int64)
-
-
-def _trace(u8: np.ndarray, level: int, box: np.ndarray) -> Tuple[int, int]:
-    """Twice the outer contour area of the component whose extent is ``box`` at ``level``, and the
-    raster index of its first pixel (where cv2 starts the contour).
-
-    The crop holds the whole component, and no other component can enclose it there (it touches
-    all four sides), so its contour is the one whose bounding box is the whole crop.
-    """
-    x1, y1, x2, y2 = (int(v) for v in box)
-    crop = np.ascontiguousarray(u8[y1:y2, x1:x2] > level).view(np.uint8)
-    for c in cv2.findContours(crop, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[-2]:
-        if cv2.boundingRect(c) == (0, 0, x2 - x1, y2 - y1):
-            return int(round(2 * cv2.contourArea(c))), (y1 + int(c[0, 0, 1])) * u8.shape[1] + x1 + int(c[0, 0, 0])
-    raise AssertionError("a component's crop has no contour spanning it")
-
-
-def _pick_traced(u8: np.ndarray, level: int, comps: np.ndarray, bound: np.ndarray) -> Union[Tuple[int, int], None]:
-    """Index and twice the area of the first maximal-area outer contour among ``comps`` at ``level``.
-
-    ``bound`` is each component's upper bound on twice its area. Candidates are traced,
-    largest bound first, while the bound can still reach the best area found; a bound of 0 is
-    an exact area of 0. Ties go to the component whose first pixel in raster order comes last:
-    cv2 lists outer contours in reverse raster order of their first pixel, and Python's ``max``
-    keeps the first. None when more than ``_MAX_TRACES`` traces would be needed.
-    """
-    width = u8.shape[1]
-    best = (-1, -1, -1)  # (twice area, raster index of the first pixel, component)
-    for n_traced, i in enumerate(np.argsort(-bound, kind="stable")[: int(np.count_nonzero(bound > 0))]):
-        if bound[i] < best[0]:
-            break
-        if n_traced == _MAX_TRACES:
-            return None
-        best = max(best, (*_trace(u8, level, comps[i]), int(i)))
-    if best[0] <= 0:
-        flat = np.flatnonzero(bound == 0)  # one row or column: area 0, first pixel (x1, y1)
-        if len(flat):
-            start = comps[flat, 1] * width + comps[flat, 0]
-            j = int(np.argmax(start))
-            best = max(best, (0, int(start[j]), int(flat[j])))
-    return best[2], best[0]
-
-
-def _traced_boxes(u8: np.ndarray, levels: np.ndarray, largest: bool) -> Tuple[np.ndarray, np.ndarray]:
-    """:func:`level_boxes` by contour tracing on stacked canvases (see the module docstring)."""
+def _traced_boxes(u8: np.ndarray, levels: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """``mode="all"`` :func:`level_boxes` by contour tracing on stacked canvases (see the module docstring)."""
     n = len(levels)
     if n == 0:
         return _empty_boxes()
@@ -171,7 +84,6 @@ def _traced_boxes(u8: np.ndarray, levels: np.ndarray, largest: bool) -> Tuple[np
     stops = np.r_[starts[1:], n]
     # u8 > level  <=>  u8 >= level + 1, and level + 1 fits in uint8 because level < max(u8).
     cut = (levels + 1).astype(np.uint8)
-    retrieval = cv2.RETR_EXTERNAL if largest else cv2.RETR_TREE
 
     contours: List[np.ndarray] = []
     canvases = []  # (first level, crop level, contour count) per findContours call
@@ -184,7 +96,7 @@ def _traced_boxes(u8: np.ndarray, levels: np.ndarray, largest: bool) -> Tuple[np
             canvas = np.empty((b - a, h + 1, w), np.uint8)
             canvas[:, h, :] = 0
             np.greater_equal(crop, cut[a:b, None, None], out=canvas[:, :h, :].view(np.bool_))
-            found = cv2.findContours(canvas.reshape(-1, w), retrieval, cv2.CHAIN_APPROX_SIMPLE)[-2]
+            found = cv2.findContours(canvas.reshape(-1, w), cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[-2]
             contours.extend(found)
             canvases.append((a, s, len(found)))
 
@@ -204,17 +116,6 @@ def _traced_boxes(u8: np.ndarray, levels: np.ndarray, largest: bool) -> Tuple[np
     level_index = first_level + tile
     shift_y = off_y - tile * tile_h
     boxes = np.stack([lo[:, 0] + off_x, lo[:, 1] + shift_y, hi[:, 0] + 1 + off_x, hi[:, 1] + 1 + shift_y], axis=1)
-
-    if largest:
-        # cv2.contourArea is the shoelace area of the returned points; twice it is an exact
-        # integer, so ties are resolved exactly like Python's max (first in contour order).
-        nxt = np.arange(1, len(pts) + 1)
-        nxt[begin + lens - 1] = begin
-        x, y = pts[:, 0], pts[:, 1]
-        twice_area = np.abs(np.add.reduceat(x * y[nxt] - x[nxt] * y, begin))
-        order = np.lexsort((np.arange(len(lens)), -twice_area, level_index))
-        keep = order[np.r_[True, level_index[order][1:] != level_index[order][:-1]]]
-        return boxes[keep], level_index[keep]
     return boxes, level_index
 
 

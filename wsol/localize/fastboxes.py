@@ -1,4 +1,5 @@
-"""Exact, compiled MaxBoxAccV2 boxes (``mode="all"``) for every threshold, without contour tracing.
+"""Exact, compiled boxes for every threshold: MaxBoxAccV2 (``mode="all"``) without contour tracing,
+and MaxBoxAcc (``mode="largest"``) with a few compiled border traces.
 
 :mod:`wsol.localize.boxes` runs ``cv2.findContours(RETR_TREE)`` per level and keeps every
 contour's ``cv2.boundingRect``. Those boxes follow from connected components alone (checked
@@ -26,6 +27,12 @@ foreground (a path from the top pixel never goes below their own value), and tho
 connected to the border whenever they are background. These "main" / "outer" pixels sit in set
 0 from the start; only the remaining pixels and their neighbours are swept. The main
 component's extent at every level comes from per-row and per-column maxima.
+
+``mode="largest"`` runs the foreground sweep only. At each needed level it picks the first
+contour of maximal ``cv2.contourArea`` among the components' outer contours: the component
+holding the previous level's winner keeps at least that winner's area, every other one has at
+most ``(w - 1)(h - 1)`` of its extent, and the candidates these bounds leave are measured
+exactly by following their border as cv2 does (:func:`_pick_largest`, :func:`_outer_area2`).
 """
 from __future__ import annotations
 
@@ -201,6 +208,127 @@ def _neighbour_masks(val: np.ndarray, fg_mask: np.ndarray, bg_mask: np.ndarray, 
             )
 
 
+# cv2's chain codes (0 E, 1 NE, 2 N, 3 NW, 4 W, 5 SW, 6 S, 7 SE; y points down): its border
+# following turns counterclockwise through them on screen.
+_CHAIN_DX = np.array([1, 1, 0, -1, -1, -1, 0, 1], np.int64)
+_CHAIN_DY = np.array([0, -1, -1, -1, 0, 1, 1, 1], np.int64)
+
+
+@njit(cache=True, nogil=True)
+def _outer_area2(val: np.ndarray, sh: int, k: int, p0: int) -> int:
+    """Twice ``cv2.contourArea`` of the outer contour that starts at padded pixel ``p0`` (foreground: ``val >= k``).
+
+    ``p0`` is its component's first pixel in raster order, where cv2 starts the contour. The
+    border is followed as cv2 does (Suzuki-Abe: the first foreground neighbour clockwise from
+    W, then counterclockwise searches from the pixel we came from, until the trace steps from
+    that first neighbour back to ``p0``), summing the shoelace terms on the way. ``CHAIN_APPROX_SIMPLE`` only drops
+    points inside straight runs, which leaves the shoelace sum unchanged, so the result is
+    exact. A pixel without foreground neighbours has area 0.
+    """
+    ww = 1 << sh
+    s = 4
+    while True:
+        s = (s - 1) & 7
+        p1 = p0 + _CHAIN_DY[s] * ww + _CHAIN_DX[s]
+        if val[p1] >= k or s == 4:
+            break
+    if s == 4:
+        return 0
+    p3 = p0
+    x = 0
+    y = 0
+    twice = 0
+    while True:
+        for t in range(1, 9):
+            d = (s + t) & 7
+            p4 = p3 + _CHAIN_DY[d] * ww + _CHAIN_DX[d]
+            if val[p4] >= k:
+                break
+        twice += x * _CHAIN_DY[d] - y * _CHAIN_DX[d]
+        x += _CHAIN_DX[d]
+        y += _CHAIN_DY[d]
+        if p4 == p0 and p3 == p1:
+            return abs(twice)
+        p3 = p4
+        s = (d + 4) & 7
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _set_box(bb: np.ndarray, main_ext: np.ndarray, s: int, k: int) -> Tuple[int, int, int, int]:
+    """Inclusive extent of foreground set ``s`` at flag ``k``; set 0 adds the main pixels of value >= k."""
+    if s == 0:
+        return (min(bb[0], main_ext[0, k]), min(bb[1], main_ext[1, k]),
+                max(bb[2], main_ext[2, k]), max(bb[3], main_ext[3, k]))
+    return bb[4 * s], bb[4 * s + 1], bb[4 * s + 2], bb[4 * s + 3]
+
+
+@njit(cache=True, nogil=True)
+def _first_pixel(
+    val: np.ndarray, sh: int, k: int, lab: np.ndarray, parent: np.ndarray, s: int, x1: int, y1: int, x2: int
+) -> int:
+    """Padded index of set ``s``'s first pixel in raster order: in its top row ``y1``, within ``[x1, x2]``.
+
+    Pixels never swept (``lab`` 0) are main pixels, in set 0 whenever they are foreground.
+    """
+    row = (y1 + 1) << sh
+    for x in range(x1 + 1, x2 + 2):
+        if val[row + x] >= k and _find(parent, lab[row + x]) == s:
+            return row + x
+    raise AssertionError("a set has no pixel in the top row of its extent")
+
+
+@njit(cache=True, nogil=True)
+def _pick_largest(
+    val: np.ndarray, sh: int, k: int, lab: np.ndarray, parent: np.ndarray, bb: np.ndarray, live: np.ndarray,
+    nlive: int, main_ext: np.ndarray, prev: int, low: int,
+) -> Tuple[int, int, int, int, int, int]:
+    """The first maximal-area outer contour among the foreground sets at flag ``k``, as cv2 would list it.
+
+    Returns its component's inclusive extent, a pixel of it and a lower bound on twice its area.
+    ``prev`` is a pixel of the previous (higher) level's winner and ``low`` a lower bound on
+    twice its contour area. Regions are nested across levels, and a region's contour polygon
+    grows with the region, so the set now holding ``prev`` (the holder) has at least that area.
+    Every other set's contour runs through pixel centres inside its extent: twice its area is at
+    most ``2 (w - 1)(h - 1)``. When no other set reaches ``low`` the holder wins untraced;
+    otherwise the holder and every set whose bound reaches the best area so far are traced
+    (:func:`_outer_area2`). Ties go to the set whose first pixel comes last in raster order:
+    cv2 lists outer contours in reverse raster order of their first pixel, and Python's ``max``
+    keeps the first. Holes and islands in holes never come first (see :mod:`wsol.localize.boxes`).
+    """
+    holder = _find(parent, lab[prev])
+    decided = True
+    for i in range(-1, nlive):
+        t = 0 if i < 0 else live[i]
+        if t != holder:
+            x1, y1, x2, y2 = _set_box(bb, main_ext, t, k)
+            if 2 * (x2 - x1) * (y2 - y1) >= low:
+                decided = False
+                break
+    hx1, hy1, hx2, hy2 = _set_box(bb, main_ext, holder, k)
+    if decided:
+        return hx1, hy1, hx2, hy2, prev, low
+    best_p = _first_pixel(val, sh, k, lab, parent, holder, hx1, hy1, hx2)
+    best = _outer_area2(val, sh, k, best_p)
+    for i in range(-1, nlive):
+        t = 0 if i < 0 else live[i]
+        if t == holder:
+            continue
+        x1, y1, x2, y2 = _set_box(bb, main_ext, t, k)
+        bound = 2 * (x2 - x1) * (y2 - y1)
+        if bound < best:
+            continue
+        if bound == 0:  # one row or column: area 0, first pixel at the extent's top left
+            p = ((y1 + 1) << sh) + x1 + 1
+            area = 0
+        else:
+            p = _first_pixel(val, sh, k, lab, parent, t, x1, y1, x2)
+            area = _outer_area2(val, sh, k, p)
+        if area > best or (area == best and p > best_p):
+            best, best_p = area, p
+            hx1, hy1, hx2, hy2 = x1, y1, x2, y2
+    return hx1, hy1, hx2, hy2, best_p, best
+
+
 @njit(cache=True, nogil=True)
 def _component_pass(
     order: np.ndarray, start: np.ndarray, values: np.ndarray, groups: np.ndarray, reps: np.ndarray,
@@ -208,6 +336,7 @@ def _component_pass(
     lab: np.ndarray, parent: np.ndarray, bb: np.ndarray, pos: np.ndarray, live: np.ndarray,
     gt: np.ndarray, g0: int, g1: int, conv: int, h: int, w: int,
     best: np.ndarray, collect: bool, boxes: np.ndarray, box_k: np.ndarray, nbox: int,
+    largest: bool, val: np.ndarray, top_p: int,
 ) -> Tuple[np.ndarray, np.ndarray, int]:
     """Add the pixels of each value in ``values`` to a union-find of sets, reading off boxes.
 
@@ -220,9 +349,13 @@ def _component_pass(
     background sweep) stays a root and is never listed. A set's box is cached in registers while
     consecutive pixels join it. After value ``v``, if ``need[v + k_offset]``, every
     live set gives the box of its extent grown by ``grow`` pixels, and with ``with_main`` set 0
-    (the top pixel's component) gives the union of its box and ``main_ext[:, k]``.
+    (the top pixel's component) gives the union of its box and ``main_ext[:, k]``. With
+    ``largest`` (foreground sweep only) each needed level instead collects the one box of the
+    largest outer contour (:func:`_pick_largest`; ``val`` is the padded map, ``top_p`` the top pixel).
     """
     mask = (1 << sh) - 1
+    prev = top_p  # a pixel of the last largest-contour winner, and a lower bound on twice
+    low = 0  # the contour area of the component that holds it
     parent[0] = 0
     bb[0] = w
     bb[1] = h
@@ -319,6 +452,12 @@ def _component_pass(
                 bb[4 * cur + 2] = cx1
                 bb[4 * cur + 3] = cy1
                 cur = -1
+            if largest:
+                x1, y1, x2, y2, prev, low = _pick_largest(val, sh, k, lab, parent, bb, live, nlive, main_ext, prev, low)
+                best[k] = max(best[k], _box_score(x1, y1, x2 + 1, y2 + 1, gt, g0, g1, conv, h, w))
+                if collect:
+                    boxes, box_k, nbox = _push(boxes, box_k, nbox, x1, y1, x2 + 1, y2 + 1, k)
+                continue
             if with_main:
                 # Set 0 is the top pixel's component: the main pixels of value >= k plus the
                 # sets merged into it.
@@ -426,17 +565,19 @@ def _sort_members(
 
 @njit(cache=True, nogil=True)
 def _sweep(
-    u8: np.ndarray, need: np.ndarray, gt: np.ndarray, g0: int, g1: int, conv: int, collect: bool, holes: bool
+    u8: np.ndarray, need: np.ndarray, gt: np.ndarray, g0: int, g1: int, conv: int, collect: bool, largest: bool
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Best IoU (and optionally every box) at each needed level of one map.
 
-    With ``holes`` false only the foreground components (the outer contours) are swept.
+    With ``largest`` only the foreground components (the outer contours) are swept, and each
+    needed level scores (and collects) the box of its largest outer contour only.
 
     ``need`` has 256 flags; flag ``k`` asks for level ``L = k - 1`` (foreground ``u8 >= k``), and
     only levels below the map's maximum may be asked for. Returns ``best`` (256 floats, -1 where
     no box scored), and, when ``collect``, boxes K×4 (x2/y2 exclusive) with their flag index ``k``.
     """
     h, w = u8.shape
+    holes = not largest
     best = np.full(256, -1.0)
     boxes = np.empty((64 if collect else 1, 4), np.int64)
     box_k = np.empty(boxes.shape[0], np.int64)
@@ -579,9 +720,9 @@ def _sweep(
     fg_order, fg_start = _sort_members(fg_items, n_fg, val, side, fg_mask)
     boxes, box_k, nbox = _component_pass(
         fg_order, fg_start, np.arange(255, k_lo - 1, -1), _GROUPS8, _REPS8, ring, sh, need, 0, 0, True, main_ext,
-        lab, parent, bb, pos, live, gt, g0, g1, conv, h, w, best, collect, boxes, box_k, nbox,
+        lab, parent, bb, pos, live, gt, g0, g1, conv, h, w, best, collect, boxes, box_k, nbox, largest, val, top_p,
     )
-    if not holes:
+    if largest:
         return best, boxes[:nbox], box_k[:nbox]
     # Background, values from the bottom up, 4-connected: after value v the live sets (all but
     # set 0, the outside) are the holes of level v; their boxes grow by one pixel.
@@ -589,14 +730,15 @@ def _sweep(
     bg_order, bg_start = _sort_members(bg_items, n_bg, val, hole, bg_mask)
     boxes, box_k, nbox = _component_pass(
         bg_order, bg_start, np.arange(0, k_hi), _GROUPS4, _REPS4, ring, sh, need, 1, 1, False, main_ext,
-        lab, parent, bb, pos, live, gt, g0, g1, conv, h, w, best, collect, boxes, box_k, nbox,
+        lab, parent, bb, pos, live, gt, g0, g1, conv, h, w, best, collect, boxes, box_k, nbox, False, val, top_p,
     )
     return best, boxes[:nbox], box_k[:nbox]
 
 
 @njit(cache=True, nogil=True)
 def _batch_max_iou(
-    u8s: np.ndarray, maxima: np.ndarray, levels: np.ndarray, gt: np.ndarray, gt_start: np.ndarray, conv: int, out: np.ndarray
+    u8s: np.ndarray, maxima: np.ndarray, levels: np.ndarray, gt: np.ndarray, gt_start: np.ndarray, conv: int,
+    out: np.ndarray, largest: bool,
 ) -> None:
     """Fill ``out`` (N×T) with the best IoU of each map (maximum ``maxima[i]``) at each threshold's cut level."""
     n, t_count = levels.shape
@@ -613,7 +755,7 @@ def _batch_max_iou(
                 need[lv + 1] = True
         g0 = gt_start[i]
         g1 = gt_start[i + 1]
-        best, _, _ = _sweep(u8, need, gt, g0, g1, conv, False, True)
+        best, _, _ = _sweep(u8, need, gt, g0, g1, conv, False, largest)
         # No foreground: no box (-1), or wsolevaluation's [0, 0, 0, 0] box.
         empty = -1.0
         if conv == 1:
@@ -621,42 +763,6 @@ def _batch_max_iou(
         for t in range(t_count):
             lv = levels[i, t]
             out[i, t] = best[lv + 1] if lv < mx else empty
-
-
-@njit(cache=True, nogil=True)
-def settle_largest(
-    comp: np.ndarray, first: np.ndarray, counts: np.ndarray, li: int, prev: np.ndarray, low: int, out: np.ndarray
-) -> int:
-    """Walk levels ``li, li - 1, ...`` writing the largest component's box to ``out`` while bounds decide it.
-
-    ``comp[first[l]:first[l] + counts[l]]`` are the component boxes of level ``l``; ``prev`` (4,
-    updated in place; all -1 when unknown) is the box of the last winner and ``low`` a lower bound
-    on twice the contour area of the component holding its pixels. A level is settled when it
-    has one component, or when exactly one box holds ``prev`` and every other component's upper
-    bound ``2 (w - 1)(h - 1)`` stays below ``low``. Returns the first level not settled, or -1.
-    """
-    while li >= 0:
-        a = first[li]
-        b = a + counts[li]
-        holder = a
-        n_hold = 1
-        if b - a > 1:
-            n_hold = 0
-            for j in range(a, b):
-                if comp[j, 0] <= prev[0] and comp[j, 1] <= prev[1] and comp[j, 2] >= prev[2] and comp[j, 3] >= prev[3]:
-                    n_hold += 1
-                    holder = j
-            if n_hold == 1:
-                for j in range(a, b):
-                    if j != holder and 2 * (comp[j, 2] - comp[j, 0] - 1) * (comp[j, 3] - comp[j, 1] - 1) >= low:
-                        n_hold = 0
-                        break
-        if n_hold != 1:
-            return li
-        out[li] = comp[holder]
-        prev[:] = comp[holder]
-        li -= 1
-    return -1
 
 
 def _pack_gt(gts: Sequence[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
@@ -683,6 +789,24 @@ def max_iou_all(
     a map without GT boxes gives -1. The values equal, bit for bit, those of the cv2 path
     (``BoxEvaluator._image_max_iou`` with ``mode="all"``). ``workers`` threads split the batch.
     """
+    return _max_iou(u8s, thresholds, gts, iou_convention, workers, largest=False)
+
+
+def max_iou_largest(
+    u8s: np.ndarray,
+    thresholds: np.ndarray,
+    gts: Sequence[np.ndarray],
+    iou_convention: str = "exclusive",
+    workers: int = 1,
+) -> np.ndarray:
+    """:func:`max_iou_all` for the ``mode="largest"`` box (MaxBoxAcc); bit for bit as the per-map path."""
+    return _max_iou(u8s, thresholds, gts, iou_convention, workers, largest=True)
+
+
+def _max_iou(
+    u8s: np.ndarray, thresholds: np.ndarray, gts: Sequence[np.ndarray], iou_convention: str, workers: int, largest: bool
+) -> np.ndarray:
+    """Validated, optionally threaded :func:`_batch_max_iou`."""
     if iou_convention not in CONVENTIONS:
         raise ValueError(f"iou_convention must be one of {CONVENTIONS}, got {iou_convention!r}")
     u8s = np.ascontiguousarray(u8s, dtype=np.uint8)
@@ -705,20 +829,20 @@ def max_iou_all(
     conv = CONVENTIONS.index(iou_convention)
     workers = max(1, min(int(workers), n))
     if workers == 1:
-        _batch_max_iou(u8s, maxima, levels, gt, gt_start, conv, out)
+        _batch_max_iou(u8s, maxima, levels, gt, gt_start, conv, out, largest)
         return out
     # The compiled sweep releases the GIL, so threads run it in parallel on disjoint slices.
     bounds = np.linspace(0, n, workers + 1).astype(np.int64)
 
     def run(a: int, b: int) -> None:
-        _batch_max_iou(u8s[a:b], maxima[a:b], levels[a:b], gt, gt_start[a:b + 1], conv, out[a:b])
+        _batch_max_iou(u8s[a:b], maxima[a:b], levels[a:b], gt, gt_start[a:b + 1], conv, out[a:b], largest)
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         list(pool.map(run, bounds[:-1], bounds[1:]))
     return out
 
 
-def _level_sweep(u8: np.ndarray, levels: np.ndarray, holes: bool) -> Tuple[np.ndarray, np.ndarray]:
+def _level_sweep(u8: np.ndarray, levels: np.ndarray, largest: bool) -> Tuple[np.ndarray, np.ndarray]:
     """Validated call of the collecting sweep: boxes K×4 and each box's index into ``levels``."""
     u8 = np.ascontiguousarray(u8, dtype=np.uint8)
     if u8.ndim != 2:
@@ -729,7 +853,7 @@ def _level_sweep(u8: np.ndarray, levels: np.ndarray, holes: bool) -> Tuple[np.nd
         raise ValueError(f"levels must be distinct and in [-1, {mx - 1}], got {levels.tolist()}")
     need = np.zeros(256, np.bool_)
     need[levels + 1] = True
-    _, boxes, box_k = _sweep(u8, need, np.zeros((0, 4)), 0, 0, 0, True, holes)
+    _, boxes, box_k = _sweep(u8, need, np.zeros((0, 4)), 0, 0, 0, True, largest)
     index_of_k = np.full(256, -1, np.int64)
     index_of_k[levels + 1] = np.arange(len(levels))
     return boxes, index_of_k[box_k]
@@ -742,15 +866,20 @@ def level_boxes_all(u8: np.ndarray, levels: np.ndarray) -> Tuple[np.ndarray, np.
     x2/y2 exclusive, and each box's index into ``levels``. The boxes of a level are the same
     multiset as cv2's, in a different order.
     """
-    return _level_sweep(u8, levels, holes=True)
+    return _level_sweep(u8, levels, largest=False)
 
 
-def component_boxes(u8: np.ndarray, levels: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Extent of every 8-connected foreground component (its outer contour's box) at each level.
+def level_boxes_largest(u8: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """The ``mode="largest"`` box of one uint8 map at each of ``levels`` (distinct, in [-1, max - 1]).
 
-    Same layout as :func:`level_boxes_all`, without the hole contours.
+    Returns len(levels)×4 int64, x2/y2 exclusive, in the order of ``levels``: the box of the first
+    contour of maximal ``cv2.contourArea`` in cv2's ``RETR_TREE`` list, found by the foreground
+    sweep with a few compiled border traces per level (:func:`_pick_largest`).
     """
-    return _level_sweep(u8, levels, holes=False)
+    boxes, index = _level_sweep(u8, levels, largest=True)
+    out = np.empty_like(boxes)
+    out[index] = boxes
+    return out
 
 
 def boxes_at_thresholds(u8: np.ndarray, thresholds: Sequence[float]) -> List[np.ndarray]:
@@ -771,4 +900,6 @@ def boxes_at_thresholds(u8: np.ndarray, thresholds: Sequence[float]) -> List[np.
     return [boxes[idx == pos[j]] if lv[j] < mx else np.zeros((0, 4), np.int64) for j in range(len(lv))]
 
 
-__all__ = ["CONVENTIONS", "boxes_at_thresholds", "component_boxes", "level_boxes_all", "max_iou_all", "settle_largest"]
+__all__ = [
+    "CONVENTIONS", "boxes_at_thresholds", "level_boxes_all", "level_boxes_largest", "max_iou_all", "max_iou_largest",
+]

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from wsol.localize.boxes import MODES, map_boxes
-from wsol.localize.fastboxes import max_iou_all
+from wsol.localize.fastboxes import max_iou_all, max_iou_largest
 from wsol.localize.levels import default_thresholds, to_uint8
 from wsol.metrics.iou import IOU_CONVENTIONS, box_iou, boxes2d, iou_exclusive, iou_plus_one  # noqa: F401 (box_iou: re-exported)
 
@@ -211,10 +211,10 @@ class BoxEvaluator(Top1Counts):
     boxes taken as given (their metadata format). The default ``"exclusive"`` uses our
     convention throughout.
 
-    Every threshold is evaluated in one pass per map: ``mode="all"`` by the compiled
-    connected-component sweep of :mod:`wsol.localize.fastboxes` (identical to cv2's contours),
-    ``mode="largest"`` by :mod:`wsol.localize.boxes`. ``workers`` threads split a batch (0: as
-    many as torch uses, ``torch.get_num_threads()``, which torchrun sets to 1 per process).
+    Every threshold is evaluated in one pass per map by the compiled connected-component sweep
+    of :mod:`wsol.localize.fastboxes` (identical to cv2's contours). ``workers`` threads split a
+    batch (0: as many as torch uses, ``torch.get_num_threads()``, which torchrun sets to 1 per
+    process).
     """
 
     def __init__(
@@ -283,9 +283,10 @@ class BoxEvaluator(Top1Counts):
         if len(gt_boxes) != len(u8s):
             raise ValueError(f"got {len(gt_boxes)} GT box sets for {len(u8s)} maps")
         gts = [boxes2d(g) for g in gt_boxes]
-        if self.mode == "all" and all(np.isfinite(g).all() for g in gts):
+        if all(np.isfinite(g).all() for g in gts):
             # Compiled exact sweep; non-finite GT coordinates keep numpy's semantics below.
-            best = max_iou_all(u8s, self.thresholds, gts, self.iou_convention, self.workers)
+            sweep = max_iou_all if self.mode == "all" else max_iou_largest
+            best = sweep(u8s, self.thresholds, gts, self.iou_convention, self.workers)
         else:
             if self.workers > 1 and len(u8s) > 1:
                 with ThreadPoolExecutor(max_workers=self.workers) as pool:
