@@ -120,7 +120,7 @@ def sweep_comparison(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tens
     print(f"    CPU incremental {t_inc:.2f} s vs independent {t_ind:.2f} s: speed-up {speed_up:.2f}x "
           f"(target {SPEED_UP_TARGET:g}x {'met' if speed_up >= SPEED_UP_TARGET else 'NOT met'}); "
           f"ceiling = attacked {sum(ind.attacked)} / {sum(inc.attacked)} = {ceiling:.2f}x; "
-          f"largest per-class difference {float(diff):.4f}; ε = 1/255 is {100 * inc_log[1]['cpu'] / t_inc:.0f} % of the incremental time")
+          f"largest per-class difference {float(diff):.4f}; ε = 1/255 is {100 * inc_log.get(1, {'cpu': 0.0})['cpu'] / t_inc:.0f} % of the incremental time")
     return speed_up
 
 
