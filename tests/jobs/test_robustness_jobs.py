@@ -158,6 +158,27 @@ def test_study_writes_both_tables_and_skips_done_models(cifar, tmp_path, tiny) -
     assert done.stat().st_mtime_ns == stamp
 
 
+def test_study_names_models_by_label_and_classes_by_name(cifar, tmp_path, tiny) -> None:
+    study = tmp_path / "models.yaml"
+    study.write_text("models:\n  - name: natural\n    checkpoint: n.safetensors\n  - name: art\n    checkpoint: a.safetensors\n")
+    out = tmp_path / "study"
+    job.run_study(study, settings(model="", n=8, batch_size=8, ladder=["apgd-ce"], sweep=[0, 2]), cifar, out, "cpu")
+    for label in ("natural", "art"):
+        folder = out / "models" / label
+        report = (folder / "report.md").read_text()
+        assert report.splitlines()[0] == f"# Robustness of {label} on cifar10"
+        for table in ("ladder_fp32.csv", "sweep_fp32.csv", "sweep_summary_fp32.csv"):
+            assert {line.split(",")[0] for line in (folder / table).read_text().splitlines()[1:]} == {label}, table
+    names = [n.decode() for n in NAMES]
+    header = (out / "sweep.csv").read_text().splitlines()[0].split(",")
+    assert header[2:6] == [names[0], f"delta {names[0]}", names[1], f"delta {names[1]}"]
+    assert not any(h.startswith("class ") for h in header)
+    summary = (out / "sweep_summary.csv").read_text().splitlines()
+    worst = summary[0].split(",").index("worst class")
+    assert all(line.split(",")[worst] in names for line in summary[1:])
+    assert [line.split(",")[0] for line in (out / "across_models.csv").read_text().splitlines()[1:]] == names
+
+
 def test_study_file_errors(tmp_path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("models:\n  - name: a\n    weigths: x.pt\n")

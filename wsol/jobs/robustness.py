@@ -228,16 +228,18 @@ def ladder_tables(name: str, records: Sequence[Dict[str, Any]], labels: torch.Te
     }
 
 
-def sweep_tables(name: str, records: Sequence[Dict[str, Any]], labels: torch.Tensor, grid: Sequence[int], num_classes: int) -> Dict[str, Any]:
-    """The seed's second table (accuracy per class per ε, delta per step, total drop), the summary and the confusion at the largest ε."""
+def sweep_tables(name: str, records: Sequence[Dict[str, Any]], labels: torch.Tensor, grid: Sequence[int], num_classes: int,
+                 class_names: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """The seed's second table (accuracy per class per ε, delta per step, total drop), the summary and the confusion at the largest ε;
+    classes are named by ``class_names`` where given."""
     robust = _cat(records, "robust", dim=1).bool()
     adv_pred = _cat(records, "adv_pred", dim=1).long()
     acc = per_class_accuracy(robust, labels, num_classes)
     overall = robust.float().mean(1)
     return {
         "acc": acc,
-        "rows": sweep_rows(name, list(grid), acc, overall),
-        "summary": summary_rows(name, list(grid), acc),
+        "rows": sweep_rows(name, list(grid), acc, overall, class_names=class_names),
+        "summary": summary_rows(name, list(grid), acc, class_names=class_names),
         "confusion": attack_confusion(labels, adv_pred[-1], num_classes, mask=robust[0] if grid[0] == 0 else None),
         "attacked": torch.tensor([r["attacked"] for r in records]).sum(0).tolist(),
     }
@@ -277,9 +279,10 @@ def _check_run_file(out: Path, s: RobustnessSettings) -> None:
 
 
 def evaluate_robustness(s: RobustnessSettings, root: Path, out: Path, device: Optional[str] = None, show_progress: bool = True,
-                        locked: bool = False) -> Dict[str, Any]:
+                        locked: bool = False, label: Optional[str] = None) -> Dict[str, Any]:
     """Run the ladder, the PGD evaluation and/or the sweep that ``s`` asks for into ``out``; rank 0 writes the
-    tables (CSV + ``report.md``) and figures. Returns the tables (on every rank)."""
+    tables (CSV + ``report.md``) and figures, naming the model ``label`` (a study's name for it; default ``s.model``).
+    Returns the tables (on every rank)."""
     s.validate()
     dist.init_from_env()
     dev = select_device(device)
@@ -296,18 +299,19 @@ def evaluate_robustness(s: RobustnessSettings, root: Path, out: Path, device: Op
     with (contextlib.nullcontext(out) if locked else _locked(out)):
         dist.barrier()
         _check_run_file(out, s)
-        result: Dict[str, Any] = {"model": s.model, "n": len(y), "class_names": names, "labels": y}
+        name = label or s.model
+        result: Dict[str, Any] = {"model": name, "n": len(y), "class_names": names, "labels": y}
         for precision in s.precisions:
             tag = "" if precision == "fp32" else " (bf16)"
             if s.ladder:
                 recs = run_chunks(model, x, y, s, "ladder", out, dev, precision, show_progress)
-                result[f"ladder-{precision}"] = ladder_tables(s.model + tag, recs, y, s.ladder, num_classes)
+                result[f"ladder-{precision}"] = ladder_tables(name + tag, recs, y, s.ladder, num_classes)
             if s.pgd_steps:
                 recs = run_chunks(model, x, y, s, "pgd", out, dev, precision, show_progress)
-                result[f"pgd-{precision}"] = pgd_tables(s.model + tag, recs, y, s, num_classes)
+                result[f"pgd-{precision}"] = pgd_tables(name + tag, recs, y, s, num_classes)
             if s.sweep:
                 recs = run_chunks(model, x, y, s, "sweep", out, dev, precision, show_progress)
-                result[f"sweep-{precision}"] = sweep_tables(s.model + tag, recs, y, s.sweep, num_classes)
+                result[f"sweep-{precision}"] = sweep_tables(name + tag, recs, y, s.sweep, num_classes, names)
         if dist.is_main_process():
             write_run_report(out, s, result)
         dist.barrier()
@@ -318,9 +322,10 @@ def write_run_report(out: Path, s: RobustnessSettings, result: Dict[str, Any]) -
     """CSV tables, figures and ``report.md`` for one model's run."""
     from wsol.report.robustness_figures import plot_class_accuracy_vs_eps, plot_drop_heatmap
 
-    names = result["class_names"]
-    lines = [f"# Robustness of {s.model} on {s.dataset}", "",
-             f"{result['n']} test samples drawn with seed {s.seed}; ε in pixel units of [0, 1] images; accuracies are fractions.", ""]
+    names, model = result["class_names"], result["model"]
+    source = "" if model == s.model else f"Model {s.model}" + (f" from {', '.join(s.weights)}" if s.weights else "") + ". "
+    lines = [f"# Robustness of {model} on {s.dataset}", "",
+             f"{source}{result['n']} test samples drawn with seed {s.seed}; ε in pixel units of [0, 1] images; accuracies are fractions.", ""]
     for precision in s.precisions:
         if f"ladder-{precision}" in result:
             lad = result[f"ladder-{precision}"]
@@ -341,9 +346,9 @@ def write_run_report(out: Path, s: RobustnessSettings, result: Dict[str, Any]) -
             write_csv(out / f"sweep_{precision}.csv", sw["rows"])
             write_csv(out / f"sweep_summary_{precision}.csv", sw["summary"])
             write_csv(out / f"sweep_confusion_{precision}.csv", matrix_rows(sw["confusion"], names, names, corner="true \\ adversarial"))
-            fig = plot_class_accuracy_vs_eps(sw["acc"], s.sweep, out / "figures" / f"sweep_{precision}.png", names, title=s.model)
+            fig = plot_class_accuracy_vs_eps(sw["acc"], s.sweep, out / "figures" / f"sweep_{precision}.png", names, title=model)
             heat = plot_drop_heatmap(sw["acc"][1:] - sw["acc"][:-1], [f"{a}→{b}" for a, b in zip(s.sweep, s.sweep[1:])],
-                                     out / "figures" / f"sweep_drops_{precision}.png", names, title=f"{s.model}: drop per ε step")
+                                     out / "figures" / f"sweep_drops_{precision}.png", names, title=f"{model}: drop per ε step")
             lines += [f"## Per-class ε sweep ({precision}, {s.sweep_attack}, ε = x/255)", "", markdown_table(sw["rows"], floatfmt=".3f"),
                       markdown_table(sw["summary"], floatfmt=".3f"),
                       f"Points attacked per ε: {sw['attacked']}", "",
@@ -413,7 +418,7 @@ def run_study(study: Path, template: RobustnessSettings, root: Path, out: Path, 
             if done.is_file() and json.loads((folder / RUN_FILE).read_text()) == json.loads(json.dumps(asdict(s.validate()))):
                 results[m.label] = json.loads(done.read_text())
                 continue
-            result = evaluate_robustness(s, root, folder, device, show_progress, locked=True)
+            result = evaluate_robustness(s, root, folder, device, show_progress, locked=True, label=m.label)
             keep = {"n": result["n"], "class_names": result["class_names"], "labels": result["labels"],
                     "ladder": result["ladder-fp32"]["rows"], "per_class": result["ladder-fp32"]["per_class"],
                     "acc": result["sweep-fp32"]["acc"], "summary": result["sweep-fp32"]["summary"],
@@ -446,9 +451,7 @@ def _study_report(out: Path, s: RobustnessSettings, results: Dict[str, Dict[str,
     sweep = [dict(r, model=label) for label, res in results.items() for r in res["sweep"]]
     summary = [dict(r, model=label) for label, res in results.items() for r in res["summary"]]
     acc = {label: torch.tensor(res["acc"], dtype=torch.float32) for label, res in results.items()}
-    across = across_models_rows(acc)
-    for row in across:
-        row["class"] = names[row["class"]] if row["class"] < len(names) else row["class"]
+    across = across_models_rows(acc, class_names=names)
     per_model = [{"model": label, "average total drop": float(class_mean(total_drop(a))),
                   "worst class at max ε": names[int(torch.nan_to_num(a[-1], nan=float('inf')).argmin())],
                   "worst-class accuracy at max ε": float(torch.nan_to_num(a[-1], nan=float('inf')).min())} for label, a in acc.items()]
@@ -483,18 +486,17 @@ def demo_robustness(checkpoints: Dict[str, Path], root: Path, out: Path, seed: i
     test images for each checkpoint (label → path), one run folder each under ``out``; returns the report lines."""
     accs: Dict[str, torch.Tensor] = {}
     rows: List[Dict[str, Any]] = []
+    names: List[str] = []
     for label, checkpoint in checkpoints.items():
         s = RobustnessSettings(model="wsol-checkpoint", weights=[str(checkpoint)], dataset="shapes", n=n, seed=seed, eps=grid[-1] / 255,
                                sweep=list(grid), sweep_attack="apgd-ce", batch_size=n, n_iter=5, n_restarts=1)
-        result = evaluate_robustness(s, root, out / label, device, show_progress=False)
-        acc = result["sweep-fp32"]["acc"]
-        accs[label] = acc
-        for row in result["sweep-fp32"]["summary"]:
-            rows.append({**row, "model": label})
+        result = evaluate_robustness(s, root, out / label, device, show_progress=False, label=label)
+        accs[label], names = result["sweep-fp32"]["acc"], result["class_names"]
+        rows.extend(result["sweep-fp32"]["summary"])
     lines = [f"## Per-class robustness (APGD-CE, 5 iterations, {n} test images, ε = x/255)", "",
              markdown_table(rows, floatfmt=".3f"),
              "Total drop per class from ε = 0 to the largest ε, per model and averaged:", "",
-             markdown_table(across_models_rows(accs), floatfmt=".3f"),
+             markdown_table(across_models_rows(accs, class_names=names), floatfmt=".3f"),
              "Per-model tables, confusion under attack and figures: " + ", ".join(f"`{out.name}/{k}/report.md`" for k in checkpoints), ""]
     return lines
 

@@ -81,52 +81,62 @@ def ladder_rows(model: str, clean_accuracy: float, rungs: Sequence[Any]) -> List
     return rows
 
 
-def sweep_rows(model: str, eps_labels: Sequence[Any], acc: torch.Tensor, overall: torch.Tensor) -> List[Dict[str, Any]]:
+def _named(c: int, class_names: Optional[Sequence[str]]) -> Any:
+    """Class ``c`` in a table: the dataset's class name when the caller gives the names, else the index."""
+    return str(class_names[c]) if class_names else c
+
+
+def sweep_rows(model: str, eps_labels: Sequence[Any], acc: torch.Tensor, overall: torch.Tensor, *,
+               class_names: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
     """The study's second table for one model: per ε, every class's accuracy and step delta, the
     model's average delta over classes and its overall accuracy, then a TOTAL row of drops."""
     deltas = step_deltas(acc)
     num_classes = acc.shape[1]
+    heads = [str(class_names[c]) if class_names else f"class {c}" for c in range(num_classes)]
+    deltas_by = [f"delta {_named(c, class_names)}" for c in range(num_classes)]
     rows: List[Dict[str, Any]] = []
     for k, label in enumerate(eps_labels):
         row: Dict[str, Any] = {"model": model, "eps": label}
         for c in range(num_classes):
-            row[f"class {c}"] = float(acc[k, c])
-            row[f"delta {c}"] = None if k == 0 else float(deltas[k, c])
+            row[heads[c]] = float(acc[k, c])
+            row[deltas_by[c]] = None if k == 0 else float(deltas[k, c])
         row["average delta"] = None if k == 0 else float(class_mean(deltas[k]))
         row["overall"] = float(overall[k])
         rows.append(row)
     drops = total_drop(acc)
     total: Dict[str, Any] = {"model": model, "eps": "TOTAL"}
     for c in range(num_classes):
-        total[f"class {c}"] = None
-        total[f"delta {c}"] = float(drops[c])
+        total[heads[c]] = None
+        total[deltas_by[c]] = float(drops[c])
     total["average delta"] = float(class_mean(drops))
     total["overall"] = float(overall[-1] - overall[0])
     rows.append(total)
     return rows
 
 
-def across_models_rows(acc_by_model: Mapping[str, torch.Tensor]) -> List[Dict[str, Any]]:
+def across_models_rows(acc_by_model: Mapping[str, torch.Tensor], *,
+                       class_names: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
     """Per class, the total drop for each model and its average across models (the study's AVG row)."""
     drops = {m: total_drop(a) for m, a in acc_by_model.items()}
     stacked = torch.stack(list(drops.values()))
     mean = stacked.nanmean(0)
     rows = []
     for c in range(stacked.shape[1]):
-        row: Dict[str, Any] = {"class": c}
+        row: Dict[str, Any] = {"class": _named(c, class_names)}
         row.update({m: float(d[c]) for m, d in drops.items()})
         row["average"] = float(mean[c])
         rows.append(row)
     return rows
 
 
-def summary_rows(model: str, eps_labels: Sequence[Any], acc: torch.Tensor) -> List[Dict[str, Any]]:
+def summary_rows(model: str, eps_labels: Sequence[Any], acc: torch.Tensor, *,
+                 class_names: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
     """Per ε: mean class accuracy, worst class and its accuracy, range and std across classes."""
     index, value = worst_class(acc)
     spread = class_spread(acc)
     return [
         {"model": model, "eps": label, "mean class accuracy": float(class_mean(acc[k])),
-         "worst class": int(index[k]), "worst-class accuracy": float(value[k]),
+         "worst class": _named(int(index[k]), class_names), "worst-class accuracy": float(value[k]),
          "range": float(spread["range"][k]), "std": float(spread["std"][k])}
         for k, label in enumerate(eps_labels)
     ]
