@@ -483,6 +483,7 @@ def demo_robustness(checkpoints: Dict[str, Path], root: Path, out: Path, seed: i
     test images for each checkpoint (label → path), one run folder each under ``out``; returns the report lines."""
     accs: Dict[str, torch.Tensor] = {}
     rows: List[Dict[str, Any]] = []
+    n = min(n, dataset_size("shapes", root))
     for label, checkpoint in checkpoints.items():
         s = RobustnessSettings(model="wsol-checkpoint", weights=[str(checkpoint)], dataset="shapes", n=n, seed=seed, eps=grid[-1] / 255,
                                sweep=list(grid), sweep_attack="apgd-ce", batch_size=n, n_iter=5, n_restarts=1)
