@@ -346,6 +346,8 @@ def _robust_settings(checkpoint: Optional[Path], model: Optional[str], weights: 
 
     if (checkpoint is None) == (model is None):
         raise WsolError("name the model with either --checkpoint CK or --model NAME (with --weights FILE)")
+    if checkpoint is not None and weights:
+        raise WsolError("--weights goes with --model NAME; a --checkpoint carries its own weights, drop --weights")
     name, files = ("wsol-checkpoint", [checkpoint]) if checkpoint is not None else (model, list(weights or []))
     kw["eps"] = parse_eps(kw["eps"])
     return RobustnessSettings(model=str(name), weights=[str(f) for f in files], dataset=dataset, **kw).validate()
@@ -530,7 +532,7 @@ def attack_targeted_command(
     beta: BetaOpt = 50.0,
     k: AttackKOpt = 100,
     ig_steps: IgStepsOpt = 30,
-    target_index: Annotated[Optional[int], typer.Option("--target-index", help="Position in the batch of the image every map is driven to (default: a shuffle).")] = None,
+    target_index: Annotated[Optional[int], typer.Option("--target-index", help="Index in the split of the one image every map is driven to (default: each sample gets another of the n samples, a seeded cycle).")] = None,
     n: NOpt = 100,
     seed: SeedOpt = 0,
     batch_size: BatchSizeOpt = 32,
