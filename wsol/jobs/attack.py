@@ -228,7 +228,7 @@ class _Run:
         mine = remaining[rank::world]
         n_batches = math.ceil(math.ceil(len(remaining) / world) / batch_size) if remaining else 0
         show = set(indices[:n_maps])
-        for b in progress(range(n_batches), desc=desc):
+        for b in progress(range(n_batches), desc=f"{desc} batches ({len(indices) - len(remaining)} of {len(indices)} samples done before)", each=True):
             chunk = mine[b * batch_size:(b + 1) * batch_size]
             rows: List[Dict[str, Any]] = []
             maps: Dict[int, Dict[str, np.ndarray]] = {}

@@ -179,7 +179,7 @@ def run_chunks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: Robustness
     done = _records(out, tag)
     mine = [k for k in range(len(chunks)) if k % dist.world_size() == dist.rank() and k not in done]
     attacked = _Autocast(model) if precision == "bf16" else model
-    for k in progress(mine, desc=f"{tag} ({len(done)} of {len(chunks)} chunks done before)", enabled=show_progress):
+    for k in progress(mine, desc=f"{tag} ({len(done)} of {len(chunks)} chunks done before)", enabled=show_progress, each=True):
         sl = slice(chunks[k], chunks[k] + s.batch_size)
         xb, yb = x[sl].to(device), y[sl].to(device)
         if kind == "ladder":
