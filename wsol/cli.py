@@ -334,7 +334,7 @@ NOpt = Annotated[int, typer.Option("--n", min=1, help="Test samples, drawn repro
 EpsOpt = Annotated[str, typer.Option("--eps", help="Attack radius in pixel units: 8/255 or a decimal.")]
 NormOpt = Annotated[str, typer.Option("--norm", help="Threat model: linf or l2.")]
 Bf16Opt = Annotated[bool, typer.Option("--bf16", help="Also run under CUDA bf16 autocast, reported beside fp32 (CUDA only).")]
-NIterOpt = Annotated[Optional[int], typer.Option("--n-iter", min=1, help="Iterations per attack (default: AutoAttack's).")]
+NIterOpt = Annotated[Optional[int], typer.Option("--n-iter", min=1, help="Iterations per attack (default: AutoAttack's; Square keeps its 5,000 queries).")]
 NRestartsOpt = Annotated[Optional[int], typer.Option("--n-restarts", min=1, help="Restarts per attack (default: AutoAttack's).")]
 EpsSweepOpt = Annotated[str, typer.Option("--eps-sweep", help="Sweep grid in units of 1/255: a range 0:8 or a list 0,1,2,4,8.")]
 SweepAttackOpt = Annotated[str, typer.Option("--attack", help="Attack (or comma list) run at each ε of the sweep.")]
