@@ -73,7 +73,7 @@ ConfigBatchSizeOpt = Annotated[Optional[int], typer.Option("--batch-size", min=1
 DatasetOpt = Annotated[str, typer.Option("--dataset", help=DATASET_HELP)]
 DatasetArg = Annotated[str, typer.Argument(help=DATASET_HELP)]
 CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", help="A wsol checkpoint (.safetensors with its .json).")]
-AttributionOpt = Annotated[str, typer.Option("--attribution", help="Attribution method: grad, ig, gradshap, smoothgrad, cam, gradcam, gradcampp.")]
+AttributionOpt = Annotated[str, typer.Option("--attribution", help="Attribution method: grad, ig, gradshap, smoothgrad, cam, gradcam, gradcampp (attacks: the first four).")]
 ThresholdOpt = Annotated[float, typer.Option("--threshold", min=0.0, max=1.0, help="Box/mask threshold as a fraction of each map's max.")]
 LoaderOpt = Annotated[Optional[List[str]], typer.Option("--option", "-o", help="Loader option KEY=VALUE, e.g. -o metadata=DIR (repeatable).")]
 SetOpt = Annotated[Optional[List[str]], typer.Option("--set", help="Override a config key, e.g. --set art.lam=0.3 (repeatable).")]
@@ -479,7 +479,8 @@ def _attack_echo(summary: dict, out: Path) -> None:
     if main:
         m = summary["metrics"]
         shown = ", ".join(f"{k} {v['mean']:.4g} [{v['ci_low']:.4g}, {v['ci_high']:.4g}]" for k, v in m.items())
-        typer.echo(f"wrote {out / 'samples.csv'} and {out / 'summary.json'} ({summary['total']} samples); {shown}")
+        attacked = f", {summary['attacked']} attacked" if "attacked" in summary else ""
+        typer.echo(f"wrote {out / 'samples.csv'} and {out / 'summary.json'} ({summary['total']} samples{attacked}); {shown}")
 
 
 @attack_app.command("attribution")
@@ -496,7 +497,7 @@ def attack_attribution_command(
     steps: Annotated[int, typer.Option("--steps", min=1, help="Attack iterations.")] = 50,
     beta: BetaOpt = 50.0,
     ig_steps: IgStepsOpt = 100,
-    preset: Annotated[str, typer.Option("--preset", help="consistent (one map for attack and metric) or official (the ART CIFAR evaluation).")] = "consistent",
+    preset: Annotated[str, typer.Option("--preset", help="consistent (one map for attack and metric) or official (the ART CIFAR evaluation, --attribution ig only).")] = "consistent",
     n: NOpt = 1000,
     seed: SeedOpt = 0,
     batch_size: BatchSizeOpt = 32,

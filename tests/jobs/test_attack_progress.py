@@ -1,5 +1,7 @@
-"""A long attack run shows it is alive in a log: one progress line per batch on stderr."""
+"""A long attack run shows it is alive in a log: one progress line per batch on stderr; stdout counts the attacked samples."""
 from __future__ import annotations
+
+import json
 
 import torch
 
@@ -16,6 +18,9 @@ def test_one_line_per_batch_in_a_log(tmp_path, capsys, monkeypatch) -> None:
     argv = ["attack", "attribution", "--checkpoint", str(checkpoint), "--dataset", "shapes", "--root", str(root), "--out", str(tmp_path / "a"),
             "--attribution", "grad", "--k", "10", "--steps", "1", "--pgd-steps", "0", "--n", "5", "--batch-size", "2"]
     assert run(argv) == 0
-    lines = capsys.readouterr().err.splitlines()
+    captured = capsys.readouterr()
+    attacked = json.loads((tmp_path / "a" / "summary.json").read_text())["attacked"]
+    assert f"(5 samples, {attacked} attacked)" in captured.out
+    lines = captured.err.splitlines()
     assert [line.split(": ")[1].split(" in ")[0] for line in lines[:3]] == ["1/3", "2/3", "3/3"]
     assert lines[0].startswith("IFIA grad/topk batches (0 of 5 samples done before)") and "\r" not in "".join(lines)
