@@ -142,7 +142,7 @@ class TargetedAttackSettings:
         if not (math.isfinite(self.gamma) and self.gamma >= 0):
             raise ConfigError(f"--gamma weighs the output-keeping term and must be a number ≥ 0, got {self.gamma}")
         if self.target_index is not None and self.target_index < 0:
-            raise ConfigError(f"--target-index is an index of the test split and must be ≥ 0, got {self.target_index}")
+            raise ConfigError(f"--target-index is an image index of --split and must be ≥ 0, got {self.target_index}")
         return parse_eps(self.eps), parse_eps(self.lr, "--lr")
 
 
