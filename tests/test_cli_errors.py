@@ -150,6 +150,42 @@ CASES: List[List[str]] = [
     ["robustness", "per-class", "--dataset", "cifar10", "--root", "{dir}", "--model", "pyautoattack-resnet18", "--attack", "pgd", "--out", "{dir}/r"],
     ["robustness", "study", "{missing}", "--dataset", "cifar10", "--root", "{dir}", "--out", "{dir}/r"],
     ["robustness", "study", "{file}", "--dataset", "cifar10", "--root", "{dir}", "--ladder", "huge", "--out", "{dir}/r"],
+    # attack jobs on real inputs: every refusal comes before the run folder exists
+    ["attack", "attribution", "--checkpoint", "{missing}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/a"],
+    ["attack", "attribution", "--checkpoint", "{ckpt_corrupt}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/a"],
+    ["attack", "attribution", "--checkpoint", "{ckpt3}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/a"],
+    ["attack", "attribution", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--k", "5000", "--out", "{dir}/a"],
+    ["attack", "attribution", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--n", "5", "--out", "{dir}/a"],
+    ["attack", "attribution", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--eps", "-1", "--out", "{dir}/a"],
+    ["attack", "attribution", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--eps", "abc", "--out", "{dir}/a"],
+    ["attack", "attribution", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--eps", "nan", "--out", "{dir}/a"],
+    ["attack", "attribution", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--n", "-3", "--out", "{dir}/a"],
+    ["attack", "attribution", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--batch-size", "0", "--out", "{dir}/a"],
+    ["attack", "attribution", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--attribution", "bogus", "--out", "{dir}/a"],
+    ["attack", "attribution", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--beta", "0", "--out", "{dir}/a"],
+    ["attack", "attribution", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--beta", "nan", "--out", "{dir}/a"],
+    ["attack", "targeted", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--gamma", "nan", "--out", "{dir}/a"],
+    ["attack", "targeted", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--target-index", "9", "--n", "2", "--out", "{dir}/a"],
+    ["attack", "targeted", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--target-index", "-1", "--out", "{dir}/a"],
+    ["attack", "targeted", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--out", "{file}"],
+    # reports over folders that are not attribution-attack runs
+    ["report", "table1", "{run_broken}"],
+    ["report", "figures", "{run_targeted}", "--out", "{dir}/f"],
+    ["report", "table1", "{missing}"],
+    # robustness on real inputs and study files
+    ["robustness", "per-class", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--n", "5", "--out", "{dir}/r"],
+    ["robustness", "per-class", "--checkpoint", "{ckpt3}", "--dataset", "cub", "--root", "{cub}", "--n", "2", "--out", "{dir}/r"],
+    ["robustness", "per-class", "--checkpoint", "{ckpt2}", "--weights", "{file}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/r"],
+    ["robustness", "per-class", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--eps-sweep", "a:b", "--out", "{dir}/r"],
+    ["robustness", "per-class", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--batch-size", "0", "--out", "{dir}/r"],
+    ["robustness", "evaluate", "--model", "pyautoattack-resnet18", "--dataset", "cub", "--root", "{cub}", "--n", "1", "--out", "{dir}/r"],
+    ["robustness", "study", "{study_empty}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/r"],
+    ["robustness", "study", "{study_scalar}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/r"],
+    ["robustness", "study", "{study_unknown}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/r"],
+    ["robustness", "study", "{study_noweights}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/r"],
+    ["robustness", "study", "{study_twice}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/r"],
+    ["robustness", "study", "{study_numbers}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/r"],
+    ["robustness", "study", "{study_slash}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/r"],
 ]
 
 
@@ -195,6 +231,23 @@ def assets(tmp_path_factory) -> dict:
         digest = "0" * 64 if name == "mixed" else results_digest(pred)
         (base / f"{name}.meta.json").write_text(json.dumps({"dataset": "cub", "split": "test", "results_sha256": digest}))
         found[f"pred_{name}"] = str(pred)
+    corrupt = base / "corrupt.safetensors"
+    corrupt.write_bytes(b"not a safetensors file")
+    corrupt.with_suffix(".json").write_text(Path(found["ckpt2"]).with_suffix(".json").read_text())
+    found["ckpt_corrupt"] = str(corrupt)
+    for name, summary in (("broken", '{"total": 3'), ("targeted", json.dumps({"total": 1, "metrics": {}, "config": {"attack": "targeted"}}))):
+        (base / f"run_{name}").mkdir()
+        (base / f"run_{name}" / "summary.json").write_text(summary)
+        (base / f"run_{name}" / "samples.csv").write_text("index\n0\n")
+        found[f"run_{name}"] = str(base / f"run_{name}")
+    ck = found["ckpt2"]
+    for name, text in (("empty", ""), ("scalar", "models: 3\n"), ("unknown", "models:\n  - name: a\n    model: NoSuchModel\n"),
+                       ("noweights", f"models:\n  - name: a\n    checkpoint: {ck}\n  - name: b\n    model: Peng2023Robust\n    weights: missing.pt\n"),
+                       ("twice", f"models:\n  - name: a\n    checkpoint: {ck}\n  - name: a\n    checkpoint: {ck}\n"),
+                       ("numbers", "models:\n  - name: a\n    model: pyautoattack-resnet18\n    weights: [1, 2]\n"),
+                       ("slash", f"models:\n  - name: ../a\n    checkpoint: {ck}\n")):
+        (base / f"study_{name}.yaml").write_text(text)
+        found[f"study_{name}"] = str(base / f"study_{name}.yaml")
     return {**found, "base": base}
 
 

@@ -73,7 +73,7 @@ ConfigBatchSizeOpt = Annotated[Optional[int], typer.Option("--batch-size", min=1
 DatasetOpt = Annotated[str, typer.Option("--dataset", help=DATASET_HELP)]
 DatasetArg = Annotated[str, typer.Argument(help=DATASET_HELP)]
 CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", help="A wsol checkpoint (.safetensors with its .json).")]
-AttributionOpt = Annotated[str, typer.Option("--attribution", help="Attribution method: grad, ig, gradshap, smoothgrad, cam, gradcam, gradcampp.")]
+AttributionOpt = Annotated[str, typer.Option("--attribution", help="Attribution method: grad, ig, gradshap, smoothgrad, cam, gradcam, gradcampp (attacks: the first four).")]
 ThresholdOpt = Annotated[float, typer.Option("--threshold", min=0.0, max=1.0, help="Box/mask threshold as a fraction of each map's max.")]
 LoaderOpt = Annotated[Optional[List[str]], typer.Option("--option", "-o", help="Loader option KEY=VALUE, e.g. -o metadata=DIR (repeatable).")]
 SetOpt = Annotated[Optional[List[str]], typer.Option("--set", help="Override a config key, e.g. --set art.lam=0.3 (repeatable).")]
@@ -334,7 +334,7 @@ NOpt = Annotated[int, typer.Option("--n", min=1, help="Test samples, drawn repro
 EpsOpt = Annotated[str, typer.Option("--eps", help="Attack radius in pixel units: 8/255 or a decimal.")]
 NormOpt = Annotated[str, typer.Option("--norm", help="Threat model: linf or l2.")]
 Bf16Opt = Annotated[bool, typer.Option("--bf16", help="Also run under CUDA bf16 autocast, reported beside fp32 (CUDA only).")]
-NIterOpt = Annotated[Optional[int], typer.Option("--n-iter", min=1, help="Iterations per attack (default: AutoAttack's).")]
+NIterOpt = Annotated[Optional[int], typer.Option("--n-iter", min=1, help="Iterations per attack (default: AutoAttack's; Square keeps its 5,000 queries).")]
 NRestartsOpt = Annotated[Optional[int], typer.Option("--n-restarts", min=1, help="Restarts per attack (default: AutoAttack's).")]
 EpsSweepOpt = Annotated[str, typer.Option("--eps-sweep", help="Sweep grid in units of 1/255: a range 0:8 or a list 0,1,2,4,8.")]
 SweepAttackOpt = Annotated[str, typer.Option("--attack", help="Attack (or comma list) run at each ε of the sweep.")]
@@ -346,6 +346,8 @@ def _robust_settings(checkpoint: Optional[Path], model: Optional[str], weights: 
 
     if (checkpoint is None) == (model is None):
         raise WsolError("name the model with either --checkpoint CK or --model NAME (with --weights FILE)")
+    if checkpoint is not None and weights:
+        raise WsolError("--weights goes with --model NAME; a --checkpoint carries its own weights, drop --weights")
     name, files = ("wsol-checkpoint", [checkpoint]) if checkpoint is not None else (model, list(weights or []))
     kw["eps"] = parse_eps(kw["eps"])
     return RobustnessSettings(model=str(name), weights=[str(f) for f in files], dataset=dataset, **kw).validate()
@@ -477,7 +479,8 @@ def _attack_echo(summary: dict, out: Path) -> None:
     if main:
         m = summary["metrics"]
         shown = ", ".join(f"{k} {v['mean']:.4g} [{v['ci_low']:.4g}, {v['ci_high']:.4g}]" for k, v in m.items())
-        typer.echo(f"wrote {out / 'samples.csv'} and {out / 'summary.json'} ({summary['total']} samples); {shown}")
+        attacked = f", {summary['attacked']} attacked" if "attacked" in summary else ""
+        typer.echo(f"wrote {out / 'samples.csv'} and {out / 'summary.json'} ({summary['total']} samples{attacked}); {shown}")
 
 
 @attack_app.command("attribution")
@@ -494,7 +497,7 @@ def attack_attribution_command(
     steps: Annotated[int, typer.Option("--steps", min=1, help="Attack iterations.")] = 50,
     beta: BetaOpt = 50.0,
     ig_steps: IgStepsOpt = 100,
-    preset: Annotated[str, typer.Option("--preset", help="consistent (one map for attack and metric) or official (the ART CIFAR evaluation).")] = "consistent",
+    preset: Annotated[str, typer.Option("--preset", help="consistent (one map for attack and metric) or official (the ART CIFAR evaluation, --attribution ig only).")] = "consistent",
     n: NOpt = 1000,
     seed: SeedOpt = 0,
     batch_size: BatchSizeOpt = 32,
@@ -530,7 +533,7 @@ def attack_targeted_command(
     beta: BetaOpt = 50.0,
     k: AttackKOpt = 100,
     ig_steps: IgStepsOpt = 30,
-    target_index: Annotated[Optional[int], typer.Option("--target-index", help="Position in the batch of the image every map is driven to (default: a shuffle).")] = None,
+    target_index: Annotated[Optional[int], typer.Option("--target-index", help="Index in the split of the one image every map is driven to (default: each sample gets another of the n samples, a seeded cycle).")] = None,
     n: NOpt = 100,
     seed: SeedOpt = 0,
     batch_size: BatchSizeOpt = 32,

@@ -11,6 +11,7 @@ import torch
 import torch.multiprocessing as mp
 
 from wsol.cli import run
+from wsol.errors import ConfigError
 from wsol.data.shapes import synthesize_shapes
 from wsol.jobs.attack import AttributionAttackSettings, mean_interval, run_attribution_attack
 from wsol.jobs.runfolder import select_samples
@@ -42,7 +43,9 @@ def test_select_samples_is_reproducible_and_distinct() -> None:
     a = select_samples(100, 10, seed=4)
     assert a == select_samples(100, 10, seed=4) and len(set(a)) == 10 and a == sorted(a)
     assert a != select_samples(100, 10, seed=5)
-    assert select_samples(5, 10, seed=0) == [0, 1, 2, 3, 4]
+    assert select_samples(5, 5, seed=0) == [0, 1, 2, 3, 4]
+    with pytest.raises(ConfigError, match="--n 10"):
+        select_samples(5, 10, seed=0)
 
 
 def test_mean_interval_is_the_student_t_interval() -> None:

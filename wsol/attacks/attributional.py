@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from wsol.attacks.core import project_linf, sign_ascent
+from wsol.attacks.core import Generators, normal_noise, project_linf, sign_ascent
 from wsol.attribution import attribute
 from wsol.attribution.common import check_choice
 from wsol.errors import ConfigError
@@ -63,11 +63,28 @@ def _surrogate(model: nn.Module, beta: Optional[float]) -> contextlib.AbstractCo
     return contextlib.nullcontext(model) if beta is None else softplus(model, beta)
 
 
-def _map_fn(model: nn.Module, y: torch.Tensor, method: str, options: Dict[str, Any]) -> MapFn:
+STOCHASTIC_ATTRIBUTIONS = ("gradshap", "smoothgrad")
+
+
+def _map_fn(model: nn.Module, y: torch.Tensor, method: str, options: Dict[str, Any], map_seeds: Optional[Sequence[int]] = None) -> MapFn:
+    """Maps of ``method``; a stochastic method draws the same noise on every call: from one generator per
+    image seeded with ``map_seeds`` when given, else from the method's default seed for the whole batch."""
     def maps(x: torch.Tensor, create_graph: bool) -> torch.Tensor:
-        return preprocess_map(attribute(model, x, y, method, create_graph=create_graph, **options))
+        extra: Dict[str, Any] = {}
+        if map_seeds is not None and method in STOCHASTIC_ATTRIBUTIONS:
+            extra["generator"] = [torch.Generator().manual_seed(s) for s in map_seeds]
+        return preprocess_map(attribute(model, x, y, method, create_graph=create_graph, **options, **extra))
 
     return maps
+
+
+def _per_sample(generator: Generators, where: torch.Tensor) -> tuple[Generators, Optional[List[int]]]:
+    """The generators of the rows ``where`` selects and a map-noise seed drawn from each (per-sample
+    generators only; a single generator or None is returned as it is, with no map seeds)."""
+    if not isinstance(generator, Sequence):
+        return generator, None
+    chosen = [generator[i] for i in where.nonzero().flatten().tolist()]
+    return chosen, [int(torch.randint(2**62, (1,), generator=g)) for g in chosen]
 
 
 def map_options(
@@ -166,7 +183,7 @@ def ifia(
     ig_steps: int = 100,
     preset: str = "consistent",
     random_start: Optional[bool] = None,
-    generator: Optional[torch.Generator] = None,
+    generator: Generators = None,
     internal_batch_size: Optional[int] = 1024,
     return_maps: bool = False,
 ) -> IFIAResult:
@@ -175,7 +192,9 @@ def ifia(
     Only samples the model classifies as ``y`` are attacked. ``objective``: "topk" lowers the map's
     mass on the original k largest pixels, "mass-center" moves its centre of mass, "random" takes
     random sign steps of the same size (a baseline). ``random_start`` None follows the preset.
-    ``generator`` drives the random start and the random steps.
+    ``generator`` drives the random start, the random steps and (one generator per sample only) the
+    noise of gradshap/smoothgrad maps; one generator per sample (:func:`~wsol.attacks.core.sample_generators`)
+    makes each sample's result independent of the batch it is attacked in.
     """
     check_choice(objective, IFIA_OBJECTIVES, "IFIA objective")
     attack_opts, metric_opts = map_options(attribution, preset, ig_steps, internal_batch_size)
@@ -192,16 +211,16 @@ def ifia(
             result.original_maps, result.attacked_maps = empty, empty.clone()
         return result
     xs, ys = x[attacked].detach(), y[attacked]
-    attack_map = _map_fn(model, ys, attribution, attack_opts)
-    metric_map = _map_fn(model, ys, attribution, metric_opts)
+    gens, map_seeds = _per_sample(generator, attacked)
+    attack_map = _map_fn(model, ys, attribution, attack_opts, map_seeds)
+    metric_map = _map_fn(model, ys, attribution, metric_opts, map_seeds)
     reference = attack_map(xs, False)
     mask = topk_mask(reference, k).view_as(reference).to(reference.dtype)
     centre = center_of_mass(reference)
 
     def climb(xa: torch.Tensor) -> torch.Tensor:
         if objective == "random":
-            noise = torch.randn(xa.shape, generator=generator, device=generator.device if generator else None)
-            return (xa * noise.to(xa)).flatten(1).sum(dim=1)
+            return (xa * normal_noise(xa.shape, gens, xa.device).to(xa)).flatten(1).sum(dim=1)
         with _surrogate(model, beta):
             m = attack_map(xa, True)
         if objective == "mass-center":
@@ -219,7 +238,7 @@ def ifia(
 
     start = preset == "official" if random_start is None else random_start
     ascent = sign_ascent(
-        climb, xs, eps, step_size, steps, random_start=start, generator=generator, acceptance=accept, score_start=start
+        climb, xs, eps, step_size, steps, random_start=start, generator=gens, acceptance=accept, score_start=start
     )
     kept = ascent.best_step >= 0
     before = reference if metric_opts == attack_opts else metric_map(xs, False)
@@ -256,7 +275,8 @@ def shuffled_targets(n: int, generator: Optional[torch.Generator] = None) -> tor
 class TargetedResult:
     """Per-sample outcome of :func:`targeted_manipulation`.
 
-    ``targets``: the index of each sample's target image. ``kept``: the returned x_adv keeps the
+    ``targets``: the index in the batch of each sample's target image (−1 where ``target_images``
+    were given). ``kept``: the returned x_adv keeps the
     prediction (the best such iterate; x itself where none did). ``to_target`` and
     ``to_original``: SSIM, Pearson, MSE and top-k intersection of the final (ReLU) map against the
     target's map and the sample's original map.
@@ -302,7 +322,8 @@ def targeted_manipulation(
     x: torch.Tensor,
     *,
     target_index: Optional[int] = None,
-    generator: Optional[torch.Generator] = None,
+    target_images: Optional[torch.Tensor] = None,
+    generator: Generators = None,
     attribution: str = "grad",
     eps: float = 8 / 255,
     steps: int = 100,
@@ -317,8 +338,10 @@ def targeted_manipulation(
 ) -> TargetedResult:
     """Drive the map of each x towards another image's map inside the ε-ball, keeping the prediction.
 
-    Targets: image ``target_index`` for every sample, else a seeded shuffle of the batch
-    (:func:`shuffled_targets`). Loss (Dombrowski et al.): MSE(map(x̃), target map) + γ·MSE(softmax(x̃),
+    Targets: ``target_images`` (N×C×H×W, one per sample, e.g. chosen outside the batch so that a
+    sample's target does not depend on its batch), else image ``target_index`` for every sample, else
+    a seeded shuffle of the batch (:func:`shuffled_targets`, from ``generator`` when it is a single
+    generator). One generator per sample draws the noise of gradshap/smoothgrad maps per sample. Loss (Dombrowski et al.): MSE(map(x̃), target map) + γ·MSE(softmax(x̃),
     softmax(x)), maps scaled to mean 1; Adam with ``lr`` on the perturbation, projected to the
     ε-ball and [0, 1] after every step. The maps being attacked are those of the predicted class.
     ``beta_growth`` (β₀, β₁) replaces ``beta`` by a geometric schedule over the iterations.
@@ -328,16 +351,26 @@ def targeted_manipulation(
     check_k(k, x.shape[2] * x.shape[3])
     if target_index is not None and not 0 <= target_index < n:
         raise ConfigError(f"target_index must lie in [0, {n}), got {target_index}")
-    targets = torch.full((n,), target_index, dtype=torch.long) if target_index is not None else shuffled_targets(n, generator)
+    if target_images is not None and target_images.shape != x.shape:
+        raise ValueError(f"target_images must be shaped like x {tuple(x.shape)}, got {tuple(target_images.shape)}")
+    if target_images is not None:
+        targets = torch.full((n,), -1, dtype=torch.long)
+    elif target_index is not None:
+        targets = torch.full((n,), target_index, dtype=torch.long)
+    else:
+        targets = shuffled_targets(n, generator if isinstance(generator, torch.Generator) else None)
     targets = targets.to(x.device)
     x = x.detach()
+    goal_x = x[targets] if target_images is None else target_images.detach().to(x)
     with torch.no_grad():
         probs = F.softmax(model(x), dim=1)
+        goal_y = model(goal_x).argmax(dim=1)
     y = probs.argmax(dim=1)
     d = x.shape[2] * x.shape[3]
-    original = _map_fn(model, y, attribution, options)(x, False)
-    goal = _map_fn(model, y[targets], attribution, options)(x[targets], False)
-    attack_map = _map_fn(model, y, attribution, options)
+    _, map_seeds = _per_sample(generator, torch.ones(n, dtype=torch.bool))
+    original = _map_fn(model, y, attribution, options, map_seeds)(x, False)
+    goal = _map_fn(model, goal_y, attribution, options, map_seeds)(goal_x, False)
+    attack_map = _map_fn(model, y, attribution, options, map_seeds)
     delta = torch.zeros_like(x, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=lr)
     best_x, best_err = x.clone(), torch.full((n,), float("inf"), dtype=torch.float64, device=x.device)

@@ -11,8 +11,9 @@ touched and the model's train/eval mode is left as the caller set it.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
-from typing import Callable, Optional, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -24,13 +25,41 @@ Acceptance = Callable[[torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
 gradients itself (an attribution map), so it is not run under ``torch.no_grad``."""
 
 
-def uniform_noise(
-    shape: torch.Size | tuple, generator: Optional[torch.Generator] = None, device: torch.device | str | None = None
-) -> torch.Tensor:
-    """U[−1, 1] noise of ``shape`` drawn from ``generator`` (or the global RNG) and moved to ``device``."""
+Generators = Union[torch.Generator, Sequence[torch.Generator], None]
+"""One generator for a whole batch, one per sample (row i draws from generator i), or None (the global RNG)."""
+
+
+def sample_generators(seed: int, keys: Sequence[int], stream: str = "") -> List[torch.Generator]:
+    """One CPU generator per sample, seeded from (``seed``, ``stream``, the sample's key, e.g. its dataset
+    index): a sample's draws then do not depend on its batch, the resume point or the number of ranks.
+    ``stream`` separates independent uses (an attack's start and a PGD start) of the same samples."""
+    def seeded(key: int) -> torch.Generator:
+        digest = hashlib.blake2b(f"{int(seed)}:{stream}:{int(key)}".encode(), digest_size=8).digest()
+        return torch.Generator().manual_seed(int.from_bytes(digest, "little"))
+
+    return [seeded(k) for k in keys]
+
+
+def _noise(shape: Sequence[int], generator: Generators, device: torch.device | str | None, normal: bool) -> torch.Tensor:
+    if isinstance(generator, Sequence):
+        if len(generator) != shape[0]:
+            raise ValueError(f"{len(generator)} generators for {shape[0]} rows")
+        if not generator:
+            return torch.empty(tuple(shape), device=device)
+        return torch.stack([_noise(tuple(shape[1:]), g, device, normal) for g in generator])
     gen_device = generator.device if generator is not None else device
-    noise = torch.rand(shape, generator=generator, device=gen_device) * 2 - 1
-    return noise.to(device) if device is not None else noise
+    draw = torch.randn(tuple(shape), generator=generator, device=gen_device) if normal else torch.rand(tuple(shape), generator=generator, device=gen_device) * 2 - 1
+    return draw.to(device) if device is not None else draw
+
+
+def uniform_noise(shape: torch.Size | tuple, generator: Generators = None, device: torch.device | str | None = None) -> torch.Tensor:
+    """U[−1, 1] noise of ``shape`` drawn from ``generator`` (or the global RNG) and moved to ``device``."""
+    return _noise(shape, generator, device, normal=False)
+
+
+def normal_noise(shape: torch.Size | tuple, generator: Generators = None, device: torch.device | str | None = None) -> torch.Tensor:
+    """N(0, 1) noise of ``shape`` drawn like :func:`uniform_noise`."""
+    return _noise(shape, generator, device, normal=True)
 
 
 def project_linf(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -38,16 +67,17 @@ def project_linf(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tens
     return torch.minimum(torch.maximum(x_adv, x - eps), x + eps).clamp_(0.0, 1.0)
 
 
-def random_delta(
-    x: torch.Tensor, eps: float, generator: Optional[torch.Generator] = None, shard: Tuple[int, int] = (0, 1)
-) -> torch.Tensor:
+def random_delta(x: torch.Tensor, eps: float, generator: Generators = None, shard: Tuple[int, int] = (0, 1)) -> torch.Tensor:
     """ε·U[−1, 1] noise for the rows of ``x``: the one place a random start is drawn.
 
-    ``shard=(rank, world)``: ``x`` is this rank's share of a global batch of ``world``·N rows (row
-    i of the global batch is row i // world of rank i % world); the noise of the whole global
-    batch is drawn and this rank's rows are returned, so each sample's start does not depend on
-    how the batch is split across processes.
+    With one generator per row (:func:`sample_generators`) each row is its own draw. With one
+    generator, ``shard=(rank, world)`` says ``x`` is this rank's share of a global batch of
+    ``world``·N rows (row i of the global batch is row i // world of rank i % world); the noise of
+    the whole global batch is drawn and this rank's rows are returned, so each sample's start does
+    not depend on how the batch is split across processes.
     """
+    if isinstance(generator, Sequence):
+        return eps * uniform_noise(x.shape, generator, x.device).to(x.dtype)
     rank, world = shard
     n = x.shape[0]
     noise = uniform_noise((n * world, *x.shape[1:]), generator, x.device)
@@ -55,7 +85,7 @@ def random_delta(
 
 
 def random_start_point(
-    x: torch.Tensor, eps: float, generator: Optional[torch.Generator] = None, init_delta: Optional[torch.Tensor] = None
+    x: torch.Tensor, eps: float, generator: Generators = None, init_delta: Optional[torch.Tensor] = None
 ) -> torch.Tensor:
     """``x`` + U[−ε, ε] (or ``x + init_delta``), projected to the ε-ball and to [0, 1]."""
     delta = init_delta.to(x) if init_delta is not None else random_delta(x, eps, generator)
@@ -91,7 +121,7 @@ def sign_ascent(
     *,
     maximize: bool = True,
     random_start: bool = False,
-    generator: Optional[torch.Generator] = None,
+    generator: Generators = None,
     init_delta: Optional[torch.Tensor] = None,
     acceptance: Optional[Acceptance] = None,
     score_start: bool = False,
@@ -100,7 +130,7 @@ def sign_ascent(
 
     ``objective`` returns per-sample losses (or their sum; either way each sample's step is the
     sign of its own gradient). ``maximize=False`` descends. ``random_start`` starts at
-    x + U[−ε, ε] drawn from ``generator`` (or at ``x + init_delta``). With ``acceptance`` every
+    x + U[−ε, ε] drawn from ``generator`` (one, or one per sample; or at ``x + init_delta``). With ``acceptance`` every
     iterate after a step (and the start, if ``score_start``) is tested and each sample keeps its
     highest-scoring accepted iterate: IFIA's "most dissimilar step that keeps the label".
     """

@@ -122,13 +122,20 @@ def finish(maps: torch.Tensor, create_graph: bool) -> torch.Tensor:
     return maps if create_graph else maps.detach()
 
 
-def make_generator(seed: int, generator: Optional[torch.Generator]) -> torch.Generator:
-    """The caller's generator, or a fresh CPU generator seeded with ``seed``."""
+def make_generator(seed: int, generator: Optional[Union[torch.Generator, Sequence[torch.Generator]]]) -> Union[torch.Generator, Sequence[torch.Generator]]:
+    """The caller's generator (or one per image), or a fresh CPU generator seeded with ``seed``."""
     return generator if generator is not None else torch.Generator().manual_seed(int(seed))
 
 
-def rand_like(x: torch.Tensor, shape: Sequence[int], generator: torch.Generator, normal: bool) -> torch.Tensor:
-    """Uniform [0, 1) or standard normal draws made on the generator's device, moved to ``x``."""
+def rand_like(x: torch.Tensor, shape: Sequence[int], generator: Union[torch.Generator, Sequence[torch.Generator]], normal: bool) -> torch.Tensor:
+    """Uniform [0, 1) or standard normal draws made on the generator's device, moved to ``x``.
+
+    A sequence of generators, one per image (``shape[0]`` of them), draws each image's rows from its
+    own generator, so an image's draws do not depend on the batch it is in."""
+    if isinstance(generator, Sequence):
+        if len(generator) != shape[0]:
+            raise ValueError(f"{len(generator)} generators for {shape[0]} images")
+        return torch.cat([rand_like(x, (1, *shape[1:]), g, normal) for g in generator])
     draw = torch.randn if normal else torch.rand
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     out = draw(tuple(shape), generator=generator, device=generator.device, dtype=dtype)

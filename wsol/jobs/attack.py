@@ -3,14 +3,18 @@
 ``run_attribution_attack`` (IFIA, Ghorbani et al.) and ``run_targeted_attack`` (Dombrowski et al.)
 attack n test samples drawn reproducibly from the seed. Each batch's rows are appended to
 ``samples.csv`` as soon as they exist; a rerun with the same arguments (kept in ``config.json``)
-skips the samples already there, different arguments are refused. Under ``torchrun`` each rank
+skips the samples already there (the batch size may change), different arguments are refused. Under ``torchrun`` each rank
 attacks a strided shard of the remaining samples and rank 0 appends the gathered rows; at the end
 rank 0 rewrites ``samples.csv`` sorted by sample index and writes ``summary.json``.
 
 Summary intervals are two-sided 95% Student-t intervals of the mean over the samples that have the
 metric. The PGD accuracy is ℓ∞ PGD with cross-entropy, ε = ``pgd_eps`` (8/255) and step 2/255
-(SPEC §5; Madry et al.'s CIFAR setting), started at a uniform point drawn per sample from the seed
-and the sample's index, so a row does not depend on the batch or the number of ranks.
+(SPEC §5; Madry et al.'s CIFAR setting).
+
+Every random draw (IFIA's random start and random steps, gradshap/smoothgrad noise, the PGD start,
+the targeted attack's target) is made per sample from the seed and the sample's dataset index
+(:func:`~wsol.attacks.core.sample_generators`), so a row does not depend on the batch size, the
+resume point or the number of ranks.
 """
 from __future__ import annotations
 
@@ -26,24 +30,26 @@ import torch
 import torch.nn as nn
 
 from wsol.attacks.adversarial import pgd_attack
-from wsol.attacks.attributional import ATTACK_ATTRIBUTIONS, IFIA_OBJECTIVES, PRESETS, ifia, targeted_manipulation
-from wsol.attacks.core import uniform_noise
+from wsol.attacks.attributional import ATTACK_ATTRIBUTIONS, IFIA_OBJECTIVES, PRESETS, ifia, shuffled_targets, targeted_manipulation
+from wsol.attacks.core import sample_generators, uniform_noise
 from wsol.attribution.common import check_choice
 from wsol.errors import ConfigError
 from wsol.jobs.localize import eval_dataset
-from wsol.jobs.runfolder import config_differences, gather, parse_eps, select_samples, write_json
+from wsol.jobs.runfolder import config_differences, gather, lock_run_folder, parse_eps, select_samples, write_json
 from wsol.metrics.ranking import check_k, input_gradient_cosine
 from wsol.models import load_model
 from wsol.models.build import checkpoint_meta
 from wsol.utils import distributed as dist
 from wsol.utils.device import select_device
-from wsol.utils.io import atomic_write_text, run_folder_lock
+from wsol.utils.io import atomic_write_text
 from wsol.utils.progress import progress
 
 SAMPLES_FILE = "samples.csv"
 SUMMARY_FILE = "summary.json"
 CONFIG_FILE = "config.json"
 MAPS_FILE = "maps.npz"
+FREE_ON_RESUME = ("batch_size",)
+"""Arguments a resumed run may change: every row is independent of how the samples are batched."""
 
 ATTRIBUTION_COLUMNS = (
     "index", "image_id", "label", "pred", "attacked", "kept_prediction", "reason", "best_step",
@@ -91,6 +97,7 @@ class AttributionAttackSettings:
         check_choice(self.attribution, ATTACK_ATTRIBUTIONS, "attribution for attacks")
         check_choice(self.preset, PRESETS, "IFIA preset")
         _check_counts(n=self.n, steps=self.steps, ig_steps=self.ig_steps, batch_size=self.batch_size)
+        _check_beta(self.beta)
         if self.pgd_steps < 0:
             raise ConfigError(f"--pgd-steps must be ≥ 0, got {self.pgd_steps}")
         return parse_eps(self.eps), parse_eps(self.step_size, "--step-size"), parse_eps(self.pgd_eps, "--pgd-eps"), parse_eps(self.pgd_step_size, "--pgd-step-size")
@@ -102,9 +109,15 @@ def _check_counts(**counts: int) -> None:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
 
 
+def _check_beta(beta: Optional[float]) -> None:
+    if beta is not None and not (math.isfinite(beta) and beta > 0):
+        raise ConfigError(f"--beta is the softplus sharpness and must be a positive number (default 50), got {beta}")
+
+
 @dataclass
 class TargetedAttackSettings:
-    """What `wsol attack targeted` does; targets are shuffled within each batch (or one fixed index)."""
+    """What `wsol attack targeted` does. Each sample's target is the next sample of a seeded cycle through
+    the n samples (or image ``target_index`` of the split for all), whatever the batches."""
 
     attribution: str = "grad"
     eps: str = "8/255"
@@ -125,12 +138,12 @@ class TargetedAttackSettings:
         """Refuse bad arguments before anything is loaded or written; returns (eps, lr) in pixel units."""
         check_choice(self.attribution, ATTACK_ATTRIBUTIONS, "attribution for attacks")
         _check_counts(n=self.n, steps=self.steps, ig_steps=self.ig_steps, batch_size=self.batch_size)
+        _check_beta(self.beta)
+        if not (math.isfinite(self.gamma) and self.gamma >= 0):
+            raise ConfigError(f"--gamma weighs the output-keeping term and must be a number ≥ 0, got {self.gamma}")
+        if self.target_index is not None and self.target_index < 0:
+            raise ConfigError(f"--target-index is an image index of --split and must be ≥ 0, got {self.target_index}")
         return parse_eps(self.eps), parse_eps(self.lr, "--lr")
-
-
-def _sample_noise(shape: Sequence[int], seed: int, indices: Sequence[int]) -> torch.Tensor:
-    """U[−1, 1] noise per sample from (seed, sample index): independent of batching and ranks."""
-    return torch.stack([uniform_noise(tuple(shape), torch.Generator().manual_seed(seed * 1_000_003 + i)) for i in indices])
 
 
 def _read_rows(path: Path, columns: Sequence[str]) -> List[Dict[str, str]]:
@@ -191,12 +204,13 @@ class _Run:
         self.maps: Dict[int, Dict[str, np.ndarray]] = {}
 
     def check_config(self) -> None:
+        """Refuse other arguments into a folder that holds results (a folder without rows is reused)."""
         import json
 
         path = self.out / CONFIG_FILE
-        if path.is_file():
+        if path.is_file() and _read_rows(self.out / SAMPLES_FILE, self.columns):
             old = json.loads(path.read_text())
-            diffs = config_differences(old, self.config)
+            diffs = [d for d in config_differences(old, self.config) if d not in FREE_ON_RESUME]
             if diffs:
                 raise ConfigError(f"{self.out} holds a run with other arguments ({', '.join(diffs)}); use another --out or the same arguments")
 
@@ -214,7 +228,7 @@ class _Run:
         mine = remaining[rank::world]
         n_batches = math.ceil(math.ceil(len(remaining) / world) / batch_size) if remaining else 0
         show = set(indices[:n_maps])
-        for b in progress(range(n_batches), desc=desc):
+        for b in progress(range(n_batches), desc=f"{desc} batches ({len(indices) - len(remaining)} of {len(indices)} samples done before)", each=True):
             chunk = mine[b * batch_size:(b + 1) * batch_size]
             rows: List[Dict[str, Any]] = []
             maps: Dict[int, Dict[str, np.ndarray]] = {}
@@ -293,18 +307,18 @@ def run_attribution_attack(
     dist.init_from_env()
     model, data, dev, meta = _load(checkpoint, dataset, root, s.split, device)
     check_k(s.k, model.input_size * model.input_size)
+    indices = select_samples(len(data), s.n, s.seed)
     run = _Run(out, _base_config("attribution", checkpoint, dataset, root, meta, s), ATTRIBUTION_COLUMNS)
     run.check_config()
 
     def batch(x: torch.Tensor, y: torch.Tensor, idx: List[int]) -> tuple[List[Dict[str, Any]], Dict[str, np.ndarray]]:
-        gen = torch.Generator(device=x.device).manual_seed(s.seed * 1_000_003 + idx[0])
         result = ifia(model, x, y, objective=s.objective, attribution=s.attribution, k=s.k, eps=eps, step_size=step, steps=s.steps,
-                      beta=s.beta, ig_steps=s.ig_steps, preset=s.preset, generator=gen, return_maps=True)
+                      beta=s.beta, ig_steps=s.ig_steps, preset=s.preset, generator=sample_generators(s.seed, idx, "ifia"), return_maps=True)
         with torch.no_grad():
             pred = model(x).argmax(dim=1)
         cos = input_gradient_cosine(model, x, y).detach()
         if s.pgd_steps > 0:
-            noise = _sample_noise(x.shape[1:], s.seed, idx).to(x) * pgd_eps
+            noise = uniform_noise(x.shape, sample_generators(s.seed, idx, "pgd"), x.device).to(x) * pgd_eps
             x_pgd = pgd_attack(model, x, y, pgd_eps, pgd_step, s.pgd_steps, init_delta=noise)
             with torch.no_grad():
                 pgd_ok = (model(x_pgd).argmax(dim=1) == y).tolist()
@@ -315,19 +329,12 @@ def run_attribution_attack(
                 "original_map": result.original_maps.cpu().numpy(), "attacked_map": result.attacked_maps.cpu().numpy()}
         return rows, maps
 
-    with run_folder_lock(out) if dist.is_main_process() else _nullcontext(out):
-        indices = select_samples(len(data), s.n, s.seed)
+    with lock_run_folder(out):
         rows = run.execute(model, data, indices, s.batch_size, s.n_maps, batch, f"IFIA {s.attribution}/{s.objective}", dev, after_batch)
         summary = attribution_summary(rows, run.config) if dist.is_main_process() else {}
         write_json(Path(out) / SUMMARY_FILE, summary)
     dist.barrier()
     return summary
-
-
-def _nullcontext(value: Any) -> Any:
-    import contextlib
-
-    return contextlib.nullcontext(value)
 
 
 def _flag(value: str) -> bool:
@@ -373,24 +380,26 @@ def run_targeted_attack(
     dist.init_from_env()
     model, data, dev, meta = _load(checkpoint, dataset, root, s.split, device)
     check_k(s.k, model.input_size * model.input_size)
-    if s.target_index is not None and not 0 <= s.target_index < s.batch_size:
-        raise ConfigError(f"--target-index must lie in [0, --batch-size), got {s.target_index}")
+    if s.target_index is not None and s.target_index >= len(data):
+        raise ConfigError(f"--target-index {s.target_index} is past the {len(data)} images of the {s.split} split; give an index below {len(data)}")
+    indices = select_samples(len(data), s.n, s.seed)
+    cycle = shuffled_targets(len(indices), torch.Generator().manual_seed(s.seed)).tolist()
+    target_of = {i: (indices[t] if s.target_index is None else s.target_index) for i, t in zip(indices, cycle)}
     run = _Run(out, _base_config("targeted", checkpoint, dataset, root, meta, s), TARGETED_COLUMNS)
     run.check_config()
 
     def batch(x: torch.Tensor, y: torch.Tensor, idx: List[int]) -> tuple[List[Dict[str, Any]], Dict[str, np.ndarray]]:
-        gen = torch.Generator(device=x.device).manual_seed(s.seed * 1_000_003 + idx[0])
-        target = s.target_index if s.target_index is None or s.target_index < len(idx) else 0
-        result = targeted_manipulation(model, x, target_index=target, generator=gen, attribution=s.attribution, eps=eps, steps=s.steps, lr=lr,
-                                       gamma=s.gamma, beta=s.beta, k=s.k, ig_steps=s.ig_steps, return_maps=True)
+        targets = [target_of[i] for i in idx]
+        goal = torch.stack([data[t].image for t in targets]).to(x)
+        result = targeted_manipulation(model, x, target_images=goal, generator=sample_generators(s.seed, idx, "targeted"), attribution=s.attribution,
+                                       eps=eps, steps=s.steps, lr=lr, gamma=s.gamma, beta=s.beta, k=s.k, ig_steps=s.ig_steps, return_maps=True)
         with torch.no_grad():
             pred = model(x).argmax(dim=1)
-        rows = [dict(r, pred=int(p), target_index=idx[r["target_index"]]) for r, p in zip(result.rows(), pred.tolist())]
+        rows = [dict(r, pred=int(p), target_index=t) for r, p, t in zip(result.rows(), pred.tolist(), targets)]
         maps = {"image": x.cpu().numpy(), "x_adv": result.x_adv.cpu().numpy(), "attacked_map": result.maps.cpu().numpy()}
         return rows, maps
 
-    with run_folder_lock(out) if dist.is_main_process() else _nullcontext(out):
-        indices = select_samples(len(data), s.n, s.seed)
+    with lock_run_folder(out):
         rows = run.execute(model, data, indices, s.batch_size, s.n_maps, batch, f"targeted {s.attribution}", dev, after_batch)
         summary: Dict[str, Any] = {}
         if dist.is_main_process():
@@ -413,6 +422,9 @@ def demo_attack_section(
 
     Each run goes to ``out/<method>`` and resumes like any attack run.
     """
+    from wsol.data import build_dataset
+
+    n = min(n, len(build_dataset("shapes", root, "test")))
     settings = AttributionAttackSettings(attribution="grad", objective="topk", k=100, steps=10, n=n, seed=seed, batch_size=n, pgd_steps=0, n_maps=4)
     rows = []
     for method, checkpoint in checkpoints.items():

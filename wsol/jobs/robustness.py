@@ -15,7 +15,7 @@ import contextlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -24,13 +24,13 @@ from wsol.attacks.autoattack import ladder_attack, resolve_ladder, run_ladder
 from wsol.attacks.pgd_eval import epsilon_sweep, pgd_evaluate
 from wsol.errors import ConfigError, WsolError
 from wsol.export.tables import markdown_table, matrix_rows, write_csv
-from wsol.jobs.runfolder import config_differences, parse_eps, select_samples, write_json, write_text
+from wsol.jobs.runfolder import config_differences, lock_run_folder, parse_eps, select_samples, write_json, write_text
 from wsol.metrics.robustness import (
     across_models_rows, attack_confusion, class_mean, ladder_rows, per_class_accuracy, summary_rows, sweep_rows, total_drop,
 )
 from wsol.utils import distributed as dist
 from wsol.utils.device import select_device
-from wsol.utils.io import append_jsonl, read_jsonl, run_folder_lock
+from wsol.utils.io import append_jsonl, read_jsonl
 from wsol.utils.progress import progress
 
 KINDS = ("ladder", "pgd", "sweep")
@@ -179,7 +179,7 @@ def run_chunks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: Robustness
     done = _records(out, tag)
     mine = [k for k in range(len(chunks)) if k % dist.world_size() == dist.rank() and k not in done]
     attacked = _Autocast(model) if precision == "bf16" else model
-    for k in progress(mine, desc=f"{tag} ({len(done)} of {len(chunks)} chunks done before)", enabled=show_progress):
+    for k in progress(mine, desc=f"{tag} ({len(done)} of {len(chunks)} chunks done before)", enabled=show_progress, each=True):
         sl = slice(chunks[k], chunks[k] + s.batch_size)
         xb, yb = x[sl].to(device), y[sl].to(device)
         if kind == "ladder":
@@ -257,14 +257,9 @@ def pgd_tables(name: str, records: Sequence[Dict[str, Any]], labels: torch.Tenso
 # --- the run ---
 
 
-@contextlib.contextmanager
-def _locked(out: Path) -> Iterator[Path]:
-    """The run-folder lock, held by rank 0 (the only writer of shared files)."""
-    if dist.is_main_process():
-        with run_folder_lock(out) as folder:
-            yield folder
-    else:
-        yield out
+def _locked(out: Path) -> contextlib.AbstractContextManager:
+    """The run-folder lock, held by rank 0 (the only writer of shared files); a refused run leaves no folder."""
+    return lock_run_folder(out)
 
 
 def _check_run_file(out: Path, s: RobustnessSettings) -> None:
@@ -292,8 +287,12 @@ def evaluate_robustness(s: RobustnessSettings, root: Path, out: Path, device: Op
     model = load_eval_model(s.model, s.weights, dev)
     indices = select_samples(dataset_size(s.dataset, root), s.n, s.seed)
     x, y, names, _ = load_samples(s.dataset, root, indices, getattr(model, "input_size", None))
-    with torch.no_grad():
-        num_classes = int(model(x[:1].to(dev)).shape[1])
+    try:
+        with torch.no_grad():
+            num_classes = int(model(x[:1].to(dev)).shape[1])
+    except RuntimeError as err:  # a forward that cannot take these images: the model was made for another dataset
+        first = (str(err).strip().splitlines() or ["shape mismatch"])[0]
+        raise WsolError(f"model {s.model} cannot classify the {tuple(x.shape[1:])} images of {s.dataset} ({first}); use the dataset it was trained on") from None
     if names and len(names) != num_classes:
         raise WsolError(f"model {s.model} has {num_classes} classes but dataset {s.dataset} has {len(names)}")
     with (contextlib.nullcontext(out) if locked else _locked(out)):
@@ -395,8 +394,13 @@ def read_study(path: Path) -> List[StudyModel]:
         else:
             name = str(entry.get("model", entry["name"]))
             raw = entry.get("weights")
-            files = [] if raw is None else ([raw] if isinstance(raw, str) else list(raw))
-        models.append(StudyModel(str(entry["name"]), name, [str(base / f) for f in files]))
+            files = [] if raw is None else ([raw] if isinstance(raw, str) else raw)
+        label = str(entry["name"])
+        if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+            raise ConfigError(f"study file {path}, model {label}: weights and checkpoint are file paths (a path or a list of paths)")
+        if not label or label in (".", "..") or "/" in label or "\\" in label:
+            raise ConfigError(f"study file {path}: model name {label!r} names a run folder; use letters, digits, '-' or '_' without '/'")
+        models.append(StudyModel(label, name, [str(base / f) for f in files]))
     labels = [m.label for m in models]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"study file {path} names a model twice; give each model its own name")
@@ -408,6 +412,8 @@ def run_study(study: Path, template: RobustnessSettings, root: Path, out: Path, 
     """Ladder and sweep for every model of ``study`` (one run folder each under ``out/models``; a finished model is
     skipped), then one ``report.md`` with both of the seed's tables, the average per class across models and the figures."""
     models = read_study(study)
+    for m in models:  # an unknown name or a missing or broken file fails now, not after hours of the models before it
+        load_eval_model(m.model, m.weights, torch.device("cpu"))
     out = Path(out)
     results: Dict[str, Dict[str, Any]] = {}
     with _locked(out):
@@ -487,6 +493,7 @@ def demo_robustness(checkpoints: Dict[str, Path], root: Path, out: Path, seed: i
     accs: Dict[str, torch.Tensor] = {}
     rows: List[Dict[str, Any]] = []
     names: List[str] = []
+    n = min(n, dataset_size("shapes", root))
     for label, checkpoint in checkpoints.items():
         s = RobustnessSettings(model="wsol-checkpoint", weights=[str(checkpoint)], dataset="shapes", n=n, seed=seed, eps=grid[-1] / 255,
                                sweep=list(grid), sweep_attack="apgd-ce", batch_size=n, n_iter=5, n_restarts=1)

@@ -42,12 +42,14 @@ def gather(local: Sequence[T]) -> List[T]:
 
 
 def select_samples(total: int, n: int, seed: int) -> List[int]:
-    """``min(n, total)`` distinct dataset indices drawn from ``seed``, sorted: the evaluation subset of
+    """``n`` distinct dataset indices out of ``total`` drawn from ``seed``, sorted: the evaluation subset of
     every attack and robustness job (the same seed picks the same images in every job)."""
     if n < 1:
         raise ConfigError(f"--n must be at least 1, got {n}")
+    if n > total:
+        raise ConfigError(f"--n {n} asks for more samples than the split holds ({total} images); give --n {total} or fewer")
     gen = torch.Generator().manual_seed(int(seed))
-    return sorted(torch.randperm(total, generator=gen)[: min(n, total)].tolist())
+    return sorted(torch.randperm(total, generator=gen)[:n].tolist())
 
 
 def parse_eps(text: str, name: str = "--eps") -> float:

@@ -58,12 +58,19 @@ def _float(value: str) -> float:
 
 
 def load_run(folder: Path) -> AttackRun:
-    """Read a run folder written by `wsol attack`; a folder without ``summary.json`` is a one-line error."""
+    """Read a run folder written by `wsol attack attribution`; anything else (no or a broken ``summary.json``,
+    a targeted run) is a one-line error."""
     folder = Path(folder)
     summary_path, samples_path = folder / "summary.json", folder / "samples.csv"
     if not summary_path.is_file() or not samples_path.is_file():
         raise DataError(f"{folder} is not a finished attack run (no summary.json or samples.csv); run `wsol attack attribution --out {folder}`")
-    summary = json.loads(summary_path.read_text())
+    try:
+        summary = json.loads(summary_path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        raise DataError(f"{summary_path} is not valid JSON; rerun the same `wsol attack attribution` command to rewrite it") from None
+    kind = summary.get("config", {}).get("attack") if isinstance(summary, dict) else None
+    if kind != "attribution" or not isinstance(summary.get("metrics"), dict):
+        raise DataError(f"{folder} holds a {kind or 'non-attack'} run, not an attribution-attack run; the report reads `wsol attack attribution` folders")
     rows = list(csv.DictReader(io.StringIO(samples_path.read_text())))
     names = rows[0].keys() if rows else []
     columns = {name: np.array([_float(r[name]) for r in rows]) for name in names if name not in ("reason",)}

@@ -30,20 +30,24 @@ def progress_mode() -> Mode:
     return "bar" if sys.stderr.isatty() else "lines"
 
 
-def _lines(iterable: Iterable[T], desc: str) -> Iterator[T]:
-    """Pass ``iterable`` through and print one summary line on stderr when it is exhausted."""
+def _lines(iterable: Iterable[T], desc: str, each: bool = False, total: Optional[int] = None) -> Iterator[T]:
+    """Pass ``iterable`` through and print one summary line on stderr when it is exhausted (and, with
+    ``each``, one line after every item: long jobs such as attacks show they are alive in a log)."""
     start = time.perf_counter()
     count = 0
     for item in iterable:
         count += 1
         yield item
+        if each:
+            print(f"{desc or 'progress'}: {count}/{total if total is not None else '?'} in {time.perf_counter() - start:.1f}s", file=sys.stderr, flush=True)
     seconds = time.perf_counter() - start
     print(f"{desc or 'done'}: {count} it in {seconds:.1f}s", file=sys.stderr, flush=True)
 
 
-def progress(iterable: Iterable[T], desc: str = "", total: Optional[int] = None, enabled: bool = True) -> Iterator[T]:
-    """Wrap ``iterable`` in a progress report on stderr (see the module docstring); silent off rank 0."""
+def progress(iterable: Iterable[T], desc: str = "", total: Optional[int] = None, enabled: bool = True, each: bool = False) -> Iterator[T]:
+    """Wrap ``iterable`` in a progress report on stderr (see the module docstring); silent off rank 0.
+    ``each``: in a log, also one line per item (for iterables of slow items such as attack batches)."""
     mode = progress_mode() if enabled else "off"
     if mode == "lines":
-        return _lines(iterable, desc)
+        return _lines(iterable, desc, each, total if total is not None else getattr(iterable, "__len__", lambda: None)())
     return iter(tqdm(iterable, desc=desc, total=total, disable=mode == "off", file=sys.stderr, leave=False, dynamic_ncols=True))
