@@ -20,6 +20,27 @@ CUB_IMAGES = [
 ]
 
 
+def _shapes_run(
+    base: Path, n_test: int, num_classes: int, seed: int, torch_seed: int = 0, method: str = "natural", n_train: int = 8
+) -> dict:
+    """A tiny 32×32 ``shapes`` tree under ``base`` and an untrained small-cnn checkpoint for it (seeded)."""
+    import torch
+
+    from wsol.data.shapes import synthesize_shapes
+    from wsol.models import build_model, save_model
+
+    root = synthesize_shapes(base / "shapes", n_train=n_train, n_test=n_test, size=32, num_classes=num_classes, seed=seed)
+    torch.manual_seed(torch_seed)
+    checkpoint = save_model(build_model("small-cnn", num_classes, input_size=32), base / "model", dataset="shapes", method=method)
+    return {"base": base, "root": root, "checkpoint": checkpoint}
+
+
+@pytest.fixture(scope="session")
+def shapes_run():
+    """The :func:`_shapes_run` factory, for module-scoped fixtures that build a tiny run."""
+    return _shapes_run
+
+
 def soft_mask(w: int, h: int, box: tuple) -> np.ndarray:
     """A CUB-like soft mask: 255 inside the box, 100 (below threshold) in a 2-px ring around it."""
     x, y, bw, bh = (int(round(v)) for v in box)

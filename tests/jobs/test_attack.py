@@ -12,19 +12,13 @@ import torch.multiprocessing as mp
 
 from wsol.cli import run
 from wsol.errors import ConfigError
-from wsol.data.shapes import synthesize_shapes
 from wsol.jobs.attack import AttributionAttackSettings, mean_interval, run_attribution_attack
 from wsol.jobs.runfolder import select_samples
-from wsol.models import build_model, save_model
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> dict:
-    base = tmp_path_factory.mktemp("attack")
-    root = synthesize_shapes(base / "shapes", n_train=8, n_test=14, size=32, num_classes=2, seed=3)
-    torch.manual_seed(0)
-    checkpoint = save_model(build_model("small-cnn", 2, input_size=32), base / "model", dataset="shapes", method="natural")
-    return {"base": base, "root": root, "checkpoint": checkpoint}
+def tiny(tmp_path_factory, shapes_run) -> dict:
+    return shapes_run(tmp_path_factory.mktemp("attack"), n_test=14, num_classes=2, seed=3)
 
 
 ARGS = ["--attribution", "grad", "--k", "20", "--steps", "3", "--n", "10", "--batch-size", "3", "--pgd-steps", "2", "--seed", "1"]

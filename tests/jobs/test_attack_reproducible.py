@@ -9,21 +9,15 @@ import torch
 
 from wsol.attacks.core import sample_generators, uniform_noise
 from wsol.cli import run
-from wsol.data.shapes import synthesize_shapes
 from wsol.jobs.attack import AttributionAttackSettings, run_attribution_attack
-from wsol.models import build_model, save_model
 
 FLOATS = ("topk_intersection", "kendall", "spearman", "center_shift", "cos_x_grad",
           "target_ssim", "target_pearson", "target_mse", "target_topk", "original_ssim", "original_pearson", "original_mse", "original_topk")
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> dict:
-    base = tmp_path_factory.mktemp("repro")
-    root = synthesize_shapes(base / "shapes", n_train=4, n_test=12, size=32, num_classes=2, seed=3)
-    torch.manual_seed(1)
-    checkpoint = save_model(build_model("small-cnn", 2, input_size=32), base / "model", dataset="shapes", method="natural")
-    return {"base": base, "root": root, "checkpoint": checkpoint}
+def tiny(tmp_path_factory, shapes_run) -> dict:
+    return shapes_run(tmp_path_factory.mktemp("repro"), n_test=12, num_classes=2, seed=3, torch_seed=1, n_train=4)
 
 
 # random start and random sign steps: every draw of the attack is random

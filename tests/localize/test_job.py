@@ -11,17 +11,11 @@ import torch
 import torch.multiprocessing as mp
 
 from wsol.cli import run
-from wsol.data.shapes import synthesize_shapes
-from wsol.models import build_model, save_model
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> dict:
-    base = tmp_path_factory.mktemp("job")
-    root = synthesize_shapes(base / "shapes", n_train=8, n_test=12, size=32, num_classes=3, seed=3)
-    torch.manual_seed(0)
-    checkpoint = save_model(build_model("small-cnn", 3, input_size=32), base / "model", dataset="shapes", method="natural")
-    return {"base": base, "root": root, "checkpoint": checkpoint}
+def tiny(tmp_path_factory, shapes_run) -> dict:
+    return shapes_run(tmp_path_factory.mktemp("job"), n_test=12, num_classes=3, seed=3)
 
 
 def _localize(tiny: dict, out: Path, *extra: str) -> int:

@@ -5,19 +5,14 @@ import csv
 import json
 
 import pytest
-import torch
 
 from wsol.cli import run
-from wsol.data.shapes import synthesize_shapes
-from wsol.models import build_model, save_model
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> list:
-    base = tmp_path_factory.mktemp("report")
-    root = synthesize_shapes(base / "shapes", n_train=8, n_test=10, size=32, num_classes=2, seed=5)
-    torch.manual_seed(0)
-    checkpoint = save_model(build_model("small-cnn", 2, input_size=32), base / "model", dataset="shapes", method="art")
+def runs(tmp_path_factory, shapes_run) -> list:
+    tiny = shapes_run(tmp_path_factory.mktemp("report"), n_test=10, num_classes=2, seed=5, method="art")
+    base, root, checkpoint = tiny["base"], tiny["root"], tiny["checkpoint"]
     folders = []
     for eps in ("2/255", "8/255"):
         out = base / f"eps{eps.split('/')[0]}"
