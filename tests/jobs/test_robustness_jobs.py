@@ -115,6 +115,27 @@ def test_resume_after_interruption_gives_the_same_table(cifar, tmp_path, tiny) -
     assert bool((sweep[1:].nan_to_num(0) <= sweep[:-1].nan_to_num(0) + 1e-9).all())  # monotone in ε
 
 
+def test_resumed_apgd_and_pgd_run_reproduces_the_uninterrupted_one(tmp_path, tiny) -> None:
+    """APGD (pyautoattack) and PGD are seeded per chunk of --batch-size samples, so an interrupted run resumed with
+    the same arguments gives exactly the table of an uninterrupted one."""
+    root = make_cifar(tmp_path / "cifar", n_test=12)
+    s = job.RobustnessSettings(model="centres", weights=[], dataset="cifar10", n=10, seed=2, eps=1 / 255, ladder=["apgd-dlr", "apgd-ce"],
+                               pgd_steps=3, batch_size=4, n_iter=4, n_restarts=1)
+    job.evaluate_robustness(s, root, tmp_path / "whole", "cpu")
+    out = tmp_path / "cut"
+    job.evaluate_robustness(s, root, out, "cpu")
+    for kind in ("ladder", "pgd"):
+        path = out / f"{kind}-fp32.rank0.jsonl"
+        lines = path.read_text().splitlines()
+        assert len(lines) == 3  # 10 samples in chunks of 4
+        path.write_text(lines[1] + "\n")  # only the middle chunk survived the interruption
+    job.evaluate_robustness(s, root, out, "cpu")
+    for name in ("ladder_per_class_fp32.csv", "ladder_confusion_fp32.csv", "pgd_fp32.csv"):
+        assert (out / name).read_text() == (tmp_path / "whole" / name).read_text(), name
+    accuracy = [line.split(",")[3] for line in (out / "ladder_fp32.csv").read_text().splitlines()]
+    assert accuracy == [line.split(",")[3] for line in (tmp_path / "whole" / "ladder_fp32.csv").read_text().splitlines()]
+
+
 def test_other_arguments_into_the_same_folder_are_refused(cifar, tmp_path, tiny) -> None:
     out = tmp_path / "run"
     job.evaluate_robustness(settings(ladder=["apgd-ce"], sweep=[]), cifar, out, "cpu")
