@@ -89,3 +89,19 @@ def test_a_bug_keeps_its_traceback(monkeypatch) -> None:
     monkeypatch.setattr(build.MODELS, "names", lambda: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         run(["models"])
+
+
+def test_n_help_states_the_jobs_default_counts() -> None:
+    from wsol.jobs.attack import DEFAULT_N_ATTRIBUTION, DEFAULT_N_TARGETED
+    from wsol.jobs.robustness import DEFAULT_N
+
+    expected = {"attack attribution": DEFAULT_N_ATTRIBUTION, "attack targeted": DEFAULT_N_TARGETED, "robustness evaluate": DEFAULT_N,
+                "robustness per-class": DEFAULT_N, "robustness study": DEFAULT_N}
+    found = {}
+    for path, cmd in _commands():
+        for param in cmd.params:
+            if param.opts[0] == "--n" and param.default is None:
+                found[path.split("wsol ", 1)[-1].strip()] = param.help
+    for command, count in expected.items():
+        helps = [text for path, text in found.items() if path.endswith(command)]
+        assert helps and f"(default: {count}," in helps[0], (command, helps)

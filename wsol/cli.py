@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 import sys
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import typer
 from typing_extensions import Annotated
@@ -330,7 +330,17 @@ def demo_command(
 RobustModelOpt = Annotated[Optional[str], typer.Option("--model", help="Robust model name (see wsol.models.robustbench), e.g. pyautoattack-resnet18.")]
 RobustWeightsOpt = Annotated[Optional[List[Path]], typer.Option("--weights", help="The model's local weight file (repeat for models with several).")]
 RobustCheckpointOpt = Annotated[Optional[Path], typer.Option("--checkpoint", help="A wsol checkpoint (.safetensors with its .json).")]
-NOpt = Annotated[int, typer.Option("--n", min=1, help="Test samples, drawn reproducibly from --seed.")]
+
+
+def _n_option(default: int) -> Any:
+    """``--n`` with its per-command default (the job's DEFAULT_N* constant; tests/test_cli.py checks they agree)."""
+    return Annotated[Optional[int], typer.Option(
+        "--n", min=1, help=f"Test samples, drawn reproducibly from --seed (default: {default}, or the whole split when it is smaller).")]
+
+
+NOpt = _n_option(500)
+NAttributionOpt = _n_option(1000)
+NTargetedOpt = _n_option(100)
 EpsOpt = Annotated[str, typer.Option("--eps", help="Attack radius in pixel units: 8/255 or a decimal.")]
 NormOpt = Annotated[str, typer.Option("--norm", help="Threat model: linf or l2.")]
 Bf16Opt = Annotated[bool, typer.Option("--bf16", help="Also run under CUDA bf16 autocast, reported beside fp32 (CUDA only).")]
@@ -378,7 +388,7 @@ def robustness_evaluate(
     pgd_restarts: Annotated[int, typer.Option("--pgd-restarts", min=1, help="PGD random restarts.")] = 1,
     eps: EpsOpt = "8/255",
     norm: NormOpt = "linf",
-    n: NOpt = 500,
+    n: NOpt = None,
     seed: SeedOpt = 0,
     batch_size: BatchSizeOpt = 250,
     n_iter: NIterOpt = None,
@@ -410,7 +420,7 @@ def robustness_per_class(
     eps_sweep: EpsSweepOpt = "0:8",
     attack: SweepAttackOpt = "apgd-ce",
     norm: NormOpt = "linf",
-    n: NOpt = 500,
+    n: NOpt = None,
     seed: SeedOpt = 0,
     batch_size: BatchSizeOpt = 250,
     n_iter: NIterOpt = None,
@@ -438,7 +448,7 @@ def robustness_study(
     eps_sweep: EpsSweepOpt = "0:8",
     attack: SweepAttackOpt = "apgd-ce",
     norm: NormOpt = "linf",
-    n: NOpt = 500,
+    n: NOpt = None,
     seed: SeedOpt = 0,
     batch_size: BatchSizeOpt = 250,
     n_iter: NIterOpt = None,
@@ -498,7 +508,7 @@ def attack_attribution_command(
     beta: BetaOpt = 50.0,
     ig_steps: IgStepsOpt = 100,
     preset: Annotated[str, typer.Option("--preset", help="consistent (one map for attack and metric) or official (the ART CIFAR evaluation, --attribution ig only).")] = "consistent",
-    n: NOpt = 1000,
+    n: NAttributionOpt = None,
     seed: SeedOpt = 0,
     batch_size: BatchSizeOpt = 32,
     split: SplitOpt = "test",
@@ -534,7 +544,7 @@ def attack_targeted_command(
     k: AttackKOpt = 100,
     ig_steps: IgStepsOpt = 30,
     target_index: Annotated[Optional[int], typer.Option("--target-index", help="Index in the split of the one image every map is driven to (default: each sample gets another of the n samples, a seeded cycle).")] = None,
-    n: NOpt = 100,
+    n: NTargetedOpt = None,
     seed: SeedOpt = 0,
     batch_size: BatchSizeOpt = 32,
     split: SplitOpt = "test",

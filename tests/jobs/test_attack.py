@@ -34,12 +34,15 @@ def _rows(folder: Path) -> list:
 
 
 def test_select_samples_is_reproducible_and_distinct() -> None:
-    a = select_samples(100, 10, seed=4)
-    assert a == select_samples(100, 10, seed=4) and len(set(a)) == 10 and a == sorted(a)
-    assert a != select_samples(100, 10, seed=5)
-    assert select_samples(5, 5, seed=0) == [0, 1, 2, 3, 4]
+    a = select_samples(100, 10, seed=4, default=50)
+    assert a == select_samples(100, 10, seed=4, default=50) and len(set(a)) == 10 and a == sorted(a)
+    assert a != select_samples(100, 10, seed=5, default=50)
+    assert select_samples(5, 5, seed=0, default=50) == [0, 1, 2, 3, 4]
     with pytest.raises(ConfigError, match="--n 10"):
-        select_samples(5, 10, seed=0)
+        select_samples(5, 10, seed=0, default=50)
+    # no --n: the default count, or the whole split when it is smaller
+    assert len(select_samples(100, None, seed=4, default=30)) == 30
+    assert select_samples(5, None, seed=0, default=30) == [0, 1, 2, 3, 4]
 
 
 def test_mean_interval_is_the_student_t_interval() -> None:
@@ -57,7 +60,7 @@ def test_attack_writes_one_row_per_sample_and_a_summary(tiny) -> None:
     assert _attack(tiny, out) == 0
     rows = _rows(out)
     summary = json.loads((out / "summary.json").read_text())
-    assert [int(r["index"]) for r in rows] == select_samples(14, 10, seed=1)
+    assert [int(r["index"]) for r in rows] == select_samples(14, 10, seed=1, default=0)
     assert summary["total"] == 10 == summary["attacked"] + summary["misclassified"]
     attacked = [r for r in rows if r["attacked"] == "True"]
     assert len(attacked) == summary["attacked"]
@@ -67,6 +70,15 @@ def test_attack_writes_one_row_per_sample_and_a_summary(tiny) -> None:
     if kept:
         assert summary["metrics"]["topk_intersection"]["mean"] == pytest.approx(100 * sum(kept) / len(kept))
     assert (out / "maps.npz").is_file()
+
+
+def test_without_n_a_small_split_is_attacked_whole(tiny) -> None:
+    out = tiny["base"] / "no_n"
+    args = [a for i, a in enumerate(ARGS) if a != "--n" and (i == 0 or ARGS[i - 1] != "--n")]
+    assert "--n" not in args
+    assert run(["attack", "attribution", "--checkpoint", str(tiny["checkpoint"]), "--dataset", "shapes", "--root", str(tiny["root"]),
+                "--out", str(out), *args]) == 0
+    assert [int(r["index"]) for r in _rows(out)] == list(range(14))  # 14 test images < the default 1000
 
 
 def test_resume_after_interrupt_gives_the_same_summary(tiny) -> None:

@@ -86,13 +86,6 @@ def test_parse_eps_and_sweep() -> None:
             job.parse_eps_sweep(bad)
 
 
-def test_samples_are_reproducible_from_the_seed() -> None:
-    a, b, c = job.select_samples(100, 10, 0), job.select_samples(100, 10, 0), job.select_samples(100, 10, 1)
-    assert a == b and a != c and a == sorted(a) and len(set(a)) == 10
-    with pytest.raises(ConfigError):
-        job.select_samples(5, 10, 0)
-
-
 def test_resume_after_interruption_gives_the_same_table(cifar, tmp_path, tiny) -> None:
     whole = job.evaluate_robustness(settings(), cifar, tmp_path / "whole", "cpu")
     out = tmp_path / "cut"

@@ -47,6 +47,8 @@ from wsol.utils.progress import progress
 SAMPLES_FILE = "samples.csv"
 SUMMARY_FILE = "summary.json"
 CONFIG_FILE = "config.json"
+DEFAULT_N_ATTRIBUTION = 1000  # test samples when --n is not given
+DEFAULT_N_TARGETED = 100
 MAPS_FILE = "maps.npz"
 FREE_ON_RESUME = ("batch_size",)
 """Arguments a resumed run may change: every row is independent of how the samples are batched."""
@@ -81,7 +83,7 @@ class AttributionAttackSettings:
     beta: Optional[float] = 50.0
     ig_steps: int = 100
     preset: str = "consistent"
-    n: int = 1000
+    n: Optional[int] = None  # None: DEFAULT_N_ATTRIBUTION, or the whole split when smaller
     seed: int = 0
     batch_size: int = 32
     split: str = "test"
@@ -103,9 +105,9 @@ class AttributionAttackSettings:
         return parse_eps(self.eps), parse_eps(self.step_size, "--step-size"), parse_eps(self.pgd_eps, "--pgd-eps"), parse_eps(self.pgd_step_size, "--pgd-step-size")
 
 
-def _check_counts(**counts: int) -> None:
+def _check_counts(**counts: Optional[int]) -> None:
     for name, value in counts.items():
-        if value < 1:
+        if value is not None and value < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
 
 
@@ -128,7 +130,7 @@ class TargetedAttackSettings:
     k: int = 100
     ig_steps: int = 30
     target_index: Optional[int] = None
-    n: int = 100
+    n: Optional[int] = None  # None: DEFAULT_N_TARGETED, or the whole split when smaller
     seed: int = 0
     batch_size: int = 32
     split: str = "test"
@@ -307,7 +309,7 @@ def run_attribution_attack(
     dist.init_from_env()
     model, data, dev, meta = _load(checkpoint, dataset, root, s.split, device)
     check_k(s.k, model.input_size * model.input_size)
-    indices = select_samples(len(data), s.n, s.seed)
+    indices = select_samples(len(data), s.n, s.seed, default=DEFAULT_N_ATTRIBUTION)
     run = _Run(out, _base_config("attribution", checkpoint, dataset, root, meta, s), ATTRIBUTION_COLUMNS)
     run.check_config()
 
@@ -382,7 +384,7 @@ def run_targeted_attack(
     check_k(s.k, model.input_size * model.input_size)
     if s.target_index is not None and s.target_index >= len(data):
         raise ConfigError(f"--target-index {s.target_index} is past the {len(data)} images of the {s.split} split; give an index below {len(data)}")
-    indices = select_samples(len(data), s.n, s.seed)
+    indices = select_samples(len(data), s.n, s.seed, default=DEFAULT_N_TARGETED)
     cycle = shuffled_targets(len(indices), torch.Generator().manual_seed(s.seed)).tolist()
     target_of = {i: (indices[t] if s.target_index is None else s.target_index) for i, t in zip(indices, cycle)}
     run = _Run(out, _base_config("targeted", checkpoint, dataset, root, meta, s), TARGETED_COLUMNS)

@@ -35,6 +35,7 @@ from wsol.utils.progress import progress
 
 KINDS = ("ladder", "pgd", "sweep")
 RUN_FILE = "run.json"
+DEFAULT_N = 500  # test samples when --n is not given
 
 
 # --- argument parsing: one rule each ---
@@ -66,7 +67,7 @@ class RobustnessSettings:
     model: str
     weights: List[str]
     dataset: str
-    n: int = 500
+    n: Optional[int] = None  # None: DEFAULT_N, or the whole split when smaller
     seed: int = 0
     eps: float = 8 / 255
     norm: str = "linf"
@@ -84,7 +85,7 @@ class RobustnessSettings:
         if self.ladder:
             self.ladder = list(resolve_ladder(",".join(self.ladder)))
         self.sweep_attack = ",".join(resolve_ladder(self.sweep_attack))
-        if self.n < 1:
+        if self.n is not None and self.n < 1:
             raise ConfigError(f"--n must be at least 1, got {self.n}")
         if self.norm not in ("linf", "l2"):
             raise ConfigError(f"unknown norm {self.norm!r}: use linf or l2")
@@ -285,7 +286,7 @@ def evaluate_robustness(s: RobustnessSettings, root: Path, out: Path, device: Op
         raise ConfigError("--bf16 runs CUDA autocast and needs a CUDA device; drop --bf16 on CPU")
     out = Path(out)
     model = load_eval_model(s.model, s.weights, dev)
-    indices = select_samples(dataset_size(s.dataset, root), s.n, s.seed)
+    indices = select_samples(dataset_size(s.dataset, root), s.n, s.seed, default=DEFAULT_N)
     x, y, names, _ = load_samples(s.dataset, root, indices, getattr(model, "input_size", None))
     try:
         with torch.no_grad():

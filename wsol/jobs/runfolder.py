@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Sequence, TypeVar, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, TypeVar, Union
 
 import torch
 from torch.utils.data import Dataset, Subset
@@ -41,9 +41,13 @@ def gather(local: Sequence[T]) -> List[T]:
     return [item for part in dist.gather_objects(list(local)) for item in part]
 
 
-def select_samples(total: int, n: int, seed: int) -> List[int]:
+def select_samples(total: int, n: Optional[int], seed: int, *, default: int) -> List[int]:
     """``n`` distinct dataset indices out of ``total`` drawn from ``seed``, sorted: the evaluation subset of
-    every attack and robustness job (the same seed picks the same images in every job)."""
+    every attack and robustness job (the same seed picks the same images in every job). ``n`` None (the user
+    gave no --n) takes ``default`` samples, or the whole split when it is smaller; an explicit ``n`` above
+    ``total`` is refused."""
+    if n is None:
+        n = min(default, total)
     if n < 1:
         raise ConfigError(f"--n must be at least 1, got {n}")
     if n > total:
