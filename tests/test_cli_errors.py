@@ -147,6 +147,7 @@ CASES: List[List[str]] = [
     ["robustness", "evaluate", "--dataset", "cifar10", "--root", "{dir}", "--model", "pyautoattack-resnet18", "--out", "{file}"],
     ["robustness", "per-class", "--dataset", "cifar10", "--root", "{dir}", "--model", "pyautoattack-resnet18", "--eps-sweep", "8:0", "--out", "{dir}/r"],
     ["robustness", "per-class", "--dataset", "cifar10", "--root", "{dir}", "--model", "pyautoattack-resnet18", "--eps-sweep", "a,b", "--out", "{dir}/r"],
+    ["robustness", "per-class", "--dataset", "cifar10", "--root", "{dir}", "--model", "pyautoattack-resnet18", "--eps-sweep", "2", "--out", "{dir}/r"],
     ["robustness", "per-class", "--dataset", "cifar10", "--root", "{dir}", "--model", "pyautoattack-resnet18", "--attack", "pgd", "--out", "{dir}/r"],
     ["robustness", "study", "{missing}", "--dataset", "cifar10", "--root", "{dir}", "--out", "{dir}/r"],
     ["robustness", "study", "{file}", "--dataset", "cifar10", "--root", "{dir}", "--ladder", "huge", "--out", "{dir}/r"],

@@ -54,6 +54,9 @@ def parse_eps_sweep(text: str) -> List[int]:
         raise ConfigError(f"bad --eps-sweep {text!r}: use a range such as 0:8 or a comma list such as 0,1,2,4,8 (integers, ε = x/255)") from None
     if not values or any(v < 0 for v in values) or any(b <= a for a, b in zip(values, values[1:])):
         raise ConfigError(f"bad --eps-sweep {text!r}: the values must be non-negative and strictly increasing")
+    if len(values) < 2:
+        raise ConfigError(f"bad --eps-sweep {text!r}: a sweep needs at least two values, e.g. 0:{max(values[0], 1)}; "
+                          f"for one ε use 'wsol robustness evaluate --eps {values[0]}/255'")
     return values
 
 
