@@ -344,7 +344,8 @@ NTargetedOpt = _n_option(100)
 EpsOpt = Annotated[str, typer.Option("--eps", help="Attack radius in pixel units: 8/255 or a decimal.")]
 NormOpt = Annotated[str, typer.Option("--norm", help="Threat model: linf or l2.")]
 Bf16Opt = Annotated[bool, typer.Option("--bf16", help="Also run under CUDA bf16 autocast, reported beside fp32 (CUDA only).")]
-NIterOpt = Annotated[Optional[int], typer.Option("--n-iter", min=1, help="Iterations per attack (default: AutoAttack's; Square keeps its 5,000 queries).")]
+NIterOpt = Annotated[Optional[int], typer.Option("--n-iter", min=1, help="Iterations per attack (default: AutoAttack's; Square counts queries: --n-queries).")]
+NQueriesOpt = Annotated[Optional[int], typer.Option("--n-queries", min=1, help="Square's query budget (default: AutoAttack's 5,000).")]
 NRestartsOpt = Annotated[Optional[int], typer.Option("--n-restarts", min=1, help="Restarts per attack (default: AutoAttack's).")]
 EpsSweepOpt = Annotated[str, typer.Option("--eps-sweep", help="Sweep grid in units of 1/255: a range 0:8 or a list 0,1,2,4,8.")]
 SweepAttackOpt = Annotated[str, typer.Option("--attack", help="Attack (or comma list) run at each ε of the sweep.")]
@@ -392,6 +393,7 @@ def robustness_evaluate(
     seed: SeedOpt = 0,
     batch_size: BatchSizeOpt = 250,
     n_iter: NIterOpt = None,
+    n_queries: NQueriesOpt = None,
     n_restarts: NRestartsOpt = None,
     bf16: Bf16Opt = False,
     device: DeviceOpt = None,
@@ -399,7 +401,7 @@ def robustness_evaluate(
     """AutoAttack ladder (accuracy, delta, minutes per attack), optionally PGD-k, on n test samples."""
     settings = _robust_settings(checkpoint, model, weights, dataset, n=n, seed=seed, eps=eps, norm=norm,
                                 ladder=list(_ladder(attacks or ladder)),
-                                pgd_steps=pgd, pgd_restarts=pgd_restarts, batch_size=batch_size, n_iter=n_iter, n_restarts=n_restarts, bf16=bf16)
+                                pgd_steps=pgd, pgd_restarts=pgd_restarts, batch_size=batch_size, n_iter=n_iter, n_queries=n_queries, n_restarts=n_restarts, bf16=bf16)
     _robust_run(settings, dataset, root, out, device)
 
 
@@ -424,6 +426,7 @@ def robustness_per_class(
     seed: SeedOpt = 0,
     batch_size: BatchSizeOpt = 250,
     n_iter: NIterOpt = None,
+    n_queries: NQueriesOpt = None,
     n_restarts: NRestartsOpt = None,
     bf16: Bf16Opt = False,
     device: DeviceOpt = None,
@@ -433,7 +436,7 @@ def robustness_per_class(
 
     grid = parse_eps_sweep(eps_sweep)
     settings = _robust_settings(checkpoint, model, weights, dataset, n=n, seed=seed, eps=f"{grid[-1]}/255", norm=norm, sweep=grid,
-                                sweep_attack=attack, batch_size=batch_size, n_iter=n_iter, n_restarts=n_restarts, bf16=bf16)
+                                sweep_attack=attack, batch_size=batch_size, n_iter=n_iter, n_queries=n_queries, n_restarts=n_restarts, bf16=bf16)
     _robust_run(settings, dataset, root, out, device)
 
 
@@ -452,6 +455,7 @@ def robustness_study(
     seed: SeedOpt = 0,
     batch_size: BatchSizeOpt = 250,
     n_iter: NIterOpt = None,
+    n_queries: NQueriesOpt = None,
     n_restarts: NRestartsOpt = None,
     bf16: Bf16Opt = False,
     device: DeviceOpt = None,
@@ -464,7 +468,7 @@ def robustness_study(
 
     template = RobustnessSettings(model="", weights=[], dataset=dataset, n=n, seed=seed, eps=parse_eps(eps), norm=norm,
                                   ladder=list(_ladder(ladder)), sweep=parse_eps_sweep(eps_sweep), sweep_attack=attack,
-                                  batch_size=batch_size, n_iter=n_iter, n_restarts=n_restarts, bf16=bf16).validate()
+                                  batch_size=batch_size, n_iter=n_iter, n_queries=n_queries, n_restarts=n_restarts, bf16=bf16).validate()
     if bf16 and select_device(device).type != "cuda":
         raise WsolError("--bf16 runs CUDA autocast and needs a CUDA device; drop --bf16 on CPU")
     read_study(models)

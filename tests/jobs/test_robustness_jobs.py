@@ -216,3 +216,21 @@ def test_cli_runs_the_shipped_resnet18(cifar, tmp_path, capsys, monkeypatch) -> 
     assert rows[0] == "model,attack,minutes,accuracy,delta" and rows[2].startswith("pyautoattack-resnet18,apgd-ce,")
     assert float(rows[2].split(",")[3]) <= float(rows[1].split(",")[3])
     assert "report:" in capsys.readouterr().out
+
+
+def test_n_queries_sets_squares_budget(cifar, tmp_path, tiny, monkeypatch) -> None:
+    import wsol.attacks.autoattack as aa_module
+
+    budgets = []
+    build = aa_module.build_autoattack
+
+    def spy(*args, **kwargs):
+        aa = build(*args, **kwargs)
+        budgets.append(aa.square.n_queries)
+        return aa
+
+    monkeypatch.setattr(aa_module, "build_autoattack", spy)
+    args = ["robustness", "evaluate", "--model", "any", "--dataset", "cifar10", "--root", str(cifar), "--attacks", "square",
+            "--n", "4", "--n-queries", "3", "--batch-size", "4", "--device", "cpu", "--out", str(tmp_path / "sq")]
+    assert run(args) == 0
+    assert budgets and set(budgets) == {3}

@@ -81,6 +81,7 @@ class RobustnessSettings:
     sweep_attack: str = "apgd-ce"
     batch_size: int = 250
     n_iter: Optional[int] = None
+    n_queries: Optional[int] = None
     n_restarts: Optional[int] = None
     bf16: bool = False
 
@@ -96,7 +97,7 @@ class RobustnessSettings:
 
     @property
     def overrides(self) -> Dict[str, int]:
-        return {k: v for k, v in (("n_iter", self.n_iter), ("n_restarts", self.n_restarts)) if v is not None}
+        return {k: v for k, v in (("n_iter", self.n_iter), ("n_restarts", self.n_restarts), ("n_queries", self.n_queries)) if v is not None}
 
     @property
     def precisions(self) -> List[str]:
