@@ -41,7 +41,7 @@ from wsol.models import load_model
 from wsol.models.build import checkpoint_meta
 from wsol.utils import distributed as dist
 from wsol.utils.device import select_device
-from wsol.utils.io import atomic_write_text
+from wsol.utils.io import atomic_write_bytes, atomic_write_text
 from wsol.utils.progress import progress
 
 SAMPLES_FILE = "samples.csv"
@@ -217,7 +217,17 @@ class _Run:
                 raise ConfigError(f"{self.out} holds a run with other arguments ({', '.join(diffs)}); use another --out or the same arguments")
 
     def execute(self, model: nn.Module, data: Any, indices: List[int], batch_size: int, n_maps: int, fn: BatchFn, desc: str, device: torch.device,
-                after_batch: Optional[Callable[[int], None]] = None) -> List[Dict[str, str]]:
+                summarize: Callable[[List[Dict[str, str]]], Dict[str, Any]], after_batch: Optional[Callable[[int], None]] = None) -> Dict[str, Any]:
+        """Attack the samples not done yet under the folder's lock, then write ``summarize(all rows)`` as the summary (rank 0)."""
+        with lock_run_folder(self.out):
+            rows = self._attack(model, data, indices, batch_size, n_maps, fn, desc, device, after_batch)
+            summary = summarize(rows) if dist.is_main_process() else {}
+            write_json(self.out / SUMMARY_FILE, summary)
+        dist.barrier()
+        return summary
+
+    def _attack(self, model: nn.Module, data: Any, indices: List[int], batch_size: int, n_maps: int, fn: BatchFn, desc: str, device: torch.device,
+                after_batch: Optional[Callable[[int], None]]) -> List[Dict[str, str]]:
         samples = self.out / SAMPLES_FILE
         done: List[Dict[str, str]] = []
         if dist.is_main_process():
@@ -271,23 +281,26 @@ class _Run:
         arrays = {name: np.stack([merged[i][name] for i in keys]) for name in merged[keys[0]]}
         buf = io.BytesIO()
         np.savez_compressed(buf, index=np.array(keys), **arrays)
-        from wsol.utils.io import atomic_write_bytes
-
         atomic_write_bytes(path, buf.getvalue())
 
 
-def _load(checkpoint: Path, dataset: str, root: Path, split: str, device: Optional[str]) -> tuple[nn.Module, Any, torch.device, Dict[str, Any]]:
+def _prepare(kind: str, checkpoint: Path, dataset: str, root: Path, out: Path, s: Any, columns: Sequence[str], default_n: int,
+             device: Optional[str]) -> tuple[nn.Module, Any, torch.device, List[int], _Run]:
+    """Load the model and the split, check k and the classes, choose the samples and check the folder: nothing is written."""
+    dist.init_from_env()
     dev = select_device(device)
     model = load_model(checkpoint).to(dev).eval()
-    data = eval_dataset(dataset, root, split, model.input_size)
+    data = eval_dataset(dataset, root, s.split, model.input_size)
     if data.num_classes != model.num_classes:
         raise ConfigError(f"checkpoint {checkpoint} has {model.num_classes} classes but dataset {dataset} has {data.num_classes}")
-    return model, data, dev, checkpoint_meta(checkpoint)
-
-
-def _base_config(kind: str, checkpoint: Path, dataset: str, root: Path, meta: Dict[str, Any], settings: Any) -> Dict[str, Any]:
-    return {"attack": kind, "checkpoint": str(Path(checkpoint).resolve()), "dataset": dataset, "root": str(Path(root).resolve()),
-            "method": meta.get("method"), "arch": meta.get("arch"), **asdict(settings)}
+    check_k(s.k, model.input_size * model.input_size)
+    indices = select_samples(len(data), s.n, s.seed, default=default_n)
+    meta = checkpoint_meta(checkpoint)
+    config = {"attack": kind, "checkpoint": str(Path(checkpoint).resolve()), "dataset": dataset, "root": str(Path(root).resolve()),
+              "method": meta.get("method"), "arch": meta.get("arch"), **asdict(s)}
+    run = _Run(out, config, columns)
+    run.check_config()
+    return model, data, dev, indices, run
 
 
 def run_attribution_attack(
@@ -306,12 +319,7 @@ def run_attribution_attack(
     """
     s = settings
     eps, step, pgd_eps, pgd_step = s.check()
-    dist.init_from_env()
-    model, data, dev, meta = _load(checkpoint, dataset, root, s.split, device)
-    check_k(s.k, model.input_size * model.input_size)
-    indices = select_samples(len(data), s.n, s.seed, default=DEFAULT_N_ATTRIBUTION)
-    run = _Run(out, _base_config("attribution", checkpoint, dataset, root, meta, s), ATTRIBUTION_COLUMNS)
-    run.check_config()
+    model, data, dev, indices, run = _prepare("attribution", checkpoint, dataset, root, out, s, ATTRIBUTION_COLUMNS, DEFAULT_N_ATTRIBUTION, device)
 
     def batch(x: torch.Tensor, y: torch.Tensor, idx: List[int]) -> tuple[List[Dict[str, Any]], Dict[str, np.ndarray]]:
         result = ifia(model, x, y, objective=s.objective, attribution=s.attribution, k=s.k, eps=eps, step_size=step, steps=s.steps,
@@ -331,12 +339,8 @@ def run_attribution_attack(
                 "original_map": result.original_maps.cpu().numpy(), "attacked_map": result.attacked_maps.cpu().numpy()}
         return rows, maps
 
-    with lock_run_folder(out):
-        rows = run.execute(model, data, indices, s.batch_size, s.n_maps, batch, f"IFIA {s.attribution}/{s.objective}", dev, after_batch)
-        summary = attribution_summary(rows, run.config) if dist.is_main_process() else {}
-        write_json(Path(out) / SUMMARY_FILE, summary)
-    dist.barrier()
-    return summary
+    return run.execute(model, data, indices, s.batch_size, s.n_maps, batch, f"IFIA {s.attribution}/{s.objective}", dev,
+                       lambda rows: attribution_summary(rows, run.config), after_batch)
 
 
 def _flag(value: str) -> bool:
@@ -379,16 +383,11 @@ def run_targeted_attack(
     """Targeted manipulation on n reproducibly chosen samples → ``samples.csv``, ``maps.npz``, ``summary.json``."""
     s = settings
     eps, lr = s.check()
-    dist.init_from_env()
-    model, data, dev, meta = _load(checkpoint, dataset, root, s.split, device)
-    check_k(s.k, model.input_size * model.input_size)
+    model, data, dev, indices, run = _prepare("targeted", checkpoint, dataset, root, out, s, TARGETED_COLUMNS, DEFAULT_N_TARGETED, device)
     if s.target_index is not None and s.target_index >= len(data):
         raise ConfigError(f"--target-index {s.target_index} is past the {len(data)} images of the {s.split} split; give an index below {len(data)}")
-    indices = select_samples(len(data), s.n, s.seed, default=DEFAULT_N_TARGETED)
     cycle = shuffled_targets(len(indices), torch.Generator().manual_seed(s.seed)).tolist()
     target_of = {i: (indices[t] if s.target_index is None else s.target_index) for i, t in zip(indices, cycle)}
-    run = _Run(out, _base_config("targeted", checkpoint, dataset, root, meta, s), TARGETED_COLUMNS)
-    run.check_config()
 
     def batch(x: torch.Tensor, y: torch.Tensor, idx: List[int]) -> tuple[List[Dict[str, Any]], Dict[str, np.ndarray]]:
         targets = [target_of[i] for i in idx]
@@ -401,16 +400,12 @@ def run_targeted_attack(
         maps = {"image": x.cpu().numpy(), "x_adv": result.x_adv.cpu().numpy(), "attacked_map": result.maps.cpu().numpy()}
         return rows, maps
 
-    with lock_run_folder(out):
-        rows = run.execute(model, data, indices, s.batch_size, s.n_maps, batch, f"targeted {s.attribution}", dev, after_batch)
-        summary: Dict[str, Any] = {}
-        if dist.is_main_process():
-            summary = {"total": len(rows), "kept_prediction": sum(_flag(r["kept_prediction"]) for r in rows),
-                       "interval": "two-sided 95% Student-t interval of the mean", "config": run.config,
-                       "metrics": {m: mean_interval([_as_float(r[m]) for r in rows]) for m in TARGETED_METRICS}}
-        write_json(Path(out) / SUMMARY_FILE, summary)
-    dist.barrier()
-    return summary
+    def summarize(rows: List[Dict[str, str]]) -> Dict[str, Any]:
+        return {"total": len(rows), "kept_prediction": sum(_flag(r["kept_prediction"]) for r in rows),
+                "interval": "two-sided 95% Student-t interval of the mean", "config": run.config,
+                "metrics": {m: mean_interval([_as_float(r[m]) for r in rows]) for m in TARGETED_METRICS}}
+
+    return run.execute(model, data, indices, s.batch_size, s.n_maps, batch, f"targeted {s.attribution}", dev, summarize, after_batch)
 
 
 DEMO_COLUMNS = ("method", "attribution", "attacked", "IN", "IN 95% CI", "K", "K 95% CI")
