@@ -462,16 +462,12 @@ def robustness_study(
 ) -> None:
     """The per-class study: ladder and sweep for every model, one report (a model already done is skipped)."""
     from wsol.data.verify import resolve_root
-    from wsol.jobs.robustness import RobustnessSettings, parse_eps, parse_eps_sweep, read_study, run_study
+    from wsol.jobs.robustness import RobustnessSettings, parse_eps, parse_eps_sweep, run_study
     from wsol.utils.distributed import is_main_process
-    from wsol.utils.device import select_device
 
     template = RobustnessSettings(model="", weights=[], dataset=dataset, n=n, seed=seed, eps=parse_eps(eps), norm=norm,
                                   ladder=list(_ladder(ladder)), sweep=parse_eps_sweep(eps_sweep), sweep_attack=attack,
                                   batch_size=batch_size, n_iter=n_iter, n_queries=n_queries, n_restarts=n_restarts, bf16=bf16).validate()
-    if bf16 and select_device(device).type != "cuda":
-        raise WsolError("--bf16 runs CUDA autocast and needs a CUDA device; drop --bf16 on CPU")
-    read_study(models)
     report = run_study(models, template, resolve_root(dataset, root), out, device)
     if is_main_process():
         typer.echo(report.read_text())

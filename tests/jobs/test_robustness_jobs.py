@@ -206,6 +206,14 @@ def test_study_file_errors(tmp_path) -> None:
     assert models[1].weights == [str(tmp_path / f) for f in ("a.pt", "b.pt", "c.pt")]
 
 
+def test_study_refuses_bf16_off_cuda_before_writing(cifar, tmp_path, tiny) -> None:
+    study = tmp_path / "models.yaml"
+    study.write_text("models:\n  - name: a\n    model: any\n")
+    with pytest.raises(ConfigError, match="--bf16"):
+        job.run_study(study, settings(bf16=True), cifar, tmp_path / "out", "cpu")
+    assert not (tmp_path / "out").exists()
+
+
 def test_cli_runs_the_shipped_resnet18(cifar, tmp_path, capsys, monkeypatch) -> None:
     monkeypatch.setenv("WSOL_PROGRESS", "0")
     out = tmp_path / "r18"

@@ -285,9 +285,7 @@ def evaluate_robustness(s: RobustnessSettings, root: Path, out: Path, device: Op
     Returns the tables (on every rank)."""
     s.validate()
     dist.init_from_env()
-    dev = select_device(device)
-    if s.bf16 and dev.type != "cuda":
-        raise ConfigError("--bf16 runs CUDA autocast and needs a CUDA device; drop --bf16 on CPU")
+    dev = _run_device(s, device)
     out = Path(out)
     model = load_eval_model(s.model, s.weights, dev)
     indices = select_samples(dataset_size(s.dataset, root), s.n, s.seed, default=DEFAULT_N)
@@ -412,10 +410,19 @@ def read_study(path: Path) -> List[StudyModel]:
     return models
 
 
+def _run_device(s: RobustnessSettings, device: Optional[str]) -> torch.device:
+    """The device a run uses; ``--bf16`` (CUDA autocast) is refused anywhere else."""
+    dev = select_device(device)
+    if s.bf16 and dev.type != "cuda":
+        raise ConfigError("--bf16 runs CUDA autocast and needs a CUDA device; drop --bf16 on CPU")
+    return dev
+
+
 def run_study(study: Path, template: RobustnessSettings, root: Path, out: Path, device: Optional[str] = None,
               show_progress: bool = True) -> Path:
     """Ladder and sweep for every model of ``study`` (one run folder each under ``out/models``; a finished model is
     skipped), then one ``report.md`` with both of the seed's tables, the average per class across models and the figures."""
+    _run_device(template, device)
     models = read_study(study)
     for m in models:  # an unknown name or a missing or broken file fails now, not after hours of the models before it
         load_eval_model(m.model, m.weights, torch.device("cpu"))
