@@ -20,7 +20,7 @@ import numpy as np
 from wsol.utils.numbers import parse_number
 from wsol.errors import DataError
 from wsol.export.tables import markdown_table, write_csv
-from wsol.utils.io import atomic_path
+from wsol.report.figures import pyplot, save_figure
 
 TABLE1_COLUMNS = ("run", "method", "attribution", "IN", "IN 95% CI", "K", "K 95% CI", "natural", "PGD")
 
@@ -106,43 +106,25 @@ def table1(folders: Sequence[Path], out_csv: Optional[Path] = None) -> str:
     return markdown_table(rows, TABLE1_COLUMNS)
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: Path) -> Path:
-    plt = _pyplot()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return path
-
-
 def _finite(values: np.ndarray) -> np.ndarray:
     return values[np.isfinite(values)]
 
 
 def box_plots(runs: Sequence[AttackRun], path: Path) -> Path:
     """Fig. 11: box plots of top-k intersection and Kendall τ (percent) per run."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(2 + 1.6 * len(runs), 3.2), squeeze=False)
     labels = [r.label for r in runs]
     for ax, name, title in zip(axes[0], ("topk_intersection", "kendall"), ("top-k intersection (%)", "Kendall τ (%)")):
         ax.boxplot([100 * _finite(r.columns.get(name, np.array([]))) for r in runs])
         ax.set_xticks(range(1, len(runs) + 1), labels, rotation=30, ha="right", fontsize=7)
         ax.set_title(title, fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def eps_sweep(runs: Sequence[AttackRun], path: Path) -> Path:
     """Fig. 12: mean IN and K (95% interval bars) against ε, one line per (checkpoint, attribution, objective)."""
-    plt = _pyplot()
+    plt = pyplot()
     groups: Dict[Tuple[Any, ...], List[Tuple[float, AttackRun]]] = defaultdict(list)
     for run in runs:
         c = run.config
@@ -160,12 +142,12 @@ def eps_sweep(runs: Sequence[AttackRun], path: Path) -> Path:
         ax.set_xlabel("ε × 255")
         ax.set_title(title, fontsize=9)
         ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def cosine_histograms(runs: Sequence[AttackRun], path: Path) -> Path:
     """Fig. 6: the distribution of cos(x, g^y(x)) per model (one histogram per checkpoint)."""
-    plt = _pyplot()
+    plt = pyplot()
     seen: Dict[Any, AttackRun] = {}
     for run in runs:
         seen.setdefault(run.config.get("checkpoint", run.folder), run)
@@ -175,7 +157,7 @@ def cosine_histograms(runs: Sequence[AttackRun], path: Path) -> Path:
     ax.set_xlabel("cos(x, ∇ₓ logit_y)")
     ax.set_ylabel("samples")
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def map_pairs(run: AttackRun, path: Path) -> Optional[Path]:
@@ -183,7 +165,7 @@ def map_pairs(run: AttackRun, path: Path) -> Optional[Path]:
     source = run.folder / "maps.npz"
     if not source.is_file():
         return None
-    plt = _pyplot()
+    plt = pyplot()
     with np.load(source) as data:
         arrays = {k: data[k] for k in data.files}
     n = len(arrays["index"])
@@ -200,7 +182,7 @@ def map_pairs(run: AttackRun, path: Path) -> Optional[Path]:
                 ax.imshow(value, cmap="jet", interpolation="nearest")
             if i == 0:
                 ax.set_title(name.replace("_", " "), fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def attack_figures(folders: Sequence[Path], out: Path) -> List[Path]:

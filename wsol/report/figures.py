@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -12,6 +12,25 @@ from wsol.utils.io import atomic_path
 
 GT_COLOR = "red"
 PRED_COLOR = "lime"
+
+
+def pyplot() -> Any:
+    """matplotlib.pyplot on the file-only Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig: Any, path: Union[str, Path], dpi: int = 100) -> Path:
+    """Lay out ``fig``, write it atomically as PNG to ``path`` and close it."""
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    pyplot().close(fig)
+    return Path(path)
 
 
 def _to_numpy_image(image: torch.Tensor) -> np.ndarray:
@@ -45,11 +64,7 @@ def overlay_grid(
     pixels; masks: per-image H×W bool (or None) drawn as a contour. Writes a PNG atomically
     and returns its path.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     n = len(images)
     cols = max(1, min(columns, n))
     rows = math.ceil(n / cols)
@@ -67,9 +82,4 @@ def overlay_grid(
         _draw_boxes(ax, pred_boxes[i] if pred_boxes is not None else None, PRED_COLOR)
         if titles is not None:
             ax.set_title(titles[i], fontsize=7)
-    fig.tight_layout()
-    out = Path(out)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)

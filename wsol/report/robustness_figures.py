@@ -6,16 +6,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-from wsol.utils.io import atomic_path
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from wsol.report.figures import pyplot, save_figure
 
 
 def plot_class_accuracy_vs_eps(
@@ -26,7 +17,7 @@ def plot_class_accuracy_vs_eps(
     title: str = "",
 ) -> Path:
     """One line a class: accuracy (E×C, fractions) against the ε grid; written atomically as PNG."""
-    plt = _pyplot()
+    plt = pyplot()
     names = list(class_names) if class_names is not None else [str(c) for c in range(acc.shape[1])]
     fig, ax = plt.subplots(figsize=(6, 4))
     xs = list(range(len(eps_labels)))
@@ -37,11 +28,7 @@ def plot_class_accuracy_vs_eps(
     ax.set_ylabel("robust accuracy (%)")
     ax.set_title(title)
     ax.legend(fontsize="small", ncol=2)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, dpi=120)
 
 
 def plot_drop_heatmap(
@@ -52,7 +39,7 @@ def plot_drop_heatmap(
     title: str = "",
 ) -> Path:
     """Heatmap of per-class drops (rows: models or ε steps, columns: classes, values: fractions)."""
-    plt = _pyplot()
+    plt = pyplot()
     names = list(class_names) if class_names is not None else [str(c) for c in range(drops.shape[1])]
     fig, ax = plt.subplots(figsize=(1 + 0.6 * len(names), 1 + 0.4 * len(row_labels)))
     values = (drops * 100).numpy()
@@ -64,11 +51,7 @@ def plot_drop_heatmap(
             ax.text(j, i, f"{values[i, j]:.1f}", ha="center", va="center", fontsize=7)
     fig.colorbar(image, ax=ax, label="drop (%)")
     ax.set_title(title)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, dpi=120)
 
 
 __all__ = ["plot_class_accuracy_vs_eps", "plot_drop_heatmap"]
