@@ -124,23 +124,21 @@ def load_eval_model(model: str, weights: Sequence[str], device: torch.device) ->
     return load_robust_model(model, files, device)
 
 
-def load_samples(dataset: str, root: Path, indices: Sequence[int], size: Optional[int]) -> Tuple[torch.Tensor, torch.Tensor, List[str], int]:
-    """Images (N×C×H×W in [0, 1]), labels, class names and the dataset size for ``indices`` of the test split."""
+def test_split(dataset: str, root: Path, size: Optional[int] = None) -> Any:
+    """The test split of ``dataset``, resized to ``size`` (a model's input size) when given."""
     from wsol.data import build_dataset
     from wsol.data.transforms import build_transform
 
-    data = build_dataset(dataset, root, "test", transform=build_transform("cub", train=False, size=size) if size else None)
+    return build_dataset(dataset, root, "test", transform=build_transform("cub", train=False, size=size) if size else None)
+
+
+def load_samples(data: Any, indices: Sequence[int]) -> Tuple[torch.Tensor, torch.Tensor, List[str]]:
+    """Images (N×C×H×W in [0, 1]), labels and class names of ``indices`` of a split."""
     samples = [data[i] for i in indices]
     x = torch.stack([s.image for s in samples]).float()
     y = torch.tensor([int(s.label) for s in samples], dtype=torch.long)
     names = list(getattr(data, "class_names", [])) or [str(c) for c in range(int(getattr(data, "num_classes", 0)))]
-    return x, y, names, len(data)
-
-
-def dataset_size(dataset: str, root: Path) -> int:
-    from wsol.data import build_dataset
-
-    return len(build_dataset(dataset, root, "test"))
+    return x, y, names
 
 
 # --- per-chunk work ---
@@ -262,11 +260,6 @@ def pgd_tables(name: str, records: Sequence[Dict[str, Any]], labels: torch.Tenso
 # --- the run ---
 
 
-def _locked(out: Path) -> contextlib.AbstractContextManager:
-    """The run-folder lock, held by rank 0 (the only writer of shared files); a refused run leaves no folder."""
-    return lock_run_folder(out)
-
-
 def _check_run_file(out: Path, s: RobustnessSettings) -> None:
     path = out / RUN_FILE
     new = asdict(s)
@@ -288,8 +281,8 @@ def evaluate_robustness(s: RobustnessSettings, root: Path, out: Path, device: Op
     dev = _run_device(s, device)
     out = Path(out)
     model = load_eval_model(s.model, s.weights, dev)
-    indices = select_samples(dataset_size(s.dataset, root), s.n, s.seed, default=DEFAULT_N)
-    x, y, names, _ = load_samples(s.dataset, root, indices, getattr(model, "input_size", None))
+    data = test_split(s.dataset, root, getattr(model, "input_size", None))
+    x, y, names = load_samples(data, select_samples(len(data), s.n, s.seed, default=DEFAULT_N))
     try:
         with torch.no_grad():
             num_classes = int(model(x[:1].to(dev)).shape[1])
@@ -298,7 +291,7 @@ def evaluate_robustness(s: RobustnessSettings, root: Path, out: Path, device: Op
         raise WsolError(f"model {s.model} cannot classify the {tuple(x.shape[1:])} images of {s.dataset} ({first}); use the dataset it was trained on") from None
     if names and len(names) != num_classes:
         raise WsolError(f"model {s.model} has {num_classes} classes but dataset {s.dataset} has {len(names)}")
-    with (contextlib.nullcontext(out) if locked else _locked(out)):
+    with (contextlib.nullcontext(out) if locked else lock_run_folder(out)):
         dist.barrier()
         _check_run_file(out, s)
         name = label or s.model
@@ -428,7 +421,7 @@ def run_study(study: Path, template: RobustnessSettings, root: Path, out: Path, 
         load_eval_model(m.model, m.weights, torch.device("cpu"))
     out = Path(out)
     results: Dict[str, Dict[str, Any]] = {}
-    with _locked(out):
+    with lock_run_folder(out):
         for m in models:
             s = RobustnessSettings(**{**asdict(template), "model": m.model, "weights": m.weights})
             folder = out / "models" / m.label
@@ -505,7 +498,7 @@ def demo_robustness(checkpoints: Dict[str, Path], root: Path, out: Path, seed: i
     accs: Dict[str, torch.Tensor] = {}
     rows: List[Dict[str, Any]] = []
     names: List[str] = []
-    n = min(n, dataset_size("shapes", root))
+    n = min(n, len(test_split("shapes", root)))
     for label, checkpoint in checkpoints.items():
         s = RobustnessSettings(model="wsol-checkpoint", weights=[str(checkpoint)], dataset="shapes", n=n, seed=seed, eps=grid[-1] / 255,
                                sweep=list(grid), sweep_attack="apgd-ce", batch_size=n, n_iter=5, n_restarts=1)
