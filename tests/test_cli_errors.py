@@ -187,6 +187,10 @@ CASES: List[List[str]] = [
     ["robustness", "study", "{study_twice}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/r"],
     ["robustness", "study", "{study_numbers}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/r"],
     ["robustness", "study", "{study_slash}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/r"],
+    # session 6: attack/report
+    ["attack", "attribution", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--attribution", "grad", "--preset", "official", "--out", "{dir}/a"],
+    ["attack", "attribution", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--k", "1024", "--out", "{dir}/a"],
+    ["attack", "targeted", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--k", "1024", "--out", "{dir}/a"],
 ]
 
 

@@ -484,13 +484,12 @@ IgStepsOpt = Annotated[int, typer.Option("--ig-steps", min=1, help="Integrated-g
 def _attack_echo(summary: dict, out: Path) -> None:
     from wsol.utils.distributed import cleanup, is_main_process
 
+    from wsol.jobs.attack import summary_line
+
     main = is_main_process()
     cleanup()
     if main:
-        m = summary["metrics"]
-        shown = ", ".join(f"{k} {v['mean']:.4g} [{v['ci_low']:.4g}, {v['ci_high']:.4g}]" for k, v in m.items())
-        attacked = f", {summary['attacked']} attacked" if "attacked" in summary else ""
-        typer.echo(f"wrote {out / 'samples.csv'} and {out / 'summary.json'} ({summary['total']} samples{attacked}); {shown}")
+        typer.echo(summary_line(summary, out))
 
 
 @attack_app.command("attribution")
@@ -572,12 +571,13 @@ def report_table1_command(
     runs: RunDirsArg,
     out: Annotated[Optional[Path], typer.Option("--out", callback=_check_out_file, help="CSV file to write.")] = None,
 ) -> None:
-    """The ART paper's Table 1 (method, IN, K, natural and PGD accuracy) as Markdown, and CSV with --out."""
+    """The ART paper's Table 1 (method, IN, K, natural and PGD accuracy) as Markdown on stdout, and CSV with --out (replaced if it exists)."""
     from wsol.report.attack import table1
 
+    replaced = out is not None and out.exists()
     typer.echo(table1(runs, out), nl=False)
     if out is not None:
-        typer.echo(f"wrote {out}")
+        typer.echo(f"wrote {out}" + (" (replacing the earlier file)" if replaced else ""), err=True)
 
 
 @report_app.command("figures")
@@ -585,8 +585,11 @@ def report_figures_command(runs: RunDirsArg, out: OutFolderOpt) -> None:
     """Box plots of IN and K per run (Fig. 11), the ε sweep (Fig. 12), cos(x, g) (Fig. 6), original vs attacked maps."""
     from wsol.report.attack import attack_figures
 
-    for path in attack_figures(runs, out):
+    written, notes = attack_figures(runs, out)
+    for path in written:
         typer.echo(f"wrote {path}")
+    for note in notes:
+        typer.echo(f"note: {note}", err=True)
 
 
 

@@ -12,7 +12,7 @@ import torch.multiprocessing as mp
 
 from wsol.cli import run
 from wsol.errors import ConfigError
-from wsol.jobs.attack import AttributionAttackSettings, mean_interval, run_attribution_attack
+from wsol.jobs.attack import AttributionAttackSettings, mean_interval, run_attribution_attack, summary_line
 from wsol.jobs.runfolder import select_samples
 
 
@@ -55,11 +55,28 @@ def test_mean_interval_is_the_student_t_interval() -> None:
     assert (got["ci_low"], got["ci_high"]) == pytest.approx((low, high))
 
 
+def test_undefined_means_and_intervals_are_null_not_nan() -> None:
+    assert mean_interval([float("nan")]) == {"mean": None, "ci_low": None, "ci_high": None, "n": 0}
+    assert mean_interval([0.5, float("nan")]) == {"mean": 0.5, "ci_low": None, "ci_high": None, "n": 1}
+    summary = {"total": 3, "attacked": 1, "metrics": {"kendall": mean_interval([0.5]), "spearman": mean_interval([]),
+                                                      "cos_x_grad": mean_interval([1.0, 3.0])}}
+    line = summary_line(summary, Path("run"))
+    assert "kendall 0.5 (no interval) n=1" in line and "spearman – (no sample has it)" in line and "nan" not in line
+    assert "cos_x_grad 2 [" in line and "n=2" in line
+
+
+def _strict_json(path: Path) -> dict:
+    def refuse(token: str) -> None:
+        raise ValueError(f"{path} holds {token}, which is not JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
 def test_attack_writes_one_row_per_sample_and_a_summary(tiny) -> None:
     out = tiny["base"] / "full"
     assert _attack(tiny, out) == 0
     rows = _rows(out)
-    summary = json.loads((out / "summary.json").read_text())
+    summary = _strict_json(out / "summary.json")
     assert [int(r["index"]) for r in rows] == select_samples(14, 10, seed=1, default=0)
     assert summary["total"] == 10 == summary["attacked"] + summary["misclassified"]
     attacked = [r for r in rows if r["attacked"] == "True"]
@@ -121,7 +138,8 @@ def test_different_arguments_into_the_same_folder_are_refused(tiny, capsys) -> N
     assert (out / "samples.csv").read_text() == before
 
 
-@pytest.mark.parametrize("extra", [["--k", "2000"], ["--objective", "bogus"], ["--attribution", "cam"], ["--eps", "8/x"], ["--n", "0"], ["--preset", "nope"]])
+@pytest.mark.parametrize("extra", [["--k", "2000"], ["--objective", "bogus"], ["--attribution", "cam"], ["--eps", "8/x"], ["--n", "0"], ["--preset", "nope"],
+                                   ["--preset", "official"], ["--k", "1024"]])
 def test_bad_arguments_write_nothing(tiny, capsys, extra) -> None:
     out = tiny["base"] / "bad"
     assert _attack(tiny, out, *extra) == 2

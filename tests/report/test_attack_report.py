@@ -27,13 +27,17 @@ def test_table1_prints_markdown_and_writes_csv(runs, tmp_path, capsys) -> None:
     out = tmp_path / "table1.csv"
     assert run(["report", "table1", *map(str, runs), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert printed.splitlines()[0].startswith("| run | method | attribution | IN |")
+    lines = printed.splitlines()
+    assert lines[0].startswith("| run | dataset | method | attribution | preset | n | IN |")
+    assert len(lines) == 2 + len(runs)  # stdout holds the Markdown table only, so `> table.md` keeps it clean
     rows = list(csv.DictReader(out.open()))
     assert [r["run"] for r in rows] == [r.name for r in runs] and {r["method"] for r in rows} == {"art"}
+    assert {r["dataset"] for r in rows} == {"shapes"} and {r["preset"] for r in rows} == {"consistent"}
     for folder, row in zip(runs, rows):
         summary = json.loads((folder / "summary.json").read_text())
         assert float(row["natural"]) == pytest.approx(summary["natural_accuracy"])
         assert float(row["PGD"]) == pytest.approx(summary["pgd_accuracy"])
+        assert int(row["n"]) == summary["metrics"]["topk_intersection"]["n"]
         assert f"| {summary['metrics']['kendall']['mean']:.2f} |" in printed or summary["attacked"] == 0
 
 
@@ -49,3 +53,29 @@ def test_figures_are_pngs(runs, tmp_path) -> None:
 def test_a_folder_without_a_run_is_a_one_line_error(tmp_path, capsys) -> None:
     assert run(["report", "table1", str(tmp_path)]) == 2
     assert "not a finished attack run" in capsys.readouterr().err
+
+
+def test_table1_reads_a_folder_named_twice_once_and_says_it_replaces_the_csv(runs, tmp_path, capsys) -> None:
+    out = tmp_path / "table1.csv"
+    out.write_text("old\n")
+    assert run(["report", "table1", str(runs[0]), str(runs[0]) + "/", str(runs[1]), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == 2 + 2
+    assert captured.err == f"wrote {out} (replacing the earlier file)\n"
+    assert [r["run"] for r in csv.DictReader(out.open())] == [runs[0].name, runs[1].name]
+
+
+def test_figures_without_an_eps_sweep_say_so_instead_of_plotting_points(runs, tmp_path, capsys) -> None:
+    out = tmp_path / "one"
+    assert run(["report", "figures", str(runs[0]), "--out", str(out)]) == 0
+    assert "fig12_eps_sweep.png" not in {p.name for p in out.iterdir()}
+    assert "note: no ε sweep" in capsys.readouterr().err
+
+
+def test_runs_with_the_same_folder_name_get_their_own_map_figures(runs, tmp_path) -> None:
+    import shutil
+
+    copies = [shutil.copytree(folder, tmp_path / side / "run") for side, folder in zip("ab", runs)]
+    out = tmp_path / "figs"
+    assert run(["report", "figures", *map(str, copies), "--out", str(out)]) == 0
+    assert {"maps_a_run.png", "maps_b_run.png"} <= {p.name for p in out.iterdir()}

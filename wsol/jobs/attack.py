@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 
 from wsol.attacks.adversarial import pgd_attack
-from wsol.attacks.attributional import ATTACK_ATTRIBUTIONS, IFIA_OBJECTIVES, PRESETS, ifia, shuffled_targets, targeted_manipulation
+from wsol.attacks.attributional import IFIA_OBJECTIVES, ifia, map_options, shuffled_targets, targeted_manipulation
 from wsol.attacks.core import sample_generators, uniform_noise
 from wsol.attribution.common import check_choice
 from wsol.errors import ConfigError
@@ -38,6 +38,7 @@ from wsol.jobs.localize import eval_dataset
 from wsol.jobs.runfolder import config_differences, gather, lock_run_folder, parse_eps, select_samples, write_json
 from wsol.metrics.ranking import check_k, input_gradient_cosine
 from wsol.models import load_model
+from wsol.report.attack import interval_text
 from wsol.models.build import checkpoint_meta
 from wsol.utils import distributed as dist
 from wsol.utils.device import select_device
@@ -96,8 +97,7 @@ class AttributionAttackSettings:
         """Refuse bad arguments (one-line ConfigError) before anything is loaded or written; returns
         (eps, step size, PGD eps, PGD step size) in pixel units."""
         check_choice(self.objective, IFIA_OBJECTIVES, "IFIA objective")
-        check_choice(self.attribution, ATTACK_ATTRIBUTIONS, "attribution for attacks")
-        check_choice(self.preset, PRESETS, "IFIA preset")
+        map_options(self.attribution, self.preset, self.ig_steps, None)
         _check_counts(n=self.n, steps=self.steps, ig_steps=self.ig_steps, batch_size=self.batch_size)
         _check_beta(self.beta)
         if self.pgd_steps < 0:
@@ -138,7 +138,7 @@ class TargetedAttackSettings:
 
     def check(self) -> Tuple[float, float]:
         """Refuse bad arguments before anything is loaded or written; returns (eps, lr) in pixel units."""
-        check_choice(self.attribution, ATTACK_ATTRIBUTIONS, "attribution for attacks")
+        map_options(self.attribution, "consistent", self.ig_steps, None)
         _check_counts(n=self.n, steps=self.steps, ig_steps=self.ig_steps, batch_size=self.batch_size)
         _check_beta(self.beta)
         if not (math.isfinite(self.gamma) and self.gamma >= 0):
@@ -185,17 +185,30 @@ def _as_float(value: Any) -> float:
 
 
 def mean_interval(values: Sequence[float], confidence: float = 0.95) -> Dict[str, Any]:
-    """Mean and two-sided Student-t interval over the finite values (NaN bounds with fewer than two)."""
+    """Mean and two-sided Student-t interval over the finite values; an undefined number (the mean of
+    none, the bounds of fewer than two) is None, so ``summary.json`` stays valid JSON."""
     from scipy import stats
 
     v = np.array([x for x in values if math.isfinite(x)], dtype=np.float64)
     if v.size == 0:
-        return {"mean": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "n": 0}
+        return {"mean": None, "ci_low": None, "ci_high": None, "n": 0}
     mean = float(v.mean())
     if v.size < 2:
-        return {"mean": mean, "ci_low": float("nan"), "ci_high": float("nan"), "n": 1}
+        return {"mean": mean, "ci_low": None, "ci_high": None, "n": 1}
     half = float(stats.t.ppf(0.5 + confidence / 2, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
     return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "n": int(v.size)}
+
+
+def summary_line(summary: Dict[str, Any], out: Path) -> str:
+    """The one line the CLI prints after a run: files, counts, and each metric's mean, interval and n."""
+    shown = []
+    for name, stats in summary["metrics"].items():
+        if not stats["n"]:
+            shown.append(f"{name} – (no sample has it)")
+        else:
+            shown.append(f"{name} {stats['mean']:.4g} {interval_text(stats, 4) or '(no interval)'} n={stats['n']}")
+    attacked = f", {summary['attacked']} attacked" if "attacked" in summary else ""
+    return f"wrote {out / SAMPLES_FILE} and {out / SUMMARY_FILE} ({summary['total']} samples{attacked}); " + ", ".join(shown)
 
 
 class _Run:
@@ -284,6 +297,13 @@ class _Run:
         atomic_write_bytes(path, buf.getvalue())
 
 
+def _check_attack_k(k: int, side: int) -> None:
+    """k must leave pixels out of the top k: with k = H·W every map's top k is the whole map (IN always 100%)."""
+    check_k(k, side * side)
+    if k == side * side:
+        raise ConfigError(f"--k {k} takes every pixel of the {side}×{side} map, so the top-k intersection is always 100%; give --k below {k}")
+
+
 def _prepare(kind: str, checkpoint: Path, dataset: str, root: Path, out: Path, s: Any, columns: Sequence[str], default_n: int,
              device: Optional[str]) -> tuple[nn.Module, Any, torch.device, List[int], _Run]:
     """Load the model and the split, check k and the classes, choose the samples and check the folder: nothing is written."""
@@ -293,7 +313,7 @@ def _prepare(kind: str, checkpoint: Path, dataset: str, root: Path, out: Path, s
     data = eval_dataset(dataset, root, s.split, model.input_size)
     if data.num_classes != model.num_classes:
         raise ConfigError(f"checkpoint {checkpoint} has {model.num_classes} classes but dataset {dataset} has {data.num_classes}")
-    check_k(s.k, model.input_size * model.input_size)
+    _check_attack_k(s.k, model.input_size)
     indices = select_samples(len(data), s.n, s.seed, default=default_n)
     meta = checkpoint_meta(checkpoint)
     config = {"attack": kind, "checkpoint": str(Path(checkpoint).resolve()), "dataset": dataset, "root": str(Path(root).resolve()),
@@ -429,8 +449,8 @@ def demo_attack_section(
         m = summary["metrics"]
         rows.append({
             "method": method, "attribution": "grad", "attacked": summary["attacked"],
-            "IN": m["topk_intersection"]["mean"], "IN 95% CI": f"[{m['topk_intersection']['ci_low']:.1f}, {m['topk_intersection']['ci_high']:.1f}]",
-            "K": m["kendall"]["mean"], "K 95% CI": f"[{m['kendall']['ci_low']:.1f}, {m['kendall']['ci_high']:.1f}]",
+            "IN": m["topk_intersection"]["mean"], "IN 95% CI": interval_text(m["topk_intersection"], 1),
+            "K": m["kendall"]["mean"], "K 95% CI": interval_text(m["kendall"], 1),
         })
     return rows
 
@@ -446,4 +466,5 @@ __all__ = [
     "run_attribution_attack",
     "run_targeted_attack",
     "select_samples",
+    "summary_line",
 ]

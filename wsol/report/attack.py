@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import math
+import os
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,8 @@ from wsol.errors import DataError
 from wsol.export.tables import markdown_table, write_csv
 from wsol.report.figures import pyplot, save_figure
 
-TABLE1_COLUMNS = ("run", "method", "attribution", "IN", "IN 95% CI", "K", "K 95% CI", "natural", "PGD")
+TABLE1_COLUMNS = ("run", "dataset", "method", "attribution", "preset", "n", "IN", "IN 95% CI", "K", "K 95% CI", "natural", "PGD")
+"""``n``: the samples IN and K are averaged over (attacked and some step kept the label)."""
 
 
 @dataclass
@@ -77,22 +79,48 @@ def load_run(folder: Path) -> AttackRun:
     return AttackRun(folder, summary, columns)
 
 
-def _interval(stats: Dict[str, Any]) -> str:
+def interval_text(stats: Dict[str, Any], digits: int = 2) -> str:
+    """``[low, high]`` of a summary's metric entry, or "" where it is undefined (fewer than two values)."""
     low, high = stats.get("ci_low"), stats.get("ci_high")
     if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
         return ""
-    return f"[{low:.2f}, {high:.2f}]"
+    return f"[{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def _stat(stats: Dict[str, Any], key: str) -> float:
+    """One number of a summary's metric entry; NaN where it is undefined (None, or NaN in older summaries)."""
+    value = stats.get(key)
+    return float("nan") if value is None else float(value)
+
+
+def load_runs(folders: Sequence[Path]) -> List[AttackRun]:
+    """:func:`load_run` for each folder, a folder named twice (``runs/a`` and ``runs/a/``) read once."""
+    unique = {Path(f).resolve(): Path(f) for f in reversed(list(folders))}
+    order = list(dict.fromkeys(Path(f).resolve() for f in folders))
+    return [load_run(unique[r]) for r in order]
+
+
+def run_names(runs: Sequence[AttackRun]) -> List[str]:
+    """A distinct short name per run: its folder name, or its path below the runs' common folder when two folder names clash."""
+    names = [run.folder.name for run in runs]
+    if len(set(names)) == len(names):
+        return names
+    paths = [run.folder.resolve() for run in runs]
+    common = Path(os.path.commonpath(paths))
+    return ["_".join(p.relative_to(common).parts) for p in paths]
 
 
 def table1_rows(runs: Sequence[AttackRun]) -> List[Dict[str, Any]]:
-    """One row per run: IN and K (percent, mean and 95% interval), natural and PGD accuracy (percent)."""
+    """One row per run: dataset, method, attribution, preset, n, IN and K (percent, mean and 95% interval),
+    natural and PGD accuracy (percent)."""
     rows = []
-    for run in runs:
+    for run, name in zip(runs, run_names(runs)):
         m = run.summary["metrics"]
         rows.append({
-            "run": run.folder.name, "method": run.method, "attribution": run.config.get("attribution"),
-            "IN": m["topk_intersection"]["mean"], "IN 95% CI": _interval(m["topk_intersection"]),
-            "K": m["kendall"]["mean"], "K 95% CI": _interval(m["kendall"]),
+            "run": name, "dataset": run.config.get("dataset"), "method": run.method, "attribution": run.config.get("attribution"),
+            "preset": run.config.get("preset"), "n": m["topk_intersection"].get("n"),
+            "IN": _stat(m["topk_intersection"], "mean"), "IN 95% CI": interval_text(m["topk_intersection"]),
+            "K": _stat(m["kendall"], "mean"), "K 95% CI": interval_text(m["kendall"]),
             "natural": run.summary.get("natural_accuracy"), "PGD": run.summary.get("pgd_accuracy"),
         })
     return rows
@@ -100,7 +128,7 @@ def table1_rows(runs: Sequence[AttackRun]) -> List[Dict[str, Any]]:
 
 def table1(folders: Sequence[Path], out_csv: Optional[Path] = None) -> str:
     """Table 1 as Markdown (returned) and, with ``out_csv``, as CSV."""
-    rows = table1_rows([load_run(f) for f in folders])
+    rows = table1_rows(load_runs(folders))
     if out_csv is not None:
         write_csv(out_csv, rows, TABLE1_COLUMNS)
     return markdown_table(rows, TABLE1_COLUMNS)
@@ -114,7 +142,7 @@ def box_plots(runs: Sequence[AttackRun], path: Path) -> Path:
     """Fig. 11: box plots of top-k intersection and Kendall τ (percent) per run."""
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(2 + 1.6 * len(runs), 3.2), squeeze=False)
-    labels = [r.label for r in runs]
+    labels = [f"{name}\n{r.label}" for name, r in zip(run_names(runs), runs)]
     for ax, name, title in zip(axes[0], ("topk_intersection", "kendall"), ("top-k intersection (%)", "Kendall τ (%)")):
         ax.boxplot([100 * _finite(r.columns.get(name, np.array([]))) for r in runs])
         ax.set_xticks(range(1, len(runs) + 1), labels, rotation=30, ha="right", fontsize=7)
@@ -122,21 +150,33 @@ def box_plots(runs: Sequence[AttackRun], path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def eps_sweep(runs: Sequence[AttackRun], path: Path) -> Path:
-    """Fig. 12: mean IN and K (95% interval bars) against ε, one line per (checkpoint, attribution, objective)."""
-    plt = pyplot()
-    groups: Dict[Tuple[Any, ...], List[Tuple[float, AttackRun]]] = defaultdict(list)
+SWEEP_FREE = ("eps", "step_size", "batch_size", "n_maps", "root", "pgd_steps", "pgd_eps", "pgd_step_size")
+"""Arguments runs of one ε-sweep line may differ in: ε, its step and bookkeeping that does not change IN or K."""
+
+
+def sweep_lines(runs: Sequence[AttackRun]) -> List[List[Tuple[float, AttackRun]]]:
+    """Runs that differ only in ε (and :data:`SWEEP_FREE`), sorted by ε: the lines of Fig. 12 (two ε at least each)."""
+    groups: Dict[str, List[Tuple[float, AttackRun]]] = defaultdict(list)
     for run in runs:
-        c = run.config
-        groups[(c.get("checkpoint"), c.get("attribution"), c.get("objective"))].append((parse_number(c.get("eps", "nan"), "eps"), run))
+        key = json.dumps({k: v for k, v in run.config.items() if k not in SWEEP_FREE}, sort_keys=True, default=str)
+        groups[key].append((parse_number(run.config.get("eps", "nan"), "eps"), run))
+    return [sorted(members, key=lambda t: t[0]) for members in groups.values() if len({e for e, _ in members}) > 1]
+
+
+def eps_sweep(runs: Sequence[AttackRun], path: Path) -> Optional[Path]:
+    """Fig. 12: mean IN and K (95% interval bars) against ε, one line per :func:`sweep_lines` group; None
+    (nothing written) when no two runs differ in ε alone."""
+    lines = sweep_lines(runs)
+    if not lines:
+        return None
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), squeeze=False)
-    for members in groups.values():
-        members.sort(key=lambda t: t[0])
+    for members in lines:
         eps = [255 * e for e, _ in members]
         for ax, name in zip(axes[0], ("topk_intersection", "kendall")):
             stats = [r.summary["metrics"][name] for _, r in members]
-            mean = np.array([s["mean"] for s in stats])
-            err = np.array([[s["mean"] - s["ci_low"], s["ci_high"] - s["mean"]] for s in stats]).T
+            mean = np.array([_stat(s, "mean") for s in stats])
+            err = np.array([[_stat(s, "mean") - _stat(s, "ci_low"), _stat(s, "ci_high") - _stat(s, "mean")] for s in stats]).T
             ax.errorbar(eps, mean, yerr=np.nan_to_num(err), marker="o", capsize=3, label=members[0][1].label)
     for ax, title in zip(axes[0], ("top-k intersection (%)", "Kendall τ (%)")):
         ax.set_xlabel("ε × 255")
@@ -176,7 +216,9 @@ def map_pairs(run: AttackRun, path: Path) -> Optional[Path]:
             ax = axes[i, j]
             ax.axis("off")
             value = arrays[name][i]
-            if value.ndim == 3:
+            if not np.isfinite(value).any():
+                ax.text(0.5, 0.5, "not attacked\n(misclassified)", ha="center", va="center", fontsize=7, transform=ax.transAxes)
+            elif value.ndim == 3:
                 ax.imshow(np.clip(value.transpose(1, 2, 0), 0, 1), interpolation="nearest")
             else:
                 ax.imshow(value, cmap="jet", interpolation="nearest")
@@ -185,17 +227,27 @@ def map_pairs(run: AttackRun, path: Path) -> Optional[Path]:
     return save_figure(fig, path)
 
 
-def attack_figures(folders: Sequence[Path], out: Path) -> List[Path]:
-    """Every figure for ``folders`` into ``out``; returns the files written."""
-    runs = [load_run(f) for f in folders]
+def attack_figures(folders: Sequence[Path], out: Path) -> Tuple[List[Path], List[str]]:
+    """Every figure for ``folders`` into ``out``: the files written and a note for each figure left out."""
+    runs = load_runs(folders)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    written = [box_plots(runs, out / "fig11_boxplots.png"), eps_sweep(runs, out / "fig12_eps_sweep.png"), cosine_histograms(runs, out / "fig6_cosine.png")]
-    for run in runs:
-        pair = map_pairs(run, out / f"maps_{run.folder.name}.png")
-        if pair is not None:
+    written = [box_plots(runs, out / "fig11_boxplots.png")]
+    notes = []
+    sweep = eps_sweep(runs, out / "fig12_eps_sweep.png")
+    if sweep is None:
+        notes.append("no ε sweep (fig12_eps_sweep.png): it needs runs that differ in --eps alone")
+    else:
+        written.append(sweep)
+    written.append(cosine_histograms(runs, out / "fig6_cosine.png"))
+    for run, name in zip(runs, run_names(runs)):
+        pair = map_pairs(run, out / f"maps_{name}.png")
+        if pair is None:
+            notes.append(f"no maps for {run.folder}: it holds no maps.npz")
+        else:
             written.append(pair)
-    return written
+    return written, notes
 
 
-__all__ = ["AttackRun", "attack_figures", "box_plots", "cosine_histograms", "eps_sweep", "load_run", "map_pairs", "table1", "table1_rows"]
+__all__ = ["AttackRun", "attack_figures", "box_plots", "cosine_histograms", "eps_sweep", "interval_text", "load_run", "load_runs", "map_pairs",
+           "run_names", "sweep_lines", "table1", "table1_rows"]
