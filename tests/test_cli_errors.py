@@ -191,6 +191,7 @@ CASES: List[List[str]] = [
     ["attack", "attribution", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--attribution", "grad", "--preset", "official", "--out", "{dir}/a"],
     ["attack", "attribution", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--k", "1024", "--out", "{dir}/a"],
     ["attack", "targeted", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--k", "1024", "--out", "{dir}/a"],
+    ["attack", "targeted", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--n", "1", "--out", "{dir}/a"],
 ]
 
 

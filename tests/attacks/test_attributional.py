@@ -168,3 +168,28 @@ def test_targeted_manipulation_rejects_a_bad_target_index() -> None:
     model, x, _ = _setup(n=2)
     with pytest.raises(WsolError, match="target_index"):
         targeted_manipulation(model, x, target_index=5, steps=1)
+
+
+class _Sum(nn.Module):
+    """Logits c·Σx: every pixel has the same gradient, so every map is constant."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.Parameter(torch.tensor([[1.0, -1.0]], dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1).sum(dim=1, keepdim=True) * self.c
+
+
+def test_a_constant_map_says_why_kendall_is_nan() -> None:
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    res = ifia(_Sum(), x, torch.zeros(2, dtype=torch.long), attribution="grad", beta=None, k=5, steps=2)
+    assert res.kept.all() and torch.isnan(res.kendall).all()
+    assert [r["reason"] for r in res.rows()] == ["constant map: Kendall and Spearman undefined"] * 2
+
+
+@pytest.mark.parametrize("growth", [(float("nan"), 50.0), (5.0, float("inf")), (0.0, 50.0)])
+def test_beta_growth_needs_two_positive_finite_values(growth) -> None:
+    model, x, _ = _setup(n=2)
+    with pytest.raises(WsolError, match="beta growth"):
+        targeted_manipulation(model, x, steps=1, beta_growth=growth, k=5)

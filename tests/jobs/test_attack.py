@@ -158,6 +158,18 @@ def test_targeted_attack_rows(tiny) -> None:
     assert summary["total"] == 6 and set(summary["metrics"]) >= {"target_ssim", "original_ssim", "target_mse"}
 
 
+def test_targeted_sample_that_is_its_own_target_is_left_out_of_the_means(tiny) -> None:
+    out = tiny["base"] / "own_target"
+    own = select_samples(14, 4, seed=0, default=0)[0]
+    args = ["attack", "targeted", "--checkpoint", str(tiny["checkpoint"]), "--dataset", "shapes", "--root", str(tiny["root"]), "--out", str(out),
+            "--k", "20", "--steps", "2", "--n", "4", "--target-index", str(own)]
+    assert run(args) == 0
+    rows, summary = _rows(out), json.loads((out / "summary.json").read_text())
+    assert summary["own_target"] == 1 and all(int(r["target_index"]) == own for r in rows)
+    others = [float(r["target_mse"]) for r in rows if int(r["index"]) != own]
+    assert summary["metrics"]["target_mse"]["n"] == 3 and summary["metrics"]["target_mse"]["mean"] == pytest.approx(sum(others) / 3)
+
+
 def _sharded_worker(rank: int, world: int, port: int, tiny: dict, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), WSOL_PROGRESS="0")
     torch.set_num_threads(1)

@@ -22,6 +22,7 @@ the original top-k mask; metric map = cross-entropy IG with the trapezoid rule (
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -56,6 +57,7 @@ MapFn = Callable[[torch.Tensor, bool], torch.Tensor]
 
 NOT_ATTACKED_MISCLASSIFIED = "misclassified"
 NOT_KEPT = "no step kept the label"
+CONSTANT_MAP = "constant map: Kendall and Spearman undefined"
 
 
 def _surrogate(model: nn.Module, beta: Optional[float]) -> contextlib.AbstractContextManager:
@@ -130,10 +132,10 @@ class IFIAResult:
 
     @property
     def reasons(self) -> List[str]:
-        """Why each sample has no metrics ("" when it has them)."""
+        """Why each sample has no metrics, or some of them NaN ("" when it has them all)."""
         return [
-            NOT_ATTACKED_MISCLASSIFIED if not a else ("" if k else NOT_KEPT)
-            for a, k in zip(self.attacked.tolist(), self.kept.tolist())
+            NOT_ATTACKED_MISCLASSIFIED if not a else (NOT_KEPT if not k else (CONSTANT_MAP if tau != tau else ""))
+            for a, k, tau in zip(self.attacked.tolist(), self.kept.tolist(), self.kendall.tolist())
         ]
 
     def rows(self) -> List[Dict[str, Any]]:
@@ -312,8 +314,8 @@ def beta_schedule(steps: int, beta: Optional[float], growth: Optional[tuple[floa
     if growth is None:
         return [beta] * steps
     lo, hi = growth
-    if lo <= 0 or hi <= 0:
-        raise ConfigError(f"beta growth needs two positive values, got {growth}")
+    if not all(math.isfinite(b) and b > 0 for b in (lo, hi)):
+        raise ConfigError(f"beta growth needs two positive finite values, got {growth}")
     return [lo * (hi / lo) ** (t / max(steps - 1, 1)) for t in range(steps)]
 
 

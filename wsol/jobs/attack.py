@@ -406,6 +406,8 @@ def run_targeted_attack(
     model, data, dev, indices, run = _prepare("targeted", checkpoint, dataset, root, out, s, TARGETED_COLUMNS, DEFAULT_N_TARGETED, device)
     if s.target_index is not None and s.target_index >= len(data):
         raise ConfigError(f"--target-index {s.target_index} is past the {len(data)} images of the {s.split} split; give an index below {len(data)}")
+    if s.target_index is None and len(indices) < 2:
+        raise ConfigError("a targeted attack on one sample has no other sample to take a target from; give --n 2 or more, or --target-index")
     cycle = shuffled_targets(len(indices), torch.Generator().manual_seed(s.seed)).tolist()
     target_of = {i: (indices[t] if s.target_index is None else s.target_index) for i, t in zip(indices, cycle)}
 
@@ -421,9 +423,10 @@ def run_targeted_attack(
         return rows, maps
 
     def summarize(rows: List[Dict[str, str]]) -> Dict[str, Any]:
-        return {"total": len(rows), "kept_prediction": sum(_flag(r["kept_prediction"]) for r in rows),
-                "interval": "two-sided 95% Student-t interval of the mean", "config": run.config,
-                "metrics": {m: mean_interval([_as_float(r[m]) for r in rows]) for m in TARGETED_METRICS}}
+        others = [r for r in rows if r["target_index"] != r["index"]]  # --target-index I makes sample I its own target: no attack to measure
+        return {"total": len(rows), "kept_prediction": sum(_flag(r["kept_prediction"]) for r in rows), "own_target": len(rows) - len(others),
+                "interval": "two-sided 95% Student-t interval of the mean over the samples whose target is another image", "config": run.config,
+                "metrics": {m: mean_interval([_as_float(r[m]) for r in others]) for m in TARGETED_METRICS}}
 
     return run.execute(model, data, indices, s.batch_size, s.n_maps, batch, f"targeted {s.attribution}", dev, summarize, after_batch)
 
