@@ -476,7 +476,7 @@ def robustness_study(
 
 # --- attack commands ---
 
-AttackKOpt = Annotated[int, typer.Option("--k", help="Top-k pixels of the map (at most H×W).")]
+AttackKOpt = Annotated[int, typer.Option("--k", help="Top-k pixels of the map (fewer than H×W, the model input's pixels).")]
 BetaOpt = Annotated[Optional[float], typer.Option("--beta", help="softplus β of the attack's gradient surrogate (the measured maps use the ReLU model).")]
 IgStepsOpt = Annotated[int, typer.Option("--ig-steps", min=1, help="Integrated-gradients intervals.")]
 
