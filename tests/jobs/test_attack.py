@@ -195,6 +195,22 @@ def _same_rows(a: list, b: list) -> None:
                 assert ra[key] == rb[key], key
 
 
+def test_readme_torchrun_lines_reach_wsol_unchanged() -> None:
+    """torchrun's parser takes option prefixes (``--n`` is ambiguous there) unless ``--`` ends its options."""
+    import shlex
+
+    from torch.distributed.run import get_args_parser
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text().replace("\\\n", " ")
+    lines = [line.split("#")[0] for line in readme.splitlines() if line.startswith("torchrun ")]
+    assert any(" attack " in line for line in lines)
+    for line in lines:
+        argv = shlex.split(line)[1:]
+        parsed = get_args_parser().parse_args(argv)
+        tail = argv[argv.index("wsol") + 1:]
+        assert (parsed.module, parsed.training_script, parsed.training_script_args) == (True, "wsol", tail), line
+
+
 def test_demo_section_reports_in_and_k_per_model(tiny) -> None:
     from wsol.jobs.attack import DEMO_COLUMNS, demo_attack_section
 
