@@ -62,7 +62,7 @@ def test_undefined_means_and_intervals_are_null_not_nan() -> None:
                                                       "cos_x_grad": mean_interval([1.0, 3.0])}}
     line = summary_line(summary, Path("run"))
     assert "kendall 0.5 (no interval) n=1" in line and "spearman – (no sample has it)" in line and "nan" not in line
-    assert "cos_x_grad 2 [" in line and "n=2" in line
+    assert "cos_x_grad 2 [-10.71, 14.71] n=2" in line
 
 
 def _strict_json(path: Path) -> dict:

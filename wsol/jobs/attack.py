@@ -206,7 +206,7 @@ def summary_line(summary: Dict[str, Any], out: Path) -> str:
         if not stats["n"]:
             shown.append(f"{name} – (no sample has it)")
         else:
-            shown.append(f"{name} {stats['mean']:.4g} {interval_text(stats, 4) or '(no interval)'} n={stats['n']}")
+            shown.append(f"{name} {stats['mean']:.4g} {interval_text(stats, '.4g') or '(no interval)'} n={stats['n']}")
     attacked = f", {summary['attacked']} attacked" if "attacked" in summary else ""
     return f"wrote {out / SAMPLES_FILE} and {out / SUMMARY_FILE} ({summary['total']} samples{attacked}); " + ", ".join(shown)
 
@@ -452,8 +452,8 @@ def demo_attack_section(
         m = summary["metrics"]
         rows.append({
             "method": method, "attribution": "grad", "attacked": summary["attacked"],
-            "IN": m["topk_intersection"]["mean"], "IN 95% CI": interval_text(m["topk_intersection"], 1),
-            "K": m["kendall"]["mean"], "K 95% CI": interval_text(m["kendall"], 1),
+            "IN": m["topk_intersection"]["mean"], "IN 95% CI": interval_text(m["topk_intersection"], ".1f"),
+            "K": m["kendall"]["mean"], "K 95% CI": interval_text(m["kendall"], ".1f"),
         })
     return rows
 

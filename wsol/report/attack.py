@@ -79,12 +79,12 @@ def load_run(folder: Path) -> AttackRun:
     return AttackRun(folder, summary, columns)
 
 
-def interval_text(stats: Dict[str, Any], digits: int = 2) -> str:
+def interval_text(stats: Dict[str, Any], fmt: str = ".2f") -> str:
     """``[low, high]`` of a summary's metric entry, or "" where it is undefined (fewer than two values)."""
     low, high = stats.get("ci_low"), stats.get("ci_high")
     if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
         return ""
-    return f"[{low:.{digits}f}, {high:.{digits}f}]"
+    return f"[{low:{fmt}}, {high:{fmt}}]"
 
 
 def _stat(stats: Dict[str, Any], key: str) -> float:
