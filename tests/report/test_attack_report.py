@@ -79,3 +79,15 @@ def test_runs_with_the_same_folder_name_get_their_own_map_figures(runs, tmp_path
     out = tmp_path / "figs"
     assert run(["report", "figures", *map(str, copies), "--out", str(out)]) == 0
     assert {"maps_a_run.png", "maps_b_run.png"} <= {p.name for p in out.iterdir()}
+
+
+def test_a_run_without_maps_gets_a_note_instead_of_a_figure(runs, tmp_path, capsys) -> None:
+    import shutil
+
+    bare = shutil.copytree(runs[0], tmp_path / "bare")
+    (bare / "maps.npz").unlink()
+    out = tmp_path / "figs"
+    assert run(["report", "figures", str(bare), str(runs[1]), "--out", str(out)]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert "maps_bare.png" not in names and f"maps_{runs[1].name}.png" in names
+    assert f"note: no maps for {bare}: it holds no maps.npz" in capsys.readouterr().err
