@@ -134,7 +134,7 @@ class IFIAResult:
     def reasons(self) -> List[str]:
         """Why each sample has no metrics, or some of them NaN ("" when it has them all)."""
         return [
-            NOT_ATTACKED_MISCLASSIFIED if not a else (NOT_KEPT if not k else (CONSTANT_MAP if tau != tau else ""))
+            NOT_ATTACKED_MISCLASSIFIED if not a else (NOT_KEPT if not k else (CONSTANT_MAP if math.isnan(tau) else ""))
             for a, k, tau in zip(self.attacked.tolist(), self.kept.tolist(), self.kendall.tolist())
         ]
 

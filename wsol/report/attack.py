@@ -95,9 +95,10 @@ def _stat(stats: Dict[str, Any], key: str) -> float:
 
 def load_runs(folders: Sequence[Path]) -> List[AttackRun]:
     """:func:`load_run` for each folder, a folder named twice (``runs/a`` and ``runs/a/``) read once."""
-    unique = {Path(f).resolve(): Path(f) for f in reversed(list(folders))}
-    order = list(dict.fromkeys(Path(f).resolve() for f in folders))
-    return [load_run(unique[r]) for r in order]
+    first: Dict[Path, Path] = {}
+    for folder in folders:
+        first.setdefault(Path(folder).resolve(), Path(folder))
+    return [load_run(folder) for folder in first.values()]
 
 
 def run_names(runs: Sequence[AttackRun]) -> List[str]:
