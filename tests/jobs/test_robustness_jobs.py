@@ -81,9 +81,17 @@ def test_parse_eps_and_sweep() -> None:
     for bad in ("8/0", "x", "-1", "1/2/3"):
         with pytest.raises(ConfigError):
             job.parse_eps(bad)
-    for bad in ("3:1", "0,2,2", "a,b", "", "0:x", "-1:2", "2", "4:4"):
+    for bad in ("3:1", "0,2,2", "a,b", "", "0:x", "-1:2", "2", "4:4", "0:8:0", "0:8:-2", "1:2:3:4", "8,4,2"):
         with pytest.raises(ConfigError):
             job.parse_eps_sweep(bad)
+
+
+def test_eps_sweep_forms_a_user_types() -> None:
+    assert job.parse_eps_sweep("0:8:2") == [0, 2, 4, 6, 8] and job.parse_eps_sweep("0:7:2") == [0, 2, 4, 6]
+    assert job.parse_eps_sweep("0,2,4,") == [0, 2, 4] and job.parse_eps_sweep(" 0, 2 ,4 ") == [0, 2, 4]
+    with pytest.raises(ConfigError, match="at most 255") as err:
+        job.parse_eps_sweep("0:300")
+    assert "--eps " not in str(err.value)
 
 
 def test_resume_after_interruption_gives_the_same_table(cifar, tmp_path, tiny) -> None:

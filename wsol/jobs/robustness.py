@@ -42,18 +42,24 @@ DEFAULT_N = 500  # test samples when --n is not given
 
 
 def parse_eps_sweep(text: str) -> List[int]:
-    """The sweep grid in units of 1/255: ``0:8`` (inclusive range) or a comma list ``0,1,2,4,8``, strictly increasing."""
+    """The sweep grid in units of 1/255: ``0:8`` (inclusive range), ``0:8:2`` (with a step) or a comma list
+    ``0,1,2,4,8``, strictly increasing, each at most 255 (ε = 1)."""
     text = str(text).strip()
+    usage = "use a range such as 0:8, a range with a step such as 0:8:2 or a comma list such as 0,1,2,4,8 (integers, ε = x/255)"
     try:
         if ":" in text:
-            lo, hi = (int(p) for p in text.split(":"))
-            values = list(range(lo, hi + 1))
+            parts = [int(p) for p in text.split(":")]
+            if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] < 1):
+                raise ValueError
+            values = list(range(parts[0], parts[1] + 1, parts[2] if len(parts) == 3 else 1))
         else:
-            values = [int(p) for p in text.split(",")]
+            values = [int(p) for p in text.split(",") if p.strip()]
     except ValueError:
-        raise ConfigError(f"bad --eps-sweep {text!r}: use a range such as 0:8 or a comma list such as 0,1,2,4,8 (integers, ε = x/255)") from None
+        raise ConfigError(f"bad --eps-sweep {text!r}: {usage}") from None
     if not values or any(v < 0 for v in values) or any(b <= a for a, b in zip(values, values[1:])):
-        raise ConfigError(f"bad --eps-sweep {text!r}: the values must be non-negative and strictly increasing")
+        raise ConfigError(f"bad --eps-sweep {text!r}: the values must be non-negative and strictly increasing, e.g. 0,2,4,8")
+    if values[-1] > 255:
+        raise ConfigError(f"bad --eps-sweep {text!r}: the values are x in ε = x/255, so at most 255 (ε = 1); the study's grid is 0:8")
     if len(values) < 2:
         raise ConfigError(f"bad --eps-sweep {text!r}: a sweep needs at least two values, e.g. 0:{max(values[0], 1)}; "
                           f"for one ε use 'wsol robustness evaluate --eps {values[0]}/255'")
