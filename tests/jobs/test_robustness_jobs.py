@@ -250,3 +250,38 @@ def test_n_queries_sets_squares_budget(cifar, tmp_path, tiny, monkeypatch) -> No
             "--n", "4", "--n-queries", "3", "--batch-size", "4", "--device", "cpu", "--out", str(tmp_path / "sq")]
     assert run(args) == 0
     assert budgets and set(budgets) == {3}
+
+
+# session 6: robustness QA
+
+
+def test_study_loads_each_model_once_and_finished_ones_never(cifar, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("WSOL_PROGRESS", "0")
+    loads = []
+    monkeypatch.setattr(job, "load_eval_model", lambda name, weights, device: loads.append(weights) or tiny_model())
+    study = tmp_path / "models.yaml"
+    study.write_text("models:\n  - name: a\n    checkpoint: a.safetensors\n")
+    template = settings(model="", n=8, batch_size=8, ladder=["apgd-ce"], sweep=[0, 2])
+    job.run_study(study, template, cifar, tmp_path / "study", "cpu")
+    assert loads == [[str(tmp_path / "a.safetensors")]]
+    study.write_text("models:\n  - name: a\n    checkpoint: a.safetensors\n  - name: b c\n    checkpoint: b.safetensors\n")
+    loads.clear()
+    report = job.run_study(study, template, cifar, tmp_path / "study", "cpu").read_text()
+    assert loads == [[str(tmp_path / "b.safetensors")]]
+    assert "| a |" in report and "| b c |" in report and "](<figures/b c_sweep.png>)" in report
+    loads.clear()
+    with pytest.raises(ConfigError, match=r"other arguments \(n of model a\)"):
+        job.run_study(study, settings(model="", n=6, batch_size=8, ladder=["apgd-ce"], sweep=[0, 2]), cifar, tmp_path / "study", "cpu")
+    assert loads == []
+
+
+def test_study_file_mistakes_a_tired_user_makes(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    path = tmp_path / "s.yaml"
+    path.write_text("models:\n  - name: a\n    checkpoint: ~/runs/a.safetensors\n")
+    assert job.read_study(path)[0].weights == [str(tmp_path / "home" / "runs" / "a.safetensors")]
+    for text, message in [("  - name: a\n    model: r18\n    weight: x.pt\n", "unknown key.*weight;"),
+                          ("  - name: a\n    checkpoint: a.safetensors\n    model: r18\n", "either a checkpoint or model and weights")]:
+        path.write_text("models:\n" + text)
+        with pytest.raises(ConfigError, match=message):
+            job.read_study(path)

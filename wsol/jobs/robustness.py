@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -266,27 +267,32 @@ def pgd_tables(name: str, records: Sequence[Dict[str, Any]], labels: torch.Tenso
 # --- the run ---
 
 
-def _check_run_file(out: Path, s: RobustnessSettings) -> None:
+def _run_differences(out: Path, s: RobustnessSettings) -> Optional[List[str]]:
+    """The arguments in which ``out``'s run differs from ``s`` (None: no run there yet)."""
     path = out / RUN_FILE
-    new = asdict(s)
-    if path.is_file():
-        old = json.loads(path.read_text())
-        diffs = config_differences(old, json.loads(json.dumps(new)))
-        if diffs:
-            raise ConfigError(f"{out} holds a robustness run with other arguments ({', '.join(diffs)}); use another --out or the same arguments")
-    write_json(path, new)
+    if not path.is_file():
+        return None
+    return config_differences(json.loads(path.read_text()), json.loads(json.dumps(asdict(s))))
+
+
+def _check_run_file(out: Path, s: RobustnessSettings) -> None:
+    diffs = _run_differences(out, s)
+    if diffs:
+        raise ConfigError(f"{out} holds a robustness run with other arguments ({', '.join(diffs)}); use another --out or the same arguments")
+    write_json(out / RUN_FILE, asdict(s))
 
 
 def evaluate_robustness(s: RobustnessSettings, root: Path, out: Path, device: Optional[str] = None, show_progress: bool = True,
-                        locked: bool = False, label: Optional[str] = None) -> Dict[str, Any]:
+                        locked: bool = False, label: Optional[str] = None, model: Optional[nn.Module] = None) -> Dict[str, Any]:
     """Run the ladder, the PGD evaluation and/or the sweep that ``s`` asks for into ``out``; rank 0 writes the
     tables (CSV + ``report.md``) and figures, naming the model ``label`` (a study's name for it; default ``s.model``).
-    Returns the tables (on every rank)."""
+    ``model`` is ``s``'s model when the caller has loaded it already (a study). Returns the tables (on every rank)."""
     s.validate()
     dist.init_from_env()
     dev = _run_device(s, device)
     out = Path(out)
-    model = load_eval_model(s.model, s.weights, dev)
+    name = label or s.model
+    model = load_eval_model(s.model, s.weights, dev) if model is None else model.to(dev)
     data = test_split(s.dataset, root, getattr(model, "input_size", None))
     x, y, names = load_samples(data, select_samples(len(data), s.n, s.seed, default=DEFAULT_N))
     try:
@@ -294,13 +300,12 @@ def evaluate_robustness(s: RobustnessSettings, root: Path, out: Path, device: Op
             num_classes = int(model(x[:1].to(dev)).shape[1])
     except RuntimeError as err:  # a forward that cannot take these images: the model was made for another dataset
         first = (str(err).strip().splitlines() or ["shape mismatch"])[0]
-        raise WsolError(f"model {s.model} cannot classify the {tuple(x.shape[1:])} images of {s.dataset} ({first}); use the dataset it was trained on") from None
+        raise WsolError(f"model {name} cannot classify the {tuple(x.shape[1:])} images of {s.dataset} ({first}); use the dataset it was trained on") from None
     if names and len(names) != num_classes:
-        raise WsolError(f"model {s.model} has {num_classes} classes but dataset {s.dataset} has {len(names)}")
+        raise WsolError(f"model {name} has {num_classes} classes but dataset {s.dataset} has {len(names)}")
     with (contextlib.nullcontext(out) if locked else lock_run_folder(out)):
         dist.barrier()
         _check_run_file(out, s)
-        name = label or s.model
         result: Dict[str, Any] = {"model": name, "n": len(y), "class_names": names, "labels": y}
         for precision in s.precisions:
             tag = "" if precision == "fp32" else " (bf16)"
@@ -388,9 +393,15 @@ def read_study(path: Path) -> List[StudyModel]:
         raise ConfigError(f"study file {path} needs a non-empty list under 'models:' (each with name and weights, or name and checkpoint)")
     base = Path(path).resolve().parent
     models: List[StudyModel] = []
+    keys = {"name", "model", "weights", "checkpoint"}
     for i, entry in enumerate(entries):
-        if not isinstance(entry, dict) or "name" not in entry or set(entry) - {"name", "model", "weights", "checkpoint"}:
-            raise ConfigError(f"study file {path}, model {i + 1}: use the keys name, model, weights or checkpoint")
+        if not isinstance(entry, dict) or "name" not in entry:
+            raise ConfigError(f"study file {path}, model {i + 1}: give it a name and weights, or a name and a checkpoint")
+        unknown = sorted(str(k) for k in set(entry) - keys)
+        if unknown:
+            raise ConfigError(f"study file {path}, model {i + 1}: unknown key(s) {', '.join(unknown)}; use the keys name, model, weights or checkpoint")
+        if "checkpoint" in entry and ("model" in entry or "weights" in entry):
+            raise ConfigError(f"study file {path}, model {entry['name']}: give either a checkpoint or model and weights, not both")
         if "checkpoint" in entry:
             name, files = "wsol-checkpoint", [entry["checkpoint"]]
         else:
@@ -402,7 +413,7 @@ def read_study(path: Path) -> List[StudyModel]:
             raise ConfigError(f"study file {path}, model {label}: weights and checkpoint are file paths (a path or a list of paths)")
         if not label or label in (".", "..") or "/" in label or "\\" in label:
             raise ConfigError(f"study file {path}: model name {label!r} names a run folder; use letters, digits, '-' or '_' without '/'")
-        models.append(StudyModel(label, name, [str(base / f) for f in files]))
+        models.append(StudyModel(label, name, [str(base / Path(f).expanduser()) for f in files]))
     labels = [m.label for m in models]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"study file {path} names a model twice; give each model its own name")
@@ -423,19 +434,29 @@ def run_study(study: Path, template: RobustnessSettings, root: Path, out: Path, 
     skipped), then one ``report.md`` with both of the seed's tables, the average per class across models and the figures."""
     _run_device(template, device)
     models = read_study(study)
-    for m in models:  # an unknown name or a missing or broken file fails now, not after hours of the models before it
-        load_eval_model(m.model, m.weights, torch.device("cpu"))
     out = Path(out)
+    runs = {m.label: RobustnessSettings(**{**asdict(template), "model": m.model, "weights": m.weights}).validate() for m in models}
+    finished = {m.label for m in models if (out / "models" / m.label / "result.json").is_file()
+                and _run_differences(out / "models" / m.label, runs[m.label]) == []}
+    for m in models:
+        diffs = _run_differences(out / "models" / m.label, runs[m.label])
+        if diffs:
+            raise ConfigError(f"{out} holds a study run with other arguments ({', '.join(diffs)} of model {m.label}); use another --out or the same arguments")
+    # an unknown name or a missing or broken file fails now, not after hours of the models before it
+    loaded = {m.label: load_eval_model(m.model, m.weights, torch.device("cpu")) for m in models if m.label not in finished}
     results: Dict[str, Dict[str, Any]] = {}
     with lock_run_folder(out):
-        for m in models:
-            s = RobustnessSettings(**{**asdict(template), "model": m.model, "weights": m.weights})
+        for i, m in enumerate(models):
             folder = out / "models" / m.label
             done = folder / "result.json"
-            if done.is_file() and json.loads((folder / RUN_FILE).read_text()) == json.loads(json.dumps(asdict(s.validate()))):
+            if show_progress and dist.is_main_process():
+                print(f"study: model {i + 1} of {len(models)}, {m.label}" + (" (done before, skipped)" if m.label in finished else ""),
+                      file=sys.stderr, flush=True)
+            if m.label in finished:
                 results[m.label] = json.loads(done.read_text())
                 continue
-            result = evaluate_robustness(s, root, folder, device, show_progress, locked=True, label=m.label)
+            result = evaluate_robustness(runs[m.label], root, folder, device, show_progress, locked=True, label=m.label,
+                                         model=loaded.pop(m.label))
             keep = {"n": result["n"], "class_names": result["class_names"], "labels": result["labels"],
                     "ladder": result["ladder-fp32"]["rows"], "per_class": result["ladder-fp32"]["per_class"],
                     "acc": result["sweep-fp32"]["acc"], "summary": result["sweep-fp32"]["summary"],
@@ -493,7 +514,7 @@ def _study_report(out: Path, s: RobustnessSettings, results: Dict[str, Dict[str,
     for label, res in results.items():
         lines += [f"## Confusion under attack at ε = {s.sweep[-1]}/255: {label}", "",
                   markdown_table(matrix_rows(res["confusion"], names, names, corner="true \\ adv"))]
-    lines += ["## Figures", ""] + [f"![{f.name}](figures/{f.name})" for f in figures] + [""]
+    lines += ["## Figures", ""] + [f"![{f.name}](<figures/{f.name}>)" for f in figures] + [""]
     write_text(out / "report.md", "\n".join(lines))
 
 
