@@ -285,3 +285,27 @@ def test_study_file_mistakes_a_tired_user_makes(tmp_path, monkeypatch) -> None:
         path.write_text("models:\n" + text)
         with pytest.raises(ConfigError, match=message):
             job.read_study(path)
+
+
+class AlwaysWrong(nn.Module):
+    """The mean classifier with its classes shifted by one: every sample is misclassified."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return MeanClassifier()(x).roll(1, dims=1)
+
+
+def test_report_explains_zero_clean_accuracy_and_absent_classes(cifar, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("WSOL_PROGRESS", "0")
+    monkeypatch.setattr(job, "load_eval_model", lambda *a, **k: AlwaysWrong().eval())
+    s = settings(model="wsol-checkpoint", weights=[str(tmp_path / "runs" / "my_net" / "model.safetensors")], n=5, pgd_steps=2)
+    result = job.evaluate_robustness(s, cifar, tmp_path / "r", "cpu")
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert report.splitlines()[0] == "# Robustness of my_net on cifar10"
+    absent = [f"c{c}" for c in range(10) if c not in result["labels"].tolist()]
+    assert absent and f"–: no test sample of {', '.join(absent)} among the 5 drawn" in report
+    assert "No sample is classified correctly without attack" in report
+    assert "worst-class accuracy" in (tmp_path / "r" / "pgd_fp32.csv").read_text().splitlines()[0]
+    monkeypatch.setattr(job, "load_eval_model", tiny_model)
+    job.evaluate_robustness(settings(n=24, batch_size=24), cifar, tmp_path / "fine", "cpu")
+    text = (tmp_path / "fine" / "report.md").read_text()
+    assert "–: no test sample" not in text and "classified correctly" not in text

@@ -261,7 +261,7 @@ def pgd_tables(name: str, records: Sequence[Dict[str, Any]], labels: torch.Tenso
     per_class = per_class_accuracy(robust, labels, num_classes)
     return {"rows": [{"model": name, "attack": f"PGD-{s.pgd_steps} ({s.norm}, {s.pgd_restarts} restart(s))", "eps": s.eps,
                       "clean accuracy": float(clean.float().mean()), "robust accuracy": float(robust.float().mean()),
-                      "worst class": float(per_class.nan_to_num(float('inf')).min())}]}
+                      "worst-class accuracy": float(per_class.nan_to_num(float('inf')).min())}]}
 
 
 # --- the run ---
@@ -282,6 +282,36 @@ def _check_run_file(out: Path, s: RobustnessSettings) -> None:
     write_json(out / RUN_FILE, asdict(s))
 
 
+def default_label(s: RobustnessSettings) -> str:
+    """How a run names its model: the registry name, or for a wsol checkpoint the folder it was trained into."""
+    if s.model == "wsol-checkpoint" and s.weights:
+        path = Path(s.weights[0]).expanduser().resolve()
+        return path.parent.name or path.stem
+    return s.model
+
+
+def _clean_accuracy(result: Dict[str, Any], s: RobustnessSettings, precision: str) -> Optional[float]:
+    """The accuracy without attack, from whichever table of ``precision`` holds it (None: none does)."""
+    for key, column in (("ladder", "accuracy"), ("pgd", "clean accuracy"), ("sweep", "overall")):
+        if f"{key}-{precision}" in result and (key != "sweep" or s.sweep[0] == 0):
+            return float(result[f"{key}-{precision}"]["rows"][0][column])
+    return None
+
+
+def _notes(result: Dict[str, Any], clean_accuracy: Optional[float]) -> List[str]:
+    """Report lines that explain a table a reader would otherwise misread: classes absent from the n samples
+    ("–" cells) and a model that gets no sample right without attack (nothing for the attacks to attack)."""
+    names, labels = result["class_names"], torch.as_tensor(result["labels"])
+    absent = [names[c] for c in range(len(names)) if not bool((labels == c).any())]
+    lines = []
+    if absent:
+        lines.append(f"–: no test sample of {', '.join(absent)} among the {result['n']} drawn (a larger --n includes more classes).")
+    if clean_accuracy == 0:
+        lines.append("No sample is classified correctly without attack, so there was nothing to attack and every accuracy is 0: "
+                     "check that the model was trained on this dataset, with its class order.")
+    return lines + [""] if lines else []
+
+
 def evaluate_robustness(s: RobustnessSettings, root: Path, out: Path, device: Optional[str] = None, show_progress: bool = True,
                         locked: bool = False, label: Optional[str] = None, model: Optional[nn.Module] = None) -> Dict[str, Any]:
     """Run the ladder, the PGD evaluation and/or the sweep that ``s`` asks for into ``out``; rank 0 writes the
@@ -291,7 +321,7 @@ def evaluate_robustness(s: RobustnessSettings, root: Path, out: Path, device: Op
     dist.init_from_env()
     dev = _run_device(s, device)
     out = Path(out)
-    name = label or s.model
+    name = label or default_label(s)
     model = load_eval_model(s.model, s.weights, dev) if model is None else model.to(dev)
     data = test_split(s.dataset, root, getattr(model, "input_size", None))
     x, y, names = load_samples(data, select_samples(len(data), s.n, s.seed, default=DEFAULT_N))
@@ -333,6 +363,7 @@ def write_run_report(out: Path, s: RobustnessSettings, result: Dict[str, Any]) -
     lines = [f"# Robustness of {model} on {s.dataset}", "",
              f"{source}{result['n']} test samples drawn with seed {s.seed}; ε in pixel units of [0, 1] images; accuracies are fractions.", ""]
     for precision in s.precisions:
+        lines += _notes(result, _clean_accuracy(result, s, precision))
         if f"ladder-{precision}" in result:
             lad = result[f"ladder-{precision}"]
             write_csv(out / f"ladder_{precision}.csv", lad["rows"])
@@ -506,6 +537,7 @@ def _study_report(out: Path, s: RobustnessSettings, results: Dict[str, Dict[str,
     lines = [f"# Per-class robustness study on {s.dataset}", "",
              f"{first['n']} test samples drawn with seed {s.seed}; ladder {', '.join(s.ladder)} at ε = {s.eps:.5g} ({s.norm});",
              f"sweep with {s.sweep_attack} over ε = x/255, x in {s.sweep}. Accuracies are fractions; deltas negative = lost.", "",
+             *_notes(first, None),
              "## Table 1: AutoAttack ladder (accuracy, delta and minutes per attack)", "", markdown_table(ladder, floatfmt=".4f"),
              "## Table 2: accuracy per class per ε, delta per step, total drop per class", "", markdown_table(sweep, floatfmt=".3f"),
              "## Total drop per class, per model and averaged across models", "", markdown_table(across, floatfmt=".3f"),
