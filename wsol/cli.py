@@ -108,7 +108,7 @@ def models_command() -> None:
     for name in MODELS.names():
         spec = arch_spec(name)
         typer.echo(f"  {name:<16} input {spec.input_size:>3}px  {spec.description}")
-    typer.echo("evaluation models (wsol robustness --model NAME --weights FILE):")
+    typer.echo("evaluation models (wsol robustness evaluate|per-class --model NAME --weights FILE; a study lists them in its YAML):")
     for name in robust_model_names():
         typer.echo(f"  {name:<28} {describe_robust_model(name)}")
 
@@ -327,7 +327,7 @@ def demo_command(
 
 # --- robustness commands ---
 
-RobustModelOpt = Annotated[Optional[str], typer.Option("--model", help="Robust model name (see wsol.models.robustbench), e.g. pyautoattack-resnet18.")]
+RobustModelOpt = Annotated[Optional[str], typer.Option("--model", help="Evaluation model name (see `wsol models`), e.g. pyautoattack-resnet18.")]
 RobustWeightsOpt = Annotated[Optional[List[Path]], typer.Option("--weights", help="The model's local weight file (repeat for models with several).")]
 RobustCheckpointOpt = Annotated[Optional[Path], typer.Option("--checkpoint", help="A wsol checkpoint (.safetensors with its .json).")]
 
