@@ -387,6 +387,7 @@ def robustness_evaluate(
     ladder: LadderOpt = "standard",
     pgd: Annotated[int, typer.Option("--pgd", min=0, help="Also run PGD-k (e.g. 40) at --eps; 0: none.")] = 0,
     pgd_restarts: Annotated[int, typer.Option("--pgd-restarts", min=1, help="PGD random restarts.")] = 1,
+    pgd_loss: Annotated[str, typer.Option("--pgd-loss", help="PGD's loss: ce (cross-entropy) or cw (the margin loss).")] = "ce",
     eps: EpsOpt = "8/255",
     norm: NormOpt = "linf",
     n: NOpt = None,
@@ -401,7 +402,7 @@ def robustness_evaluate(
     """AutoAttack ladder (accuracy, delta, minutes per attack), optionally PGD-k, on n test samples."""
     settings = _robust_settings(checkpoint, model, weights, dataset, n=n, seed=seed, eps=eps, norm=norm,
                                 ladder=list(_ladder(attacks or ladder)),
-                                pgd_steps=pgd, pgd_restarts=pgd_restarts, batch_size=batch_size, n_iter=n_iter, n_queries=n_queries, n_restarts=n_restarts, bf16=bf16)
+                                pgd_steps=pgd, pgd_restarts=pgd_restarts, pgd_loss=pgd_loss, batch_size=batch_size, n_iter=n_iter, n_queries=n_queries, n_restarts=n_restarts, bf16=bf16)
     _robust_run(settings, dataset, root, out, device)
 
 

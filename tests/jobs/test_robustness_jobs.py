@@ -309,3 +309,15 @@ def test_report_explains_zero_clean_accuracy_and_absent_classes(cifar, tmp_path,
     job.evaluate_robustness(settings(n=24, batch_size=24), cifar, tmp_path / "fine", "cpu")
     text = (tmp_path / "fine" / "report.md").read_text()
     assert "–: no test sample" not in text and "classified correctly" not in text
+
+
+def test_pgd_margin_loss_l2_and_restarts_reach_the_attack(cifar, tmp_path, tiny, monkeypatch) -> None:
+    calls = []
+    real = job.pgd_evaluate
+    monkeypatch.setattr(job, "pgd_evaluate", lambda *a, **k: calls.append(k) or real(*a, **k))
+    args = ["robustness", "evaluate", "--model", "any", "--dataset", "cifar10", "--root", str(cifar), "--attacks", "apgd-ce", "--n", "4",
+            "--n-iter", "2", "--pgd", "3", "--pgd-loss", "cw", "--pgd-restarts", "2", "--norm", "l2", "--eps", "1.0", "--batch-size", "4",
+            "--device", "cpu", "--out", str(tmp_path / "p")]
+    assert run(args) == 0
+    assert [(k["loss"], k["norm"], k["restarts"], k["eps"]) for k in calls] == [("cw", "l2", 2, 1.0)]
+    assert "PGD-3 (l2, cw loss, 2 restart(s))" in (tmp_path / "p" / "pgd_fp32.csv").read_text()

@@ -175,16 +175,21 @@ class LadderResult:
         ]
 
 
-def _fit_to_classes(aa: Any, names: Sequence[str], num_classes: int) -> None:
-    """Refuse attacks the model has too few classes for; the targeted attacks go through at most the
-    ``num_classes − 1`` other classes (AutoAttack's 9 targets assume 10 or more classes)."""
-    short = [a for a in names if num_classes < MIN_CLASSES.get(a, 2)]
+def check_num_classes(attacks: Sequence[str], num_classes: int) -> None:
+    """Refuse attacks a model with ``num_classes`` classes is too small for (a ConfigError naming them)."""
+    short = [a for a in attacks if num_classes < MIN_CLASSES.get(a, 2)]
     if short:
-        keep = [a for a in names if a not in short] or ["apgd-ce"]
+        keep = [a for a in attacks if a not in short] or ["apgd-ce"]
         raise ConfigError(
             f"{', '.join(f'{a} needs at least {MIN_CLASSES[a]} classes' for a in short)} and the model has {num_classes}: "
             f"list only attacks it can take, e.g. {','.join(keep)}"
         )
+
+
+def _fit_to_classes(aa: Any, names: Sequence[str], num_classes: int) -> None:
+    """Check the attacks against the classes; the targeted attacks go through at most the ``num_classes − 1``
+    other classes (AutoAttack's 9 targets assume 10 or more classes)."""
+    check_num_classes(names, num_classes)
     for obj in (aa.apgd_targeted, aa.fab):
         if obj.n_target_classes > num_classes - 1:
             obj.n_target_classes = num_classes - 1
@@ -279,6 +284,6 @@ def ladder_attack(
 
 
 __all__ = [
-    "ATTACKS", "LADDERS", "LadderResult", "Rung", "build_autoattack", "check_perturbation",
+    "ATTACKS", "LADDERS", "LadderResult", "Rung", "build_autoattack", "check_num_classes", "check_perturbation",
     "ladder_attack", "resolve_ladder", "run_ladder",
 ]

@@ -21,7 +21,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from wsol.attacks.autoattack import ladder_attack, resolve_ladder, run_ladder
+from wsol.attacks.autoattack import check_num_classes, ladder_attack, resolve_ladder, run_ladder
+from wsol.attacks.pgd_eval import LOSSES as PGD_LOSSES
 from wsol.attacks.pgd_eval import epsilon_sweep, pgd_evaluate
 from wsol.errors import ConfigError, WsolError
 from wsol.export.tables import markdown_table, matrix_rows, write_csv
@@ -84,6 +85,7 @@ class RobustnessSettings:
     ladder: List[str] = field(default_factory=list)
     pgd_steps: int = 0
     pgd_restarts: int = 1
+    pgd_loss: str = "ce"
     sweep: List[int] = field(default_factory=list)
     sweep_attack: str = "apgd-ce"
     batch_size: int = 250
@@ -100,6 +102,8 @@ class RobustnessSettings:
             raise ConfigError(f"--n must be at least 1, got {self.n}")
         if self.norm not in ("linf", "l2"):
             raise ConfigError(f"unknown norm {self.norm!r}: use linf or l2")
+        if self.pgd_loss not in PGD_LOSSES:
+            raise ConfigError(f"unknown PGD loss {self.pgd_loss!r}: use ce (cross-entropy) or cw (the margin loss)")
         return self
 
     @property
@@ -161,7 +165,7 @@ def _chunk_ladder(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: Robustn
 
 def _chunk_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: RobustnessSettings, device: torch.device, chunk: int) -> Dict[str, Any]:
     gen = torch.Generator(device=device).manual_seed(s.seed * 1_000_003 + chunk)
-    res = pgd_evaluate(model, x, y, eps=s.eps, steps=s.pgd_steps, restarts=s.pgd_restarts, norm=s.norm, generator=gen)
+    res = pgd_evaluate(model, x, y, eps=s.eps, steps=s.pgd_steps, restarts=s.pgd_restarts, norm=s.norm, loss=s.pgd_loss, generator=gen)
     return {"clean_correct": res.clean_correct.tolist(), "robust": res.robust.tolist(), "adv_pred": res.adv_pred.tolist()}
 
 
@@ -259,7 +263,7 @@ def pgd_tables(name: str, records: Sequence[Dict[str, Any]], labels: torch.Tenso
     clean = _cat(records, "clean_correct").bool()
     robust = _cat(records, "robust").bool()
     per_class = per_class_accuracy(robust, labels, num_classes)
-    return {"rows": [{"model": name, "attack": f"PGD-{s.pgd_steps} ({s.norm}, {s.pgd_restarts} restart(s))", "eps": s.eps,
+    return {"rows": [{"model": name, "attack": f"PGD-{s.pgd_steps} ({s.norm}, {s.pgd_loss} loss, {s.pgd_restarts} restart(s))", "eps": s.eps,
                       "clean accuracy": float(clean.float().mean()), "robust accuracy": float(robust.float().mean()),
                       "worst-class accuracy": float(per_class.nan_to_num(float('inf')).min())}]}
 
@@ -333,6 +337,7 @@ def evaluate_robustness(s: RobustnessSettings, root: Path, out: Path, device: Op
         raise WsolError(f"model {name} cannot classify the {tuple(x.shape[1:])} images of {s.dataset} ({first}); use the dataset it was trained on") from None
     if names and len(names) != num_classes:
         raise WsolError(f"model {name} has {num_classes} classes but dataset {s.dataset} has {len(names)}")
+    check_num_classes([*s.ladder, *(s.sweep_attack.split(",") if s.sweep else [])], num_classes)
     with (contextlib.nullcontext(out) if locked else lock_run_folder(out)):
         dist.barrier()
         _check_run_file(out, s)
