@@ -309,6 +309,7 @@ def test_report_explains_zero_clean_accuracy_and_absent_classes(cifar, tmp_path,
     job.evaluate_robustness(settings(n=24, batch_size=24), cifar, tmp_path / "fine", "cpu")
     text = (tmp_path / "fine" / "report.md").read_text()
     assert "–: no test sample" not in text and "classified correctly" not in text
+    assert job.MINUTES_NOTE in text and "Confusion at ε = 4/255 (clean-correct samples; row: true class" in text
 
 
 def test_pgd_margin_loss_l2_and_restarts_reach_the_attack(cifar, tmp_path, tiny, monkeypatch) -> None:

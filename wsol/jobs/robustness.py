@@ -38,6 +38,7 @@ from wsol.utils.progress import progress
 KINDS = ("ladder", "pgd", "sweep")
 RUN_FILE = "run.json"
 DEFAULT_N = 500  # test samples when --n is not given
+MINUTES_NOTE = "minutes: the attack's time summed over the chunks (over every process under torchrun): device minutes, not wall-clock."
 
 
 # --- argument parsing: one rule each ---
@@ -376,6 +377,7 @@ def write_run_report(out: Path, s: RobustnessSettings, result: Dict[str, Any]) -
             write_csv(out / f"ladder_per_class_{precision}.csv", classes)
             write_csv(out / f"ladder_confusion_{precision}.csv", matrix_rows(lad["confusion"], names, names, corner="true \\ adversarial"))
             lines += [f"## AutoAttack ladder ({precision}, ε = {s.eps:.5g}, {s.norm})", "", markdown_table(lad["rows"], floatfmt=".4f"),
+                      MINUTES_NOTE, "",
                       "Per class:", "", markdown_table(classes, floatfmt=".3f"),
                       "Confusion under the ladder (clean-correct samples; row: true class, column: prediction after attack):", "",
                       markdown_table(matrix_rows(lad["confusion"], names, names, corner="true \\ adv")), ""]
@@ -394,7 +396,8 @@ def write_run_report(out: Path, s: RobustnessSettings, result: Dict[str, Any]) -
             lines += [f"## Per-class ε sweep ({precision}, {s.sweep_attack}, ε = x/255)", "", markdown_table(sw["rows"], floatfmt=".3f"),
                       markdown_table(sw["summary"], floatfmt=".3f"),
                       f"Points attacked per ε: {sw['attacked']}", "",
-                      f"Confusion at ε = {s.sweep[-1]}/255 (row: true class, column: prediction under attack):", "",
+                      f"Confusion at ε = {s.sweep[-1]}/255 ({'clean-correct' if s.sweep[0] == 0 else 'all'} samples; "
+                      "row: true class, column: prediction under attack):", "",
                       markdown_table(matrix_rows(sw["confusion"], names, names, corner="true \\ adv")), "",
                       f"![{fig.name}](figures/{fig.name}) ![{heat.name}](figures/{heat.name})", ""]
     report = out / "report.md"
@@ -544,6 +547,7 @@ def _study_report(out: Path, s: RobustnessSettings, results: Dict[str, Dict[str,
              f"sweep with {s.sweep_attack} over ε = x/255, x in {s.sweep}. Accuracies are fractions; deltas negative = lost.", "",
              *_notes(first, None),
              "## Table 1: AutoAttack ladder (accuracy, delta and minutes per attack)", "", markdown_table(ladder, floatfmt=".4f"),
+             MINUTES_NOTE, "",
              "## Table 2: accuracy per class per ε, delta per step, total drop per class", "", markdown_table(sweep, floatfmt=".3f"),
              "## Total drop per class, per model and averaged across models", "", markdown_table(across, floatfmt=".3f"),
              markdown_table(per_model, floatfmt=".3f"),
