@@ -268,6 +268,7 @@ def test_study_loads_each_model_once_and_finished_ones_never(cifar, tmp_path, mo
     loads.clear()
     report = job.run_study(study, template, cifar, tmp_path / "study", "cpu").read_text()
     assert loads == [[str(tmp_path / "b.safetensors")]]
+    assert "No sample is classified correctly" not in report
     assert "| a |" in report and "| b c |" in report and "](<figures/b c_sweep.png>)" in report
     loads.clear()
     with pytest.raises(ConfigError, match=r"other arguments \(n of model a\)"):
@@ -322,3 +323,12 @@ def test_pgd_margin_loss_l2_and_restarts_reach_the_attack(cifar, tmp_path, tiny,
     assert run(args) == 0
     assert [(k["loss"], k["norm"], k["restarts"], k["eps"]) for k in calls] == [("cw", "l2", 2, 1.0)]
     assert "PGD-3 (l2, cw loss, 2 restart(s))" in (tmp_path / "p" / "pgd_fp32.csv").read_text()
+
+
+def test_study_report_names_a_model_with_clean_accuracy_zero(cifar, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("WSOL_PROGRESS", "0")
+    monkeypatch.setattr(job, "load_eval_model", lambda name, *a: (AlwaysWrong() if name == "wrong" else MeanClassifier()).eval())
+    study = tmp_path / "models.yaml"
+    study.write_text("models:\n  - name: good\n    model: fine\n  - name: bad\n    model: wrong\n")
+    report = job.run_study(study, settings(model="", n=8, batch_size=8, ladder=["apgd-ce"], sweep=[0, 2]), cifar, tmp_path / "s", "cpu").read_text()
+    assert "No sample is classified correctly without attack by bad," in report and "by good" not in report

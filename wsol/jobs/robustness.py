@@ -303,17 +303,19 @@ def _clean_accuracy(result: Dict[str, Any], s: RobustnessSettings, precision: st
     return None
 
 
-def _notes(result: Dict[str, Any], clean_accuracy: Optional[float]) -> List[str]:
+def _notes(result: Dict[str, Any], clean_accuracy: Dict[str, Optional[float]]) -> List[str]:
     """Report lines that explain a table a reader would otherwise misread: classes absent from the n samples
-    ("–" cells) and a model that gets no sample right without attack (nothing for the attacks to attack)."""
+    ("–" cells) and a model (label → its clean accuracy; "" when the report has one) that gets no sample right
+    without attack (nothing for the attacks to attack)."""
     names, labels = result["class_names"], torch.as_tensor(result["labels"])
     absent = [names[c] for c in range(len(names)) if not bool((labels == c).any())]
     lines = []
     if absent:
         lines.append(f"–: no test sample of {', '.join(absent)} among the {result['n']} drawn (a larger --n includes more classes).")
-    if clean_accuracy == 0:
-        lines.append("No sample is classified correctly without attack, so there was nothing to attack and every accuracy is 0: "
-                     "check that the model was trained on this dataset, with its class order.")
+    for label, accuracy in clean_accuracy.items():
+        if accuracy == 0:
+            lines.append(f"No sample is classified correctly without attack{f' by {label}' if label else ''}, so there was nothing "
+                         "to attack and every accuracy is 0: check that the model was trained on this dataset, with its class order.")
     return lines + [""] if lines else []
 
 
@@ -369,7 +371,7 @@ def write_run_report(out: Path, s: RobustnessSettings, result: Dict[str, Any]) -
     lines = [f"# Robustness of {model} on {s.dataset}", "",
              f"{source}{result['n']} test samples drawn with seed {s.seed}; ε in pixel units of [0, 1] images; accuracies are fractions.", ""]
     for precision in s.precisions:
-        lines += _notes(result, _clean_accuracy(result, s, precision))
+        lines += _notes(result, {"": _clean_accuracy(result, s, precision)})
         if f"ladder-{precision}" in result:
             lad = result[f"ladder-{precision}"]
             write_csv(out / f"ladder_{precision}.csv", lad["rows"])
@@ -545,7 +547,7 @@ def _study_report(out: Path, s: RobustnessSettings, results: Dict[str, Dict[str,
     lines = [f"# Per-class robustness study on {s.dataset}", "",
              f"{first['n']} test samples drawn with seed {s.seed}; ladder {', '.join(s.ladder)} at ε = {s.eps:.5g} ({s.norm});",
              f"sweep with {s.sweep_attack} over ε = x/255, x in {s.sweep}. Accuracies are fractions; deltas negative = lost.", "",
-             *_notes(first, None),
+             *_notes(first, {label: float(res["ladder"][0]["accuracy"]) for label, res in results.items()}),
              "## Table 1: AutoAttack ladder (accuracy, delta and minutes per attack)", "", markdown_table(ladder, floatfmt=".4f"),
              MINUTES_NOTE, "",
              "## Table 2: accuracy per class per ε, delta per step, total drop per class", "", markdown_table(sweep, floatfmt=".3f"),
