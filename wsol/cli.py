@@ -348,7 +348,7 @@ NIterOpt = Annotated[Optional[int], typer.Option("--n-iter", min=1, help="Iterat
 NQueriesOpt = Annotated[Optional[int], typer.Option("--n-queries", min=1, help="Square's query budget (default: AutoAttack's 5,000).")]
 NRestartsOpt = Annotated[Optional[int], typer.Option("--n-restarts", min=1, help="Restarts per attack (default: AutoAttack's).")]
 EpsSweepOpt = Annotated[str, typer.Option("--eps-sweep", help="Sweep grid in units of 1/255: a range 0:8, a range with a step 0:8:2 or a list 0,1,2,4,8.")]
-SweepAttackOpt = Annotated[str, typer.Option("--attack", help="Attack (or comma list) run at each ε of the sweep.")]
+SweepAttackOpt = Annotated[str, typer.Option("--attack", help="Attack run at each ε of the sweep: apgd-ce, apgd-dlr, apgd-t, fab, fab-t, square, or a comma list.")]
 LadderOpt = Annotated[str, typer.Option("--ladder", help="AutoAttack ladder: standard, study, plus or a comma list of attacks.")]
 
 

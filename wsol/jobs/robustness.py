@@ -472,7 +472,9 @@ def _run_device(s: RobustnessSettings, device: Optional[str]) -> torch.device:
 def run_study(study: Path, template: RobustnessSettings, root: Path, out: Path, device: Optional[str] = None,
               show_progress: bool = True) -> Path:
     """Ladder and sweep for every model of ``study`` (one run folder each under ``out/models``; a finished model is
-    skipped), then one ``report.md`` with both of the seed's tables, the average per class across models and the figures."""
+    skipped), then one ``report.md`` with both of the seed's tables, the average per class across models and the figures.
+    Every unfinished model is loaded once, up front, and held in CPU memory until its turn (the seed's five models: about
+    5 GB), so a wrong name or a broken file fails before the first attack."""
     _run_device(template, device)
     models = read_study(study)
     out = Path(out)
