@@ -86,6 +86,10 @@ def test_parse_eps_and_sweep() -> None:
             job.parse_eps_sweep(bad)
 
 
+def test_eps_is_shown_as_the_user_typed_it() -> None:
+    assert [job.eps_text(e) for e in (8 / 255, 0.5, 1.0, 0.0, 0.03)] == ["8/255", "0.5", "1", "0", "0.03"]
+
+
 def test_eps_sweep_forms_a_user_types() -> None:
     assert job.parse_eps_sweep("0:8:2") == [0, 2, 4, 6, 8] and job.parse_eps_sweep("0:7:2") == [0, 2, 4, 6]
     assert job.parse_eps_sweep("0,2,4,") == [0, 2, 4] and job.parse_eps_sweep(" 0, 2 ,4 ") == [0, 2, 4]
@@ -311,6 +315,7 @@ def test_report_explains_zero_clean_accuracy_and_absent_classes(cifar, tmp_path,
     text = (tmp_path / "fine" / "report.md").read_text()
     assert "–: no test sample" not in text and "classified correctly" not in text
     assert job.MINUTES_NOTE in text and "Confusion at ε = 4/255 (clean-correct samples; row: true class" in text
+    assert "## AutoAttack ladder (fp32, ε = 2/255, linf)" in text
 
 
 def test_pgd_margin_loss_l2_and_restarts_reach_the_attack(cifar, tmp_path, tiny, monkeypatch) -> None:

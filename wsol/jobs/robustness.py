@@ -69,6 +69,12 @@ def parse_eps_sweep(text: str) -> List[int]:
     return values
 
 
+def eps_text(eps: float) -> str:
+    """ε as the seed writes it: ``8/255`` when it is a whole number of 1/255 steps below 1, else the decimal."""
+    steps = eps * 255
+    return f"{round(steps)}/255" if 0 < eps < 1 and abs(steps - round(steps)) < 1e-6 else f"{eps:.5g}"
+
+
 # --- what defines a run ---
 
 
@@ -378,7 +384,7 @@ def write_run_report(out: Path, s: RobustnessSettings, result: Dict[str, Any]) -
             classes = matrix_rows(lad["per_class"], ["clean", "robust"], names, corner="accuracy")
             write_csv(out / f"ladder_per_class_{precision}.csv", classes)
             write_csv(out / f"ladder_confusion_{precision}.csv", matrix_rows(lad["confusion"], names, names, corner="true \\ adversarial"))
-            lines += [f"## AutoAttack ladder ({precision}, ε = {s.eps:.5g}, {s.norm})", "", markdown_table(lad["rows"], floatfmt=".4f"),
+            lines += [f"## AutoAttack ladder ({precision}, ε = {eps_text(s.eps)}, {s.norm})", "", markdown_table(lad["rows"], floatfmt=".4f"),
                       MINUTES_NOTE, "",
                       "Per class:", "", markdown_table(classes, floatfmt=".3f"),
                       "Confusion under the ladder (clean-correct samples; row: true class, column: prediction after attack):", "",
@@ -547,7 +553,7 @@ def _study_report(out: Path, s: RobustnessSettings, results: Dict[str, Dict[str,
     figures.append(plot_drop_heatmap(torch.stack([total_drop(a) for a in acc.values()]), list(acc), out / "figures" / "total_drops.png",
                                      names, title=f"total drop per class, ε 0 → {s.sweep[-1]}/255"))
     lines = [f"# Per-class robustness study on {s.dataset}", "",
-             f"{first['n']} test samples drawn with seed {s.seed}; ladder {', '.join(s.ladder)} at ε = {s.eps:.5g} ({s.norm});",
+             f"{first['n']} test samples drawn with seed {s.seed}; ladder {', '.join(s.ladder)} at ε = {eps_text(s.eps)} ({s.norm});",
              f"sweep with {s.sweep_attack} over ε = x/255, x in {s.sweep}. Accuracies are fractions; deltas negative = lost.", "",
              *_notes(first, {label: float(res["ladder"][0]["accuracy"]) for label, res in results.items()}),
              "## Table 1: AutoAttack ladder (accuracy, delta and minutes per attack)", "", markdown_table(ladder, floatfmt=".4f"),
@@ -586,6 +592,6 @@ def demo_robustness(checkpoints: Dict[str, Path], root: Path, out: Path, seed: i
 
 
 __all__ = [
-    "RobustnessSettings", "StudyModel", "demo_robustness", "evaluate_robustness", "ladder_tables", "load_eval_model", "parse_eps",
+    "RobustnessSettings", "StudyModel", "demo_robustness", "eps_text", "evaluate_robustness", "ladder_tables", "load_eval_model", "parse_eps",
     "parse_eps_sweep", "read_study", "run_chunks", "run_study", "select_samples", "sweep_tables", "write_run_report",
 ]
