@@ -306,6 +306,7 @@ def test_report_explains_zero_clean_accuracy_and_absent_classes(cifar, tmp_path,
     result = job.evaluate_robustness(s, cifar, tmp_path / "r", "cpu")
     report = (tmp_path / "r" / "report.md").read_text()
     assert report.splitlines()[0] == "# Robustness of my_net on cifar10"
+    assert report.splitlines()[2].startswith(f"Checkpoint {s.weights[0]}. 5 test samples")
     absent = [f"c{c}" for c in range(10) if c not in result["labels"].tolist()]
     assert absent and f"–: no test sample of {', '.join(absent)} among the 5 drawn" in report
     assert "No sample is classified correctly without attack" in report

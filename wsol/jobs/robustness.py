@@ -373,7 +373,12 @@ def write_run_report(out: Path, s: RobustnessSettings, result: Dict[str, Any]) -
     from wsol.report.robustness_figures import plot_class_accuracy_vs_eps, plot_drop_heatmap
 
     names, model = result["class_names"], result["model"]
-    source = "" if model == s.model else f"Model {s.model}" + (f" from {', '.join(s.weights)}" if s.weights else "") + ". "
+    if model == s.model:
+        source = ""
+    elif s.model == "wsol-checkpoint":
+        source = f"Checkpoint {', '.join(s.weights)}. "
+    else:
+        source = f"Model {s.model}" + (f" from {', '.join(s.weights)}" if s.weights else "") + ". "
     lines = [f"# Robustness of {model} on {s.dataset}", "",
              f"{source}{result['n']} test samples drawn with seed {s.seed}; ε in pixel units of [0, 1] images; accuracies are fractions.", ""]
     for precision in s.precisions:
