@@ -338,3 +338,20 @@ def test_study_report_names_a_model_with_clean_accuracy_zero(cifar, tmp_path, mo
     study.write_text("models:\n  - name: good\n    model: fine\n  - name: bad\n    model: wrong\n")
     report = job.run_study(study, settings(model="", n=8, batch_size=8, ladder=["apgd-ce"], sweep=[0, 2]), cifar, tmp_path / "s", "cpu").read_text()
     assert "No sample is classified correctly without attack by bad," in report and "by good" not in report
+
+
+def test_the_default_n_and_the_same_n_typed_out_are_one_run(cifar, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("WSOL_PROGRESS", "0")
+    loads = []
+    monkeypatch.setattr(job, "load_eval_model", lambda *a: loads.append(a) or tiny_model())
+    job.evaluate_robustness(settings(n=None, batch_size=8), cifar, tmp_path / "r", "cpu")  # the whole split: 24 < DEFAULT_N
+    lines = (tmp_path / "r" / "ladder-fp32.rank0.jsonl").read_text()
+    job.evaluate_robustness(settings(n=24, batch_size=8), cifar, tmp_path / "r", "cpu")
+    assert (tmp_path / "r" / "ladder-fp32.rank0.jsonl").read_text() == lines
+    study = tmp_path / "models.yaml"
+    study.write_text("models:\n  - name: a\n    model: tiny\n")
+    template = dict(model="", batch_size=24, ladder=["apgd-ce"], sweep=[0, 2])
+    job.run_study(study, settings(n=24, **template), cifar, tmp_path / "s", "cpu")
+    loads.clear()
+    job.run_study(study, settings(n=None, **template), cifar, tmp_path / "s", "cpu")
+    assert loads == []

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -338,6 +338,7 @@ def evaluate_robustness(s: RobustnessSettings, root: Path, out: Path, device: Op
     model = load_eval_model(s.model, s.weights, dev) if model is None else model.to(dev)
     data = test_split(s.dataset, root, getattr(model, "input_size", None))
     x, y, names = load_samples(data, select_samples(len(data), s.n, s.seed, default=DEFAULT_N))
+    s = replace(s, n=len(y))  # run.json keeps the count drawn, so "--n 500" and the default 500 are the same run
     try:
         with torch.no_grad():
             num_classes = int(model(x[:1].to(dev)).shape[1])
@@ -489,6 +490,7 @@ def run_study(study: Path, template: RobustnessSettings, root: Path, out: Path, 
     _run_device(template, device)
     models = read_study(study)
     out = Path(out)
+    template = replace(template, n=len(select_samples(len(test_split(template.dataset, root)), template.n, template.seed, default=DEFAULT_N)))
     runs = {m.label: RobustnessSettings(**{**asdict(template), "model": m.model, "weights": m.weights}).validate() for m in models}
     finished = {m.label for m in models if (out / "models" / m.label / "result.json").is_file()
                 and _run_differences(out / "models" / m.label, runs[m.label]) == []}
