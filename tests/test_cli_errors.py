@@ -192,6 +192,15 @@ CASES: List[List[str]] = [
     ["attack", "attribution", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--k", "1024", "--out", "{dir}/a"],
     ["attack", "targeted", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--k", "1024", "--out", "{dir}/a"],
     ["attack", "targeted", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--n", "1", "--out", "{dir}/a"],
+    # session 6: robustness
+    ["robustness", "evaluate", "--dataset", "cifar10", "--root", "{dir}", "--model", "pyautoattack-resnet18", "--pgd", "3", "--pgd-loss", "margin", "--out", "{dir}/r"],
+    ["robustness", "per-class", "--dataset", "cifar10", "--root", "{dir}", "--model", "pyautoattack-resnet18", "--eps-sweep", "0:300", "--out", "{dir}/r"],
+    ["robustness", "per-class", "--dataset", "cifar10", "--root", "{dir}", "--model", "pyautoattack-resnet18", "--eps-sweep", "0:8:0", "--out", "{dir}/r"],
+    ["robustness", "evaluate", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--n", "2", "--out", "{dir}/r"],
+    ["robustness", "evaluate", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--n", "2", "--attacks", "apgd-dlr", "--out", "{dir}/r"],
+    ["robustness", "per-class", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--n", "2", "--attack", "apgd-t", "--out", "{dir}/r"],
+    ["robustness", "study", "{study_typo}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/r"],
+    ["robustness", "study", "{study_both}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/r"],
 ]
 
 
@@ -251,7 +260,9 @@ def assets(tmp_path_factory) -> dict:
                        ("noweights", f"models:\n  - name: a\n    checkpoint: {ck}\n  - name: b\n    model: Peng2023Robust\n    weights: missing.pt\n"),
                        ("twice", f"models:\n  - name: a\n    checkpoint: {ck}\n  - name: a\n    checkpoint: {ck}\n"),
                        ("numbers", "models:\n  - name: a\n    model: pyautoattack-resnet18\n    weights: [1, 2]\n"),
-                       ("slash", f"models:\n  - name: ../a\n    checkpoint: {ck}\n")):
+                       ("slash", f"models:\n  - name: ../a\n    checkpoint: {ck}\n"),
+                       ("typo", f"models:\n  - name: a\n    checkpoint: {ck}\n    weight: x.pt\n"),
+                       ("both", f"models:\n  - name: a\n    checkpoint: {ck}\n    model: pyautoattack-resnet18\n")):
         (base / f"study_{name}.yaml").write_text(text)
         found[f"study_{name}"] = str(base / f"study_{name}.yaml")
     return {**found, "base": base}

@@ -108,7 +108,7 @@ def models_command() -> None:
     for name in MODELS.names():
         spec = arch_spec(name)
         typer.echo(f"  {name:<16} input {spec.input_size:>3}px  {spec.description}")
-    typer.echo("evaluation models (wsol robustness --model NAME --weights FILE):")
+    typer.echo("evaluation models (wsol robustness evaluate|per-class --model NAME --weights FILE; a study lists them in its YAML):")
     for name in robust_model_names():
         typer.echo(f"  {name:<28} {describe_robust_model(name)}")
 
@@ -327,7 +327,7 @@ def demo_command(
 
 # --- robustness commands ---
 
-RobustModelOpt = Annotated[Optional[str], typer.Option("--model", help="Robust model name (see wsol.models.robustbench), e.g. pyautoattack-resnet18.")]
+RobustModelOpt = Annotated[Optional[str], typer.Option("--model", help="Evaluation model name (see `wsol models`), e.g. pyautoattack-resnet18.")]
 RobustWeightsOpt = Annotated[Optional[List[Path]], typer.Option("--weights", help="The model's local weight file (repeat for models with several).")]
 RobustCheckpointOpt = Annotated[Optional[Path], typer.Option("--checkpoint", help="A wsol checkpoint (.safetensors with its .json).")]
 
@@ -347,8 +347,8 @@ Bf16Opt = Annotated[bool, typer.Option("--bf16", help="Also run under CUDA bf16 
 NIterOpt = Annotated[Optional[int], typer.Option("--n-iter", min=1, help="Iterations per attack (default: AutoAttack's; Square counts queries: --n-queries).")]
 NQueriesOpt = Annotated[Optional[int], typer.Option("--n-queries", min=1, help="Square's query budget (default: AutoAttack's 5,000).")]
 NRestartsOpt = Annotated[Optional[int], typer.Option("--n-restarts", min=1, help="Restarts per attack (default: AutoAttack's).")]
-EpsSweepOpt = Annotated[str, typer.Option("--eps-sweep", help="Sweep grid in units of 1/255: a range 0:8 or a list 0,1,2,4,8.")]
-SweepAttackOpt = Annotated[str, typer.Option("--attack", help="Attack (or comma list) run at each ε of the sweep.")]
+EpsSweepOpt = Annotated[str, typer.Option("--eps-sweep", help="Sweep grid in units of 1/255: a range 0:8, a range with a step 0:8:2 or a list 0,1,2,4,8.")]
+SweepAttackOpt = Annotated[str, typer.Option("--attack", help="Attack run at each ε of the sweep: apgd-ce, apgd-dlr, apgd-t, fab, fab-t, square, or a comma list.")]
 LadderOpt = Annotated[str, typer.Option("--ladder", help="AutoAttack ladder: standard, study, plus or a comma list of attacks.")]
 
 
@@ -387,6 +387,7 @@ def robustness_evaluate(
     ladder: LadderOpt = "standard",
     pgd: Annotated[int, typer.Option("--pgd", min=0, help="Also run PGD-k (e.g. 40) at --eps; 0: none.")] = 0,
     pgd_restarts: Annotated[int, typer.Option("--pgd-restarts", min=1, help="PGD random restarts.")] = 1,
+    pgd_loss: Annotated[str, typer.Option("--pgd-loss", help="PGD's loss: ce (cross-entropy) or cw (the margin loss).")] = "ce",
     eps: EpsOpt = "8/255",
     norm: NormOpt = "linf",
     n: NOpt = None,
@@ -401,7 +402,7 @@ def robustness_evaluate(
     """AutoAttack ladder (accuracy, delta, minutes per attack), optionally PGD-k, on n test samples."""
     settings = _robust_settings(checkpoint, model, weights, dataset, n=n, seed=seed, eps=eps, norm=norm,
                                 ladder=list(_ladder(attacks or ladder)),
-                                pgd_steps=pgd, pgd_restarts=pgd_restarts, batch_size=batch_size, n_iter=n_iter, n_queries=n_queries, n_restarts=n_restarts, bf16=bf16)
+                                pgd_steps=pgd, pgd_restarts=pgd_restarts, pgd_loss=pgd_loss, batch_size=batch_size, n_iter=n_iter, n_queries=n_queries, n_restarts=n_restarts, bf16=bf16)
     _robust_run(settings, dataset, root, out, device)
 
 

@@ -95,3 +95,49 @@ def test_too_few_classes_for_targeted_ladder_is_a_user_error():
     x = torch.rand(4, 3, 2, 2)
     with pytest.raises(ConfigError):
         run_ladder(model, x, torch.zeros(4, dtype=torch.long), eps=EPS, ladder="standard", seed=0)
+
+
+def _few_class_model(num_classes: int) -> torch.nn.Module:
+    """Logit c is 10·pixel c of a 1×4×4 image: class c when pixel c is the brightest of the first ``num_classes``."""
+    linear = torch.nn.Linear(16, num_classes, bias=False)
+    with torch.no_grad():
+        linear.weight.zero_()
+        linear.weight[:, :num_classes] = 10 * torch.eye(num_classes)
+    return torch.nn.Sequential(torch.nn.Flatten(), linear).eval()
+
+
+def _few_class_data(num_classes: int, gap: float = 0.02) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two images a class, each ``gap`` away from the next class: an ε of 8/255 breaks every one."""
+    y = torch.arange(num_classes).repeat(2)
+    x = torch.full((len(y), 16), 0.3)
+    x[torch.arange(len(y)), y] = 0.5 + gap
+    x[torch.arange(len(y)), (y + 1) % num_classes] = 0.5
+    return x.view(-1, 1, 4, 4), y
+
+
+@pytest.mark.parametrize("num_classes,ladder", [(4, "standard"), (4, "plus"), (3, "fab-t"), (2, "fab-t"), (3, "apgd-dlr")])
+def test_ladders_fit_datasets_with_fewer_than_ten_classes(num_classes, ladder, monkeypatch):
+    targets = []
+    perturb = aa_mod._perturb
+
+    def spy(aa, name, xb, yb):
+        targets.append((aa.apgd_targeted.n_target_classes, aa.fab.n_target_classes))
+        return perturb(aa, name, xb, yb)
+
+    monkeypatch.setattr(aa_mod, "_perturb", spy)
+    x, y = _few_class_data(num_classes)
+    r = run_ladder(_few_class_model(num_classes), x, y, eps=EPS, ladder=ladder, seed=0, **FAST)
+    assert r.clean_correct.all() and not r.robust.any()
+    assert targets and set(targets) == {(num_classes - 1, num_classes - 1)}
+
+
+@pytest.mark.parametrize("num_classes,ladder,needs", [(2, "study", "apgd-dlr needs at least 3"), (3, "standard", "apgd-t needs at least 4")])
+def test_attacks_the_model_has_too_few_classes_for_are_named(num_classes, ladder, needs):
+    x, y = _few_class_data(num_classes)
+    with pytest.raises(ConfigError, match=needs):
+        run_ladder(_few_class_model(num_classes), x, y, eps=EPS, ladder=ladder, seed=0, **FAST)
+
+
+def test_ladder_names_ignore_case_and_spaces():
+    assert resolve_ladder(" Standard") == LADDERS["standard"]
+    assert resolve_ladder("APGD-CE, fab,") == ("apgd-ce", "fab")

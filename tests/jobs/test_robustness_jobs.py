@@ -81,9 +81,21 @@ def test_parse_eps_and_sweep() -> None:
     for bad in ("8/0", "x", "-1", "1/2/3"):
         with pytest.raises(ConfigError):
             job.parse_eps(bad)
-    for bad in ("3:1", "0,2,2", "a,b", "", "0:x", "-1:2", "2", "4:4"):
+    for bad in ("3:1", "0,2,2", "a,b", "", "0:x", "-1:2", "2", "4:4", "0:8:0", "0:8:-2", "1:2:3:4", "8,4,2"):
         with pytest.raises(ConfigError):
             job.parse_eps_sweep(bad)
+
+
+def test_eps_is_shown_as_the_user_typed_it() -> None:
+    assert [job.eps_text(e) for e in (8 / 255, 0.5, 1.0, 0.0, 0.03)] == ["8/255", "0.5", "1", "0", "0.03"]
+
+
+def test_eps_sweep_forms_a_user_types() -> None:
+    assert job.parse_eps_sweep("0:8:2") == [0, 2, 4, 6, 8] and job.parse_eps_sweep("0:7:2") == [0, 2, 4, 6]
+    assert job.parse_eps_sweep("0,2,4,") == [0, 2, 4] and job.parse_eps_sweep(" 0, 2 ,4 ") == [0, 2, 4]
+    with pytest.raises(ConfigError, match="at most 255") as err:
+        job.parse_eps_sweep("0:300")
+    assert "--eps " not in str(err.value)
 
 
 def test_resume_after_interruption_gives_the_same_table(cifar, tmp_path, tiny) -> None:
@@ -242,3 +254,104 @@ def test_n_queries_sets_squares_budget(cifar, tmp_path, tiny, monkeypatch) -> No
             "--n", "4", "--n-queries", "3", "--batch-size", "4", "--device", "cpu", "--out", str(tmp_path / "sq")]
     assert run(args) == 0
     assert budgets and set(budgets) == {3}
+
+
+# session 6: robustness QA
+
+
+def test_study_loads_each_model_once_and_finished_ones_never(cifar, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("WSOL_PROGRESS", "0")
+    loads = []
+    monkeypatch.setattr(job, "load_eval_model", lambda name, weights, device: loads.append(weights) or tiny_model())
+    study = tmp_path / "models.yaml"
+    study.write_text("models:\n  - name: a\n    checkpoint: a.safetensors\n")
+    template = settings(model="", n=8, batch_size=8, ladder=["apgd-ce"], sweep=[0, 2])
+    job.run_study(study, template, cifar, tmp_path / "study", "cpu")
+    assert loads == [[str(tmp_path / "a.safetensors")]]
+    study.write_text("models:\n  - name: a\n    checkpoint: a.safetensors\n  - name: b c\n    checkpoint: b.safetensors\n")
+    loads.clear()
+    report = job.run_study(study, template, cifar, tmp_path / "study", "cpu").read_text()
+    assert loads == [[str(tmp_path / "b.safetensors")]]
+    assert "No sample is classified correctly" not in report
+    assert "| a |" in report and "| b c |" in report and "](<figures/b c_sweep.png>)" in report
+    loads.clear()
+    with pytest.raises(ConfigError, match=r"other arguments \(n of model a\)"):
+        job.run_study(study, settings(model="", n=6, batch_size=8, ladder=["apgd-ce"], sweep=[0, 2]), cifar, tmp_path / "study", "cpu")
+    assert loads == []
+
+
+def test_study_file_mistakes_a_tired_user_makes(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    path = tmp_path / "s.yaml"
+    path.write_text("models:\n  - name: a\n    checkpoint: ~/runs/a.safetensors\n")
+    assert job.read_study(path)[0].weights == [str(tmp_path / "home" / "runs" / "a.safetensors")]
+    for text, message in [("  - name: a\n    model: r18\n    weight: x.pt\n", "unknown key.*weight;"),
+                          ("  - name: a\n    checkpoint: a.safetensors\n    model: r18\n", "either a checkpoint or model and weights")]:
+        path.write_text("models:\n" + text)
+        with pytest.raises(ConfigError, match=message):
+            job.read_study(path)
+
+
+class AlwaysWrong(nn.Module):
+    """The mean classifier with its classes shifted by one: every sample is misclassified."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return MeanClassifier()(x).roll(1, dims=1)
+
+
+def test_report_explains_zero_clean_accuracy_and_absent_classes(cifar, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("WSOL_PROGRESS", "0")
+    monkeypatch.setattr(job, "load_eval_model", lambda *a, **k: AlwaysWrong().eval())
+    s = settings(model="wsol-checkpoint", weights=[str(tmp_path / "runs" / "my_net" / "model.safetensors")], n=5, pgd_steps=2)
+    result = job.evaluate_robustness(s, cifar, tmp_path / "r", "cpu")
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert report.splitlines()[0] == "# Robustness of my_net on cifar10"
+    assert report.splitlines()[2].startswith(f"Checkpoint {s.weights[0]}. 5 test samples")
+    absent = [f"c{c}" for c in range(10) if c not in result["labels"].tolist()]
+    assert absent and f"–: no test sample of {', '.join(absent)} among the 5 drawn" in report
+    assert "No sample is classified correctly without attack" in report
+    assert "worst-class accuracy" in (tmp_path / "r" / "pgd_fp32.csv").read_text().splitlines()[0]
+    monkeypatch.setattr(job, "load_eval_model", tiny_model)
+    job.evaluate_robustness(settings(n=24, batch_size=24), cifar, tmp_path / "fine", "cpu")
+    text = (tmp_path / "fine" / "report.md").read_text()
+    assert "–: no test sample" not in text and "classified correctly" not in text
+    assert job.MINUTES_NOTE in text and "Confusion at ε = 4/255 (clean-correct samples; row: true class" in text
+    assert "## AutoAttack ladder (fp32, ε = 2/255, linf)" in text
+
+
+def test_pgd_margin_loss_l2_and_restarts_reach_the_attack(cifar, tmp_path, tiny, monkeypatch) -> None:
+    calls = []
+    real = job.pgd_evaluate
+    monkeypatch.setattr(job, "pgd_evaluate", lambda *a, **k: calls.append(k) or real(*a, **k))
+    args = ["robustness", "evaluate", "--model", "any", "--dataset", "cifar10", "--root", str(cifar), "--attacks", "apgd-ce", "--n", "4",
+            "--n-iter", "2", "--pgd", "3", "--pgd-loss", "cw", "--pgd-restarts", "2", "--norm", "l2", "--eps", "1.0", "--batch-size", "4",
+            "--device", "cpu", "--out", str(tmp_path / "p")]
+    assert run(args) == 0
+    assert [(k["loss"], k["norm"], k["restarts"], k["eps"]) for k in calls] == [("cw", "l2", 2, 1.0)]
+    assert "PGD-3 (l2, cw loss, 2 restart(s))" in (tmp_path / "p" / "pgd_fp32.csv").read_text()
+
+
+def test_study_report_names_a_model_with_clean_accuracy_zero(cifar, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("WSOL_PROGRESS", "0")
+    monkeypatch.setattr(job, "load_eval_model", lambda name, *a: (AlwaysWrong() if name == "wrong" else MeanClassifier()).eval())
+    study = tmp_path / "models.yaml"
+    study.write_text("models:\n  - name: good\n    model: fine\n  - name: bad\n    model: wrong\n")
+    report = job.run_study(study, settings(model="", n=8, batch_size=8, ladder=["apgd-ce"], sweep=[0, 2]), cifar, tmp_path / "s", "cpu").read_text()
+    assert "No sample is classified correctly without attack by bad," in report and "by good" not in report
+
+
+def test_the_default_n_and_the_same_n_typed_out_are_one_run(cifar, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("WSOL_PROGRESS", "0")
+    loads = []
+    monkeypatch.setattr(job, "load_eval_model", lambda *a: loads.append(a) or tiny_model())
+    job.evaluate_robustness(settings(n=None, batch_size=8), cifar, tmp_path / "r", "cpu")  # the whole split: 24 < DEFAULT_N
+    lines = (tmp_path / "r" / "ladder-fp32.rank0.jsonl").read_text()
+    job.evaluate_robustness(settings(n=24, batch_size=8), cifar, tmp_path / "r", "cpu")
+    assert (tmp_path / "r" / "ladder-fp32.rank0.jsonl").read_text() == lines
+    study = tmp_path / "models.yaml"
+    study.write_text("models:\n  - name: a\n    model: tiny\n")
+    template = dict(model="", batch_size=24, ladder=["apgd-ce"], sweep=[0, 2])
+    job.run_study(study, settings(n=24, **template), cifar, tmp_path / "s", "cpu")
+    loads.clear()
+    job.run_study(study, settings(n=None, **template), cifar, tmp_path / "s", "cpu")
+    assert loads == []

@@ -222,3 +222,17 @@ def test_every_relu_is_a_module_that_attacks_can_switch_to_softplus() -> None:
             again = model(x)
         assert not torch.allclose(plain, smooth), f"softplus did not reach {name}'s activations"
         assert torch.equal(plain, again)
+
+
+def test_models_listing_shows_commands_that_exist(capsys) -> None:
+    from wsol.cli import run
+
+    assert run(["models"]) == 0
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if line.startswith("evaluation models"))
+    commands = header.split("(wsol robustness ")[1].split(" --model")[0].split("|")
+    assert commands == ["evaluate", "per-class"]
+    for command in commands:
+        assert run(["robustness", command, "--help"]) == 0
+    checkpoint_line = next(line for line in out.splitlines() if line.strip().startswith("wsol-checkpoint"))
+    assert "--checkpoint FILE" in checkpoint_line

@@ -31,12 +31,14 @@ LADDERS: Dict[str, Tuple[str, ...]] = {
 }
 NORMS: Dict[str, str] = {"linf": "Linf", "l2": "L2"}
 TARGETED = ("apgd-t", "fab-t")
+MIN_CLASSES: Dict[str, int] = {"apgd-dlr": 3, "apgd-t": 4}
+"""The DLR loss divides by z_max − z_3rd and its targeted form needs z_4th: classes each attack needs (others: 2)."""
 _BALL_TOL = 1e-5
 
 
 def resolve_ladder(ladder: Union[str, Sequence[str]]) -> Tuple[str, ...]:
     """The attack names of a ladder: ``standard``, ``study``, ``plus`` or a comma list of names."""
-    names = LADDERS.get(ladder) if isinstance(ladder, str) else None
+    names = LADDERS.get(ladder.strip().lower()) if isinstance(ladder, str) else None
     if names is None:
         parts = ladder.split(",") if isinstance(ladder, str) else list(ladder)
         names = tuple(p.strip().lower() for p in parts if p.strip())
@@ -77,7 +79,7 @@ def build_autoattack(
         raise ConfigError(f"unknown AutoAttack norm {norm!r}: use one of {', '.join(NORMS)}")
     if eps < 0:
         raise ConfigError(f"AutoAttack eps must not be negative, got {eps}")
-    version = ladder if isinstance(ladder, str) and ladder in ("standard", "plus") else "custom"
+    version = ladder.strip().lower() if isinstance(ladder, str) and ladder.strip().lower() in ("standard", "plus") else "custom"
     attacks = None if version != "custom" else list(names)
     aa = AutoAttack(model, attacks=attacks, device=device, eps=float(eps), norm=NORMS[norm.lower()],
                     seed=int(seed), version=version)
@@ -173,6 +175,26 @@ class LadderResult:
         ]
 
 
+def check_num_classes(attacks: Sequence[str], num_classes: int) -> None:
+    """Refuse attacks a model with ``num_classes`` classes is too small for (a ConfigError naming them)."""
+    short = [a for a in attacks if num_classes < MIN_CLASSES.get(a, 2)]
+    if short:
+        keep = [a for a in attacks if a not in short] or ["apgd-ce"]
+        raise ConfigError(
+            f"{', '.join(f'{a} needs at least {MIN_CLASSES[a]} classes' for a in short)} and the model has {num_classes}: "
+            f"list only attacks it can take, e.g. {','.join(keep)}"
+        )
+
+
+def _fit_to_classes(aa: Any, names: Sequence[str], num_classes: int) -> None:
+    """Check the attacks against the classes; the targeted attacks go through at most the ``num_classes − 1``
+    other classes (AutoAttack's 9 targets assume 10 or more classes)."""
+    check_num_classes(names, num_classes)
+    for obj in (aa.apgd_targeted, aa.fab):
+        if obj.n_target_classes > num_classes - 1:
+            obj.n_target_classes = num_classes - 1
+
+
 @torch.no_grad()
 def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
     return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
@@ -209,15 +231,9 @@ def run_ladder(
     n = len(y)
     aa = build_autoattack(model, ladder, eps=eps, norm=norm, seed=seed, device=device, **overrides)
     clean_pred = _predict(model, x, batch_size)
-    if any(a in TARGETED for a in names) and n:
+    if n:
         with torch.no_grad():
-            num_classes = model(x[:1]).shape[1]
-        needed = max(aa.apgd_targeted.n_target_classes, aa.fab.n_target_classes) + 1
-        if num_classes < max(needed, 4):
-            raise ConfigError(
-                f"targeted attacks need at least {max(needed, 4)} classes, the model has {num_classes}: "
-                "use the 'study' ladder or pass a smaller n_target_classes"
-            )
+            _fit_to_classes(aa, names, int(model(x[:1]).shape[1]))
     clean_correct = clean_pred == y
     broken_by = torch.full((n,), -1, dtype=torch.long, device=device)
     adv_pred = clean_pred.clone()
@@ -268,6 +284,6 @@ def ladder_attack(
 
 
 __all__ = [
-    "ATTACKS", "LADDERS", "LadderResult", "Rung", "build_autoattack", "check_perturbation",
+    "ATTACKS", "LADDERS", "LadderResult", "Rung", "build_autoattack", "check_num_classes", "check_perturbation",
     "ladder_attack", "resolve_ladder", "run_ladder",
 ]

@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import contextlib
 import json
-from dataclasses import asdict, dataclass, field
+import sys
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 
-from wsol.attacks.autoattack import ladder_attack, resolve_ladder, run_ladder
+from wsol.attacks.autoattack import check_num_classes, ladder_attack, resolve_ladder, run_ladder
+from wsol.attacks.pgd_eval import LOSSES as PGD_LOSSES
 from wsol.attacks.pgd_eval import epsilon_sweep, pgd_evaluate
 from wsol.errors import ConfigError, WsolError
 from wsol.export.tables import markdown_table, matrix_rows, write_csv
@@ -36,28 +38,41 @@ from wsol.utils.progress import progress
 KINDS = ("ladder", "pgd", "sweep")
 RUN_FILE = "run.json"
 DEFAULT_N = 500  # test samples when --n is not given
+MINUTES_NOTE = "minutes: the attack's time summed over the chunks (over every process under torchrun): device minutes, not wall-clock."
 
 
 # --- argument parsing: one rule each ---
 
 
 def parse_eps_sweep(text: str) -> List[int]:
-    """The sweep grid in units of 1/255: ``0:8`` (inclusive range) or a comma list ``0,1,2,4,8``, strictly increasing."""
+    """The sweep grid in units of 1/255: ``0:8`` (inclusive range), ``0:8:2`` (with a step) or a comma list
+    ``0,1,2,4,8``, strictly increasing, each at most 255 (ε = 1)."""
     text = str(text).strip()
+    usage = "use a range such as 0:8, a range with a step such as 0:8:2 or a comma list such as 0,1,2,4,8 (integers, ε = x/255)"
     try:
         if ":" in text:
-            lo, hi = (int(p) for p in text.split(":"))
-            values = list(range(lo, hi + 1))
+            parts = [int(p) for p in text.split(":")]
+            if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] < 1):
+                raise ValueError
+            values = list(range(parts[0], parts[1] + 1, parts[2] if len(parts) == 3 else 1))
         else:
-            values = [int(p) for p in text.split(",")]
+            values = [int(p) for p in text.split(",") if p.strip()]
     except ValueError:
-        raise ConfigError(f"bad --eps-sweep {text!r}: use a range such as 0:8 or a comma list such as 0,1,2,4,8 (integers, ε = x/255)") from None
+        raise ConfigError(f"bad --eps-sweep {text!r}: {usage}") from None
     if not values or any(v < 0 for v in values) or any(b <= a for a, b in zip(values, values[1:])):
-        raise ConfigError(f"bad --eps-sweep {text!r}: the values must be non-negative and strictly increasing")
+        raise ConfigError(f"bad --eps-sweep {text!r}: the values must be non-negative and strictly increasing, e.g. 0,2,4,8")
+    if values[-1] > 255:
+        raise ConfigError(f"bad --eps-sweep {text!r}: the values are x in ε = x/255, so at most 255 (ε = 1); the study's grid is 0:8")
     if len(values) < 2:
         raise ConfigError(f"bad --eps-sweep {text!r}: a sweep needs at least two values, e.g. 0:{max(values[0], 1)}; "
                           f"for one ε use 'wsol robustness evaluate --eps {values[0]}/255'")
     return values
+
+
+def eps_text(eps: float) -> str:
+    """ε as the seed writes it: ``8/255`` when it is a whole number of 1/255 steps below 1, else the decimal."""
+    steps = eps * 255
+    return f"{round(steps)}/255" if 0 < eps < 1 and abs(steps - round(steps)) < 1e-6 else f"{eps:.5g}"
 
 
 # --- what defines a run ---
@@ -77,6 +92,7 @@ class RobustnessSettings:
     ladder: List[str] = field(default_factory=list)
     pgd_steps: int = 0
     pgd_restarts: int = 1
+    pgd_loss: str = "ce"
     sweep: List[int] = field(default_factory=list)
     sweep_attack: str = "apgd-ce"
     batch_size: int = 250
@@ -93,6 +109,8 @@ class RobustnessSettings:
             raise ConfigError(f"--n must be at least 1, got {self.n}")
         if self.norm not in ("linf", "l2"):
             raise ConfigError(f"unknown norm {self.norm!r}: use linf or l2")
+        if self.pgd_loss not in PGD_LOSSES:
+            raise ConfigError(f"unknown PGD loss {self.pgd_loss!r}: use ce (cross-entropy) or cw (the margin loss)")
         return self
 
     @property
@@ -154,7 +172,7 @@ def _chunk_ladder(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: Robustn
 
 def _chunk_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: RobustnessSettings, device: torch.device, chunk: int) -> Dict[str, Any]:
     gen = torch.Generator(device=device).manual_seed(s.seed * 1_000_003 + chunk)
-    res = pgd_evaluate(model, x, y, eps=s.eps, steps=s.pgd_steps, restarts=s.pgd_restarts, norm=s.norm, generator=gen)
+    res = pgd_evaluate(model, x, y, eps=s.eps, steps=s.pgd_steps, restarts=s.pgd_restarts, norm=s.norm, loss=s.pgd_loss, generator=gen)
     return {"clean_correct": res.clean_correct.tolist(), "robust": res.robust.tolist(), "adv_pred": res.adv_pred.tolist()}
 
 
@@ -252,49 +270,87 @@ def pgd_tables(name: str, records: Sequence[Dict[str, Any]], labels: torch.Tenso
     clean = _cat(records, "clean_correct").bool()
     robust = _cat(records, "robust").bool()
     per_class = per_class_accuracy(robust, labels, num_classes)
-    return {"rows": [{"model": name, "attack": f"PGD-{s.pgd_steps} ({s.norm}, {s.pgd_restarts} restart(s))", "eps": s.eps,
+    return {"rows": [{"model": name, "attack": f"PGD-{s.pgd_steps} ({s.norm}, {s.pgd_loss} loss, {s.pgd_restarts} restart(s))", "eps": s.eps,
                       "clean accuracy": float(clean.float().mean()), "robust accuracy": float(robust.float().mean()),
-                      "worst class": float(per_class.nan_to_num(float('inf')).min())}]}
+                      "worst-class accuracy": float(per_class.nan_to_num(float('inf')).min())}]}
 
 
 # --- the run ---
 
 
-def _check_run_file(out: Path, s: RobustnessSettings) -> None:
+def _run_differences(out: Path, s: RobustnessSettings) -> Optional[List[str]]:
+    """The arguments in which ``out``'s run differs from ``s`` (None: no run there yet)."""
     path = out / RUN_FILE
-    new = asdict(s)
-    if path.is_file():
-        old = json.loads(path.read_text())
-        diffs = config_differences(old, json.loads(json.dumps(new)))
-        if diffs:
-            raise ConfigError(f"{out} holds a robustness run with other arguments ({', '.join(diffs)}); use another --out or the same arguments")
-    write_json(path, new)
+    if not path.is_file():
+        return None
+    return config_differences(json.loads(path.read_text()), json.loads(json.dumps(asdict(s))))
+
+
+def _check_run_file(out: Path, s: RobustnessSettings) -> None:
+    diffs = _run_differences(out, s)
+    if diffs:
+        raise ConfigError(f"{out} holds a robustness run with other arguments ({', '.join(diffs)}); use another --out or the same arguments")
+    write_json(out / RUN_FILE, asdict(s))
+
+
+def default_label(s: RobustnessSettings) -> str:
+    """How a run names its model: the registry name, or for a wsol checkpoint the folder it was trained into."""
+    if s.model == "wsol-checkpoint" and s.weights:
+        path = Path(s.weights[0]).expanduser().resolve()
+        return path.parent.name or path.stem
+    return s.model
+
+
+def _clean_accuracy(result: Dict[str, Any], s: RobustnessSettings, precision: str) -> Optional[float]:
+    """The accuracy without attack, from whichever table of ``precision`` holds it (None: none does)."""
+    for key, column in (("ladder", "accuracy"), ("pgd", "clean accuracy"), ("sweep", "overall")):
+        if f"{key}-{precision}" in result and (key != "sweep" or s.sweep[0] == 0):
+            return float(result[f"{key}-{precision}"]["rows"][0][column])
+    return None
+
+
+def _notes(result: Dict[str, Any], clean_accuracy: Dict[str, Optional[float]]) -> List[str]:
+    """Report lines that explain a table a reader would otherwise misread: classes absent from the n samples
+    ("–" cells) and a model (label → its clean accuracy; "" when the report has one) that gets no sample right
+    without attack (nothing for the attacks to attack)."""
+    names, labels = result["class_names"], torch.as_tensor(result["labels"])
+    absent = [names[c] for c in range(len(names)) if not bool((labels == c).any())]
+    lines = []
+    if absent:
+        lines.append(f"–: no test sample of {', '.join(absent)} among the {result['n']} drawn (a larger --n includes more classes).")
+    for label, accuracy in clean_accuracy.items():
+        if accuracy == 0:
+            lines.append(f"No sample is classified correctly without attack{f' by {label}' if label else ''}, so there was nothing "
+                         "to attack and every accuracy is 0: check that the model was trained on this dataset, with its class order.")
+    return lines + [""] if lines else []
 
 
 def evaluate_robustness(s: RobustnessSettings, root: Path, out: Path, device: Optional[str] = None, show_progress: bool = True,
-                        locked: bool = False, label: Optional[str] = None) -> Dict[str, Any]:
+                        locked: bool = False, label: Optional[str] = None, model: Optional[nn.Module] = None) -> Dict[str, Any]:
     """Run the ladder, the PGD evaluation and/or the sweep that ``s`` asks for into ``out``; rank 0 writes the
     tables (CSV + ``report.md``) and figures, naming the model ``label`` (a study's name for it; default ``s.model``).
-    Returns the tables (on every rank)."""
+    ``model`` is ``s``'s model when the caller has loaded it already (a study). Returns the tables (on every rank)."""
     s.validate()
     dist.init_from_env()
     dev = _run_device(s, device)
     out = Path(out)
-    model = load_eval_model(s.model, s.weights, dev)
+    name = label or default_label(s)
+    model = load_eval_model(s.model, s.weights, dev) if model is None else model.to(dev)
     data = test_split(s.dataset, root, getattr(model, "input_size", None))
     x, y, names = load_samples(data, select_samples(len(data), s.n, s.seed, default=DEFAULT_N))
+    s = replace(s, n=len(y))  # run.json keeps the count drawn, so "--n 500" and the default 500 are the same run
     try:
         with torch.no_grad():
             num_classes = int(model(x[:1].to(dev)).shape[1])
     except RuntimeError as err:  # a forward that cannot take these images: the model was made for another dataset
         first = (str(err).strip().splitlines() or ["shape mismatch"])[0]
-        raise WsolError(f"model {s.model} cannot classify the {tuple(x.shape[1:])} images of {s.dataset} ({first}); use the dataset it was trained on") from None
+        raise WsolError(f"model {name} cannot classify the {tuple(x.shape[1:])} images of {s.dataset} ({first}); use the dataset it was trained on") from None
     if names and len(names) != num_classes:
-        raise WsolError(f"model {s.model} has {num_classes} classes but dataset {s.dataset} has {len(names)}")
+        raise WsolError(f"model {name} has {num_classes} classes but dataset {s.dataset} has {len(names)}")
+    check_num_classes([*s.ladder, *(s.sweep_attack.split(",") if s.sweep else [])], num_classes)
     with (contextlib.nullcontext(out) if locked else lock_run_folder(out)):
         dist.barrier()
         _check_run_file(out, s)
-        name = label or s.model
         result: Dict[str, Any] = {"model": name, "n": len(y), "class_names": names, "labels": y}
         for precision in s.precisions:
             tag = "" if precision == "fp32" else " (bf16)"
@@ -318,17 +374,24 @@ def write_run_report(out: Path, s: RobustnessSettings, result: Dict[str, Any]) -
     from wsol.report.robustness_figures import plot_class_accuracy_vs_eps, plot_drop_heatmap
 
     names, model = result["class_names"], result["model"]
-    source = "" if model == s.model else f"Model {s.model}" + (f" from {', '.join(s.weights)}" if s.weights else "") + ". "
+    if model == s.model:
+        source = ""
+    elif s.model == "wsol-checkpoint":
+        source = f"Checkpoint {', '.join(s.weights)}. "
+    else:
+        source = f"Model {s.model}" + (f" from {', '.join(s.weights)}" if s.weights else "") + ". "
     lines = [f"# Robustness of {model} on {s.dataset}", "",
              f"{source}{result['n']} test samples drawn with seed {s.seed}; ε in pixel units of [0, 1] images; accuracies are fractions.", ""]
     for precision in s.precisions:
+        lines += _notes(result, {"": _clean_accuracy(result, s, precision)})
         if f"ladder-{precision}" in result:
             lad = result[f"ladder-{precision}"]
             write_csv(out / f"ladder_{precision}.csv", lad["rows"])
             classes = matrix_rows(lad["per_class"], ["clean", "robust"], names, corner="accuracy")
             write_csv(out / f"ladder_per_class_{precision}.csv", classes)
             write_csv(out / f"ladder_confusion_{precision}.csv", matrix_rows(lad["confusion"], names, names, corner="true \\ adversarial"))
-            lines += [f"## AutoAttack ladder ({precision}, ε = {s.eps:.5g}, {s.norm})", "", markdown_table(lad["rows"], floatfmt=".4f"),
+            lines += [f"## AutoAttack ladder ({precision}, ε = {eps_text(s.eps)}, {s.norm})", "", markdown_table(lad["rows"], floatfmt=".4f"),
+                      MINUTES_NOTE, "",
                       "Per class:", "", markdown_table(classes, floatfmt=".3f"),
                       "Confusion under the ladder (clean-correct samples; row: true class, column: prediction after attack):", "",
                       markdown_table(matrix_rows(lad["confusion"], names, names, corner="true \\ adv")), ""]
@@ -347,7 +410,8 @@ def write_run_report(out: Path, s: RobustnessSettings, result: Dict[str, Any]) -
             lines += [f"## Per-class ε sweep ({precision}, {s.sweep_attack}, ε = x/255)", "", markdown_table(sw["rows"], floatfmt=".3f"),
                       markdown_table(sw["summary"], floatfmt=".3f"),
                       f"Points attacked per ε: {sw['attacked']}", "",
-                      f"Confusion at ε = {s.sweep[-1]}/255 (row: true class, column: prediction under attack):", "",
+                      f"Confusion at ε = {s.sweep[-1]}/255 ({'clean-correct' if s.sweep[0] == 0 else 'all'} samples; "
+                      "row: true class, column: prediction under attack):", "",
                       markdown_table(matrix_rows(sw["confusion"], names, names, corner="true \\ adv")), "",
                       f"![{fig.name}](figures/{fig.name}) ![{heat.name}](figures/{heat.name})", ""]
     report = out / "report.md"
@@ -382,9 +446,15 @@ def read_study(path: Path) -> List[StudyModel]:
         raise ConfigError(f"study file {path} needs a non-empty list under 'models:' (each with name and weights, or name and checkpoint)")
     base = Path(path).resolve().parent
     models: List[StudyModel] = []
+    keys = {"name", "model", "weights", "checkpoint"}
     for i, entry in enumerate(entries):
-        if not isinstance(entry, dict) or "name" not in entry or set(entry) - {"name", "model", "weights", "checkpoint"}:
-            raise ConfigError(f"study file {path}, model {i + 1}: use the keys name, model, weights or checkpoint")
+        if not isinstance(entry, dict) or "name" not in entry:
+            raise ConfigError(f"study file {path}, model {i + 1}: give it a name and weights, or a name and a checkpoint")
+        unknown = sorted(str(k) for k in set(entry) - keys)
+        if unknown:
+            raise ConfigError(f"study file {path}, model {i + 1}: unknown key(s) {', '.join(unknown)}; use the keys name, model, weights or checkpoint")
+        if "checkpoint" in entry and ("model" in entry or "weights" in entry):
+            raise ConfigError(f"study file {path}, model {entry['name']}: give either a checkpoint or model and weights, not both")
         if "checkpoint" in entry:
             name, files = "wsol-checkpoint", [entry["checkpoint"]]
         else:
@@ -396,7 +466,7 @@ def read_study(path: Path) -> List[StudyModel]:
             raise ConfigError(f"study file {path}, model {label}: weights and checkpoint are file paths (a path or a list of paths)")
         if not label or label in (".", "..") or "/" in label or "\\" in label:
             raise ConfigError(f"study file {path}: model name {label!r} names a run folder; use letters, digits, '-' or '_' without '/'")
-        models.append(StudyModel(label, name, [str(base / f) for f in files]))
+        models.append(StudyModel(label, name, [str(base / Path(f).expanduser()) for f in files]))
     labels = [m.label for m in models]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"study file {path} names a model twice; give each model its own name")
@@ -414,22 +484,35 @@ def _run_device(s: RobustnessSettings, device: Optional[str]) -> torch.device:
 def run_study(study: Path, template: RobustnessSettings, root: Path, out: Path, device: Optional[str] = None,
               show_progress: bool = True) -> Path:
     """Ladder and sweep for every model of ``study`` (one run folder each under ``out/models``; a finished model is
-    skipped), then one ``report.md`` with both of the seed's tables, the average per class across models and the figures."""
+    skipped), then one ``report.md`` with both of the seed's tables, the average per class across models and the figures.
+    Every unfinished model is loaded once, up front, and held in CPU memory until its turn (the seed's five models: about
+    5 GB), so a wrong name or a broken file fails before the first attack."""
     _run_device(template, device)
     models = read_study(study)
-    for m in models:  # an unknown name or a missing or broken file fails now, not after hours of the models before it
-        load_eval_model(m.model, m.weights, torch.device("cpu"))
     out = Path(out)
+    template = replace(template, n=len(select_samples(len(test_split(template.dataset, root)), template.n, template.seed, default=DEFAULT_N)))
+    runs = {m.label: RobustnessSettings(**{**asdict(template), "model": m.model, "weights": m.weights}).validate() for m in models}
+    finished = {m.label for m in models if (out / "models" / m.label / "result.json").is_file()
+                and _run_differences(out / "models" / m.label, runs[m.label]) == []}
+    for m in models:
+        diffs = _run_differences(out / "models" / m.label, runs[m.label])
+        if diffs:
+            raise ConfigError(f"{out} holds a study run with other arguments ({', '.join(diffs)} of model {m.label}); use another --out or the same arguments")
+    # an unknown name or a missing or broken file fails now, not after hours of the models before it
+    loaded = {m.label: load_eval_model(m.model, m.weights, torch.device("cpu")) for m in models if m.label not in finished}
     results: Dict[str, Dict[str, Any]] = {}
     with lock_run_folder(out):
-        for m in models:
-            s = RobustnessSettings(**{**asdict(template), "model": m.model, "weights": m.weights})
+        for i, m in enumerate(models):
             folder = out / "models" / m.label
             done = folder / "result.json"
-            if done.is_file() and json.loads((folder / RUN_FILE).read_text()) == json.loads(json.dumps(asdict(s.validate()))):
+            if show_progress and dist.is_main_process():
+                print(f"study: model {i + 1} of {len(models)}, {m.label}" + (" (done before, skipped)" if m.label in finished else ""),
+                      file=sys.stderr, flush=True)
+            if m.label in finished:
                 results[m.label] = json.loads(done.read_text())
                 continue
-            result = evaluate_robustness(s, root, folder, device, show_progress, locked=True, label=m.label)
+            result = evaluate_robustness(runs[m.label], root, folder, device, show_progress, locked=True, label=m.label,
+                                         model=loaded.pop(m.label))
             keep = {"n": result["n"], "class_names": result["class_names"], "labels": result["labels"],
                     "ladder": result["ladder-fp32"]["rows"], "per_class": result["ladder-fp32"]["per_class"],
                     "acc": result["sweep-fp32"]["acc"], "summary": result["sweep-fp32"]["summary"],
@@ -477,9 +560,11 @@ def _study_report(out: Path, s: RobustnessSettings, results: Dict[str, Dict[str,
     figures.append(plot_drop_heatmap(torch.stack([total_drop(a) for a in acc.values()]), list(acc), out / "figures" / "total_drops.png",
                                      names, title=f"total drop per class, ε 0 → {s.sweep[-1]}/255"))
     lines = [f"# Per-class robustness study on {s.dataset}", "",
-             f"{first['n']} test samples drawn with seed {s.seed}; ladder {', '.join(s.ladder)} at ε = {s.eps:.5g} ({s.norm});",
+             f"{first['n']} test samples drawn with seed {s.seed}; ladder {', '.join(s.ladder)} at ε = {eps_text(s.eps)} ({s.norm});",
              f"sweep with {s.sweep_attack} over ε = x/255, x in {s.sweep}. Accuracies are fractions; deltas negative = lost.", "",
+             *_notes(first, {label: float(res["ladder"][0]["accuracy"]) for label, res in results.items()}),
              "## Table 1: AutoAttack ladder (accuracy, delta and minutes per attack)", "", markdown_table(ladder, floatfmt=".4f"),
+             MINUTES_NOTE, "",
              "## Table 2: accuracy per class per ε, delta per step, total drop per class", "", markdown_table(sweep, floatfmt=".3f"),
              "## Total drop per class, per model and averaged across models", "", markdown_table(across, floatfmt=".3f"),
              markdown_table(per_model, floatfmt=".3f"),
@@ -487,7 +572,7 @@ def _study_report(out: Path, s: RobustnessSettings, results: Dict[str, Dict[str,
     for label, res in results.items():
         lines += [f"## Confusion under attack at ε = {s.sweep[-1]}/255: {label}", "",
                   markdown_table(matrix_rows(res["confusion"], names, names, corner="true \\ adv"))]
-    lines += ["## Figures", ""] + [f"![{f.name}](figures/{f.name})" for f in figures] + [""]
+    lines += ["## Figures", ""] + [f"![{f.name}](<figures/{f.name}>)" for f in figures] + [""]
     write_text(out / "report.md", "\n".join(lines))
 
 
@@ -514,6 +599,6 @@ def demo_robustness(checkpoints: Dict[str, Path], root: Path, out: Path, seed: i
 
 
 __all__ = [
-    "RobustnessSettings", "StudyModel", "demo_robustness", "evaluate_robustness", "ladder_tables", "load_eval_model", "parse_eps",
+    "RobustnessSettings", "StudyModel", "demo_robustness", "eps_text", "evaluate_robustness", "ladder_tables", "load_eval_model", "parse_eps",
     "parse_eps_sweep", "read_study", "run_chunks", "run_study", "select_samples", "sweep_tables", "write_run_report",
 ]

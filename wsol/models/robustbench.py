@@ -89,7 +89,7 @@ def robust_model_names() -> List[str]:
 def describe_robust_model(name: str) -> str:
     """One line: the architecture and where its weight files come from."""
     if name == WSOL_CHECKPOINT:
-        return "a checkpoint written by wsol (safetensors + JSON sidecar)"
+        return "a checkpoint written by wsol (safetensors + JSON sidecar); --checkpoint FILE is the short form"
     spec = ROBUST_MODELS.get(name)()
     return f"{spec.description}; weights from {spec.source}"
 
