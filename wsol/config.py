@@ -251,11 +251,11 @@ def _set_dotted(tree: Dict[str, Any], dotted: str, value: Any) -> None:
 
 def parse_override(text: str) -> Tuple[str, Any]:
     """Parse one ``key.sub=value`` override; the value is read as YAML (numbers, lists, 8/255 strings)."""
-    if "=" not in text:
+    key, _, raw = text.partition("=")
+    if not key.strip() or not raw.strip():
         raise ConfigError(f"override {text!r} must look like key=value, e.g. art.lam=0.5")
-    key, raw = text.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = yaml.safe_load(raw)
     except yaml.YAMLError:
         value = raw
     return key.strip(), value

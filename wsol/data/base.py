@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -66,6 +66,13 @@ def probe_image(path: Path) -> Optional[str]:
     if image is None:
         return "cannot decode"
     return None
+
+
+def require_images(dataset: Any, name: str, split: str) -> None:
+    """Raise a DataError when a built split holds no images (a wrong root or split file), so a job
+    stops before it trains on nothing or writes empty results."""
+    if len(dataset) == 0:
+        raise DataError(f"split {split!r} of dataset {name} holds no images; check --root and the dataset's split files")
 
 
 BOX_TOLERANCE = 1.0  # pixels a box may reach past the image border (rounding in annotation tools)

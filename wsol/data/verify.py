@@ -47,9 +47,9 @@ def _split_report(dataset: Any, check_files: bool) -> Dict[str, Any]:
                     report["missing"].append(str(path))
                 elif problem is not None:
                     report["corrupt"].append(f"{path}: {problem}")
-            box_problem = _box_problem(record)
-            if box_problem is not None:
-                report["corrupt"].append(box_problem)
+            boxes_wrong = box_problem(record)
+            if boxes_wrong is not None:
+                report["corrupt"].append(boxes_wrong)
     else:
         for index in range(len(dataset)):
             try:
@@ -59,7 +59,7 @@ def _split_report(dataset: Any, check_files: bool) -> Dict[str, Any]:
     return report
 
 
-def _box_problem(record: Any) -> Optional[str]:
+def box_problem(record: Any) -> Optional[str]:
     """Why the record's GT boxes do not fit its image (read from the file header), or None."""
     boxes = getattr(record, "boxes", None)
     if boxes is None or len(boxes) == 0:

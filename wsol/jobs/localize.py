@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from wsol.attribution import ATTRIBUTIONS, attribute, method_options
 from wsol.config import LocalizeConfig
 from wsol.data import build_dataset
+from wsol.data.base import require_images
 from wsol.data.sample import Batch, boxes_to_original, collate
 from wsol.data.transforms import build_transform
 from wsol.errors import WsolError
@@ -63,6 +64,7 @@ def checkpoint_dataset(checkpoint: Path, model: Classifier, name: str, root: Pat
         data = eval_dataset(name, root, split, model.input_size, **options)
     else:
         data = build_dataset(name, root, split, transform=transform_from_spec(spec, train=False), **options)
+    require_images(data, name, split)
     if data.num_classes != model.num_classes:
         raise WsolError(f"checkpoint {checkpoint} has {model.num_classes} classes but dataset {name} has {data.num_classes}; use a checkpoint trained on it")
     return data
