@@ -131,7 +131,7 @@ def check_files(files: Sequence[Path], skip_corrupt: bool, where: str = "") -> O
         if not skip_corrupt:
             if not path.is_file():
                 context = f" ({where})" if where else ""
-                raise DataError(f"{kind} file {path}{context} not found; pass skip_corrupt=True to leave out unusable images")
+                raise DataError(f"{kind} file {path}{context} not found; `wsol data verify` lists every unusable file, and skip_corrupt=True (`-o skip_corrupt=true`) leaves them out")
             continue
         problem = probe_image(path)
         if problem is not None:
