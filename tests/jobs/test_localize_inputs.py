@@ -37,3 +37,24 @@ def test_empty_split_writes_no_results(tree_and_model, tmp_path) -> None:
     with pytest.raises(WsolError, match="split 'test' of dataset shapes holds no images"):
         run_localize(ckpt, "shapes", split, tmp_path / "p.json", LocalizeConfig())
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cold_kernel_cache_is_detected(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = "from wsol.localize.fastboxes import kernels_cached; print(kernels_cached())"
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "empty"), "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "False", done.stderr
+
+
+@pytest.mark.parametrize("cached", [True, False])
+def test_first_compilation_is_announced(tree_and_model, tmp_path, monkeypatch, capsys, cached) -> None:
+    import wsol.jobs.localize as job
+
+    root, ckpt = tree_and_model
+    monkeypatch.setattr(job, "kernels_cached", lambda: cached)
+    run_localize(ckpt, "shapes", root, tmp_path / "p.json", LocalizeConfig())
+    assert ("note: compiling the box-extraction kernels" in capsys.readouterr().err) is not cached
