@@ -203,6 +203,8 @@ CASES: List[List[str]] = [
     ["visualize", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{notest}", "--out", "{dir}/g.png"],
     ["evaluate", "--pred", "{dir}", "--dataset", "cub", "--root", "{cub}"],
     ["data", "show", "cub", "--root", "{notest}", "--out", "{dir}/g.png"],
+    ["data", "show", "cub", "--root", "{cub}", "--out", "{dir}/g.jpg"],
+    ["visualize", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/grid"],
 ]
 
 
