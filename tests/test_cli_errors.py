@@ -204,6 +204,8 @@ CASES: List[List[str]] = [
     ["evaluate", "--pred", "{dir}", "--dataset", "cub", "--root", "{cub}"],
     ["data", "show", "cub", "--root", "{notest}", "--out", "{dir}/g.png"],
     ["data", "show", "cub", "--root", "{cub}", "--out", "{dir}/g.jpg"],
+    ["config", "show", "{dir}"],
+    ["train", "shapes", "--config", "{dir}", "--out", "{dir}/run"],
     ["visualize", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/grid"],
 ]
 

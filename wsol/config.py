@@ -278,6 +278,8 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[Map
     tree: Dict[str, Any] = {}
     if path is not None:
         path = Path(path)
+        if path.is_dir():
+            raise ConfigError(f"config {path} is a folder; pass a YAML file, e.g. configs/shapes_small-cnn-bn_natural.yaml")
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:

@@ -73,3 +73,10 @@ def test_box_past_the_border_is_refused_before_the_first_epoch(tmp_path, tiny_sh
     assert run(["train", "shapes", "--root", str(root), "--out", str(out), *FAST]) == 2
     _one_error(capsys, "outside the 32x32 image")
     assert not out.exists()
+
+
+def test_config_folder_is_named_as_a_folder(tmp_path) -> None:
+    from wsol.config import load_config
+
+    with pytest.raises(ConfigError, match="is a folder; pass a YAML file"):
+        load_config(tmp_path)
