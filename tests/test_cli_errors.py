@@ -201,11 +201,31 @@ CASES: List[List[str]] = [
     ["robustness", "per-class", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--n", "2", "--attack", "apgd-t", "--out", "{dir}/r"],
     ["robustness", "study", "{study_typo}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/r"],
     ["robustness", "study", "{study_both}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/r"],
+    # session 6: training/localization/data
+    ["config", "show", "--set", "epochs="],
+    ["config", "show", "--set", "=3"],
+    ["train", "shapes", "--set", "epochs=", "--out", "{dir}/run"],
+    ["train", "shapes", "--lr", "-1", "--out", "{dir}/run"],
+    ["train", "shapes", "--device", "tpu", "--out", "{dir}/run"],
+    ["train", "cub", "--arch", "small-cnn", "--root", "{notest}", "--epochs", "1", "--out", "{dir}/run"],
+    ["train", "cub", "--arch", "small-cnn", "--root", "{bigbox}", "--epochs", "1", "--out", "{dir}/run"],
+    ["localize", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{notest}", "--out", "{dir}/p.json"],
+    ["localize", "--checkpoint", "{dir}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/p.json"],
+    ["localize", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/p.json", "--threshold", "nan"],
+    ["localize", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/p.json", "--interval", "0"],
+    ["localize", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}/images.txt", "--out", "{dir}/p.json"],
+    ["visualize", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{notest}", "--out", "{dir}/g.png"],
+    ["evaluate", "--pred", "{dir}", "--dataset", "cub", "--root", "{cub}"],
+    ["data", "show", "cub", "--root", "{notest}", "--out", "{dir}/g.png"],
+    ["data", "show", "cub", "--root", "{cub}", "--out", "{dir}/g.jpg"],
+    ["config", "show", "{dir}"],
+    ["train", "shapes", "--config", "{dir}", "--out", "{dir}/run"],
+    ["visualize", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/grid"],
 ]
 
 
-def _cub(root: Path, box: str = "4 4 10 10", corrupt: bool = False) -> str:
-    """A 4-image, 2-class CUB tree of 32x32 images (2 test); optionally one box or one test image broken."""
+def _cub(root: Path, box: str = "4 4 10 10", corrupt: bool = False, test: bool = True) -> str:
+    """A 4-image, 2-class CUB tree of 32x32 images (2 test, or none without ``test``); optionally one box or one test image broken."""
     import cv2
     import numpy as np
 
@@ -216,7 +236,7 @@ def _cub(root: Path, box: str = "4 4 10 10", corrupt: bool = False) -> str:
         cv2.imwrite(str(root / "images" / rel), np.full((32, 32, 3), 40 * i, np.uint8))
         rows["images"].append(f"{i} {rel}")
         rows["labels"].append(f"{i} {1 + i % 2}")
-        rows["split"].append(f"{i} {int(i <= 2)}")
+        rows["split"].append(f"{i} {int(i <= 2 or not test)}")
         rows["boxes"].append(f"{i} {box if i == 3 else '4 4 10 10'}")
     if corrupt:
         (root / "images" / rows["images"][3].split()[1]).write_bytes(b"")
@@ -235,7 +255,8 @@ def assets(tmp_path_factory) -> dict:
     from wsol.models import build_model, save_model
 
     base = tmp_path_factory.mktemp("assets")
-    found = {"cub": _cub(base / "cub"), "bigbox": _cub(base / "bigbox", box="10 10 100 100"), "badimage": _cub(base / "bad", corrupt=True)}
+    found = {"cub": _cub(base / "cub"), "bigbox": _cub(base / "bigbox", box="10 10 100 100"), "badimage": _cub(base / "bad", corrupt=True),
+             "notest": _cub(base / "notest", test=False)}
     for k in (2, 3):
         found[f"ckpt{k}"] = str(save_model(build_model("small-cnn", k, input_size=32), base / f"model{k}", dataset="cub", method="natural"))
     result = {"image_id": 3, "bbox": [0.0, 0.0, 4.0, 4.0], "score": 0.9}

@@ -44,6 +44,14 @@ def _check_out_file(value: Optional[Path]) -> Optional[Path]:
     return None if value is None else check_writable_output(value, "file")
 
 
+def _check_out_png(value: Path) -> Path:
+    """Refuse an ``--out`` figure whose name says another format than the PNG written into it."""
+    _check_out_file(value)
+    if value.suffix.lower() != ".png":
+        raise WsolError(f"--out {value} must end in .png: the figure is written as PNG")
+    return value
+
+
 def _check_out_folder(value: Optional[Path]) -> Optional[Path]:
     """Refuse an ``--out`` folder that cannot be written (existing file, parent a file, read-only)."""
     from wsol.utils.io import check_writable_output
@@ -68,8 +76,8 @@ RootOpt = Annotated[Optional[Path], typer.Option("--root", help="Dataset folder 
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same result.")]
 ConfigSeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed; the same seed gives the same result (default: the config's).")]
 SplitOpt = Annotated[str, typer.Option("--split", help="Dataset split: train or test.")]
-BatchSizeOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Images per batch, split across processes under torchrun.")]
-ConfigBatchSizeOpt = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Images per batch, split across processes under torchrun (default: the config's).")]
+BatchSizeOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Images per batch.")]
+ConfigBatchSizeOpt = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Images per batch (default: the config's; under torchrun the global batch, split across processes).")]
 DatasetOpt = Annotated[str, typer.Option("--dataset", help=DATASET_HELP)]
 DatasetArg = Annotated[str, typer.Argument(help=DATASET_HELP)]
 CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", help="A wsol checkpoint (.safetensors with its .json).")]
@@ -78,7 +86,7 @@ ThresholdOpt = Annotated[float, typer.Option("--threshold", min=0.0, max=1.0, he
 LoaderOpt = Annotated[Optional[List[str]], typer.Option("--option", "-o", help="Loader option KEY=VALUE, e.g. -o metadata=DIR (repeatable).")]
 SetOpt = Annotated[Optional[List[str]], typer.Option("--set", help="Override a config key, e.g. --set art.lam=0.3 (repeatable).")]
 OutFolderOpt = Annotated[Path, typer.Option("--out", callback=_check_out_folder, help="Folder to write (created if missing).")]
-OutPngOpt = Annotated[Path, typer.Option("--out", callback=_check_out_file, help="PNG file to write.")]
+OutPngOpt = Annotated[Path, typer.Option("--out", callback=_check_out_png, help="PNG file to write.")]
 OutPredOpt = Annotated[Path, typer.Option("--out", callback=_check_out_file, help="COCO results JSON to write (a .meta.json goes beside it).")]
 
 

@@ -251,11 +251,11 @@ def _set_dotted(tree: Dict[str, Any], dotted: str, value: Any) -> None:
 
 def parse_override(text: str) -> Tuple[str, Any]:
     """Parse one ``key.sub=value`` override; the value is read as YAML (numbers, lists, 8/255 strings)."""
-    if "=" not in text:
+    key, _, raw = text.partition("=")
+    if not key.strip() or not raw.strip():
         raise ConfigError(f"override {text!r} must look like key=value, e.g. art.lam=0.5")
-    key, raw = text.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = yaml.safe_load(raw)
     except yaml.YAMLError:
         value = raw
     return key.strip(), value
@@ -278,6 +278,8 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[Map
     tree: Dict[str, Any] = {}
     if path is not None:
         path = Path(path)
+        if path.is_dir():
+            raise ConfigError(f"config {path} is a folder; pass a YAML file, e.g. configs/shapes_small-cnn-bn_natural.yaml")
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:

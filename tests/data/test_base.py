@@ -18,7 +18,7 @@ def test_check_files_raises_naming_the_file_and_place_unless_skipping(tmp_path: 
     image = _png(tmp_path / "a.png", np.zeros((4, 5, 3), np.uint8))
     missing = tmp_path / "m.png"
     assert check_files([image], skip_corrupt=False) is None
-    with pytest.raises(DataError, match=r"mask file .*m.png \(list.txt line 3\) not found; pass skip_corrupt=True"):
+    with pytest.raises(DataError, match=r"mask file .*m.png \(list.txt line 3\) not found; `wsol data verify` lists every unusable file"):
         check_files([image, missing], skip_corrupt=False, where="list.txt line 3")
     assert check_files([image, missing], skip_corrupt=True) == "mask m.png: missing"
     (tmp_path / "empty.png").write_bytes(b"")

@@ -100,3 +100,22 @@ def test_unknown_loader_option_exits_2(cub_tree: Path, capsys: pytest.CaptureFix
     assert run(["data", "verify", "cub", "--root", str(cub_tree), "-o", "colour=red"]) == 2
     _one_line_error(capsys, "dataset 'cub' has no option 'colour'")
     assert run(["data", "show", "cub", "--root", str(cub_tree), "-o", "masks=false", "--n", "2", "--out", str(cub_tree / "g.png")]) == 0
+
+
+# session 6: what a new user trips on
+def test_verify_lists_every_missing_image_and_exits_1(cub_tree: Path, cub_spec: dict, capsys: pytest.CaptureFixture) -> None:
+    for row in cub_spec["images"][:2]:
+        (cub_tree / "images" / row[2]).unlink()
+    assert run(["data", "verify", "cub", "--root", str(cub_tree)]) == 1
+    out = capsys.readouterr().out
+    assert all(f"missing: {row[2]}" in out for row in cub_spec["images"][:2]), out
+    assert run(["data", "verify", "cub", "--root", str(cub_tree), "--skip-corrupt"]) == 0
+    assert f"skipped: {cub_spec['images'][0][2]}: missing" in capsys.readouterr().out
+
+
+def test_verify_flags_an_empty_split(cub_tree: Path, capsys: pytest.CaptureFixture) -> None:
+    split = cub_tree / "train_test_split.txt"
+    split.write_text("".join(f"{line.split()[0]} 1\n" for line in split.read_text().splitlines()))
+    assert run(["data", "verify", "cub", "--root", str(cub_tree)]) == 1
+    out = capsys.readouterr().out
+    assert "[test] empty: no images in this split" in out and "[train]" not in out

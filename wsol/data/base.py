@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -68,6 +68,13 @@ def probe_image(path: Path) -> Optional[str]:
     return None
 
 
+def require_images(dataset: Any, name: str, split: str) -> None:
+    """Raise a DataError when a built split holds no images (a wrong root or split file), so a job
+    stops before it trains on nothing or writes empty results."""
+    if len(dataset) == 0:
+        raise DataError(f"split {split!r} of dataset {name} holds no images; check --root and the dataset's split files")
+
+
 BOX_TOLERANCE = 1.0  # pixels a box may reach past the image border (rounding in annotation tools)
 
 
@@ -124,7 +131,7 @@ def check_files(files: Sequence[Path], skip_corrupt: bool, where: str = "") -> O
         if not skip_corrupt:
             if not path.is_file():
                 context = f" ({where})" if where else ""
-                raise DataError(f"{kind} file {path}{context} not found; pass skip_corrupt=True to leave out unusable images")
+                raise DataError(f"{kind} file {path}{context} not found; `wsol data verify` lists every unusable file, and skip_corrupt=True (`-o skip_corrupt=true`) leaves them out")
             continue
         problem = probe_image(path)
         if problem is not None:

@@ -47,9 +47,9 @@ def _split_report(dataset: Any, check_files: bool) -> Dict[str, Any]:
                     report["missing"].append(str(path))
                 elif problem is not None:
                     report["corrupt"].append(f"{path}: {problem}")
-            box_problem = _box_problem(record)
-            if box_problem is not None:
-                report["corrupt"].append(box_problem)
+            boxes_wrong = box_problem(record)
+            if boxes_wrong is not None:
+                report["corrupt"].append(boxes_wrong)
     else:
         for index in range(len(dataset)):
             try:
@@ -59,7 +59,7 @@ def _split_report(dataset: Any, check_files: bool) -> Dict[str, Any]:
     return report
 
 
-def _box_problem(record: Any) -> Optional[str]:
+def box_problem(record: Any) -> Optional[str]:
     """Why the record's GT boxes do not fit its image (read from the file header), or None."""
     boxes = getattr(record, "boxes", None)
     if boxes is None or len(boxes) == 0:
@@ -88,8 +88,10 @@ def verify_dataset(
     """Build every split of dataset ``name`` at ``root`` and report counts and unusable files.
 
     Returns ``{"name", "root", "splits": {split: {count, num_classes, has_masks, per_class, missing,
-    corrupt, skipped}}, "problems"}`` where ``problems`` counts missing and corrupt files (images a
-    loader skipped on purpose are listed under ``skipped`` only). A malformed tree raises the loader's DataError. When the
+    corrupt, skipped}}, "problems"}`` where ``problems`` counts missing and corrupt files and empty
+    splits. Without ``skip_corrupt`` every unusable file is listed (the loaders are asked to skip
+    them so that one missing image does not hide the others); with ``skip_corrupt=True`` images
+    the loader leaves out are listed under ``skipped`` only. A malformed tree raises the loader's DataError. When the
     loader does not declare its splits, 'train', 'val' and 'test' are tried and a split the loader
     rejects by name is left out.
     """
@@ -99,16 +101,22 @@ def verify_dataset(
     declared = getattr(factory, "splits", None)
     wanted = list(splits or declared or _GUESSED_SPLITS)
     report: Dict[str, Any] = {"name": name, "root": str(root), "splits": {}, "problems": 0}
+    listing = "skip_corrupt" not in options
     for split in wanted:
         try:
-            dataset = build_dataset(name, root, split, **options)
+            dataset = build_dataset(name, root, split, **({**options, "skip_corrupt": True} if listing else options))
         except DataError as err:
             if splits is None and declared is None and split in str(err) and "split" in str(err):
                 continue
             raise
         info = _split_report(dataset, check_files)
+        if listing:
+            for entry in info.pop("skipped"):
+                file, _, problem = entry.rpartition(": ")
+                info["missing"].append(file) if problem == "missing" else info["corrupt"].append(entry)
+            info["skipped"] = []
         report["splits"][split] = info
-        report["problems"] += len(info["missing"]) + len(info["corrupt"])
+        report["problems"] += len(info["missing"]) + len(info["corrupt"]) + (info["count"] == 0)
     if not report["splits"]:
         raise DataError(f"no split of dataset {name!r} could be read from {root}")
     return report
@@ -125,7 +133,8 @@ def format_report(report: Dict[str, Any], max_listed: int = 20) -> str:
             f"{'yes' if info['has_masks'] else 'no':>7}{len(info['missing']):>9}{len(info['corrupt']):>9}{len(info['skipped']):>9}"
         )
     for split, info in report["splits"].items():
-        problems = [f"missing: {p}" for p in info["missing"]] + [f"corrupt: {p}" for p in info["corrupt"]]
+        problems = ["empty: no images in this split"] if info["count"] == 0 else []
+        problems += [f"missing: {p}" for p in info["missing"]] + [f"corrupt: {p}" for p in info["corrupt"]]
         problems += [f"skipped: {p}" for p in info["skipped"]]
         for line in problems[:max_listed]:
             lines.append(f"[{split}] {line}")

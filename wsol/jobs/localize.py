@@ -7,6 +7,7 @@ since the best one is known only after the pass — and feeds streaming map-leve
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -18,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from wsol.attribution import ATTRIBUTIONS, attribute, method_options
 from wsol.config import LocalizeConfig
 from wsol.data import build_dataset
+from wsol.data.base import require_images
 from wsol.data.sample import Batch, boxes_to_original, collate
 from wsol.data.transforms import build_transform
 from wsol.errors import WsolError
@@ -25,6 +27,7 @@ from wsol.export.coco import results_to_coco, write_results
 from wsol.jobs.runfolder import gather, lock_run_folder, shard
 from wsol.jobs.train import transform_from_spec
 from wsol.localize.boxes import map_boxes_batch
+from wsol.localize.fastboxes import kernels_cached
 from wsol.localize.levels import threshold_levels, to_uint8
 from wsol.localize.heatmap import PostProcess
 from wsol.models import Classifier, load_model
@@ -63,6 +66,7 @@ def checkpoint_dataset(checkpoint: Path, model: Classifier, name: str, root: Pat
         data = eval_dataset(name, root, split, model.input_size, **options)
     else:
         data = build_dataset(name, root, split, transform=transform_from_spec(spec, train=False), **options)
+    require_images(data, name, split)
     if data.num_classes != model.num_classes:
         raise WsolError(f"checkpoint {checkpoint} has {model.num_classes} classes but dataset {name} has {data.num_classes}; use a checkpoint trained on it")
     return data
@@ -118,6 +122,8 @@ def localize_dataset(
     thresholds = box_thresholds(settings)
     loader = DataLoader(shard(dataset), batch_size=settings.batch_size, shuffle=False, num_workers=settings.workers, collate_fn=collate)
     results: List[ImagePrediction] = []
+    if show_progress and dist.is_main_process() and not kernels_cached():
+        print("note: compiling the box-extraction kernels (first run only, about a minute on a CPU)", file=sys.stderr, flush=True)
     for batch in progress(loader, desc=f"localize {settings.attribution}", enabled=show_progress):
         batch = batch.to(device)
         with torch.no_grad():

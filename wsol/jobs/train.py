@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from wsol.attacks import pgd_attack, random_delta
 from wsol.config import ScheduleConfig, TrainConfig, config_to_dict, config_to_yaml, start_eps
+from wsol.data.base import require_images
 from wsol.errors import ConfigError, DataError, WsolError
 from wsol.jobs.runfolder import config_differences, keep_records_until, lock_run_folder, shard
 from wsol.models import build_model, save_model
@@ -156,6 +157,8 @@ def build_run(
         built_train, built_test = build_datasets(config)
         train_set = train_set if train_set is not None else built_train
         test_set = test_set if test_set is not None else built_test
+    require_images(train_set, config.dataset, "train")
+    require_images(test_set, config.dataset, "test")
     check_images(test_set)
     class_names = list(getattr(train_set, "class_names", []))
     num_classes = int(getattr(train_set, "num_classes", len(class_names)))
@@ -272,9 +275,11 @@ def _transform(config: TrainConfig, train: bool) -> Any:
 
 
 def check_images(dataset: Dataset) -> None:
-    """Raise a DataError naming the first unusable image file of ``dataset`` (header check only), so a
-    corrupt test image stops the run before anything is written instead of after an epoch."""
+    """Raise a DataError naming the first unusable image file or GT box of ``dataset`` (header check
+    only), so a corrupt test image or a box past its image stops the run before anything is written
+    instead of after an epoch."""
     from wsol.data.base import probe_image
+    from wsol.data.verify import box_problem
 
     base = dataset.dataset if isinstance(dataset, Subset) else dataset
     bad = []
@@ -283,6 +288,8 @@ def check_images(dataset: Dataset) -> None:
         problem = probe_image(path) if path is not None else None
         if problem is not None:
             bad.append((path, problem))
+        elif path is not None and (boxes_wrong := box_problem(record)) is not None:
+            raise DataError(boxes_wrong)
     if bad:
         more = f" (+{len(bad) - 1} more)" if len(bad) > 1 else ""
         raise DataError(f"image {bad[0][0]} is unusable ({bad[0][1]}){more}; replace it or run `wsol data verify` to list them")

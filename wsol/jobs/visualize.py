@@ -9,7 +9,6 @@ import torch
 
 from wsol.config import LocalizeConfig
 from wsol.data import collate
-from wsol.errors import DataError
 from wsol.jobs.localize import check_settings, checkpoint_dataset, compute_maps
 from wsol.localize.boxes import boxes_from_maps
 from wsol.models import load_model
@@ -36,8 +35,6 @@ def run_visualize(
     dev = select_device(device)
     model = load_model(checkpoint).to(dev).eval()
     data = checkpoint_dataset(checkpoint, model, dataset, root, split)
-    if len(data) == 0:
-        raise DataError(f"dataset {dataset} split {split} is empty")
     order = np.random.default_rng(seed).permutation(len(data))[: max(1, n)]
     batch = collate([data[int(i)] for i in order]).to(dev)
     with torch.no_grad():

@@ -900,6 +900,22 @@ def boxes_at_thresholds(u8: np.ndarray, thresholds: Sequence[float]) -> List[np.
     return [boxes[idx == pos[j]] if lv[j] < mx else np.zeros((0, 4), np.int64) for j in range(len(lv))]
 
 
+def kernels_cached() -> bool:
+    """Whether numba's on-disk cache holds every kernel of this module (inlined ones aside) for
+    this source file.
+
+    In a fresh environment the first call compiles them, a minute or more on a CPU with no
+    progress to show, so jobs say so first. Unknown cache internals count as cached (no note).
+    """
+    from numba.core.registry import CPUDispatcher
+
+    kernels = [v for v in globals().values() if isinstance(v, CPUDispatcher) and v.targetoptions.get("inline") != "always"]
+    try:
+        return all(k._cache._cache_file._load_index() for k in kernels)  # {} when missing or stale
+    except AttributeError:
+        return True
+
+
 __all__ = [
-    "CONVENTIONS", "boxes_at_thresholds", "level_boxes_all", "level_boxes_largest", "max_iou_all", "max_iou_largest",
+    "CONVENTIONS", "boxes_at_thresholds", "kernels_cached", "level_boxes_all", "level_boxes_largest", "max_iou_all", "max_iou_largest",
 ]

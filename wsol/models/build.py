@@ -153,6 +153,8 @@ def save_model(model: Classifier, path: Union[str, Path], **meta: Any) -> Path:
 def load_model(path: Union[str, Path]) -> Classifier:
     """Rebuild a Classifier from a wsol checkpoint written by :func:`save_model`."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder; pass the model file in it, e.g. {path / 'model.safetensors'}")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     meta = read_sidecar(path)

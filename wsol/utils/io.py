@@ -59,12 +59,14 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temps(target)
+    mode = 0o666 & ~current_umask()
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.fchmod(fd, 0o666 & ~current_umask())
+    os.fchmod(fd, mode)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, mode)  # writers that re-create the file (safetensors: 0o600) lose the mode set above
         _test_kill_hook()
         os.replace(tmp, target)
     finally:
