@@ -58,3 +58,17 @@ def test_first_compilation_is_announced(tree_and_model, tmp_path, monkeypatch, c
     monkeypatch.setattr(job, "kernels_cached", lambda: cached)
     run_localize(ckpt, "shapes", root, tmp_path / "p.json", LocalizeConfig())
     assert ("note: compiling the box-extraction kernels" in capsys.readouterr().err) is not cached
+
+
+def test_compilation_note_never_precedes_an_input_error(tree_and_model, tmp_path, monkeypatch, capsys) -> None:
+    import wsol.jobs.localize as job
+
+    root, ckpt = tree_and_model
+    broken = root.parent / "broken_box"
+    shutil.copytree(root, broken)
+    boxes = broken / "bounding_boxes.txt"
+    boxes.write_text("".join(f"{line.split()[0]} 10 10 500 500\n" for line in boxes.read_text().splitlines()))
+    monkeypatch.setattr(job, "kernels_cached", lambda: False)
+    with pytest.raises(WsolError, match="outside"):
+        run_localize(ckpt, "shapes", broken, tmp_path / "p.json", LocalizeConfig())
+    assert "note: compiling" not in capsys.readouterr().err

@@ -122,9 +122,11 @@ def localize_dataset(
     thresholds = box_thresholds(settings)
     loader = DataLoader(shard(dataset), batch_size=settings.batch_size, shuffle=False, num_workers=settings.workers, collate_fn=collate)
     results: List[ImagePrediction] = []
-    if show_progress and dist.is_main_process() and not kernels_cached():
-        print("note: compiling the box-extraction kernels (first run only, about a minute on a CPU)", file=sys.stderr, flush=True)
+    cold = show_progress and dist.is_main_process() and not kernels_cached()
     for batch in progress(loader, desc=f"localize {settings.attribution}", enabled=show_progress):
+        if cold:  # said once the first batch has loaded, so a bad input's error stays the only line
+            print("note: compiling the box-extraction kernels (first run only, about a minute on a CPU)", file=sys.stderr, flush=True)
+            cold = False
         batch = batch.to(device)
         with torch.no_grad():
             probs = model(batch.images).softmax(dim=1)
