@@ -1,7 +1,7 @@
 """The CLI: help, version, models, config show, one-line errors with exit status 2."""
 from __future__ import annotations
 
-from wsol.cli import run
+from wsol.cli import INTERRUPTED, run
 
 
 def test_help_lists_commands(capsys) -> None:
@@ -105,3 +105,15 @@ def test_n_help_states_the_jobs_default_counts() -> None:
     for command, count in expected.items():
         helps = [text for path, text in found.items() if path.endswith(command)]
         assert helps and f"(default: {count}," in helps[0], (command, helps)
+
+
+def test_ctrl_c_says_what_was_kept_and_exits_130(monkeypatch, capsys, tmp_path) -> None:
+    import wsol.data.shapes as shapes
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(shapes, "synthesize_shapes", interrupted)
+    assert run(["data", "synth", "shapes", "--out", str(tmp_path / "s")]) == 130
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [f"error: {INTERRUPTED}"]

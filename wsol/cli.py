@@ -145,12 +145,14 @@ def data_synth(
     num_classes: Annotated[int, typer.Option("--num-classes", help="Number of classes (2-40).")] = 10,
     seed: SeedOpt = 0,
 ) -> None:
-    """Generate a synthetic WSOL set in CUB-200-2011's on-disk format."""
-    from wsol.data.shapes import default_shapes_root, synthesize_shapes
+    """Generate a synthetic WSOL set in CUB-200-2011's on-disk format (without --out: the default set, into the cache)."""
+    from wsol.data.shapes import check_cache_params, default_shapes_root, synthesize_shapes
     from wsol.errors import UnknownNameError
 
     if kind != "shapes":
         raise UnknownNameError(f"unknown synthetic dataset {kind!r}; choose one of: shapes")
+    if out is None:
+        check_cache_params(n_train=n_train, n_test=n_test, size=size, num_classes=num_classes, seed=seed)
     root = synthesize_shapes(out or default_shapes_root(), n_train=n_train, n_test=n_test, size=size, num_classes=num_classes, seed=seed)
     typer.echo(f"wrote {n_train} train + {n_test} test images ({size}x{size}, {num_classes} classes) to {root}")
 
@@ -619,6 +621,11 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+INTERRUPTED_STATUS = 130
+INTERRUPTED = ("interrupted; every file written so far is complete: run the same command again to continue "
+               "(attacks, robustness runs and the demo resume; wsol train needs --resume)")
+
+
 def run(argv: Optional[List[str]] = None) -> int:
     """Run the CLI on ``argv`` and return the exit status.
 
@@ -647,6 +654,8 @@ def run(argv: Optional[List[str]] = None) -> int:
     except aborts:
         typer.echo("error: aborted", err=True)
         return 1
+    if result == INTERRUPTED_STATUS:  # typer turns Ctrl-C into this status, silently; no command returns it
+        typer.echo(f"error: {INTERRUPTED}", err=True)
     return result if isinstance(result, int) else 0
 
 

@@ -119,3 +119,18 @@ def test_verify_flags_an_empty_split(cub_tree: Path, capsys: pytest.CaptureFixtu
     assert run(["data", "verify", "cub", "--root", str(cub_tree)]) == 1
     out = capsys.readouterr().out
     assert "[test] empty: no images in this split" in out and "[train]" not in out
+
+
+def test_synth_into_the_cache_takes_only_the_default_set(tmp_path: Path, monkeypatch, capsys) -> None:
+    import inspect
+
+    from wsol.cli import data_synth
+    from wsol.data.shapes import DEFAULT_PARAMS
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert run(["data", "synth", "shapes", "--num-classes", "4", "--n-train", "8"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the shapes cache") and "--n-train 8 --num-classes 4" in err and "--out DIR" in err
+    assert not (tmp_path / "cache").exists()
+    cli_defaults = {k: p.default.default if hasattr(p.default, "default") else p.default for k, p in inspect.signature(data_synth).parameters.items() if k in DEFAULT_PARAMS}
+    assert cli_defaults == DEFAULT_PARAMS

@@ -43,6 +43,8 @@ MARK_MIN_RADIUS = 0.12  # mark radius: at least this fraction of the frame ...
 MARK_BODY_RADIUS = 0.5  # ... and this fraction of the body's minor semi-axis
 MARK_TILT = math.radians(15.0)  # marks stay nearly upright: a square turned 45° would be a diamond
 META_FILE = "shapes.json"
+DEFAULT_PARAMS = {"n_train": 2000, "n_test": 500, "size": 64, "num_classes": 10, "seed": 0}
+"""The set the cache holds: what every command given ``--dataset shapes`` without ``--root`` reads."""
 _PARAM_KEYS = ("version", "n_train", "n_test", "size", "num_classes", "seed")
 
 
@@ -276,11 +278,11 @@ def _is_shapes_tree(path: Path) -> bool:
 
 def synthesize_shapes(
     out: Path,
-    n_train: int = 2000,
-    n_test: int = 500,
-    size: int = 64,
-    num_classes: int = 10,
-    seed: int = 0,
+    n_train: int = DEFAULT_PARAMS["n_train"],
+    n_test: int = DEFAULT_PARAMS["n_test"],
+    size: int = DEFAULT_PARAMS["size"],
+    num_classes: int = DEFAULT_PARAMS["num_classes"],
+    seed: int = DEFAULT_PARAMS["seed"],
 ) -> Path:
     """Generate the ``shapes`` set into ``out`` in CUB-200-2011's format; same arguments → same bytes.
 
@@ -393,13 +395,23 @@ def read_shapes_meta(root: Path) -> Dict[str, Any]:
     return meta
 
 
+def check_cache_params(**params: int) -> None:
+    """Refuse to write a set other than the default into the cache: commands without ``--root``
+    regenerate the cache with the defaults, so such a set would be replaced without a word."""
+    other = {k: v for k, v in params.items() if DEFAULT_PARAMS[k] != v}
+    if other:
+        shown = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in other.items())
+        raise DataError(f"the shapes cache ({default_shapes_root()}) holds only the default set that commands without --root use; "
+                        f"write a set with {shown} to a folder of its own with --out DIR and pass --root DIR to the other commands")
+
+
 def ensure_shapes(
     root: Optional[Path] = None,
-    n_train: int = 2000,
-    n_test: int = 500,
-    size: int = 64,
-    num_classes: int = 10,
-    seed: int = 0,
+    n_train: int = DEFAULT_PARAMS["n_train"],
+    n_test: int = DEFAULT_PARAMS["n_test"],
+    size: int = DEFAULT_PARAMS["size"],
+    num_classes: int = DEFAULT_PARAMS["num_classes"],
+    seed: int = DEFAULT_PARAMS["seed"],
 ) -> Path:
     """Return a shapes tree with these parameters, generating it when missing.
 
