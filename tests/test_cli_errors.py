@@ -201,6 +201,7 @@ CASES: List[List[str]] = [
     ["robustness", "per-class", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--n", "2", "--attack", "apgd-t", "--out", "{dir}/r"],
     ["robustness", "study", "{study_typo}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/r"],
     ["robustness", "study", "{study_both}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/r"],
+    ["robustness", "evaluate", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--attacks", "", "--out", "{dir}/r"],
     # session 6: training/localization/data
     ["config", "show", "--set", "epochs="],
     ["config", "show", "--set", "=3"],

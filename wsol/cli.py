@@ -411,7 +411,7 @@ def robustness_evaluate(
 ) -> None:
     """AutoAttack ladder (accuracy, delta, minutes per attack), optionally PGD-k, on n test samples."""
     settings = _robust_settings(checkpoint, model, weights, dataset, n=n, seed=seed, eps=eps, norm=norm,
-                                ladder=list(_ladder(attacks or ladder)),
+                                ladder=list(_ladder(ladder if attacks is None else attacks)),
                                 pgd_steps=pgd, pgd_restarts=pgd_restarts, pgd_loss=pgd_loss, batch_size=batch_size, n_iter=n_iter, n_queries=n_queries, n_restarts=n_restarts, bf16=bf16)
     _robust_run(settings, dataset, root, out, device)
 

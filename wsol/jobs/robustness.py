@@ -69,6 +69,10 @@ def parse_eps_sweep(text: str) -> List[int]:
     return values
 
 
+def _sample_count_text(n: int) -> str:
+    return f"{n} test sample{'' if n == 1 else 's'}"
+
+
 def eps_text(eps: float) -> str:
     """ε as the seed writes it: ``8/255`` when it is a whole number of 1/255 steps below 1, else the decimal."""
     steps = eps * 255
@@ -381,7 +385,7 @@ def write_run_report(out: Path, s: RobustnessSettings, result: Dict[str, Any]) -
     else:
         source = f"Model {s.model}" + (f" from {', '.join(s.weights)}" if s.weights else "") + ". "
     lines = [f"# Robustness of {model} on {s.dataset}", "",
-             f"{source}{result['n']} test samples drawn with seed {s.seed}; ε in pixel units of [0, 1] images; accuracies are fractions.", ""]
+             f"{source}{_sample_count_text(result['n'])} drawn with seed {s.seed}; ε in pixel units of [0, 1] images; accuracies are fractions.", ""]
     for precision in s.precisions:
         lines += _notes(result, {"": _clean_accuracy(result, s, precision)})
         if f"ladder-{precision}" in result:
@@ -560,7 +564,7 @@ def _study_report(out: Path, s: RobustnessSettings, results: Dict[str, Dict[str,
     figures.append(plot_drop_heatmap(torch.stack([total_drop(a) for a in acc.values()]), list(acc), out / "figures" / "total_drops.png",
                                      names, title=f"total drop per class, ε 0 → {s.sweep[-1]}/255"))
     lines = [f"# Per-class robustness study on {s.dataset}", "",
-             f"{first['n']} test samples drawn with seed {s.seed}; ladder {', '.join(s.ladder)} at ε = {eps_text(s.eps)} ({s.norm});",
+             f"{_sample_count_text(first['n'])} drawn with seed {s.seed}; ladder {', '.join(s.ladder)} at ε = {eps_text(s.eps)} ({s.norm});",
              f"sweep with {s.sweep_attack} over ε = x/255, x in {s.sweep}. Accuracies are fractions; deltas negative = lost.", "",
              *_notes(first, {label: float(res["ladder"][0]["accuracy"]) for label, res in results.items()}),
              "## Table 1: AutoAttack ladder (accuracy, delta and minutes per attack)", "", markdown_table(ladder, floatfmt=".4f"),
