@@ -289,8 +289,10 @@ def evaluate_command(
 
     metrics = evaluate_predictions(pred, dataset, resolve_root(dataset, root), split)
     path = save_metrics(pred, metrics)
-    rows = [{"metric": k, "value": v} for k, v in metrics.items() if v is not None]
-    typer.echo(markdown_table(rows, ["metric", "value"]))
+    intervals = metrics.get("intervals", {})
+    rows = [{"metric": k, "value": v, "95% CI": "[{:.2f}, {:.2f}]".format(*intervals[k]) if k in intervals else ""}
+            for k, v in metrics.items() if v is not None and k not in ("interval", "intervals")]
+    typer.echo(markdown_table(rows, ["metric", "value", "95% CI"]))
     typer.echo(f"saved {path}")
 
 

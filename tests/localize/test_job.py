@@ -52,6 +52,13 @@ def test_evaluate_prints_table_and_saves_metrics(tiny, capsys) -> None:
     metrics = json.loads(out.with_suffix(".metrics.json").read_text())
     assert 0.0 <= metrics["top1_loc"] <= metrics["gt_known_loc"] <= 100.0
     assert metrics["top1_seg"] <= metrics["top1_acc"]
+    from wsol.metrics.intervals import wilson_interval
+
+    for name in ("top1_acc", "gt_known_loc", "top1_loc", "top1_seg"):
+        hits = round(metrics[name] * metrics["images"] / 100)
+        assert metrics["intervals"][name] == pytest.approx([100 * b for b in wilson_interval(hits, metrics["images"])])
+        assert metrics["intervals"][name][0] <= metrics[name] <= metrics["intervals"][name][1]
+        assert "| {} | {:.2f} | [{:.2f}, {:.2f}] |".format(name, metrics[name], *metrics["intervals"][name]) in table
 
 
 def test_sweep_threshold_is_the_best_gt_known(tiny) -> None:

@@ -16,6 +16,7 @@ from wsol.errors import DataError
 from wsol.export.coco import coco_eval, decode_mask, gt_annotation, gt_to_coco, load_results, read_results_meta
 from wsol.jobs.localize import CATEGORY_OFFSET
 from wsol.jobs.runfolder import lock_run_folder, write_json
+from wsol.metrics.intervals import wilson_interval
 from wsol.metrics.localization import max_iou
 from wsol.metrics.segmentation import mask_iou
 
@@ -86,13 +87,18 @@ def evaluate_predictions(pred: Path, dataset: str, root: Path, split: Optional[s
             ious.append(iou)
             seg_hits.append(ok and iou >= iou_threshold)
     n = max(len(gt), 1)
-    metrics: Dict[str, Any] = {"images": len(gt), "predicted": len(best), "top1_acc": 100.0 * sum(correct) / n}
+    counts = {"top1_acc": sum(correct)}
     if has_boxes:
-        metrics["gt_known_loc"] = 100.0 * sum(hits) / n
-        metrics["top1_loc"] = 100.0 * sum(h and c for h, c in zip(hits, correct)) / n
+        counts["gt_known_loc"] = sum(hits)
+        counts["top1_loc"] = sum(h and c for h, c in zip(hits, correct))
     if has_masks:
-        metrics["top1_seg"] = 100.0 * sum(seg_hits) / n
+        counts["top1_seg"] = sum(seg_hits)
+    metrics: Dict[str, Any] = {"images": len(gt), "predicted": len(best), **{k: 100.0 * c / n for k, c in counts.items()}}
+    if has_masks:
         metrics["miou"] = 100.0 * float(np.mean(ious)) if ious else 0.0
+    if gt:
+        metrics["interval"] = "two-sided 95% Wilson score interval over the images, in percent"
+        metrics["intervals"] = {k: [100.0 * b for b in wilson_interval(int(c), len(gt))] for k, c in counts.items()}
     coco_gt = _coco_ground_truth(gt, getattr(data, "class_names", []), offset, with_masks=has_masks)
     if has_boxes:
         box_ap = coco_eval(coco_gt, results, iou_type="bbox")
