@@ -36,9 +36,14 @@ MIN_CLASSES: Dict[str, int] = {"apgd-dlr": 3, "apgd-t": 4}
 _BALL_TOL = 1e-5
 
 
+def _ladder_name(ladder: Union[str, Sequence[str]]) -> Optional[str]:
+    """A ladder given as text, without case or surrounding spaces (None for a list of attacks)."""
+    return ladder.strip().lower() if isinstance(ladder, str) else None
+
+
 def resolve_ladder(ladder: Union[str, Sequence[str]]) -> Tuple[str, ...]:
     """The attack names of a ladder: ``standard``, ``study``, ``plus`` or a comma list of names."""
-    names = LADDERS.get(ladder.strip().lower()) if isinstance(ladder, str) else None
+    names = LADDERS.get(_ladder_name(ladder))
     if names is None:
         parts = ladder.split(",") if isinstance(ladder, str) else list(ladder)
         names = tuple(p.strip().lower() for p in parts if p.strip())
@@ -79,7 +84,8 @@ def build_autoattack(
         raise ConfigError(f"unknown AutoAttack norm {norm!r}: use one of {', '.join(NORMS)}")
     if eps < 0:
         raise ConfigError(f"AutoAttack eps must not be negative, got {eps}")
-    version = ladder.strip().lower() if isinstance(ladder, str) and ladder.strip().lower() in ("standard", "plus") else "custom"
+    given = _ladder_name(ladder)
+    version = given if given in ("standard", "plus") else "custom"
     attacks = None if version != "custom" else list(names)
     aa = AutoAttack(model, attacks=attacks, device=device, eps=float(eps), norm=NORMS[norm.lower()],
                     seed=int(seed), version=version)

@@ -113,7 +113,10 @@ def verify_dataset(
         if listing:
             for entry in info.pop("skipped"):
                 file, _, problem = entry.rpartition(": ")
-                info["missing"].append(file) if problem == "missing" else info["corrupt"].append(entry)
+                if problem == "missing":
+                    info["missing"].append(file)
+                else:
+                    info["corrupt"].append(entry)
             info["skipped"] = []
         report["splits"][split] = info
         report["problems"] += len(info["missing"]) + len(info["corrupt"]) + (info["count"] == 0)

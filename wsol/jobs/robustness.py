@@ -496,12 +496,11 @@ def run_study(study: Path, template: RobustnessSettings, root: Path, out: Path, 
     out = Path(out)
     template = replace(template, n=len(select_samples(len(test_split(template.dataset, root)), template.n, template.seed, default=DEFAULT_N)))
     runs = {m.label: RobustnessSettings(**{**asdict(template), "model": m.model, "weights": m.weights}).validate() for m in models}
-    finished = {m.label for m in models if (out / "models" / m.label / "result.json").is_file()
-                and _run_differences(out / "models" / m.label, runs[m.label]) == []}
-    for m in models:
-        diffs = _run_differences(out / "models" / m.label, runs[m.label])
-        if diffs:
-            raise ConfigError(f"{out} holds a study run with other arguments ({', '.join(diffs)} of model {m.label}); use another --out or the same arguments")
+    diffs = {m.label: _run_differences(out / "models" / m.label, runs[m.label]) for m in models}
+    for label, differ in diffs.items():
+        if differ:
+            raise ConfigError(f"{out} holds a study run with other arguments ({', '.join(differ)} of model {label}); use another --out or the same arguments")
+    finished = {label for label, differ in diffs.items() if differ == [] and (out / "models" / label / "result.json").is_file()}
     # an unknown name or a missing or broken file fails now, not after hours of the models before it
     loaded = {m.label: load_eval_model(m.model, m.weights, torch.device("cpu")) for m in models if m.label not in finished}
     results: Dict[str, Dict[str, Any]] = {}
