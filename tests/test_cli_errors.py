@@ -202,6 +202,10 @@ CASES: List[List[str]] = [
     ["robustness", "study", "{study_typo}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/r"],
     ["robustness", "study", "{study_both}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/r"],
     ["robustness", "evaluate", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--attacks", "", "--out", "{dir}/r"],
+    # session 7: attacks and robustness
+    ["robustness", "evaluate", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--n", "2", "--attacks", "apgd-ce,,fab", "--out", "{dir}/r"],
+    ["robustness", "per-class", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--n", "2", "--attack", "apgd-ce,,fab", "--out", "{dir}/r"],
+    ["robustness", "per-class", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--eps-sweep", "0,,8", "--out", "{dir}/r"],
     # session 6: training/localization/data
     ["config", "show", "--set", "epochs="],
     ["config", "show", "--set", "=3"],

@@ -12,7 +12,7 @@ EPS = 8 / 255
 def test_resolve_ladder_names_and_lists():
     assert resolve_ladder("study") == ("apgd-ce", "apgd-dlr", "fab")
     assert resolve_ladder("apgd-ce, square") == ("apgd-ce", "square")
-    for bad in ("apgd-xx", "", "apgd-ce,apgd-ce"):
+    for bad in ("apgd-xx", "", "apgd-ce,apgd-ce", "apgd-ce,,fab", " , "):
         with pytest.raises(ConfigError):
             resolve_ladder(bad)
 

@@ -81,7 +81,7 @@ def test_parse_eps_and_sweep() -> None:
     for bad in ("8/0", "x", "-1", "1/2/3"):
         with pytest.raises(ConfigError):
             job.parse_eps(bad)
-    for bad in ("3:1", "0,2,2", "a,b", "", "0:x", "-1:2", "2", "4:4", "0:8:0", "0:8:-2", "1:2:3:4", "8,4,2"):
+    for bad in ("3:1", "0,2,2", "a,b", "", "0:x", "-1:2", "2", "4:4", "0:8:0", "0:8:-2", "1:2:3:4", "8,4,2", "0,,8"):
         with pytest.raises(ConfigError):
             job.parse_eps_sweep(bad)
 

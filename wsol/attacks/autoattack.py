@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from wsol.errors import ConfigError
+from wsol.utils.numbers import comma_list
 
 ATTACKS: Tuple[str, ...] = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
 LADDERS: Dict[str, Tuple[str, ...]] = {
@@ -45,8 +46,8 @@ def resolve_ladder(ladder: Union[str, Sequence[str]]) -> Tuple[str, ...]:
     """The attack names of a ladder: ``standard``, ``study``, ``plus`` or a comma list of names."""
     names = LADDERS.get(_ladder_name(ladder))
     if names is None:
-        parts = ladder.split(",") if isinstance(ladder, str) else list(ladder)
-        names = tuple(p.strip().lower() for p in parts if p.strip())
+        parts = comma_list(ladder, "AutoAttack ladder") if isinstance(ladder, str) else [str(p).strip() for p in ladder]
+        names = tuple(p.lower() for p in parts if p)
     unknown = [n for n in names if n not in ATTACKS]
     if unknown or not names:
         raise ConfigError(

@@ -33,6 +33,7 @@ from wsol.metrics.robustness import (
 from wsol.utils import distributed as dist
 from wsol.utils.device import select_device
 from wsol.utils.io import append_jsonl, read_jsonl
+from wsol.utils.numbers import comma_list
 from wsol.utils.progress import progress
 
 KINDS = ("ladder", "pgd", "sweep")
@@ -56,7 +57,7 @@ def parse_eps_sweep(text: str) -> List[int]:
                 raise ValueError
             values = list(range(parts[0], parts[1] + 1, parts[2] if len(parts) == 3 else 1))
         else:
-            values = [int(p) for p in text.split(",") if p.strip()]
+            values = [int(p) for p in comma_list(text, "--eps-sweep")]
     except ValueError:
         raise ConfigError(f"bad --eps-sweep {text!r}: {usage}") from None
     if not values or any(v < 0 for v in values) or any(b <= a for a, b in zip(values, values[1:])):

@@ -1,9 +1,9 @@
-"""Numbers as users write them: ``8/255`` or ``0.0314``, parsed once for configs, flags and run files."""
+"""Numbers and lists as users write them: ``8/255`` or ``0.0314``, ``a,b,c``; parsed once for configs, flags and run files."""
 from __future__ import annotations
 
 import math
 import re
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 from wsol.errors import ConfigError
 
@@ -34,3 +34,17 @@ def parse_number(value: Any, key: str = "value") -> float:
     if not math.isfinite(number):
         raise ConfigError(f"{key}: expected a finite number, got {value!r}")
     return number
+
+
+def comma_list(text: str, key: str) -> List[str]:
+    """The stripped entries of a comma list such as ``apgd-ce,fab``. A trailing or leading comma is forgiven;
+    an empty entry between two values (``apgd-ce,,fab``: a name deleted or not typed) is refused, since
+    dropping it would run something else than the user meant."""
+    parts = [p.strip() for p in str(text).split(",")]
+    while parts and not parts[-1]:
+        parts.pop()
+    while parts and not parts[0]:
+        parts.pop(0)
+    if any(not p for p in parts):
+        raise ConfigError(f"{key} {text!r} has an empty entry between two commas; fill in the missing value or drop the extra comma")
+    return parts
