@@ -206,6 +206,12 @@ CASES: List[List[str]] = [
     ["robustness", "evaluate", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--n", "2", "--attacks", "apgd-ce,,fab", "--out", "{dir}/r"],
     ["robustness", "per-class", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--n", "2", "--attack", "apgd-ce,,fab", "--out", "{dir}/r"],
     ["robustness", "per-class", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--eps-sweep", "0,,8", "--out", "{dir}/r"],
+    ["attack", "attribution", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--eps", "1", "--out", "{dir}/a"],
+    ["attack", "attribution", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--step-size", "0", "--out", "{dir}/a"],
+    ["attack", "attribution", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--pgd-step-size", "0", "--out", "{dir}/a"],
+    ["attack", "targeted", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--lr", "0", "--out", "{dir}/a"],
+    ["robustness", "evaluate", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--n", "2", "--attacks", "apgd-ce", "--eps", "1", "--out", "{dir}/r"],
+    ["robustness", "study", "{study_one}", "--dataset", "cub", "--root", "{cub}", "--eps", "1.0", "--out", "{dir}/r"],
     # session 6: training/localization/data
     ["config", "show", "--set", "epochs="],
     ["config", "show", "--set", "=3"],
@@ -288,7 +294,8 @@ def assets(tmp_path_factory) -> dict:
                        ("numbers", "models:\n  - name: a\n    model: pyautoattack-resnet18\n    weights: [1, 2]\n"),
                        ("slash", f"models:\n  - name: ../a\n    checkpoint: {ck}\n"),
                        ("typo", f"models:\n  - name: a\n    checkpoint: {ck}\n    weight: x.pt\n"),
-                       ("both", f"models:\n  - name: a\n    checkpoint: {ck}\n    model: pyautoattack-resnet18\n")):
+                       ("both", f"models:\n  - name: a\n    checkpoint: {ck}\n    model: pyautoattack-resnet18\n"),
+                       ("one", f"models:\n  - name: a\n    checkpoint: {ck}\n")):
         (base / f"study_{name}.yaml").write_text(text)
         found[f"study_{name}"] = str(base / f"study_{name}.yaml")
     return {**found, "base": base}

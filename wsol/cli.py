@@ -353,7 +353,7 @@ def _n_option(default: int) -> Any:
 NOpt = _n_option(500)
 NAttributionOpt = _n_option(1000)
 NTargetedOpt = _n_option(100)
-EpsOpt = Annotated[str, typer.Option("--eps", help="Attack radius in pixel units: 8/255 or a decimal.")]
+EpsOpt = Annotated[str, typer.Option("--eps", help="Attack radius in pixel units of [0, 1] images: 8/255 or a decimal such as 0.031; a bare 8 (or 1 in linf) is refused as a forgotten /255.")]
 NormOpt = Annotated[str, typer.Option("--norm", help="Threat model: linf or l2.")]
 Bf16Opt = Annotated[bool, typer.Option("--bf16", help="Also run under CUDA bf16 autocast, reported beside fp32 (CUDA only).")]
 NIterOpt = Annotated[Optional[int], typer.Option("--n-iter", min=1, help="Iterations per attack (default: AutoAttack's; Square counts queries: --n-queries).")]
@@ -372,7 +372,7 @@ def _robust_settings(checkpoint: Optional[Path], model: Optional[str], weights: 
     if checkpoint is not None and weights:
         raise WsolError("--weights goes with --model NAME; a --checkpoint carries its own weights, drop --weights")
     name, files = ("wsol-checkpoint", [checkpoint]) if checkpoint is not None else (model, list(weights or []))
-    kw["eps"] = parse_eps(kw["eps"])
+    kw["eps"] = parse_eps(kw["eps"], norm=kw["norm"])
     return RobustnessSettings(model=str(name), weights=[str(f) for f in files], dataset=dataset, **kw).validate()
 
 
@@ -478,7 +478,7 @@ def robustness_study(
     from wsol.jobs.robustness import RobustnessSettings, parse_eps, parse_eps_sweep, run_study
     from wsol.utils.distributed import is_main_process
 
-    template = RobustnessSettings(model="", weights=[], dataset=dataset, n=n, seed=seed, eps=parse_eps(eps), norm=norm,
+    template = RobustnessSettings(model="", weights=[], dataset=dataset, n=n, seed=seed, eps=parse_eps(eps, norm=norm), norm=norm,
                                   ladder=list(_ladder(ladder)), sweep=parse_eps_sweep(eps_sweep), sweep_attack=attack,
                                   batch_size=batch_size, n_iter=n_iter, n_queries=n_queries, n_restarts=n_restarts, bf16=bf16).validate()
     report = run_study(models, template, resolve_root(dataset, root), out, device)

@@ -86,6 +86,22 @@ def test_parse_eps_and_sweep() -> None:
             job.parse_eps_sweep(bad)
 
 
+def test_a_bare_whole_eps_is_refused_as_a_forgotten_255() -> None:
+    """--eps 8 (or 1 in linf) is 8/255 with the fraction forgotten; the error says which fraction was meant."""
+    with pytest.raises(ConfigError, match=r"did you mean --eps 8/255\?"):
+        job.parse_eps("8")
+    with pytest.raises(ConfigError, match=r"did you mean --pgd-eps 1/255\?.*255/255"):
+        job.parse_eps("1.0", "--pgd-eps")
+    assert job.parse_eps("255/255") == 1.0 and job.parse_eps("1", norm="l2") == 1.0 and job.parse_eps("0") == 0.0
+    with pytest.raises(ConfigError, match="above 0"):
+        job.parse_eps("0", "--step-size", positive=True)
+
+
+def test_eps_help_says_a_bare_number_is_refused(capsys) -> None:
+    assert run(["robustness", "evaluate", "--help"]) == 0
+    assert "forgotten /255" in " ".join(capsys.readouterr().out.split())
+
+
 def test_eps_is_shown_as_the_user_typed_it() -> None:
     assert [job.eps_text(e) for e in (8 / 255, 0.5, 1.0, 0.0, 0.03)] == ["8/255", "0.5", "1", "0", "0.03"]
 

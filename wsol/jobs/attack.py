@@ -102,7 +102,8 @@ class AttributionAttackSettings:
         _check_beta(self.beta)
         if self.pgd_steps < 0:
             raise ConfigError(f"--pgd-steps must be ≥ 0, got {self.pgd_steps}")
-        return parse_eps(self.eps), parse_eps(self.step_size, "--step-size"), parse_eps(self.pgd_eps, "--pgd-eps"), parse_eps(self.pgd_step_size, "--pgd-step-size")
+        return (parse_eps(self.eps), parse_eps(self.step_size, "--step-size", positive=True), parse_eps(self.pgd_eps, "--pgd-eps"),
+                parse_eps(self.pgd_step_size, "--pgd-step-size", positive=self.pgd_steps > 0))
 
 
 def _check_counts(**counts: Optional[int]) -> None:
@@ -145,7 +146,7 @@ class TargetedAttackSettings:
             raise ConfigError(f"--gamma weighs the output-keeping term and must be a number ≥ 0, got {self.gamma}")
         if self.target_index is not None and self.target_index < 0:
             raise ConfigError(f"--target-index is an image index of --split and must be ≥ 0, got {self.target_index}")
-        return parse_eps(self.eps), parse_eps(self.lr, "--lr")
+        return parse_eps(self.eps), parse_eps(self.lr, "--lr", positive=True)
 
 
 def _read_rows(path: Path, columns: Sequence[str]) -> List[Dict[str, str]]:
