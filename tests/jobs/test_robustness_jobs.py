@@ -188,7 +188,7 @@ def test_two_gloo_ranks_give_the_same_rows_as_one_process(cifar, tmp_path, tiny,
 
 def test_study_writes_both_tables_and_skips_done_models(cifar, tmp_path, tiny) -> None:
     study = tmp_path / "models.yaml"
-    study.write_text("models:\n  - name: a\n    model: tiny\n  - name: b\n    model: tiny\n")
+    study.write_text("models:\n  - name: a\n    model: tiny\n  - name: b\n    model: tiny2\n")
     template = settings(model="", sweep=[0, 2])
     report = job.run_study(study, template, cifar, tmp_path / "study", "cpu")
     text = report.read_text()
@@ -232,6 +232,12 @@ def test_study_file_errors(tmp_path) -> None:
     models = job.read_study(good)
     assert models[0].model == "wsol-checkpoint" and models[0].weights == [str(tmp_path / "n/model.safetensors")]
     assert models[1].weights == [str(tmp_path / f) for f in ("a.pt", "b.pt", "c.pt")]
+    bad.write_text("models:\n  - name: a\n    model: pyautoattack-resnet18\nladder: plus\n")
+    with pytest.raises(ConfigError, match="unknown top-level key.*ladder"):
+        job.read_study(bad)
+    bad.write_text("models:\n  - name: a\n    checkpoint: n/model.safetensors\n  - name: b\n    checkpoint: ./n/../n/model.safetensors\n")
+    with pytest.raises(ConfigError, match=r"same model and weights twice \(a and b\)"):
+        job.read_study(bad)
 
 
 def test_study_refuses_bf16_off_cuda_before_writing(cifar, tmp_path, tiny) -> None:

@@ -446,6 +446,10 @@ def read_study(path: Path) -> List[StudyModel]:
         doc = yaml.safe_load(Path(path).read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"study file {path} is not valid YAML ({' '.join(str(err).split())[:120]})") from None
+    if isinstance(doc, dict) and set(doc) - {"models"}:
+        unknown = ", ".join(sorted(str(k) for k in set(doc) - {"models"}))
+        raise ConfigError(f"study file {path}: unknown top-level key(s) {unknown}; the file holds only 'models:' "
+                          "(ladder, ε, sweep and n are command-line options)")
     entries = doc.get("models") if isinstance(doc, dict) else doc
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"study file {path} needs a non-empty list under 'models:' (each with name and weights, or name and checkpoint)")
@@ -475,6 +479,13 @@ def read_study(path: Path) -> List[StudyModel]:
     labels = [m.label for m in models]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"study file {path} names a model twice; give each model its own name")
+    first: Dict[Tuple[str, Tuple[str, ...]], str] = {}
+    for m in models:
+        key = (m.model, tuple(str(Path(f).resolve()) for f in m.weights))
+        if key in first:
+            raise ConfigError(f"study file {path} lists the same model and weights twice ({first[key]} and {m.label}); "
+                              "drop one, or point it at its own weights")
+        first[key] = m.label
     return models
 
 
