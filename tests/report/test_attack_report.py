@@ -55,6 +55,19 @@ def test_a_folder_without_a_run_is_a_one_line_error(tmp_path, capsys) -> None:
     assert "not a finished attack run" in capsys.readouterr().err
 
 
+def test_a_run_still_in_progress_is_named_as_such(runs, tmp_path, capsys) -> None:
+    """A run with rows but no summary yet (running, or interrupted) is not reported, and the error says how to finish it."""
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "samples.csv").write_text((runs[0] / "samples.csv").read_text())
+    (unfinished / "config.json").write_text((runs[0] / "config.json").read_text())
+    for argv in (["report", "table1", str(unfinished)], ["report", "figures", str(unfinished), "--out", str(tmp_path / "f")]):
+        assert run(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "has not finished" in err and "rerun the same `wsol attack` command" in err
+    assert not (tmp_path / "f").exists()
+
+
 def test_table1_reads_a_folder_named_twice_once_and_says_it_replaces_the_csv(runs, tmp_path, capsys) -> None:
     out = tmp_path / "table1.csv"
     out.write_text("old\n")

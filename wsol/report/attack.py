@@ -64,6 +64,9 @@ def load_run(folder: Path) -> AttackRun:
     a targeted run) is a one-line error."""
     folder = Path(folder)
     summary_path, samples_path = folder / "summary.json", folder / "samples.csv"
+    if samples_path.is_file() and not summary_path.is_file():
+        raise DataError(f"{folder} holds an attack run that has not finished (samples.csv, no summary.json yet): wait for it to end, "
+                        "or if it was interrupted rerun the same `wsol attack` command to finish it")
     if not summary_path.is_file() or not samples_path.is_file():
         raise DataError(f"{folder} is not a finished attack run (no summary.json or samples.csv); run `wsol attack attribution --out {folder}`")
     try:
