@@ -135,8 +135,18 @@ def test_small_checkpoint_loads_strictly_with_prefixes(tmp_path: Path) -> None:
 def test_pickled_code_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "m.pt"
     torch.save({"net": cifar_resnet18()}, path)
-    with pytest.raises(CheckpointError, match="cannot load"):
+    with pytest.raises(CheckpointError, match=r"needs code to unpickle \(a whole model saved with torch.save\(model\)\?\); save model.state_dict\(\)"):
         load_robust_model("pyautoattack-resnet18", path)
+
+
+def test_truncated_and_empty_weight_files_are_one_line_errors(tmp_path: Path) -> None:
+    whole = tmp_path / "whole.pt"
+    torch.save(cifar_resnet18().state_dict(), whole)
+    for name, data in (("cut.pt", whole.read_bytes()[:5000]), ("empty.pt", b"")):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(CheckpointError, match=f"cannot read checkpoint .*{name}") as err:
+            load_robust_model("pyautoattack-resnet18", tmp_path / name)
+        assert "\n" not in str(err.value)
 
 
 def test_wsol_checkpoint_by_name(tmp_path: Path) -> None:

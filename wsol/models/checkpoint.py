@@ -60,16 +60,22 @@ def load_state_file(path: Path) -> Dict[str, torch.Tensor]:
             return load_file(str(path))
         except Exception as err:  # safetensors raises its own error types
             raise CheckpointError(f"cannot read safetensors file {path}: {err}") from None
+    return _unwrap_state_dict(read_torch_file(path), path)
+
+
+def read_torch_file(path: Path) -> Any:
+    """What a .pt/.pth/.bin file holds, read with ``torch.load(weights_only=True)``: a file that needs code to
+    unpickle (a whole model saved with ``torch.save(model)``) and an unreadable or truncated file are one-line errors."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else "unsupported content"
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
         raise CheckpointError(
-            f"refusing to load {path}: it needs code to unpickle ({first}); save a plain state_dict or safetensors"
+            f"refusing to load {path}: it needs code to unpickle (a whole model saved with torch.save(model)?); "
+            "save model.state_dict() or safetensors instead"
         ) from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from None
-    return _unwrap_state_dict(obj, path)
+    except Exception as err:  # zip, EOF and IO errors all mean the same thing to the user
+        first = (str(err).strip().splitlines() or ["unreadable or empty"])[0]
+        raise CheckpointError(f"cannot read checkpoint {path} ({first})") from None
 
 
 def _unwrap_state_dict(obj: Any, path: Path) -> Dict[str, torch.Tensor]:

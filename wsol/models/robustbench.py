@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from wsol.errors import CheckpointError
 from wsol.models.build import load_model
-from wsol.models.checkpoint import check_keys
+from wsol.models.checkpoint import check_keys, read_torch_file
 from wsol.models.cifar_resnet import cifar_resnet18
 from wsol.models.dm_wrn import dm_wide_resnet, ra_wide_resnet_70_16
 from wsol.models.mixing import MixedClassifier, bai2023_edm
@@ -111,11 +111,7 @@ def strip_prefixes(state: Mapping[str, torch.Tensor], prefixes: Sequence[str] = 
 
 
 def _read_state(path: Path) -> Dict[str, object]:
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle / zip / IO errors all mean the same thing to the user
-        first = (str(err).strip().splitlines() or ["unreadable"])[0]
-        raise CheckpointError(f"cannot load {path} as plain tensors ({first})") from None
+    obj = read_torch_file(path)
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict):
