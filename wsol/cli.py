@@ -588,9 +588,12 @@ def report_table1_command(
     from wsol.report.attack import table1
 
     replaced = out is not None and out.exists()
-    typer.echo(table1(runs, out), nl=False)
+    text, notes = table1(runs, out)
+    typer.echo(text, nl=False)
     if out is not None:
         typer.echo(f"wrote {out}" + (" (replacing the earlier file)" if replaced else ""), err=True)
+    for note in notes:
+        typer.echo(f"note: {note}", err=True)
 
 
 @report_app.command("figures")

@@ -55,6 +55,23 @@ def test_a_folder_without_a_run_is_a_one_line_error(tmp_path, capsys) -> None:
     assert "not a finished attack run" in capsys.readouterr().err
 
 
+def test_table1_says_which_attack_arguments_its_runs_differ_in(runs, capsys) -> None:
+    assert run(["report", "table1", *map(str, runs)]) == 0
+    assert capsys.readouterr().err == "note: the runs differ in eps, which the table does not show; each run's config.json has its arguments\n"
+    assert run(["report", "table1", str(runs[0])]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_table1_never_writes_over_a_file_of_its_runs(runs, capsys) -> None:
+    for name in ("summary.json", "samples.csv"):
+        target = runs[0] / name
+        before = target.read_bytes()
+        assert run(["report", "table1", *map(str, runs), "--out", str(target)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: ") and "would destroy the run" in err
+        assert target.read_bytes() == before
+
+
 def test_a_run_still_in_progress_is_named_as_such(runs, tmp_path, capsys) -> None:
     """A run with rows but no summary yet (running, or interrupted) is not reported, and the error says how to finish it."""
     unfinished = tmp_path / "unfinished"
@@ -74,7 +91,7 @@ def test_table1_reads_a_folder_named_twice_once_and_says_it_replaces_the_csv(run
     assert run(["report", "table1", str(runs[0]), str(runs[0]) + "/", str(runs[1]), "--out", str(out)]) == 0
     captured = capsys.readouterr()
     assert len(captured.out.splitlines()) == 2 + 2
-    assert captured.err == f"wrote {out} (replacing the earlier file)\n"
+    assert captured.err.splitlines()[0] == f"wrote {out} (replacing the earlier file)"  # then the note on eps
     assert [r["run"] for r in csv.DictReader(out.open())] == [runs[0].name, runs[1].name]
 
 

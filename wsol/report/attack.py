@@ -130,12 +130,35 @@ def table1_rows(runs: Sequence[AttackRun]) -> List[Dict[str, Any]]:
     return rows
 
 
-def table1(folders: Sequence[Path], out_csv: Optional[Path] = None) -> str:
-    """Table 1 as Markdown (returned) and, with ``out_csv``, as CSV."""
-    rows = table1_rows(load_runs(folders))
+RUN_FILES = ("samples.csv", "summary.json", "config.json", "maps.npz")
+"""The files of an attack run folder: a report never writes over them."""
+TABLE1_FREE = ("batch_size", "n_maps", "root", "checkpoint", "method", "arch", "dataset", "attribution", "preset", "n", "seed")
+"""Arguments runs may differ in and still be compared row by row (the table shows or does not depend on them)."""
+
+
+def setting_differences(runs: Sequence[AttackRun]) -> List[str]:
+    """Attack arguments (k, ε, steps, objective, ...) that differ between ``runs``: their IN and K are then measured
+    under different attacks, which the table's columns do not show."""
+    keys = sorted({k for run in runs for k in run.config} - set(TABLE1_FREE))
+    return [k for k in keys if len({json.dumps(run.config.get(k), default=str) for run in runs}) > 1]
+
+
+def table1(folders: Sequence[Path], out_csv: Optional[Path] = None) -> Tuple[str, List[str]]:
+    """Table 1 as Markdown and, with ``out_csv``, as CSV; returns the Markdown and notes for the reader (runs
+    attacked with different arguments). An ``out_csv`` that is one of the runs' own files is refused."""
+    runs = load_runs(folders)
+    if out_csv is not None:
+        target = Path(out_csv).resolve()
+        for run in runs:
+            if target.parent == run.folder.resolve() and target.name in RUN_FILES:
+                raise DataError(f"--out {out_csv} is the {target.name} of run {run.folder}; writing the table there would destroy the run; "
+                                "give another file, e.g. table1.csv")
+    rows = table1_rows(runs)
+    differ = setting_differences(runs)
+    notes = [f"the runs differ in {', '.join(differ)}, which the table does not show; each run's config.json has its arguments"] if differ else []
     if out_csv is not None:
         write_csv(out_csv, rows, TABLE1_COLUMNS)
-    return markdown_table(rows, TABLE1_COLUMNS)
+    return markdown_table(rows, TABLE1_COLUMNS), notes
 
 
 def _finite(values: np.ndarray) -> np.ndarray:
