@@ -218,3 +218,19 @@ def test_demo_section_reports_in_and_k_per_model(tiny) -> None:
     assert len(rows) == 1 and set(rows[0]) == set(DEMO_COLUMNS)
     summary = json.loads((tiny["base"] / "demo" / "natural" / "summary.json").read_text())
     assert rows[0]["IN"] == summary["metrics"]["topk_intersection"]["mean"] and rows[0]["attacked"] == summary["attacked"]
+
+
+def test_a_checkpoint_whose_classes_are_not_the_datasets_gets_a_note(tiny, tmp_path, capsys) -> None:
+    """Same class count, other class names (a model of another dataset): the attack runs and says so on stderr."""
+    import shutil
+
+    other = tmp_path / "other.safetensors"
+    shutil.copy(tiny["checkpoint"], other)
+    meta = json.loads(Path(tiny["checkpoint"]).with_suffix(".json").read_text())
+    other.with_suffix(".json").write_text(json.dumps({**meta, "dataset": "cifar10", "class_names": ["airplane", "automobile"]}))
+    assert _attack(tiny, tmp_path / "a", "--n", "2", "--steps", "1", "--pgd-steps", "0") == 0 and "note:" not in capsys.readouterr().err
+    argv = ["attack", "attribution", "--checkpoint", str(other), "--dataset", "shapes", "--root", str(tiny["root"]), "--out", str(tmp_path / "b"),
+            *ARGS, "--n", "2", "--steps", "1", "--pgd-steps", "0"]
+    assert run(argv) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "trained on cifar10 with classes airplane, automobile, but shapes has disc, square" in notes[0]

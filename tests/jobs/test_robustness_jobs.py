@@ -377,3 +377,21 @@ def test_the_default_n_and_the_same_n_typed_out_are_one_run(cifar, tmp_path, mon
     loads.clear()
     job.run_study(study, settings(n=None, **template), cifar, tmp_path / "s", "cpu")
     assert loads == []
+
+
+def test_a_checkpoint_of_another_dataset_with_as_many_classes_gets_a_note(cifar, tmp_path, capsys, monkeypatch) -> None:
+    """A 10-class shapes model on cifar10 passes the class-count check; its recorded class names say it is another dataset."""
+    from wsol.models import build_model, save_model
+    from wsol.data.shapes import shapes_class_names
+
+    monkeypatch.setenv("WSOL_PROGRESS", "0")
+    model = build_model("small-cnn", 10, input_size=32)
+    args = ["robustness", "per-class", "--dataset", "cifar10", "--root", str(cifar), "--eps-sweep", "0:1", "--n", "4", "--n-iter", "1",
+            "--n-restarts", "1", "--device", "cpu"]
+    other = save_model(model, tmp_path / "shapes", dataset="shapes", class_names=shapes_class_names(10))
+    assert run([*args, "--checkpoint", str(other), "--out", str(tmp_path / "a")]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "was trained on shapes with classes disc, square, triangle, ..." in notes[0] and "but cifar10 has c0, c1, c2" in notes[0]
+    same = save_model(model, tmp_path / "cifar", dataset="cifar10", class_names=[n.decode() for n in NAMES])
+    assert run([*args, "--checkpoint", str(same), "--out", str(tmp_path / "b")]) == 0
+    assert "note:" not in capsys.readouterr().err

@@ -26,7 +26,7 @@ from wsol.attacks.pgd_eval import LOSSES as PGD_LOSSES
 from wsol.attacks.pgd_eval import epsilon_sweep, pgd_evaluate
 from wsol.errors import ConfigError, WsolError
 from wsol.export.tables import markdown_table, matrix_rows, write_csv
-from wsol.jobs.runfolder import config_differences, lock_run_folder, parse_eps, select_samples, write_json, write_text
+from wsol.jobs.runfolder import class_names_note, config_differences, lock_run_folder, note, parse_eps, select_samples, write_json, write_text
 from wsol.metrics.robustness import (
     across_models_rows, attack_confusion, class_mean, ladder_rows, per_class_accuracy, summary_rows, sweep_rows, total_drop,
 )
@@ -356,6 +356,8 @@ def evaluate_robustness(s: RobustnessSettings, root: Path, out: Path, device: Op
     with (contextlib.nullcontext(out) if locked else lock_run_folder(out)):
         dist.barrier()
         _check_run_file(out, s)
+        if s.model == "wsol-checkpoint":
+            note(class_names_note(s.weights[0], s.dataset, names))
         result: Dict[str, Any] = {"model": name, "n": len(y), "class_names": names, "labels": y}
         for precision in s.precisions:
             tag = "" if precision == "fp32" else " (bf16)"

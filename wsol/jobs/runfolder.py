@@ -7,6 +7,7 @@ samples, results are gathered on every rank, and only rank 0 writes.
 from __future__ import annotations
 
 import json
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, TypeVar, Union
@@ -70,6 +71,30 @@ def parse_eps(text: str, name: str = "--eps", *, norm: str = "linf", positive: b
     if positive and value == 0:
         raise ConfigError(f"{name} must be above 0 (e.g. 1/255): a step of 0 leaves every image as it is, got {text!r}")
     return value
+
+
+def class_names_note(checkpoint: PathLike, dataset: str, names: Sequence[str]) -> Optional[str]:
+    """A note when a wsol checkpoint's recorded classes are not ``dataset``'s (same count, other names or order:
+    a model of another dataset, whose accuracies here mean nothing); None when they agree or are not recorded.
+    A note, not an error: a dataset in another layout (CUB and its wsolmeta split) may name the same classes apart."""
+    from wsol.models.build import checkpoint_meta
+
+    meta = checkpoint_meta(checkpoint)
+    trained = [str(n) for n in meta.get("class_names") or []]
+    if not trained or not names or trained == [str(n) for n in names]:
+        return None
+
+    def head(items: Sequence[str]) -> str:
+        return ", ".join(items[:3]) + (", ..." if len(items) > 3 else "")
+
+    return (f"checkpoint {checkpoint} was trained on {meta.get('dataset') or 'another dataset'} with classes {head(trained)}, "
+            f"but {dataset} has {head([str(n) for n in names])}: if it is another dataset, its accuracies here mean nothing")
+
+
+def note(text: Optional[str]) -> None:
+    """Print ``note: text`` on stderr from rank 0 (nothing for None)."""
+    if text and dist.is_main_process():
+        print(f"note: {text}", file=sys.stderr, flush=True)
 
 
 def write_text(path: PathLike, text: str) -> None:
@@ -142,11 +167,13 @@ def lock_run_folder(path: PathLike) -> Iterator[Path]:
 
 
 __all__ = [
+    "class_names_note",
     "config_differences",
     "finished_epochs",
     "gather",
     "keep_records_until",
     "lock_run_folder",
+    "note",
     "parse_eps",
     "select_samples",
     "shard",
