@@ -75,11 +75,11 @@ def parse_eps(text: str, name: str = "--eps", *, norm: str = "linf", positive: b
 
 def class_names_note(checkpoint: PathLike, dataset: str, names: Sequence[str]) -> Optional[str]:
     """A note when a wsol checkpoint's recorded classes are not ``dataset``'s (same count, other names or order:
-    a model of another dataset, whose accuracies here mean nothing); None when they agree or are not recorded.
+    a model of another dataset, whose accuracies here mean nothing); None when they agree or are not recorded (no sidecar).
     A note, not an error: a dataset in another layout (CUB and its wsolmeta split) may name the same classes apart."""
-    from wsol.models.build import checkpoint_meta
+    from wsol.models.checkpoint import read_sidecar
 
-    meta = checkpoint_meta(checkpoint)
+    meta = read_sidecar(Path(checkpoint)) or {}
     trained = [str(n) for n in meta.get("class_names") or []]
     if not trained or not names or trained == [str(n) for n in names]:
         return None
