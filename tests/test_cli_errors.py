@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -212,6 +213,8 @@ CASES: List[List[str]] = [
     ["attack", "targeted", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--lr", "0", "--out", "{dir}/a"],
     ["robustness", "evaluate", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--n", "2", "--attacks", "apgd-ce", "--eps", "1", "--out", "{dir}/r"],
     ["robustness", "study", "{study_one}", "--dataset", "cub", "--root", "{cub}", "--eps", "1.0", "--out", "{dir}/r"],
+    ["robustness", "evaluate", "--model", "pyautoattack-resnet18", "--weights", "{evil}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/r"],
+    ["robustness", "evaluate", "--checkpoint", "{ckpt2_json}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/r"],
     # session 6: training/localization/data
     ["config", "show", "--set", "epochs="],
     ["config", "show", "--set", "=3"],
@@ -233,6 +236,13 @@ CASES: List[List[str]] = [
     ["train", "shapes", "--config", "{dir}", "--out", "{dir}/run"],
     ["visualize", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/grid"],
 ]
+
+
+class _Payload:
+    """A pickled value that needs code (os.system) to load."""
+
+    def __reduce__(self):
+        return (os.system, ("true",))
 
 
 def _cub(root: Path, box: str = "4 4 10 10", corrupt: bool = False, test: bool = True) -> str:
@@ -282,6 +292,10 @@ def assets(tmp_path_factory) -> dict:
     corrupt.write_bytes(b"not a safetensors file")
     corrupt.with_suffix(".json").write_text(Path(found["ckpt2"]).with_suffix(".json").read_text())
     found["ckpt_corrupt"] = str(corrupt)
+    found["ckpt2_json"] = str(Path(found["ckpt2"]).with_suffix(".json"))
+    evil = base / "evil.pth"
+    evil.write_bytes(pickle.dumps({"weight": _Payload()}, protocol=4))  # a plain pickle: torch warns about its protocol
+    found["evil"] = str(evil)
     for name, summary in (("broken", '{"total": 3'), ("targeted", json.dumps({"total": 1, "metrics": {}, "config": {"attack": "targeted"}}))):
         (base / f"run_{name}").mkdir()
         (base / f"run_{name}" / "summary.json").write_text(summary)

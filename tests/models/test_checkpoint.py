@@ -68,3 +68,23 @@ def test_checkpoint_crash_keeps_previous_checkpoint(tmp_path, monkeypatch) -> No
         save_model(build_model("small-cnn", 3), tmp_path / "model", epoch=2)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json", "model.safetensors"]
+
+
+def test_a_plain_pickle_is_refused_without_torchs_protocol_warning(tmp_path) -> None:
+    """torch warns about a protocol-4 pickle before refusing it; that warning would be a second stderr line before the error."""
+    import warnings
+
+    path = tmp_path / "evil.pth"
+    path.write_bytes(pickle.dumps({"weight": _Payload()}, protocol=4))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(CheckpointError, match="needs code to unpickle"):
+            load_state_file(path)
+    assert [str(w.message) for w in caught] == []
+
+
+def test_a_file_that_is_no_pytorch_file_is_named_so(tmp_path) -> None:
+    path = tmp_path / "weights.pt"
+    path.write_text('{"not": "weights"}')
+    with pytest.raises(CheckpointError, match="is not a PyTorch weights file"):
+        load_state_file(path)

@@ -135,7 +135,7 @@ def test_small_checkpoint_loads_strictly_with_prefixes(tmp_path: Path) -> None:
 def test_pickled_code_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "m.pt"
     torch.save({"net": cifar_resnet18()}, path)
-    with pytest.raises(CheckpointError, match=r"needs code to unpickle \(a whole model saved with torch.save\(model\)\?\); save model.state_dict\(\)"):
+    with pytest.raises(CheckpointError, match=r"needs code to unpickle \(\S*ResNet\S*: a whole model saved with torch.save\(model\)\?\); save model.state_dict\(\)"):
         load_robust_model("pyautoattack-resnet18", path)
 
 
@@ -147,6 +147,18 @@ def test_truncated_and_empty_weight_files_are_one_line_errors(tmp_path: Path) ->
         with pytest.raises(CheckpointError, match=f"cannot read checkpoint .*{name}") as err:
             load_robust_model("pyautoattack-resnet18", tmp_path / name)
         assert "\n" not in str(err.value)
+    json_file = tmp_path / "model.json"
+    json_file.write_text('{"format": "wsol-checkpoint-v1"}')
+    with pytest.raises(CheckpointError, match="not a PyTorch weights file"):
+        load_robust_model("pyautoattack-resnet18", json_file)
+
+
+def test_a_checkpoint_sidecar_given_as_the_checkpoint_names_the_weights_beside_it(tmp_path: Path) -> None:
+    from wsol.models import build_model, save_model
+
+    saved = save_model(build_model("small-cnn", 2, input_size=32), tmp_path / "model")
+    with pytest.raises(CheckpointError, match=f"JSON sidecar; pass the weights file beside it, e.g. {saved}"):
+        load_robust_model("wsol-checkpoint", saved.with_suffix(".json"))
 
 
 def test_wsol_checkpoint_by_name(tmp_path: Path) -> None:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
+import warnings
 from pathlib import Path
 from typing import Any, Dict, Mapping
 
@@ -67,15 +69,24 @@ def read_torch_file(path: Path) -> Any:
     """What a .pt/.pth/.bin file holds, read with ``torch.load(weights_only=True)``: a file that needs code to
     unpickle (a whole model saved with ``torch.save(model)``) and an unreadable or truncated file are one-line errors."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+        with warnings.catch_warnings():  # torch warns on stderr about a plain pickle's protocol before it fails or loads
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        with open(path, "rb") as fh:
+            if not fh.read(2).startswith((b"PK", b"\x80")):  # neither torch's zip nor a pickle: JSON, text, an image ...
+                raise CheckpointError(f"cannot read checkpoint {path}: it is not a PyTorch weights file (.pt/.pth)") from None
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
         raise CheckpointError(
-            f"refusing to load {path}: it needs code to unpickle (a whole model saved with torch.save(model)?); "
-            "save model.state_dict() or safetensors instead"
+            f"refusing to load {path}: it needs code to unpickle ({found.group(1) + ': ' if found else ''}a whole model saved with "
+            "torch.save(model)?); save model.state_dict() or safetensors instead"
         ) from None
     except Exception as err:  # zip, EOF and IO errors all mean the same thing to the user
-        first = (str(err).strip().splitlines() or ["unreadable or empty"])[0]
-        raise CheckpointError(f"cannot read checkpoint {path} ({first})") from None
+        raise CheckpointError(f"cannot read checkpoint {path} ({_first_line(err)})") from None
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or ["unreadable or empty"])[0]
 
 
 def _unwrap_state_dict(obj: Any, path: Path) -> Dict[str, torch.Tensor]:
