@@ -355,6 +355,7 @@ def evaluate_robustness(s: RobustnessSettings, root: Path, out: Path, device: Op
     with (contextlib.nullcontext(out) if locked else lock_run_folder(out)):
         dist.barrier()
         _check_run_file(out, s)
+        dist.mark_work_started()
         result: Dict[str, Any] = {"model": name, "n": len(y), "class_names": names, "labels": y}
         for precision in s.precisions:
             tag = "" if precision == "fp32" else " (bf16)"
