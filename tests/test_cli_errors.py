@@ -167,6 +167,10 @@ CASES: List[List[str]] = [
     ["attack", "attribution", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--beta", "0", "--out", "{dir}/a"],
     ["attack", "attribution", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--beta", "nan", "--out", "{dir}/a"],
     ["attack", "targeted", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--gamma", "nan", "--out", "{dir}/a"],
+    ["attack", "targeted", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--beta-growth", "10", "--out", "{dir}/a"],
+    ["attack", "targeted", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--beta-growth", "0:100", "--out", "{dir}/a"],
+    ["attack", "targeted", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--beta-growth", "a:b", "--out", "{dir}/a"],
+    ["attack", "targeted", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--beta-growth", "10:100:1000", "--out", "{dir}/a"],
     ["attack", "targeted", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--target-index", "9", "--n", "2", "--out", "{dir}/a"],
     ["attack", "targeted", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--target-index", "-1", "--out", "{dir}/a"],
     ["attack", "targeted", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--out", "{file}"],
@@ -385,3 +389,35 @@ def test_subprocess_entry_point_prints_one_line(tmp_path) -> None:
     assert done.returncode == 2, done.stderr
     assert len(done.stderr.splitlines()) == 1 and done.stderr.startswith("error: "), done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_under_torchrun_a_mistake_is_printed_once_not_once_per_rank(tmp_path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "--", "wsol", "attack", "attribution",
+                           "--checkpoint", "missing.safetensors", "--dataset", "shapes", "--out", "a"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "missing.safetensors" in errors[0], done.stderr
+
+
+def test_a_rank_other_than_0_stays_silent_before_the_ranks_connect(monkeypatch, capsys) -> None:
+    monkeypatch.setenv("RANK", "1")
+    assert run(["train", "shapes", "--epochs", "-1"]) == 2
+    assert capsys.readouterr().err == ""
+    monkeypatch.setenv("RANK", "0")
+    assert run(["train", "shapes", "--epochs", "-1"]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_once_the_work_has_started_another_rank_names_itself(monkeypatch, capsys) -> None:
+    from wsol.utils import distributed
+
+    from wsol.cli import _error
+
+    monkeypatch.setenv("RANK", "1")
+    distributed.mark_work_started()
+    _error("a file of this rank's shard is broken")
+    assert capsys.readouterr().err == "error: rank 1: a file of this rank's shard is broken\n"
+    assert run(["train", "shapes", "--epochs", "-1"]) == 2  # a new command starts unstarted
+    assert capsys.readouterr().err == ""

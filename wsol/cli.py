@@ -553,6 +553,7 @@ def attack_targeted_command(
     steps: Annotated[int, typer.Option("--steps", min=1, help="Attack iterations.")] = 100,
     gamma: Annotated[float, typer.Option("--gamma", help="Weight of the output-keeping term.")] = 1e3,
     beta: BetaOpt = 50.0,
+    beta_growth: Annotated[Optional[str], typer.Option("--beta-growth", help="B0:B1 replaces --beta by a β rising geometrically from B0 to B1 over the iterations (Dombrowski et al. use 10:100).")] = None,
     k: AttackKOpt = 100,
     ig_steps: IgStepsOpt = 30,
     target_index: Annotated[Optional[int], typer.Option("--target-index", help="Index in the split of the one image every map is driven to (default: each sample gets another of the n samples, a seeded cycle).")] = None,
@@ -567,7 +568,7 @@ def attack_targeted_command(
     from wsol.jobs.attack import TargetedAttackSettings, run_targeted_attack
 
     settings = TargetedAttackSettings(
-        attribution=attribution, eps=eps, lr=lr, steps=steps, gamma=gamma, beta=beta, k=k, ig_steps=ig_steps, target_index=target_index,
+        attribution=attribution, eps=eps, lr=lr, steps=steps, gamma=gamma, beta=beta, beta_growth=beta_growth, k=k, ig_steps=ig_steps, target_index=target_index,
         n=n, seed=seed, batch_size=batch_size, split=split,
     )
     settings.check()
@@ -626,6 +627,21 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def _error(message: str, *, per_rank: bool = True) -> None:
+    """Print ``error: message`` once per job. Under torchrun every rank makes the same checks on the same
+    arguments and files before its work starts, so a mistake found then is printed by rank 0 alone; an error
+    met once the work has started may be one rank's own, so another rank prints it too, naming itself
+    (``per_rank=False``: rank 0 alone in any case)."""
+    from wsol.utils.distributed import launched_rank, work_started
+
+    rank = launched_rank()
+    if rank != 0:
+        if per_rank and work_started():
+            typer.echo(f"error: rank {rank}: {message}", err=True)
+        return
+    typer.echo(f"error: {message}", err=True)
+
+
 INTERRUPTED_STATUS = 130
 INTERRUPTED = ("interrupted; every file written so far is complete: run the same command again to continue "
                "(attacks, robustness runs and the demo resume; wsol train needs --resume)")
@@ -641,10 +657,13 @@ def run(argv: Optional[List[str]] = None) -> int:
     usage_errors = _click_classes("ClickException")
     exits = (typer.Exit,) + _click_classes("Exit")
     aborts = (typer.Abort,) + _click_classes("Abort")
+    from wsol.utils.distributed import mark_work_started
+
+    mark_work_started(False)
     try:
         result = app(args=argv, standalone_mode=False, prog_name="wsol")
     except WsolError as err:
-        typer.echo(f"error: {_one_line(err)}", err=True)
+        _error(_one_line(err))
         return 2
     except no_args_help as ex:
         typer.echo(ex.format_message())
@@ -652,15 +671,15 @@ def run(argv: Optional[List[str]] = None) -> int:
     except usage_errors as ex:
         ctx = getattr(ex, "ctx", None)
         hint = f"; see '{ctx.command_path} --help'" if ctx is not None else ""
-        typer.echo(f"error: {_one_line(ex.format_message()).rstrip('.')}{hint}", err=True)
+        _error(f"{_one_line(ex.format_message()).rstrip('.')}{hint}")
         return 2
     except exits as ex:
         return ex.exit_code
     except aborts:
-        typer.echo("error: aborted", err=True)
+        _error("aborted", per_rank=False)
         return 1
     if result == INTERRUPTED_STATUS:  # typer turns Ctrl-C into this status, silently; no command returns it
-        typer.echo(f"error: {INTERRUPTED}", err=True)
+        _error(INTERRUPTED, per_rank=False)
     return result if isinstance(result, int) else 0
 
 

@@ -158,6 +158,16 @@ def test_targeted_attack_rows(tiny) -> None:
     assert summary["total"] == 6 and set(summary["metrics"]) >= {"target_ssim", "original_ssim", "target_mse"}
 
 
+def test_targeted_beta_growth_is_recorded_and_changes_the_attack(tiny) -> None:
+    base = ["attack", "targeted", "--checkpoint", str(tiny["checkpoint"]), "--dataset", "shapes", "--root", str(tiny["root"]),
+            "--k", "20", "--steps", "3", "--n", "3"]
+    constant, growing = tiny["base"] / "beta_constant", tiny["base"] / "beta_growth"
+    assert run(base + ["--out", str(constant), "--beta", "10"]) == 0
+    assert run(base + ["--out", str(growing), "--beta", "10", "--beta-growth", "10:1000"]) == 0
+    assert json.loads((growing / "config.json").read_text())["beta_growth"] == "10:1000"
+    assert [r["target_mse"] for r in _rows(constant)] != [r["target_mse"] for r in _rows(growing)]
+
+
 def test_targeted_sample_that_is_its_own_target_is_left_out_of_the_means(tiny) -> None:
     out = tiny["base"] / "own_target"
     own = select_samples(14, 4, seed=0, default=0)[0]

@@ -79,3 +79,17 @@ def test_synth_folder_respects_the_umask(tmp_path) -> None:
     finally:
         os.umask(old)
     assert root.stat().st_mode & 0o777 == 0o750
+
+
+def test_transient_lock_leaves_no_lock_file_even_one_a_killed_run_left(tmp_path) -> None:
+    from wsol.utils.io import LOCK_NAME
+
+    with lock_run_folder(tmp_path, transient=True):
+        assert (tmp_path / LOCK_NAME).is_file()
+    assert not (tmp_path / LOCK_NAME).exists()
+    with lock_run_folder(tmp_path):
+        pass
+    assert (tmp_path / LOCK_NAME).is_file()
+    with lock_run_folder(tmp_path, transient=True):
+        pass
+    assert not (tmp_path / LOCK_NAME).exists()

@@ -120,3 +120,10 @@ def test_two_process_sharded_localize_equals_single_process(tiny, free_port) -> 
     assert ma.keys() == mb.keys()
     for key in ma:
         assert ma[key] == pytest.approx(mb[key]), key
+
+
+def test_localize_and_evaluate_leave_no_lock_file_in_the_users_folder(tiny, tmp_path) -> None:
+    out = tmp_path / "mine" / "preds.json"
+    assert _localize(tiny, out) == 0
+    assert run(["evaluate", "--pred", str(out), "--dataset", "shapes", "--root", str(tiny["root"])]) == 0
+    assert sorted(p.name for p in out.parent.iterdir()) == ["preds.json", "preds.meta.json", "preds.metrics.json"]

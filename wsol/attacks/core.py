@@ -17,6 +17,8 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 
+from wsol.utils.seeding import draw
+
 Objective = Callable[[torch.Tensor], torch.Tensor]
 """Maps the perturbed batch (N×C×H×W, requires grad) to per-sample losses (N) or their sum."""
 
@@ -40,26 +42,14 @@ def sample_generators(seed: int, keys: Sequence[int], stream: str = "") -> List[
     return [seeded(k) for k in keys]
 
 
-def _noise(shape: Sequence[int], generator: Generators, device: torch.device | str | None, normal: bool) -> torch.Tensor:
-    if isinstance(generator, Sequence):
-        if len(generator) != shape[0]:
-            raise ValueError(f"{len(generator)} generators for {shape[0]} rows")
-        if not generator:
-            return torch.empty(tuple(shape), device=device)
-        return torch.stack([_noise(tuple(shape[1:]), g, device, normal) for g in generator])
-    gen_device = generator.device if generator is not None else device
-    draw = torch.randn(tuple(shape), generator=generator, device=gen_device) if normal else torch.rand(tuple(shape), generator=generator, device=gen_device) * 2 - 1
-    return draw.to(device) if device is not None else draw
-
-
 def uniform_noise(shape: torch.Size | tuple, generator: Generators = None, device: torch.device | str | None = None) -> torch.Tensor:
     """U[−1, 1] noise of ``shape`` drawn from ``generator`` (or the global RNG) and moved to ``device``."""
-    return _noise(shape, generator, device, normal=False)
+    return draw(shape, generator, device) * 2 - 1
 
 
 def normal_noise(shape: torch.Size | tuple, generator: Generators = None, device: torch.device | str | None = None) -> torch.Tensor:
     """N(0, 1) noise of ``shape`` drawn like :func:`uniform_noise`."""
-    return _noise(shape, generator, device, normal=True)
+    return draw(shape, generator, device, normal=True)
 
 
 def project_linf(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:

@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from wsol.errors import UnknownNameError
+from wsol.utils.seeding import draw
 
 Target = Union[None, int, Sequence[int], torch.Tensor]
 
@@ -128,15 +129,7 @@ def make_generator(seed: int, generator: Optional[Union[torch.Generator, Sequenc
 
 
 def rand_like(x: torch.Tensor, shape: Sequence[int], generator: Union[torch.Generator, Sequence[torch.Generator]], normal: bool) -> torch.Tensor:
-    """Uniform [0, 1) or standard normal draws made on the generator's device, moved to ``x``.
-
-    A sequence of generators, one per image (``shape[0]`` of them), draws each image's rows from its
-    own generator, so an image's draws do not depend on the batch it is in."""
-    if isinstance(generator, Sequence):
-        if len(generator) != shape[0]:
-            raise ValueError(f"{len(generator)} generators for {shape[0]} images")
-        return torch.cat([rand_like(x, (1, *shape[1:]), g, normal) for g in generator])
-    draw = torch.randn if normal else torch.rand
+    """Uniform [0, 1) or standard normal draws (:func:`wsol.utils.seeding.draw`: one generator, or one per
+    image) in ``x``'s dtype (float64 draws for a float64 ``x``) on ``x``'s device."""
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    out = draw(tuple(shape), generator=generator, device=generator.device, dtype=dtype)
-    return out.to(device=x.device, dtype=x.dtype)
+    return draw(shape, generator, x.device, dtype, normal).to(dtype=x.dtype)

@@ -128,6 +128,7 @@ class TargetedAttackSettings:
     steps: int = 100
     gamma: float = 1e3
     beta: Optional[float] = 50.0
+    beta_growth: Optional[str] = None  # "B0:B1": β rises geometrically from B0 to B1 over the iterations
     k: int = 100
     ig_steps: int = 30
     target_index: Optional[int] = None
@@ -142,11 +143,25 @@ class TargetedAttackSettings:
         map_options(self.attribution, "consistent", self.ig_steps, None)
         _check_counts(n=self.n, steps=self.steps, ig_steps=self.ig_steps, batch_size=self.batch_size)
         _check_beta(self.beta)
+        self.beta_range()
         if not (math.isfinite(self.gamma) and self.gamma >= 0):
             raise ConfigError(f"--gamma weighs the output-keeping term and must be a number ≥ 0, got {self.gamma}")
         if self.target_index is not None and self.target_index < 0:
             raise ConfigError(f"--target-index is an image index of --split and must be ≥ 0, got {self.target_index}")
         return parse_eps(self.eps), parse_eps(self.lr, "--lr", positive=True)
+
+    def beta_range(self) -> Optional[Tuple[float, float]]:
+        """(β₀, β₁) of ``--beta-growth B0:B1``, or None for the constant ``--beta``."""
+        if self.beta_growth is None:
+            return None
+        parts = self.beta_growth.split(":")
+        try:
+            lo, hi = (float(p) for p in parts) if len(parts) == 2 else (math.nan, math.nan)
+        except ValueError:
+            lo = hi = math.nan
+        if not all(math.isfinite(b) and b > 0 for b in (lo, hi)):
+            raise ConfigError(f"--beta-growth takes two positive numbers B0:B1 (e.g. 10:100, β rising from B0 to B1), got {self.beta_growth!r}")
+        return lo, hi
 
 
 def _read_rows(path: Path, columns: Sequence[str]) -> List[Dict[str, str]]:
@@ -234,6 +249,7 @@ class _Run:
                 summarize: Callable[[List[Dict[str, str]]], Dict[str, Any]], after_batch: Optional[Callable[[int], None]] = None) -> Dict[str, Any]:
         """Attack the samples not done yet under the folder's lock, then write ``summarize(all rows)`` as the summary (rank 0)."""
         with lock_run_folder(self.out):
+            dist.mark_work_started()
             rows = self._attack(model, data, indices, batch_size, n_maps, fn, desc, device, after_batch)
             summary = summarize(rows) if dist.is_main_process() else {}
             write_json(self.out / SUMMARY_FILE, summary)
@@ -417,7 +433,7 @@ def run_targeted_attack(
         targets = [target_of[i] for i in idx]
         goal = torch.stack([data[t].image for t in targets]).to(x)
         result = targeted_manipulation(model, x, target_images=goal, generator=sample_generators(s.seed, idx, "targeted"), attribution=s.attribution,
-                                       eps=eps, steps=s.steps, lr=lr, gamma=s.gamma, beta=s.beta, k=s.k, ig_steps=s.ig_steps, return_maps=True)
+                                       eps=eps, steps=s.steps, lr=lr, gamma=s.gamma, beta=s.beta, beta_growth=s.beta_range(), k=s.k, ig_steps=s.ig_steps, return_maps=True)
         with torch.no_grad():
             pred = model(x).argmax(dim=1)
         rows = [dict(r, pred=int(p), target_index=t) for r, p, t in zip(result.rows(), pred.tolist(), targets)]

@@ -6,6 +6,7 @@ writes into ``out`` and is skipped when its output already exists, so a re-run r
 """
 from __future__ import annotations
 
+import json
 import platform
 import time
 from pathlib import Path
@@ -21,12 +22,13 @@ from wsol.jobs.attack import DEMO_COLUMNS, demo_attack_section
 from wsol.jobs.evaluate import evaluate_predictions, save_metrics
 from wsol.jobs.localize import run_localize
 from wsol.jobs.robustness import demo_robustness
-from wsol.jobs.runfolder import finished_epochs, write_text
+from wsol.jobs.runfolder import config_differences, finished_epochs, write_json, write_text
 from wsol.jobs.train import MODEL_FILE, STATE_FILE, train
 from wsol.jobs.visualize import run_visualize
 
 METHODS = ("natural", "art")
 ATTRIBUTIONS = ("grad", "cam")
+ARGUMENTS_FILE = "demo.json"
 TABLE_COLUMNS = ("method", "attribution", "top1_acc", "gt_known_loc", "top1_loc", "maxboxacc_v2", "top1_seg", "pxap", "threshold")
 
 
@@ -52,6 +54,23 @@ def _train_model(
     return checkpoint
 
 
+def claim_demo_folder(out: Path, arguments: Dict[str, Any]) -> None:
+    """Record the demo's arguments in ``out``; a folder holding a demo run with other arguments is refused,
+    since its finished stages would otherwise be reused as they are (a model trained for more epochs, say)."""
+    path = out / ARGUMENTS_FILE
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise WsolError(f"{path} is unreadable ({exc}); delete it or pass another --out") from None
+        diffs = config_differences(old, arguments)
+        if diffs:
+            said = ", ".join(f"--{k.replace('_', '-')} {old.get(k)}" for k in diffs)
+            raise WsolError(f"{out} holds a demo run made with {said}; pass another --out or delete the folder")
+        return
+    write_json(path, arguments)
+
+
 def run_demo(
     out: Path,
     seed: int = 0,
@@ -64,6 +83,7 @@ def run_demo(
 ) -> Path:
     """Run the demo into ``out``; returns the path of ``report.md``."""
     out = Path(out)
+    claim_demo_folder(out, {"seed": seed, "epochs": epochs, "n_train": n_train, "n_test": n_test})
     started = time.time()
     timings: Dict[str, float] = {}
     tick = time.time()

@@ -134,7 +134,7 @@ def _coco_ground_truth(gt: Dict[int, Dict[str, Any]], class_names: List[str], of
 def save_metrics(pred: Path, metrics: Dict[str, Any]) -> Path:
     """Write ``<pred stem>.metrics.json`` beside the prediction file (atomically, holding its folder's lock)."""
     path = Path(pred).with_suffix(".metrics.json")
-    with lock_run_folder(path.parent):
+    with lock_run_folder(path.parent, transient=True):
         write_json(path, metrics)
     return path
 

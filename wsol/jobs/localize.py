@@ -271,7 +271,7 @@ def run_localize(
     model = load_model(checkpoint).to(dev)
     ck_meta = checkpoint_meta(checkpoint)
     data = checkpoint_dataset(checkpoint, model, dataset, root, split, **(dataset_options or {}))
-    with lock_run_folder(Path(out).parent):
+    with lock_run_folder(Path(out).parent, transient=True):
         return _localize_into(out, model, ck_meta, data, checkpoint, dataset, split, settings, dev, show_progress)
 
 
@@ -279,6 +279,7 @@ def _localize_into(
     out: Path, model: Classifier, ck_meta: Dict[str, Any], data: Dataset, checkpoint: Path, dataset: str, split: str,
     settings: LocalizeConfig, dev: torch.device, show_progress: bool,
 ) -> Dict[str, Any]:
+    dist.mark_work_started()
     metrics = MapMetrics(settings.metric_thresholds(), with_masks=bool(getattr(data, "has_masks", False)))
     predictions = gather_predictions(localize_dataset(model, data, settings, dev, evaluators=[metrics], show_progress=show_progress))
     metrics.merge_ranks()

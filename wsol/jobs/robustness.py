@@ -356,6 +356,7 @@ def evaluate_robustness(s: RobustnessSettings, root: Path, out: Path, device: Op
     with (contextlib.nullcontext(out) if locked else lock_run_folder(out)):
         dist.barrier()
         _check_run_file(out, s)
+        dist.mark_work_started()
         if s.model == "wsol-checkpoint":
             note(class_names_note(s.weights[0], s.dataset, names))
         result: Dict[str, Any] = {"model": name, "n": len(y), "class_names": names, "labels": y}

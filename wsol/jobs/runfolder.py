@@ -137,13 +137,15 @@ def finished_epochs(model_sidecar: Path) -> int:
 
 
 @contextmanager
-def lock_run_folder(path: PathLike) -> Iterator[Path]:
+def lock_run_folder(path: PathLike, *, transient: bool = False) -> Iterator[Path]:
     """Hold run folder ``path`` (created if missing) for the duration of a job: one writer per folder.
 
     Rank 0 takes :func:`wsol.utils.io.run_folder_lock`, so a second job into a folder in use fails
     with a one-line error; other ranks only write through rank 0. When the job fails, the lock file
     and the folders this call created (the run folder and any missing parents, while empty) are
-    removed again, so a refused run leaves nothing behind.
+    removed again, so a refused run leaves nothing behind. ``transient`` (a job whose output is one file in
+    a folder of the user's, e.g. ``wsol localize --out preds.json``) also removes a lock file it created when
+    the job succeeds (also one a killed run left), so the user's folder keeps no ``.lock``.
     """
     folder = Path(path)
     if not dist.is_main_process():
@@ -156,6 +158,8 @@ def lock_run_folder(path: PathLike) -> Iterator[Path]:
     try:
         with run_folder_lock(folder):
             yield folder
+            if transient:
+                (folder / LOCK_NAME).unlink(missing_ok=True)  # still held: no other job can slip in
     except BaseException:
         if lock_created:
             (folder / LOCK_NAME).unlink(missing_ok=True)

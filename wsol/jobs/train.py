@@ -90,6 +90,7 @@ def train(
     out = Path(out)
     with lock_run_folder(out):
         run = build_run(config, out, resume, device, train_set, test_set)
+        dist_utils.mark_work_started()
         if on_start is not None:
             on_start()
         if resume and not run.resumed and dist_utils.is_main_process():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -31,3 +32,24 @@ def set_rng_state(state: dict) -> None:
         random.setstate((3, words, None))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def draw(
+    shape: Sequence[int],
+    generator: Union[torch.Generator, Sequence[torch.Generator], None],
+    device: Union[torch.device, str, None] = None,
+    dtype: torch.dtype = torch.float32,
+    normal: bool = False,
+) -> torch.Tensor:
+    """U[0, 1) (or N(0, 1) when ``normal``) draws of ``shape``, made on the generator's device and moved
+    to ``device``. A sequence of generators, one per row (``shape[0]`` of them), draws each row from its
+    own generator, so a sample's draws do not depend on the batch it is in; None uses the global RNG."""
+    if isinstance(generator, Sequence):
+        if len(generator) != shape[0]:
+            raise ValueError(f"{len(generator)} generators for {shape[0]} rows")
+        if not generator:
+            return torch.empty(tuple(shape), device=device, dtype=dtype)
+        return torch.stack([draw(tuple(shape[1:]), g, device, dtype, normal) for g in generator])
+    source: Optional[Union[torch.device, str]] = generator.device if generator is not None else device
+    values = (torch.randn if normal else torch.rand)(tuple(shape), generator=generator, device=source, dtype=dtype)
+    return values.to(device) if device is not None else values
