@@ -14,7 +14,7 @@ import torch.nn as nn
 
 import wsol.jobs.robustness as job
 from wsol.cli import run
-from wsol.errors import ConfigError
+from wsol.errors import ConfigError, WsolError
 
 NAMES = [f"c{i}".encode() for i in range(10)]
 
@@ -395,3 +395,20 @@ def test_a_checkpoint_of_another_dataset_with_as_many_classes_gets_a_note(cifar,
     same = save_model(model, tmp_path / "cifar", dataset="cifar10", class_names=[n.decode() for n in NAMES])
     assert run([*args, "--checkpoint", str(same), "--out", str(tmp_path / "b")]) == 0
     assert "note:" not in capsys.readouterr().err
+
+
+class FourClasses(nn.Module):
+    """A model of another dataset: four logits."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)[:, :4]
+
+
+def test_study_refuses_a_model_of_another_class_count_before_the_first_model_runs(cifar, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("WSOL_PROGRESS", "0")
+    monkeypatch.setattr(job, "load_eval_model", lambda name, *a: (FourClasses() if name == "cub" else MeanClassifier()).eval())
+    study = tmp_path / "models.yaml"
+    study.write_text("models:\n  - name: good\n    model: fine\n  - name: other\n    model: cub\n")
+    with pytest.raises(WsolError, match="model other has 4 classes but dataset cifar10 has 10"):
+        job.run_study(study, settings(model="", n=8, batch_size=8, ladder=["apgd-ce"], sweep=[0, 2]), cifar, tmp_path / "s", "cpu")
+    assert not (tmp_path / "s").exists()

@@ -330,6 +330,21 @@ def _notes(result: Dict[str, Any], clean_accuracy: Dict[str, Optional[float]]) -
     return lines + [""] if lines else []
 
 
+def check_model_fits(model: nn.Module, x: torch.Tensor, names: Sequence[str], name: str, s: RobustnessSettings) -> int:
+    """The model's class count, from one forward of ``x`` (images of ``s.dataset``); a model that cannot classify
+    them, has another class count than the dataset or too few classes for ``s``'s attacks is a one-line error."""
+    try:
+        with torch.no_grad():
+            num_classes = int(model(x).shape[1])
+    except RuntimeError as err:  # a forward that cannot take these images: the model was made for another dataset
+        first = (str(err).strip().splitlines() or ["shape mismatch"])[0]
+        raise WsolError(f"model {name} cannot classify the {tuple(x.shape[1:])} images of {s.dataset} ({first}); use the dataset it was trained on") from None
+    if names and len(names) != num_classes:
+        raise WsolError(f"model {name} has {num_classes} classes but dataset {s.dataset} has {len(names)}")
+    check_num_classes([*s.ladder, *(s.sweep_attack.split(",") if s.sweep else [])], num_classes)
+    return num_classes
+
+
 def evaluate_robustness(s: RobustnessSettings, root: Path, out: Path, device: Optional[str] = None, show_progress: bool = True,
                         locked: bool = False, label: Optional[str] = None, model: Optional[nn.Module] = None) -> Dict[str, Any]:
     """Run the ladder, the PGD evaluation and/or the sweep that ``s`` asks for into ``out``; rank 0 writes the
@@ -344,15 +359,7 @@ def evaluate_robustness(s: RobustnessSettings, root: Path, out: Path, device: Op
     data = test_split(s.dataset, root, getattr(model, "input_size", None))
     x, y, names = load_samples(data, select_samples(len(data), s.n, s.seed, default=DEFAULT_N))
     s = replace(s, n=len(y))  # run.json keeps the count drawn, so "--n 500" and the default 500 are the same run
-    try:
-        with torch.no_grad():
-            num_classes = int(model(x[:1].to(dev)).shape[1])
-    except RuntimeError as err:  # a forward that cannot take these images: the model was made for another dataset
-        first = (str(err).strip().splitlines() or ["shape mismatch"])[0]
-        raise WsolError(f"model {name} cannot classify the {tuple(x.shape[1:])} images of {s.dataset} ({first}); use the dataset it was trained on") from None
-    if names and len(names) != num_classes:
-        raise WsolError(f"model {name} has {num_classes} classes but dataset {s.dataset} has {len(names)}")
-    check_num_classes([*s.ladder, *(s.sweep_attack.split(",") if s.sweep else [])], num_classes)
+    num_classes = check_model_fits(model, x[:1].to(dev), names, name, s)
     with (contextlib.nullcontext(out) if locked else lock_run_folder(out)):
         dist.barrier()
         _check_run_file(out, s)
@@ -505,7 +512,7 @@ def run_study(study: Path, template: RobustnessSettings, root: Path, out: Path, 
     """Ladder and sweep for every model of ``study`` (one run folder each under ``out/models``; a finished model is
     skipped), then one ``report.md`` with both of the seed's tables, the average per class across models and the figures.
     Every unfinished model is loaded once, up front, and held in CPU memory until its turn (the seed's five models: about
-    5 GB), so a wrong name or a broken file fails before the first attack."""
+    5 GB), so a wrong name, a broken file or a model of another dataset fails before the first attack."""
     _run_device(template, device)
     models = read_study(study)
     out = Path(out)
@@ -518,6 +525,10 @@ def run_study(study: Path, template: RobustnessSettings, root: Path, out: Path, 
     finished = {label for label, differ in diffs.items() if differ == [] and (out / "models" / label / "result.json").is_file()}
     # an unknown name or a missing or broken file fails now, not after hours of the models before it
     loaded = {m.label: load_eval_model(m.model, m.weights, torch.device("cpu")) for m in models if m.label not in finished}
+    for label, model in loaded.items():  # and a model of another dataset fails now too, not when its turn comes
+        data = test_split(template.dataset, root, getattr(model, "input_size", None))
+        x, _, names = load_samples(data, [0])
+        check_model_fits(model, x, names, label, runs[label])
     results: Dict[str, Dict[str, Any]] = {}
     with lock_run_folder(out):
         for i, m in enumerate(models):
