@@ -97,6 +97,13 @@ def test_a_bare_whole_eps_is_refused_as_a_forgotten_255() -> None:
         job.parse_eps("0", "--step-size", positive=True)
 
 
+def test_an_l2_radius_may_exceed_one_pixel_range() -> None:
+    """ℓ2 radii above 1 are common (ε = 3 on larger images): neither refused nor taken for a forgotten /255."""
+    assert job.parse_eps("2", norm="l2") == 2.0 and job.parse_eps("3.0", norm="l2") == 3.0
+    with pytest.raises(ConfigError, match="ℓ2 radius"):
+        job.parse_eps("-0.5", norm="l2")
+
+
 def test_eps_help_says_a_bare_number_is_refused(capsys) -> None:
     assert run(["robustness", "evaluate", "--help"]) == 0
     assert "forgotten /255" in " ".join(capsys.readouterr().out.split())

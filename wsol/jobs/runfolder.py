@@ -7,6 +7,7 @@ samples, results are gathered on every rank, and only rank 0 writes.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -58,16 +59,20 @@ def select_samples(total: int, n: Optional[int], seed: int, *, default: int) -> 
 
 
 def parse_eps(text: str, name: str = "--eps", *, norm: str = "linf", positive: bool = False) -> float:
-    """A radius or step in pixel units from ``8/255`` or ``0.03``, parsed as configs parse it; refused outside [0, 1]
-    (and at 0 when ``positive``: a step of 0 never moves). A bare whole number (``8``, and in ℓ∞ also ``1``) is the
-    /255 forgotten, not a radius: ℓ∞ ε = 1 lets the attack paint any image, so it is refused with the fraction meant."""
+    """A radius or step in pixel units from ``8/255`` or ``0.03``, parsed as configs parse it (and at 0 refused when
+    ``positive``: a step of 0 never moves). In ℓ∞ it must lie in [0, 1], and a bare whole number (``8``, ``1``) is the
+    /255 forgotten (ℓ∞ ε = 1 lets the attack paint any image), refused with the fraction meant. An ℓ2 radius is any
+    number ≥ 0: ε = 1.0 is CIFAR-10's usual ℓ2 budget and larger ones are common on larger images."""
     value = parse_number(text, name)
-    whole = "/" not in str(text) and value >= 1 and value == int(value)
-    if whole and (value > 1 or norm == "linf"):
-        whole_range = " (ℓ∞ 1 reaches every image; write 255/255 if you mean it)" if value == 1 else ""
-        raise ConfigError(f"{name} {text} is in pixel units of [0, 1] images: did you mean {name} {int(value)}/255?{whole_range}")
-    if not 0 <= value <= 1:
-        raise ConfigError(f"{name} is in pixel units of [0, 1] images and must lie in [0, 1] (e.g. 8/255), got {text!r}")
+    if norm == "linf":
+        whole = "/" not in str(text) and value >= 1 and value == int(value)
+        if whole:
+            whole_range = " (ℓ∞ 1 reaches every image; write 255/255 if you mean it)" if value == 1 else ""
+            raise ConfigError(f"{name} {text} is in pixel units of [0, 1] images: did you mean {name} {int(value)}/255?{whole_range}")
+        if not 0 <= value <= 1:
+            raise ConfigError(f"{name} is in pixel units of [0, 1] images and must lie in [0, 1] (e.g. 8/255), got {text!r}")
+    elif not (math.isfinite(value) and value >= 0):
+        raise ConfigError(f"{name} is an ℓ2 radius in pixel units of [0, 1] images and must be a number ≥ 0 (e.g. 0.5), got {text!r}")
     if positive and value == 0:
         raise ConfigError(f"{name} must be above 0 (e.g. 1/255): a step of 0 leaves every image as it is, got {text!r}")
     return value
