@@ -244,3 +244,18 @@ def test_a_checkpoint_whose_classes_are_not_the_datasets_gets_a_note(tiny, tmp_p
     assert run(argv) == 0
     notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
     assert len(notes) == 1 and "trained on cifar10 with classes airplane, automobile, but shapes has disc, square" in notes[0]
+
+
+def test_reach_note_when_the_steps_cannot_reach_eps() -> None:
+    from wsol.jobs.attack import reach_note
+
+    assert reach_note(8 / 255, 1 / 255, 50) is None and reach_note(8 / 255, 1 / 255, 8) is None
+    assert reach_note(8 / 255, 1 / 255, 10, random_start=True) is None
+    text = reach_note(8 / 255, 1 / 255, 5)
+    assert text is not None and "at most 5/255" in text and "--eps 8/255" in text
+
+
+def test_the_attack_command_prints_the_reach_note(tiny, capsys) -> None:
+    out = tiny["base"] / "short_reach"
+    assert _attack(tiny, out, "--steps", "2", "--n", "2") == 0
+    assert "note: 2 steps of 1/255 move a pixel by at most 2/255" in capsys.readouterr().err

@@ -106,6 +106,16 @@ class AttributionAttackSettings:
                 parse_eps(self.pgd_step_size, "--pgd-step-size", positive=self.pgd_steps > 0))
 
 
+def reach_note(eps: float, step_size: float, steps: int, *, random_start: bool = False) -> Optional[str]:
+    """A note when sign steps from x cannot reach the ε-ball's edge (steps × step size < ε): the attack is then
+    bounded by its steps, not by ``--eps``, and runs that differ only in ``--eps`` are the same attack."""
+    reach = steps * step_size
+    if random_start or reach >= eps * (1 - 1e-9):
+        return None
+    return (f"{steps} steps of {step_size * 255:g}/255 move a pixel by at most {reach * 255:g}/255, less than --eps {eps * 255:g}/255: "
+            "--eps does not bound this attack (raise --steps or --step-size to use the whole ball)")
+
+
 def _check_counts(**counts: Optional[int]) -> None:
     for name, value in counts.items():
         if value is not None and value < 1:
@@ -358,6 +368,7 @@ def run_attribution_attack(
     s = settings
     eps, step, pgd_eps, pgd_step = s.check()
     model, data, dev, indices, run = _prepare("attribution", checkpoint, dataset, root, out, s, ATTRIBUTION_COLUMNS, DEFAULT_N_ATTRIBUTION, device)
+    note(reach_note(eps, step, s.steps, random_start=s.preset == "official"))
 
     def batch(x: torch.Tensor, y: torch.Tensor, idx: List[int]) -> tuple[List[Dict[str, Any]], Dict[str, np.ndarray]]:
         result = ifia(model, x, y, objective=s.objective, attribution=s.attribution, k=s.k, eps=eps, step_size=step, steps=s.steps,
