@@ -419,3 +419,33 @@ def test_study_refuses_a_model_of_another_class_count_before_the_first_model_run
     with pytest.raises(WsolError, match="model other has 4 classes but dataset cifar10 has 10"):
         job.run_study(study, settings(model="", n=8, batch_size=8, ladder=["apgd-ce"], sweep=[0, 2]), cifar, tmp_path / "s", "cpu")
     assert not (tmp_path / "s").exists()
+
+
+class LinearClassifier(nn.Module):
+    """A seeded linear layer on 8×8-pooled images: bf16 autocast changes its logits (a matmul)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3 * 8 * 8, 10)
+        with torch.no_grad():
+            self.fc.weight.copy_(torch.randn(10, 192, generator=torch.Generator().manual_seed(0)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(nn.functional.adaptive_avg_pool2d(x, 8).flatten(1))
+
+
+def test_bf16_is_run_and_reported_beside_fp32(cifar, tmp_path, monkeypatch) -> None:
+    """The --bf16 path (CUDA-only from the CLI) run on the CPU's bf16 autocast: both precisions get their tables,
+    files and report sections, and bf16 really changes the model's arithmetic."""
+    monkeypatch.setattr(job, "load_eval_model", lambda *a, **k: LinearClassifier().eval())
+    monkeypatch.setattr(job, "_run_device", lambda s, device: torch.device("cpu"))
+    monkeypatch.setenv("WSOL_PROGRESS", "0")
+    out = tmp_path / "bf16"
+    result = job.evaluate_robustness(settings(bf16=True, ladder=["apgd-ce"]), cifar, out, "cpu")
+    for kind in ("ladder", "sweep"):
+        fp32, bf16 = result[f"{kind}-fp32"]["rows"], result[f"{kind}-bf16"]["rows"]
+        assert len(fp32) == len(bf16) > 0 and (out / f"{kind}-bf16.rank0.jsonl").is_file()
+    assert "(bf16)" in (out / "report.md").read_text()
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    model = LinearClassifier().eval()
+    assert not torch.equal(job._Autocast(model)(x), model(x))

@@ -128,14 +128,14 @@ class RobustnessSettings:
 
 
 class _Autocast(nn.Module):
-    """Run ``model`` under CUDA bf16 autocast; logits come back in fp32."""
+    """Run ``model`` under bf16 autocast on its input's device (the CLI allows CUDA only); logits come back in fp32."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
             return self.model(x).float()
 
 
