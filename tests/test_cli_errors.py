@@ -222,6 +222,10 @@ CASES: List[List[str]] = [
     ["config", "show", "{dir}"],
     ["train", "shapes", "--config", "{dir}", "--out", "{dir}/run"],
     ["visualize", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/grid"],
+    # session 7: a new user's first hour
+    ["train", "shapes", "--set", "image_size=0", "--out", "{dir}/run"],
+    ["train", "shapes", "--set", "max_train_batches=0", "--out", "{dir}/run"],
+    ["train", "shapes", "--set", "optim.momentum=2", "--out", "{dir}/run"],
 ]
 
 

@@ -110,11 +110,13 @@ class TrainConfig:
 
 _POSITIVE = {
     "epochs", "batch_size", "eval_batch_size", "optim.lr", "art.beta", "pgd.steps", "eval.every",
-    "schedule.gamma", "art.steps",
+    "schedule.gamma", "art.steps", "image_size", "max_train_batches", "eval.max_batches", "art.topk",
 }
 _NON_NEGATIVE = {
     "workers", "warmup_epochs", "optim.momentum", "optim.weight_decay", "art.lam", "optim.head_lr_mult",
+    "schedule.step_size",
 }
+_BELOW_ONE = {"optim.momentum"}
 _ATTACK_NON_NEGATIVE = ("step_size", "steps")
 NORMS = ("linf", "l2")
 METHOD_ATTACKS: Dict[str, Optional[str]] = {"natural": None, "pgd": "pgd", "art": "art", "art-pgd": "art"}
@@ -225,6 +227,8 @@ def _check_range(key: str, value: Any, in_attack: bool = False) -> None:
         raise ConfigError(f"{key} must be positive, got {value}")
     if (key in _NON_NEGATIVE or (in_attack and leaf in _ATTACK_NON_NEGATIVE)) and value < 0:
         raise ConfigError(f"{key} must not be negative, got {value}")
+    if key in _BELOW_ONE and value >= 1:
+        raise ConfigError(f"{key} must be below 1, got {value}")
     if in_attack and leaf == "norm" and value not in NORMS:
         raise ConfigError(f"{key} must be one of {', '.join(NORMS)}; got {value!r}")
     if key in _CHOICES:
