@@ -226,6 +226,8 @@ CASES: List[List[str]] = [
     ["train", "shapes", "--set", "image_size=0", "--out", "{dir}/run"],
     ["train", "shapes", "--set", "max_train_batches=0", "--out", "{dir}/run"],
     ["train", "shapes", "--set", "optim.momentum=2", "--out", "{dir}/run"],
+    ["train", "cub", "--arch", "small-cnn", "--root", "{cub}", "--weights", "{pred_cat0}", "--out", "{dir}/run"],
+    ["localize", "--checkpoint", "{ckpt2_meta}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/p.json"],
 ]
 
 
@@ -272,6 +274,7 @@ def assets(tmp_path_factory) -> dict:
         digest = "0" * 64 if name == "mixed" else results_digest(pred)
         (base / f"{name}.meta.json").write_text(json.dumps({"dataset": "cub", "split": "test", "results_sha256": digest}))
         found[f"pred_{name}"] = str(pred)
+    found["ckpt2_meta"] = str(Path(found["ckpt2"]).with_suffix(".json"))
     corrupt = base / "corrupt.safetensors"
     corrupt.write_bytes(b"not a safetensors file")
     corrupt.with_suffix(".json").write_text(Path(found["ckpt2"]).with_suffix(".json").read_text())
@@ -334,6 +337,13 @@ def test_resume_without_an_earlier_run_says_so_and_starts_fresh(sandbox, assets,
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith("config: ") and err[1] == f"note: {out} holds no earlier run to resume; starting fresh", err
     assert (out / "train_state.pt").is_file()
+
+
+def test_weights_folder_names_the_file_to_pass(sandbox, assets, capsys) -> None:
+    argv = ["train", "cub", "--arch", "small-cnn", "--root", assets["cub"], "--weights", sandbox["dir"], "--out", f"{sandbox['dir']}/run"]
+    assert run(argv) == 2
+    err = capsys.readouterr().err
+    assert "is a folder" in err and f"{sandbox['dir']}/model.safetensors" in err and err.count("\n") == 1, err
 
 
 def test_device_error_names_the_choices(sandbox, capsys) -> None:
