@@ -134,3 +134,16 @@ def test_synth_into_the_cache_takes_only_the_default_set(tmp_path: Path, monkeyp
     assert not (tmp_path / "cache").exists()
     cli_defaults = {k: p.default.default if hasattr(p.default, "default") else p.default for k, p in inspect.signature(data_synth).parameters.items() if k in DEFAULT_PARAMS}
     assert cli_defaults == DEFAULT_PARAMS
+
+
+def test_missing_or_file_root_says_where_to_get_the_data(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The README's real-data commands fail before any data exists: the line names the folder and where the data comes from."""
+    missing = tmp_path / "CUB_200_2011"
+    assert run(["data", "verify", "cub", "--root", str(missing)]) == 2
+    _one_line_error(capsys, f"dataset root not found: {missing}", "'cub' section of datasets/README.md")
+    assert run(["data", "verify", "shapes", "--root", str(missing)]) == 2
+    _one_line_error(capsys, f"wsol data synth shapes --out {missing}")
+    afile = tmp_path / "images.txt"
+    afile.write_text("1 a.png\n")
+    assert run(["data", "verify", "shapes", "--root", str(afile)]) == 2
+    _one_line_error(capsys, f"dataset root {afile} is a file, not a folder", str(tmp_path))
