@@ -227,6 +227,7 @@ CASES: List[List[str]] = [
     ["train", "shapes", "--set", "max_train_batches=0", "--out", "{dir}/run"],
     ["train", "shapes", "--set", "optim.momentum=2", "--out", "{dir}/run"],
     ["train", "cub", "--arch", "small-cnn", "--root", "{cub}", "--weights", "{pred_cat0}", "--out", "{dir}/run"],
+    ["train", "shapes", "--config", "{cifar_config}", "--out", "{dir}/run"],
     ["localize", "--checkpoint", "{ckpt2_meta}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/p.json"],
 ]
 
@@ -274,6 +275,7 @@ def assets(tmp_path_factory) -> dict:
         digest = "0" * 64 if name == "mixed" else results_digest(pred)
         (base / f"{name}.meta.json").write_text(json.dumps({"dataset": "cub", "split": "test", "results_sha256": digest}))
         found[f"pred_{name}"] = str(pred)
+    found["cifar_config"] = str(Path(__file__).resolve().parents[1] / "configs" / "cifar10_wrn28-10_art.yaml")
     found["ckpt2_meta"] = str(Path(found["ckpt2"]).with_suffix(".json"))
     corrupt = base / "corrupt.safetensors"
     corrupt.write_bytes(b"not a safetensors file")

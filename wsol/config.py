@@ -279,20 +279,29 @@ def start_eps(config: TrainConfig) -> float:
 
 def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[Mapping[str, Any]] = None) -> TrainConfig:
     """Load a YAML config (or the defaults), apply dotted-key ``overrides``, validate and return it."""
-    tree: Dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if path.is_dir():
-            raise ConfigError(f"config {path} is a folder; pass a YAML file, e.g. configs/shapes_small-cnn-bn_natural.yaml")
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path} must hold a mapping of settings at the top level")
-        tree = loaded
+    return _config_from_tree(_read_config_file(path), overrides)
+
+
+def _read_config_file(path: Optional[Union[str, Path]]) -> Dict[str, Any]:
+    """The settings mapping of a YAML config file (empty without a file), before any validation."""
+    if path is None:
+        return {}
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config {path} is a folder; pass a YAML file, e.g. configs/shapes_small-cnn-bn_natural.yaml")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path} must hold a mapping of settings at the top level")
+    return loaded
+
+
+def _config_from_tree(tree: Dict[str, Any], overrides: Optional[Mapping[str, Any]]) -> TrainConfig:
+    """``tree`` with dotted-key ``overrides`` applied, as a validated TrainConfig."""
     for key, value in (overrides or {}).items():
         if value is not None:
             _set_dotted(tree, key, value)
@@ -392,6 +401,12 @@ def resolve_train_config(
     ``dataset``/``method``/``arch``. Returns it with the YAML file used. Without ``method`` the
     config's method is kept (natural for the defaults)."""
     path = Path(config_path) if config_path is not None else default_config_path(dataset, method or "natural", arch)
+    tree = _read_config_file(path)
+    if tree.get("dataset", dataset) != dataset:
+        raise ConfigError(
+            f"config {path} is for dataset {tree['dataset']!r}, not {dataset!r}; pass a {dataset} config, "
+            f"train {tree['dataset']} with it, or drop its `dataset:` line to reuse its settings"
+        )
     merged: Dict[str, Any] = dict(overrides or {})
     merged.update({k: str(v) if isinstance(v, Path) else v for k, v in (options or {}).items() if v is not None})
     merged["dataset"] = dataset
@@ -399,7 +414,7 @@ def resolve_train_config(
         merged["method"] = method
     if arch is not None:
         merged["arch"] = arch
-    return load_config(path, merged), path
+    return _config_from_tree(tree, merged), path
 
 
 def parse_overrides(texts: Optional[List[str]]) -> Dict[str, Any]:
