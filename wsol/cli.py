@@ -75,7 +75,7 @@ DeviceOpt = Annotated[Optional[str], typer.Option("--device", callback=_check_de
 RootOpt = Annotated[Optional[Path], typer.Option("--root", help="Dataset folder (shapes: defaults to the generated cache).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same result.")]
 ConfigSeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed; the same seed gives the same result (default: the config's).")]
-SplitOpt = Annotated[str, typer.Option("--split", help="Dataset split: train or test.")]
+SplitOpt = Annotated[str, typer.Option("--split", help="Dataset split: train or test (wsolmeta and flowers also val; see datasets/README.md).")]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Images per batch.")]
 ConfigBatchSizeOpt = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Images per batch (default: the config's; under torchrun the global batch, split across processes).")]
 DatasetOpt = Annotated[str, typer.Option("--dataset", help=DATASET_HELP)]
@@ -139,9 +139,9 @@ def config_show(
 def data_synth(
     kind: Annotated[str, typer.Argument(help="Synthetic set to generate: shapes.")],
     out: Annotated[Optional[Path], typer.Option("--out", callback=_check_out_folder, help="Folder to write (default: $XDG_CACHE_HOME/wsol/shapes).")] = None,
-    n_train: Annotated[int, typer.Option("--n-train", help="Training images.")] = 2000,
-    n_test: Annotated[int, typer.Option("--n-test", help="Test images.")] = 500,
-    size: Annotated[int, typer.Option("--size", help="Image side in pixels.")] = 64,
+    n_train: Annotated[int, typer.Option("--n-train", help="Training images (at least 1).")] = 2000,
+    n_test: Annotated[int, typer.Option("--n-test", help="Test images (at least 1).")] = 500,
+    size: Annotated[int, typer.Option("--size", help="Image side in pixels (32-1024).")] = 64,
     num_classes: Annotated[int, typer.Option("--num-classes", help="Number of classes (2-40).")] = 10,
     seed: SeedOpt = 0,
 ) -> None:
@@ -201,16 +201,16 @@ def data_show(
 def train_command(
     dataset: DatasetArg,
     method: Annotated[Optional[str], typer.Option("--method", help="natural | pgd | art | art-pgd (default: the config's, else natural).")] = None,
-    arch: Annotated[Optional[str], typer.Option("--arch", help="Architecture (see `wsol models`).")] = None,
+    arch: Annotated[Optional[str], typer.Option("--arch", help="Architecture, see `wsol models` (default: the config's).")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML config (default: configs/<dataset>_<arch>_<method>.yaml when shipped).")] = None,
-    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Number of epochs.")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Number of epochs (default: the config's).")] = None,
     batch_size: ConfigBatchSizeOpt = None,
-    lr: Annotated[Optional[float], typer.Option("--lr", help="Base learning rate.")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Base learning rate, above 0 (default: the config's).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", callback=_check_out_folder, help="Folder to write (default: runs/<dataset>_<arch>_<method>).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last epoch.")] = False,
     seed: ConfigSeedOpt = None,
     weights: Annotated[Optional[Path], typer.Option("--weights", help="Initial weights (ImageNet backbone or wsol checkpoint).")] = None,
-    warmup_epochs: Annotated[Optional[int], typer.Option("--warmup-epochs", help="Natural (cross-entropy) epochs before the method's loss takes over.")] = None,
+    warmup_epochs: Annotated[Optional[int], typer.Option("--warmup-epochs", help="Natural (cross-entropy) epochs before the method's loss takes over (default: the config's).")] = None,
     warm_start: Annotated[Optional[Path], typer.Option("--warm-start", help="A natural model that stands in for the warm-up: load it and start at epoch warmup_epochs.")] = None,
     root: RootOpt = None,
     overrides: SetOpt = None,
@@ -255,7 +255,7 @@ def localize_command(
     postprocess: Annotated[str, typer.Option("--postprocess", help="Post-processing preset: wsol, wsolevaluation, art_grad.")] = "wsol",
     split: SplitOpt = "test",
     batch_size: BatchSizeOpt = 32,
-    interval: Annotated[float, typer.Option("--interval", help="Threshold sweep step.")] = 0.01,
+    interval: Annotated[float, typer.Option("--interval", help="Step of the --sweep threshold grid, between 0 and 1.")] = 0.01,
     device: DeviceOpt = None,
 ) -> None:
     """Attribution maps → boxes (and masks) for every image, written as COCO results JSON."""
@@ -280,7 +280,7 @@ def evaluate_command(
     pred: Annotated[Path, typer.Option("--pred", callback=_check_pred, help="COCO results JSON written by `wsol localize` (scores go to <pred>.metrics.json).")],
     dataset: DatasetOpt,
     root: RootOpt = None,
-    split: Annotated[Optional[str], typer.Option("--split", help="Dataset split: train or test (default: the split the predictions were made on).")] = None,
+    split: Annotated[Optional[str], typer.Option("--split", help="Dataset split the predictions were made on: train, test, ... (default: the one recorded in <pred>.meta.json).")] = None,
 ) -> None:
     """Score predictions: Top-1 Acc, GT-Known / Top-1 Loc, Top-1 Seg, MaxBoxAccV2, PxAP, COCO AP."""
     from wsol.export.tables import markdown_table
