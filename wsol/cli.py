@@ -59,6 +59,11 @@ def _check_out_folder(value: Optional[Path]) -> Optional[Path]:
     return None if value is None else check_writable_output(value, "folder")
 
 
+def _replacing(existed: bool) -> str:
+    """What a ``wrote PATH`` line adds when the file was there before: every ``--out`` file is replaced, and says so."""
+    return " (replacing the earlier file)" if existed else ""
+
+
 def _check_pred(value: Path) -> Path:
     """``evaluate`` reads ``--pred`` and writes ``<pred>.metrics.json`` beside it: the file must exist, its folder be writable."""
     from wsol.utils.io import check_writable_output
@@ -191,7 +196,8 @@ def data_show(
     from wsol.data.verify import parse_loader_options, resolve_root, show_grid
 
     dataset = build_dataset(name, resolve_root(name, root), split, **parse_loader_options(option or []))
-    typer.echo(f"wrote {show_grid(dataset, n, out, seed=seed)}")
+    existed = out.exists()
+    typer.echo(f"wrote {show_grid(dataset, n, out, seed=seed)}{_replacing(existed)}")
 
 
 # --- train commands ---
@@ -268,11 +274,12 @@ def localize_command(
         attribution=attribution, target=target, postprocess=postprocess, threshold=threshold, sweep=sweep,
         interval=interval, masks=masks, batch_size=batch_size,
     )
+    existed = out.exists()
     meta = run_localize(checkpoint, dataset, resolve_root(dataset, root), out, settings, split=split, device=device)
     if is_main_process():
         mm = meta["map_metrics"]
         summary = ", ".join(f"{k} {v:.2f}" for k, v in mm.items() if isinstance(v, float) and not k.endswith("threshold"))
-        typer.echo(f"wrote {out} ({meta['num_images']} images, threshold {meta['threshold']:.2f}); {summary}")
+        typer.echo(f"wrote {out}{_replacing(existed)} ({meta['num_images']} images, threshold {meta['threshold']:.2f}); {summary}")
 
 
 @app.command("evaluate")
@@ -315,8 +322,9 @@ def visualize_command(
     from wsol.jobs.visualize import run_visualize
 
     settings = LocalizeConfig(attribution=attribution, threshold=threshold)
+    existed = out.exists()
     path = run_visualize(checkpoint, dataset, resolve_root(dataset, root), out, settings, n, split, seed, device=device)
-    typer.echo(f"wrote {path}")
+    typer.echo(f"wrote {path}{_replacing(existed)}")
 
 
 @app.command("demo")
@@ -590,7 +598,7 @@ def report_table1_command(
     replaced = out is not None and out.exists()
     typer.echo(table1(runs, out), nl=False)
     if out is not None:
-        typer.echo(f"wrote {out}" + (" (replacing the earlier file)" if replaced else ""), err=True)
+        typer.echo(f"wrote {out}{_replacing(replaced)}", err=True)
 
 
 @report_app.command("figures")

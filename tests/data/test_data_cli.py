@@ -147,3 +147,13 @@ def test_missing_or_file_root_says_where_to_get_the_data(tmp_path: Path, capsys:
     afile.write_text("1 a.png\n")
     assert run(["data", "verify", "shapes", "--root", str(afile)]) == 2
     _one_line_error(capsys, f"dataset root {afile} is a file, not a folder", str(tmp_path))
+
+
+def test_show_says_when_it_replaces_the_grid(cub_tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Every --out file replaces an existing one and its `wrote` line says so (README)."""
+    grid = tmp_path / "grid.png"
+    argv = ["data", "show", "cub", "--root", str(cub_tree), "--n", "2", "--out", str(grid)]
+    assert run(argv) == 0
+    assert capsys.readouterr().out == f"wrote {grid}\n"
+    assert run(argv) == 0
+    assert capsys.readouterr().out == f"wrote {grid} (replacing the earlier file)\n"
