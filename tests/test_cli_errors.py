@@ -376,3 +376,20 @@ def test_subprocess_entry_point_prints_one_line(tmp_path) -> None:
     assert done.returncode == 2, done.stderr
     assert len(done.stderr.splitlines()) == 1 and done.stderr.startswith("error: "), done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_unreadable_file_inside_an_input_is_one_line(sandbox, assets, capsys, monkeypatch) -> None:
+    """chmod 000 on a file the command opens on its own (a checkpoint's sidecar, a dataset's list file): no traceback."""
+    sidecar = Path(assets["ckpt2_meta"])
+    real_read_text = Path.read_text
+
+    def read_text(self: Path, *args, **kwargs) -> str:
+        if self == sidecar:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+    argv = ["localize", "--checkpoint", assets["ckpt2"], "--dataset", "cub", "--root", assets["cub"], "--out", f"{sandbox['dir']}/p.json"]
+    assert run(argv) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: permission denied: {sidecar}; change its permissions or choose another path\n", err

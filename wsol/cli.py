@@ -639,7 +639,7 @@ INTERRUPTED = ("interrupted; every file written so far is complete: run the same
 def run(argv: Optional[List[str]] = None) -> int:
     """Run the CLI on ``argv`` and return the exit status.
 
-    A user mistake (a parse error of any kind or a WsolError) prints exactly one ``error: ...`` line on
+    A user mistake (a parse error of any kind, a WsolError or a PermissionError) prints exactly one ``error: ...`` line on
     stderr and returns 2; a bare command prints its help; anything else is a bug and raises.
     """
     no_args_help = _click_classes("NoArgsIsHelpError")
@@ -650,6 +650,9 @@ def run(argv: Optional[List[str]] = None) -> int:
         result = app(args=argv, standalone_mode=False, prog_name="wsol")
     except WsolError as err:
         typer.echo(f"error: {_one_line(err)}", err=True)
+        return 2
+    except PermissionError as err:  # a file or folder the user cannot read or write: theirs to fix, not a bug
+        typer.echo(f"error: permission denied: {err.filename or _one_line(err)}; change its permissions or choose another path", err=True)
         return 2
     except no_args_help as ex:
         typer.echo(ex.format_message())
