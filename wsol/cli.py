@@ -158,8 +158,11 @@ def data_synth(
         raise UnknownNameError(f"unknown synthetic dataset {kind!r}; choose one of: shapes")
     if out is None:
         check_cache_params(n_train=n_train, n_test=n_test, size=size, num_classes=num_classes, seed=seed)
-    root = synthesize_shapes(out or default_shapes_root(), n_train=n_train, n_test=n_test, size=size, num_classes=num_classes, seed=seed)
-    typer.echo(f"wrote {n_train} train + {n_test} test images ({size}x{size}, {num_classes} classes) to {root}")
+    target = out or default_shapes_root()
+    existed = target.is_dir() and any(target.iterdir())
+    root = synthesize_shapes(target, n_train=n_train, n_test=n_test, size=size, num_classes=num_classes, seed=seed)
+    replaced = " (replacing the earlier set)" if existed else ""
+    typer.echo(f"wrote {n_train} train + {n_test} test images ({size}x{size}, {num_classes} classes) to {root}{replaced}")
 
 
 @data_app.command("verify")

@@ -157,3 +157,13 @@ def test_show_says_when_it_replaces_the_grid(cub_tree: Path, tmp_path: Path, cap
     assert capsys.readouterr().out == f"wrote {grid}\n"
     assert run(argv) == 0
     assert capsys.readouterr().out == f"wrote {grid} (replacing the earlier file)\n"
+
+
+def test_synth_says_when_it_replaces_an_earlier_set(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Regenerating into a shapes folder replaces the set (other parameters included): the line says so."""
+    out = tmp_path / "shapes"
+    argv = ["data", "synth", "shapes", "--out", str(out), "--n-train", "4", "--n-test", "2", "--num-classes", "2", "--size", "32"]
+    assert run(argv) == 0
+    assert not capsys.readouterr().out.rstrip().endswith("(replacing the earlier set)")
+    assert run(argv) == 0
+    assert capsys.readouterr().out.rstrip().endswith(f"to {out} (replacing the earlier set)")
