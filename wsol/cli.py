@@ -44,12 +44,22 @@ def _check_out_file(value: Optional[Path]) -> Optional[Path]:
     return None if value is None else check_writable_output(value, "file")
 
 
-def _check_out_png(value: Path) -> Path:
-    """Refuse an ``--out`` figure whose name says another format than the PNG written into it."""
+def _check_out_suffix(value: Path, suffix: str, what: str) -> Path:
+    """Refuse an ``--out`` file whose name says another format than the one written into it."""
     _check_out_file(value)
-    if value.suffix.lower() != ".png":
-        raise WsolError(f"--out {value} must end in .png: the figure is written as PNG")
+    if value.suffix.lower() != suffix:
+        raise WsolError(f"--out {value} must end in {suffix}: {what}")
     return value
+
+
+def _check_out_png(value: Path) -> Path:
+    """``--out`` of a figure: a writable ``.png`` path."""
+    return _check_out_suffix(value, ".png", "the figure is written as PNG")
+
+
+def _check_out_json(value: Path) -> Path:
+    """``--out`` of predictions: a writable ``.json`` path (``.meta.json`` and ``.metrics.json`` go beside it)."""
+    return _check_out_suffix(value, ".json", "the predictions are written as COCO results JSON")
 
 
 def _check_out_folder(value: Optional[Path]) -> Optional[Path]:
@@ -92,7 +102,7 @@ LoaderOpt = Annotated[Optional[List[str]], typer.Option("--option", "-o", help="
 SetOpt = Annotated[Optional[List[str]], typer.Option("--set", help="Override a config key, e.g. --set art.lam=0.3 (repeatable).")]
 OutFolderOpt = Annotated[Path, typer.Option("--out", callback=_check_out_folder, help="Folder to write (created if missing).")]
 OutPngOpt = Annotated[Path, typer.Option("--out", callback=_check_out_png, help="PNG file to write.")]
-OutPredOpt = Annotated[Path, typer.Option("--out", callback=_check_out_file, help="COCO results JSON to write (a .meta.json goes beside it).")]
+OutPredOpt = Annotated[Path, typer.Option("--out", callback=_check_out_json, help="COCO results file to write, ending in .json (a .meta.json goes beside it).")]
 
 
 def _version(value: bool) -> None:
