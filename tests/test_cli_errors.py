@@ -228,6 +228,7 @@ CASES: List[List[str]] = [
     ["train", "shapes", "--set", "optim.momentum=2", "--out", "{dir}/run"],
     ["train", "cub", "--arch", "small-cnn", "--root", "{cub}", "--weights", "{pred_cat0}", "--out", "{dir}/run"],
     ["train", "shapes", "--config", "{cifar_config}", "--out", "{dir}/run"],
+    ["train", "shapes", "--set", "dataset=cub", "--out", "{dir}/run"],
     ["localize", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/preds.csv"],
     ["localize", "--checkpoint", "{ckpt2_meta}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/p.json"],
 ]

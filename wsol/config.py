@@ -408,6 +408,8 @@ def resolve_train_config(
             f"train {tree['dataset']} with it, or drop its `dataset:` line to reuse its settings"
         )
     merged: Dict[str, Any] = dict(overrides or {})
+    if merged.get("dataset", dataset) != dataset:
+        raise ConfigError(f"--set dataset={merged['dataset']} contradicts the dataset argument {dataset!r}; name the dataset once, as the argument")
     merged.update({k: str(v) if isinstance(v, Path) else v for k, v in (options or {}).items() if v is not None})
     merged["dataset"] = dataset
     if method is not None:
