@@ -665,7 +665,8 @@ def run(argv: Optional[List[str]] = None) -> int:
         typer.echo(f"error: {_one_line(err)}", err=True)
         return 2
     except PermissionError as err:  # a file or folder the user cannot read or write: theirs to fix, not a bug
-        typer.echo(f"error: permission denied: {err.filename or _one_line(err)}; change its permissions or choose another path", err=True)
+        path = err.filename or _one_line(err)
+        typer.echo(f"error: permission denied: {path}; change its permissions or choose another path", err=True)
         return 2
     except no_args_help as ex:
         typer.echo(ex.format_message())

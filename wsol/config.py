@@ -409,7 +409,9 @@ def resolve_train_config(
         )
     merged: Dict[str, Any] = dict(overrides or {})
     if merged.get("dataset", dataset) != dataset:
-        raise ConfigError(f"--set dataset={merged['dataset']} contradicts the dataset argument {dataset!r}; name the dataset once, as the argument")
+        raise ConfigError(
+            f"--set dataset={merged['dataset']} contradicts the dataset argument {dataset!r}; name the dataset once, as the argument"
+        )
     merged.update({k: str(v) if isinstance(v, Path) else v for k, v in (options or {}).items() if v is not None})
     merged["dataset"] = dataset
     if method is not None:

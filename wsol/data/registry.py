@@ -45,7 +45,9 @@ def build_dataset(
     if not root.exists():
         raise DataError(f"dataset root not found: {root}; {where_to_get(name, root)}")
     if not root.is_dir():
-        raise DataError(f"dataset root {root} is a file, not a folder; pass the folder that holds the dataset, e.g. {root.parent}")
+        raise DataError(
+            f"dataset root {root} is a file, not a folder; pass the folder that holds the dataset, e.g. {root.parent}"
+        )
     return factory(root=root, split=split, transform=transform, **options)
 
 
@@ -53,4 +55,5 @@ def where_to_get(name: str, root: Union[str, Path]) -> str:
     """Where a user gets dataset ``name`` (wsol downloads nothing): generated for shapes, else datasets/README.md."""
     if name == "shapes":
         return f"generate it with `wsol data synth shapes --out {root}`"
-    return f"wsol downloads nothing: fetch {name} as the '{name}' section of datasets/README.md says and pass its folder"
+    return (f"wsol downloads nothing: fetch {name} as the '{name}' section of datasets/README.md says "
+            "and pass its folder")

@@ -45,7 +45,7 @@ def read_sidecar(path: Path) -> Dict[str, Any] | None:
     path = Path(path)
     if path.suffix == ".json":
         weights = path.with_suffix(".safetensors")
-        hint = f"pass the weights file beside it, {weights}" if weights.is_file() else "pass a .safetensors weights file"
+        hint = f"pass the weights file beside it, {weights}" if weights.is_file() else "pass a weights file"
         raise CheckpointError(f"{path} is a JSON file, not model weights; {hint}")
     side = sidecar_path(path)
     if not side.is_file():
