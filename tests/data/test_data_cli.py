@@ -167,3 +167,11 @@ def test_synth_says_when_it_replaces_an_earlier_set(tmp_path: Path, capsys: pyte
     assert not capsys.readouterr().out.rstrip().endswith("(replacing the earlier set)")
     assert run(argv) == 0
     assert capsys.readouterr().out.rstrip().endswith(f"to {out} (replacing the earlier set)")
+
+
+@pytest.mark.parametrize("name, missing", [("cub", "images.txt"), ("cifar10", "batches.meta"), ("svhn", "train_32x32.mat"),
+                                           ("gtsrb", "Final_Training"), ("flowers17", "datasplits.mat")])
+def test_empty_root_names_the_file_and_where_to_get_the_data(name: str, missing: str, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    assert run(["data", "verify", name, "--root", str(tmp_path)]) == 2
+    _one_line_error(capsys, missing, f"'{name}' section of datasets/README.md")

@@ -21,7 +21,7 @@ import numpy as np
 
 from wsol.data.base import IMAGENET_MEAN, IMAGENET_STD, AnnotatedDataset, Record, Transform, check_files
 from wsol.data.registry import DATASETS
-from wsol.errors import DataError
+from wsol.errors import DataError, DataFileMissingError
 
 
 CUB_FILES = ("images.txt", "image_class_labels.txt", "classes.txt", "train_test_split.txt", "bounding_boxes.txt")
@@ -126,7 +126,9 @@ def resolve_cub_root(root: Path) -> Path:
         return root
     if (root / "CUB_200_2011" / "images.txt").is_file():
         return root / "CUB_200_2011"
-    raise DataError(f"{root / 'images.txt'} not found; point the root at the CUB_200_2011 folder that holds images.txt")
+    raise DataFileMissingError(
+        f"{root / 'images.txt'} not found; point the root at the CUB_200_2011 folder that holds images.txt"
+    )
 
 
 def class_display_name(dir_name: str) -> str:

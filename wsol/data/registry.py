@@ -8,7 +8,7 @@ from typing import Any, Callable, Dict, Optional, Union
 from torch.utils.data import Dataset
 
 from wsol.data.base import Transform
-from wsol.errors import DataError
+from wsol.errors import DataError, DataFileMissingError
 from wsol.registry import Registry
 
 DATASETS: Registry = Registry("dataset")
@@ -48,7 +48,10 @@ def build_dataset(
         raise DataError(
             f"dataset root {root} is a file, not a folder; pass the folder that holds the dataset, e.g. {root.parent}"
         )
-    return factory(root=root, split=split, transform=transform, **options)
+    try:
+        return factory(root=root, split=split, transform=transform, **options)
+    except DataFileMissingError as err:
+        raise DataFileMissingError(f"{err}; {where_to_get(name, root)}") from None
 
 
 def where_to_get(name: str, root: Union[str, Path]) -> str:
