@@ -138,7 +138,7 @@ def models_command() -> None:
 
 @config_app.command("show")
 def config_show(
-    file: Annotated[Optional[Path], typer.Argument(help="YAML config; omit for the defaults.")] = None,
+    file: Annotated[Optional[Path], typer.Argument(help="YAML config, e.g. configs/shapes_small-cnn-bn_art.yaml; omit for the built-in defaults (not a shipped config).")] = None,
     overrides: SetOpt = None,
 ) -> None:
     """Print the resolved, validated configuration."""
