@@ -229,6 +229,8 @@ CASES: List[List[str]] = [
     ["train", "cub", "--arch", "small-cnn", "--root", "{cub}", "--weights", "{pred_cat0}", "--out", "{dir}/run"],
     ["train", "shapes", "--config", "{cifar_config}", "--out", "{dir}/run"],
     ["train", "shapes", "--set", "dataset=cub", "--out", "{dir}/run"],
+    ["evaluate", "--pred", "{pred_train}", "--dataset", "cub", "--root", "{cub}", "--split", "test"],
+    ["evaluate", "--pred", "{pred_other_root}", "--dataset", "cub", "--root", "{cub}"],
     ["localize", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/preds.csv"],
     ["localize", "--checkpoint", "{ckpt2_meta}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/p.json"],
 ]
@@ -276,6 +278,11 @@ def assets(tmp_path_factory) -> dict:
         pred.write_text(json.dumps(results))
         digest = "0" * 64 if name == "mixed" else results_digest(pred)
         (base / f"{name}.meta.json").write_text(json.dumps({"dataset": "cub", "split": "test", "results_sha256": digest}))
+        found[f"pred_{name}"] = str(pred)
+    for name, meta in (("train", {"split": "train"}), ("other_root", {"num_images": 500})):  # valid results, another split / root
+        pred = base / f"{name}.json"
+        pred.write_text(json.dumps([{**result, "category_id": 1}]))
+        (base / f"{name}.meta.json").write_text(json.dumps({"dataset": "cub", "split": "test", **meta, "results_sha256": results_digest(pred)}))
         found[f"pred_{name}"] = str(pred)
     found["cifar_config"] = str(Path(__file__).resolve().parents[1] / "configs" / "cifar10_wrn28-10_art.yaml")
     found["ckpt2_meta"] = str(Path(found["ckpt2"]).with_suffix(".json"))
