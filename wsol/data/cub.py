@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from wsol.data.base import IMAGENET_MEAN, IMAGENET_STD, AnnotatedDataset, Record, Transform, check_files
-from wsol.data.registry import DATASETS
+from wsol.data.registry import DATASETS, check_options
 from wsol.errors import DataError, DataFileMissingError
 
 
@@ -91,18 +91,6 @@ def _per_image(path: Path, rows: List[Tuple[int, List[str]]], ids: Dict[int, int
     if missing:
         raise DataError(f"{path}: no {what} line for image_id {missing[0]} (images.txt line {ids[missing[0]]})")
     return out
-
-
-def check_options(loader: Any, options: Dict[str, Any], dataset: str) -> None:
-    """Raise a ConfigError naming the first option ``loader`` does not take (instead of a TypeError)."""
-    import inspect
-
-    from wsol.errors import ConfigError
-
-    accepted = [n for n, p in inspect.signature(loader).parameters.items() if p.kind == p.KEYWORD_ONLY]
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise ConfigError(f"dataset {dataset!r} has no option {unknown[0]!r}; it takes: {', '.join(accepted)}")
 
 
 def register_loader(name: str, load: Callable[..., Any], doc: str) -> Callable[..., Any]:
