@@ -117,3 +117,11 @@ def test_ctrl_c_says_what_was_kept_and_exits_130(monkeypatch, capsys, tmp_path) 
     assert run(["data", "synth", "shapes", "--out", str(tmp_path / "s")]) == 130
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines == [f"error: {INTERRUPTED}"]
+
+
+def test_train_options_that_default_to_the_config_say_so() -> None:
+    """`wsol train --help` shows no default for these (the value comes from the YAML), so the help must say where it comes from."""
+    train = dict(_commands())["wsol train"]
+    helps = {p.opts[0]: p.help for p in train.params}
+    for name in ("--method", "--arch", "--epochs", "--batch-size", "--lr", "--seed", "--warmup-epochs"):
+        assert "default: the config's" in helps[name], (name, helps[name])

@@ -239,6 +239,20 @@ CASES: List[List[str]] = [
     ["config", "show", "{dir}"],
     ["train", "shapes", "--config", "{dir}", "--out", "{dir}/run"],
     ["visualize", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/grid"],
+    # session 7: a new user's first hour
+    ["train", "shapes", "--set", "image_size=0", "--out", "{dir}/run"],
+    ["train", "shapes", "--set", "max_train_batches=0", "--out", "{dir}/run"],
+    ["train", "shapes", "--set", "optim.momentum=2", "--out", "{dir}/run"],
+    ["train", "cub", "--arch", "small-cnn", "--root", "{cub}", "--weights", "{pred_cat0}", "--out", "{dir}/run"],
+    ["train", "shapes", "--config", "{cifar_config}", "--out", "{dir}/run"],
+    ["train", "shapes", "--set", "dataset=cub", "--out", "{dir}/run"],
+    ["data", "verify", "cifar10", "--root", "{dir}", "-o", "foo=1"],
+    ["data", "verify", "cub", "--root", "{cub}", "-o", "native_size=abc"],
+    ["data", "verify", "cub", "--root", "{cub}", "-o", "skip_corrupt=maybe"],
+    ["evaluate", "--pred", "{pred_train}", "--dataset", "cub", "--root", "{cub}", "--split", "test"],
+    ["evaluate", "--pred", "{pred_other_root}", "--dataset", "cub", "--root", "{cub}"],
+    ["localize", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/preds.csv"],
+    ["localize", "--checkpoint", "{ckpt2_meta}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/p.json"],
 ]
 
 
@@ -292,6 +306,13 @@ def assets(tmp_path_factory) -> dict:
         digest = "0" * 64 if name == "mixed" else results_digest(pred)
         (base / f"{name}.meta.json").write_text(json.dumps({"dataset": "cub", "split": "test", "results_sha256": digest}))
         found[f"pred_{name}"] = str(pred)
+    for name, meta in (("train", {"split": "train"}), ("other_root", {"num_images": 500})):  # valid results, another split / root
+        pred = base / f"{name}.json"
+        pred.write_text(json.dumps([{**result, "category_id": 1}]))
+        (base / f"{name}.meta.json").write_text(json.dumps({"dataset": "cub", "split": "test", **meta, "results_sha256": results_digest(pred)}))
+        found[f"pred_{name}"] = str(pred)
+    found["cifar_config"] = str(Path(__file__).resolve().parents[1] / "configs" / "cifar10_wrn28-10_art.yaml")
+    found["ckpt2_meta"] = str(Path(found["ckpt2"]).with_suffix(".json"))
     corrupt = base / "corrupt.safetensors"
     corrupt.write_bytes(b"not a safetensors file")
     corrupt.with_suffix(".json").write_text(Path(found["ckpt2"]).with_suffix(".json").read_text())
@@ -361,6 +382,13 @@ def test_resume_without_an_earlier_run_says_so_and_starts_fresh(sandbox, assets,
     assert (out / "train_state.pt").is_file()
 
 
+def test_weights_folder_names_the_file_to_pass(sandbox, assets, capsys) -> None:
+    argv = ["train", "cub", "--arch", "small-cnn", "--root", assets["cub"], "--weights", sandbox["dir"], "--out", f"{sandbox['dir']}/run"]
+    assert run(argv) == 2
+    err = capsys.readouterr().err
+    assert "is a folder" in err and f"{sandbox['dir']}/model.safetensors" in err and err.count("\n") == 1, err
+
+
 def test_device_error_names_the_choices(sandbox, capsys) -> None:
     assert run(["train", "shapes", "--device", "bogus"]) == 2
     assert capsys.readouterr().err == "error: unknown device 'bogus'; use cpu, cuda or cuda:N\n"
@@ -421,3 +449,20 @@ def test_once_the_work_has_started_another_rank_names_itself(monkeypatch, capsys
     assert capsys.readouterr().err == "error: rank 1: a file of this rank's shard is broken\n"
     assert run(["train", "shapes", "--epochs", "-1"]) == 2  # a new command starts unstarted
     assert capsys.readouterr().err == ""
+
+
+def test_unreadable_file_inside_an_input_is_one_line(sandbox, assets, capsys, monkeypatch) -> None:
+    """chmod 000 on a file the command opens on its own (a checkpoint's sidecar, a dataset's list file): no traceback."""
+    sidecar = Path(assets["ckpt2_meta"])
+    real_read_text = Path.read_text
+
+    def read_text(self: Path, *args, **kwargs) -> str:
+        if self == sidecar:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+    argv = ["localize", "--checkpoint", assets["ckpt2"], "--dataset", "cub", "--root", assets["cub"], "--out", f"{sandbox['dir']}/p.json"]
+    assert run(argv) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: permission denied: {sidecar}; change its permissions or choose another path\n", err

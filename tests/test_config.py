@@ -64,6 +64,12 @@ def test_resolved_yaml_round_trips(tmp_path) -> None:
         ({"arch": "resnet-9000"}, "arch must be one of"),
         ({"dataset": "mnist"}, "dataset must be one of"),
         ({"eval.pgd_steps": 1}, "unknown config key eval.pgd_steps"),
+        ({"image_size": 0}, "image_size must be positive"),
+        ({"max_train_batches": 0}, "max_train_batches must be positive"),
+        ({"eval.max_batches": 0}, "eval.max_batches must be positive"),
+        ({"art.topk": 0}, "art.topk must be positive"),
+        ({"schedule.step_size": -1}, "schedule.step_size must not be negative"),
+        ({"optim.momentum": 2}, "optim.momentum must be below 1"),
     ],
 )
 def test_bad_values_name_the_key(overrides, message) -> None:

@@ -44,12 +44,22 @@ def _check_out_file(value: Optional[Path]) -> Optional[Path]:
     return None if value is None else check_writable_output(value, "file")
 
 
-def _check_out_png(value: Path) -> Path:
-    """Refuse an ``--out`` figure whose name says another format than the PNG written into it."""
+def _check_out_suffix(value: Path, suffix: str, what: str) -> Path:
+    """Refuse an ``--out`` file whose name says another format than the one written into it."""
     _check_out_file(value)
-    if value.suffix.lower() != ".png":
-        raise WsolError(f"--out {value} must end in .png: the figure is written as PNG")
+    if value.suffix.lower() != suffix:
+        raise WsolError(f"--out {value} must end in {suffix}: {what}")
     return value
+
+
+def _check_out_png(value: Path) -> Path:
+    """``--out`` of a figure: a writable ``.png`` path."""
+    return _check_out_suffix(value, ".png", "the figure is written as PNG")
+
+
+def _check_out_json(value: Path) -> Path:
+    """``--out`` of predictions: a writable ``.json`` path (``.meta.json`` and ``.metrics.json`` go beside it)."""
+    return _check_out_suffix(value, ".json", "the predictions are written as COCO results JSON")
 
 
 def _check_out_folder(value: Optional[Path]) -> Optional[Path]:
@@ -57,6 +67,11 @@ def _check_out_folder(value: Optional[Path]) -> Optional[Path]:
     from wsol.utils.io import check_writable_output
 
     return None if value is None else check_writable_output(value, "folder")
+
+
+def _replacing(existed: bool) -> str:
+    """What a ``wrote PATH`` line adds when the file was there before: every ``--out`` file is replaced, and says so."""
+    return " (replacing the earlier file)" if existed else ""
 
 
 def _check_pred(value: Path) -> Path:
@@ -75,7 +90,7 @@ DeviceOpt = Annotated[Optional[str], typer.Option("--device", callback=_check_de
 RootOpt = Annotated[Optional[Path], typer.Option("--root", help="Dataset folder (shapes: defaults to the generated cache).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same result.")]
 ConfigSeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed; the same seed gives the same result (default: the config's).")]
-SplitOpt = Annotated[str, typer.Option("--split", help="Dataset split: train or test.")]
+SplitOpt = Annotated[str, typer.Option("--split", help="Dataset split: train or test (wsolmeta and flowers also val; see datasets/README.md).")]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Images per batch.")]
 ConfigBatchSizeOpt = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Images per batch (default: the config's; under torchrun the global batch, split across processes).")]
 DatasetOpt = Annotated[str, typer.Option("--dataset", help=DATASET_HELP)]
@@ -87,7 +102,7 @@ LoaderOpt = Annotated[Optional[List[str]], typer.Option("--option", "-o", help="
 SetOpt = Annotated[Optional[List[str]], typer.Option("--set", help="Override a config key, e.g. --set art.lam=0.3 (repeatable).")]
 OutFolderOpt = Annotated[Path, typer.Option("--out", callback=_check_out_folder, help="Folder to write (created if missing).")]
 OutPngOpt = Annotated[Path, typer.Option("--out", callback=_check_out_png, help="PNG file to write.")]
-OutPredOpt = Annotated[Path, typer.Option("--out", callback=_check_out_file, help="COCO results JSON to write (a .meta.json goes beside it).")]
+OutPredOpt = Annotated[Path, typer.Option("--out", callback=_check_out_json, help="COCO results file to write, ending in .json (a .meta.json goes beside it).")]
 
 
 def _version(value: bool) -> None:
@@ -123,7 +138,7 @@ def models_command() -> None:
 
 @config_app.command("show")
 def config_show(
-    file: Annotated[Optional[Path], typer.Argument(help="YAML config; omit for the defaults.")] = None,
+    file: Annotated[Optional[Path], typer.Argument(help="YAML config, e.g. configs/shapes_small-cnn-bn_art.yaml; omit for the built-in defaults (not a shipped config).")] = None,
     overrides: SetOpt = None,
 ) -> None:
     """Print the resolved, validated configuration."""
@@ -139,9 +154,9 @@ def config_show(
 def data_synth(
     kind: Annotated[str, typer.Argument(help="Synthetic set to generate: shapes.")],
     out: Annotated[Optional[Path], typer.Option("--out", callback=_check_out_folder, help="Folder to write (default: $XDG_CACHE_HOME/wsol/shapes).")] = None,
-    n_train: Annotated[int, typer.Option("--n-train", help="Training images.")] = 2000,
-    n_test: Annotated[int, typer.Option("--n-test", help="Test images.")] = 500,
-    size: Annotated[int, typer.Option("--size", help="Image side in pixels.")] = 64,
+    n_train: Annotated[int, typer.Option("--n-train", help="Training images (at least 1).")] = 2000,
+    n_test: Annotated[int, typer.Option("--n-test", help="Test images (at least 1).")] = 500,
+    size: Annotated[int, typer.Option("--size", help="Image side in pixels (32-1024).")] = 64,
     num_classes: Annotated[int, typer.Option("--num-classes", help="Number of classes (2-40).")] = 10,
     seed: SeedOpt = 0,
 ) -> None:
@@ -153,8 +168,11 @@ def data_synth(
         raise UnknownNameError(f"unknown synthetic dataset {kind!r}; choose one of: shapes")
     if out is None:
         check_cache_params(n_train=n_train, n_test=n_test, size=size, num_classes=num_classes, seed=seed)
-    root = synthesize_shapes(out or default_shapes_root(), n_train=n_train, n_test=n_test, size=size, num_classes=num_classes, seed=seed)
-    typer.echo(f"wrote {n_train} train + {n_test} test images ({size}x{size}, {num_classes} classes) to {root}")
+    target = out or default_shapes_root()
+    existed = target.is_dir() and any(target.iterdir())
+    root = synthesize_shapes(target, n_train=n_train, n_test=n_test, size=size, num_classes=num_classes, seed=seed)
+    replaced = " (replacing the earlier set)" if existed else ""
+    typer.echo(f"wrote {n_train} train + {n_test} test images ({size}x{size}, {num_classes} classes) to {root}{replaced}")
 
 
 @data_app.command("verify")
@@ -191,7 +209,8 @@ def data_show(
     from wsol.data.verify import parse_loader_options, resolve_root, show_grid
 
     dataset = build_dataset(name, resolve_root(name, root), split, **parse_loader_options(option or []))
-    typer.echo(f"wrote {show_grid(dataset, n, out, seed=seed)}")
+    existed = out.exists()
+    typer.echo(f"wrote {show_grid(dataset, n, out, seed=seed)}{_replacing(existed)}")
 
 
 # --- train commands ---
@@ -201,16 +220,16 @@ def data_show(
 def train_command(
     dataset: DatasetArg,
     method: Annotated[Optional[str], typer.Option("--method", help="natural | pgd | art | art-pgd (default: the config's, else natural).")] = None,
-    arch: Annotated[Optional[str], typer.Option("--arch", help="Architecture (see `wsol models`).")] = None,
+    arch: Annotated[Optional[str], typer.Option("--arch", help="Architecture, see `wsol models` (default: the config's).")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML config (default: configs/<dataset>_<arch>_<method>.yaml when shipped).")] = None,
-    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Number of epochs.")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Number of epochs (default: the config's).")] = None,
     batch_size: ConfigBatchSizeOpt = None,
-    lr: Annotated[Optional[float], typer.Option("--lr", help="Base learning rate.")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Base learning rate, above 0 (default: the config's).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", callback=_check_out_folder, help="Folder to write (default: runs/<dataset>_<arch>_<method>).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last epoch.")] = False,
     seed: ConfigSeedOpt = None,
     weights: Annotated[Optional[Path], typer.Option("--weights", help="Initial weights (ImageNet backbone or wsol checkpoint).")] = None,
-    warmup_epochs: Annotated[Optional[int], typer.Option("--warmup-epochs", help="Natural (cross-entropy) epochs before the method's loss takes over.")] = None,
+    warmup_epochs: Annotated[Optional[int], typer.Option("--warmup-epochs", help="Natural (cross-entropy) epochs before the method's loss takes over (default: the config's).")] = None,
     warm_start: Annotated[Optional[Path], typer.Option("--warm-start", help="A natural model that stands in for the warm-up: load it and start at epoch warmup_epochs.")] = None,
     root: RootOpt = None,
     overrides: SetOpt = None,
@@ -255,7 +274,7 @@ def localize_command(
     postprocess: Annotated[str, typer.Option("--postprocess", help="Post-processing preset: wsol, wsolevaluation, art_grad.")] = "wsol",
     split: SplitOpt = "test",
     batch_size: BatchSizeOpt = 32,
-    interval: Annotated[float, typer.Option("--interval", help="Threshold sweep step.")] = 0.01,
+    interval: Annotated[float, typer.Option("--interval", help="Step of the --sweep threshold grid, between 0 and 1.")] = 0.01,
     device: DeviceOpt = None,
 ) -> None:
     """Attribution maps → boxes (and masks) for every image, written as COCO results JSON."""
@@ -268,11 +287,12 @@ def localize_command(
         attribution=attribution, target=target, postprocess=postprocess, threshold=threshold, sweep=sweep,
         interval=interval, masks=masks, batch_size=batch_size,
     )
+    existed = out.exists()
     meta = run_localize(checkpoint, dataset, resolve_root(dataset, root), out, settings, split=split, device=device)
     if is_main_process():
         mm = meta["map_metrics"]
         summary = ", ".join(f"{k} {v:.2f}" for k, v in mm.items() if isinstance(v, float) and not k.endswith("threshold"))
-        typer.echo(f"wrote {out} ({meta['num_images']} images, threshold {meta['threshold']:.2f}); {summary}")
+        typer.echo(f"wrote {out}{_replacing(existed)} ({meta['num_images']} images, threshold {meta['threshold']:.2f}); {summary}")
 
 
 @app.command("evaluate")
@@ -280,7 +300,7 @@ def evaluate_command(
     pred: Annotated[Path, typer.Option("--pred", callback=_check_pred, help="COCO results JSON written by `wsol localize` (scores go to <pred>.metrics.json).")],
     dataset: DatasetOpt,
     root: RootOpt = None,
-    split: Annotated[Optional[str], typer.Option("--split", help="Dataset split: train or test (default: the split the predictions were made on).")] = None,
+    split: Annotated[Optional[str], typer.Option("--split", help="Dataset split the predictions were made on: train, test, ... (default: the one recorded in <pred>.meta.json).")] = None,
 ) -> None:
     """Score predictions: Top-1 Acc, GT-Known / Top-1 Loc, Top-1 Seg, MaxBoxAccV2, PxAP, COCO AP."""
     from wsol.export.tables import markdown_table
@@ -315,8 +335,9 @@ def visualize_command(
     from wsol.jobs.visualize import run_visualize
 
     settings = LocalizeConfig(attribution=attribution, threshold=threshold)
+    existed = out.exists()
     path = run_visualize(checkpoint, dataset, resolve_root(dataset, root), out, settings, n, split, seed, device=device)
-    typer.echo(f"wrote {path}")
+    typer.echo(f"wrote {path}{_replacing(existed)}")
 
 
 @app.command("demo")
@@ -592,7 +613,7 @@ def report_table1_command(
     text, notes = table1(runs, out)
     typer.echo(text, nl=False)
     if out is not None:
-        typer.echo(f"wrote {out}" + (" (replacing the earlier file)" if replaced else ""), err=True)
+        typer.echo(f"wrote {out}{_replacing(replaced)}", err=True)
     for note in notes:
         typer.echo(f"note: {note}", err=True)
 
@@ -650,7 +671,7 @@ INTERRUPTED = ("interrupted; every file written so far is complete: run the same
 def run(argv: Optional[List[str]] = None) -> int:
     """Run the CLI on ``argv`` and return the exit status.
 
-    A user mistake (a parse error of any kind or a WsolError) prints exactly one ``error: ...`` line on
+    A user mistake (a parse error of any kind, a WsolError or a PermissionError) prints exactly one ``error: ...`` line on
     stderr and returns 2; a bare command prints its help; anything else is a bug and raises.
     """
     no_args_help = _click_classes("NoArgsIsHelpError")
@@ -664,6 +685,10 @@ def run(argv: Optional[List[str]] = None) -> int:
         result = app(args=argv, standalone_mode=False, prog_name="wsol")
     except WsolError as err:
         _error(_one_line(err))
+        return 2
+    except PermissionError as err:  # a file or folder the user cannot read or write: theirs to fix, not a bug
+        path = err.filename or _one_line(err)
+        typer.echo(f"error: permission denied: {path}; change its permissions or choose another path", err=True)
         return 2
     except no_args_help as ex:
         typer.echo(ex.format_message())

@@ -110,11 +110,13 @@ class TrainConfig:
 
 _POSITIVE = {
     "epochs", "batch_size", "eval_batch_size", "optim.lr", "art.beta", "pgd.steps", "eval.every",
-    "schedule.gamma", "art.steps",
+    "schedule.gamma", "art.steps", "image_size", "max_train_batches", "eval.max_batches", "art.topk",
 }
 _NON_NEGATIVE = {
     "workers", "warmup_epochs", "optim.momentum", "optim.weight_decay", "art.lam", "optim.head_lr_mult",
+    "schedule.step_size",
 }
+_BELOW_ONE = {"optim.momentum"}
 _ATTACK_NON_NEGATIVE = ("step_size", "steps")
 NORMS = ("linf", "l2")
 METHOD_ATTACKS: Dict[str, Optional[str]] = {"natural": None, "pgd": "pgd", "art": "art", "art-pgd": "art"}
@@ -225,6 +227,8 @@ def _check_range(key: str, value: Any, in_attack: bool = False) -> None:
         raise ConfigError(f"{key} must be positive, got {value}")
     if (key in _NON_NEGATIVE or (in_attack and leaf in _ATTACK_NON_NEGATIVE)) and value < 0:
         raise ConfigError(f"{key} must not be negative, got {value}")
+    if key in _BELOW_ONE and value >= 1:
+        raise ConfigError(f"{key} must be below 1, got {value}")
     if in_attack and leaf == "norm" and value not in NORMS:
         raise ConfigError(f"{key} must be one of {', '.join(NORMS)}; got {value!r}")
     if key in _CHOICES:
@@ -275,20 +279,29 @@ def start_eps(config: TrainConfig) -> float:
 
 def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[Mapping[str, Any]] = None) -> TrainConfig:
     """Load a YAML config (or the defaults), apply dotted-key ``overrides``, validate and return it."""
-    tree: Dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if path.is_dir():
-            raise ConfigError(f"config {path} is a folder; pass a YAML file, e.g. configs/shapes_small-cnn-bn_natural.yaml")
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path} must hold a mapping of settings at the top level")
-        tree = loaded
+    return _config_from_tree(_read_config_file(path), overrides)
+
+
+def _read_config_file(path: Optional[Union[str, Path]]) -> Dict[str, Any]:
+    """The settings mapping of a YAML config file (empty without a file), before any validation."""
+    if path is None:
+        return {}
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config {path} is a folder; pass a YAML file, e.g. configs/shapes_small-cnn-bn_natural.yaml")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path} must hold a mapping of settings at the top level")
+    return loaded
+
+
+def _config_from_tree(tree: Dict[str, Any], overrides: Optional[Mapping[str, Any]]) -> TrainConfig:
+    """``tree`` with dotted-key ``overrides`` applied, as a validated TrainConfig."""
     for key, value in (overrides or {}).items():
         if value is not None:
             _set_dotted(tree, key, value)
@@ -388,14 +401,24 @@ def resolve_train_config(
     ``dataset``/``method``/``arch``. Returns it with the YAML file used. Without ``method`` the
     config's method is kept (natural for the defaults)."""
     path = Path(config_path) if config_path is not None else default_config_path(dataset, method or "natural", arch)
+    tree = _read_config_file(path)
+    if tree.get("dataset", dataset) != dataset:
+        raise ConfigError(
+            f"config {path} is for dataset {tree['dataset']!r}, not {dataset!r}; pass a {dataset} config, "
+            f"train {tree['dataset']} with it, or drop its `dataset:` line to reuse its settings"
+        )
     merged: Dict[str, Any] = dict(overrides or {})
+    if merged.get("dataset", dataset) != dataset:
+        raise ConfigError(
+            f"--set dataset={merged['dataset']} contradicts the dataset argument {dataset!r}; name the dataset once, as the argument"
+        )
     merged.update({k: str(v) if isinstance(v, Path) else v for k, v in (options or {}).items() if v is not None})
     merged["dataset"] = dataset
     if method is not None:
         merged["method"] = method
     if arch is not None:
         merged["arch"] = arch
-    return load_config(path, merged), path
+    return _config_from_tree(tree, merged), path
 
 
 def parse_overrides(texts: Optional[List[str]]) -> Dict[str, Any]:

@@ -14,6 +14,10 @@ class DataError(WsolError):
     """A dataset file is missing, malformed or unreadable."""
 
 
+class DataFileMissingError(DataError):
+    """A file a dataset loader needs is not in the root; ``build_dataset`` adds where the data comes from."""
+
+
 class CheckpointError(WsolError):
     """A checkpoint cannot be loaded (missing, unsafe, wrong architecture)."""
 

@@ -134,3 +134,44 @@ def test_synth_into_the_cache_takes_only_the_default_set(tmp_path: Path, monkeyp
     assert not (tmp_path / "cache").exists()
     cli_defaults = {k: p.default.default if hasattr(p.default, "default") else p.default for k, p in inspect.signature(data_synth).parameters.items() if k in DEFAULT_PARAMS}
     assert cli_defaults == DEFAULT_PARAMS
+
+
+def test_missing_or_file_root_says_where_to_get_the_data(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The README's real-data commands fail before any data exists: the line names the folder and where the data comes from."""
+    missing = tmp_path / "CUB_200_2011"
+    assert run(["data", "verify", "cub", "--root", str(missing)]) == 2
+    _one_line_error(capsys, f"dataset root not found: {missing}", "'cub' section of datasets/README.md")
+    assert run(["data", "verify", "shapes", "--root", str(missing)]) == 2
+    _one_line_error(capsys, f"wsol data synth shapes --out {missing}")
+    afile = tmp_path / "images.txt"
+    afile.write_text("1 a.png\n")
+    assert run(["data", "verify", "shapes", "--root", str(afile)]) == 2
+    _one_line_error(capsys, f"dataset root {afile} is a file, not a folder", str(tmp_path))
+
+
+def test_show_says_when_it_replaces_the_grid(cub_tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Every --out file replaces an existing one and its `wrote` line says so (README)."""
+    grid = tmp_path / "grid.png"
+    argv = ["data", "show", "cub", "--root", str(cub_tree), "--n", "2", "--out", str(grid)]
+    assert run(argv) == 0
+    assert capsys.readouterr().out == f"wrote {grid}\n"
+    assert run(argv) == 0
+    assert capsys.readouterr().out == f"wrote {grid} (replacing the earlier file)\n"
+
+
+def test_synth_says_when_it_replaces_an_earlier_set(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Regenerating into a shapes folder replaces the set (other parameters included): the line says so."""
+    out = tmp_path / "shapes"
+    argv = ["data", "synth", "shapes", "--out", str(out), "--n-train", "4", "--n-test", "2", "--num-classes", "2", "--size", "32"]
+    assert run(argv) == 0
+    assert not capsys.readouterr().out.rstrip().endswith("(replacing the earlier set)")
+    assert run(argv) == 0
+    assert capsys.readouterr().out.rstrip().endswith(f"to {out} (replacing the earlier set)")
+
+
+@pytest.mark.parametrize("name, missing", [("cub", "images.txt"), ("cifar10", "batches.meta"), ("svhn", "train_32x32.mat"),
+                                           ("gtsrb", "Final_Training"), ("flowers17", "datasplits.mat")])
+def test_empty_root_names_the_file_and_where_to_get_the_data(name: str, missing: str, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    assert run(["data", "verify", name, "--root", str(tmp_path)]) == 2
+    _one_line_error(capsys, missing, f"'{name}' section of datasets/README.md")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from wsol.errors import CheckpointError
-from wsol.models import build_model, save_model
+from wsol.models import build_model, load_model, save_model
 from wsol.models.checkpoint import load_state_file, load_train_state, save_train_state
 from wsol.utils.io import atomic_write_bytes
 
@@ -88,3 +88,14 @@ def test_a_file_that_is_no_pytorch_file_is_named_so(tmp_path) -> None:
     path.write_text('{"not": "weights"}')
     with pytest.raises(CheckpointError, match="is not a PyTorch weights file"):
         load_state_file(path)
+
+
+def test_a_json_file_is_not_read_as_weights(tmp_path) -> None:
+    """The sidecar (tab completion picks it) and a predictions list name the weights file, not a pickle error."""
+    path = save_model(build_model("small-cnn", 3), tmp_path / "model")
+    with pytest.raises(CheckpointError, match=f"pass the weights file beside it, {path}"):
+        load_model(path.with_suffix(".json"))
+    preds = tmp_path / "preds.json"
+    preds.write_text("[]")
+    with pytest.raises(CheckpointError, match="is a JSON file, not model weights"):
+        build_model("small-cnn", 3, weights=preds)

@@ -157,7 +157,7 @@ def test_a_checkpoint_sidecar_given_as_the_checkpoint_names_the_weights_beside_i
     from wsol.models import build_model, save_model
 
     saved = save_model(build_model("small-cnn", 2, input_size=32), tmp_path / "model")
-    with pytest.raises(CheckpointError, match=f"JSON sidecar; pass the weights file beside it, e.g. {saved}"):
+    with pytest.raises(CheckpointError, match=f"is a JSON file, not model weights; pass the weights file beside it, {saved}"):
         load_robust_model("wsol-checkpoint", saved.with_suffix(".json"))
 
 

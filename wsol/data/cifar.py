@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from wsol.data.base import Transform, to_tensor
 from wsol.data.registry import DATASETS
 from wsol.data.sample import Sample
-from wsol.errors import ConfigError, DataError
+from wsol.errors import ConfigError, DataError, DataFileMissingError
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -149,7 +149,7 @@ class SafeUnpickler(pickle.Unpickler):
 def safe_load_pickle(path: Path) -> Any:
     """Load a data pickle through :class:`SafeUnpickler`; any failure is a DataError naming the file."""
     if not path.is_file():
-        raise DataError(f"file not found: {path}")
+        raise DataFileMissingError(f"file not found: {path}")
     try:
         with open(path, "rb") as f:
             return SafeUnpickler(f, path).load()
@@ -243,7 +243,7 @@ def cifar10c_corruptions(root: Path) -> List[str]:
 
 def _load_npy(path: Path) -> np.ndarray:
     if not path.is_file():
-        raise DataError(f"file not found: {path}")
+        raise DataFileMissingError(f"file not found: {path}")
     try:
         return np.load(str(path), mmap_mode="r", allow_pickle=False)
     except Exception as err:  # numpy raises ValueError/OSError/... for a damaged file

@@ -20,8 +20,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from wsol.data.base import IMAGENET_MEAN, IMAGENET_STD, AnnotatedDataset, Record, Transform, check_files
-from wsol.data.registry import DATASETS
-from wsol.errors import DataError
+from wsol.data.registry import DATASETS, check_options
+from wsol.errors import DataError, DataFileMissingError
 
 
 CUB_FILES = ("images.txt", "image_class_labels.txt", "classes.txt", "train_test_split.txt", "bounding_boxes.txt")
@@ -93,18 +93,6 @@ def _per_image(path: Path, rows: List[Tuple[int, List[str]]], ids: Dict[int, int
     return out
 
 
-def check_options(loader: Any, options: Dict[str, Any], dataset: str) -> None:
-    """Raise a ConfigError naming the first option ``loader`` does not take (instead of a TypeError)."""
-    import inspect
-
-    from wsol.errors import ConfigError
-
-    accepted = [n for n, p in inspect.signature(loader).parameters.items() if p.kind == p.KEYWORD_ONLY]
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise ConfigError(f"dataset {dataset!r} has no option {unknown[0]!r}; it takes: {', '.join(accepted)}")
-
-
 def register_loader(name: str, load: Callable[..., Any], doc: str) -> Callable[..., Any]:
     """Register ``build_<name>(root, split, transform=None, **options)`` for a keyword-option loader.
 
@@ -126,7 +114,9 @@ def resolve_cub_root(root: Path) -> Path:
         return root
     if (root / "CUB_200_2011" / "images.txt").is_file():
         return root / "CUB_200_2011"
-    raise DataError(f"{root / 'images.txt'} not found; point the root at the CUB_200_2011 folder that holds images.txt")
+    raise DataFileMissingError(
+        f"{root / 'images.txt'} not found; point the root at the CUB_200_2011 folder that holds images.txt"
+    )
 
 
 def class_display_name(dir_name: str) -> str:

@@ -40,7 +40,7 @@ import numpy as np
 
 from wsol.data.base import IMAGENET_MEAN, IMAGENET_STD, AnnotatedDataset, Record, Transform, check_files, read_image
 from wsol.data.registry import DATASETS
-from wsol.errors import ConfigError, DataError
+from wsol.errors import ConfigError, DataError, DataFileMissingError
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def load_mat(path: Path, keys: Sequence[str]) -> Dict[str, np.ndarray]:
     import scipy.io
 
     if not path.is_file():
-        raise DataError(f"file not found: {path}")
+        raise DataFileMissingError(f"file not found: {path}")
     try:
         content = scipy.io.loadmat(str(path))
     except Exception as err:  # scipy raises many types for a damaged file

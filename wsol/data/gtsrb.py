@@ -28,7 +28,7 @@ from wsol.data.base import Record, Transform
 from wsol.data.base import AnnotatedDataset
 from wsol.data.flowers import apply_balance, check_records
 from wsol.data.registry import DATASETS
-from wsol.errors import ConfigError, DataError
+from wsol.errors import ConfigError, DataError, DataFileMissingError
 
 GTSRB_CLASSES = (
     "Speed limit (20km/h)", "Speed limit (30km/h)", "Speed limit (50km/h)", "Speed limit (60km/h)",
@@ -54,7 +54,7 @@ def _base(root: Path, folder: str) -> Path:
     for base in (root, root / "GTSRB"):
         if (base / folder).is_dir():
             return base
-    raise DataError(f"no {folder}/ folder in {root} (nor in {root / 'GTSRB'})")
+    raise DataFileMissingError(f"no {folder}/ folder in {root} (nor in {root / 'GTSRB'})")
 
 
 def read_gt_csv(path: Path) -> List[Tuple[int, str, np.ndarray, int]]:
@@ -63,7 +63,7 @@ def read_gt_csv(path: Path) -> List[Tuple[int, str, np.ndarray, int]]:
     Every malformed row is a DataError naming the file and line.
     """
     if not path.is_file():
-        raise DataError(f"file not found: {path}")
+        raise DataFileMissingError(f"file not found: {path}")
     try:
         lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as err:
@@ -101,7 +101,7 @@ def _train_records(root: Path) -> List[Record]:
     base = _base(root, "Final_Training")
     images = base / "Final_Training" / "Images"
     if not images.is_dir():
-        raise DataError(f"folder not found: {images}")
+        raise DataFileMissingError(f"folder not found: {images}")
     folders = sorted(p for p in images.iterdir() if p.is_dir() and re.fullmatch(r"\d{5}", p.name))
     if not folders:
         raise DataError(f"no class folders (00000 … 00042) in {images}")

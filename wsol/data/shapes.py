@@ -25,8 +25,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from wsol.data.base import Transform
-from wsol.data.cub import CubDataset, check_options, load_cub
-from wsol.data.registry import DATASETS, DEFAULT_ROOTS
+from wsol.data.cub import CubDataset, load_cub
+from wsol.data.registry import DATASETS, DEFAULT_ROOTS, check_options
 from wsol.errors import DataError
 from wsol.utils.io import current_umask
 

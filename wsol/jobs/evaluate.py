@@ -59,8 +59,18 @@ def evaluate_predictions(pred: Path, dataset: str, root: Path, split: Optional[s
     meta = read_results_meta(pred)
     if meta.get("dataset") not in (None, dataset):
         raise DataError(f"{pred} was made for dataset {meta['dataset']!r}, not {dataset!r}")
-    split = split or meta.get("split", "test")
+    made_on = meta.get("split")
+    if split is not None and made_on not in (None, split):
+        raise DataError(
+            f"{pred} was made on the {made_on} split, not {split}; drop --split or rerun wsol localize --split {split}"
+        )
+    split = split or made_on or "test"
     data = build_dataset(dataset, root, split, **dataset_options)
+    if meta.get("num_images") not in (None, len(data)):
+        raise DataError(
+            f"{pred} was made on {meta['num_images']} {split} images, but the {split} split under {root} has {len(data)}; "
+            "evaluate with the --root it was localized on"
+        )
     gt = collect_ground_truth(data)
     results = load_results(pred, known_image_ids=gt.keys())
     offset = int(meta.get("category_offset", CATEGORY_OFFSET))

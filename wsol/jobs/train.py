@@ -208,8 +208,11 @@ def _build_model(config: TrainConfig, train_set: Dataset, num_classes: int, stat
     # resuming: the weights come from the state; a warm start loads a model that stands in for the warm-up
     key, weights = ("warm_start", config.warm_start) if config.warm_start is not None else ("weights", config.weights)
     weights = weights if state is None else None
+    flag = "--warm-start" if key == "warm_start" else "--weights"
+    if weights is not None and Path(weights).is_dir():
+        raise ConfigError(f"initial weights {weights} is a folder (the config's `{key}`); "
+                          f"pass the model file in it to {flag}, e.g. {Path(weights) / 'model.safetensors'}")
     if weights is not None and not Path(weights).is_file():
-        flag = "--warm-start" if key == "warm_start" else "--weights"
         raise ConfigError(
             f"initial weights {weights} not found (the config's `{key}`): train or fetch that model first, or pass {flag} FILE"
         )

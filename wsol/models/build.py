@@ -157,9 +157,7 @@ def load_model(path: Union[str, Path]) -> Classifier:
         raise CheckpointError(f"checkpoint {path} is a folder; pass the model file in it, e.g. {path / 'model.safetensors'}")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    if path.suffix == ".json":
-        raise CheckpointError(f"{path} is a checkpoint's JSON sidecar; pass the weights file beside it, e.g. {path.with_suffix('.safetensors')}")
-    meta = read_sidecar(path)
+    meta = read_sidecar(path)  # a .json path (the sidecar itself) is refused there, naming the weights beside it
     if meta is None:
         raise CheckpointError(f"{path} has no wsol metadata sidecar ({path.with_suffix('.json').name})")
     model = build_model(meta["arch"], int(meta["num_classes"]), mean=meta["mean"], std=meta["std"], input_size=meta.get("input_size"))

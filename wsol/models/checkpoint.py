@@ -39,15 +39,24 @@ def save_weights(path: Path, state: Mapping[str, torch.Tensor], meta: Dict[str, 
 
 
 def read_sidecar(path: Path) -> Dict[str, Any] | None:
-    """The metadata of a wsol checkpoint, or None when ``path`` has no wsol sidecar."""
-    side = sidecar_path(Path(path))
+    """The metadata of a wsol checkpoint, or None when ``path`` has no wsol sidecar.
+
+    ``path`` names the weights; a JSON file there (the sidecar itself, or predictions picked by tab
+    completion) is refused with the weights file to pass instead, not read as weights.
+    """
+    path = Path(path)
+    if path.suffix == ".json":
+        weights = path.with_suffix(".safetensors")
+        hint = f"pass the weights file beside it, {weights}" if weights.is_file() else "pass a weights file"
+        raise CheckpointError(f"{path} is a JSON file, not model weights; {hint}")
+    side = sidecar_path(path)
     if not side.is_file():
         return None
     try:
         meta = json.loads(side.read_text())
     except json.JSONDecodeError as err:
         raise CheckpointError(f"checkpoint metadata {side} is not valid JSON ({err.msg})") from None
-    return meta if meta.get("format") == FORMAT else None
+    return meta if isinstance(meta, dict) and meta.get("format") == FORMAT else None
 
 
 def load_state_file(path: Path) -> Dict[str, torch.Tensor]:
