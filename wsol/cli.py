@@ -1,6 +1,7 @@
 """The `wsol` command line: parse options, build a config, call one job (wsol.jobs). No logic here."""
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import sys
 from pathlib import Path
@@ -226,7 +227,7 @@ def train_command(
     batch_size: ConfigBatchSizeOpt = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Base learning rate, above 0 (default: the config's).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", callback=_check_out_folder, help="Folder to write (default: runs/<dataset>_<arch>_<method>).")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last epoch.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last epoch, up to its own epoch count unless --epochs (or --set epochs=) says more.")] = False,
     seed: ConfigSeedOpt = None,
     weights: Annotated[Optional[Path], typer.Option("--weights", help="Initial weights (ImageNet backbone or wsol checkpoint).")] = None,
     warmup_epochs: Annotated[Optional[int], typer.Option("--warmup-epochs", help="Natural (cross-entropy) epochs before the method's loss takes over (default: the config's).")] = None,
@@ -239,13 +240,16 @@ def train_command(
     import os
 
     from wsol.config import parse_overrides, resolve_train_config
-    from wsol.jobs.train import default_run_folder, train
+    from wsol.jobs.train import default_run_folder, saved_epochs, train
     from wsol.utils.distributed import cleanup
 
     options = {"epochs": epochs, "batch_size": batch_size, "optim.lr": lr, "seed": seed, "weights": weights, "root": root,
                "warmup_epochs": warmup_epochs, "warm_start": warm_start}
-    cfg, used = resolve_train_config(dataset, method, config, arch, parse_overrides(overrides), options)
+    changes = parse_overrides(overrides)
+    cfg, used = resolve_train_config(dataset, method, config, arch, changes, options)
     folder = out or default_run_folder(cfg)
+    if resume and epochs is None and "epochs" not in changes and saved_epochs(folder) is not None:
+        cfg = dataclasses.replace(cfg, epochs=saved_epochs(folder))  # a resumed run keeps its length unless told otherwise
     main = os.environ.get("RANK", "0") == "0"  # torchrun: only rank 0 prints
     banner = f"config: {used or 'built-in defaults'}; run folder: {folder}"
     try:

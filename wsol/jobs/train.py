@@ -187,6 +187,19 @@ def build_run(
     return Run(config, out, dev, wrapped, model, optimizer, scheduler, train_set, test_set, class_names, num_classes, start_epoch, state is not None)
 
 
+def saved_epochs(out: Path) -> Optional[int]:
+    """The epoch count of the run recorded in ``out/config.yaml`` (None when there is none or it is unreadable:
+    the resume check then reports the folder)."""
+    import yaml
+
+    try:
+        saved = yaml.safe_load((Path(out) / CONFIG_FILE).read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    epochs = saved.get("epochs") if isinstance(saved, dict) else None
+    return epochs if isinstance(epochs, int) and epochs > 0 else None
+
+
 def _resume_state(config: TrainConfig, out: Path, resume: bool) -> Optional[Dict[str, Any]]:
     """The saved training state of ``out`` (None for a fresh run), checked against ``config``."""
     state_path = out / STATE_FILE

@@ -1,0 +1,33 @@
+"""`wsol train --resume` keeps the run's own length unless --epochs says otherwise."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from wsol.cli import run
+from wsol.data.shapes import synthesize_shapes
+from wsol.utils.io import read_jsonl
+
+TINY = """\
+dataset: shapes
+arch: small-cnn
+epochs: 3
+batch_size: 4
+eval_batch_size: 8
+max_train_batches: 1
+optim:
+  lr: 0.01
+"""
+
+
+def test_resume_without_epochs_keeps_the_runs_own_epoch_count(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("WSOL_PROGRESS", "0")
+    root = synthesize_shapes(tmp_path / "shapes", n_train=8, n_test=8, size=32, num_classes=3, seed=0)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY)
+    out = tmp_path / "run"
+    base = ["train", "shapes", "--config", str(config), "--root", str(root), "--out", str(out)]
+    assert run([*base, "--epochs", "1"]) == 0
+    assert run([*base, "--resume"]) == 0  # the config says 3 epochs; the run was started with 1
+    assert [r["epoch"] for r in read_jsonl(out / "metrics.jsonl")] == [1]
+    assert run([*base, "--resume", "--epochs", "2"]) == 0  # an explicit --epochs extends it
+    assert [r["epoch"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2]
