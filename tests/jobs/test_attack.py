@@ -238,9 +238,9 @@ def test_a_checkpoint_whose_classes_are_not_the_datasets_gets_a_note(tiny, tmp_p
     shutil.copy(tiny["checkpoint"], other)
     meta = json.loads(Path(tiny["checkpoint"]).with_suffix(".json").read_text())
     other.with_suffix(".json").write_text(json.dumps({**meta, "dataset": "cifar10", "class_names": ["airplane", "automobile"]}))
-    assert _attack(tiny, tmp_path / "a", "--n", "2", "--steps", "1", "--pgd-steps", "0") == 0 and "note:" not in capsys.readouterr().err
+    assert _attack(tiny, tmp_path / "a", "--n", "2", "--steps", "1", "--eps", "1/255", "--pgd-steps", "0") == 0 and "note:" not in capsys.readouterr().err
     argv = ["attack", "attribution", "--checkpoint", str(other), "--dataset", "shapes", "--root", str(tiny["root"]), "--out", str(tmp_path / "b"),
-            *ARGS, "--n", "2", "--steps", "1", "--pgd-steps", "0"]
+            *ARGS, "--n", "2", "--steps", "1", "--eps", "1/255", "--pgd-steps", "0"]
     assert run(argv) == 0
     notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
     assert len(notes) == 1 and "trained on cifar10 with classes airplane, automobile, but shapes has disc, square" in notes[0]

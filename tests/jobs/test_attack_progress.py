@@ -16,7 +16,7 @@ def test_one_line_per_batch_in_a_log(tmp_path, capsys, monkeypatch) -> None:
     torch.manual_seed(0)
     checkpoint = save_model(build_model("small-cnn", 2, input_size=32), tmp_path / "model", dataset="shapes", method="natural")
     argv = ["attack", "attribution", "--checkpoint", str(checkpoint), "--dataset", "shapes", "--root", str(root), "--out", str(tmp_path / "a"),
-            "--attribution", "grad", "--k", "10", "--steps", "1", "--pgd-steps", "0", "--n", "5", "--batch-size", "2"]
+            "--attribution", "grad", "--k", "10", "--steps", "1", "--eps", "1/255", "--pgd-steps", "0", "--n", "5", "--batch-size", "2"]
     assert run(argv) == 0
     captured = capsys.readouterr()
     attacked = json.loads((tmp_path / "a" / "summary.json").read_text())["attacked"]
