@@ -141,3 +141,21 @@ def test_attacks_the_model_has_too_few_classes_for_are_named(num_classes, ladder
 def test_ladder_names_ignore_case_and_spaces():
     assert resolve_ladder(" Standard") == LADDERS["standard"]
     assert resolve_ladder("APGD-CE, fab,") == ("apgd-ce", "fab")
+
+
+def test_fab_after_fab_t_keeps_its_own_restarts(tiny_cnn, tiny_batch, monkeypatch):
+    """pyautoattack's FAB-T leaves the shared FAB object at 1 restart; a FAB later in the ladder gets its own back."""
+    x, y = tiny_batch
+    built = {}
+    real_build = aa_mod.build_autoattack
+
+    def build(*args, **kwargs):
+        built["aa"] = aa = real_build(*args, **kwargs)
+        calls = built.setdefault("calls", [])
+        monkeypatch.setattr(aa.fab, "perturb", lambda xb, yb: calls.append((aa.fab.targeted, aa.fab.n_restarts)) or xb)
+        return aa
+
+    monkeypatch.setattr(aa_mod, "build_autoattack", build)
+    run_ladder(tiny_cnn, x, y, eps=8 / 255, ladder="fab-t,fab", n_restarts=3, n_iter=2)
+    assert built["calls"] and {c for c in built["calls"] if c[0]} == {(True, 1)}
+    assert {c for c in built["calls"] if not c[0]} == {(False, 3)}

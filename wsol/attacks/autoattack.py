@@ -95,6 +95,7 @@ def build_autoattack(
                             ("n_target_classes", n_target_classes)):
             if value is not None and hasattr(obj, attr):
                 setattr(obj, attr, int(value))
+    aa.wsol_fab_restarts = aa.fab.n_restarts  # FAB-T sets the shared FAB object to 1 restart; FAB gets these back
     return aa
 
 
@@ -109,8 +110,7 @@ def _perturb(aa: Any, name: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tens
         return aa.apgd_targeted.perturb(x, y)
     if name in ("fab", "fab-t"):
         aa.fab.targeted = name == "fab-t"
-        if name == "fab-t":
-            aa.fab.n_restarts = 1
+        aa.fab.n_restarts = 1 if name == "fab-t" else getattr(aa, "wsol_fab_restarts", aa.fab.n_restarts)
         aa.fab.seed = aa.get_seed()
         return aa.fab.perturb(x, y)
     aa.square.seed = aa.get_seed()
