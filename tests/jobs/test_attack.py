@@ -84,8 +84,8 @@ def test_attack_writes_one_row_per_sample_and_a_summary(tiny) -> None:
     assert all(r["reason"] == "misclassified" for r in rows if r["attacked"] == "False")
     assert summary["natural_accuracy"] == pytest.approx(100 * sum(r["pred"] == r["label"] for r in rows) / 10)
     kept = [float(r["topk_intersection"]) for r in attacked if r["kept_prediction"] == "True"]
-    if kept:
-        assert summary["metrics"]["topk_intersection"]["mean"] == pytest.approx(100 * sum(kept) / len(kept))
+    assert kept and summary["metrics"]["topk_intersection"]["n"] == len(kept)
+    assert summary["metrics"]["topk_intersection"]["mean"] == pytest.approx(100 * sum(kept) / len(kept))
     assert (out / "maps.npz").is_file()
 
 
