@@ -14,7 +14,9 @@ def test_demo_writes_report_with_table_and_figures(tmp_path, capsys) -> None:
     assert "| method | attribution | top1_acc | gt_known_loc | top1_loc | maxboxacc_v2 | top1_seg | pxap | threshold |" in report
     for method in ("natural", "art"):
         for attribution in ("grad", "cam"):
-            assert f"| {method} | {attribution} |" in report
+            metrics = json.loads((out / method / f"preds_{attribution}.metrics.json").read_text())
+            cells = " | ".join(f"{metrics[k]:.2f}" for k in ("top1_acc", "gt_known_loc", "top1_loc", "maxboxacc_v2", "top1_seg", "pxap", "threshold"))
+            assert f"| {method} | {attribution} | {cells} |" in report  # the numbers `wsol evaluate` measured
             figure = out / "figures" / f"{method}_{attribution}.png"
             assert figure.read_bytes()[:4] == b"\x89PNG"
             assert f"(figures/{method}_{attribution}.png)" in report

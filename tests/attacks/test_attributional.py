@@ -1,11 +1,13 @@
 """IFIA and targeted manipulation on tiny models: ε-ball, kept labels, constant maps, real effect, errors."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn as nn
 
-from wsol.attacks.attributional import ifia, shuffled_targets, targeted_manipulation
+from wsol.attacks.attributional import NOT_KEPT, ifia, shuffled_targets, targeted_manipulation
 from wsol.attribution import integrated_gradients
 from wsol.errors import WsolError
 from wsol.metrics.ranking import preprocess_map, topk_mask
@@ -59,6 +61,35 @@ def test_misclassified_samples_are_not_attacked() -> None:
     assert res.reasons[1] == "misclassified" and res.best_step[1] == -1
     assert torch.isnan(res.topk[1]) and torch.equal(res.x_adv[1], x[1])
     assert not torch.isnan(res.topk[res.kept]).any()
+
+
+class _Knife(nn.Module):
+    """Class 0 only at ``x0`` exactly (logit −1000·Σ|x − x0| against a constant −1e-6): any step off it flips the label."""
+
+    def __init__(self, x0: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("x0", x0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = (x - self.x0).abs().flatten(1).sum(dim=1)
+        return torch.stack([-1000 * d, torch.full_like(d, -1e-6)], dim=1)
+
+
+def test_a_sample_whose_every_step_flips_the_label_keeps_its_image_and_gets_no_metrics() -> None:
+    """The attacked-but-nothing-kept path, which the models above never reach (every sample keeps a step)."""
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 0.5 + 0.25
+    model = _Knife(x[:1])
+    y = torch.tensor([0, 1])  # sample 0 sits on the knife edge, sample 1 is class 1 by a wide margin
+    res = ifia(model, x, y, attribution="grad", objective="random", beta=None, k=10, steps=3, step_size=2 / 255,
+               generator=torch.Generator().manual_seed(0))
+    assert res.attacked.tolist() == [True, True] and res.kept.tolist() == [False, True]
+    assert res.best_step[0] == -1 and res.best_step[1] >= 1
+    assert torch.equal(res.x_adv[0], x[0]) and not torch.equal(res.x_adv[1], x[1])
+    assert torch.equal(model(res.x_adv).argmax(dim=1), y)
+    row = res.rows()[0]
+    assert row["reason"] == NOT_KEPT and not row["kept_prediction"]
+    assert all(math.isnan(row[key]) for key in ("topk_intersection", "kendall", "spearman", "center_shift"))
+    assert res.rows()[1]["topk_intersection"] == 1.0  # a linear map is constant: the kept sample's map cannot move
 
 
 class _Linear(nn.Module):

@@ -63,9 +63,9 @@ def test_cub_train_keeps_box_on_the_object(seed: int) -> None:
     img, out, msk, to_orig = t(image, boxes, mask)
     assert img.shape == (3, 64, 64) and out.shape == (1, 4)
     bright = img[0].numpy() > 0.5
-    if msk.any():
-        assert np.abs(_tight(msk.numpy()) - out[0].numpy()).max() <= 1.5
-        assert np.abs(_tight(bright) - out[0].numpy()).max() <= 1.5
+    assert msk.any()  # the crop keeps part of the object, so the checks below always run
+    assert np.abs(_tight(msk.numpy()) - out[0].numpy()).max() <= 1.5
+    assert np.abs(_tight(bright) - out[0].numpy()).max() <= 1.5
     # to_orig: resize (scale w/73, h/73) and crop offset; the 64-px crop maps inside the image
     sx, sy, tx, ty = to_orig
     assert sx == pytest.approx(w / 73) and sy == pytest.approx(h / 73)
@@ -83,7 +83,9 @@ def test_cub_train_to_orig_rows_match_the_source() -> None:
         rows = img[0, :, 32].numpy() * 255
         ys = (np.arange(64) + 0.5) * sy + ty
         expected = np.interp(ys - 0.5, np.arange(h), np.linspace(0, 255, h))
-        assert np.abs(rows - expected).max() < 6
+        # bilinear resize and uint8 rounding stay within ~1 level; one source row is 255/149 ≈ 1.7 levels and
+        # one crop pixel is sy ≈ 2 rows, so an offset wrong by half a pixel or more is caught
+        assert np.abs(rows - expected).max() < 1.5
 
 
 @pytest.mark.parametrize("seed", range(4))

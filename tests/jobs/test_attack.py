@@ -84,8 +84,8 @@ def test_attack_writes_one_row_per_sample_and_a_summary(tiny) -> None:
     assert all(r["reason"] == "misclassified" for r in rows if r["attacked"] == "False")
     assert summary["natural_accuracy"] == pytest.approx(100 * sum(r["pred"] == r["label"] for r in rows) / 10)
     kept = [float(r["topk_intersection"]) for r in attacked if r["kept_prediction"] == "True"]
-    if kept:
-        assert summary["metrics"]["topk_intersection"]["mean"] == pytest.approx(100 * sum(kept) / len(kept))
+    assert kept and summary["metrics"]["topk_intersection"]["n"] == len(kept)
+    assert summary["metrics"]["topk_intersection"]["mean"] == pytest.approx(100 * sum(kept) / len(kept))
     assert (out / "maps.npz").is_file()
 
 
@@ -138,12 +138,17 @@ def test_different_arguments_into_the_same_folder_are_refused(tiny, capsys) -> N
     assert (out / "samples.csv").read_text() == before
 
 
-@pytest.mark.parametrize("extra", [["--k", "2000"], ["--objective", "bogus"], ["--attribution", "cam"], ["--eps", "8/x"], ["--n", "0"], ["--preset", "nope"],
-                                   ["--preset", "official"], ["--k", "1024"]])
-def test_bad_arguments_write_nothing(tiny, capsys, extra) -> None:
+@pytest.mark.parametrize("extra,reason", [
+    (["--k", "2000"], "got k=2000"), (["--objective", "bogus"], "unknown IFIA objective 'bogus'"),
+    (["--attribution", "cam"], "unknown attribution for attacks 'cam'"), (["--eps", "8/x"], "--eps: expected a number"),
+    (["--n", "0"], "'--n'"), (["--preset", "nope"], "unknown IFIA preset 'nope'"),
+    (["--preset", "official"], "defined for attribution 'ig' only"), (["--k", "1024"], "takes every pixel"),
+])
+def test_bad_arguments_write_nothing(tiny, capsys, extra, reason) -> None:
     out = tiny["base"] / "bad"
     assert _attack(tiny, out, *extra) == 2
-    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and reason in err[0], err  # refused for the reason the case names
     assert not out.exists()
 
 

@@ -255,15 +255,27 @@ def test_study_refuses_bf16_off_cuda_before_writing(cifar, tmp_path, tiny) -> No
     assert not (tmp_path / "out").exists()
 
 
-def test_cli_runs_the_shipped_resnet18(cifar, tmp_path, capsys, monkeypatch) -> None:
+def test_cli_runs_the_shipped_resnet18(tmp_path, capsys, monkeypatch) -> None:
+    """The noise images are relabelled with the shipped model's own predictions: with the drawn labels its clean
+    accuracy was 0, so APGD attacked no sample at all."""
+    from wsol.models.robustbench import load_robust_model
+
     monkeypatch.setenv("WSOL_PROGRESS", "0")
+    root = make_cifar(tmp_path / "cifar")
+    path = root / "cifar-10-batches-py" / "test_batch"
+    batch = pickle.loads(path.read_bytes())
+    images = torch.from_numpy(batch[b"data"]).float().view(-1, 3, 32, 32) / 255
+    with torch.no_grad():
+        batch[b"labels"] = load_robust_model("pyautoattack-resnet18")(images).argmax(1).tolist()
+    path.write_bytes(pickle.dumps(batch))
     out = tmp_path / "r18"
-    args = ["robustness", "evaluate", "--model", "pyautoattack-resnet18", "--dataset", "cifar10", "--root", str(cifar),
+    args = ["robustness", "evaluate", "--model", "pyautoattack-resnet18", "--dataset", "cifar10", "--root", str(root),
             "--attacks", "apgd-ce", "--n", "6", "--n-iter", "2", "--n-restarts", "1", "--batch-size", "6", "--device", "cpu", "--out", str(out)]
     assert run(args) == 0
     rows = (out / "ladder_fp32.csv").read_text().splitlines()
-    assert rows[0] == "model,attack,minutes,accuracy,delta" and rows[2].startswith("pyautoattack-resnet18,apgd-ce,")
-    assert float(rows[2].split(",")[3]) <= float(rows[1].split(",")[3])
+    assert rows[0] == "model,attack,minutes,accuracy,delta" and rows[1].startswith("pyautoattack-resnet18,initial accuracy,")
+    assert rows[2].startswith("pyautoattack-resnet18,apgd-ce,")
+    assert float(rows[1].split(",")[3]) == 1.0 and float(rows[2].split(",")[3]) < 1.0  # it attacked and broke some
     assert "report:" in capsys.readouterr().out
 
 

@@ -23,6 +23,8 @@ def _second_order(fused: bool, dtype: torch.dtype, momentum=0.1):
     with fused_batch_norm(bn) if fused else torch.enable_grad():
         y = bn(x)
         y2 = bn(x * 1.5)  # a second call: running statistics and num_batches_tracked accumulate
+    if fused:  # else a silent fall-back to PyTorch's batch norm would compare PyTorch with itself
+        assert {type(y.grad_fn).__name__, type(y2.grad_fn).__name__} == {"_BatchNormTrainBackward"}
     weights = torch.linspace(0, 1, y.numel(), dtype=dtype).view_as(y)
     gx, gw, gb = torch.autograd.grad((y.sin() * weights).sum() + y2.square().mean(), (x, bn.weight, bn.bias), create_graph=True)
     loss = gx.square().sum() + gw.pow(3).sum() + (gb * gx.mean()).sum()

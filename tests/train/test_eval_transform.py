@@ -7,6 +7,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
+import torch
 
 from wsol.cli import run
 from wsol.utils.io import read_jsonl
@@ -53,3 +55,16 @@ def test_localize_reproduces_the_training_runs_top1_at_a_non_224_size(tmp_path, 
     scored = json.loads(preds.with_suffix(".metrics.json").read_text())
     assert scored["images"] == 8
     assert abs(scored["top1_acc"] - 100.0 * trained_top1) < 1e-6
+    # Colour tells the classes apart at any scale, so top-1 alone would not notice a resize to 224; the
+    # per-image scores must be the model's softmax on the 40x40 files themselves, read here with cv2.
+    from wsol.models import load_model
+
+    model = load_model(out / "model.safetensors").eval()
+    results = sorted(json.loads(preds.read_text()), key=lambda r: r["image_id"])
+    paths = dict(line.split() for line in (root / "images.txt").read_text().splitlines())
+    files = [cv2.imread(str(root / "images" / paths[str(r["image_id"])]))[..., ::-1] for r in results]
+    images = torch.from_numpy(np.stack(files).copy()).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        score, pred = model(images).softmax(dim=1).max(dim=1)
+    assert [r["category_id"] for r in results] == (pred + 1).tolist()
+    assert [r["score"] for r in results] == pytest.approx(score.tolist(), abs=1e-5)
