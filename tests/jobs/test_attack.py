@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -124,6 +125,10 @@ def test_resume_after_interrupt_gives_the_same_summary(tiny) -> None:
     for name, stats in metrics_a.items():  # other batch compositions: float rounding only
         assert stats == pytest.approx(metrics_b[name], rel=1e-4, abs=1e-5, nan_ok=True), name
     _same_rows(_rows(out), _rows(reference))
+    with np.load(reference / "maps.npz") as full, np.load(out / "maps.npz") as resumed:  # the killed run's maps are kept
+        assert resumed["index"].tolist() == full["index"].tolist()
+        for name in full.files:
+            np.testing.assert_allclose(resumed[name], full[name], rtol=1e-4, atol=1e-5, err_msg=name)
 
 
 def test_different_arguments_into_the_same_folder_are_refused(tiny, capsys) -> None:
