@@ -148,6 +148,15 @@ def test_other_arguments_into_the_same_folder_are_refused(cifar, tmp_path, tiny)
         job.evaluate_robustness(settings(ladder=["apgd-ce"], sweep=[], seed=4), cifar, out, "cpu")
 
 
+def test_a_weight_path_spelled_otherwise_resumes_the_same_run(cifar, tmp_path, tiny, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    job.evaluate_robustness(settings(weights=["w/model.safetensors"], ladder=["apgd-ce"], sweep=[]), cifar, out, "cpu")
+    again = settings(weights=[str(tmp_path / "w" / "model.safetensors")], ladder=["apgd-ce"], sweep=[])
+    job.evaluate_robustness(again, cifar, out, "cpu")  # `wsol demo --out runs/demo`, then the same with an absolute --out
+    assert json.loads((out / "run.json").read_text())["weights"] == [str(tmp_path / "w" / "model.safetensors")]
+
+
 def _worker(rank: int, world: int, port: int, root: str, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       WSOL_PROGRESS="0")

@@ -82,6 +82,11 @@ def eps_text(eps: float) -> str:
 # --- what defines a run ---
 
 
+def _absolute(paths: Sequence[str]) -> List[str]:
+    """Weight paths as absolute paths (``~`` expanded), as ``run.json`` keeps them."""
+    return [str(Path(p).expanduser().resolve()) for p in paths]
+
+
 @dataclass
 class RobustnessSettings:
     """Everything a run's results depend on; stored in ``run.json`` to refuse mixing runs in one folder."""
@@ -106,6 +111,7 @@ class RobustnessSettings:
     bf16: bool = False
 
     def validate(self) -> "RobustnessSettings":
+        self.weights = _absolute(self.weights)  # run.json is the same whatever the cwd or the spelling of the path
         if self.ladder:
             self.ladder = list(resolve_ladder(",".join(self.ladder)))
         self.sweep_attack = ",".join(resolve_ladder(self.sweep_attack))
@@ -287,7 +293,9 @@ def _run_differences(out: Path, s: RobustnessSettings) -> Optional[List[str]]:
     path = out / RUN_FILE
     if not path.is_file():
         return None
-    return config_differences(json.loads(path.read_text()), json.loads(json.dumps(asdict(s))))
+    old = json.loads(path.read_text())
+    old["weights"] = _absolute(old.get("weights") or [])  # a run.json written before weights were kept absolute
+    return config_differences(old, json.loads(json.dumps(asdict(s))))
 
 
 def _check_run_file(out: Path, s: RobustnessSettings) -> None:
