@@ -499,6 +499,7 @@ def run_study(study: Path, template: RobustnessSettings, root: Path, out: Path, 
     skipped), then one ``report.md`` with both of the seed's tables, the average per class across models and the figures.
     Every unfinished model is loaded once, up front, and held in CPU memory until its turn (the seed's five models: about
     5 GB), so a wrong name or a broken file fails before the first attack."""
+    dist.init_from_env()  # before the lock: under torchrun only rank 0 takes it (uninitialised, every rank is rank 0)
     _run_device(template, device)
     models = read_study(study)
     out = Path(out)
