@@ -360,3 +360,12 @@ def test_subprocess_entry_point_prints_one_line(tmp_path) -> None:
     assert done.returncode == 2, done.stderr
     assert len(done.stderr.splitlines()) == 1 and done.stderr.startswith("error: "), done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_demo_under_torchrun_is_one_line_before_any_write(sandbox, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it: every rank wrote the same figures and metrics and crashed
+    out = Path(sandbox["dir"]) / "demo"
+    assert run(["demo", "--out", str(out), "--epochs", "1", "--n-train", "10", "--n-test", "10"]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: wsol demo runs in one process"), lines
+    assert not out.exists()

@@ -6,6 +6,7 @@ writes into ``out`` and is skipped when its output already exists, so a re-run r
 """
 from __future__ import annotations
 
+import os
 import platform
 import time
 from pathlib import Path
@@ -62,7 +63,10 @@ def run_demo(
     attributions: Sequence[str] = ATTRIBUTIONS,
     device: Optional[str] = None,
 ) -> Path:
-    """Run the demo into ``out``; returns the path of ``report.md``."""
+    """Run the demo into ``out``; returns the path of ``report.md``. One process only: its localize, figure and
+    metrics stages write from every process, so under torchrun it is refused before anything is written."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise WsolError("wsol demo runs in one process; start it without torchrun (wsol train, localize, attack and robustness run under torchrun)")
     out = Path(out)
     started = time.time()
     timings: Dict[str, float] = {}
