@@ -131,6 +131,16 @@ def test_resume_after_interrupt_gives_the_same_summary(tiny) -> None:
             np.testing.assert_allclose(resumed[name], full[name], rtol=1e-4, atol=1e-5, err_msg=name)
 
 
+def test_maps_of_a_run_killed_before_its_first_row_are_not_kept(tiny) -> None:
+    out = tiny["base"] / "killed_before_rows"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps({"attack": "attribution", "steps": 99}))  # other arguments, no row yet
+    np.savez(out / "maps.npz", index=np.array([999]), image=np.zeros((1, 3, 2, 2), np.float32))
+    assert _attack(tiny, out) == 0
+    with np.load(out / "maps.npz") as maps:
+        assert 999 not in maps["index"].tolist() and set(maps["index"].tolist()) <= {int(r["index"]) for r in _rows(out)}
+
+
 def test_different_arguments_into_the_same_folder_are_refused(tiny, capsys) -> None:
     out = tiny["base"] / "full"
     if not (out / "summary.json").is_file():
