@@ -466,3 +466,12 @@ def test_unreadable_file_inside_an_input_is_one_line(sandbox, assets, capsys, mo
     assert run(argv) == 2
     err = capsys.readouterr().err
     assert err == f"error: permission denied: {sidecar}; change its permissions or choose another path\n", err
+
+
+def test_demo_under_torchrun_is_one_line_before_any_write(sandbox, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it: every rank wrote the same figures and metrics and crashed
+    out = Path(sandbox["dir"]) / "demo"
+    assert run(["demo", "--out", str(out), "--epochs", "1", "--n-train", "10", "--n-test", "10"]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: wsol demo runs in one process"), lines
+    assert not out.exists()

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Dict
 
@@ -124,6 +126,19 @@ def test_crash_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyP
     with pytest.raises(RuntimeError, match="simulated crash"):
         synthesize_shapes(tmp_path / "s", seed=0, **SMALL)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_tree_half_written_by_a_killed_run_is_removed_by_the_next(tmp_path: Path) -> None:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])  # its pid no longer runs once it is waited for
+    child.wait()
+    killed_tmp, killed_old = tmp_path / f".s.{child.pid}.ab12.tmp", tmp_path / f".s.{child.pid}.cd34.old"
+    (killed_tmp / "images").mkdir(parents=True)
+    (killed_tmp / "images" / "half.png").write_bytes(b"\x89PNG")
+    killed_old.mkdir()
+    running = tmp_path / f".s.{os.getppid()}.ef56.tmp"  # another process still writing: left alone
+    running.mkdir()
+    synthesize_shapes(tmp_path / "s", seed=0, **SMALL)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["s", running.name])
 
 
 def test_ensure_shapes_reuses_checks_and_uses_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -124,6 +125,20 @@ def test_resume_after_interrupt_gives_the_same_summary(tiny) -> None:
     for name, stats in metrics_a.items():  # other batch compositions: float rounding only
         assert stats == pytest.approx(metrics_b[name], rel=1e-4, abs=1e-5, nan_ok=True), name
     _same_rows(_rows(out), _rows(reference))
+    with np.load(reference / "maps.npz") as full, np.load(out / "maps.npz") as resumed:  # the killed run's maps are kept
+        assert resumed["index"].tolist() == full["index"].tolist()
+        for name in full.files:
+            np.testing.assert_allclose(resumed[name], full[name], rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_maps_of_a_run_killed_before_its_first_row_are_not_kept(tiny) -> None:
+    out = tiny["base"] / "killed_before_rows"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps({"attack": "attribution", "steps": 99}))  # other arguments, no row yet
+    np.savez(out / "maps.npz", index=np.array([999]), image=np.zeros((1, 3, 2, 2), np.float32))
+    assert _attack(tiny, out) == 0
+    with np.load(out / "maps.npz") as maps:
+        assert 999 not in maps["index"].tolist() and set(maps["index"].tolist()) <= {int(r["index"]) for r in _rows(out)}
 
 
 def test_different_arguments_into_the_same_folder_are_refused(tiny, capsys) -> None:

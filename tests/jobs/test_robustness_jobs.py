@@ -171,6 +171,15 @@ def test_other_arguments_into_the_same_folder_are_refused(cifar, tmp_path, tiny)
         job.evaluate_robustness(settings(ladder=["apgd-ce"], sweep=[], seed=4), cifar, out, "cpu")
 
 
+def test_a_weight_path_spelled_otherwise_resumes_the_same_run(cifar, tmp_path, tiny, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    job.evaluate_robustness(settings(weights=["w/model.safetensors"], ladder=["apgd-ce"], sweep=[]), cifar, out, "cpu")
+    again = settings(weights=[str(tmp_path / "w" / "model.safetensors")], ladder=["apgd-ce"], sweep=[])
+    job.evaluate_robustness(again, cifar, out, "cpu")  # `wsol demo --out runs/demo`, then the same with an absolute --out
+    assert json.loads((out / "run.json").read_text())["weights"] == [str(tmp_path / "w" / "model.safetensors")]
+
+
 def _worker(rank: int, world: int, port: int, root: str, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       WSOL_PROGRESS="0")
@@ -206,6 +215,26 @@ def test_study_writes_both_tables_and_skips_done_models(cifar, tmp_path, tiny) -
     stamp = done.stat().st_mtime_ns
     job.run_study(study, template, cifar, tmp_path / "study", "cpu")
     assert done.stat().st_mtime_ns == stamp
+
+
+def _study_worker(rank: int, world: int, port: int, study: str, root: str, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      WSOL_PROGRESS="0")
+    torch.set_num_threads(1)
+    job.load_eval_model = tiny_model
+    job.run_study(Path(study), settings(model="", sweep=[0, 2]), Path(root), Path(out), "cpu")
+    from wsol.utils.distributed import cleanup
+
+    cleanup()
+
+
+def test_study_under_two_gloo_ranks_gives_the_tables_of_one_process(cifar, tmp_path, tiny, free_port) -> None:
+    study = tmp_path / "models.yaml"
+    study.write_text("models:\n  - name: a\n    model: tiny\n  - name: b\n    model: tiny2\n")
+    job.run_study(study, settings(model="", sweep=[0, 2]), cifar, tmp_path / "single", "cpu")
+    mp.start_processes(_study_worker, args=(2, free_port, str(study), str(cifar), str(tmp_path / "sharded")), nprocs=2, start_method="spawn")
+    for name in ("sweep.csv", "sweep_summary.csv", "across_models.csv"):
+        assert (tmp_path / "sharded" / name).read_text() == (tmp_path / "single" / name).read_text(), name
 
 
 def test_study_names_models_by_label_and_classes_by_name(cifar, tmp_path, tiny) -> None:

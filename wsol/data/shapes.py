@@ -18,7 +18,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -28,7 +27,7 @@ from wsol.data.base import Transform
 from wsol.data.cub import CubDataset, load_cub
 from wsol.data.registry import DATASETS, DEFAULT_ROOTS, check_options
 from wsol.errors import DataError
-from wsol.utils.io import current_umask
+from wsol.utils.io import current_umask, temp_dir_beside
 
 FORMAT_VERSION = 3
 MARKS = ("disc", "square", "triangle", "plus", "ring", "bars", "cross", "checker", "diamond", "dots")
@@ -303,7 +302,7 @@ def synthesize_shapes(
     items = [(i % num_classes, 0, i) for i in range(n_train)] + [(i % num_classes, 1, i) for i in range(n_test)]
     items.sort()
     canvas = _Canvas(size)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    tmp = temp_dir_beside(out)  # also removes the half-written tree of a killed earlier run
     try:
         tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it 0700; the tree gets a plain mkdir's mode
         for d in dirs:
@@ -369,7 +368,7 @@ def _replace_dir(new: Path, target: Path) -> None:
     if not target.exists():
         os.replace(new, target)
         return
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+    old = temp_dir_beside(target, ".old")
     os.rmdir(old)
     os.replace(target, old)
     try:

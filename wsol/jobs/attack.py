@@ -242,7 +242,6 @@ class _Run:
 
     def __init__(self, out: Path, config: Dict[str, Any], columns: Sequence[str]) -> None:
         self.out, self.config, self.columns = Path(out), config, list(columns)
-        self.maps: Dict[int, Dict[str, np.ndarray]] = {}
 
     def check_config(self) -> None:
         """Refuse other arguments into a folder that holds results (a folder without rows is reused)."""
@@ -273,6 +272,8 @@ class _Run:
         if dist.is_main_process():
             write_json(self.out / CONFIG_FILE, self.config)
             done = _read_rows(samples, self.columns)
+            if not done:  # maps of a run that wrote no row (perhaps with other arguments) are not this run's
+                (self.out / MAPS_FILE).unlink(missing_ok=True)
             atomic_write_text(samples, _csv_text(done, self.columns, header=True))
         done_ids = {int(r["index"]) for r in dist.gather_objects(done)[0]}
         remaining = [i for i in indices if i not in done_ids]
@@ -294,8 +295,9 @@ class _Run:
                     if i in show:
                         maps[i] = {k: v[j] for k, v in batch_maps.items()}
             rows = sorted(gather(rows), key=lambda r: r["index"])
-            for part in dist.gather_objects(maps):
-                self.maps.update(part)
+            maps = {i: m for part in dist.gather_objects(maps) for i, m in part.items()}
+            if dist.is_main_process() and maps:
+                self._save_maps(maps)  # before the rows: a kill between the two recomputes these samples, maps included
             if dist.is_main_process() and rows:
                 _append(samples, _csv_text(rows, self.columns, header=False))
             if after_batch is not None:
@@ -304,19 +306,18 @@ class _Run:
         if dist.is_main_process():
             final = sorted(_read_rows(samples, self.columns), key=lambda r: int(r["index"]))
             atomic_write_text(samples, _csv_text(final, self.columns, header=True))
-            self._write_maps()
         return final
 
-    def _write_maps(self) -> None:
-        if not self.maps:
-            return
+    def _save_maps(self, maps: Dict[int, Dict[str, np.ndarray]]) -> None:
+        """Merge one batch's ``maps`` into ``maps.npz`` (rewritten atomically), so the maps of the samples a
+        killed run finished survive its resume, which does not attack those samples again."""
         path = self.out / MAPS_FILE
         merged: Dict[int, Dict[str, np.ndarray]] = {}
         if path.is_file():
             with np.load(path) as old:
                 for j, i in enumerate(old["index"].tolist()):
                     merged[i] = {k: old[k][j] for k in old.files if k != "index"}
-        merged.update(self.maps)
+        merged.update(maps)
         keys = sorted(merged)
         arrays = {name: np.stack([merged[i][name] for i in keys]) for name in merged[keys[0]]}
         buf = io.BytesIO()

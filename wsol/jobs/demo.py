@@ -7,6 +7,7 @@ writes into ``out`` and is skipped when its output already exists, so a re-run r
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -81,7 +82,10 @@ def run_demo(
     attributions: Sequence[str] = ATTRIBUTIONS,
     device: Optional[str] = None,
 ) -> Path:
-    """Run the demo into ``out``; returns the path of ``report.md``."""
+    """Run the demo into ``out``; returns the path of ``report.md``. One process only: its localize, figure and
+    metrics stages write from every process, so under torchrun it is refused before anything is written."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise WsolError("wsol demo runs in one process; start it without torchrun (wsol train, localize, attack and robustness run under torchrun)")
     out = Path(out)
     claim_demo_folder(out, {"seed": seed, "epochs": epochs, "n_train": n_train, "n_test": n_test})
     started = time.time()

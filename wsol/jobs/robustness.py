@@ -83,6 +83,11 @@ def eps_text(eps: float) -> str:
 # --- what defines a run ---
 
 
+def _absolute(paths: Sequence[str]) -> List[str]:
+    """Weight paths as absolute paths (``~`` expanded), as ``run.json`` keeps them."""
+    return [str(Path(p).expanduser().resolve()) for p in paths]
+
+
 @dataclass
 class RobustnessSettings:
     """Everything a run's results depend on; stored in ``run.json`` to refuse mixing runs in one folder."""
@@ -107,6 +112,7 @@ class RobustnessSettings:
     bf16: bool = False
 
     def validate(self) -> "RobustnessSettings":
+        self.weights = _absolute(self.weights)  # run.json is the same whatever the cwd or the spelling of the path
         if self.ladder:
             self.ladder = list(resolve_ladder(",".join(self.ladder)))
         self.sweep_attack = ",".join(resolve_ladder(self.sweep_attack))
@@ -288,7 +294,9 @@ def _run_differences(out: Path, s: RobustnessSettings) -> Optional[List[str]]:
     path = out / RUN_FILE
     if not path.is_file():
         return None
-    return config_differences(json.loads(path.read_text()), json.loads(json.dumps(asdict(s))))
+    old = json.loads(path.read_text())
+    old["weights"] = _absolute(old.get("weights") or [])  # a run.json written before weights were kept absolute
+    return config_differences(old, json.loads(json.dumps(asdict(s))))
 
 
 def _check_run_file(out: Path, s: RobustnessSettings) -> None:
@@ -513,6 +521,7 @@ def run_study(study: Path, template: RobustnessSettings, root: Path, out: Path, 
     skipped), then one ``report.md`` with both of the seed's tables, the average per class across models and the figures.
     Every unfinished model is loaded once, up front, and held in CPU memory until its turn (the seed's five models: about
     5 GB), so a wrong name, a broken file or a model of another dataset fails before the first attack."""
+    dist.init_from_env()  # before the lock: under torchrun only rank 0 takes it (uninitialised, every rank is rank 0)
     _run_device(template, device)
     models = read_study(study)
     out = Path(out)

@@ -5,6 +5,7 @@ import errno
 import fcntl
 import json
 import os
+import shutil
 import signal
 import tempfile
 from contextlib import contextmanager
@@ -47,6 +48,35 @@ def _remove_stale_temps(target: Path) -> None:
             stale.unlink()
         except FileNotFoundError:
             pass
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (one of another user counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def temp_dir_beside(target: PathLike, suffix: str = ".tmp") -> Path:
+    """A new empty folder ``.<name>.<pid>.<random><suffix>`` beside ``target``, for building a tree that is
+    then renamed into place.
+
+    Such folders of ``target`` (of any suffix) left by a killed process (a SIGKILL skips every cleanup)
+    are removed first: their pid is in the name, and only those of processes that no longer exist go,
+    so a concurrent writer's folder is left alone. Without this, each killed run would leave a whole
+    half-written tree behind.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f".{target.name}.*"):
+        pid = stale.name[len(target.name) + 2:].split(".", 1)[0]
+        if stale.is_dir() and pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=suffix, dir=target.parent))
 
 
 @contextmanager
