@@ -23,9 +23,13 @@ def test_demo_writes_report_with_table_and_figures(tmp_path, capsys) -> None:
             results = json.loads((out / method / f"preds_{attribution}.json").read_text())
             assert len(results) == 20 and all("segmentation" in r for r in results)
         assert (out / method / "metrics.jsonl").is_file() and (out / method / "config.yaml").is_file()
-    stamp = (out / "art" / "model.safetensors").stat().st_mtime_ns
+    kept = [out / "art" / "model.safetensors", out / "art" / "preds_grad.json", out / "figures" / "natural_cam.png"]
+    stamps = [p.stat().st_mtime_ns for p in kept]
     assert run(args) == 0
-    assert (out / "art" / "model.safetensors").stat().st_mtime_ns == stamp
+    assert [p.stat().st_mtime_ns for p in kept] == stamps  # a rerun keeps the finished stages' outputs
+    rerun = (out / "report.md").read_text()
+    assert "- train art: done before, kept" in rerun and "- localize+evaluate natural/cam: done before, kept" in rerun
+    assert rerun.split("## Time")[0] == report.split("## Time")[0]  # the same tables, read back from the kept files
 
 
 def test_demo_folder_with_other_arguments_is_refused_in_one_line(tmp_path, capsys) -> None:

@@ -11,7 +11,7 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -35,7 +35,8 @@ TABLE_COLUMNS = ("method", "attribution", "top1_acc", "gt_known_loc", "top1_loc"
 
 def _train_model(
     method: str, root: Path, out: Path, epochs: Optional[int], seed: int, device: Optional[str], init: Optional[Path] = None
-) -> Path:
+) -> Tuple[Path, bool]:
+    """The stage's checkpoint, and whether this call trained it (False: a finished model was kept)."""
     checkpoint = out / MODEL_FILE
     path = configs_dir() / f"shapes_small-cnn-bn_{method}.yaml"
     if not path.is_file():
@@ -50,9 +51,16 @@ def _train_model(
         overrides["epochs"] = epochs
     config = load_config(path, overrides)
     if checkpoint.is_file() and finished_epochs(out / "model.json") >= config.epochs:
-        return checkpoint
+        return checkpoint, False
     train(config, out, resume=(out / STATE_FILE).is_file(), device=device)  # a fresh stage is not a resume
-    return checkpoint
+    return checkpoint, True
+
+
+def _written_after(source: Path, *outputs: Path) -> bool:
+    """Whether every output exists and was written after ``source`` (a stage whose model has not changed since
+    its outputs were written is kept on a rerun)."""
+    made = source.stat().st_mtime_ns
+    return all(p.is_file() and p.stat().st_mtime_ns >= made for p in outputs)
 
 
 def claim_demo_folder(out: Path, arguments: Dict[str, Any]) -> None:
@@ -89,7 +97,7 @@ def run_demo(
     out = Path(out)
     claim_demo_folder(out, {"seed": seed, "epochs": epochs, "n_train": n_train, "n_test": n_test})
     started = time.time()
-    timings: Dict[str, float] = {}
+    timings: Dict[str, Optional[float]] = {}  # None: the stage's outputs were there and kept
     tick = time.time()
     root = ensure_shapes(out / "shapes", n_train=n_train, n_test=n_test, seed=seed)
     timings["generate shapes"] = time.time() - tick
@@ -99,24 +107,28 @@ def run_demo(
     checkpoints: Dict[str, Path] = {}
     for method in methods:
         tick = time.time()
-        checkpoint = _train_model(method, root, out / method, epochs, seed, device, init=None if method == "natural" else natural)
+        checkpoint, trained = _train_model(method, root, out / method, epochs, seed, device, init=None if method == "natural" else natural)
         checkpoints[method] = checkpoint
         if method == "natural":
             natural = checkpoint
-        timings[f"train {method}"] = time.time() - tick
+        timings[f"train {method}"] = time.time() - tick if trained else None
         for attribution in attributions:
             tick = time.time()
             pred = out / method / f"preds_{attribution}.json"
-            settings = LocalizeConfig(attribution=attribution, sweep=True, masks=True, batch_size=50)
-            meta = run_localize(checkpoint, "shapes", root, pred, settings, device=device)
-            metrics = evaluate_predictions(pred, "shapes", root)
-            save_metrics(pred, metrics)
             figure = out / "figures" / f"{method}_{attribution}.png"
-            shown = LocalizeConfig(attribution=attribution, threshold=meta["threshold"])
-            run_visualize(checkpoint, "shapes", root, figure, shown, n=8, seed=seed, device=device)
+            kept = _written_after(checkpoint, pred, pred.with_suffix(".meta.json"), pred.with_suffix(".metrics.json"), figure)
+            if kept:
+                metrics = json.loads(pred.with_suffix(".metrics.json").read_text())
+            else:
+                settings = LocalizeConfig(attribution=attribution, sweep=True, masks=True, batch_size=50)
+                meta = run_localize(checkpoint, "shapes", root, pred, settings, device=device)
+                metrics = evaluate_predictions(pred, "shapes", root)
+                save_metrics(pred, metrics)
+                shown = LocalizeConfig(attribution=attribution, threshold=meta["threshold"])
+                run_visualize(checkpoint, "shapes", root, figure, shown, n=8, seed=seed, device=device)
             figures.append(figure.relative_to(out).as_posix())
             rows.append({"method": method, "attribution": attribution, **{k: metrics.get(k) for k in TABLE_COLUMNS[2:]}})
-            timings[f"localize+evaluate {method}/{attribution}"] = time.time() - tick
+            timings[f"localize+evaluate {method}/{attribution}"] = None if kept else time.time() - tick
     tick = time.time()
     attack_rows = demo_attack_section(checkpoints, root, out / "attack", seed=seed, device=device)
     timings["attributional robustness (IFIA-grad)"] = time.time() - tick
@@ -129,7 +141,7 @@ def run_demo(
 
 
 def _report_text(
-    rows: List[Dict[str, Any]], figures: List[str], timings: Dict[str, float], total: float, n_train: int, n_test: int,
+    rows: List[Dict[str, Any]], figures: List[str], timings: Dict[str, Optional[float]], total: float, n_train: int, n_test: int,
     attack_rows: Sequence[Dict[str, Any]] = (), robustness: Sequence[str] = (),
 ) -> str:
     lines = [
@@ -157,6 +169,6 @@ def _report_text(
                   "test sample and of its attacked copy (label kept), in percent, mean with 95% t-interval; higher",
                   "is more robust. Per-sample rows in `attack/<method>/samples.csv`.", "", markdown_table(list(attack_rows), list(DEMO_COLUMNS))]
     lines += ["", *robustness, "## Time", ""]
-    lines += [f"- {name}: {seconds:.1f} s" for name, seconds in timings.items()]
+    lines += [f"- {name}: " + ("done before, kept" if seconds is None else f"{seconds:.1f} s") for name, seconds in timings.items()]
     lines += [f"- total: {total:.1f} s on {platform.machine()} with {torch.get_num_threads()} torch threads", ""]
     return "\n".join(lines)
