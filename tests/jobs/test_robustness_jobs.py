@@ -75,6 +75,11 @@ def _without_minutes(rows):
     return [{k: v for k, v in r.items() if k != "minutes"} for r in rows]
 
 
+def test_an_empty_sweep_says_it_is_empty() -> None:
+    with pytest.raises(ConfigError, match="--eps-sweep is empty"):
+        job.parse_eps_sweep("  ")
+
+
 def test_parse_eps_and_sweep() -> None:
     assert job.parse_eps("8/255") == pytest.approx(8 / 255) and job.parse_eps("0.5") == 0.5
     assert job.parse_eps_sweep("0:8") == list(range(9)) and job.parse_eps_sweep("0,2,4") == [0, 2, 4]
@@ -169,6 +174,15 @@ def test_other_arguments_into_the_same_folder_are_refused(cifar, tmp_path, tiny)
     job.evaluate_robustness(settings(ladder=["apgd-ce"], sweep=[]), cifar, out, "cpu")
     with pytest.raises(ConfigError, match="other arguments"):
         job.evaluate_robustness(settings(ladder=["apgd-ce"], sweep=[], seed=4), cifar, out, "cpu")
+
+
+def test_a_run_killed_before_its_first_chunk_takes_other_arguments(cifar, tmp_path, tiny) -> None:
+    """Only run.json there (killed before any result): nothing to keep, so other arguments start the run afresh."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run.json").write_text(json.dumps({**json.loads(json.dumps(job.asdict(settings(seed=4))))}))
+    job.evaluate_robustness(settings(ladder=["apgd-ce"], sweep=[]), cifar, out, "cpu")
+    assert json.loads((out / "run.json").read_text())["seed"] == 3
 
 
 def test_a_weight_path_spelled_otherwise_resumes_the_same_run(cifar, tmp_path, tiny, monkeypatch) -> None:

@@ -50,6 +50,8 @@ def parse_eps_sweep(text: str) -> List[int]:
     ``0,1,2,4,8``, strictly increasing, each at most 255 (ε = 1)."""
     text = str(text).strip()
     usage = "use a range such as 0:8, a range with a step such as 0:8:2 or a comma list such as 0,1,2,4,8 (integers, ε = x/255)"
+    if not text:
+        raise ConfigError(f"--eps-sweep is empty: {usage}")
     try:
         if ":" in text:
             parts = [int(p) for p in text.split(":")]
@@ -290,9 +292,10 @@ def pgd_tables(name: str, records: Sequence[Dict[str, Any]], labels: torch.Tenso
 
 
 def _run_differences(out: Path, s: RobustnessSettings) -> Optional[List[str]]:
-    """The arguments in which ``out``'s run differs from ``s`` (None: no run there yet)."""
+    """The arguments in which ``out``'s run differs from ``s`` (None: no run there yet, or one killed before its
+    first chunk was done, which has nothing to keep)."""
     path = out / RUN_FILE
-    if not path.is_file():
+    if not path.is_file() or not any(read_jsonl(p) for p in out.glob("*.rank*.jsonl")):
         return None
     old = json.loads(path.read_text())
     old["weights"] = _absolute(old.get("weights") or [])  # a run.json written before weights were kept absolute
