@@ -475,3 +475,15 @@ def test_demo_under_torchrun_is_one_line_before_any_write(sandbox, capsys, monke
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: wsol demo runs in one process"), lines
     assert not out.exists()
+
+
+def test_ctrl_c_outside_a_command_is_one_line_and_status_130(monkeypatch, capsys) -> None:
+    import wsol.cli as cli
+
+    def interrupted(argv=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "run", interrupted)
+    with pytest.raises(SystemExit) as exc:
+        cli.entry_point()
+    assert exc.value.code == 130 and capsys.readouterr().err == f"error: {cli.INTERRUPTED}\n"

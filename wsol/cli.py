@@ -713,5 +713,11 @@ def run(argv: Optional[List[str]] = None) -> int:
 
 
 def entry_point() -> None:
-    """Console-script entry point."""
-    sys.exit(run())
+    """Console-script entry point. A Ctrl-C that lands outside a command (while its result is printed, say) ends
+    like one inside it: one line and status 130, never a traceback."""
+    try:
+        status = run()
+    except KeyboardInterrupt:
+        _error(INTERRUPTED, per_rank=False)
+        status = INTERRUPTED_STATUS
+    sys.exit(status)
