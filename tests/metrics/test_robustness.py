@@ -74,3 +74,21 @@ def test_figures_are_written(tmp_path):
     b = plot_drop_heatmap(torch.stack([total_drop(acc), total_drop(acc)]), ["m1", "m2"], tmp_path / "drop.png")
     for p in (a, b):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_ladder_and_summary_rows_carry_wilson_intervals() -> None:
+    from types import SimpleNamespace
+
+    from scipy.stats import binomtest
+
+    from wsol.metrics.robustness import ladder_rows, summary_rows
+
+    rows = ladder_rows("m", 0.8, [SimpleNamespace(attack="apgd-ce", minutes=0.1, robust_accuracy=0.3, delta=-0.5)], n=20)
+    assert [r["n"] for r in rows] == [20, 20]
+    low, high = binomtest(6, 20).proportion_ci(method="wilson")
+    assert rows[1]["95% CI"] == f"[{low:.3f}, {high:.3f}]"
+    acc = torch.tensor([[1.0, 0.5, 0.75], [0.5, 0.0, 0.25]])
+    summary = summary_rows("m", [0, 8], acc, counts=torch.tensor([2, 2, 4]))
+    assert [(r["worst class"], r["worst-class n"]) for r in summary] == [(1, 2), (1, 2)]
+    low, high = binomtest(0, 2).proportion_ci(method="wilson")
+    assert summary[1]["worst-class 95% CI"] == f"[{low:.3f}, {high:.3f}]"

@@ -27,6 +27,7 @@ from wsol.attacks.pgd_eval import epsilon_sweep, pgd_evaluate
 from wsol.errors import ConfigError, WsolError
 from wsol.export.tables import markdown_table, matrix_rows, write_csv
 from wsol.jobs.runfolder import class_names_note, config_differences, lock_run_folder, note, parse_eps, select_samples, write_json, write_text
+from wsol.metrics.intervals import wilson_text
 from wsol.metrics.robustness import (
     across_models_rows, attack_confusion, class_mean, ladder_rows, per_class_accuracy, summary_rows, sweep_rows, total_drop,
 )
@@ -255,7 +256,7 @@ def ladder_tables(name: str, records: Sequence[Dict[str, Any]], labels: torch.Te
         previous = acc
     robust = clean & (broken < 0)
     return {
-        "rows": ladder_rows(name, float(clean.float().mean()), rungs),
+        "rows": ladder_rows(name, float(clean.float().mean()), rungs, n=n),
         "per_class": per_class_accuracy(torch.stack([clean, robust]), labels, num_classes),
         "confusion": attack_confusion(labels, adv_pred, num_classes, mask=clean),
         "n": n,
@@ -273,7 +274,8 @@ def sweep_tables(name: str, records: Sequence[Dict[str, Any]], labels: torch.Ten
     return {
         "acc": acc,
         "rows": sweep_rows(name, list(grid), acc, overall, class_names=class_names),
-        "summary": summary_rows(name, list(grid), acc, class_names=class_names),
+        "summary": summary_rows(name, list(grid), acc, class_names=class_names,
+                                counts=torch.bincount(labels.long(), minlength=num_classes)),
         "confusion": attack_confusion(labels, adv_pred[-1], num_classes, mask=robust[0] if grid[0] == 0 else None),
         "attacked": torch.tensor([r["attacked"] for r in records]).sum(0).tolist(),
     }
@@ -285,6 +287,7 @@ def pgd_tables(name: str, records: Sequence[Dict[str, Any]], labels: torch.Tenso
     per_class = per_class_accuracy(robust, labels, num_classes)
     return {"rows": [{"model": name, "attack": f"PGD-{s.pgd_steps} ({s.norm}, {s.pgd_loss} loss, {s.pgd_restarts} restart(s))", "eps": s.eps,
                       "clean accuracy": float(clean.float().mean()), "robust accuracy": float(robust.float().mean()),
+                      "n": len(labels), "robust 95% CI": wilson_text(int(robust.sum()), len(labels)),
                       "worst-class accuracy": float(per_class.nan_to_num(float('inf')).min())}]}
 
 

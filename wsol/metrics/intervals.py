@@ -26,4 +26,12 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> Tuple[f
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-__all__ = ["wilson_interval"]
+def wilson_text(successes: int, n: int, fmt: str = ".3f") -> str:
+    """``[low, high]`` of :func:`wilson_interval` as a table cell ("" for no trial)."""
+    if n <= 0:
+        return ""
+    low, high = wilson_interval(successes, n)
+    return f"[{low:{fmt}}, {high:{fmt}}]"
+
+
+__all__ = ["wilson_interval", "wilson_text"]

@@ -11,6 +11,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import torch
 
+from wsol.metrics.intervals import wilson_text
+
 
 def per_class_accuracy(correct: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Accuracy per class: ``correct`` N → C, or E×N → E×C (one row per ε)."""
@@ -68,17 +70,19 @@ def attack_confusion(labels: torch.Tensor, adv_pred: torch.Tensor, num_classes: 
     return flat.view(num_classes, num_classes)
 
 
-def ladder_rows(model: str, clean_accuracy: float, rungs: Sequence[Any]) -> List[Dict[str, Any]]:
+def ladder_rows(model: str, clean_accuracy: float, rungs: Sequence[Any], n: Optional[int] = None) -> List[Dict[str, Any]]:
     """The study's first table for one model: initial accuracy, then per attack minutes, accuracy, delta.
 
-    ``rungs`` are :class:`wsol.attacks.autoattack.Rung` (attack, minutes, robust_accuracy, delta).
+    ``rungs`` are :class:`wsol.attacks.autoattack.Rung` (attack, minutes, robust_accuracy, delta). With ``n``, the
+    number of samples, each row also gets ``n`` and the 95% Wilson interval of its accuracy.
     """
-    rows: List[Dict[str, Any]] = [{"model": model, "attack": "initial accuracy", "minutes": None,
-                                   "accuracy": clean_accuracy, "delta": None}]
-    for r in rungs:
-        rows.append({"model": model, "attack": r.attack, "minutes": r.minutes,
-                     "accuracy": r.robust_accuracy, "delta": r.delta})
-    return rows
+    def row(attack: str, minutes: Optional[float], accuracy: float, delta: Optional[float]) -> Dict[str, Any]:
+        out: Dict[str, Any] = {"model": model, "attack": attack, "minutes": minutes, "accuracy": accuracy, "delta": delta}
+        if n is not None:
+            out.update({"n": n, "95% CI": wilson_text(round(accuracy * n), n)})
+        return out
+
+    return [row("initial accuracy", None, clean_accuracy, None)] + [row(r.attack, r.minutes, r.robust_accuracy, r.delta) for r in rungs]
 
 
 def _named(c: int, class_names: Optional[Sequence[str]]) -> Any:
@@ -130,16 +134,22 @@ def across_models_rows(acc_by_model: Mapping[str, torch.Tensor], *,
 
 
 def summary_rows(model: str, eps_labels: Sequence[Any], acc: torch.Tensor, *,
-                 class_names: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
-    """Per ε: mean class accuracy, worst class and its accuracy, range and std across classes."""
+                 class_names: Optional[Sequence[str]] = None, counts: Optional[torch.Tensor] = None) -> List[Dict[str, Any]]:
+    """Per ε: mean class accuracy, worst class and its accuracy, range and std across classes. With ``counts``
+    (samples per class), the worst class's sample count and the 95% Wilson interval of its accuracy too: a
+    worst class of a few samples is a weak claim."""
     index, value = worst_class(acc)
     spread = class_spread(acc)
-    return [
-        {"model": model, "eps": label, "mean class accuracy": float(class_mean(acc[k])),
-         "worst class": _named(int(index[k]), class_names), "worst-class accuracy": float(value[k]),
-         "range": float(spread["range"][k]), "std": float(spread["std"][k])}
-        for k, label in enumerate(eps_labels)
-    ]
+    rows = []
+    for k, label in enumerate(eps_labels):
+        row: Dict[str, Any] = {"model": model, "eps": label, "mean class accuracy": float(class_mean(acc[k])),
+                               "worst class": _named(int(index[k]), class_names), "worst-class accuracy": float(value[k])}
+        if counts is not None:
+            size = int(counts[int(index[k])])
+            row.update({"worst-class n": size, "worst-class 95% CI": wilson_text(round(float(value[k]) * size), size)})
+        row.update({"range": float(spread["range"][k]), "std": float(spread["std"][k])})
+        rows.append(row)
+    return rows
 
 
 __all__ = [
