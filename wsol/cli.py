@@ -692,7 +692,7 @@ def run(argv: Optional[List[str]] = None) -> int:
         return 2
     except PermissionError as err:  # a file or folder the user cannot read or write: theirs to fix, not a bug
         path = err.filename or _one_line(err)
-        typer.echo(f"error: permission denied: {path}; change its permissions or choose another path", err=True)
+        _error(f"permission denied: {path}; change its permissions or choose another path")
         return 2
     except no_args_help as ex:
         typer.echo(ex.format_message())
