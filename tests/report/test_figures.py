@@ -172,3 +172,17 @@ def test_attack_figures_note_a_run_whose_kept_samples_were_none_attacked(tmp_pat
     written, notes = attack_figures([folder], tmp_path / "figs")
     assert [p.name for p in written] == ["fig11_boxplots.png", "fig6_cosine.png"]
     assert any("none of the samples kept in its maps.npz" in n for n in notes)
+
+
+def test_figures_of_200_classes_stay_readable_and_of_a_bounded_size(tmp_path) -> None:
+    from wsol.report.robustness_figures import plot_class_accuracy_vs_eps
+
+    names = [f"{i:03d}.Black_footed_Albatross" for i in range(200)]
+    acc = torch.sort(torch.rand(3, 200), dim=0, descending=True).values
+    fig = draw_class_accuracy_vs_eps(acc, [0, 2, 4], names)
+    assert fig.axes[0].get_legend() is None and fig.axes[1].get_ylabel().startswith("class index")
+    pyplot().close(fig)
+    for path in (plot_class_accuracy_vs_eps(acc, [0, 2, 4], tmp_path / "sweep.png", names),
+                 plot_drop_heatmap(acc[1:] - acc[:-1], ["0→2", "2→4"], tmp_path / "drops.png", names)):
+        height, width = _png_pixels(path).shape[:2]
+        assert width < 4000 and height < 1000

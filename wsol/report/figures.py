@@ -37,8 +37,10 @@ def save_figure(fig: Any, path: Union[str, Path], dpi: int = 100) -> Path:
 def class_tick_labels(ax: Any, names: Sequence[str]) -> None:
     """Class names under the x axis, one tick a class, slanted when they would otherwise run into each other."""
     slant = len(names) > 1 and max(len(n) for n in names) > 3
-    ax.set_xticks(range(len(names)), list(names), rotation=45 if slant else 0, ha="right" if slant else "center",
-                  rotation_mode="anchor", fontsize=8 if len(names) > 20 else 10)
+    upright = len(names) > 30
+    ax.set_xticks(range(len(names)), list(names), rotation=90 if upright else 45 if slant else 0,
+                  ha="center" if upright or not slant else "right", rotation_mode="default" if upright else "anchor",
+                  fontsize=5 if upright else 8 if len(names) > 20 else 10)
 
 
 def _to_numpy_image(image: torch.Tensor) -> np.ndarray:

@@ -16,6 +16,10 @@ from wsol.report.figures import class_tick_labels, pyplot, save_figure
 
 LINE_STYLES = ("-", "--", ":", "-.")
 """Line style per block of ten classes: the default colour cycle repeats after ten."""
+LEGEND_CLASSES = 20
+"""Most classes named in a legend; beyond, lines are coloured by class index."""
+CELL_INCHES = (0.6, 0.12)
+"""Heatmap column width with its value written in each cell (up to 30 classes), and without (more)."""
 
 
 def _names(class_names: Optional[Sequence[str]], count: int) -> list:
@@ -28,25 +32,35 @@ def draw_class_accuracy_vs_eps(
     class_names: Optional[Sequence[str]] = None,
     title: str = "",
 ) -> Any:
-    """One line a class: accuracy (E×C, fractions) against ε (×1/255, on a linear axis); the legend sits
-    right of the axes so it never covers a line. Returns the Figure."""
+    """One line a class: accuracy (E×C, fractions) against ε (×1/255, on a linear axis). Up to
+    :data:`LEGEND_CLASSES` classes are named in a legend right of the axes (never over a line); more are
+    coloured by class index with a colour bar, since a legend that long is unreadable. Returns the Figure."""
     plt = pyplot()
     names = _names(class_names, acc.shape[1])
-    legend_columns = max(1, math.ceil(len(names) / 20))
-    fig, ax = plt.subplots(figsize=(6 + 1.3 * legend_columns, 4), layout="constrained")
+    many = len(names) > LEGEND_CLASSES
+    fig, ax = plt.subplots(figsize=(7.5, 4), layout="constrained")
     try:
         xs = [float(e) for e in eps_labels]
     except ValueError:
         xs = list(range(len(eps_labels)))
+    cmap = plt.get_cmap("viridis")
     for c, name in enumerate(names):
-        ax.plot(xs, acc[:, c].tolist(), marker="o", linestyle=LINE_STYLES[(c // 10) % len(LINE_STYLES)], label=name)
+        style = {"color": cmap(c / max(1, len(names) - 1)), "linewidth": 0.8, "alpha": 0.7} if many else \
+            {"marker": "o", "linestyle": LINE_STYLES[(c // 10) % len(LINE_STYLES)]}
+        ax.plot(xs, acc[:, c].tolist(), label=name, **style)
     ax.set_xticks(xs, [str(e) for e in eps_labels])
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel("ε (×1/255)")
     ax.set_ylabel("robust accuracy (fraction)")
     ax.set_title(title or "robust accuracy per class against ε")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small", ncol=legend_columns, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, title="class")
+    if many:
+        from matplotlib.cm import ScalarMappable
+        from matplotlib.colors import Normalize
+
+        fig.colorbar(ScalarMappable(Normalize(0, len(names) - 1), cmap=cmap), ax=ax, label="class index (names in the tables)")
+    else:
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, title="class")
     return fig
 
 
@@ -72,7 +86,8 @@ def draw_drop_heatmap(
     negative = lost), with a colour bar from the largest loss to 0 and each cell's value written in it."""
     plt = pyplot()
     names = _names(class_names, drops.shape[1])
-    fig, ax = plt.subplots(figsize=(2.5 + 0.6 * len(names), 1.8 + 0.4 * len(row_labels)), layout="constrained")
+    written = len(names) <= 30
+    fig, ax = plt.subplots(figsize=(2.5 + CELL_INCHES[0 if written else 1] * len(names), 1.8 + 0.4 * len(row_labels)), layout="constrained")
     values = drops.detach().float().cpu().numpy()
     finite = values[np.isfinite(values)]
     low = min(float(finite.min()) if finite.size else 0.0, -0.01)
@@ -82,7 +97,7 @@ def draw_drop_heatmap(
     ax.set_xlabel("class")
     if row_axis:
         ax.set_ylabel(row_axis)
-    if len(names) <= 30:
+    if written:
         for i in range(values.shape[0]):
             for j in range(values.shape[1]):
                 dark = np.isfinite(values[i, j]) and values[i, j] < low / 2
