@@ -123,6 +123,8 @@ def test_attack_figures_have_titles_labels_one_box_a_run_and_one_line_a_sweep(tm
     for ax in boxes.axes:
         assert ax.get_ylabel().endswith("(%)") and len(ax.get_xticklabels()) == 3
         assert len(ax.lines) == 3 * 7, "a box a run: box, median, two whiskers, two caps, fliers"
+    runs[0].columns["topk_intersection"] = np.full(8, np.nan)
+    assert [t.get_text() for t in draw_box_plots(runs).axes[0].texts] == ["no attacked\nsample"]
     sweep = draw_eps_sweep(runs)
     assert "Fig. 12" in sweep.get_suptitle()
     for ax in sweep.axes:

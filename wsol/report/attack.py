@@ -189,6 +189,9 @@ def draw_box_plots(runs: Sequence[AttackRun]) -> Any:
     for ax, (name, label) in zip(axes[0], METRIC_PANELS):
         values = [100 * _finite(r.columns.get(name, np.array([]))) for r in runs]
         ax.boxplot(values)
+        for position, v in enumerate(values, start=1):
+            if not len(v):
+                ax.text(position, 0.5, "no attacked\nsample", ha="center", va="center", fontsize=7, transform=ax.get_xaxis_transform())
         ticks = [f"{run_name}\n{r.label}\nn={len(v)}" for run_name, r, v in zip(run_names(runs), runs, values)]
         ax.set_xticks(range(1, len(runs) + 1), ticks, rotation=30, ha="right", rotation_mode="anchor", fontsize=7)
         ax.set_ylabel(f"{label} (%)")
