@@ -83,7 +83,7 @@ def draw_overlay_grid(
     n = len(images)
     cols = max(1, min(columns, n))
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.0 * cols, 2.1 * rows + 0.4), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(rows, cols, figsize=(2.0 * cols + 0.6, 2.1 * rows + 0.9), squeeze=False, layout="constrained")
     for ax in axes.flat:
         ax.axis("off")
     for i in range(n):
@@ -108,7 +108,7 @@ def draw_overlay_grid(
         from matplotlib.colors import Normalize
 
         fig.colorbar(ScalarMappable(Normalize(0.0, 1.0), cmap="jet"), ax=axes.ravel().tolist(), shrink=0.8, aspect=30,
-                     label="attribution (fraction of the map's max)")
+                     label="attribution (0–1)")
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
