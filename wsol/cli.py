@@ -205,7 +205,7 @@ def data_show(
     seed: SeedOpt = 0,
     option: LoaderOpt = None,
 ) -> None:
-    """Draw random images with their GT boxes (red) and masks (green) into one PNG."""
+    """Draw random images with their GT boxes (red) and masks (white outline) into one PNG."""
     from wsol.data.registry import build_dataset
     from wsol.data.verify import parse_loader_options, resolve_root, show_grid
 

@@ -169,6 +169,7 @@ def show_grid(dataset: Any, n: int, out_png: Union[str, Path], seed: int = 0) ->
         masks=[s.mask for s in samples],
         titles=titles,
         columns=int(math.ceil(math.sqrt(count))),
+        title=f"{count} random {' '.join(filter(None, [getattr(dataset, 'split', ''), 'images']))} (title: label:class name)",
     )
 
 

@@ -433,9 +433,11 @@ def write_run_report(out: Path, s: RobustnessSettings, result: Dict[str, Any]) -
             write_csv(out / f"sweep_{precision}.csv", sw["rows"])
             write_csv(out / f"sweep_summary_{precision}.csv", sw["summary"])
             write_csv(out / f"sweep_confusion_{precision}.csv", matrix_rows(sw["confusion"], names, names, corner="true \\ adversarial"))
-            fig = plot_class_accuracy_vs_eps(sw["acc"], s.sweep, out / "figures" / f"sweep_{precision}.png", names, title=model)
+            fig = plot_class_accuracy_vs_eps(sw["acc"], s.sweep, out / "figures" / f"sweep_{precision}.png", names,
+                                             title=f"{model}: accuracy per class against ε ({s.sweep_attack}, {precision})")
             heat = plot_drop_heatmap(sw["acc"][1:] - sw["acc"][:-1], [f"{a}→{b}" for a, b in zip(s.sweep, s.sweep[1:])],
-                                     out / "figures" / f"sweep_drops_{precision}.png", names, title=f"{model}: drop per ε step")
+                                     out / "figures" / f"sweep_drops_{precision}.png", names,
+                                     title=f"{model}: accuracy change per ε step ({s.sweep_attack}, {precision})", row_axis="ε step (×1/255)")
             lines += [f"## Per-class ε sweep ({precision}, {s.sweep_attack}, ε = x/255)", "", markdown_table(sw["rows"], floatfmt=".3f"),
                       markdown_table(sw["summary"], floatfmt=".3f"),
                       f"Points attacked per ε: {sw['attacked']}", "",
@@ -600,9 +602,11 @@ def _study_report(out: Path, s: RobustnessSettings, results: Dict[str, Dict[str,
     write_csv(out / "per_model.csv", per_model)
     figures = []
     for label, a in acc.items():
-        figures.append(plot_class_accuracy_vs_eps(a, s.sweep, out / "figures" / f"{label}_sweep.png", names, title=label))
+        figures.append(plot_class_accuracy_vs_eps(a, s.sweep, out / "figures" / f"{label}_sweep.png", names,
+                                                  title=f"{label}: accuracy per class against ε ({s.sweep_attack})"))
     figures.append(plot_drop_heatmap(torch.stack([total_drop(a) for a in acc.values()]), list(acc), out / "figures" / "total_drops.png",
-                                     names, title=f"total drop per class, ε 0 → {s.sweep[-1]}/255"))
+                                     names, title=f"total accuracy change per class, ε {s.sweep[0]} → {s.sweep[-1]}/255 ({s.sweep_attack})",
+                                     row_axis="model"))
     lines = [f"# Per-class robustness study on {s.dataset}", "",
              f"{_sample_count_text(first['n'])} drawn with seed {s.seed}; ladder {', '.join(s.ladder)} at ε = {eps_text(s.eps)} ({s.norm});",
              f"sweep with {s.sweep_attack} over ε = x/255, x in {s.sweep}. Accuracies are fractions; deltas negative = lost.", "",

@@ -47,7 +47,11 @@ def run_visualize(
         f"{names[int(p)] if names else int(p)}{'' if int(p) == int(l) else ' ✗'}"
         for p, l in zip(pred.tolist(), batch.labels.tolist())
     ]
-    return overlay_grid(batch.images.cpu(), out, maps=maps, gt_boxes=batch.boxes, pred_boxes=boxes, titles=titles, masks=batch.masks)
+    target = "predicted" if settings.target == "pred" else "true"
+    title = (f"{settings.attribution} maps of {Path(checkpoint).parent.name or Path(checkpoint).stem} for the {target} class "
+             f"on {dataset} {split} (title: prediction, ✗ = wrong)")
+    return overlay_grid(batch.images.cpu(), out, maps=maps, gt_boxes=batch.boxes, pred_boxes=boxes, titles=titles, masks=batch.masks,
+                        title=title, pred_label=f"predicted box (threshold {settings.threshold:g})")
 
 
 __all__ = ["run_visualize"]

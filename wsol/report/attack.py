@@ -165,16 +165,45 @@ def _finite(values: np.ndarray) -> np.ndarray:
     return values[np.isfinite(values)]
 
 
-def box_plots(runs: Sequence[AttackRun], path: Path) -> Path:
-    """Fig. 11: box plots of top-k intersection and Kendall τ (percent) per run."""
+METRIC_PANELS = (("topk_intersection", "top-k intersection"), ("kendall", "Kendall τ"))
+"""The two metrics of Fig. 11 and Fig. 12, in panel order: (samples.csv column, axis label)."""
+
+
+def _attack_text(runs: Sequence[AttackRun], keys: Sequence[str] = ("objective", "k", "eps", "steps")) -> str:
+    """The attack arguments all ``runs`` share, for a title (e.g. ``topk, k=100, ε=8/255, 10 steps``)."""
+    parts = []
+    for key in keys:
+        values = {json.dumps(run.config.get(key), default=str) for run in runs}
+        if len(values) != 1 or runs[0].config.get(key) is None:
+            continue
+        value = runs[0].config[key]
+        parts.append({"objective": f"{value}", "k": f"k={value}", "eps": f"ε={value}", "steps": f"{value} steps"}[key])
+    return ", ".join(parts)
+
+
+def draw_box_plots(runs: Sequence[AttackRun]) -> Any:
+    """Fig. 11: box plots of top-k intersection and Kendall τ (percent) per run, each run's sample count under
+    its box; returns the Figure."""
     plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(2 + 1.6 * len(runs), 3.2), squeeze=False)
-    labels = [f"{name}\n{r.label}" for name, r in zip(run_names(runs), runs)]
-    for ax, name, title in zip(axes[0], ("topk_intersection", "kendall"), ("top-k intersection (%)", "Kendall τ (%)")):
-        ax.boxplot([100 * _finite(r.columns.get(name, np.array([]))) for r in runs])
-        ax.set_xticks(range(1, len(runs) + 1), labels, rotation=30, ha="right", fontsize=7)
-        ax.set_title(title, fontsize=9)
-    return save_figure(fig, path)
+    fig, axes = plt.subplots(1, 2, figsize=(2.5 + 1.6 * len(runs), 3.6), squeeze=False, layout="constrained")
+    for ax, (name, label) in zip(axes[0], METRIC_PANELS):
+        values = [100 * _finite(r.columns.get(name, np.array([]))) for r in runs]
+        ax.boxplot(values)
+        for position, v in enumerate(values, start=1):
+            if not len(v):
+                ax.text(position, 0.5, "no attacked\nsample", ha="center", va="center", fontsize=7, transform=ax.get_xaxis_transform())
+        ticks = [f"{run_name}\n{r.label}\nn={len(v)}" for run_name, r, v in zip(run_names(runs), runs, values)]
+        ax.set_xticks(range(1, len(runs) + 1), ticks, rotation=30, ha="right", rotation_mode="anchor", fontsize=7)
+        ax.set_ylabel(f"{label} (%)")
+        ax.set_title(label, fontsize=9)
+    attack = _attack_text(runs)
+    fig.suptitle("Fig. 11: attributional robustness per run" + (f" ({attack})" if attack else ""), fontsize=10)
+    return fig
+
+
+def box_plots(runs: Sequence[AttackRun], path: Path) -> Path:
+    """:func:`draw_box_plots` written as PNG to ``path``."""
+    return save_figure(draw_box_plots(runs), path)
 
 
 SWEEP_FREE = ("eps", "step_size", "batch_size", "n_maps", "root", "pgd_steps", "pgd_eps", "pgd_step_size")
@@ -190,68 +219,117 @@ def sweep_lines(runs: Sequence[AttackRun]) -> List[List[Tuple[float, AttackRun]]
     return [sorted(members, key=lambda t: t[0]) for members in groups.values() if len({e for e, _ in members}) > 1]
 
 
-def eps_sweep(runs: Sequence[AttackRun], path: Path) -> Optional[Path]:
-    """Fig. 12: mean IN and K (95% interval bars) against ε, one line per :func:`sweep_lines` group; None
-    (nothing written) when no two runs differ in ε alone."""
+def draw_eps_sweep(runs: Sequence[AttackRun]) -> Optional[Any]:
+    """Fig. 12: mean IN and K (95% interval bars) against ε (×1/255), one line per :func:`sweep_lines` group and
+    one legend under both panels; the Figure, or None when no two runs differ in ε alone."""
     lines = sweep_lines(runs)
     if not lines:
         return None
     plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), squeeze=False)
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.6), squeeze=False, layout="constrained")
     for members in lines:
         eps = [255 * e for e, _ in members]
-        for ax, name in zip(axes[0], ("topk_intersection", "kendall")):
+        for ax, (name, _) in zip(axes[0], METRIC_PANELS):
             stats = [r.summary["metrics"][name] for _, r in members]
             mean = np.array([_stat(s, "mean") for s in stats])
             err = np.array([[_stat(s, "mean") - _stat(s, "ci_low"), _stat(s, "ci_high") - _stat(s, "mean")] for s in stats]).T
             ax.errorbar(eps, mean, yerr=np.nan_to_num(err), marker="o", capsize=3, label=members[0][1].label)
-    for ax, title in zip(axes[0], ("top-k intersection (%)", "Kendall τ (%)")):
-        ax.set_xlabel("ε × 255")
-        ax.set_title(title, fontsize=9)
-        ax.legend(fontsize=7)
-    return save_figure(fig, path)
+    for ax, (_, label) in zip(axes[0], METRIC_PANELS):
+        ax.set_xlabel("ε (×1/255)")
+        ax.set_ylabel(f"{label} (%)")
+        ax.set_title(label, fontsize=9)
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 3), fontsize=7)
+    attack = _attack_text(runs, ("objective", "k", "steps"))
+    fig.suptitle("Fig. 12: attributional robustness against ε, mean and 95% interval" + (f" ({attack})" if attack else ""), fontsize=10)
+    return fig
+
+
+def eps_sweep(runs: Sequence[AttackRun], path: Path) -> Optional[Path]:
+    """:func:`draw_eps_sweep` written as PNG to ``path``; None (nothing written) when there is no sweep."""
+    fig = draw_eps_sweep(runs)
+    return None if fig is None else save_figure(fig, path)
+
+
+def draw_cosine_histograms(runs: Sequence[AttackRun]) -> Any:
+    """Fig. 6: the distribution of cos(x, g^y(x)) per model (one histogram per checkpoint); returns the Figure."""
+    plt = pyplot()
+    seen: Dict[Any, Tuple[str, AttackRun]] = {}
+    for run, name in zip(runs, run_names(runs)):
+        seen.setdefault(run.config.get("checkpoint", run.folder), (name, run))
+    methods = [run.method for _, run in seen.values()]
+    from matplotlib.ticker import MaxNLocator
+
+    values = {name: _finite(run.columns.get("cos_x_grad", np.array([]))) for name, run in seen.values()}
+    pooled = np.concatenate(list(values.values()))
+    bins = np.histogram_bin_edges(pooled, bins=20) if pooled.size else 20
+    fig, ax = plt.subplots(figsize=(5, 3.4), layout="constrained")
+    for name, run in seen.values():
+        label = run.method if methods.count(run.method) == 1 else f"{run.method} ({name})"
+        ax.hist(values[name], bins=bins, histtype="stepfilled", alpha=0.45, edgecolor="black", linewidth=0.6,
+                label=f"{label}, n={len(values[name])}")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("cos(x, ∇ₓ logit_y)")
+    ax.set_ylabel("samples (count)")
+    ax.set_title("Fig. 6: alignment of input and gradient per model", fontsize=10)
+    ax.legend(fontsize=7)
+    return fig
 
 
 def cosine_histograms(runs: Sequence[AttackRun], path: Path) -> Path:
-    """Fig. 6: the distribution of cos(x, g^y(x)) per model (one histogram per checkpoint)."""
-    plt = pyplot()
-    seen: Dict[Any, AttackRun] = {}
-    for run in runs:
-        seen.setdefault(run.config.get("checkpoint", run.folder), run)
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    for run in seen.values():
-        ax.hist(_finite(run.columns.get("cos_x_grad", np.array([]))), bins=20, alpha=0.5, label=run.method)
-    ax.set_xlabel("cos(x, ∇ₓ logit_y)")
-    ax.set_ylabel("samples")
-    ax.legend(fontsize=7)
-    return save_figure(fig, path)
+    """:func:`draw_cosine_histograms` written as PNG to ``path``."""
+    return save_figure(draw_cosine_histograms(runs), path)
 
 
-def map_pairs(run: AttackRun, path: Path) -> Optional[Path]:
-    """Image, original map, attacked image and attacked map for the samples kept in ``maps.npz``."""
+MAP_PANELS = (("image", "image"), ("original_map", "original map"), ("x_adv", "attacked image"), ("attacked_map", "attacked map"))
+"""The columns of the maps figure, in order: (maps.npz array, column title)."""
+
+
+def draw_map_pairs(run: AttackRun, name: str = "") -> Optional[Any]:
+    """Image, original map, attacked image and attacked map for the attacked samples kept in ``maps.npz`` (samples
+    left unattacked, e.g. misclassified, have no maps and are left out); both maps of a row share one colour
+    scale, shown by a colour bar. The Figure, or None without ``maps.npz`` or without an attacked sample in it."""
     source = run.folder / "maps.npz"
     if not source.is_file():
         return None
-    plt = pyplot()
     with np.load(source) as data:
         arrays = {k: data[k] for k in data.files}
-    n = len(arrays["index"])
-    panels = [k for k in ("image", "original_map", "x_adv", "attacked_map") if k in arrays]
-    fig, axes = plt.subplots(n, len(panels), figsize=(1.8 * len(panels), 1.8 * n), squeeze=False)
-    for i in range(n):
-        for j, name in enumerate(panels):
-            ax = axes[i, j]
-            ax.axis("off")
-            value = arrays[name][i]
-            if not np.isfinite(value).any():
-                ax.text(0.5, 0.5, "not attacked\n(misclassified)", ha="center", va="center", fontsize=7, transform=ax.transAxes)
-            elif value.ndim == 3:
+    panels = [(key, title) for key, title in MAP_PANELS if key in arrays]
+    maps = [key for key, _ in panels if key.endswith("_map")]
+    rows = [i for i in range(len(arrays["index"])) if maps and all(np.isfinite(arrays[k][i]).any() for k in maps)]
+    if not rows:
+        return None
+    plt = pyplot()
+    fig, axes = plt.subplots(len(rows), len(panels), figsize=(1.9 * len(panels) + 0.6, 1.9 * len(rows) + 0.4), squeeze=False,
+                             layout="constrained")
+    for r, i in enumerate(rows):
+        finite = np.concatenate([arrays[k][i][np.isfinite(arrays[k][i])] for k in maps])
+        low, high = float(finite.min()), float(finite.max())
+        image = None
+        for j, (key, title) in enumerate(panels):
+            ax = axes[r, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            value = arrays[key][i]
+            if value.ndim == 3:
                 ax.imshow(np.clip(value.transpose(1, 2, 0), 0, 1), interpolation="nearest")
             else:
-                ax.imshow(value, cmap="jet", interpolation="nearest")
-            if i == 0:
-                ax.set_title(name.replace("_", " "), fontsize=8)
-    return save_figure(fig, path)
+                image = ax.imshow(value, cmap="jet", interpolation="nearest", vmin=low, vmax=high if high > low else low + 1)
+            if r == 0:
+                ax.set_title(title, fontsize=8)
+            if j == 0:
+                ax.set_ylabel(f"sample {int(arrays['index'][i])}", fontsize=7)
+        if image is not None:
+            fig.colorbar(image, ax=axes[r, -1], shrink=0.9).ax.tick_params(labelsize=6)
+    fig.suptitle(f"original vs attacked maps: {name or run.folder.name} ({run.label})", fontsize=9)
+    return fig
+
+
+def map_pairs(run: AttackRun, path: Path, name: str = "") -> Optional[Path]:
+    """:func:`draw_map_pairs` written as PNG to ``path``; None (nothing written) when there is nothing to draw."""
+    fig = draw_map_pairs(run, name)
+    return None if fig is None else save_figure(fig, path)
 
 
 def attack_figures(folders: Sequence[Path], out: Path) -> Tuple[List[Path], List[str]]:
@@ -268,13 +346,16 @@ def attack_figures(folders: Sequence[Path], out: Path) -> Tuple[List[Path], List
         written.append(sweep)
     written.append(cosine_histograms(runs, out / "fig6_cosine.png"))
     for run, name in zip(runs, run_names(runs)):
-        pair = map_pairs(run, out / f"maps_{name}.png")
-        if pair is None:
+        pair = map_pairs(run, out / f"maps_{name}.png", name)
+        if pair is None and not (run.folder / "maps.npz").is_file():
             notes.append(f"no maps for {run.folder}: it holds no maps.npz")
+        elif pair is None:
+            notes.append(f"no maps for {run.folder}: none of the samples kept in its maps.npz (the first "
+                         "few drawn) was attacked: the model misclassified them all")
         else:
             written.append(pair)
     return written, notes
 
 
-__all__ = ["AttackRun", "attack_figures", "box_plots", "cosine_histograms", "eps_sweep", "interval_text", "load_run", "load_runs", "map_pairs",
-           "run_names", "sweep_lines", "table1", "table1_rows"]
+__all__ = ["AttackRun", "attack_figures", "box_plots", "cosine_histograms", "draw_box_plots", "draw_cosine_histograms", "draw_eps_sweep",
+           "draw_map_pairs", "eps_sweep", "interval_text", "load_run", "load_runs", "map_pairs", "run_names", "sweep_lines", "table1", "table1_rows"]

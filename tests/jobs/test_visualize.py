@@ -1,0 +1,21 @@
+"""`wsol visualize` draws a grid a reader can decode: its title says what the maps are, a legend names the colours."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import wsol.report.figures as figures
+from wsol.config import LocalizeConfig
+from wsol.jobs.visualize import run_visualize
+
+
+def test_visualize_titles_the_grid_and_names_its_colours(tmp_path: Path, shapes_run, monkeypatch) -> None:
+    tiny = shapes_run(tmp_path, n_test=4, num_classes=2, seed=3)
+    drawn = []
+    save = figures.save_figure
+    monkeypatch.setattr(figures, "save_figure", lambda fig, path, dpi=100: drawn.append(fig) or save(fig, path, dpi))
+    out = run_visualize(tiny["checkpoint"], "shapes", tiny["root"], tmp_path / "grid.png", LocalizeConfig(threshold=0.3), n=3, device="cpu")
+    assert out.is_file() and len(drawn) == 1
+    fig = drawn[0]
+    assert fig.get_suptitle().startswith("grad maps of ") and "predicted class" in fig.get_suptitle()
+    assert [t.get_text() for t in fig.legends[0].get_texts()][:2] == ["ground-truth box", "predicted box (threshold 0.3)"]
+    assert any(ax.get_ylabel().startswith("attribution") for ax in fig.axes)
