@@ -210,6 +210,8 @@ def data_show(
     from wsol.data.verify import parse_loader_options, resolve_root, show_grid
 
     dataset = build_dataset(name, resolve_root(name, root), split, **parse_loader_options(option or []))
+    if 0 < len(dataset) < n:
+        typer.echo(f"note: the {split} split has {len(dataset)} images, fewer than --n {n}: drawing all {len(dataset)}", err=True)
     existed = out.exists()
     typer.echo(f"wrote {show_grid(dataset, n, out, seed=seed)}{_replacing(existed)}")
 

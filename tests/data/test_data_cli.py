@@ -175,3 +175,9 @@ def test_empty_root_names_the_file_and_where_to_get_the_data(name: str, missing:
                                                              capsys: pytest.CaptureFixture) -> None:
     assert run(["data", "verify", name, "--root", str(tmp_path)]) == 2
     _one_line_error(capsys, missing, f"'{name}' section of datasets/README.md")
+
+
+def test_show_says_when_the_split_has_fewer_images_than_n(cub_tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert run(["data", "show", "cub", "--root", str(cub_tree), "--n", "500", "--out", str(tmp_path / "g.png")]) == 0
+    err = capsys.readouterr().err
+    assert "fewer than --n 500: drawing all" in err and err.count("\n") == 1

@@ -19,3 +19,9 @@ def test_visualize_titles_the_grid_and_names_its_colours(tmp_path: Path, shapes_
     assert fig.get_suptitle().startswith("grad maps of ") and "predicted class" in fig.get_suptitle()
     assert [t.get_text() for t in fig.legends[0].get_texts()][:2] == ["ground-truth box", "predicted box (threshold 0.3)"]
     assert any(ax.get_ylabel().startswith("attribution") for ax in fig.axes)
+
+
+def test_visualize_says_when_the_split_has_fewer_images_than_n(tmp_path: Path, shapes_run, capsys) -> None:
+    tiny = shapes_run(tmp_path, n_test=4, num_classes=2, seed=3)
+    run_visualize(tiny["checkpoint"], "shapes", tiny["root"], tmp_path / "grid.png", LocalizeConfig(), n=9, device="cpu")
+    assert "note: the test split has 4 images, fewer than --n 9: drawing all 4" in capsys.readouterr().err

@@ -10,6 +10,7 @@ import torch
 from wsol.config import LocalizeConfig
 from wsol.data import collate
 from wsol.jobs.localize import check_settings, checkpoint_dataset, compute_maps
+from wsol.jobs.runfolder import note
 from wsol.localize.boxes import boxes_from_maps
 from wsol.models import load_model
 from wsol.utils.device import select_device
@@ -35,6 +36,8 @@ def run_visualize(
     dev = select_device(device)
     model = load_model(checkpoint).to(dev).eval()
     data = checkpoint_dataset(checkpoint, model, dataset, root, split)
+    if n > len(data):
+        note(f"the {split} split has {len(data)} images, fewer than --n {n}: drawing all {len(data)}")
     order = np.random.default_rng(seed).permutation(len(data))[: max(1, n)]
     batch = collate([data[int(i)] for i in order]).to(dev)
     with torch.no_grad():
