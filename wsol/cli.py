@@ -519,6 +519,7 @@ def robustness_study(
 AttackKOpt = Annotated[int, typer.Option("--k", help="Top-k pixels of the map (fewer than H×W, the model input's pixels).")]
 BetaOpt = Annotated[Optional[float], typer.Option("--beta", help="softplus β of the attack's gradient surrogate (the measured maps use the ReLU model).")]
 IgStepsOpt = Annotated[int, typer.Option("--ig-steps", min=1, help="Integrated-gradients intervals.")]
+NMapsOpt = Annotated[int, typer.Option("--n-maps", min=0, help="Samples (the first drawn) whose images and maps go to maps.npz for `wsol report figures`.")]
 
 
 def _attack_echo(summary: dict, out: Path) -> None:
@@ -554,6 +555,7 @@ def attack_attribution_command(
     pgd_steps: Annotated[int, typer.Option("--pgd-steps", help="PGD steps for the robust-accuracy column (0 skips it).")] = 40,
     pgd_eps: Annotated[str, typer.Option("--pgd-eps", help="PGD ℓ∞ radius.")] = "8/255",
     pgd_step_size: Annotated[str, typer.Option("--pgd-step-size", help="PGD step size.")] = "2/255",
+    n_maps: NMapsOpt = 8,
     device: DeviceOpt = None,
 ) -> None:
     """IFIA on n test samples: samples.csv as it goes (resumable), maps.npz, summary.json with 95% intervals."""
@@ -563,6 +565,7 @@ def attack_attribution_command(
     settings = AttributionAttackSettings(
         attribution=attribution, objective=objective, k=k, eps=eps, step_size=step_size, steps=steps, beta=beta, ig_steps=ig_steps,
         preset=preset, n=n, seed=seed, batch_size=batch_size, split=split, pgd_steps=pgd_steps, pgd_eps=pgd_eps, pgd_step_size=pgd_step_size,
+        n_maps=n_maps,
     )
     settings.check()
     _attack_echo(run_attribution_attack(checkpoint, dataset, resolve_root(dataset, root), out, settings, device=device), out)
@@ -588,6 +591,7 @@ def attack_targeted_command(
     seed: SeedOpt = 0,
     batch_size: BatchSizeOpt = 32,
     split: SplitOpt = "test",
+    n_maps: NMapsOpt = 8,
     device: DeviceOpt = None,
 ) -> None:
     """Targeted map manipulation on n test samples: samples.csv (similarity to target and original), summary.json."""
@@ -596,7 +600,7 @@ def attack_targeted_command(
 
     settings = TargetedAttackSettings(
         attribution=attribution, eps=eps, lr=lr, steps=steps, gamma=gamma, beta=beta, beta_growth=beta_growth, k=k, ig_steps=ig_steps, target_index=target_index,
-        n=n, seed=seed, batch_size=batch_size, split=split,
+        n=n, seed=seed, batch_size=batch_size, split=split, n_maps=n_maps,
     )
     settings.check()
     _attack_echo(run_targeted_attack(checkpoint, dataset, resolve_root(dataset, root), out, settings, device=device), out)

@@ -279,3 +279,14 @@ def test_the_attack_command_prints_the_reach_note(tiny, capsys) -> None:
     out = tiny["base"] / "short_reach"
     assert _attack(tiny, out, "--steps", "2", "--n", "2") == 0
     assert "note: 2 steps of 1/255 move a pixel by at most 2/255" in capsys.readouterr().err
+
+
+def test_n_maps_sets_how_many_samples_keep_their_maps(tiny) -> None:
+    out = tiny["base"] / "n_maps"
+    assert _attack(tiny, out, "--n", "4", "--n-maps", "2", "--pgd-steps", "0") == 0
+    with np.load(out / "maps.npz") as maps:
+        assert maps["index"].tolist() == select_samples(14, 4, seed=1, default=0)[:2]
+    assert json.loads((out / "config.json").read_text())["n_maps"] == 2
+    none = tiny["base"] / "no_maps"
+    assert _attack(tiny, none, "--n", "2", "--n-maps", "0", "--pgd-steps", "0") == 0
+    assert not (none / "maps.npz").exists()
