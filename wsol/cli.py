@@ -250,8 +250,9 @@ def train_command(
     changes = parse_overrides(overrides)
     cfg, used = resolve_train_config(dataset, method, config, arch, changes, options)
     folder = out or default_run_folder(cfg)
-    if resume and epochs is None and "epochs" not in changes and saved_epochs(folder) is not None:
-        cfg = dataclasses.replace(cfg, epochs=saved_epochs(folder))  # a resumed run keeps its length unless told otherwise
+    kept = saved_epochs(folder) if resume and epochs is None and "epochs" not in changes else None
+    if kept is not None:
+        cfg = dataclasses.replace(cfg, epochs=kept)  # a resumed run keeps its length unless told otherwise
     main = os.environ.get("RANK", "0") == "0"  # torchrun: only rank 0 prints
     banner = f"config: {used or 'built-in defaults'}; run folder: {folder}"
     try:

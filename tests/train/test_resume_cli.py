@@ -31,3 +31,18 @@ def test_resume_without_epochs_keeps_the_runs_own_epoch_count(tmp_path: Path, mo
     assert [r["epoch"] for r in read_jsonl(out / "metrics.jsonl")] == [1]
     assert run([*base, "--resume", "--epochs", "2"]) == 0  # an explicit --epochs extends it
     assert [r["epoch"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2]
+
+
+def test_resume_keeps_the_epoch_count_when_config_yaml_is_missing_or_broken(tmp_path: Path, monkeypatch) -> None:
+    """config.yaml is only a copy for the user; the training state resume continues also holds the epoch count."""
+    monkeypatch.setenv("WSOL_PROGRESS", "0")
+    root = synthesize_shapes(tmp_path / "shapes", n_train=8, n_test=8, size=32, num_classes=3, seed=0)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY)
+    for name, spoil in (("missing", lambda p: p.unlink()), ("broken", lambda p: p.write_text("epochs: [\n"))):
+        out = tmp_path / name
+        base = ["train", "shapes", "--config", str(config), "--root", str(root), "--out", str(out)]
+        assert run([*base, "--epochs", "1"]) == 0
+        spoil(out / "config.yaml")
+        assert run([*base, "--resume"]) == 0  # the config says 3 epochs; the run was started with 1
+        assert [r["epoch"] for r in read_jsonl(out / "metrics.jsonl")] == [1], name

@@ -188,14 +188,19 @@ def build_run(
 
 
 def saved_epochs(out: Path) -> Optional[int]:
-    """The epoch count of the run recorded in ``out/config.yaml`` (None when there is none or it is unreadable:
-    the resume check then reports the folder)."""
+    """The epoch count of the run in ``out``: its ``config.yaml``, else (missing or unreadable) the config kept in its
+    training state, which is what a resume continues; None when neither says (no run there yet)."""
     import yaml
 
     try:
         saved = yaml.safe_load((Path(out) / CONFIG_FILE).read_text())
     except (OSError, yaml.YAMLError):
-        return None
+        saved = None
+    if not isinstance(saved, dict) and (Path(out) / STATE_FILE).is_file():
+        try:
+            saved = load_train_state(Path(out) / STATE_FILE).get("config")
+        except (OSError, RuntimeError, WsolError):
+            saved = None  # the resume check reports the unreadable state
     epochs = saved.get("epochs") if isinstance(saved, dict) else None
     return epochs if isinstance(epochs, int) and epochs > 0 else None
 
