@@ -42,3 +42,25 @@ def test_demo_folder_with_other_arguments_is_refused_in_one_line(tmp_path, capsy
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--epochs 12" in err and not (out / "shapes").exists()
     assert json.loads((out / ARGUMENTS_FILE).read_text())["epochs"] == 12
+
+
+def test_attack_and_robustness_runs_of_a_retrained_model_are_dropped(tmp_path) -> None:
+    """A run folder holding a file older than its model (retrained since) would resume as finished with the old
+    model's rows; a folder written after the model is kept."""
+    import os
+
+    from wsol.jobs.demo import drop_if_older
+
+    checkpoint = tmp_path / "model.safetensors"
+    checkpoint.write_bytes(b"w")
+    stale, fresh = tmp_path / "attack" / "natural", tmp_path / "attack" / "art"
+    for folder in (stale, fresh):
+        folder.mkdir(parents=True)
+        (folder / "samples.csv").write_text("x\n")
+    made = checkpoint.stat().st_mtime_ns
+    os.utime(stale / "samples.csv", ns=(made - 10**9, made - 10**9))
+    os.utime(fresh / "samples.csv", ns=(made + 10**9, made + 10**9))
+    drop_if_older(checkpoint, stale)
+    drop_if_older(checkpoint, fresh)
+    drop_if_older(checkpoint, tmp_path / "missing")
+    assert not stale.exists() and (fresh / "samples.csv").is_file()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -61,6 +62,16 @@ def _written_after(source: Path, *outputs: Path) -> bool:
     its outputs were written is kept on a rerun)."""
     made = source.stat().st_mtime_ns
     return all(p.is_file() and p.stat().st_mtime_ns >= made for p in outputs)
+
+
+def drop_if_older(source: Path, folder: Path) -> None:
+    """Remove ``folder`` when a file in it is older than ``source``: an attack or robustness run of a model
+    retrained since would otherwise resume as finished and report the old model's numbers."""
+    if not folder.is_dir():
+        return
+    made = source.stat().st_mtime_ns
+    if any(p.is_file() and p.stat().st_mtime_ns < made for p in folder.rglob("*")):
+        shutil.rmtree(folder)
 
 
 def claim_demo_folder(out: Path, arguments: Dict[str, Any]) -> None:
@@ -129,6 +140,9 @@ def run_demo(
             figures.append(figure.relative_to(out).as_posix())
             rows.append({"method": method, "attribution": attribution, **{k: metrics.get(k) for k in TABLE_COLUMNS[2:]}})
             timings[f"localize+evaluate {method}/{attribution}"] = None if kept else time.time() - tick
+    for method, checkpoint in checkpoints.items():
+        drop_if_older(checkpoint, out / "attack" / method)
+        drop_if_older(checkpoint, out / "robustness" / method)
     tick = time.time()
     attack_rows = demo_attack_section(checkpoints, root, out / "attack", seed=seed, device=device)
     timings["attributional robustness (IFIA-grad)"] = time.time() - tick
