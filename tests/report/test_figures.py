@@ -161,6 +161,23 @@ def test_map_pairs_show_only_attacked_samples_on_one_colour_scale_a_row(tmp_path
     assert draw_map_pairs(run, "run") is None
 
 
+def test_maps_figure_of_many_kept_maps_draws_the_first_rows_and_says_so(tmp_path) -> None:
+    """--n-maps 400 kept 400 rows: a figure of them all is over matplotlib's 2^16-pixel limit (a traceback)."""
+    from wsol.report.attack import MAX_MAP_ROWS, map_pairs
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    n = 400
+    np.savez(folder / "maps.npz", index=np.arange(n), image=np.random.rand(n, 3, 4, 4), x_adv=np.random.rand(n, 3, 4, 4),
+             original_map=np.random.rand(n, 4, 4), attacked_map=np.random.rand(n, 4, 4))
+    run = _run(folder, "art", "8/255", 1.0, np.zeros(3), np.zeros(3))
+    fig = draw_map_pairs(run, "run")
+    rows = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel().startswith("sample")]
+    assert rows == [f"sample {i}" for i in range(MAX_MAP_ROWS)]
+    assert f"first {MAX_MAP_ROWS} of {n} attacked samples" in fig.get_suptitle()
+    assert map_pairs(run, tmp_path / "maps.png", "run").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_attack_figures_note_a_run_whose_kept_samples_were_none_attacked(tmp_path, monkeypatch) -> None:
     import wsol.report.attack as report
 

@@ -284,11 +284,14 @@ def cosine_histograms(runs: Sequence[AttackRun], path: Path) -> Path:
 
 MAP_PANELS = (("image", "image"), ("original_map", "original map"), ("x_adv", "attacked image"), ("attacked_map", "attacked map"))
 """The columns of the maps figure, in order: (maps.npz array, column title)."""
+MAX_MAP_ROWS = 16
+"""Attacked samples the maps figure draws at most: a run of many kept maps (``--n-maps 500``) made a figure taller
+than a PNG can be (matplotlib refuses images over 2^16 pixels) and unreadable long before that."""
 
 
 def draw_map_pairs(run: AttackRun, name: str = "") -> Optional[Any]:
     """Image, original map, attacked image and attacked map for the attacked samples kept in ``maps.npz`` (samples
-    left unattacked, e.g. misclassified, have no maps and are left out); both maps of a row share one colour
+    left unattacked, e.g. misclassified, have no maps and are left out; the first MAX_MAP_ROWS of them); both maps of a row share one colour
     scale, shown by a colour bar. The Figure, or None without ``maps.npz`` or without an attacked sample in it."""
     source = run.folder / "maps.npz"
     if not source.is_file():
@@ -300,6 +303,8 @@ def draw_map_pairs(run: AttackRun, name: str = "") -> Optional[Any]:
     rows = [i for i in range(len(arrays["index"])) if maps and all(np.isfinite(arrays[k][i]).any() for k in maps)]
     if not rows:
         return None
+    shown = f"first {MAX_MAP_ROWS} of {len(rows)} attacked samples, " if len(rows) > MAX_MAP_ROWS else ""
+    rows = rows[:MAX_MAP_ROWS]
     plt = pyplot()
     fig, axes = plt.subplots(len(rows), len(panels), figsize=(1.9 * len(panels) + 0.6, 1.9 * len(rows) + 0.4), squeeze=False,
                              layout="constrained")
@@ -322,7 +327,7 @@ def draw_map_pairs(run: AttackRun, name: str = "") -> Optional[Any]:
                 ax.set_ylabel(f"sample {int(arrays['index'][i])}", fontsize=7)
         if image is not None:
             fig.colorbar(image, ax=axes[r, -1], shrink=0.9).ax.tick_params(labelsize=6)
-    fig.suptitle(f"original vs attacked maps: {name or run.folder.name} ({run.label})", fontsize=9)
+    fig.suptitle(f"original vs attacked maps: {name or run.folder.name} ({shown}{run.label})", fontsize=9)
     return fig
 
 
