@@ -210,10 +210,11 @@ def data_show(
     from wsol.data.verify import parse_loader_options, resolve_root, show_grid
 
     dataset = build_dataset(name, resolve_root(name, root), split, **parse_loader_options(option or []))
+    existed = out.exists()
+    written = show_grid(dataset, n, out, seed=seed)  # a bad annotation found while drawing is the one line printed
     if 0 < len(dataset) < n:
         typer.echo(f"note: the {split} split has {len(dataset)} images, fewer than --n {n}: drawing all {len(dataset)}", err=True)
-    existed = out.exists()
-    typer.echo(f"wrote {show_grid(dataset, n, out, seed=seed)}{_replacing(existed)}")
+    typer.echo(f"wrote {written}{_replacing(existed)}")
 
 
 # --- train commands ---
