@@ -487,3 +487,17 @@ def test_ctrl_c_outside_a_command_is_one_line_and_status_130(monkeypatch, capsys
     with pytest.raises(SystemExit) as exc:
         cli.entry_point()
     assert exc.value.code == 130 and capsys.readouterr().err == f"error: {cli.INTERRUPTED}\n"
+
+
+def test_under_torchrun_another_rank_prints_the_mistake_only_if_rank_0_has_not_ended_the_job(monkeypatch, capsys) -> None:
+    """torchrun ends the other ranks once rank 0 has printed and failed; a rank still running after the grace
+    period prints the line itself (naming itself), so a slow rank 0 never leaves the user without one."""
+    import wsol.cli as cli
+
+    waited = []
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")
+    monkeypatch.setattr(cli.time, "sleep", waited.append)
+    assert run(["train", "shapes", "--epochs", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert waited == [cli.RANK_0_GRACE_S] and err.startswith("error: rank 1: ") and err.count("\n") == 1

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, List, Optional, Tuple
 
@@ -210,10 +212,11 @@ def data_show(
     from wsol.data.verify import parse_loader_options, resolve_root, show_grid
 
     dataset = build_dataset(name, resolve_root(name, root), split, **parse_loader_options(option or []))
+    existed = out.exists()
+    written = show_grid(dataset, n, out, seed=seed)  # a bad annotation found while drawing is the one line printed
     if 0 < len(dataset) < n:
         typer.echo(f"note: the {split} split has {len(dataset)} images, fewer than --n {n}: drawing all {len(dataset)}", err=True)
-    existed = out.exists()
-    typer.echo(f"wrote {show_grid(dataset, n, out, seed=seed)}{_replacing(existed)}")
+    typer.echo(f"wrote {written}{_replacing(existed)}")
 
 
 # --- train commands ---
@@ -659,17 +662,27 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+RANK_0_GRACE_S = 10.0
+"""How long another rank waits, under torchrun, for rank 0 to print a mistake both met before their work started."""
+
+
 def _error(message: str, *, per_rank: bool = True) -> None:
     """Print ``error: message`` once per job. Under torchrun every rank makes the same checks on the same
-    arguments and files before its work starts, so a mistake found then is printed by rank 0 alone; an error
-    met once the work has started may be one rank's own, so another rank prints it too, naming itself
-    (``per_rank=False``: rank 0 alone in any case)."""
+    arguments and files before its work starts, so a mistake found then is rank 0's to print: another rank
+    first waits ``RANK_0_GRACE_S`` (torchrun ends it as soon as rank 0 has printed and exited) and prints it,
+    naming itself, only if it is still running then, so the line is never lost. An error met once the work has
+    started may be one rank's own: that rank prints it at once, naming itself. ``per_rank=False``: rank 0 alone."""
     from wsol.utils.distributed import launched_rank, work_started
 
     rank = launched_rank()
     if rank != 0:
-        if per_rank and work_started():
-            typer.echo(f"error: rank {rank}: {message}", err=True)
+        if not per_rank:
+            return
+        if not work_started():
+            if not os.environ.get("TORCHELASTIC_RUN_ID"):
+                return  # not torchrun's: nothing ends this process for rank 0, which prints the same line
+            time.sleep(RANK_0_GRACE_S)
+        typer.echo(f"error: rank {rank}: {message}", err=True)
         return
     typer.echo(f"error: {message}", err=True)
 

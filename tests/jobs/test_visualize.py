@@ -3,8 +3,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 import wsol.report.figures as figures
 from wsol.config import LocalizeConfig
+from wsol.errors import WsolError
 from wsol.jobs.visualize import run_visualize
 
 
@@ -25,3 +28,12 @@ def test_visualize_says_when_the_split_has_fewer_images_than_n(tmp_path: Path, s
     tiny = shapes_run(tmp_path, n_test=4, num_classes=2, seed=3)
     run_visualize(tiny["checkpoint"], "shapes", tiny["root"], tmp_path / "grid.png", LocalizeConfig(), n=9, device="cpu")
     assert "note: the test split has 4 images, fewer than --n 9: drawing all 4" in capsys.readouterr().err
+
+
+def test_visualize_prints_no_note_before_a_corrupt_image_error(tmp_path: Path, shapes_run, capsys) -> None:
+    tiny = shapes_run(tmp_path, n_test=4, num_classes=2, seed=3)
+    for image in Path(tiny["root"], "images").rglob("*.png"):
+        image.write_bytes(b"not a png")
+    with pytest.raises(WsolError):
+        run_visualize(tiny["checkpoint"], "shapes", tiny["root"], tmp_path / "grid.png", LocalizeConfig(), n=9, device="cpu")
+    assert "note:" not in capsys.readouterr().err

@@ -36,10 +36,10 @@ def run_visualize(
     dev = select_device(device)
     model = load_model(checkpoint).to(dev).eval()
     data = checkpoint_dataset(checkpoint, model, dataset, root, split)
+    order = np.random.default_rng(seed).permutation(len(data))[: max(1, n)]
+    batch = collate([data[int(i)] for i in order]).to(dev)  # a corrupt image is then the one line printed
     if n > len(data):
         note(f"the {split} split has {len(data)} images, fewer than --n {n}: drawing all {len(data)}")
-    order = np.random.default_rng(seed).permutation(len(data))[: max(1, n)]
-    batch = collate([data[int(i)] for i in order]).to(dev)
     with torch.no_grad():
         pred = model(batch.images).argmax(dim=1)
     target_classes = pred if settings.target == "pred" else batch.labels
