@@ -210,12 +210,12 @@ def data_show(
     """Draw random images with their GT boxes (red) and masks (white outline) into one PNG."""
     from wsol.data.registry import build_dataset
     from wsol.data.verify import parse_loader_options, resolve_root, show_grid
+    from wsol.jobs.runfolder import fewer_images_note, note
 
     dataset = build_dataset(name, resolve_root(name, root), split, **parse_loader_options(option or []))
     existed = out.exists()
     written = show_grid(dataset, n, out, seed=seed)  # a bad annotation found while drawing is the one line printed
-    if 0 < len(dataset) < n:
-        typer.echo(f"note: the {split} split has {len(dataset)} images, fewer than --n {n}: drawing all {len(dataset)}", err=True)
+    note(fewer_images_note(split, len(dataset), n))
     typer.echo(f"wrote {written}{_replacing(existed)}")
 
 
@@ -242,11 +242,9 @@ def train_command(
     device: DeviceOpt = None,
 ) -> None:
     """Train a classifier with natural, PGD, ART or ART+PGD training (torchrun for several GPUs)."""
-    import os
-
     from wsol.config import parse_overrides, resolve_train_config
     from wsol.jobs.train import default_run_folder, saved_epochs, train
-    from wsol.utils.distributed import cleanup
+    from wsol.utils.distributed import cleanup, launched_rank
 
     options = {"epochs": epochs, "batch_size": batch_size, "optim.lr": lr, "seed": seed, "weights": weights, "root": root,
                "warmup_epochs": warmup_epochs, "warm_start": warm_start}
@@ -256,7 +254,7 @@ def train_command(
     kept = saved_epochs(folder) if resume and epochs is None and "epochs" not in changes else None
     if kept is not None:
         cfg = dataclasses.replace(cfg, epochs=kept)  # a resumed run keeps its length unless told otherwise
-    main = os.environ.get("RANK", "0") == "0"  # torchrun: only rank 0 prints
+    main = launched_rank() == 0  # torchrun: only rank 0 prints
     banner = f"config: {used or 'built-in defaults'}; run folder: {folder}"
     try:
         result = train(cfg, folder, resume=resume, device=device, on_start=lambda: typer.echo(banner, err=True) if main else None)

@@ -67,10 +67,7 @@ def _written_after(source: Path, *outputs: Path) -> bool:
 def drop_if_older(source: Path, folder: Path) -> None:
     """Remove ``folder`` when a file in it is older than ``source``: an attack or robustness run of a model
     retrained since would otherwise resume as finished and report the old model's numbers."""
-    if not folder.is_dir():
-        return
-    made = source.stat().st_mtime_ns
-    if any(p.is_file() and p.stat().st_mtime_ns < made for p in folder.rglob("*")):
+    if folder.is_dir() and not _written_after(source, *(p for p in folder.rglob("*") if p.is_file())):
         shutil.rmtree(folder)
 
 

@@ -96,6 +96,13 @@ def class_names_note(checkpoint: PathLike, dataset: str, names: Sequence[str]) -
             f"but {dataset} has {head([str(n) for n in names])}: if it is another dataset, its accuracies here mean nothing")
 
 
+def fewer_images_note(split: str, available: int, n: int) -> Optional[str]:
+    """A note when a figure asked for ``n`` images of a split that holds fewer (it draws them all); None otherwise."""
+    if available >= n:
+        return None
+    return f"the {split} split has {available} images, fewer than --n {n}: drawing all {available}"
+
+
 def note(text: Optional[str]) -> None:
     """Print ``note: text`` on stderr from rank 0 (nothing for None)."""
     if text and dist.is_main_process():
@@ -178,6 +185,7 @@ def lock_run_folder(path: PathLike, *, transient: bool = False) -> Iterator[Path
 __all__ = [
     "class_names_note",
     "config_differences",
+    "fewer_images_note",
     "finished_epochs",
     "gather",
     "keep_records_until",

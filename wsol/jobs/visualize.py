@@ -10,7 +10,7 @@ import torch
 from wsol.config import LocalizeConfig
 from wsol.data import collate
 from wsol.jobs.localize import check_settings, checkpoint_dataset, compute_maps
-from wsol.jobs.runfolder import note
+from wsol.jobs.runfolder import fewer_images_note, note
 from wsol.localize.boxes import boxes_from_maps
 from wsol.models import load_model
 from wsol.utils.device import select_device
@@ -38,8 +38,7 @@ def run_visualize(
     data = checkpoint_dataset(checkpoint, model, dataset, root, split)
     order = np.random.default_rng(seed).permutation(len(data))[: max(1, n)]
     batch = collate([data[int(i)] for i in order]).to(dev)  # a corrupt image is then the one line printed
-    if n > len(data):
-        note(f"the {split} split has {len(data)} images, fewer than --n {n}: drawing all {len(data)}")
+    note(fewer_images_note(split, len(data), n))
     with torch.no_grad():
         pred = model(batch.images).argmax(dim=1)
     target_classes = pred if settings.target == "pred" else batch.labels
