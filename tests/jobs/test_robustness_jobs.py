@@ -504,3 +504,17 @@ def test_bf16_is_run_and_reported_beside_fp32(cifar, tmp_path, monkeypatch) -> N
     x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     model = LinearClassifier().eval()
     assert not torch.equal(job._Autocast(model)(x), model(x))
+
+
+def test_bf16_runs_a_channels_last_copy_and_leaves_the_model_alone() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)).eval()
+    x = torch.rand(2, 3, 32, 32, requires_grad=True)
+    wrapped = job._Autocast(model)
+    assert wrapped.model is not model and wrapped.model[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert model[0].weight.is_contiguous()  # the fp32 run keeps its own layout
+    logits = wrapped(x)
+    assert logits.dtype == torch.float32
+    torch.testing.assert_close(logits, model(x), rtol=0.05, atol=0.05)  # bf16 rounding only
+    (grad,) = torch.autograd.grad(logits.sum(), x)
+    assert grad.shape == x.shape and grad.abs().sum() > 0
