@@ -1,9 +1,11 @@
+import sys
+
 import pytest
 import torch
 
 import wsol.attacks.autoattack as aa_mod
 from wsol.attacks.autoattack import LADDERS, resolve_ladder, run_ladder
-from wsol.errors import ConfigError
+from wsol.errors import ConfigError, WsolError
 
 FAST = dict(n_iter=5, n_queries=30, n_restarts=1)
 EPS = 8 / 255
@@ -160,3 +162,11 @@ def test_fab_after_fab_t_keeps_its_own_restarts(tiny_cnn, tiny_batch, monkeypatc
     run_ladder(tiny_cnn, x, y, eps=8 / 255, ladder="fab-t,fab", n_restarts=3, n_iter=2)
     assert built["calls"] and {c for c in built["calls"] if c[0]} == {(True, 1)}
     assert {c for c in built["calls"] if not c[0]} == {(False, 3)}
+
+
+def test_missing_pyautoattack_is_one_line(tiny_cnn, tiny_batch, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyautoattack", None)  # `import pyautoattack` now raises ImportError
+    x, y = tiny_batch
+    with pytest.raises(WsolError, match="pip install pyautoattack") as info:
+        run_ladder(tiny_cnn, x, y, eps=8 / 255, ladder="apgd-ce")
+    assert "\n" not in str(info.value)

@@ -164,3 +164,18 @@ def test_transforms_pickle_for_spawned_workers() -> None:
         copy = pickle.loads(pickle.dumps(t))
         a, b = t(image, boxes, mask), copy(image, boxes, mask)
         assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[3] == b[3]
+
+
+def test_building_a_transform_makes_no_network_call() -> None:
+    """albumentations checks PyPI for updates on import unless told not to; wsol tells it (no network at run time)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import socket\n"
+            "def refuse(*a, **k):\n    raise SystemExit('network call')\n"
+            "socket.create_connection = refuse\nsocket.socket.connect = refuse\n"
+            "from wsol.data.transforms import build_transform\nbuild_transform('cub', train=True, size=64)\n")
+    env = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-500:]

@@ -19,6 +19,7 @@ from wsol.metrics.ranking import (
     spearman,
     ssim,
     topk_intersection,
+    topk_mask,
 )
 from wsol.models import build_model
 
@@ -77,6 +78,18 @@ def test_topk_intersection_counts_common_indices() -> None:
     for i in range(5):
         want = len(set(np.argsort(-a[i].numpy())[:10]) & set(np.argsort(-b[i].numpy())[:10])) / 10
         assert topk_intersection(a, b, 10)[i].item() == pytest.approx(want)
+
+
+def test_topk_ties_go_to_the_lower_index() -> None:
+    """Quantized and partly zero maps: the tie rule is numpy's stable descending order, whatever torch.topk would pick."""
+    g = torch.Generator().manual_seed(6)
+    a = (torch.rand(4, 64, 64, generator=g) * 8).floor()
+    a[2:] *= torch.rand(2, 64, 64, generator=g) > 0.9
+    b = torch.zeros_like(a)
+    for i in range(4):
+        want = np.argsort(-a[i].flatten().numpy(), kind="stable")[:100]
+        assert set(topk_mask(a[i : i + 1], 100)[0].nonzero().flatten().tolist()) == set(want.tolist())
+        assert topk_intersection(a[i : i + 1], b[i : i + 1], 100).item() == pytest.approx(np.mean(want < 100))
 
 
 @pytest.mark.parametrize("k", [0, 26])

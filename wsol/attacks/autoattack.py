@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 
-from wsol.errors import ConfigError
+from wsol.errors import ConfigError, WsolError
 from wsol.utils.numbers import comma_list
 
 ATTACKS: Tuple[str, ...] = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
@@ -78,7 +78,10 @@ def build_autoattack(
     ``custom`` version: its constructor settings). The optional overrides apply to every attack
     object that has the setting (small budgets for tests and benches).
     """
-    from pyautoattack import AutoAttack
+    try:
+        from pyautoattack import AutoAttack
+    except ImportError as err:
+        raise WsolError("pyautoattack is not installed: `pip install pyautoattack` (wsol runs AutoAttack's attacks from it)") from err
 
     names = resolve_ladder(ladder)
     if norm.lower() not in NORMS:

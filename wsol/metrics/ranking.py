@@ -51,10 +51,14 @@ def check_k(k: int, size: int) -> None:
 
 
 def topk_mask(maps: torch.Tensor, k: int) -> torch.Tensor:
-    """Bool N×D: the k largest entries of each flattened map (ties broken by ``torch.topk``)."""
+    """Bool N×D: the k largest entries of each flattened map; among equal values the lower flat index wins.
+
+    The tie rule is explicit (a stable sort) because ``torch.topk`` picks among ties differently on the
+    CPU and on CUDA: quantized or partly zero maps would otherwise score differently per device.
+    """
     flat = maps.reshape(maps.shape[0], -1)
     check_k(k, flat.shape[1])
-    idx = flat.topk(k, dim=1).indices
+    idx = flat.sort(dim=1, descending=True, stable=True).indices[:, :k]
     return torch.zeros_like(flat, dtype=torch.bool).scatter_(1, idx, True)
 
 
