@@ -253,6 +253,15 @@ CASES: List[List[str]] = [
     ["evaluate", "--pred", "{pred_other_root}", "--dataset", "cub", "--root", "{cub}"],
     ["localize", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/preds.csv"],
     ["localize", "--checkpoint", "{ckpt2_meta}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/p.json"],
+    # session 8: robustness, l2 sweeps and --out folders of other runs
+    ["robustness", "per-class", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--norm", "l2", "--eps-sweep", "0:8", "--out", "{dir}/r"],
+    ["robustness", "study", "{study_one}", "--dataset", "cub", "--root", "{cub}", "--ladder", "apgd-ce", "--norm", "l2", "--eps-sweep", "0:8", "--out", "{dir}/r"],
+    ["robustness", "per-class", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--n", "2", "--out", "{train_run}"],
+    ["robustness", "evaluate", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--n", "2", "--attacks", "apgd-ce", "--out", "{train_run}"],
+    ["robustness", "study", "{study_one}", "--dataset", "cub", "--root", "{cub}", "--n", "2", "--ladder", "apgd-ce", "--out", "{train_run}"],
+    ["robustness", "evaluate", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--n", "2", "--attacks", "apgd-ce", "--out", "{run_targeted}"],
+    ["robustness", "study", "{study_one}", "--dataset", "cub", "--root", "{cub}", "--n", "2", "--ladder", "apgd-ce", "--out", "{robust_run}"],
+    ["robustness", "per-class", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--n", "2", "--out", "{study_run}"],
 ]
 
 
@@ -337,6 +346,12 @@ def assets(tmp_path_factory) -> dict:
                        ("one", f"models:\n  - name: a\n    checkpoint: {ck}\n")):
         (base / f"study_{name}.yaml").write_text(text)
         found[f"study_{name}"] = str(base / f"study_{name}.yaml")
+    for name, files in (("train_run", ("model.safetensors", "config.yaml", "metrics.jsonl")), ("robust_run", ("run.json",)),
+                        ("study_run", ("models/a/run.json", "report.md"))):
+        for file in files:
+            (base / name / file).parent.mkdir(parents=True, exist_ok=True)
+            (base / name / file).write_text("{}\n")
+        found[name] = str(base / name)
     return {**found, "base": base}
 
 

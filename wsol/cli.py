@@ -388,20 +388,22 @@ Bf16Opt = Annotated[bool, typer.Option("--bf16", help="Also run under CUDA bf16 
 NIterOpt = Annotated[Optional[int], typer.Option("--n-iter", min=1, help="Iterations per attack (default: AutoAttack's; Square counts queries: --n-queries).")]
 NQueriesOpt = Annotated[Optional[int], typer.Option("--n-queries", min=1, help="Square's query budget (default: AutoAttack's 5,000).")]
 NRestartsOpt = Annotated[Optional[int], typer.Option("--n-restarts", min=1, help="Restarts per attack (default: AutoAttack's).")]
-EpsSweepOpt = Annotated[str, typer.Option("--eps-sweep", help="Sweep grid in units of 1/255: a range 0:8, a range with a step 0:8:2 or a list 0,1,2,4,8.")]
+RobustEpsOpt = Annotated[Optional[str], typer.Option("--eps", help="Attack radius in pixel units of [0, 1] images (default: 8/255 in linf, 0.5 in l2): 8/255 or a decimal such as 0.031; in linf a bare 8 or 1 is refused as a forgotten /255; an l2 radius is any number ≥ 0.")]
+EpsSweepOpt = Annotated[Optional[str], typer.Option("--eps-sweep", help="Sweep grid. linf: x of ε = x/255, a range 0:8 (the default), a range with a step 0:8:2 or a list 0,1,2,4,8. l2: a comma list of radii in pixel units of [0, 1] images (default: 0,0.25,0.5,1).")]
 SweepAttackOpt = Annotated[str, typer.Option("--attack", help="Attack run at each ε of the sweep: apgd-ce, apgd-dlr, apgd-t, fab, fab-t, square, or a comma list.")]
 LadderOpt = Annotated[str, typer.Option("--ladder", help="AutoAttack ladder: standard, study, plus or a comma list of attacks.")]
 
 
 def _robust_settings(checkpoint: Optional[Path], model: Optional[str], weights: Optional[List[Path]], dataset: str, **kw):
-    from wsol.jobs.robustness import RobustnessSettings, parse_eps
+    from wsol.jobs.robustness import DEFAULT_EPS, RobustnessSettings, parse_eps
 
     if (checkpoint is None) == (model is None):
         raise WsolError("name the model with either --checkpoint CK or --model NAME (with --weights FILE)")
     if checkpoint is not None and weights:
         raise WsolError("--weights goes with --model NAME; a --checkpoint carries its own weights, drop --weights")
     name, files = ("wsol-checkpoint", [checkpoint]) if checkpoint is not None else (model, list(weights or []))
-    kw["eps"] = parse_eps(kw["eps"], norm=kw["norm"])
+    if not isinstance(kw["eps"], float):
+        kw["eps"] = parse_eps(DEFAULT_EPS.get(kw["norm"], "8/255") if kw["eps"] is None else kw["eps"], norm=kw["norm"])
     return RobustnessSettings(model=str(name), weights=[str(f) for f in files], dataset=dataset, **kw).validate()
 
 
@@ -429,7 +431,7 @@ def robustness_evaluate(
     pgd: Annotated[int, typer.Option("--pgd", min=0, help="Also run PGD-k (e.g. 40) at --eps; 0: none.")] = 0,
     pgd_restarts: Annotated[int, typer.Option("--pgd-restarts", min=1, help="PGD random restarts.")] = 1,
     pgd_loss: Annotated[str, typer.Option("--pgd-loss", help="PGD's loss: ce (cross-entropy) or cw (the margin loss).")] = "ce",
-    eps: EpsOpt = "8/255",
+    eps: RobustEpsOpt = None,
     norm: NormOpt = "linf",
     n: NOpt = None,
     seed: SeedOpt = 0,
@@ -461,7 +463,7 @@ def robustness_per_class(
     model: RobustModelOpt = None,
     weights: RobustWeightsOpt = None,
     root: RootOpt = None,
-    eps_sweep: EpsSweepOpt = "0:8",
+    eps_sweep: EpsSweepOpt = None,
     attack: SweepAttackOpt = "apgd-ce",
     norm: NormOpt = "linf",
     n: NOpt = None,
@@ -473,11 +475,11 @@ def robustness_per_class(
     bf16: Bf16Opt = False,
     device: DeviceOpt = None,
 ) -> None:
-    """Per-class robust accuracy over an ε = x/255 sweep (monotone), drops per step, confusion under attack."""
-    from wsol.jobs.robustness import parse_eps_sweep
+    """Per-class robust accuracy over an ε sweep (x/255 in linf, radii in l2; monotone), drops per step, confusion under attack."""
+    from wsol.jobs.robustness import parse_eps_sweep, sweep_radii
 
-    grid = parse_eps_sweep(eps_sweep)
-    settings = _robust_settings(checkpoint, model, weights, dataset, n=n, seed=seed, eps=f"{grid[-1]}/255", norm=norm, sweep=grid,
+    grid = parse_eps_sweep(eps_sweep, norm)
+    settings = _robust_settings(checkpoint, model, weights, dataset, n=n, seed=seed, eps=sweep_radii(grid, norm)[-1], norm=norm, sweep=grid,
                                 sweep_attack=attack, batch_size=batch_size, n_iter=n_iter, n_queries=n_queries, n_restarts=n_restarts, bf16=bf16)
     _robust_run(settings, dataset, root, out, device)
 
@@ -489,8 +491,8 @@ def robustness_study(
     out: OutFolderOpt,
     root: RootOpt = None,
     ladder: LadderOpt = "study",
-    eps: EpsOpt = "8/255",
-    eps_sweep: EpsSweepOpt = "0:8",
+    eps: RobustEpsOpt = None,
+    eps_sweep: EpsSweepOpt = None,
     attack: SweepAttackOpt = "apgd-ce",
     norm: NormOpt = "linf",
     n: NOpt = None,
@@ -504,11 +506,12 @@ def robustness_study(
 ) -> None:
     """The per-class study: ladder and sweep for every model, one report (a model already done is skipped)."""
     from wsol.data.verify import resolve_root
-    from wsol.jobs.robustness import RobustnessSettings, parse_eps, parse_eps_sweep, run_study
+    from wsol.jobs.robustness import DEFAULT_EPS, RobustnessSettings, parse_eps, parse_eps_sweep, run_study
     from wsol.utils.distributed import is_main_process
 
-    template = RobustnessSettings(model="", weights=[], dataset=dataset, n=n, seed=seed, eps=parse_eps(eps, norm=norm), norm=norm,
-                                  ladder=list(_ladder(ladder)), sweep=parse_eps_sweep(eps_sweep), sweep_attack=attack,
+    sweep = parse_eps_sweep(eps_sweep, norm)
+    template = RobustnessSettings(model="", weights=[], dataset=dataset, n=n, seed=seed, eps=parse_eps(eps or DEFAULT_EPS[norm], norm=norm),
+                                  norm=norm, ladder=list(_ladder(ladder)), sweep=sweep, sweep_attack=attack,
                                   batch_size=batch_size, n_iter=n_iter, n_queries=n_queries, n_restarts=n_restarts, bf16=bf16).validate()
     report = run_study(models, template, resolve_root(dataset, root), out, device)
     if is_main_process():

@@ -118,6 +118,44 @@ def test_eps_is_shown_as_the_user_typed_it() -> None:
     assert [job.eps_text(e) for e in (8 / 255, 0.5, 1.0, 0.0, 0.03)] == ["8/255", "0.5", "1", "0", "0.03"]
 
 
+def test_an_l2_sweep_is_a_list_of_radii_and_the_linf_form_is_refused_with_how_to_write_it() -> None:
+    """ℓ2 radii are not x/255: 0:8 would be radii up to 8/255 = 0.03 (RobustBench's ℓ2 budget is 0.5), so the ℓ∞ range
+    form is a one-line error that says how to write an ℓ2 grid; each norm has its own default grid."""
+    assert job.parse_eps_sweep("0,0.25,0.5,1", "l2") == [0, 0.25, 0.5, 1.0]
+    assert job.parse_eps_sweep("0, 64/255, 3", "l2") == [0, pytest.approx(64 / 255), 3.0]
+    assert job.parse_eps_sweep(None, "l2") == [0, 0.25, 0.5, 1.0] and job.parse_eps_sweep(None) == list(range(9))
+    for bad in ("0:8", "0:1:0.25"):
+        with pytest.raises(ConfigError, match=r"comma list of radii .* --eps-sweep 0,0.25,0.5,1 .*for linf"):
+            job.parse_eps_sweep(bad, "l2")
+    for bad, why in (("0.5", r"at least two values, e.g. 0,0.5; .*--norm l2 --eps 0.5"), ("0.5,0.25", "increasing"),
+                     ("0,x", "expected a number"), ("0,,1", "empty entry"), ("", "empty")):
+        with pytest.raises(ConfigError, match=why):
+            job.parse_eps_sweep(bad, "l2")
+    assert job.sweep_radii([0, 2, 8], "linf") == [0, 2 / 255, 8 / 255] and job.sweep_radii([0, 0.5], "l2") == [0, 0.5]
+
+
+def test_l2_sweep_attacks_at_its_radii_and_labels_them_as_radii(cifar, tmp_path, tiny, monkeypatch) -> None:
+    """The ℓ2 grid reaches the attack as radii (not x/255) and every table, figure and report line names ε's unit."""
+    import wsol.report.robustness_figures as figures
+
+    radii, axes = [], []
+    real_sweep, real_plot = job.epsilon_sweep, figures.plot_class_accuracy_vs_eps
+    monkeypatch.setattr(job, "epsilon_sweep", lambda *a, **kw: radii.append(list(a[4])) or real_sweep(*a, **kw))
+    monkeypatch.setattr(figures, "plot_class_accuracy_vs_eps", lambda *a, **kw: axes.append(kw["eps_axis"]) or real_plot(*a, **kw))
+    for name, norm, column, grid in (("l2", L2, "eps (l2 radius)", "ℓ2 radius ε in 0, 0.25, 0.5, 1"),
+                                     ("linf", {}, "eps (x/255)", "ε = x/255, x in 0, 1, 2, 4")):
+        out = tmp_path / name
+        job.evaluate_robustness(settings(ladder=[], n=4, **norm), cifar, out, "cpu")
+        assert (out / "sweep_fp32.csv").read_text().splitlines()[1].startswith(f"tiny,0")
+        assert f"model,{column}," in (out / "sweep_fp32.csv").read_text() and f",{column}," in (out / "sweep_summary_fp32.csv").read_text()
+        assert grid in (out / "report.md").read_text()
+    assert radii == [[0, 0.25, 0.5, 1.0], [0, 1 / 255, 2 / 255, 4 / 255]]
+    assert axes == ["ε (ℓ2 radius, pixel units of [0, 1])", "ε (×1/255)"]
+    assert json.loads((tmp_path / "l2" / "run.json").read_text())["sweep"] == [0, 0.25, 0.5, 1.0]
+    assert "Confusion at ε = 1 (" in (tmp_path / "l2" / "report.md").read_text()
+    assert "Confusion at ε = 4/255 (" in (tmp_path / "linf" / "report.md").read_text()
+
+
 def test_eps_sweep_forms_a_user_types() -> None:
     assert job.parse_eps_sweep("0:8:2") == [0, 2, 4, 6, 8] and job.parse_eps_sweep("0:7:2") == [0, 2, 4, 6]
     assert job.parse_eps_sweep("0,2,4,") == [0, 2, 4] and job.parse_eps_sweep(" 0, 2 ,4 ") == [0, 2, 4]
@@ -126,17 +164,22 @@ def test_eps_sweep_forms_a_user_types() -> None:
     assert "--eps " not in str(err.value)
 
 
-def test_resume_after_interruption_gives_the_same_table(cifar, tmp_path, tiny) -> None:
-    whole = job.evaluate_robustness(settings(), cifar, tmp_path / "whole", "cpu")
+L2 = dict(norm="l2", eps=0.5, sweep=[0.0, 0.25, 0.5, 1.0])
+"""An ℓ2 run of the tiny model: radii that move an image's mean across 0, 1 and 2 class boundaries."""
+
+
+@pytest.mark.parametrize("norm", [{}, L2], ids=["linf", "l2"])
+def test_resume_after_interruption_gives_the_same_table(cifar, tmp_path, tiny, norm) -> None:
+    whole = job.evaluate_robustness(settings(**norm), cifar, tmp_path / "whole", "cpu")
     out = tmp_path / "cut"
-    job.evaluate_robustness(settings(), cifar, out, "cpu")
+    job.evaluate_robustness(settings(**norm), cifar, out, "cpu")
     for kind in ("ladder", "sweep"):
         path = out / f"{kind}-fp32.rank0.jsonl"
         lines = path.read_text().splitlines()
         assert len(lines) == 4  # 14 samples in chunks of 4
         path.write_text(lines[0] + "\n" + lines[1][: len(lines[1]) // 2])  # one chunk kept, one torn mid-write
     (out / "report.md").unlink()
-    resumed = job.evaluate_robustness(settings(), cifar, out, "cpu")
+    resumed = job.evaluate_robustness(settings(**norm), cifar, out, "cpu")
     for name in ("sweep_fp32.csv", "sweep_confusion_fp32.csv", "ladder_confusion_fp32.csv", "ladder_per_class_fp32.csv"):
         assert (out / name).read_text() == (tmp_path / "whole" / name).read_text(), name
     assert _without_minutes(_tables(resumed)["ladder"]) == _without_minutes(_tables(whole)["ladder"])
@@ -146,6 +189,7 @@ def test_resume_after_interruption_gives_the_same_table(cifar, tmp_path, tiny) -
     assert sorted(chunks) == [1, 2, 3]  # only the missing chunks were attacked again
     sweep = whole["sweep-fp32"]["acc"]
     assert bool((sweep[1:].nan_to_num(0) <= sweep[:-1].nan_to_num(0) + 1e-9).all())  # monotone in ε
+    assert sweep[-1].nan_to_num(0).sum() < sweep[0].nan_to_num(0).sum()  # and the largest ε breaks some points
 
 
 def test_resumed_apgd_and_pgd_run_reproduces_the_uninterrupted_one(tmp_path, tiny) -> None:
@@ -194,21 +238,22 @@ def test_a_weight_path_spelled_otherwise_resumes_the_same_run(cifar, tmp_path, t
     assert json.loads((out / "run.json").read_text())["weights"] == [str(tmp_path / "w" / "model.safetensors")]
 
 
-def _worker(rank: int, world: int, port: int, root: str, out: str) -> None:
+def _worker(rank: int, world: int, port: int, root: str, out: str, norm: dict) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       WSOL_PROGRESS="0")
     torch.set_num_threads(1)
     job.load_eval_model = tiny_model
-    job.evaluate_robustness(settings(), Path(root), Path(out), "cpu")
+    job.evaluate_robustness(settings(**norm), Path(root), Path(out), "cpu")
     from wsol.utils.distributed import cleanup
 
     cleanup()
 
 
-def test_two_gloo_ranks_give_the_same_rows_as_one_process(cifar, tmp_path, tiny, free_port) -> None:
-    single = _tables(job.evaluate_robustness(settings(), cifar, tmp_path / "single", "cpu"))
+@pytest.mark.parametrize("norm", [{}, L2], ids=["linf", "l2"])
+def test_two_gloo_ranks_give_the_same_rows_as_one_process(cifar, tmp_path, tiny, free_port, norm) -> None:
+    single = _tables(job.evaluate_robustness(settings(**norm), cifar, tmp_path / "single", "cpu"))
     sharded = tmp_path / "sharded"
-    mp.start_processes(_worker, args=(2, free_port, str(cifar), str(sharded)), nprocs=2, start_method="spawn")
+    mp.start_processes(_worker, args=(2, free_port, str(cifar), str(sharded), norm), nprocs=2, start_method="spawn")
     assert sorted(p.name for p in sharded.glob("*.jsonl")) == [f"{k}-fp32.rank{r}.jsonl" for k in ("ladder", "sweep") for r in (0, 1)]
     assert (sharded / "sweep_fp32.csv").read_text() == (tmp_path / "single" / "sweep_fp32.csv").read_text()
     assert (sharded / "ladder_confusion_fp32.csv").read_text() == (tmp_path / "single" / "ladder_confusion_fp32.csv").read_text()
@@ -229,6 +274,15 @@ def test_study_writes_both_tables_and_skips_done_models(cifar, tmp_path, tiny) -
     stamp = done.stat().st_mtime_ns
     job.run_study(study, template, cifar, tmp_path / "study", "cpu")
     assert done.stat().st_mtime_ns == stamp
+
+
+def test_an_l2_study_labels_its_radii(cifar, tmp_path, tiny) -> None:
+    study = tmp_path / "models.yaml"
+    study.write_text("models:\n  - name: a\n    model: tiny\n")
+    text = job.run_study(study, settings(model="", ladder=["apgd-ce"], n=4, **L2), cifar, tmp_path / "study", "cpu").read_text()
+    assert "ladder apgd-ce at ε = 0.5 (l2)" in text and "over ℓ2 radius ε in 0, 0.25, 0.5, 1" in text
+    assert "Confusion under attack at ε = 1: a" in text and "/255" not in text
+    assert (tmp_path / "study" / "sweep.csv").read_text().startswith("model,eps (l2 radius),")
 
 
 def _study_worker(rank: int, world: int, port: int, study: str, root: str, out: str) -> None:

@@ -35,7 +35,7 @@ from wsol.metrics.robustness import (
 from wsol.utils import distributed as dist
 from wsol.utils.device import select_device
 from wsol.utils.io import append_jsonl, read_jsonl
-from wsol.utils.numbers import comma_list
+from wsol.utils.numbers import comma_list, parse_number
 from wsol.utils.progress import progress
 
 KINDS = ("ladder", "pgd", "sweep")
@@ -47,31 +47,75 @@ MINUTES_NOTE = "minutes: the attack's time summed over the chunks (over every pr
 # --- argument parsing: one rule each ---
 
 
-def parse_eps_sweep(text: str) -> List[int]:
-    """The sweep grid in units of 1/255: ``0:8`` (inclusive range), ``0:8:2`` (with a step) or a comma list
-    ``0,1,2,4,8``, strictly increasing, each at most 255 (ε = 1)."""
-    text = str(text).strip()
-    usage = "use a range such as 0:8, a range with a step such as 0:8:2 or a comma list such as 0,1,2,4,8 (integers, ε = x/255)"
-    if not text:
-        raise ConfigError(f"--eps-sweep is empty: {usage}")
-    try:
+DEFAULT_EPS = {"linf": "8/255", "l2": "0.5"}
+"""--eps when none is given: the RobustBench CIFAR-10 budget of each norm."""
+L2_SWEEP_EXAMPLE = "0,0.25,0.5,1"
+"""The ℓ2 sweep grid when none is given: radii around RobustBench's CIFAR-10 ℓ2 budget of 0.5."""
+SWEEP_EXAMPLE = {"linf": "0:8", "l2": L2_SWEEP_EXAMPLE}
+"""The default --eps-sweep per norm."""
+SWEEP_COLUMN = {"linf": "eps (x/255)", "l2": "eps (l2 radius)"}
+"""The ε column of the sweep tables, naming the unit of its values: x of ε = x/255 (ℓ∞) or the ℓ2 radius."""
+SWEEP_AXIS = {"linf": "ε (×1/255)", "l2": "ε (ℓ2 radius, pixel units of [0, 1])"}
+"""The ε axis title of the sweep figures."""
+
+
+def parse_eps_sweep(text: Optional[str], norm: str = "linf") -> List[float]:
+    """The sweep grid of ``norm`` (None: its default, :data:`SWEEP_EXAMPLE`). ℓ∞: x in ε = x/255, written ``0:8``
+    (inclusive range), ``0:8:2`` (with a step) or ``0,1,2,4,8``, integers up to 255. ℓ2: a comma list of radii in
+    pixel units of [0, 1] images (``0,0.25,0.5,1``; ``64/255`` allowed); the ℓ∞ range form is refused there, since
+    it would read as radii 0..8 or, in x/255, as radii of at most 0.03, neither of which an ℓ2 user means.
+    Either way strictly increasing, non-negative, at least two values."""
+    if norm not in SWEEP_EXAMPLE:
+        raise ConfigError(f"unknown norm {norm!r}: use linf or l2")
+    text = SWEEP_EXAMPLE[norm] if text is None else str(text).strip()
+    if norm == "l2":
+        usage = f"an l2 sweep is a comma list of radii in pixel units of [0, 1] images, e.g. --eps-sweep {L2_SWEEP_EXAMPLE}"
+        if not text:
+            raise ConfigError(f"--eps-sweep is empty: {usage}")
         if ":" in text:
-            parts = [int(p) for p in text.split(":")]
-            if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] < 1):
-                raise ValueError
-            values = list(range(parts[0], parts[1] + 1, parts[2] if len(parts) == 3 else 1))
-        else:
-            values = [int(p) for p in comma_list(text, "--eps-sweep")]
-    except ValueError:
-        raise ConfigError(f"bad --eps-sweep {text!r}: {usage}") from None
+            raise ConfigError(f"bad --eps-sweep {text!r} for --norm l2: {usage} (the range form 0:8, x/255, is for linf)")
+        values: List[float] = [parse_number(v, "--eps-sweep") for v in comma_list(text, "--eps-sweep")]
+    else:
+        usage = "use a range such as 0:8, a range with a step such as 0:8:2 or a comma list such as 0,1,2,4,8 (integers, ε = x/255)"
+        if not text:
+            raise ConfigError(f"--eps-sweep is empty: {usage}")
+        try:
+            if ":" in text:
+                parts = [int(p) for p in text.split(":")]
+                if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] < 1):
+                    raise ValueError
+                values = list(range(parts[0], parts[1] + 1, parts[2] if len(parts) == 3 else 1))
+            else:
+                values = [int(p) for p in comma_list(text, "--eps-sweep")]
+        except ValueError:
+            raise ConfigError(f"bad --eps-sweep {text!r}: {usage}") from None
     if not values or any(v < 0 for v in values) or any(b <= a for a, b in zip(values, values[1:])):
-        raise ConfigError(f"bad --eps-sweep {text!r}: the values must be non-negative and strictly increasing, e.g. 0,2,4,8")
-    if values[-1] > 255:
+        example = "0,0.25,0.5,1" if norm == "l2" else "0,2,4,8"
+        raise ConfigError(f"bad --eps-sweep {text!r}: the values must be non-negative and strictly increasing, e.g. {example}")
+    if norm == "linf" and values[-1] > 255:
         raise ConfigError(f"bad --eps-sweep {text!r}: the values are x in ε = x/255, so at most 255 (ε = 1); the study's grid is 0:8")
     if len(values) < 2:
-        raise ConfigError(f"bad --eps-sweep {text!r}: a sweep needs at least two values, e.g. 0:{max(values[0], 1)}; "
-                          f"for one ε use 'wsol robustness evaluate --eps {values[0]}/255'")
+        one = sweep_eps_text(values[0], norm)
+        example = (f"0,{one}" if values[0] else L2_SWEEP_EXAMPLE) if norm == "l2" else f"0:{max(int(values[0]), 1)}"
+        raise ConfigError(f"bad --eps-sweep {text!r}: a sweep needs at least two values, e.g. {example}; "
+                          f"for one ε use 'wsol robustness evaluate --norm {norm} --eps {one}'")
     return values
+
+
+def sweep_radii(grid: Sequence[float], norm: str) -> List[float]:
+    """The radii (pixel units of [0, 1] images) of a sweep grid as :func:`parse_eps_sweep` returns it: x/255 in ℓ∞."""
+    return [v / 255 for v in grid] if norm == "linf" else [float(v) for v in grid]
+
+
+def sweep_eps_text(value: float, norm: str) -> str:
+    """One grid value as ε is written: ``8/255`` (ℓ∞) or the ℓ2 radius ``0.5``."""
+    return eps_text(sweep_radii([value], norm)[0])
+
+
+def sweep_grid_text(grid: Sequence[float], norm: str) -> str:
+    """A sweep grid for a report, with its unit: ``ε = x/255, x in 0, 2, 4`` or ``ℓ2 radius ε in 0, 0.25, 0.5``."""
+    values = ", ".join(f"{v:g}" for v in grid)
+    return f"ε = x/255, x in {values}" if norm == "linf" else f"ℓ2 radius ε in {values}"
 
 
 def _sample_count_text(n: int) -> str:
@@ -107,7 +151,7 @@ class RobustnessSettings:
     pgd_steps: int = 0
     pgd_restarts: int = 1
     pgd_loss: str = "ce"
-    sweep: List[int] = field(default_factory=list)
+    sweep: List[float] = field(default_factory=list)  # as parse_eps_sweep gives it: x of x/255 (linf) or radii (l2)
     sweep_attack: str = "apgd-ce"
     batch_size: int = 250
     n_iter: Optional[int] = None
@@ -199,7 +243,7 @@ def _chunk_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: Robustness
 
 def _chunk_sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: RobustnessSettings, device: torch.device) -> Dict[str, Any]:
     attack = ladder_attack(model, s.sweep_attack, norm=s.norm, seed=s.seed, batch_size=s.batch_size, **s.overrides)
-    res = epsilon_sweep(model, attack, x, y, [v / 255 for v in s.sweep], norm=s.norm)
+    res = epsilon_sweep(model, attack, x, y, sweep_radii(s.sweep, s.norm), norm=s.norm)
     return {"robust": res.robust.tolist(), "adv_pred": res.adv_pred.tolist(), "attacked": res.attacked}
 
 
@@ -270,18 +314,18 @@ def ladder_tables(name: str, records: Sequence[Dict[str, Any]], labels: torch.Te
     }
 
 
-def sweep_tables(name: str, records: Sequence[Dict[str, Any]], labels: torch.Tensor, grid: Sequence[int], num_classes: int,
-                 class_names: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+def sweep_tables(name: str, records: Sequence[Dict[str, Any]], labels: torch.Tensor, grid: Sequence[float], num_classes: int,
+                 class_names: Optional[Sequence[str]] = None, norm: str = "linf") -> Dict[str, Any]:
     """The seed's second table (accuracy per class per ε, delta per step, total drop), the summary and the confusion at the largest ε;
-    classes are named by ``class_names`` where given."""
+    classes are named by ``class_names`` where given, the ε column by the unit of ``norm``'s grid (:data:`SWEEP_COLUMN`)."""
     robust = _cat(records, "robust", dim=1).bool()
     adv_pred = _cat(records, "adv_pred", dim=1).long()
     acc = per_class_accuracy(robust, labels, num_classes)
     overall = robust.float().mean(1)
     return {
         "acc": acc,
-        "rows": sweep_rows(name, list(grid), acc, overall, class_names=class_names),
-        "summary": summary_rows(name, list(grid), acc, class_names=class_names,
+        "rows": sweep_rows(name, list(grid), acc, overall, class_names=class_names, eps_column=SWEEP_COLUMN[norm]),
+        "summary": summary_rows(name, list(grid), acc, class_names=class_names, eps_column=SWEEP_COLUMN[norm],
                                 counts=torch.bincount(labels.long(), minlength=num_classes)),
         "confusion": attack_confusion(labels, adv_pred[-1], num_classes, mask=robust[0] if grid[0] == 0 else None),
         "attacked": torch.tensor([r["attacked"] for r in records]).sum(0).tolist(),
@@ -310,6 +354,23 @@ def _run_differences(out: Path, s: RobustnessSettings) -> Optional[List[str]]:
     old = json.loads(path.read_text())
     old["weights"] = _absolute(old.get("weights") or [])  # a run.json written before weights were kept absolute
     return config_differences(old, json.loads(json.dumps(asdict(s))))
+
+
+def refuse_other_run_folder(out: Path, study: bool) -> None:
+    """Refuse an ``--out`` that holds another job's run: a training run, an attack run, a demo, or (for a study) one
+    model's robustness run and (for one model's run) a study. Its files and ours would mix in one folder and our
+    ``report.md`` would replace its report; a subfolder of it is fine."""
+    from wsol.jobs import attack, demo, train
+
+    markers = [("a training run", [train.MODEL_FILE, train.STATE_FILE, train.METRICS_FILE, train.CONFIG_FILE]),
+               ("an attack run", [attack.SAMPLES_FILE, attack.SUMMARY_FILE]), ("a demo run", [demo.ARGUMENTS_FILE]),
+               ("a robustness run of one model" if study else "a robustness study",
+                [RUN_FILE] if study else [f"models/*/{RUN_FILE}"])]
+    for kind, patterns in markers:
+        found = sorted({str(p.relative_to(out)) for pattern in patterns for p in out.glob(pattern)})
+        if found:
+            raise ConfigError(f"--out {out} holds {kind} ({', '.join(found[:3])}); the robustness files would mix into it: "
+                              f"give a folder of its own, e.g. --out {out / ('robustness-study' if study else 'robustness')}")
 
 
 def _check_run_file(out: Path, s: RobustnessSettings) -> None:
@@ -375,6 +436,7 @@ def evaluate_robustness(s: RobustnessSettings, root: Path, out: Path, device: Op
     dist.init_from_env()
     dev = _run_device(s, device)
     out = Path(out)
+    refuse_other_run_folder(out, study=False)
     name = label or default_label(s)
     model = load_eval_model(s.model, s.weights, dev) if model is None else model.to(dev)
     data = test_split(s.dataset, root, getattr(model, "input_size", None))
@@ -398,7 +460,7 @@ def evaluate_robustness(s: RobustnessSettings, root: Path, out: Path, device: Op
                 result[f"pgd-{precision}"] = pgd_tables(name + tag, recs, y, s, num_classes)
             if s.sweep:
                 recs = run_chunks(model, x, y, s, "sweep", out, dev, precision, show_progress)
-                result[f"sweep-{precision}"] = sweep_tables(name + tag, recs, y, s.sweep, num_classes, names)
+                result[f"sweep-{precision}"] = sweep_tables(name + tag, recs, y, s.sweep, num_classes, names, s.norm)
         if dist.is_main_process():
             write_run_report(out, s, result)
         dist.barrier()
@@ -441,14 +503,16 @@ def write_run_report(out: Path, s: RobustnessSettings, result: Dict[str, Any]) -
             write_csv(out / f"sweep_summary_{precision}.csv", sw["summary"])
             write_csv(out / f"sweep_confusion_{precision}.csv", matrix_rows(sw["confusion"], names, names, corner="true \\ adversarial"))
             fig = plot_class_accuracy_vs_eps(sw["acc"], s.sweep, out / "figures" / f"sweep_{precision}.png", names,
-                                             title=f"{model}: accuracy per class against ε ({s.sweep_attack}, {precision})")
-            heat = plot_drop_heatmap(sw["acc"][1:] - sw["acc"][:-1], [f"{a}→{b}" for a, b in zip(s.sweep, s.sweep[1:])],
+                                             title=f"{model}: accuracy per class against ε ({s.sweep_attack}, {s.norm}, {precision})",
+                                             eps_axis=SWEEP_AXIS[s.norm])
+            heat = plot_drop_heatmap(sw["acc"][1:] - sw["acc"][:-1], [f"{a:g}→{b:g}" for a, b in zip(s.sweep, s.sweep[1:])],
                                      out / "figures" / f"sweep_drops_{precision}.png", names,
-                                     title=f"{model}: accuracy change per ε step ({s.sweep_attack}, {precision})", row_axis="ε step (×1/255)")
-            lines += [f"## Per-class ε sweep ({precision}, {s.sweep_attack}, ε = x/255)", "", markdown_table(sw["rows"], floatfmt=".3f"),
-                      markdown_table(sw["summary"], floatfmt=".3f"),
+                                     title=f"{model}: accuracy change per ε step ({s.sweep_attack}, {s.norm}, {precision})",
+                                     row_axis="ε step" + SWEEP_AXIS[s.norm][1:])
+            lines += [f"## Per-class ε sweep ({precision}, {s.sweep_attack}, {sweep_grid_text(s.sweep, s.norm)})", "",
+                      markdown_table(sw["rows"], floatfmt=".3f"), markdown_table(sw["summary"], floatfmt=".3f"),
                       f"Points attacked per ε: {sw['attacked']}", "",
-                      f"Confusion at ε = {s.sweep[-1]}/255 ({'clean-correct' if s.sweep[0] == 0 else 'all'} samples; "
+                      f"Confusion at ε = {sweep_eps_text(s.sweep[-1], s.norm)} ({'clean-correct' if s.sweep[0] == 0 else 'all'} samples; "
                       "row: true class, column: prediction under attack):", "",
                       markdown_table(matrix_rows(sw["confusion"], names, names, corner="true \\ adv")), "",
                       f"![{fig.name}](figures/{fig.name}) ![{heat.name}](figures/{heat.name})", ""]
@@ -540,6 +604,7 @@ def run_study(study: Path, template: RobustnessSettings, root: Path, out: Path, 
     _run_device(template, device)
     models = read_study(study)
     out = Path(out)
+    refuse_other_run_folder(out, study=True)
     template = replace(template, n=len(select_samples(len(test_split(template.dataset, root)), template.n, template.seed, default=DEFAULT_N)))
     runs = {m.label: RobustnessSettings(**{**asdict(template), "model": m.model, "weights": m.weights}).validate() for m in models}
     diffs = {m.label: _run_differences(out / "models" / m.label, runs[m.label]) for m in models}
@@ -610,13 +675,15 @@ def _study_report(out: Path, s: RobustnessSettings, results: Dict[str, Dict[str,
     figures = []
     for label, a in acc.items():
         figures.append(plot_class_accuracy_vs_eps(a, s.sweep, out / "figures" / f"{label}_sweep.png", names,
-                                                  title=f"{label}: accuracy per class against ε ({s.sweep_attack})"))
+                                                  title=f"{label}: accuracy per class against ε ({s.sweep_attack}, {s.norm})",
+                                                  eps_axis=SWEEP_AXIS[s.norm]))
+    span = f"ε {sweep_eps_text(s.sweep[0], s.norm)} → {sweep_eps_text(s.sweep[-1], s.norm)}"
     figures.append(plot_drop_heatmap(torch.stack([total_drop(a) for a in acc.values()]), list(acc), out / "figures" / "total_drops.png",
-                                     names, title=f"total accuracy change per class, ε {s.sweep[0]} → {s.sweep[-1]}/255 ({s.sweep_attack})",
+                                     names, title=f"total accuracy change per class, {span} ({s.sweep_attack}, {s.norm})",
                                      row_axis="model"))
     lines = [f"# Per-class robustness study on {s.dataset}", "",
              f"{_sample_count_text(first['n'])} drawn with seed {s.seed}; ladder {', '.join(s.ladder)} at ε = {eps_text(s.eps)} ({s.norm});",
-             f"sweep with {s.sweep_attack} over ε = x/255, x in {s.sweep}. Accuracies are fractions; deltas negative = lost.", "",
+             f"sweep with {s.sweep_attack} ({s.norm}) over {sweep_grid_text(s.sweep, s.norm)}. Accuracies are fractions; deltas negative = lost.", "",
              *_notes(first, {label: float(res["ladder"][0]["accuracy"]) for label, res in results.items()}),
              "## Table 1: AutoAttack ladder (accuracy, delta and minutes per attack)", "", markdown_table(ladder, floatfmt=".4f"),
              MINUTES_NOTE, "",
@@ -625,7 +692,7 @@ def _study_report(out: Path, s: RobustnessSettings, results: Dict[str, Dict[str,
              markdown_table(per_model, floatfmt=".3f"),
              "## Worst class and spread per ε", "", markdown_table(summary, floatfmt=".3f")]
     for label, res in results.items():
-        lines += [f"## Confusion under attack at ε = {s.sweep[-1]}/255: {label}", "",
+        lines += [f"## Confusion under attack at ε = {sweep_eps_text(s.sweep[-1], s.norm)}: {label}", "",
                   markdown_table(matrix_rows(res["confusion"], names, names, corner="true \\ adv"))]
     lines += ["## Figures", ""] + [f"![{f.name}](<figures/{f.name}>)" for f in figures] + [""]
     write_text(out / "report.md", "\n".join(lines))
@@ -654,6 +721,6 @@ def demo_robustness(checkpoints: Dict[str, Path], root: Path, out: Path, seed: i
 
 
 __all__ = [
-    "RobustnessSettings", "StudyModel", "demo_robustness", "eps_text", "evaluate_robustness", "ladder_tables", "load_eval_model", "parse_eps",
-    "parse_eps_sweep", "read_study", "run_chunks", "run_study", "select_samples", "sweep_tables", "write_run_report",
+    "DEFAULT_EPS", "RobustnessSettings", "StudyModel", "demo_robustness", "eps_text", "evaluate_robustness", "ladder_tables", "load_eval_model", "parse_eps",
+    "parse_eps_sweep", "read_study", "refuse_other_run_folder", "sweep_eps_text", "sweep_grid_text", "sweep_radii", "run_chunks", "run_study", "select_samples", "sweep_tables", "write_run_report",
 ]

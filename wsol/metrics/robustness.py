@@ -91,16 +91,17 @@ def _named(c: int, class_names: Optional[Sequence[str]]) -> Any:
 
 
 def sweep_rows(model: str, eps_labels: Sequence[Any], acc: torch.Tensor, overall: torch.Tensor, *,
-               class_names: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
+               class_names: Optional[Sequence[str]] = None, eps_column: str = "eps") -> List[Dict[str, Any]]:
     """The study's second table for one model: per ε, every class's accuracy and step delta, the
-    model's average delta over classes and its overall accuracy, then a TOTAL row of drops."""
+    model's average delta over classes and its overall accuracy, then a TOTAL row of drops. The ε
+    values go in ``eps_column`` (a header that names their unit, such as ``eps (x/255)``)."""
     deltas = step_deltas(acc)
     num_classes = acc.shape[1]
     heads = [str(class_names[c]) if class_names else f"class {c}" for c in range(num_classes)]
     deltas_by = [f"delta {_named(c, class_names)}" for c in range(num_classes)]
     rows: List[Dict[str, Any]] = []
     for k, label in enumerate(eps_labels):
-        row: Dict[str, Any] = {"model": model, "eps": label}
+        row: Dict[str, Any] = {"model": model, eps_column: label}
         for c in range(num_classes):
             row[heads[c]] = float(acc[k, c])
             row[deltas_by[c]] = None if k == 0 else float(deltas[k, c])
@@ -108,7 +109,7 @@ def sweep_rows(model: str, eps_labels: Sequence[Any], acc: torch.Tensor, overall
         row["overall"] = float(overall[k])
         rows.append(row)
     drops = total_drop(acc)
-    total: Dict[str, Any] = {"model": model, "eps": "TOTAL"}
+    total: Dict[str, Any] = {"model": model, eps_column: "TOTAL"}
     for c in range(num_classes):
         total[heads[c]] = None
         total[deltas_by[c]] = float(drops[c])
@@ -133,16 +134,16 @@ def across_models_rows(acc_by_model: Mapping[str, torch.Tensor], *,
     return rows
 
 
-def summary_rows(model: str, eps_labels: Sequence[Any], acc: torch.Tensor, *,
-                 class_names: Optional[Sequence[str]] = None, counts: Optional[torch.Tensor] = None) -> List[Dict[str, Any]]:
-    """Per ε: mean class accuracy, worst class and its accuracy, range and std across classes. With ``counts``
+def summary_rows(model: str, eps_labels: Sequence[Any], acc: torch.Tensor, *, class_names: Optional[Sequence[str]] = None,
+                 counts: Optional[torch.Tensor] = None, eps_column: str = "eps") -> List[Dict[str, Any]]:
+    """Per ε (in ``eps_column``): mean class accuracy, worst class and its accuracy, range and std across classes. With ``counts``
     (samples per class), the worst class's sample count and the 95% Wilson interval of its accuracy too: a
     worst class of a few samples is a weak claim."""
     index, value = worst_class(acc)
     spread = class_spread(acc)
     rows = []
     for k, label in enumerate(eps_labels):
-        row: Dict[str, Any] = {"model": model, "eps": label, "mean class accuracy": float(class_mean(acc[k])),
+        row: Dict[str, Any] = {"model": model, eps_column: label, "mean class accuracy": float(class_mean(acc[k])),
                                "worst class": _named(int(index[k]), class_names), "worst-class accuracy": float(value[k])}
         if counts is not None:
             size = int(counts[int(index[k])])

@@ -20,6 +20,8 @@ LEGEND_CLASSES = 20
 """Most classes named in a legend; beyond, lines are coloured by class index."""
 CELL_INCHES = (0.6, 0.12)
 """Heatmap column width with its value written in each cell (up to 30 classes), and without (more)."""
+EPS_AXIS = "ε (×1/255)"
+"""The ε axis title of an ℓ∞ sweep given as x of ε = x/255; an ℓ2 sweep of radii passes its own."""
 
 
 def _names(class_names: Optional[Sequence[str]], count: int) -> list:
@@ -31,8 +33,9 @@ def draw_class_accuracy_vs_eps(
     eps_labels: Sequence[Union[int, float, str]],
     class_names: Optional[Sequence[str]] = None,
     title: str = "",
+    eps_axis: str = EPS_AXIS,
 ) -> Any:
-    """One line a class: accuracy (E×C, fractions) against ε (×1/255, on a linear axis). Up to
+    """One line a class: accuracy (E×C, fractions) against ε (in the unit ``eps_axis`` names, on a linear axis). Up to
     :data:`LEGEND_CLASSES` classes are named in a legend right of the axes (never over a line); more are
     coloured by class index with a colour bar, since a legend that long is unreadable. Returns the Figure."""
     plt = pyplot()
@@ -48,9 +51,9 @@ def draw_class_accuracy_vs_eps(
         style = {"color": cmap(c / max(1, len(names) - 1)), "linewidth": 0.8, "alpha": 0.7} if many else \
             {"marker": "o", "linestyle": LINE_STYLES[(c // 10) % len(LINE_STYLES)]}
         ax.plot(xs, acc[:, c].tolist(), label=name, **style)
-    ax.set_xticks(xs, [str(e) for e in eps_labels])
+    ax.set_xticks(xs, [f"{e:g}" if isinstance(e, float) else str(e) for e in eps_labels])
     ax.set_ylim(-0.03, 1.03)
-    ax.set_xlabel("ε (×1/255)")
+    ax.set_xlabel(eps_axis)
     ax.set_ylabel("robust accuracy (fraction)")
     ax.set_title(title or "robust accuracy per class against ε")
     ax.grid(alpha=0.3)
@@ -70,9 +73,10 @@ def plot_class_accuracy_vs_eps(
     path: Union[str, Path],
     class_names: Optional[Sequence[str]] = None,
     title: str = "",
+    eps_axis: str = EPS_AXIS,
 ) -> Path:
     """:func:`draw_class_accuracy_vs_eps` written atomically as PNG to ``path``."""
-    return save_figure(draw_class_accuracy_vs_eps(acc, eps_labels, class_names, title), path, dpi=120)
+    return save_figure(draw_class_accuracy_vs_eps(acc, eps_labels, class_names, title, eps_axis), path, dpi=120)
 
 
 def draw_drop_heatmap(
@@ -119,4 +123,4 @@ def plot_drop_heatmap(
     return save_figure(draw_drop_heatmap(drops, row_labels, class_names, title, row_axis), path, dpi=120)
 
 
-__all__ = ["draw_class_accuracy_vs_eps", "draw_drop_heatmap", "plot_class_accuracy_vs_eps", "plot_drop_heatmap"]
+__all__ = ["EPS_AXIS", "draw_class_accuracy_vs_eps", "draw_drop_heatmap", "plot_class_accuracy_vs_eps", "plot_drop_heatmap"]
