@@ -418,6 +418,30 @@ def test_study_loads_each_model_once_and_finished_ones_never(cifar, tmp_path, mo
     assert loads == []
 
 
+class SizedClassifier(MeanClassifier):
+    """The tiny model with an input size, as the registry's models have, so a study reads the split at that size."""
+
+    input_size = 32
+
+
+def test_study_reads_the_test_split_once_per_input_size(cifar, tmp_path, monkeypatch) -> None:
+    """Not once for the sample count, once per model for the up-front check and again per model for its run."""
+    monkeypatch.setenv("WSOL_PROGRESS", "0")
+    monkeypatch.setattr(job, "load_eval_model", lambda name, weights, device: (SizedClassifier() if name == "sized" else MeanClassifier()).eval())
+    reads, real = [], job.test_split
+    monkeypatch.setattr(job, "test_split", lambda dataset, root, size=None: reads.append(size) or real(dataset, root, size))
+    study = tmp_path / "models.yaml"
+    study.write_text("models:\n  - name: a\n    model: t1\n  - name: b\n    model: t2\n  - name: c\n    model: sized\n")
+    job.run_study(study, settings(model="", n=4, batch_size=4, ladder=["apgd-ce"], sweep=[0, 2]), cifar, tmp_path / "study", "cpu")
+    assert sorted(reads, key=str) == [32, None]
+
+
+def test_the_model_check_splits_the_sweep_attacks_by_the_ladder_rule() -> None:
+    """``--attack 'apgd-ce, APGD-T'`` is apgd-ce and apgd-t, as the attack itself reads it: apgd-t needs 4 classes."""
+    with pytest.raises(ConfigError, match="apgd-t needs at least 4 classes"):
+        job.check_model_fits(nn.Linear(3072, 2), torch.zeros(1, 3072), ["a", "b"], "m", settings(ladder=[], sweep_attack="apgd-ce, APGD-T"))
+
+
 def test_study_file_mistakes_a_tired_user_makes(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     path = tmp_path / "s.yaml"

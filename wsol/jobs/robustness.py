@@ -423,15 +423,17 @@ def check_model_fits(model: nn.Module, x: torch.Tensor, names: Sequence[str], na
         raise WsolError(f"model {name} cannot classify the {tuple(x.shape[1:])} images of {s.dataset} ({first}); use the dataset it was trained on") from None
     if names and len(names) != num_classes:
         raise WsolError(f"model {name} has {num_classes} classes but dataset {s.dataset} has {len(names)}")
-    check_num_classes([*s.ladder, *(s.sweep_attack.split(",") if s.sweep else [])], num_classes)
+    check_num_classes([*s.ladder, *(resolve_ladder(s.sweep_attack) if s.sweep else [])], num_classes)
     return num_classes
 
 
 def evaluate_robustness(s: RobustnessSettings, root: Path, out: Path, device: Optional[str] = None, show_progress: bool = True,
-                        locked: bool = False, label: Optional[str] = None, model: Optional[nn.Module] = None) -> Dict[str, Any]:
+                        locked: bool = False, label: Optional[str] = None, model: Optional[nn.Module] = None,
+                        data: Optional[Any] = None) -> Dict[str, Any]:
     """Run the ladder, the PGD evaluation and/or the sweep that ``s`` asks for into ``out``; rank 0 writes the
     tables (CSV + ``report.md``) and figures, naming the model ``label`` (a study's name for it; default ``s.model``).
-    ``model`` is ``s``'s model when the caller has loaded it already (a study). Returns the tables (on every rank)."""
+    ``model`` is ``s``'s model and ``data`` its test split (at the model's input size) when the caller has loaded
+    them already (a study). Returns the tables (on every rank)."""
     s.validate()
     dist.init_from_env()
     dev = _run_device(s, device)
@@ -439,7 +441,7 @@ def evaluate_robustness(s: RobustnessSettings, root: Path, out: Path, device: Op
     refuse_other_run_folder(out, study=False)
     name = label or default_label(s)
     model = load_eval_model(s.model, s.weights, dev) if model is None else model.to(dev)
-    data = test_split(s.dataset, root, getattr(model, "input_size", None))
+    data = test_split(s.dataset, root, getattr(model, "input_size", None)) if data is None else data
     x, y, names = load_samples(data, select_samples(len(data), s.n, s.seed, default=DEFAULT_N))
     s = replace(s, n=len(y))  # run.json keeps the count drawn, so "--n 500" and the default 500 are the same run
     num_classes = check_model_fits(model, x[:1].to(dev), names, name, s)
@@ -605,7 +607,14 @@ def run_study(study: Path, template: RobustnessSettings, root: Path, out: Path, 
     models = read_study(study)
     out = Path(out)
     refuse_other_run_folder(out, study=True)
-    template = replace(template, n=len(select_samples(len(test_split(template.dataset, root)), template.n, template.seed, default=DEFAULT_N)))
+    splits: Dict[Optional[int], Any] = {}  # the test split by input size: read once, whatever the number of models
+
+    def split(size: Optional[int] = None) -> Any:
+        if size not in splits:
+            splits[size] = test_split(template.dataset, root, size)
+        return splits[size]
+
+    template = replace(template, n=len(select_samples(len(split()), template.n, template.seed, default=DEFAULT_N)))
     runs = {m.label: RobustnessSettings(**{**asdict(template), "model": m.model, "weights": m.weights}).validate() for m in models}
     diffs = {m.label: _run_differences(out / "models" / m.label, runs[m.label]) for m in models}
     for label, differ in diffs.items():
@@ -615,8 +624,7 @@ def run_study(study: Path, template: RobustnessSettings, root: Path, out: Path, 
     # an unknown name or a missing or broken file fails now, not after hours of the models before it
     loaded = {m.label: load_eval_model(m.model, m.weights, torch.device("cpu")) for m in models if m.label not in finished}
     for label, model in loaded.items():  # and a model of another dataset fails now too, not when its turn comes
-        data = test_split(template.dataset, root, getattr(model, "input_size", None))
-        x, _, names = load_samples(data, [0])
+        x, _, names = load_samples(split(getattr(model, "input_size", None)), [0])
         check_model_fits(model, x, names, label, runs[label])
     results: Dict[str, Dict[str, Any]] = {}
     with lock_run_folder(out):
@@ -629,8 +637,9 @@ def run_study(study: Path, template: RobustnessSettings, root: Path, out: Path, 
             if m.label in finished:
                 results[m.label] = json.loads(done.read_text())
                 continue
+            model = loaded.pop(m.label)
             result = evaluate_robustness(runs[m.label], root, folder, device, show_progress, locked=True, label=m.label,
-                                         model=loaded.pop(m.label))
+                                         model=model, data=split(getattr(model, "input_size", None)))
             keep = {"n": result["n"], "class_names": result["class_names"], "labels": result["labels"],
                     "ladder": result["ladder-fp32"]["rows"], "per_class": result["ladder-fp32"]["per_class"],
                     "acc": result["sweep-fp32"]["acc"], "summary": result["sweep-fp32"]["summary"],
