@@ -362,7 +362,7 @@ def refuse_other_run_folder(out: Path, study: bool) -> None:
     ``report.md`` would replace its report; a subfolder of it is fine."""
     from wsol.jobs import attack, demo, train
 
-    markers = [("a training run", [train.MODEL_FILE, train.STATE_FILE, train.METRICS_FILE, train.CONFIG_FILE]),
+    markers = [("a training run", [train.MODEL_FILE, train.STATE_FILE, train.METRICS_FILE]),  # not config.yaml: a user's own file may be one
                ("an attack run", [attack.SAMPLES_FILE, attack.SUMMARY_FILE]), ("a demo run", [demo.ARGUMENTS_FILE]),
                ("a robustness run of one model" if study else "a robustness study",
                 [RUN_FILE] if study else [f"models/*/{RUN_FILE}"])]
