@@ -156,6 +156,15 @@ def test_l2_sweep_attacks_at_its_radii_and_labels_them_as_radii(cifar, tmp_path,
     assert "Confusion at ε = 4/255 (" in (tmp_path / "linf" / "report.md").read_text()
 
 
+@pytest.mark.parametrize("norm, eps", [("linf", 8 / 255), ("l2", 0.5)])
+def test_eps_defaults_to_the_budget_of_its_norm(cifar, tmp_path, tiny, norm, eps) -> None:
+    """Without --eps, an ℓ2 ladder runs at RobustBench's ℓ2 radius 0.5, not at the ℓ∞ 8/255 (0.03)."""
+    args = ["robustness", "evaluate", "--model", "tiny", "--dataset", "cifar10", "--root", str(cifar), "--norm", norm, "--attacks", "apgd-ce",
+            "--n", "4", "--batch-size", "4", "--n-iter", "1", "--n-restarts", "1", "--device", "cpu", "--out", str(tmp_path / "r")]
+    assert run(args) == 0
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["eps"] == pytest.approx(eps)
+
+
 def test_eps_sweep_forms_a_user_types() -> None:
     assert job.parse_eps_sweep("0:8:2") == [0, 2, 4, 6, 8] and job.parse_eps_sweep("0:7:2") == [0, 2, 4, 6]
     assert job.parse_eps_sweep("0,2,4,") == [0, 2, 4] and job.parse_eps_sweep(" 0, 2 ,4 ") == [0, 2, 4]
