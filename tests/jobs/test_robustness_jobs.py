@@ -294,22 +294,23 @@ def test_an_l2_study_labels_its_radii(cifar, tmp_path, tiny) -> None:
     assert (tmp_path / "study" / "sweep.csv").read_text().startswith("model,eps (l2 radius),")
 
 
-def _study_worker(rank: int, world: int, port: int, study: str, root: str, out: str) -> None:
+def _study_worker(rank: int, world: int, port: int, study: str, root: str, out: str, norm: dict) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       WSOL_PROGRESS="0")
     torch.set_num_threads(1)
     job.load_eval_model = tiny_model
-    job.run_study(Path(study), settings(model="", sweep=[0, 2]), Path(root), Path(out), "cpu")
+    job.run_study(Path(study), settings(**{"model": "", "sweep": [0, 2], **norm}), Path(root), Path(out), "cpu")
     from wsol.utils.distributed import cleanup
 
     cleanup()
 
 
-def test_study_under_two_gloo_ranks_gives_the_tables_of_one_process(cifar, tmp_path, tiny, free_port) -> None:
+@pytest.mark.parametrize("norm", [{}, L2], ids=["linf", "l2"])
+def test_study_under_two_gloo_ranks_gives_the_tables_of_one_process(cifar, tmp_path, tiny, free_port, norm) -> None:
     study = tmp_path / "models.yaml"
     study.write_text("models:\n  - name: a\n    model: tiny\n  - name: b\n    model: tiny2\n")
-    job.run_study(study, settings(model="", sweep=[0, 2]), cifar, tmp_path / "single", "cpu")
-    mp.start_processes(_study_worker, args=(2, free_port, str(study), str(cifar), str(tmp_path / "sharded")), nprocs=2, start_method="spawn")
+    job.run_study(study, settings(**{"model": "", "sweep": [0, 2], **norm}), cifar, tmp_path / "single", "cpu")
+    mp.start_processes(_study_worker, args=(2, free_port, str(study), str(cifar), str(tmp_path / "sharded"), norm), nprocs=2, start_method="spawn")
     for name in ("sweep.csv", "sweep_summary.csv", "across_models.csv"):
         assert (tmp_path / "sharded" / name).read_text() == (tmp_path / "single" / name).read_text(), name
 

@@ -548,7 +548,7 @@ def read_study(path: Path) -> List[StudyModel]:
     if isinstance(doc, dict) and set(doc) - {"models"}:
         unknown = ", ".join(sorted(str(k) for k in set(doc) - {"models"}))
         raise ConfigError(f"study file {path}: unknown top-level key(s) {unknown}; the file holds only 'models:' "
-                          "(ladder, ε, sweep and n are command-line options)")
+                          "(ladder, norm, ε, sweep and n are command-line options)")
     entries = doc.get("models") if isinstance(doc, dict) else doc
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"study file {path} needs a non-empty list under 'models:' (each with name and weights, or name and checkpoint)")
