@@ -294,6 +294,23 @@ def test_an_l2_study_labels_its_radii(cifar, tmp_path, tiny) -> None:
     assert (tmp_path / "study" / "sweep.csv").read_text().startswith("model,eps (l2 radius),")
 
 
+def test_a_study_resumed_over_a_model_finished_before_eps_named_its_unit_keeps_one_eps_column(cifar, tmp_path, tiny) -> None:
+    study = tmp_path / "models.yaml"
+    study.write_text("models:\n  - name: a\n    model: tiny\n")
+    template = settings(model="", ladder=["apgd-ce"], n=4, sweep=[0, 2])
+    job.run_study(study, template, cifar, tmp_path / "study", "cpu")
+    done = tmp_path / "study" / "models" / "a" / "result.json"
+    old = json.loads(done.read_text())
+    for key in ("sweep", "summary"):
+        old[key] = [{("eps" if k == "eps (x/255)" else k): v for k, v in row.items()} for row in old[key]]
+    done.write_text(json.dumps(old))
+    study.write_text("models:\n  - name: a\n    model: tiny\n  - name: b\n    model: tiny2\n")
+    job.run_study(study, template, cifar, tmp_path / "study", "cpu")
+    for name in ("sweep.csv", "sweep_summary.csv"):
+        header = (tmp_path / "study" / name).read_text().splitlines()[0].split(",")
+        assert "eps (x/255)" in header and "eps" not in header, name
+
+
 def _study_worker(rank: int, world: int, port: int, study: str, root: str, out: str, norm: dict) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       WSOL_PROGRESS="0")

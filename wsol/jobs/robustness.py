@@ -635,7 +635,7 @@ def run_study(study: Path, template: RobustnessSettings, root: Path, out: Path, 
                 print(f"study: model {i + 1} of {len(models)}, {m.label}" + (" (done before, skipped)" if m.label in finished else ""),
                       file=sys.stderr, flush=True)
             if m.label in finished:
-                results[m.label] = json.loads(done.read_text())
+                results[m.label] = _named_eps_column(json.loads(done.read_text()), template.norm)
                 continue
             model = loaded.pop(m.label)
             result = evaluate_robustness(runs[m.label], root, folder, device, show_progress, locked=True, label=m.label,
@@ -651,6 +651,14 @@ def run_study(study: Path, template: RobustnessSettings, root: Path, out: Path, 
             _study_report(out, template, results)
         dist.barrier()
     return report
+
+
+def _named_eps_column(result: Dict[str, Any], norm: str) -> Dict[str, Any]:
+    """A finished model's result with its sweep rows' ε column named by unit: one written before the column
+    said its unit calls it ``eps``, which would split the study's tables into two ε columns."""
+    for key in ("sweep", "summary"):
+        result[key] = [{(SWEEP_COLUMN[norm] if k == "eps" else k): v for k, v in row.items()} for row in result[key]]
+    return result
 
 
 def _jsonable(obj: Any) -> Any:
