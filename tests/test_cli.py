@@ -107,6 +107,19 @@ def test_n_help_states_the_jobs_default_counts() -> None:
         assert helps and f"(default: {count}," in helps[0], (command, helps)
 
 
+def test_eps_and_sweep_help_state_the_jobs_defaults_per_norm() -> None:
+    from wsol.jobs.robustness import DEFAULT_EPS, DEFAULT_SWEEP
+
+    helps = {(path, param.opts[0]): param.help for path, cmd in _commands() for param in cmd.params if "robustness" in path}
+    eps = [text for (path, opt), text in helps.items() if opt == "--eps"]
+    sweeps = [text for (path, opt), text in helps.items() if opt == "--eps-sweep"]
+    assert len(eps) == 2 and len(sweeps) == 2, helps.keys()
+    for text in eps:
+        assert f"(default: {DEFAULT_EPS['linf']} in linf, {DEFAULT_EPS['l2']} in l2)" in text
+    for text in sweeps:
+        assert f"a range {DEFAULT_SWEEP['linf']} (the default)" in text and f"(default: {DEFAULT_SWEEP['l2']})" in text
+
+
 def test_ctrl_c_says_what_was_kept_and_exits_130(monkeypatch, capsys, tmp_path) -> None:
     import wsol.data.shapes as shapes
 

@@ -51,7 +51,7 @@ DEFAULT_EPS = {"linf": "8/255", "l2": "0.5"}
 """--eps when none is given: the RobustBench CIFAR-10 budget of each norm."""
 L2_SWEEP_EXAMPLE = "0,0.25,0.5,1"
 """The ℓ2 sweep grid when none is given: radii around RobustBench's CIFAR-10 ℓ2 budget of 0.5."""
-SWEEP_EXAMPLE = {"linf": "0:8", "l2": L2_SWEEP_EXAMPLE}
+DEFAULT_SWEEP = {"linf": "0:8", "l2": L2_SWEEP_EXAMPLE}
 """The default --eps-sweep per norm."""
 SWEEP_COLUMN = {"linf": "eps (x/255)", "l2": "eps (l2 radius)"}
 """The ε column of the sweep tables, naming the unit of its values: x of ε = x/255 (ℓ∞) or the ℓ2 radius."""
@@ -60,14 +60,14 @@ SWEEP_AXIS = {"linf": "ε (×1/255)", "l2": "ε (ℓ2 radius, pixel units of [0,
 
 
 def parse_eps_sweep(text: Optional[str], norm: str = "linf") -> List[float]:
-    """The sweep grid of ``norm`` (None: its default, :data:`SWEEP_EXAMPLE`). ℓ∞: x in ε = x/255, written ``0:8``
+    """The sweep grid of ``norm`` (None: its default, :data:`DEFAULT_SWEEP`). ℓ∞: x in ε = x/255, written ``0:8``
     (inclusive range), ``0:8:2`` (with a step) or ``0,1,2,4,8``, integers up to 255. ℓ2: a comma list of radii in
     pixel units of [0, 1] images (``0,0.25,0.5,1``; ``64/255`` allowed); the ℓ∞ range form is refused there, since
     it would read as radii 0..8 or, in x/255, as radii of at most 0.03, neither of which an ℓ2 user means.
     Either way strictly increasing, non-negative, at least two values."""
-    if norm not in SWEEP_EXAMPLE:
+    if norm not in DEFAULT_SWEEP:
         raise ConfigError(f"unknown norm {norm!r}: use linf or l2")
-    text = SWEEP_EXAMPLE[norm] if text is None else str(text).strip()
+    text = DEFAULT_SWEEP[norm] if text is None else str(text).strip()
     if norm == "l2":
         usage = f"an l2 sweep is a comma list of radii in pixel units of [0, 1] images, e.g. --eps-sweep {L2_SWEEP_EXAMPLE}"
         if not text:
@@ -90,7 +90,7 @@ def parse_eps_sweep(text: Optional[str], norm: str = "linf") -> List[float]:
         except ValueError:
             raise ConfigError(f"bad --eps-sweep {text!r}: {usage}") from None
     if not values or any(v < 0 for v in values) or any(b <= a for a, b in zip(values, values[1:])):
-        example = "0,0.25,0.5,1" if norm == "l2" else "0,2,4,8"
+        example = L2_SWEEP_EXAMPLE if norm == "l2" else "0,2,4,8"
         raise ConfigError(f"bad --eps-sweep {text!r}: the values must be non-negative and strictly increasing, e.g. {example}")
     if norm == "linf" and values[-1] > 255:
         raise ConfigError(f"bad --eps-sweep {text!r}: the values are x in ε = x/255, so at most 255 (ε = 1); the study's grid is 0:8")
