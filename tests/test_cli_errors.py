@@ -262,6 +262,7 @@ CASES: List[List[str]] = [
     ["robustness", "evaluate", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--n", "2", "--attacks", "apgd-ce", "--out", "{run_targeted}"],
     ["robustness", "study", "{study_one}", "--dataset", "cub", "--root", "{cub}", "--n", "2", "--ladder", "apgd-ce", "--out", "{robust_run}"],
     ["robustness", "per-class", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--n", "2", "--out", "{study_run}"],
+    ["robustness", "study", "{study_one}", "--dataset", "cub", "--root", "{cub}", "--n", "2", "--ladder", "apgd-ce", "--eps", "", "--out", "{dir}/r"],
 ]
 
 

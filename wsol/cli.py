@@ -510,7 +510,7 @@ def robustness_study(
     from wsol.utils.distributed import is_main_process
 
     sweep = parse_eps_sweep(eps_sweep, norm)
-    template = RobustnessSettings(model="", weights=[], dataset=dataset, n=n, seed=seed, eps=parse_eps(eps or DEFAULT_EPS[norm], norm=norm),
+    template = RobustnessSettings(model="", weights=[], dataset=dataset, n=n, seed=seed, eps=parse_eps(DEFAULT_EPS[norm] if eps is None else eps, norm=norm),
                                   norm=norm, ladder=list(_ladder(ladder)), sweep=sweep, sweep_attack=attack,
                                   batch_size=batch_size, n_iter=n_iter, n_queries=n_queries, n_restarts=n_restarts, bf16=bf16).validate()
     report = run_study(models, template, resolve_root(dataset, root), out, device)
