@@ -309,7 +309,9 @@ def _run_key(checkpoint: Path, dataset: str, root: Path, split: str, settings: L
 def _option_name(key: str) -> str:
     """A run-key difference as the user knows it: ``settings.batch_size`` → ``--batch-size``."""
     name = key.split(".", 1)[1] if key.startswith("settings.") else key
-    return f"--{name.replace('_', '-')}" if "." not in name and name not in ("images", "dataset_options") else name
+    if name == "images":
+        return "number of images (the dataset changed)"
+    return f"--{name.replace('_', '-')}" if "." not in name and name != "dataset_options" else name
 
 
 def _finished_batches(out: Path, key: Dict[str, Any]) -> List[int]:
