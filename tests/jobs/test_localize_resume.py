@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 import pytest
@@ -45,10 +45,10 @@ def _stop_after(k: int):
     return hook
 
 
-def _localize(tiny: dict, out: Path, settings: LocalizeConfig = SETTINGS, checkpoint: Path = None) -> List[int]:
+def _localize(tiny: dict, out: Path, checkpoint: Optional[Path] = None) -> List[int]:
     """Run to the end; the batches this run did."""
     did: List[int] = []
-    run_localize(checkpoint or tiny["checkpoint"], "shapes", tiny["root"], out, settings, show_progress=False, after_batch=did.append)
+    run_localize(checkpoint or tiny["checkpoint"], "shapes", tiny["root"], out, SETTINGS, show_progress=False, after_batch=did.append)
     return did
 
 
