@@ -171,6 +171,7 @@ CASES: List[List[str]] = [
     ["attack", "targeted", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--beta-growth", "0:100", "--out", "{dir}/a"],
     ["attack", "targeted", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--beta-growth", "a:b", "--out", "{dir}/a"],
     ["attack", "targeted", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--beta-growth", "10:100:1000", "--out", "{dir}/a"],
+    ["attack", "targeted", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--beta", "5", "--beta-growth", "1:20", "--out", "{dir}/a"],
     ["attack", "targeted", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--target-index", "9", "--n", "2", "--out", "{dir}/a"],
     ["attack", "targeted", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--target-index", "-1", "--out", "{dir}/a"],
     ["attack", "targeted", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--out", "{file}"],

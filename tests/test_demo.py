@@ -64,3 +64,34 @@ def test_attack_and_robustness_runs_of_a_retrained_model_are_dropped(tmp_path) -
     drop_if_older(checkpoint, fresh)
     drop_if_older(checkpoint, tmp_path / "missing")
     assert not stale.exists() and (fresh / "samples.csv").is_file()
+
+
+def test_art_is_trained_again_when_its_warm_start_model_is_newer(tmp_path, monkeypatch) -> None:
+    """The ART stage fine-tunes the natural model: once the natural model is retrained (newer than the ART run), the
+    ART model is stale and is trained again from the start; an ART run written after the natural model is kept."""
+    import os
+
+    import wsol.jobs.demo as demo
+
+    calls = []
+
+    def fake_train(config, out, resume=False, device=None):  # the training stage, without training
+        calls.append((out.name, resume))
+        out.mkdir(parents=True, exist_ok=True)
+        for name in ("model.safetensors", "train_state.pt"):
+            (out / name).write_bytes(b"w")
+        (out / "model.json").write_text(json.dumps({"epoch": config.epochs}))
+        return {}
+
+    monkeypatch.setattr(demo, "train", fake_train)
+    root = tmp_path / "shapes"
+    natural, _ = demo._train_model("natural", root, tmp_path / "natural", 1, 0, None)
+    art, trained = demo._train_model("art", root, tmp_path / "art", 1, 0, None, init=natural)
+    assert trained and demo._train_model("art", root, tmp_path / "art", 1, 0, None, init=natural) == (art, False)
+    assert calls == [("natural", False), ("art", False)]
+    earlier = natural.stat().st_mtime_ns - 10**9
+    for path in art.parent.iterdir():  # the natural model retrained after the ART fine-tune
+        os.utime(path, ns=(earlier, earlier))
+    assert demo._train_model("art", root, tmp_path / "art", 1, 0, None, init=natural) == (art, True)
+    assert calls[-1] == ("art", False)  # from the start: the old fine-tune's state is not resumed
+    assert demo._train_model("art", root, tmp_path / "art", 1, 0, None, init=natural) == (art, False)

@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 
 from wsol.cli import run
 from wsol.errors import ConfigError
-from wsol.jobs.attack import AttributionAttackSettings, mean_interval, run_attribution_attack, summary_line
+from wsol.jobs.attack import AttributionAttackSettings, TargetedAttackSettings, mean_interval, run_attribution_attack, summary_line
 from wsol.jobs.runfolder import select_samples
 
 
@@ -183,8 +183,11 @@ def test_targeted_beta_growth_is_recorded_and_changes_the_attack(tiny) -> None:
             "--k", "20", "--steps", "3", "--n", "3"]
     constant, growing = tiny["base"] / "beta_constant", tiny["base"] / "beta_growth"
     assert run(base + ["--out", str(constant), "--beta", "10"]) == 0
-    assert run(base + ["--out", str(growing), "--beta", "10", "--beta-growth", "10:1000"]) == 0
-    assert json.loads((growing / "config.json").read_text())["beta_growth"] == "10:1000"
+    assert run(base + ["--out", str(growing), "--beta-growth", "10:1000"]) == 0
+    config = json.loads((growing / "config.json").read_text())
+    assert config["beta_growth"] == "10:1000" and config["beta"] is None
+    assert json.loads((constant / "config.json").read_text())["beta"] == 10
+    assert TargetedAttackSettings().beta == 50.0  # the default constant β, recorded as before
     assert [r["target_mse"] for r in _rows(constant)] != [r["target_mse"] for r in _rows(growing)]
 
 

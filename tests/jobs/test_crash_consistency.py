@@ -1,5 +1,5 @@
-"""Kill-injection: SIGKILL just before each atomic replace of a training and a localization run, then
-rerun (or --resume); the folder must end identical to an uninterrupted run's."""
+"""Kill-injection: SIGKILL just before each atomic replace of a training and a localization run (its batch
+files included), then rerun (or --resume); the folder must end identical to an uninterrupted run's."""
 from __future__ import annotations
 
 import json
@@ -28,6 +28,7 @@ optim:
   lr: 0.01
 """
 TRAIN_REPLACES = 7  # config.yaml, then model.safetensors, model.json, train_state.pt per epoch
+LOCALIZE_REPLACES = 4  # the two batch files of preds.json.partial, then preds.json, preds.meta.json
 TIMING = ("time_s", "images_per_s")
 
 
@@ -99,16 +100,18 @@ def test_localization_killed_before_any_replace_reruns_to_the_uninterrupted_file
     reference = setup["base"] / "loc_ref" / "preds.json"
     assert run(_localize_argv(setup, reference)) == 0
     expected = {p.name: p.read_bytes() for p in reference.parent.iterdir()}
-    for k in (1, 2):
+    for k in range(1, LOCALIZE_REPLACES + 1):
         out = setup["base"] / f"loc_k{k}" / "preds.json"
         assert run(_localize_argv(setup, out, threshold="0.6")) == 0  # an earlier run with other settings
         assert _killed_run(_localize_argv(setup, out), k) == -9
-        if k == 2:  # new predictions beside the old meta: evaluate refuses the pair in one line
+        assert len(list((out.parent / "preds.json.partial").glob("batch-*.npz"))) == min(k - 1, 2)
+        if k == LOCALIZE_REPLACES:  # new predictions beside the old meta: evaluate refuses the pair in one line
             capsys.readouterr()
             assert run(["evaluate", "--pred", str(out), "--dataset", "shapes", "--root", str(setup["root"])]) == 2
             err = capsys.readouterr().err
             assert err.startswith("error: ") and "does not belong to preds.json" in err and err.count("\n") == 1
-        assert run(_localize_argv(setup, out)) == 0
+        assert run(_localize_argv(setup, out)) == 0  # resumes from the batches on disk
         assert {p.name: p.read_bytes() for p in out.parent.iterdir()} == expected, k
+    assert _killed_run(_localize_argv(setup, setup["base"] / "loc_all" / "preds.json"), LOCALIZE_REPLACES + 1) == 0
     meta = json.loads(reference.with_suffix(".meta.json").read_text())
     assert meta["threshold"] == pytest.approx(0.2)

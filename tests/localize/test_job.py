@@ -5,12 +5,14 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
 
 from wsol.cli import run
+from wsol.config import LocalizeConfig
+from wsol.export.coco import meta_path
+from wsol.jobs.localize import partial_folder, run_localize
 
 
 @pytest.fixture(scope="module")
@@ -95,31 +97,51 @@ def test_visualize_writes_png(tiny) -> None:
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def _sharded_worker(rank: int, world: int, port: int, tiny: dict, out: str) -> None:
+SHARDED = LocalizeConfig(masks=True, batch_size=4)  # what `--masks --batch-size 4` gives: 12 images, 3 batches
+
+
+def _sharded_worker(rank: int, world: int, port: int, tiny: dict, out: str, resumed: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), WSOL_PROGRESS="0")
     torch.set_num_threads(1)
     code = _localize(tiny, Path(out), "--masks", "--batch-size", "4")
+    from wsol.jobs.localize import run_localize
     from wsol.utils.distributed import cleanup
 
+    def log(k: int) -> None:
+        with open(f"{resumed}.rank{rank}.log", "a") as f:
+            f.write(f"{k}\n")
+
+    run_localize(tiny["checkpoint"], "shapes", tiny["root"], Path(resumed), SHARDED, show_progress=False, after_batch=log)
     cleanup()
     assert code == 0
 
 
+class Stop(Exception):
+    pass
+
+
+def _stop(k: int) -> None:
+    raise Stop
+
+
 def test_two_process_sharded_localize_equals_single_process(tiny, free_port) -> None:
     single = tiny["base"] / "single.json"
-    assert _localize(tiny, single, "--masks", "--batch-size", "4") == 0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the workers: the same numbers to the last bit
+    try:
+        assert _localize(tiny, single, "--masks", "--batch-size", "4") == 0
+        resumed = tiny["base"] / "resumed.json"  # stopped by one process after batch 0, resumed by two
+        with pytest.raises(Stop):
+            run_localize(tiny["checkpoint"], "shapes", tiny["root"], resumed, SHARDED, show_progress=False, after_batch=_stop)
+    finally:
+        torch.set_num_threads(threads)
     sharded = tiny["base"] / "sharded.json"
-    mp.start_processes(_sharded_worker, args=(2, free_port, tiny, str(sharded)), nprocs=2, start_method="spawn")
-    a, b = json.loads(single.read_text()), json.loads(sharded.read_text())
-    assert [r["image_id"] for r in a] == [r["image_id"] for r in b]
-    for ra, rb in zip(a, b):
-        assert ra["category_id"] == rb["category_id"] and ra["segmentation"] == rb["segmentation"]
-        np.testing.assert_allclose(ra["bbox"], rb["bbox"])
-    ma = json.loads(single.with_suffix(".meta.json").read_text())["map_metrics"]
-    mb = json.loads(sharded.with_suffix(".meta.json").read_text())["map_metrics"]
-    assert ma.keys() == mb.keys()
-    for key in ma:
-        assert ma[key] == pytest.approx(mb[key]), key
+    mp.start_processes(_sharded_worker, args=(2, free_port, tiny, str(sharded), str(resumed)), nprocs=2, start_method="spawn")
+    assert [Path(f"{resumed}.rank{r}.log").read_text() for r in (0, 1)] == ["1\n", "2\n"]  # the batches left, shared out
+    for path in (sharded, resumed):
+        assert path.read_bytes() == single.read_bytes() and meta_path(path).read_bytes() == meta_path(single).read_bytes()
+    assert not partial_folder(resumed).exists()
+    assert len(json.loads(single.read_text())) == 12 and "segmentation" in json.loads(single.read_text())[0]
 
 
 def test_localize_and_evaluate_leave_no_lock_file_in_the_users_folder(tiny, tmp_path) -> None:

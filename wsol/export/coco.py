@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import io
 import json
 import math
@@ -22,7 +21,7 @@ import numpy as np
 import torch
 
 from wsol.errors import DataError
-from wsol.utils.io import atomic_write_json
+from wsol.utils.io import atomic_write_json, file_sha256
 
 PathLike = Union[str, Path]
 
@@ -152,7 +151,7 @@ def meta_path(path: PathLike) -> Path:
 
 def results_digest(path: PathLike) -> str:
     """SHA-256 of a results file's bytes: the meta file records it to prove the two belong together."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return file_sha256(path)
 
 
 def write_results(path: PathLike, results: List[Dict[str, Any]], meta: Optional[Mapping[str, Any]] = None) -> Path:

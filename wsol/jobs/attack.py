@@ -51,6 +51,7 @@ CONFIG_FILE = "config.json"
 DEFAULT_N_ATTRIBUTION = 1000  # test samples when --n is not given
 DEFAULT_N_TARGETED = 100
 MAPS_FILE = "maps.npz"
+DEFAULT_BETA = 50.0  # the targeted attack's constant softplus β when neither --beta nor --beta-growth is given
 FREE_ON_RESUME = ("batch_size",)
 """Arguments a resumed run may change: every row is independent of how the samples are batched."""
 
@@ -137,7 +138,7 @@ class TargetedAttackSettings:
     lr: str = "1/255"
     steps: int = 100
     gamma: float = 1e3
-    beta: Optional[float] = 50.0
+    beta: Optional[float] = None  # None: DEFAULT_BETA, unless beta_growth sets β
     beta_growth: Optional[str] = None  # "B0:B1": β rises geometrically from B0 to B1 over the iterations
     k: int = 100
     ig_steps: int = 30
@@ -148,10 +149,17 @@ class TargetedAttackSettings:
     split: str = "test"
     n_maps: int = 8
 
+    def __post_init__(self) -> None:
+        if self.beta is None and self.beta_growth is None:
+            self.beta = DEFAULT_BETA
+
     def check(self) -> Tuple[float, float]:
         """Refuse bad arguments before anything is loaded or written; returns (eps, lr) in pixel units."""
         map_options(self.attribution, "consistent", self.ig_steps, None)
         _check_counts(n=self.n, steps=self.steps, ig_steps=self.ig_steps, batch_size=self.batch_size)
+        if self.beta is not None and self.beta_growth is not None:
+            raise ConfigError(f"--beta {self.beta:g} and --beta-growth {self.beta_growth} both set the softplus β; keep --beta for a constant β "
+                              "or --beta-growth for one rising over the iterations, not both")
         _check_beta(self.beta)
         self.beta_range()
         if not (math.isfinite(self.gamma) and self.gamma >= 0):

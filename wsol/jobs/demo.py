@@ -37,8 +37,11 @@ TABLE_COLUMNS = ("method", "attribution", "top1_acc", "gt_known_loc", "top1_loc"
 def _train_model(
     method: str, root: Path, out: Path, epochs: Optional[int], seed: int, device: Optional[str], init: Optional[Path] = None
 ) -> Tuple[Path, bool]:
-    """The stage's checkpoint, and whether this call trained it (False: a finished model was kept)."""
+    """The stage's checkpoint, and whether this call trained it (False: a finished model was kept). A stage
+    warm-started from ``init`` is trained again from the start when ``init`` is newer than its files (retrained since)."""
     checkpoint = out / MODEL_FILE
+    if init is not None:
+        drop_if_older(init, out)  # fine-tuned from an earlier model of init's: neither kept nor resumed
     path = configs_dir() / f"shapes_small-cnn-bn_{method}.yaml"
     if not path.is_file():
         raise WsolError(f"demo config {path} is missing; run the demo from a wsol source checkout")

@@ -3,18 +3,28 @@
 One pass over the dataset computes, per image, the predicted class and its probability and the
 largest-region box at the export threshold — or, with ``sweep``, at every threshold of the grid,
 since the best one is known only after the pass — and feeds streaming map-level evaluators
-(MaxBoxAccV2, PxAP). Under ``torchrun`` each rank takes a shard of the images and rank 0 writes.
+(MaxBoxAccV2, PxAP).
+
+The pass goes in batches of ``batch_size`` images in dataset order; each finished batch (its predictions and
+its evaluator counters) is written at once to ``<out>.partial/batch-K.npz``, so a killed run rerun with the
+same arguments does only the batches left, and the results are written from the batch files, in batch order,
+whatever the interruptions. Under ``torchrun`` each rank takes every world-th batch left and rank 0 writes the
+results, then removes the ``.partial`` folder.
 """
 from __future__ import annotations
 
+import io
+import json
+import math
 import sys
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from wsol.attribution import ATTRIBUTIONS, attribute, method_options
 from wsol.config import LocalizeConfig
@@ -22,9 +32,9 @@ from wsol.data import build_dataset
 from wsol.data.base import require_images
 from wsol.data.sample import Batch, boxes_to_original, collate
 from wsol.data.transforms import build_transform
-from wsol.errors import WsolError
+from wsol.errors import ConfigError, WsolError
 from wsol.export.coco import results_to_coco, write_results
-from wsol.jobs.runfolder import gather, lock_run_folder, shard
+from wsol.jobs.runfolder import config_differences, lock_run_folder, note
 from wsol.jobs.train import transform_from_spec
 from wsol.localize.boxes import map_boxes_batch
 from wsol.localize.fastboxes import kernels_cached
@@ -34,9 +44,13 @@ from wsol.models import Classifier, load_model
 from wsol.models.build import checkpoint_meta
 from wsol.utils import distributed as dist
 from wsol.utils.device import select_device
+from wsol.utils.io import atomic_write_bytes, file_sha256, remove_folder
 from wsol.utils.progress import progress
 
 CATEGORY_OFFSET = 1  # COCO category ids are class index + 1 (COCO reserves 0).
+PARTIAL_SUFFIX = ".partial"
+FREE_ON_RESUME = ("workers",)
+"""Settings a resumed localize may change: they change no number."""
 
 
 @dataclass
@@ -105,25 +119,26 @@ def _largest_boxes(map_boxes: Sequence[Any], n_thresholds: int) -> np.ndarray:
     return out
 
 
-def localize_dataset(
+def localize_batches(
     model: torch.nn.Module,
     dataset: Dataset,
+    batches: Sequence[int],
     settings: LocalizeConfig,
     device: torch.device,
-    evaluators: Sequence[Any] = (),
+    with_masks: bool,
     show_progress: bool = True,
-) -> List[ImagePrediction]:
-    """Run the pass over this rank's shard; ``evaluators`` get ``accumulate(batch, maps, preds)``.
-
-    Returns this rank's predictions, boxes at :func:`box_thresholds`; :func:`gather_predictions`
-    merges them on every rank.
-    """
+    desc: str = "",
+) -> Iterator[Tuple[int, List["ImagePrediction"], "MapMetrics"]]:
+    """Localize batches ``batches`` (ascending) of ``dataset``, batch k being images k·B … (k+1)·B − 1 for
+    B = ``settings.batch_size``; yields per batch its number, its predictions (boxes at :func:`box_thresholds`)
+    and a :class:`MapMetrics` that holds this batch alone (``with_masks``: also Top-1 Seg and PxAP)."""
     model.eval()
     thresholds = box_thresholds(settings)
-    loader = DataLoader(shard(dataset), batch_size=settings.batch_size, shuffle=False, num_workers=settings.workers, collate_fn=collate)
-    results: List[ImagePrediction] = []
+    size = settings.batch_size
+    indices = [i for k in batches for i in range(k * size, min((k + 1) * size, len(dataset)))]  # type: ignore[arg-type]
+    loader = DataLoader(Subset(dataset, indices), batch_size=size, shuffle=False, num_workers=settings.workers, collate_fn=collate)
     cold = show_progress and dist.is_main_process() and not kernels_cached()
-    for batch in progress(loader, desc=f"localize {settings.attribution}", enabled=show_progress):
+    for batch, k in zip(progress(loader, desc=desc or f"localize {settings.attribution}", enabled=show_progress), batches):
         if cold:  # said once the first batch has loaded, so a bad input's error stays the only line
             print("note: compiling the box-extraction kernels (first run only, about a minute on a CPU)", file=sys.stderr, flush=True)
             cold = False
@@ -135,8 +150,9 @@ def localize_dataset(
         maps = compute_maps(model, batch.images, target, settings).cpu()
         u8 = to_uint8(maps)
         boxes = _largest_boxes(map_boxes_batch(u8, thresholds, "largest"), len(thresholds))
-        for evaluator in evaluators:
-            evaluator.accumulate(batch, maps, pred.cpu())
+        metrics = MapMetrics(settings.metric_thresholds(), with_masks)
+        metrics.accumulate(batch, maps, pred.cpu())
+        results = []
         for i in range(len(batch.labels)):
             orig = boxes_to_original(torch.from_numpy(boxes[i]), batch.to_orig[i].tolist()).numpy()
             results.append(
@@ -151,12 +167,7 @@ def localize_dataset(
                     map_u8=u8[i].copy() if settings.masks else None,
                 )
             )
-    return results
-
-
-def gather_predictions(local: List[ImagePrediction]) -> List[ImagePrediction]:
-    """All ranks' predictions, sorted by image id (identity in one process)."""
-    return sorted(gather(local), key=lambda p: p.image_id)
+        yield k, results, metrics
 
 
 def mask_in_original(map_u8: np.ndarray, threshold: float, orig_size: Tuple[int, int], to_orig: Sequence[float]) -> np.ndarray:
@@ -198,20 +209,14 @@ class MapMetrics:
             self.seg.accumulate(maps, batch.masks.cpu().numpy(), correct)
             self.pxap.accumulate(maps, batch.masks.cpu().numpy())
 
-    def merge_ranks(self) -> None:
-        """Sum every rank's counters into this object (identity in one process)."""
-        if dist.world_size() == 1:
-            return
-        parts = dist.gather_objects(self._local_states())
-        mine = dist.rank()
-        for i, states in enumerate(parts):
-            if i == mine:
-                continue
-            for name, state in states.items():
-                getattr(self, name).merge(state)
-
-    def _local_states(self) -> Dict[str, Any]:
+    def states(self) -> Dict[str, Any]:
+        """Every evaluator's counters (JSON-friendly), for :meth:`merge`."""
         return {name: getattr(self, name).state_dict() for name in ("v2", "largest", "seg", "pxap") if getattr(self, name) is not None}
+
+    def merge(self, states: Dict[str, Any]) -> None:
+        """Add counters written by :meth:`states` (another batch's or rank's) into this object."""
+        for name, state in states.items():
+            getattr(self, name).merge(state)
 
     def summary(self) -> Dict[str, Any]:
         """Flat numbers for the meta file and the report (percent)."""
@@ -248,6 +253,11 @@ class MapMetrics:
         return out
 
 
+def partial_folder(out: Path) -> Path:
+    """Where a localize run into ``out`` keeps its finished batches until it writes the results (``preds.json.partial``)."""
+    return Path(out).with_name(Path(out).name + PARTIAL_SUFFIX)
+
+
 def run_localize(
     checkpoint: Path,
     dataset: str,
@@ -258,12 +268,15 @@ def run_localize(
     device: Optional[str] = None,
     show_progress: bool = True,
     dataset_options: Optional[Dict[str, Any]] = None,
+    after_batch: Optional[Callable[[int], None]] = None,
 ) -> Dict[str, Any]:
     """Localize every image of ``split`` and write COCO results ``out`` plus ``<out>.meta.json``.
 
-    Under torchrun each rank handles a shard; rank 0 merges and writes. The settings, checkpoint and
-    dataset are checked before the pass; the output folder is locked while the job runs. Returns
-    the meta record.
+    Finished batches go to :func:`partial_folder` as they are done, and a rerun with the same arguments resumes
+    from them (other arguments while they are there are refused; batches of a checkpoint rewritten since are
+    dropped). Under torchrun the ranks share the batches; rank 0 writes. The settings, checkpoint and dataset are
+    checked before the pass; the output folder is locked while the job runs. ``after_batch(k)`` is called once
+    batch k is on disk (a hook for tests). Returns the meta record.
     """
     dist.init_from_env()
     check_settings(settings)
@@ -271,20 +284,133 @@ def run_localize(
     model = load_model(checkpoint).to(dev)
     ck_meta = checkpoint_meta(checkpoint)
     data = checkpoint_dataset(checkpoint, model, dataset, root, split, **(dataset_options or {}))
+    key = _run_key(checkpoint, dataset, root, split, settings, dataset_options, len(data))  # type: ignore[arg-type]
     with lock_run_folder(Path(out).parent, transient=True):
-        return _localize_into(out, model, ck_meta, data, checkpoint, dataset, split, settings, dev, show_progress)
+        done = _finished_batches(Path(out), key)
+        return _localize_into(out, model, ck_meta, data, checkpoint, dataset, split, settings, dev, show_progress, key, done, after_batch)
+
+
+def _run_key(checkpoint: Path, dataset: str, root: Path, split: str, settings: LocalizeConfig, dataset_options: Optional[Dict[str, Any]],
+             n_images: int) -> Dict[str, Any]:
+    """Everything a finished batch depends on, as JSON: a rerun resumes an earlier run's batches only when this is the same."""
+    key = {
+        "checkpoint": str(Path(checkpoint).resolve()),
+        "checkpoint_sha256": file_sha256(checkpoint),
+        "dataset": dataset,
+        "root": str(Path(root).resolve()),
+        "split": split,
+        "dataset_options": dataset_options or {},
+        "images": n_images,
+        "settings": {k: v for k, v in asdict(settings).items() if k not in FREE_ON_RESUME},
+    }
+    return json.loads(json.dumps(key, default=str))
+
+
+def _option_name(key: str) -> str:
+    """A run-key difference as the user knows it: ``settings.batch_size`` → ``--batch-size``."""
+    name = key.split(".", 1)[1] if key.startswith("settings.") else key
+    if name == "images":
+        return "number of images (the dataset changed)"
+    return f"--{name.replace('_', '-')}" if "." not in name and name != "dataset_options" else name
+
+
+def _finished_batches(out: Path, key: Dict[str, Any]) -> List[int]:
+    """The batches an earlier run into ``out`` with the same ``key`` finished (on rank 0's reading; read-only elsewhere).
+
+    Batches of other arguments are refused in one line (rerun that command, or delete the folder to start over);
+    batches of an earlier version of the same checkpoint file (retrained since) are stale and rank 0 removes them.
+    """
+    partial = partial_folder(out)
+    files = sorted(partial.glob("batch-*.npz"))
+    done: List[int] = []
+    if files:
+        try:
+            with np.load(files[0]) as f:
+                old = json.loads(str(f["run"]))
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            raise WsolError(f"{files[0]} is unreadable ({exc}); delete {partial} to start over") from None
+        diffs = config_differences(old, key)
+        if "checkpoint_sha256" in diffs and "checkpoint" not in diffs:
+            note(f"{partial} holds batches of an earlier version of {key['checkpoint']} (written since): starting over")
+        elif diffs:
+            shown = ", ".join(dict.fromkeys(_option_name(d) for d in diffs if d != "checkpoint_sha256"))
+            raise ConfigError(f"{partial} holds the finished batches of a localize run into {out} with another {shown}; "
+                              f"rerun that command to finish it, or delete {partial} to start this one")
+        else:
+            done = [int(p.stem.split("-")[1]) for p in files]
+    dist.barrier()  # every rank has read the folder before rank 0 may remove it
+    if dist.is_main_process() and files and not done:
+        remove_folder(partial)
+    return dist.gather_objects(done)[0]  # a collective: no rank writes a batch before the stale ones are gone
+
+
+def _write_batch(path: Path, key: Dict[str, Any], predictions: Sequence[ImagePrediction], metrics: "MapMetrics") -> None:
+    """One finished batch (the run key, its evaluator counters and predictions) as an ``.npz``, written atomically."""
+    arrays = {
+        "run": np.array(json.dumps(key)),
+        "states": np.array(json.dumps(metrics.states())),
+        "image_id": np.array([p.image_id for p in predictions], np.int64),
+        "label": np.array([p.label for p in predictions], np.int64),
+        "pred": np.array([p.pred for p in predictions], np.int64),
+        "score": np.array([p.score for p in predictions], np.float64),
+        "boxes": np.stack([p.boxes for p in predictions]),
+        "orig_size": np.array([p.orig_size for p in predictions], np.int64),
+        "to_orig": np.array([p.to_orig for p in predictions], np.float64),
+    }
+    if predictions[0].map_u8 is not None:
+        arrays["map_u8"] = np.stack([p.map_u8 for p in predictions])  # type: ignore[misc]
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)  # type: ignore[arg-type]
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _read_states(path: Path) -> Dict[str, Any]:
+    with np.load(path) as f:
+        return json.loads(str(f["states"]))
+
+
+def _read_predictions(path: Path) -> List[ImagePrediction]:
+    with np.load(path) as f:
+        a = {name: f[name] for name in f.files if name not in ("run", "states")}
+    maps = a.get("map_u8")
+    return [
+        ImagePrediction(
+            image_id=int(a["image_id"][i]), label=int(a["label"][i]), pred=int(a["pred"][i]), score=float(a["score"][i]), boxes=a["boxes"][i],
+            orig_size=(int(a["orig_size"][i, 0]), int(a["orig_size"][i, 1])), to_orig=tuple(float(v) for v in a["to_orig"][i]),  # type: ignore[arg-type]
+            map_u8=None if maps is None else maps[i],
+        )
+        for i in range(len(a["image_id"]))
+    ]
 
 
 def _localize_into(
     out: Path, model: Classifier, ck_meta: Dict[str, Any], data: Dataset, checkpoint: Path, dataset: str, split: str,
-    settings: LocalizeConfig, dev: torch.device, show_progress: bool,
+    settings: LocalizeConfig, dev: torch.device, show_progress: bool, key: Dict[str, Any], done: List[int],
+    after_batch: Optional[Callable[[int], None]],
 ) -> Dict[str, Any]:
     dist.mark_work_started()
-    metrics = MapMetrics(settings.metric_thresholds(), with_masks=bool(getattr(data, "has_masks", False)))
-    predictions = gather_predictions(localize_dataset(model, data, settings, dev, evaluators=[metrics], show_progress=show_progress))
-    metrics.merge_ranks()
+    partial = partial_folder(out)
+    n_batches = math.ceil(len(data) / settings.batch_size)  # type: ignore[arg-type]
+    remaining = sorted(set(range(n_batches)) - set(done))
+    with_masks = bool(getattr(data, "has_masks", False))
+    desc = f"localize {settings.attribution}" + (f" ({len(done)} of {n_batches} batches done before)" if done else "")
+    batches = localize_batches(model, data, remaining[dist.rank()::dist.world_size()], settings, dev, with_masks, show_progress, desc)
+    for k, predictions, batch_metrics in batches:
+        _write_batch(partial / f"batch-{k:06d}.npz", key, predictions, batch_metrics)
+        if after_batch is not None:
+            after_batch(k)
+    dist.barrier()
+    files = [partial / f"batch-{k:06d}.npz" for k in range(n_batches)]
+    metrics = MapMetrics(settings.metric_thresholds(), with_masks)
+    for path in files:  # in batch order: the same sums whatever the ranks and interruptions
+        metrics.merge(_read_states(path))
     summary = metrics.summary()
-    threshold, j = _export_threshold(settings, summary, dataset)
+    try:
+        threshold, j = _export_threshold(settings, summary, dataset)
+    except WsolError:
+        if dist.is_main_process():
+            remove_folder(partial)  # batches of arguments that cannot finish would only block the corrected command
+        raise
     meta = {
         "attribution": settings.attribution,
         "threshold": threshold,
@@ -294,7 +420,7 @@ def _localize_into(
         "arch": ck_meta.get("arch"),
         "dataset": dataset,
         "split": split,
-        "num_images": len(predictions),
+        "num_images": len(data),  # type: ignore[arg-type]
         "category_offset": CATEGORY_OFFSET,
         "class_names": list(getattr(data, "class_names", [])),
         "settings": {k: v for k, v in asdict(settings).items() if k != "attribution_options"},
@@ -303,7 +429,9 @@ def _localize_into(
         "input_resolution_metrics": metrics.curves_at(threshold),
     }
     if dist.is_main_process():
+        predictions = sorted((p for path in files for p in _read_predictions(path)), key=lambda p: p.image_id)
         write_results(out, _coco_results(predictions, j, threshold, settings.masks), meta)
+        remove_folder(partial)
     dist.barrier()
     return meta
 
@@ -339,8 +467,8 @@ __all__ = [
     "checkpoint_dataset",
     "compute_maps",
     "eval_dataset",
-    "gather_predictions",
-    "localize_dataset",
+    "localize_batches",
     "mask_in_original",
+    "partial_folder",
     "run_localize",
 ]

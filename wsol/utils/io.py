@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -77,6 +78,27 @@ def temp_dir_beside(target: PathLike, suffix: str = ".tmp") -> Path:
         if stale.is_dir() and pid.isdigit() and not _pid_alive(int(pid)):
             shutil.rmtree(stale, ignore_errors=True)
     return Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=suffix, dir=target.parent))
+
+
+def remove_folder(path: PathLike) -> None:
+    """Delete folder ``path`` (nothing if it is missing) so that no half-deleted tree stays under its name: it is
+    renamed aside first, then removed; a kill mid-removal leaves only the renamed folder, which
+    :func:`temp_dir_beside` deletes later."""
+    target = Path(path)
+    if not target.is_dir():
+        return
+    aside = temp_dir_beside(target, ".removed")
+    os.replace(target, aside)  # onto the empty folder temp_dir_beside made
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def file_sha256(path: PathLike) -> str:
+    """SHA-256 of a file's bytes, read in blocks (checkpoints can be large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 @contextmanager
