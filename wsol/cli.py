@@ -383,7 +383,11 @@ NOpt = _n_option(500)
 NAttributionOpt = _n_option(1000)
 NTargetedOpt = _n_option(100)
 EpsOpt = Annotated[str, typer.Option("--eps", help="Attack radius in pixel units of [0, 1] images: 8/255 or a decimal such as 0.031; in linf a bare 8 or 1 is refused as a forgotten /255; an l2 radius is any number ≥ 0.")]
-NormOpt = Annotated[str, typer.Option("--norm", help="Threat model: linf or l2.")]
+def _lowercase(value: str) -> str:
+    return value.lower()
+
+
+NormOpt = Annotated[str, typer.Option("--norm", callback=_lowercase, help="Threat model: linf or l2 (any case: Linf, L2).")]
 Bf16Opt = Annotated[bool, typer.Option("--bf16", help="Also run under CUDA bf16 autocast, reported beside fp32 (CUDA only).")]
 NIterOpt = Annotated[Optional[int], typer.Option("--n-iter", min=1, help="Iterations per attack (default: AutoAttack's; Square counts queries: --n-queries).")]
 NQueriesOpt = Annotated[Optional[int], typer.Option("--n-queries", min=1, help="Square's query budget (default: AutoAttack's 5,000).")]

@@ -508,12 +508,21 @@ def test_report_explains_zero_clean_accuracy_and_absent_classes(cifar, tmp_path,
     assert "## AutoAttack ladder (fp32, ε = 2/255, linf)" in text
 
 
+@pytest.mark.parametrize("option", [{"pgd_loss": "cw"}, {"pgd_restarts": 3}])
+def test_pgd_options_without_pgd_are_refused(option) -> None:
+    """--pgd-loss / --pgd-restarts without --pgd K changed nothing, yet a rerun that changed only them was refused."""
+    with pytest.raises(ConfigError, match="add --pgd or drop them"):
+        settings(pgd_steps=0, **option).validate()
+    settings(pgd_steps=3, **option).validate()
+
+
 def test_pgd_margin_loss_l2_and_restarts_reach_the_attack(cifar, tmp_path, tiny, monkeypatch) -> None:
+    """Also: --norm takes RobustBench's spelling, L2."""
     calls = []
     real = job.pgd_evaluate
     monkeypatch.setattr(job, "pgd_evaluate", lambda *a, **k: calls.append(k) or real(*a, **k))
     args = ["robustness", "evaluate", "--model", "any", "--dataset", "cifar10", "--root", str(cifar), "--attacks", "apgd-ce", "--n", "4",
-            "--n-iter", "2", "--pgd", "3", "--pgd-loss", "cw", "--pgd-restarts", "2", "--norm", "l2", "--eps", "1.0", "--batch-size", "4",
+            "--n-iter", "2", "--pgd", "3", "--pgd-loss", "cw", "--pgd-restarts", "2", "--norm", "L2", "--eps", "1.0", "--batch-size", "4",
             "--device", "cpu", "--out", str(tmp_path / "p")]
     assert run(args) == 0
     assert [(k["loss"], k["norm"], k["restarts"], k["eps"]) for k in calls] == [("cw", "l2", 2, 1.0)]

@@ -170,6 +170,8 @@ class RobustnessSettings:
             raise ConfigError(f"unknown norm {self.norm!r}: use linf or l2")
         if self.pgd_loss not in PGD_LOSSES:
             raise ConfigError(f"unknown PGD loss {self.pgd_loss!r}: use ce (cross-entropy) or cw (the margin loss)")
+        if not self.pgd_steps and (self.pgd_loss != "ce" or self.pgd_restarts != 1):
+            raise ConfigError("--pgd-loss and --pgd-restarts set up the PGD run, which --pgd K asks for (e.g. --pgd 40): add --pgd or drop them")
         return self
 
     @property
