@@ -253,6 +253,10 @@ CASES: List[List[str]] = [
     ["evaluate", "--pred", "{pred_other_root}", "--dataset", "cub", "--root", "{cub}"],
     ["localize", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/preds.csv"],
     ["localize", "--checkpoint", "{ckpt2_meta}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/p.json"],
+    # session 8: a new user's first hour (study and config files that are not text)
+    ["robustness", "study", "{study_binary}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/r"],
+    ["config", "show", "{study_binary}"],
+    ["train", "shapes", "--config", "{study_binary}", "--out", "{dir}/run"],
 ]
 
 
@@ -337,6 +341,8 @@ def assets(tmp_path_factory) -> dict:
                        ("one", f"models:\n  - name: a\n    checkpoint: {ck}\n")):
         (base / f"study_{name}.yaml").write_text(text)
         found[f"study_{name}"] = str(base / f"study_{name}.yaml")
+    (base / "study_binary.yaml").write_bytes(b"\x00\xff models")
+    found["study_binary"] = str(base / "study_binary.yaml")
     return {**found, "base": base}
 
 

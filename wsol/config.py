@@ -15,6 +15,7 @@ import numpy as np
 import yaml
 
 from wsol.errors import ConfigError
+from wsol.utils.io import read_yaml
 from wsol.utils.numbers import parse_number
 
 @dataclass(frozen=True)
@@ -291,10 +292,7 @@ def _read_config_file(path: Optional[Union[str, Path]]) -> Dict[str, Any]:
         raise ConfigError(f"config {path} is a folder; pass a YAML file, e.g. configs/shapes_small-cnn-bn_natural.yaml")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    try:
-        loaded = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    loaded = read_yaml(path, "config") or {}
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path} must hold a mapping of settings at the top level")
     return loaded
