@@ -67,8 +67,13 @@ def load_run(folder: Path) -> AttackRun:
     if samples_path.is_file() and not summary_path.is_file():
         raise DataError(f"{folder} holds an attack run that has not finished (samples.csv, no summary.json yet): wait for it to end, "
                         "or if it was interrupted rerun the same `wsol attack` command to finish it")
+    wanted = "give a folder that `wsol attack attribution --out` wrote (it holds summary.json and samples.csv)"
+    if not folder.exists():
+        raise DataError(f"attack run folder not found: {folder}; {wanted}")
+    if not folder.is_dir():
+        raise DataError(f"{folder} is a file, not an attack run folder; {wanted}")
     if not summary_path.is_file() or not samples_path.is_file():
-        raise DataError(f"{folder} is not a finished attack run (no summary.json or samples.csv); run `wsol attack attribution --out {folder}`")
+        raise DataError(f"{folder} is not a finished attack run (no summary.json or samples.csv); {wanted}")
     try:
         summary = json.loads(summary_path.read_text())
     except (ValueError, UnicodeDecodeError):
