@@ -113,6 +113,17 @@ def test_figures_without_an_eps_sweep_say_so_instead_of_plotting_points(runs, tm
     assert "note: no ε sweep" in capsys.readouterr().err
 
 
+
+def test_figures_of_runs_without_a_sweep_remove_an_earlier_sweep_of_other_runs(runs, tmp_path, capsys) -> None:
+    """The same --out reused: fig12 of the earlier runs must not stand beside the new figures as if it were theirs."""
+    out = tmp_path / "figs"
+    assert run(["report", "figures", *map(str, runs), "--out", str(out)]) == 0 and (out / "fig12_eps_sweep.png").is_file()
+    capsys.readouterr()
+    assert run(["report", "figures", str(runs[0]), "--out", str(out)]) == 0
+    assert not (out / "fig12_eps_sweep.png").exists()
+    assert "note: no ε sweep (fig12_eps_sweep.png, the earlier one removed)" in capsys.readouterr().err
+
+
 def test_runs_with_the_same_folder_name_get_their_own_map_figures(runs, tmp_path) -> None:
     import shutil
 

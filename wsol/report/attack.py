@@ -351,7 +351,11 @@ def attack_figures(folders: Sequence[Path], out: Path) -> Tuple[List[Path], List
     notes = []
     sweep = eps_sweep(runs, out / "fig12_eps_sweep.png")
     if sweep is None:
-        notes.append("no ε sweep (fig12_eps_sweep.png): it needs runs that differ in --eps alone")
+        stale = out / "fig12_eps_sweep.png"
+        removed = stale.is_file()
+        if removed:  # an earlier call's sweep of other runs would pass for one of these
+            stale.unlink()
+        notes.append("no ε sweep (fig12_eps_sweep.png" + (", the earlier one removed" if removed else "") + "): it needs runs that differ in --eps alone")
     else:
         written.append(sweep)
     written.append(cosine_histograms(runs, out / "fig6_cosine.png"))
