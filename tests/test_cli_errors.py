@@ -507,3 +507,12 @@ def test_under_torchrun_another_rank_prints_the_mistake_only_if_rank_0_has_not_e
     assert run(["train", "shapes", "--epochs", "-1"]) == 2
     err = capsys.readouterr().err
     assert waited == [cli.RANK_0_GRACE_S] and err.startswith("error: rank 1: ") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv", [["attack", "attribution", "--checkpoint", "m.safetensors", "--out", "a"], ["data", "show"],
+                                  ["localize", "--checkpoint", "m.safetensors", "--out", "p.json"], ["robustness", "study", "{file}", "--out", "r"]])
+def test_a_dataset_name_typo_is_called_unknown_not_asked_for_a_root(argv, sandbox, capsys) -> None:
+    """`--dataset shape` (for shapes) was told "dataset 'shape' needs --root DIR", as if the name were right."""
+    args = [a.format(**sandbox) for a in argv] + (["shape"] if argv[0] == "data" else ["--dataset", "shape"])
+    assert run(args) == 2
+    assert capsys.readouterr().err.startswith("error: unknown dataset 'shape'; choose one of: ")
