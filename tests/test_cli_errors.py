@@ -516,3 +516,18 @@ def test_a_dataset_name_typo_is_called_unknown_not_asked_for_a_root(argv, sandbo
     args = [a.format(**sandbox) for a in argv] + (["shape"] if argv[0] == "data" else ["--dataset", "shape"])
     assert run(args) == 2
     assert capsys.readouterr().err.startswith("error: unknown dataset 'shape'; choose one of: ")
+
+
+def test_a_training_state_given_as_checkpoint_names_the_model_beside_it(sandbox, assets, capsys) -> None:
+    """`--checkpoint run/train_state.pt` (or config.yaml) of a training run: the error points at run/model.safetensors."""
+    import shutil
+
+    folder = Path(sandbox["dir"]) / "run"
+    folder.mkdir()
+    shutil.copy(assets["ckpt2"], folder / "model.safetensors")
+    shutil.copy(assets["ckpt2_meta"], folder / "model.json")
+    (folder / "train_state.pt").write_bytes(b"state")
+    argv = ["attack", "attribution", "--checkpoint", str(folder / "train_state.pt"), "--dataset", "cub", "--root", assets["cub"], "--out", "a"]
+    assert run(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.rstrip().endswith(f"the model of that run is {folder / 'model.safetensors'}"), err
