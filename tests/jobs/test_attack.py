@@ -153,6 +153,17 @@ def test_different_arguments_into_the_same_folder_are_refused(tiny, capsys) -> N
     assert (out / "samples.csv").read_text() == before
 
 
+def test_the_same_eps_spelled_otherwise_resumes_instead_of_being_refused(tiny, capsys) -> None:
+    """--eps 8/255 then --eps 0.03137254901960784 (the number it prints, pasted back): the same attack, not other arguments."""
+    out = tiny["base"] / "spelled"
+    assert _attack(tiny, out, "--steps", "1") == 0
+    before = (out / "samples.csv").read_text()
+    capsys.readouterr()
+    assert _attack(tiny, out, "--steps", "1", "--eps", repr(8 / 255), "--step-size", " 1/255") == 0
+    assert "(10 of 10 samples done before)" in capsys.readouterr().err
+    assert (out / "samples.csv").read_text() == before
+
+
 @pytest.mark.parametrize("extra,reason", [
     (["--k", "2000"], "got k=2000"), (["--objective", "bogus"], "unknown IFIA objective 'bogus'"),
     (["--attribution", "cam"], "unknown attribution for attacks 'cam'"), (["--eps", "8/x"], "--eps: expected a number"),

@@ -43,6 +43,7 @@ from wsol.models.build import checkpoint_meta
 from wsol.utils import distributed as dist
 from wsol.utils.device import select_device
 from wsol.utils.io import atomic_write_bytes, atomic_write_text
+from wsol.utils.numbers import parse_number
 from wsol.utils.progress import progress
 
 SAMPLES_FILE = "samples.csv"
@@ -53,6 +54,16 @@ DEFAULT_N_TARGETED = 100
 MAPS_FILE = "maps.npz"
 FREE_ON_RESUME = ("batch_size",)
 """Arguments a resumed run may change: every row is independent of how the samples are batched."""
+PIXEL_ARGUMENTS = ("eps", "step_size", "pgd_eps", "pgd_step_size", "lr")
+"""Arguments in pixel units, kept as typed: ``8/255`` and ``0.03137254901960784`` are the same radius, not other arguments."""
+
+
+def _same_pixel_value(old: Any, new: Any) -> bool:
+    """Whether two spellings of a pixel-unit argument (``8/255``, ``0.0313...``) are the same number."""
+    try:
+        return math.isclose(parse_number(old), parse_number(new), rel_tol=1e-12, abs_tol=0.0)
+    except ConfigError:
+        return False
 
 ATTRIBUTION_COLUMNS = (
     "index", "image_id", "label", "pred", "attacked", "kept_prediction", "reason", "best_step",
@@ -250,7 +261,8 @@ class _Run:
         path = self.out / CONFIG_FILE
         if path.is_file() and _read_rows(self.out / SAMPLES_FILE, self.columns):
             old = json.loads(path.read_text())
-            diffs = [d for d in config_differences(old, self.config) if d not in FREE_ON_RESUME]
+            diffs = [d for d in config_differences(old, self.config)
+                     if d not in FREE_ON_RESUME and not (d in PIXEL_ARGUMENTS and _same_pixel_value(old.get(d), self.config.get(d)))]
             if diffs:
                 raise ConfigError(f"{self.out} holds a run with other arguments ({', '.join(diffs)}); use another --out or the same arguments")
 
