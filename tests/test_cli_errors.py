@@ -257,6 +257,11 @@ CASES: List[List[str]] = [
     ["robustness", "study", "{study_binary}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/r"],
     ["config", "show", "{study_binary}"],
     ["train", "shapes", "--config", "{study_binary}", "--out", "{dir}/run"],
+    # seeds numpy (negative) or torch (past 64 bits) cannot take
+    ["data", "show", "cub", "--root", "{cub}", "--seed", "-1", "--out", "{dir}/g.png"],
+    ["visualize", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--seed", "-1", "--out", "{dir}/g.png"],
+    ["attack", "targeted", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--seed", "99999999999999999999", "--out", "{dir}/a"],
+    ["train", "cub", "--arch", "small-cnn", "--root", "{cub}", "--set", "seed=-1", "--out", "{dir}/run"],
 ]
 
 

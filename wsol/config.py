@@ -16,7 +16,7 @@ import yaml
 
 from wsol.errors import ConfigError
 from wsol.utils.io import read_yaml
-from wsol.utils.numbers import parse_number
+from wsol.utils.numbers import MAX_SEED, parse_number
 
 @dataclass(frozen=True)
 class OptimConfig:
@@ -228,6 +228,8 @@ def _check_range(key: str, value: Any, in_attack: bool = False) -> None:
         raise ConfigError(f"{key} must be positive, got {value}")
     if (key in _NON_NEGATIVE or (in_attack and leaf in _ATTACK_NON_NEGATIVE)) and value < 0:
         raise ConfigError(f"{key} must not be negative, got {value}")
+    if key == "seed" and not 0 <= value <= MAX_SEED:
+        raise ConfigError(f"seed must lie in 0..{MAX_SEED}, got {value}")
     if key in _BELOW_ONE and value >= 1:
         raise ConfigError(f"{key} must be below 1, got {value}")
     if in_attack and leaf == "norm" and value not in NORMS:
