@@ -106,6 +106,15 @@ def test_drop_heatmap_has_readable_class_names_a_zero_anchored_colour_bar_and_la
     assert len(ax.texts) == 40 and texts["-0.90"] == "white"
 
 
+def test_drop_heatmap_writes_a_class_without_samples_as_the_tables_do_not_as_nan() -> None:
+    drops = -torch.rand(2, 10)
+    drops[:, 3] = float("nan")  # no test sample of class 3 among those drawn
+    ax = draw_drop_heatmap(drops, ["natural", "art"], NAMES).axes[0]
+    texts = [t.get_text() for t in ax.texts]
+    assert "nan" not in texts and texts.count("–") == 2
+    assert ax.get_xlabel() == "class (–: no test sample of it among those drawn)"
+
+
 def _run(folder, method: str, eps: str, ci: float, cos: np.ndarray, inter: np.ndarray) -> AttackRun:
     stats = {"mean": 50.0, "ci_low": 50.0 - ci, "ci_high": 50.0 + ci, "n": len(inter)}
     summary = {"config": {"attack": "attribution", "method": method, "attribution": "grad", "objective": "topk", "k": 20, "eps": eps,
