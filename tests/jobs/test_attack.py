@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 from pathlib import Path
 
@@ -54,6 +55,19 @@ def test_mean_interval_is_the_student_t_interval() -> None:
     low, high = stats.t.interval(0.95, 3, loc=3.5, scale=stats.sem([1.0, 2.0, 4.0, 7.0]))
     assert got["n"] == 4 and got["mean"] == pytest.approx(3.5)
     assert (got["ci_low"], got["ci_high"]) == pytest.approx((low, high))
+
+
+def test_an_interval_stays_within_the_values_its_metric_can_take(tiny) -> None:
+    """IN 92 % over 2 samples had the interval [79.29, 104.7]: more than 100 % common pixels; clipped, the mean kept."""
+    got = mean_interval([84.0, 100.0], bounds=(0.0, 100.0))
+    assert got["mean"] == pytest.approx(92.0) and got["ci_high"] == 100.0 and got["ci_low"] < 84.0
+    out = tiny["base"] / "bounded"
+    assert _attack(tiny, out, "--n", "3", "--steps", "1") == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert "clipped" in summary["interval"]
+    for name, (low, high) in (("topk_intersection", (0, 100)), ("center_shift", (0, math.inf)), ("cos_x_grad", (-1, 1))):
+        stats = summary["metrics"][name]
+        assert stats["ci_low"] is None or low <= stats["ci_low"] <= stats["ci_high"] <= high, (name, stats)
 
 
 def test_undefined_means_and_intervals_are_null_not_nan() -> None:
