@@ -47,7 +47,8 @@ def draw_class_accuracy_vs_eps(
     for c, name in enumerate(names):
         style = {"color": cmap(c / max(1, len(names) - 1)), "linewidth": 0.8, "alpha": 0.7} if many else \
             {"marker": "o", "linestyle": LINE_STYLES[(c // 10) % len(LINE_STYLES)]}
-        ax.plot(xs, acc[:, c].tolist(), label=name, **style)
+        empty = not torch.isfinite(acc[:, c]).any()  # no test sample of the class drawn: a legend entry without a line
+        ax.plot(xs, acc[:, c].tolist(), label=f"{name} (no sample)" if empty else name, **style)
     ax.set_xticks(xs, [str(e) for e in eps_labels])
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel("ε (×1/255)")
