@@ -364,6 +364,21 @@ def test_study_loads_each_model_once_and_finished_ones_never(cifar, tmp_path, mo
     assert loads == []
 
 
+def test_a_study_path_written_from_the_working_folder_is_explained(tmp_path, monkeypatch) -> None:
+    """configs/models.yaml naming runs/a/model.safetensors (as seen from the working folder): the error says paths are
+    relative to the file, not only 'checkpoint not found: configs/runs/...'."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "a").mkdir(parents=True)
+    (tmp_path / "runs" / "a" / "model.safetensors").write_bytes(b"")
+    (tmp_path / "configs").mkdir()
+    path = tmp_path / "configs" / "models.yaml"
+    path.write_text("models:\n  - name: a\n    checkpoint: runs/a/model.safetensors\n")
+    with pytest.raises(ConfigError, match="relative to its folder.*write .*runs/a/model.safetensors"):
+        job.read_study(path)
+    path.write_text("models:\n  - name: a\n    checkpoint: ../runs/a/model.safetensors\n")
+    assert job.read_study(path)[0].weights == [str(tmp_path / "configs" / ".." / "runs" / "a" / "model.safetensors")]
+
+
 def test_study_file_mistakes_a_tired_user_makes(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     path = tmp_path / "s.yaml"

@@ -503,6 +503,11 @@ def read_study(path: Path) -> List[StudyModel]:
             raise ConfigError(f"study file {path}, model {label}: weights and checkpoint are file paths (a path or a list of paths)")
         if not label or label in (".", "..") or "/" in label or "\\" in label:
             raise ConfigError(f"study file {path}: model name {label!r} names a run folder; use letters, digits, '-' or '_' without '/'")
+        for f in files:
+            typed = Path(f).expanduser()
+            if not (base / typed).exists() and not typed.is_absolute() and typed.exists():
+                raise ConfigError(f"study file {path}, model {label}: {f} is not in {base} (paths in a study file are relative to its folder); "
+                                  f"write {typed.resolve()} or a path relative to {base}")
         models.append(StudyModel(label, name, [str(base / Path(f).expanduser()) for f in files]))
     labels = [m.label for m in models]
     if len(set(labels)) != len(labels):
