@@ -524,6 +524,8 @@ AttackKOpt = Annotated[int, typer.Option("--k", help="Top-k pixels of the map (f
 BetaOpt = Annotated[Optional[float], typer.Option("--beta", help="softplus β of the attack's gradient surrogate (the measured maps use the ReLU model).")]
 IgStepsOpt = Annotated[int, typer.Option("--ig-steps", min=1, help="Integrated-gradients intervals.")]
 NMapsOpt = Annotated[int, typer.Option("--n-maps", min=0, help="Samples (the first drawn) whose images and maps go to maps.npz for `wsol report figures`.")]
+TargetedNMapsOpt = Annotated[int, typer.Option("--n-maps", min=0, help="Samples (the first drawn) whose image, attacked image and attacked map go to "
+                                                                      "maps.npz (for your own plots: `wsol report figures` reads attribution runs only).")]
 
 
 def _attack_echo(summary: dict, out: Path) -> None:
@@ -595,7 +597,7 @@ def attack_targeted_command(
     seed: SeedOpt = 0,
     batch_size: BatchSizeOpt = 32,
     split: SplitOpt = "test",
-    n_maps: NMapsOpt = 8,
+    n_maps: TargetedNMapsOpt = 8,
     device: DeviceOpt = None,
 ) -> None:
     """Targeted map manipulation on n test samples: samples.csv (similarity to target and original), summary.json."""
