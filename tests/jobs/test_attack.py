@@ -78,6 +78,7 @@ def test_undefined_means_and_intervals_are_null_not_nan() -> None:
     line = summary_line(summary, Path("run"))
     assert "kendall 0.5 (no interval) n=1" in line and "spearman – (no sample has it)" in line and "nan" not in line
     assert "cos_x_grad 2 [-10.71, 14.71] n=2" in line
+    assert "(1 sample)" in summary_line({"total": 1, "metrics": {}}, Path("run"))  # not "(1 samples)"
 
 
 def _strict_json(path: Path) -> dict:

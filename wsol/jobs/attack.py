@@ -256,7 +256,7 @@ def summary_line(summary: Dict[str, Any], out: Path) -> str:
         else:
             shown.append(f"{name} {stats['mean']:.4g} {interval_text(stats, '.4g') or '(no interval)'} n={stats['n']}")
     attacked = f", {summary['attacked']} attacked" if "attacked" in summary else ""
-    return f"wrote {out / SAMPLES_FILE} and {out / SUMMARY_FILE} ({summary['total']} samples{attacked}); " + ", ".join(shown)
+    return f"wrote {out / SAMPLES_FILE} and {out / SUMMARY_FILE} ({summary['total']} sample{'s' if summary['total'] != 1 else ''}{attacked}); " + ", ".join(shown)
 
 
 class _Run:
