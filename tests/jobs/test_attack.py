@@ -14,7 +14,7 @@ import torch.multiprocessing as mp
 
 from wsol.cli import run
 from wsol.errors import ConfigError
-from wsol.jobs.attack import AttributionAttackSettings, TargetedAttackSettings, mean_interval, run_attribution_attack, summary_line
+from wsol.jobs.attack import AttributionAttackSettings, TargetedAttackSettings, inert_arguments, mean_interval, run_attribution_attack, summary_line
 from wsol.jobs.runfolder import select_samples
 
 
@@ -177,6 +177,22 @@ def test_the_same_eps_spelled_otherwise_resumes_instead_of_being_refused(tiny, c
     assert _attack(tiny, out, "--steps", "1", "--eps", repr(8 / 255), "--step-size", " 1/255") == 0
     assert "(10 of 10 samples done before)" in capsys.readouterr().err
     assert (out / "samples.csv").read_text() == before
+
+
+def test_a_rerun_changing_only_arguments_without_effect_resumes(tiny, capsys) -> None:
+    """--ig-steps under --attribution grad, --pgd-eps and --pgd-step-size under --pgd-steps 0 change no result: a rerun
+    that changes only them resumes instead of being refused as other arguments; under ig, --ig-steps is an argument."""
+    out = tiny["base"] / "inert"
+    assert _attack(tiny, out, "--steps", "1", "--pgd-steps", "0") == 0
+    before = (out / "samples.csv").read_text()
+    capsys.readouterr()
+    assert _attack(tiny, out, "--steps", "1", "--pgd-steps", "0", "--ig-steps", "7", "--pgd-eps", "4/255", "--pgd-step-size", "1/255") == 0
+    assert "(10 of 10 samples done before)" in capsys.readouterr().err
+    assert (out / "samples.csv").read_text() == before
+    assert _attack(tiny, out, "--steps", "1", "--pgd-steps", "1", "--pgd-eps", "4/255", "--pgd-step-size", "1/255") == 2
+    assert "other arguments (pgd_steps)" in capsys.readouterr().err
+    assert inert_arguments({"attribution": "ig", "pgd_steps": 40}) == set()
+    assert inert_arguments({"attribution": "grad", "pgd_steps": 0}) == {"ig_steps", "pgd_eps", "pgd_step_size"}
 
 
 @pytest.mark.parametrize("extra,reason", [

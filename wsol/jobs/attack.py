@@ -23,7 +23,7 @@ import io
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import torch
@@ -55,6 +55,16 @@ MAPS_FILE = "maps.npz"
 DEFAULT_BETA = 50.0  # the targeted attack's constant softplus β when neither --beta nor --beta-growth is given
 FREE_ON_RESUME = ("batch_size",)
 """Arguments a resumed run may change: every row is independent of how the samples are batched."""
+
+
+def inert_arguments(config: Dict[str, Any]) -> Set[str]:
+    """Arguments recorded in an attack run's ``config.json`` that cannot change its results: ``ig_steps`` unless the
+    attribution is ig, the PGD radius and step when ``pgd_steps`` is 0. A rerun may change them (old folders, which
+    record them with their defaults, stay resumable)."""
+    inert = set() if config.get("attribution") == "ig" else {"ig_steps"}
+    if config.get("pgd_steps") == 0:
+        inert |= {"pgd_eps", "pgd_step_size"}
+    return inert
 PIXEL_ARGUMENTS = ("eps", "step_size", "pgd_eps", "pgd_step_size", "lr")
 """Arguments in pixel units, kept as typed: ``8/255`` and ``0.03137254901960784`` are the same radius, not other arguments."""
 
@@ -280,8 +290,9 @@ class _Run:
         path = self.out / CONFIG_FILE
         if path.is_file() and _read_rows(self.out / SAMPLES_FILE, self.columns):
             old = json.loads(path.read_text())
+            inert = inert_arguments(old) & inert_arguments(self.config)
             diffs = [d for d in config_differences(old, self.config)
-                     if d not in FREE_ON_RESUME and not (d in PIXEL_ARGUMENTS and _same_pixel_value(old.get(d), self.config.get(d)))]
+                     if d not in FREE_ON_RESUME and d not in inert and not (d in PIXEL_ARGUMENTS and _same_pixel_value(old.get(d), self.config.get(d)))]
             if diffs:
                 raise ConfigError(f"{self.out} holds a run with other arguments ({', '.join(diffs)}); use another --out or the same arguments")
 
