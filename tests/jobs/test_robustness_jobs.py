@@ -649,3 +649,25 @@ def test_bf16_runs_a_channels_last_copy_and_leaves_the_model_alone() -> None:
     torch.testing.assert_close(logits, model(x), rtol=0.05, atol=0.05)  # bf16 rounding only
     (grad,) = torch.autograd.grad(logits.sum(), x)
     assert grad.shape == x.shape and grad.abs().sum() > 0
+
+
+def test_a_chunk_reports_each_attack_and_each_eps_as_it_starts(cifar, tmp_path, tiny, monkeypatch, capsys) -> None:
+    """One chunk of --batch-size samples runs minutes on a CPU: in a log, each ladder attack and each sweep ε gets one
+    line on stderr (what runs, on how many points, how long the step before took); stdout keeps the tables only."""
+    monkeypatch.delenv("WSOL_PROGRESS")
+    args = ["robustness", "evaluate", "--model", "tiny", "--dataset", "cifar10", "--root", str(cifar), "--attacks", "apgd-ce,apgd-dlr",
+            "--n", "4", "--batch-size", "4", "--n-iter", "1", "--n-restarts", "1", "--device", "cpu", "--out", str(tmp_path / "r")]
+    assert run(args) == 0
+    captured = capsys.readouterr()
+    steps = [line for line in captured.err.splitlines() if " chunk 1/1: " in line]
+    assert [line.split(": ")[1].split(" on ")[0] for line in steps] == ["apgd-ce at ε 8/255", "apgd-dlr at ε 8/255"]
+    assert steps[0].endswith(" of 4 points") and "(last step " in steps[1] and "\r" not in captured.err
+    assert "chunk 1/1" not in captured.out
+    sweep = ["robustness", "per-class", "--model", "tiny", "--dataset", "cifar10", "--root", str(cifar), "--eps-sweep", "0,1,2",
+             "--n", "4", "--batch-size", "4", "--n-iter", "1", "--n-restarts", "1", "--device", "cpu", "--out", str(tmp_path / "s")]
+    assert run(sweep) == 0
+    steps = [line.split(": ")[1].split(" on ")[0] for line in capsys.readouterr().err.splitlines() if line.startswith("sweep-fp32 chunk 1/1: ")]
+    assert steps == ["apgd-ce at ε 0", "apgd-ce at ε 1/255", "apgd-ce at ε 2/255"]
+    monkeypatch.setenv("WSOL_PROGRESS", "0")
+    assert run([*sweep[:-1], str(tmp_path / "quiet")]) == 0
+    assert "chunk 1/1" not in capsys.readouterr().err

@@ -48,3 +48,29 @@ def test_terminal_and_wsol_progress_1_get_the_live_bar(monkeypatch) -> None:
     assert progress_mode() == "bar"
     list(progress(range(3), desc="stage"))
     assert "\r" in log.getvalue()
+
+
+def test_step_lines_say_what_starts_and_how_long_the_last_step_took(capsys, monkeypatch) -> None:
+    from wsol.utils.progress import step_reporter
+
+    monkeypatch.delenv("WSOL_PROGRESS", raising=False)
+    step = step_reporter("sweep chunk 1/2")
+    step("ε 1/255 on 4 points")
+    step("ε 2/255 on 3 points")
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "sweep chunk 1/2: ε 1/255 on 4 points"
+    assert lines[1].startswith("sweep chunk 1/2: ε 2/255 on 3 points (last step ") and lines[1].endswith("s)")
+    monkeypatch.setenv("WSOL_PROGRESS", "0")
+    step_reporter("quiet")("ε 1/255")
+    step_reporter("disabled", enabled=False)("ε 1/255")
+    assert capsys.readouterr().err == ""
+
+
+def test_step_lines_go_above_the_live_bar_on_a_terminal(monkeypatch) -> None:
+    from wsol.utils.progress import step_reporter
+
+    monkeypatch.delenv("WSOL_PROGRESS", raising=False)
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    step_reporter("ladder chunk 1/1")("apgd-ce on 4 points")
+    assert "ladder chunk 1/1: apgd-ce on 4 points\n" in terminal.getvalue()

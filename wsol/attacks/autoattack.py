@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -224,12 +224,14 @@ def run_ladder(
     seed: int = 0,
     batch_size: int = 250,
     device: Union[torch.device, str, None] = None,
+    on_step: Optional[Callable[[int, int], None]] = None,
     **overrides: Optional[int],
 ) -> LadderResult:
     """Run an AutoAttack ladder on ``x`` (N×C×H×W in [0, 1]) with labels ``y``.
 
     Each attack runs only on the points still robust; a point broken by one attack is never
-    attacked again. ``device`` defaults to ``x``'s; ``overrides`` (n_iter, n_restarts, n_queries,
+    attacked again. ``on_step(rung, points)`` is called as each attack starts on the points still robust (a job
+    reports progress with it). ``device`` defaults to ``x``'s; ``overrides`` (n_iter, n_restarts, n_queries,
     n_target_classes) go to :func:`build_autoattack`. The model should be in eval mode.
     """
     device = torch.device(device) if device is not None else x.device
@@ -251,6 +253,8 @@ def run_ladder(
     accuracy = result.clean_accuracy
     for rung, name in enumerate(names):
         idx = torch.nonzero(result.robust).flatten()
+        if on_step is not None:
+            on_step(rung, len(idx))
         _sync(device)
         start = time.perf_counter()
         broken = 0

@@ -36,7 +36,7 @@ from wsol.utils import distributed as dist
 from wsol.utils.device import select_device
 from wsol.utils.io import append_jsonl, read_jsonl, read_yaml
 from wsol.utils.numbers import comma_list, parse_number
-from wsol.utils.progress import progress
+from wsol.utils.progress import progress, step_reporter
 
 KINDS = ("ladder", "pgd", "sweep")
 RUN_FILE = "run.json"
@@ -229,8 +229,11 @@ def load_samples(data: Any, indices: Sequence[int]) -> Tuple[torch.Tensor, torch
 # --- per-chunk work ---
 
 
-def _chunk_ladder(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: RobustnessSettings, device: torch.device) -> Dict[str, Any]:
-    res = run_ladder(model, x, y, eps=s.eps, ladder=s.ladder, norm=s.norm, seed=s.seed, batch_size=s.batch_size, device=device, **s.overrides)
+def _chunk_ladder(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: RobustnessSettings, device: torch.device,
+                  step: Callable[[str], None]) -> Dict[str, Any]:
+    names = resolve_ladder(s.ladder)
+    res = run_ladder(model, x, y, eps=s.eps, ladder=s.ladder, norm=s.norm, seed=s.seed, batch_size=s.batch_size, device=device,
+                     on_step=lambda rung, points: step(f"{names[rung]} at ε {eps_text(s.eps)} on {points} of {len(y)} points"), **s.overrides)
     return {
         "clean_correct": res.clean_correct.tolist(), "broken_by": res.broken_by.tolist(), "adv_pred": res.adv_pred.tolist(),
         "minutes": [r.minutes for r in res.rungs], "attacked": [r.attacked for r in res.rungs],
@@ -243,9 +246,11 @@ def _chunk_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: Robustness
     return {"clean_correct": res.clean_correct.tolist(), "robust": res.robust.tolist(), "adv_pred": res.adv_pred.tolist()}
 
 
-def _chunk_sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: RobustnessSettings, device: torch.device) -> Dict[str, Any]:
+def _chunk_sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: RobustnessSettings, device: torch.device,
+                 step: Callable[[str], None]) -> Dict[str, Any]:
     attack = ladder_attack(model, s.sweep_attack, norm=s.norm, seed=s.seed, batch_size=s.batch_size, **s.overrides)
-    res = epsilon_sweep(model, attack, x, y, sweep_radii(s.sweep, s.norm), norm=s.norm)
+    res = epsilon_sweep(model, attack, x, y, sweep_radii(s.sweep, s.norm), norm=s.norm,
+                        on_step=lambda k, points: step(f"{s.sweep_attack} at ε {sweep_eps_text(s.sweep[k], s.norm)} on {points} of {len(y)} points"))
     return {"robust": res.robust.tolist(), "adv_pred": res.adv_pred.tolist(), "attacked": res.attacked}
 
 
@@ -261,7 +266,8 @@ def _records(out: Path, kind: str) -> Dict[int, Dict[str, Any]]:
 def run_chunks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: RobustnessSettings, kind: str, out: Path,
                device: torch.device, precision: str = "fp32", show_progress: bool = True) -> List[Dict[str, Any]]:
     """Attack this rank's missing chunks (``kind``: ladder, pgd or sweep), appending one line per chunk;
-    returns every chunk's record in chunk order once all ranks are done."""
+    returns every chunk's record in chunk order once all ranks are done. Progress: a line per chunk and, inside a
+    chunk, a line per attack of the ladder and per ε of the sweep (each can take minutes on a CPU)."""
     tag = f"{kind}-{precision}"
     chunks = list(range(0, len(y), s.batch_size))
     done = _records(out, tag)
@@ -270,12 +276,13 @@ def run_chunks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: Robustness
     for k in progress(mine, desc=f"{tag} ({len(done)} of {len(chunks)} chunks done before)", enabled=show_progress, each=True):
         sl = slice(chunks[k], chunks[k] + s.batch_size)
         xb, yb = x[sl].to(device), y[sl].to(device)
+        step = step_reporter(f"{tag} chunk {k + 1}/{len(chunks)}", enabled=show_progress)
         if kind == "ladder":
-            rec = _chunk_ladder(attacked, xb, yb, s, device)
+            rec = _chunk_ladder(attacked, xb, yb, s, device, step)
         elif kind == "pgd":
             rec = _chunk_pgd(attacked, xb, yb, s, device, k)
         else:
-            rec = _chunk_sweep(attacked, xb, yb, s, device)
+            rec = _chunk_sweep(attacked, xb, yb, s, device, step)
         append_jsonl(out / f"{tag}.rank{dist.rank()}.jsonl", {"chunk": k, **rec})
     dist.barrier()
     done = _records(out, tag)

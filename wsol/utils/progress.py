@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Iterable, Iterator, Literal, Optional, TypeVar
+from typing import Callable, Iterable, Iterator, Literal, Optional, TypeVar
 
 from tqdm.auto import tqdm
 
@@ -51,3 +51,23 @@ def progress(iterable: Iterable[T], desc: str = "", total: Optional[int] = None,
     if mode == "lines":
         return _lines(iterable, desc, each, total if total is not None else getattr(iterable, "__len__", lambda: None)())
     return iter(tqdm(iterable, desc=desc, total=total, disable=mode == "off", file=sys.stderr, leave=False, dynamic_ncols=True))
+
+
+def step_reporter(desc: str, enabled: bool = True) -> Callable[[str], None]:
+    """A callback for the steps inside one slow item (an attack of a ladder, an ε of a sweep, minutes each on a CPU):
+    each call prints one line on stderr, ``desc: what (last step 12.3s)``, naming what starts now and how long the
+    step before it took, so a user sees the work move between the per-item lines. Above the live bar on a terminal,
+    a plain line in a log, nothing when progress is off (``WSOL_PROGRESS=0``, ranks other than 0, ``enabled`` False)."""
+    mode = progress_mode() if enabled else "off"
+    last = [time.perf_counter(), False]
+
+    def step(what: str) -> None:
+        now = time.perf_counter()
+        took = f" (last step {now - last[0]:.1f}s)" if last[1] else ""
+        last[0], last[1] = now, True
+        if mode == "lines":
+            print(f"{desc}: {what}{took}", file=sys.stderr, flush=True)
+        elif mode == "bar":
+            tqdm.write(f"{desc}: {what}{took}", file=sys.stderr)
+
+    return step
