@@ -66,6 +66,13 @@ def _check_out_json(value: Path) -> Path:
     return _check_out_suffix(value, ".json", "the predictions are written as COCO results JSON")
 
 
+def _check_table1_out(value: Optional[Path]) -> Optional[Path]:
+    """``--out`` of Table 1: a writable ``.csv`` or ``.md`` path (its extension chooses the format)."""
+    from wsol.report.attack import check_table1_out
+
+    return None if value is None else check_table1_out(_check_out_file(value))
+
+
 def _check_out_folder(value: Optional[Path]) -> Optional[Path]:
     """Refuse an ``--out`` folder that cannot be written (existing file, parent a file, read-only)."""
     from wsol.utils.io import check_writable_output
@@ -627,9 +634,11 @@ RunDirsArg = Annotated[List[Path], typer.Argument(help="Run folders written by `
 @report_app.command("table1")
 def report_table1_command(
     runs: RunDirsArg,
-    out: Annotated[Optional[Path], typer.Option("--out", callback=_check_out_file, help="CSV file to write.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", callback=_check_table1_out,
+                                                help="File to write: CSV for .csv, Markdown for .md (replaced if it exists).")] = None,
 ) -> None:
-    """The ART paper's Table 1 (method, IN, K, natural and PGD accuracy) as Markdown on stdout, and CSV with --out (replaced if it exists)."""
+    """The ART paper's Table 1 (method, IN, K, natural and PGD accuracy) as Markdown on stdout and, with --out, in a file:
+    CSV (table1.csv) or Markdown (table1.md) as its extension says; another extension is refused."""
     from wsol.report.attack import table1
 
     replaced = out is not None and out.exists()

@@ -74,12 +74,12 @@ def test_table1_says_which_attack_arguments_its_runs_differ_in(runs, capsys) -> 
 
 
 def test_table1_never_writes_over_a_file_of_its_runs(runs, capsys) -> None:
-    for name in ("summary.json", "samples.csv"):
+    for name, says in (("summary.json", "must end in .csv (CSV) or .md"), ("samples.csv", "would destroy the run")):
         target = runs[0] / name
         before = target.read_bytes()
         assert run(["report", "table1", *map(str, runs), "--out", str(target)]) == 2
         err = capsys.readouterr().err
-        assert err.count("\n") == 1 and err.startswith("error: ") and "would destroy the run" in err
+        assert err.count("\n") == 1 and err.startswith("error: ") and says in err
         assert target.read_bytes() == before
 
 
@@ -143,3 +143,16 @@ def test_a_run_without_maps_gets_a_note_instead_of_a_figure(runs, tmp_path, caps
     names = {p.name for p in out.iterdir()}
     assert "maps_bare.png" not in names and f"maps_{runs[1].name}.png" in names
     assert f"note: no maps for {bare}: it holds no maps.npz" in capsys.readouterr().err
+
+
+def test_table1_writes_the_format_its_out_extension_names(runs, tmp_path, capsys) -> None:
+    """--out table1.md gets the Markdown table (it got CSV before); an extension naming no format is one line, nothing written."""
+    out = tmp_path / "table1.md"
+    assert run(["report", "table1", *map(str, runs), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert out.read_text() == printed and out.read_text().startswith("| run | dataset |")
+    for name in ("table1.txt", "table1"):
+        assert run(["report", "table1", *map(str, runs), "--out", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: ") and "must end in .csv (CSV) or .md (Markdown)" in err
+        assert not (tmp_path / name).exists()

@@ -19,9 +19,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from wsol.utils.numbers import parse_number
-from wsol.errors import DataError
+from wsol.errors import ConfigError, DataError
 from wsol.export.tables import markdown_table, write_csv
 from wsol.report.figures import pyplot, save_figure
+from wsol.utils.io import atomic_write_text
 
 TABLE1_COLUMNS = ("run", "dataset", "method", "attribution", "preset", "n", "IN", "IN 95% CI", "K", "K 95% CI", "natural", "PGD")
 """``n``: the samples IN and K are averaged over (attacked and some step kept the label)."""
@@ -148,22 +149,39 @@ def setting_differences(runs: Sequence[AttackRun]) -> List[str]:
     return [k for k in keys if len({json.dumps(run.config.get(k), default=str) for run in runs}) > 1]
 
 
-def table1(folders: Sequence[Path], out_csv: Optional[Path] = None) -> Tuple[str, List[str]]:
-    """Table 1 as Markdown and, with ``out_csv``, as CSV; returns the Markdown and notes for the reader (runs
-    attacked with different arguments). An ``out_csv`` that is one of the runs' own files is refused."""
+TABLE1_FORMATS = {".csv": "CSV", ".md": "Markdown"}
+"""The files ``table1`` writes, by the extension of the path it is given."""
+
+
+def check_table1_out(out: Path) -> Path:
+    """Refuse a Table 1 file whose extension names no format it writes (a ``.txt`` or a name without extension)."""
+    if out.suffix.lower() not in TABLE1_FORMATS:
+        raise ConfigError(f"--out {out} must end in .csv (CSV) or .md (Markdown): the extension chooses the format of the table")
+    return out
+
+
+def table1(folders: Sequence[Path], out: Optional[Path] = None) -> Tuple[str, List[str]]:
+    """Table 1 as Markdown and, with ``out``, written to that file as CSV (``.csv``) or Markdown (``.md``); returns
+    the Markdown and notes for the reader (runs attacked with different arguments). An ``out`` that is one of the
+    runs' own files, or has another extension, is refused."""
+    if out is not None:
+        check_table1_out(Path(out))
     runs = load_runs(folders)
-    if out_csv is not None:
-        target = Path(out_csv).resolve()
+    if out is not None:
+        target = Path(out).resolve()
         for run in runs:
             if target.parent == run.folder.resolve() and target.name in RUN_FILES:
-                raise DataError(f"--out {out_csv} is the {target.name} of run {run.folder}; writing the table there would destroy the run; "
+                raise DataError(f"--out {out} is the {target.name} of run {run.folder}; writing the table there would destroy the run; "
                                 "give another file, e.g. table1.csv")
     rows = table1_rows(runs)
     differ = setting_differences(runs)
     notes = [f"the runs differ in {', '.join(differ)}, which the table does not show; each run's config.json has its arguments"] if differ else []
-    if out_csv is not None:
-        write_csv(out_csv, rows, TABLE1_COLUMNS)
-    return markdown_table(rows, TABLE1_COLUMNS), notes
+    text = markdown_table(rows, TABLE1_COLUMNS)
+    if out is not None and Path(out).suffix.lower() == ".md":
+        atomic_write_text(out, text)
+    elif out is not None:
+        write_csv(out, rows, TABLE1_COLUMNS)
+    return text, notes
 
 
 def _finite(values: np.ndarray) -> np.ndarray:
