@@ -156,3 +156,17 @@ def test_table1_writes_the_format_its_out_extension_names(runs, tmp_path, capsys
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("error: ") and "must end in .csv (CSV) or .md (Markdown)" in err
         assert not (tmp_path / name).exists()
+
+
+def test_table1_notes_no_difference_in_arguments_without_effect() -> None:
+    """A grad run with --ig-steps 7 and one with the default: the same attack, so no 'runs differ in ig_steps' note."""
+    from types import SimpleNamespace
+
+    from wsol.report.attack import setting_differences
+
+    grad = {"attribution": "grad", "ig_steps": 100, "pgd_steps": 0, "pgd_eps": "8/255", "eps": "8/255"}
+    runs = [SimpleNamespace(config=grad), SimpleNamespace(config=dict(grad, ig_steps=7, pgd_eps="4/255"))]
+    assert setting_differences(runs) == []
+    runs.append(SimpleNamespace(config=dict(grad, attribution="ig", ig_steps=7, eps="4/255")))
+    assert setting_differences(runs) == ["eps"]
+    assert setting_differences([SimpleNamespace(config=dict(grad, attribution="ig")), runs[2]]) == ["eps", "ig_steps"]

@@ -23,7 +23,7 @@ import io
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -38,7 +38,7 @@ from wsol.jobs.localize import eval_dataset
 from wsol.jobs.runfolder import class_names_note, config_differences, gather, lock_run_folder, note, parse_eps, select_samples, write_json
 from wsol.metrics.ranking import check_k, input_gradient_cosine
 from wsol.models import load_model
-from wsol.report.attack import interval_text
+from wsol.report.attack import inert_arguments, interval_text
 from wsol.models.build import checkpoint_meta
 from wsol.utils import distributed as dist
 from wsol.utils.device import select_device
@@ -55,16 +55,6 @@ MAPS_FILE = "maps.npz"
 DEFAULT_BETA = 50.0  # the targeted attack's constant softplus β when neither --beta nor --beta-growth is given
 FREE_ON_RESUME = ("batch_size",)
 """Arguments a resumed run may change: every row is independent of how the samples are batched."""
-
-
-def inert_arguments(config: Dict[str, Any]) -> Set[str]:
-    """Arguments recorded in an attack run's ``config.json`` that cannot change its results: ``ig_steps`` unless the
-    attribution is ig, the PGD radius and step when ``pgd_steps`` is 0. A rerun may change them (old folders, which
-    record them with their defaults, stay resumable)."""
-    inert = set() if config.get("attribution") == "ig" else {"ig_steps"}
-    if config.get("pgd_steps") == 0:
-        inert |= {"pgd_eps", "pgd_step_size"}
-    return inert
 PIXEL_ARGUMENTS = ("eps", "step_size", "pgd_eps", "pgd_step_size", "lr")
 """Arguments in pixel units, kept as typed: ``8/255`` and ``0.03137254901960784`` are the same radius, not other arguments."""
 

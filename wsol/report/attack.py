@@ -14,7 +14,7 @@ import os
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -142,11 +142,22 @@ TABLE1_FREE = ("batch_size", "n_maps", "root", "checkpoint", "method", "arch", "
 """Arguments runs may differ in and still be compared row by row (the table shows or does not depend on them)."""
 
 
+def inert_arguments(config: Dict[str, Any]) -> Set[str]:
+    """Arguments recorded in an attack run's ``config.json`` that cannot change its results: ``ig_steps`` unless the
+    attribution is ig, the PGD radius and step when ``pgd_steps`` is 0. A rerun may change them (old folders, which
+    record them with their defaults, stay resumable)."""
+    inert = set() if config.get("attribution") == "ig" else {"ig_steps"}
+    if config.get("pgd_steps") == 0:
+        inert |= {"pgd_eps", "pgd_step_size"}
+    return inert
+
+
 def setting_differences(runs: Sequence[AttackRun]) -> List[str]:
     """Attack arguments (k, ε, steps, objective, ...) that differ between ``runs``: their IN and K are then measured
-    under different attacks, which the table's columns do not show."""
+    under different attacks, which the table's columns do not show. An argument without effect in a run
+    (:func:`inert_arguments`) is not compared there."""
     keys = sorted({k for run in runs for k in run.config} - set(TABLE1_FREE))
-    return [k for k in keys if len({json.dumps(run.config.get(k), default=str) for run in runs}) > 1]
+    return [k for k in keys if len({json.dumps(run.config.get(k), default=str) for run in runs if k not in inert_arguments(run.config)}) > 1]
 
 
 TABLE1_FORMATS = {".csv": "CSV", ".md": "Markdown"}
