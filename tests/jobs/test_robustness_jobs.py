@@ -632,3 +632,40 @@ def test_bf16_runs_a_channels_last_copy_and_leaves_the_model_alone() -> None:
     torch.testing.assert_close(logits, model(x), rtol=0.05, atol=0.05)  # bf16 rounding only
     (grad,) = torch.autograd.grad(logits.sum(), x)
     assert grad.shape == x.shape and grad.abs().sum() > 0
+
+
+# session 8: budget options no attack of the run uses
+
+
+@pytest.mark.parametrize("kw, expected", [
+    (dict(ladder=["apgd-ce"], sweep=[], n_queries=5), "--n-queries (used by square) has no effect with the attacks apgd-ce"),
+    (dict(ladder=["fab-t"], sweep=[], n_iter=None, n_restarts=2), "--n-restarts (used by apgd-ce, apgd-dlr, apgd-t, fab, square) has"),
+    (dict(ladder=["square"], sweep=[], n_restarts=None), "--n-iter (used by apgd-ce, apgd-dlr, apgd-t, fab, fab-t) has no effect"),
+    (dict(ladder=[], sweep=[], pgd_steps=3, n_queries=5), "and --n-queries (used by square) have no effect with --pgd alone"),
+    (dict(ladder=["apgd-ce"], sweep=[0, 1], sweep_attack="square", n_queries=5), None),
+    (dict(ladder=["apgd-ce", "fab-t"], sweep=[]), None),
+])
+def test_budget_options_no_attack_uses_are_named(kw, expected) -> None:
+    text = job.unused_options_note(settings(**kw).validate())
+    assert text is None if expected is None else expected in text
+
+
+def test_an_unused_budget_option_is_one_note_after_the_checks(cifar, tmp_path, tiny, capsys) -> None:
+    base = ["robustness", "evaluate", "--model", "any", "--dataset", "cifar10", "--root", str(cifar), "--attacks", "apgd-ce", "--n", "4",
+            "--n-iter", "1", "--n-queries", "3", "--batch-size", "4", "--device", "cpu"]
+    assert run([*base, "--out", str(tmp_path / "a")]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert notes == ["note: --n-queries (used by square) has no effect with the attacks apgd-ce"]
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "metrics.jsonl").write_text("{}\n")
+    assert run([*base, "--out", str(tmp_path / "train")]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+
+
+def test_a_study_notes_an_unused_budget_option_once(cifar, tmp_path, tiny, capsys) -> None:
+    study = tmp_path / "models.yaml"
+    study.write_text("models:\n  - name: a\n    model: tiny\n  - name: b\n    model: tiny2\n")
+    job.run_study(study, settings(model="", sweep=[0, 2], n_queries=7).validate(), cifar, tmp_path / "study", "cpu")
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert notes == ["note: --n-queries (used by square) has no effect with the attacks apgd-ce, apgd-dlr"]

@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from wsol.attacks.autoattack import check_num_classes, ladder_attack, resolve_ladder, run_ladder
+from wsol.attacks.autoattack import OVERRIDE_USERS, check_num_classes, ladder_attack, resolve_ladder, run_ladder, unused_overrides
 from wsol.attacks.pgd_eval import LOSSES as PGD_LOSSES
 from wsol.attacks.pgd_eval import epsilon_sweep, pgd_evaluate
 from wsol.errors import ConfigError, WsolError
@@ -382,6 +382,19 @@ def _check_run_file(out: Path, s: RobustnessSettings) -> None:
     write_json(out / RUN_FILE, asdict(s))
 
 
+def unused_options_note(s: RobustnessSettings) -> Optional[str]:
+    """A note naming the budget options (--n-iter, --n-restarts, --n-queries) no attack of ``s`` uses, which would
+    otherwise be ignored in silence (None: all are used). run.json keeps them as given, so runs written with them
+    resume as before."""
+    attacks = list(dict.fromkeys([*s.ladder, *(resolve_ladder(s.sweep_attack) if s.sweep else [])]))
+    unused = unused_overrides(attacks, s.overrides)
+    if not unused:
+        return None
+    options = " and ".join(f"--{k.replace('_', '-')} (used by {', '.join(OVERRIDE_USERS[k])})" for k in unused)
+    run = f"the attacks {', '.join(attacks)}" if attacks else "--pgd alone (its budget is --pgd and --pgd-restarts)"
+    return f"{options} {'has' if len(unused) == 1 else 'have'} no effect with {run}"
+
+
 def default_label(s: RobustnessSettings) -> str:
     """How a run names its model: the registry name, or for a wsol checkpoint the folder it was trained into."""
     if s.model == "wsol-checkpoint" and s.weights:
@@ -451,6 +464,8 @@ def evaluate_robustness(s: RobustnessSettings, root: Path, out: Path, device: Op
         dist.barrier()
         _check_run_file(out, s)
         dist.mark_work_started()
+        if not locked:  # a study notes it once for all its models
+            note(unused_options_note(s))
         if s.model == "wsol-checkpoint":
             note(class_names_note(s.weights[0], s.dataset, names))
         result: Dict[str, Any] = {"model": name, "n": len(y), "class_names": names, "labels": y}
@@ -630,6 +645,7 @@ def run_study(study: Path, template: RobustnessSettings, root: Path, out: Path, 
         check_model_fits(model, x, names, label, runs[label])
     results: Dict[str, Dict[str, Any]] = {}
     with lock_run_folder(out):
+        note(unused_options_note(template))
         for i, m in enumerate(models):
             folder = out / "models" / m.label
             done = folder / "result.json"
