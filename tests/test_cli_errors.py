@@ -264,6 +264,7 @@ CASES: List[List[str]] = [
     ["robustness", "study", "{study_one}", "--dataset", "cub", "--root", "{cub}", "--n", "2", "--ladder", "apgd-ce", "--out", "{robust_run}"],
     ["robustness", "per-class", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--n", "2", "--out", "{study_run}"],
     ["robustness", "study", "{study_one}", "--dataset", "cub", "--root", "{cub}", "--n", "2", "--ladder", "apgd-ce", "--eps", "", "--out", "{dir}/r"],
+    ["robustness", "per-class", "--dataset", "cifar10", "--root", "{dir}", "--model", "pyautoattack-resnet18", "--eps-sweep", "0,0.01,0.03", "--out", "{dir}/r"],
     # an option the attacks do not use gets a note, never before the error
     ["robustness", "evaluate", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--n", "2", "--attacks", "apgd-ce",
      "--n-queries", "5", "--out", "{train_run}"],

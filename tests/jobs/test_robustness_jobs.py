@@ -173,6 +173,17 @@ def test_eps_sweep_forms_a_user_types() -> None:
     assert "--eps " not in str(err.value)
 
 
+@pytest.mark.parametrize("text, hint", [
+    ("0,0.01,0.03", "linf sweeps are x of ε = x/255 (integers), not radii; 0.01 ≈ 3/255, 0.03 ≈ 8/255: you probably meant --eps-sweep 0,3,8"),
+    ("0,8/255,16/255", "not radii: you probably meant --eps-sweep 0,8,16"),
+    ("1.5,2", "a comma list such as 0,1,2,4,8 (integers, ε = x/255)"),
+])
+def test_a_linf_sweep_written_as_radii_shows_the_grid_meant(text, hint) -> None:
+    with pytest.raises(ConfigError) as err:
+        job.parse_eps_sweep(text)
+    assert str(err.value).startswith(f"bad --eps-sweep {text!r}: ") and str(err.value).endswith(hint) and "\n" not in str(err.value)
+
+
 L2 = dict(norm="l2", eps=0.5, sweep=[0.0, 0.25, 0.5, 1.0])
 """An ℓ2 run of the tiny model: radii that move an image's mean across 0, 1 and 2 class boundaries."""
 

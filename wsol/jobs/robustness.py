@@ -88,7 +88,7 @@ def parse_eps_sweep(text: Optional[str], norm: str = "linf") -> List[float]:
             else:
                 values = [int(p) for p in comma_list(text, "--eps-sweep")]
         except ValueError:
-            raise ConfigError(f"bad --eps-sweep {text!r}: {usage}") from None
+            raise ConfigError(f"bad --eps-sweep {text!r}: {_linf_radii_hint(text) or usage}") from None
     if not values or any(v < 0 for v in values) or any(b <= a for a, b in zip(values, values[1:])):
         example = L2_SWEEP_EXAMPLE if norm == "l2" else "0,2,4,8"
         raise ConfigError(f"bad --eps-sweep {text!r}: the values must be non-negative and strictly increasing, e.g. {example}")
@@ -100,6 +100,21 @@ def parse_eps_sweep(text: Optional[str], norm: str = "linf") -> List[float]:
         raise ConfigError(f"bad --eps-sweep {text!r}: a sweep needs at least two values, e.g. {example}; "
                           f"for one ε use 'wsol robustness evaluate --norm {norm} --eps {one}'")
     return values
+
+
+def _linf_radii_hint(text: str) -> Optional[str]:
+    """For an ℓ∞ sweep written as radii (``0,0.01,0.03`` or ``0,8/255``): what the grid is and the one meant, else None."""
+    tokens = comma_list(text, "--eps-sweep") if ":" not in text else []
+    try:
+        radii = [parse_number(t, "--eps-sweep") for t in tokens]
+    except ConfigError:
+        return None
+    if not radii or not all(0 <= r <= 1 for r in radii) or all(r == int(r) for r in radii):
+        return None
+    steps = [round(r * 255) for r in radii]
+    near = ", ".join(f"{t} ≈ {k}/255" for t, r, k in zip(tokens, radii, steps) if abs(r * 255 - k) > 1e-6)
+    meant = ",".join(str(k) for k in dict.fromkeys(steps))
+    return f"linf sweeps are x of ε = x/255 (integers), not radii{f'; {near}' if near else ''}: you probably meant --eps-sweep {meant}"
 
 
 def sweep_radii(grid: Sequence[float], norm: str) -> List[float]:
