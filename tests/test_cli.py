@@ -138,3 +138,10 @@ def test_train_options_that_default_to_the_config_say_so() -> None:
     helps = {p.opts[0]: p.help for p in train.params}
     for name in ("--method", "--arch", "--epochs", "--batch-size", "--lr", "--seed", "--warmup-epochs"):
         assert "default: the config's" in helps[name], (name, helps[name])
+
+
+def test_targeted_n_maps_help_does_not_send_users_to_a_report_that_refuses_targeted_runs() -> None:
+    """`wsol report figures` refuses targeted run folders, so the targeted attack's --n-maps must not point there."""
+    helps = {path: {p.opts[0]: p.help for p in cmd.params} for path, cmd in _commands()}
+    assert "reads attribution runs only" in helps["wsol attack targeted"]["--n-maps"]
+    assert helps["wsol attack attribution"]["--n-maps"].endswith("for `wsol report figures`.")

@@ -264,6 +264,16 @@ CASES: List[List[str]] = [
     ["robustness", "study", "{study_one}", "--dataset", "cub", "--root", "{cub}", "--n", "2", "--ladder", "apgd-ce", "--out", "{robust_run}"],
     ["robustness", "per-class", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--n", "2", "--out", "{study_run}"],
     ["robustness", "study", "{study_one}", "--dataset", "cub", "--root", "{cub}", "--n", "2", "--ladder", "apgd-ce", "--eps", "", "--out", "{dir}/r"],
+    # session 8: a new user's first hour (study and config files that are not text)
+    ["robustness", "study", "{study_binary}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/r"],
+    ["config", "show", "{study_binary}"],
+    ["train", "shapes", "--config", "{study_binary}", "--out", "{dir}/run"],
+    # seeds numpy (negative) or torch (past 64 bits) cannot take
+    ["data", "show", "cub", "--root", "{cub}", "--seed", "-1", "--out", "{dir}/g.png"],
+    ["visualize", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--seed", "-1", "--out", "{dir}/g.png"],
+    ["attack", "targeted", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--seed", "99999999999999999999", "--out", "{dir}/a"],
+    ["train", "cub", "--arch", "small-cnn", "--root", "{cub}", "--set", "seed=-1", "--out", "{dir}/run"],
+    # session 8: linf sweeps written as radii
     ["robustness", "per-class", "--dataset", "cifar10", "--root", "{dir}", "--model", "pyautoattack-resnet18", "--eps-sweep", "0,0.01,0.03", "--out", "{dir}/r"],
     # an option the attacks do not use gets a note, never before the error
     ["robustness", "evaluate", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--n", "2", "--attacks", "apgd-ce",
@@ -360,6 +370,8 @@ def assets(tmp_path_factory) -> dict:
             (base / name / file).parent.mkdir(parents=True, exist_ok=True)
             (base / name / file).write_text("{}\n")
         found[name] = str(base / name)
+    (base / "study_binary.yaml").write_bytes(b"\x00\xff models")
+    found["study_binary"] = str(base / "study_binary.yaml")
     return {**found, "base": base}
 
 
@@ -524,3 +536,27 @@ def test_under_torchrun_another_rank_prints_the_mistake_only_if_rank_0_has_not_e
     assert run(["train", "shapes", "--epochs", "-1"]) == 2
     err = capsys.readouterr().err
     assert waited == [cli.RANK_0_GRACE_S] and err.startswith("error: rank 1: ") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv", [["attack", "attribution", "--checkpoint", "m.safetensors", "--out", "a"], ["data", "show"],
+                                  ["localize", "--checkpoint", "m.safetensors", "--out", "p.json"], ["robustness", "study", "{file}", "--out", "r"]])
+def test_a_dataset_name_typo_is_called_unknown_not_asked_for_a_root(argv, sandbox, capsys) -> None:
+    """`--dataset shape` (for shapes) was told "dataset 'shape' needs --root DIR", as if the name were right."""
+    args = [a.format(**sandbox) for a in argv] + (["shape"] if argv[0] == "data" else ["--dataset", "shape"])
+    assert run(args) == 2
+    assert capsys.readouterr().err.startswith("error: unknown dataset 'shape'; choose one of: ")
+
+
+def test_a_training_state_given_as_checkpoint_names_the_model_beside_it(sandbox, assets, capsys) -> None:
+    """`--checkpoint run/train_state.pt` (or config.yaml) of a training run: the error points at run/model.safetensors."""
+    import shutil
+
+    folder = Path(sandbox["dir"]) / "run"
+    folder.mkdir()
+    shutil.copy(assets["ckpt2"], folder / "model.safetensors")
+    shutil.copy(assets["ckpt2_meta"], folder / "model.json")
+    (folder / "train_state.pt").write_bytes(b"state")
+    argv = ["attack", "attribution", "--checkpoint", str(folder / "train_state.pt"), "--dataset", "cub", "--root", assets["cub"], "--out", "a"]
+    assert run(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.rstrip().endswith(f"the model of that run is {folder / 'model.safetensors'}"), err

@@ -14,6 +14,7 @@ from typing_extensions import Annotated
 
 import wsol
 from wsol.errors import WsolError
+from wsol.utils.numbers import MAX_SEED
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Attributional robustness and weakly supervised localization.")
 data_app = typer.Typer(no_args_is_help=True, help="Generate, check and look at datasets.")
@@ -91,8 +92,9 @@ DATASET_HELP = "Dataset name: shapes, cub, wsolmeta, coco, cifar10, cifar10c, sv
 
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", callback=_check_device, help="cpu, cuda, cuda:N or auto (default: cuda when available).")]
 RootOpt = Annotated[Optional[Path], typer.Option("--root", help="Dataset folder (shapes: defaults to the generated cache).")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same result.")]
-ConfigSeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed; the same seed gives the same result (default: the config's).")]
+SeedOpt = Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED, help="Random seed (≥ 0); the same seed gives the same result.")]
+ConfigSeedOpt = Annotated[Optional[int], typer.Option("--seed", min=0, max=MAX_SEED,
+                                                      help="Random seed (≥ 0); the same seed gives the same result (default: the config's).")]
 SplitOpt = Annotated[str, typer.Option("--split", help="Dataset split: train or test (wsolmeta and flowers also val; see datasets/README.md).")]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Images per batch.")]
 ConfigBatchSizeOpt = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Images per batch (default: the config's; under torchrun the global batch, split across processes).")]
@@ -529,6 +531,8 @@ AttackKOpt = Annotated[int, typer.Option("--k", help="Top-k pixels of the map (f
 BetaOpt = Annotated[Optional[float], typer.Option("--beta", help="softplus β of the attack's gradient surrogate (the measured maps use the ReLU model).")]
 IgStepsOpt = Annotated[int, typer.Option("--ig-steps", min=1, help="Integrated-gradients intervals.")]
 NMapsOpt = Annotated[int, typer.Option("--n-maps", min=0, help="Samples (the first drawn) whose images and maps go to maps.npz for `wsol report figures`.")]
+TargetedNMapsOpt = Annotated[int, typer.Option("--n-maps", min=0, help="Samples (the first drawn) whose image, attacked image and attacked map go to "
+                                                                      "maps.npz (for your own plots: `wsol report figures` reads attribution runs only).")]
 
 
 def _attack_echo(summary: dict, out: Path) -> None:
@@ -600,7 +604,7 @@ def attack_targeted_command(
     seed: SeedOpt = 0,
     batch_size: BatchSizeOpt = 32,
     split: SplitOpt = "test",
-    n_maps: NMapsOpt = 8,
+    n_maps: TargetedNMapsOpt = 8,
     device: DeviceOpt = None,
 ) -> None:
     """Targeted map manipulation on n test samples: samples.csv (similarity to target and original), summary.json."""

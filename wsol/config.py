@@ -15,7 +15,8 @@ import numpy as np
 import yaml
 
 from wsol.errors import ConfigError
-from wsol.utils.numbers import parse_number
+from wsol.utils.io import read_yaml
+from wsol.utils.numbers import MAX_SEED, parse_number
 
 @dataclass(frozen=True)
 class OptimConfig:
@@ -227,6 +228,8 @@ def _check_range(key: str, value: Any, in_attack: bool = False) -> None:
         raise ConfigError(f"{key} must be positive, got {value}")
     if (key in _NON_NEGATIVE or (in_attack and leaf in _ATTACK_NON_NEGATIVE)) and value < 0:
         raise ConfigError(f"{key} must not be negative, got {value}")
+    if key == "seed" and not 0 <= value <= MAX_SEED:
+        raise ConfigError(f"seed must lie in 0..{MAX_SEED}, got {value}")
     if key in _BELOW_ONE and value >= 1:
         raise ConfigError(f"{key} must be below 1, got {value}")
     if in_attack and leaf == "norm" and value not in NORMS:
@@ -291,10 +294,7 @@ def _read_config_file(path: Optional[Union[str, Path]]) -> Dict[str, Any]:
         raise ConfigError(f"config {path} is a folder; pass a YAML file, e.g. configs/shapes_small-cnn-bn_natural.yaml")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    try:
-        loaded = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    loaded = read_yaml(path, "config") or {}
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path} must hold a mapping of settings at the top level")
     return loaded

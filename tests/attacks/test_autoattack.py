@@ -17,6 +17,8 @@ def test_resolve_ladder_names_and_lists():
     for bad in ("apgd-xx", "", "apgd-ce,apgd-ce", "apgd-ce,,fab", " , "):
         with pytest.raises(ConfigError):
             resolve_ladder(bad)
+    with pytest.raises(ConfigError, match=r"^unknown attack 'apgd-dr' in 'apgd-ce,apgd-dr,fab': use one of standard"):
+        resolve_ladder("apgd-ce,apgd-dr,fab")  # a typo in a list of three is named, not the whole list
 
 
 @pytest.mark.parametrize("attack", ["apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square"])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 from pathlib import Path
 
@@ -56,6 +57,19 @@ def test_mean_interval_is_the_student_t_interval() -> None:
     assert (got["ci_low"], got["ci_high"]) == pytest.approx((low, high))
 
 
+def test_an_interval_stays_within_the_values_its_metric_can_take(tiny) -> None:
+    """IN 92 % over 2 samples had the interval [79.29, 104.7]: more than 100 % common pixels; clipped, the mean kept."""
+    got = mean_interval([84.0, 100.0], bounds=(0.0, 100.0))
+    assert got["mean"] == pytest.approx(92.0) and got["ci_high"] == 100.0 and got["ci_low"] < 84.0
+    out = tiny["base"] / "bounded"
+    assert _attack(tiny, out, "--n", "3", "--steps", "1") == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert "clipped" in summary["interval"]
+    for name, (low, high) in (("topk_intersection", (0, 100)), ("center_shift", (0, math.inf)), ("cos_x_grad", (-1, 1))):
+        stats = summary["metrics"][name]
+        assert stats["ci_low"] is None or low <= stats["ci_low"] <= stats["ci_high"] <= high, (name, stats)
+
+
 def test_undefined_means_and_intervals_are_null_not_nan() -> None:
     assert mean_interval([float("nan")]) == {"mean": None, "ci_low": None, "ci_high": None, "n": 0}
     assert mean_interval([0.5, float("nan")]) == {"mean": 0.5, "ci_low": None, "ci_high": None, "n": 1}
@@ -64,6 +78,7 @@ def test_undefined_means_and_intervals_are_null_not_nan() -> None:
     line = summary_line(summary, Path("run"))
     assert "kendall 0.5 (no interval) n=1" in line and "spearman – (no sample has it)" in line and "nan" not in line
     assert "cos_x_grad 2 [-10.71, 14.71] n=2" in line
+    assert "(1 sample)" in summary_line({"total": 1, "metrics": {}}, Path("run"))  # not "(1 samples)"
 
 
 def _strict_json(path: Path) -> dict:
@@ -150,6 +165,17 @@ def test_different_arguments_into_the_same_folder_are_refused(tiny, capsys) -> N
     assert _attack(tiny, out, "--eps", "4/255") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "eps" in err[0] and err[0].startswith("error:")
+    assert (out / "samples.csv").read_text() == before
+
+
+def test_the_same_eps_spelled_otherwise_resumes_instead_of_being_refused(tiny, capsys) -> None:
+    """--eps 8/255 then --eps 0.03137254901960784 (the number it prints, pasted back): the same attack, not other arguments."""
+    out = tiny["base"] / "spelled"
+    assert _attack(tiny, out, "--steps", "1") == 0
+    before = (out / "samples.csv").read_text()
+    capsys.readouterr()
+    assert _attack(tiny, out, "--steps", "1", "--eps", repr(8 / 255), "--step-size", " 1/255") == 0
+    assert "(10 of 10 samples done before)" in capsys.readouterr().err
     assert (out / "samples.csv").read_text() == before
 
 

@@ -480,13 +480,30 @@ def test_the_model_check_splits_the_sweep_attacks_by_the_ladder_rule() -> None:
         job.check_model_fits(nn.Linear(3072, 2), torch.zeros(1, 3072), ["a", "b"], "m", settings(ladder=[], sweep_attack="apgd-ce, APGD-T"))
 
 
+def test_a_study_path_written_from_the_working_folder_is_explained(tmp_path, monkeypatch) -> None:
+    """configs/models.yaml naming runs/a/model.safetensors (as seen from the working folder): the error says paths are
+    relative to the file, not only 'checkpoint not found: configs/runs/...'."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "a").mkdir(parents=True)
+    (tmp_path / "runs" / "a" / "model.safetensors").write_bytes(b"")
+    (tmp_path / "configs").mkdir()
+    path = tmp_path / "configs" / "models.yaml"
+    path.write_text("models:\n  - name: a\n    checkpoint: runs/a/model.safetensors\n")
+    with pytest.raises(ConfigError, match="relative to its folder.*write .*runs/a/model.safetensors"):
+        job.read_study(path)
+    path.write_text("models:\n  - name: a\n    checkpoint: ../runs/a/model.safetensors\n")
+    assert job.read_study(path)[0].weights == [str(tmp_path / "configs" / ".." / "runs" / "a" / "model.safetensors")]
+
+
 def test_study_file_mistakes_a_tired_user_makes(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     path = tmp_path / "s.yaml"
     path.write_text("models:\n  - name: a\n    checkpoint: ~/runs/a.safetensors\n")
     assert job.read_study(path)[0].weights == [str(tmp_path / "home" / "runs" / "a.safetensors")]
     for text, message in [("  - name: a\n    model: r18\n    weight: x.pt\n", "unknown key.*weight;"),
-                          ("  - name: a\n    checkpoint: a.safetensors\n    model: r18\n", "either a checkpoint or model and weights")]:
+                          ("  - name: a\n    checkpoint: a.safetensors\n    model: r18\n", "either a checkpoint or model and weights"),
+                          ("  - name:\n    checkpoint: a.safetensors\n", "give it a name"),
+                          ("  - name: a\n    checkpoint: a.safetensors\n   - name: b\n", "not valid YAML: expected <block end>, but found .* at line 4, column 4$")]:
         path.write_text("models:\n" + text)
         with pytest.raises(ConfigError, match=message):
             job.read_study(path)

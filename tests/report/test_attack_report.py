@@ -55,6 +55,17 @@ def test_a_folder_without_a_run_is_a_one_line_error(tmp_path, capsys) -> None:
     assert "not a finished attack run" in capsys.readouterr().err
 
 
+def test_a_path_that_is_no_attack_run_is_not_told_to_become_one(tmp_path, capsys) -> None:
+    """A training or robustness folder, a model file or a typo: the error must not suggest attacking into that path."""
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "model.safetensors").write_bytes(b"")
+    for path, says in ((tmp_path / "train", "is not a finished attack run"), (tmp_path / "train" / "model.safetensors", "is a file"),
+                       (tmp_path / "typo", "not found")):
+        assert run(["report", "table1", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert says in err and f"--out {path}" not in err and "`wsol attack attribution --out` wrote" in err, err
+
+
 def test_table1_says_which_attack_arguments_its_runs_differ_in(runs, capsys) -> None:
     assert run(["report", "table1", *map(str, runs)]) == 0
     assert capsys.readouterr().err == "note: the runs differ in eps, which the table does not show; each run's config.json has its arguments\n"
@@ -100,6 +111,17 @@ def test_figures_without_an_eps_sweep_say_so_instead_of_plotting_points(runs, tm
     assert run(["report", "figures", str(runs[0]), "--out", str(out)]) == 0
     assert "fig12_eps_sweep.png" not in {p.name for p in out.iterdir()}
     assert "note: no ε sweep" in capsys.readouterr().err
+
+
+
+def test_figures_of_runs_without_a_sweep_remove_an_earlier_sweep_of_other_runs(runs, tmp_path, capsys) -> None:
+    """The same --out reused: fig12 of the earlier runs must not stand beside the new figures as if it were theirs."""
+    out = tmp_path / "figs"
+    assert run(["report", "figures", *map(str, runs), "--out", str(out)]) == 0 and (out / "fig12_eps_sweep.png").is_file()
+    capsys.readouterr()
+    assert run(["report", "figures", str(runs[0]), "--out", str(out)]) == 0
+    assert not (out / "fig12_eps_sweep.png").exists()
+    assert "note: no ε sweep (fig12_eps_sweep.png, the earlier one removed)" in capsys.readouterr().err
 
 
 def test_runs_with_the_same_folder_name_get_their_own_map_figures(runs, tmp_path) -> None:

@@ -106,6 +106,22 @@ def test_drop_heatmap_has_readable_class_names_a_zero_anchored_colour_bar_and_la
     assert len(ax.texts) == 40 and texts["-0.90"] == "white"
 
 
+def test_accuracy_lines_name_a_class_without_samples_in_the_legend() -> None:
+    acc = torch.rand(3, 10)
+    acc[:, 2] = float("nan")
+    labels = [t.get_text() for t in draw_class_accuracy_vs_eps(acc, [0, 4, 8], NAMES).axes[0].get_legend().get_texts()]
+    assert labels[2] == f"{NAMES[2]} (no sample)" and labels[3] == NAMES[3]
+
+
+def test_drop_heatmap_writes_a_class_without_samples_as_the_tables_do_not_as_nan() -> None:
+    drops = -torch.rand(2, 10)
+    drops[:, 3] = float("nan")  # no test sample of class 3 among those drawn
+    ax = draw_drop_heatmap(drops, ["natural", "art"], NAMES).axes[0]
+    texts = [t.get_text() for t in ax.texts]
+    assert "nan" not in texts and texts.count("–") == 2
+    assert ax.get_xlabel() == "class (–: no test sample of it among those drawn)"
+
+
 def _run(folder, method: str, eps: str, ci: float, cos: np.ndarray, inter: np.ndarray) -> AttackRun:
     stats = {"mean": 50.0, "ci_low": 50.0 - ci, "ci_high": 50.0 + ci, "n": len(inter)}
     summary = {"config": {"attack": "attribution", "method": method, "attribution": "grad", "objective": "topk", "k": 20, "eps": eps,

@@ -56,10 +56,8 @@ def resolve_ladder(ladder: Union[str, Sequence[str]]) -> Tuple[str, ...]:
         names = tuple(p.lower() for p in parts if p)
     unknown = [n for n in names if n not in ATTACKS]
     if unknown or not names:
-        raise ConfigError(
-            f"unknown AutoAttack ladder {ladder!r}: use one of {', '.join(LADDERS)} "
-            f"or a comma list of {', '.join(ATTACKS)}"
-        )
+        what = f"attack {', '.join(map(repr, unknown))} in {ladder!r}" if unknown and len(names) > 1 else f"AutoAttack ladder {ladder!r}"
+        raise ConfigError(f"unknown {what}: use one of {', '.join(LADDERS)} or a comma list of {', '.join(ATTACKS)}")
     if len(set(names)) != len(names):
         raise ConfigError(f"AutoAttack ladder {ladder!r} names an attack twice; list each attack once")
     return tuple(names)

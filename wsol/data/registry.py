@@ -28,8 +28,9 @@ def load_all() -> Registry:
 
 
 def default_root(name: str) -> Optional[Path]:
-    """The root a dataset supplies when none is given (e.g. the generated shapes cache), or None."""
-    load_all()
+    """The root a dataset supplies when none is given (e.g. the generated shapes cache), or None; an unknown
+    name is refused here, so a typo (``shape``) is not told to pass a --root it cannot use."""
+    load_all().get(name)
     make = DEFAULT_ROOTS.get(name)
     return make() if make is not None else None
 

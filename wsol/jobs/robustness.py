@@ -34,7 +34,7 @@ from wsol.metrics.robustness import (
 )
 from wsol.utils import distributed as dist
 from wsol.utils.device import select_device
-from wsol.utils.io import append_jsonl, read_jsonl
+from wsol.utils.io import append_jsonl, read_jsonl, read_yaml
 from wsol.utils.numbers import comma_list, parse_number
 from wsol.utils.progress import progress
 
@@ -569,14 +569,9 @@ class StudyModel:
 
 def read_study(path: Path) -> List[StudyModel]:
     """The models of a study YAML: ``models:`` a list of {name, model?, weights?} or {name, checkpoint}; paths relative to the file."""
-    import yaml
-
     if not Path(path).is_file():
         raise ConfigError(f"study file not found: {path}")
-    try:
-        doc = yaml.safe_load(Path(path).read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"study file {path} is not valid YAML ({' '.join(str(err).split())[:120]})") from None
+    doc = read_yaml(path, "study file")
     if isinstance(doc, dict) and set(doc) - {"models"}:
         unknown = ", ".join(sorted(str(k) for k in set(doc) - {"models"}))
         raise ConfigError(f"study file {path}: unknown top-level key(s) {unknown}; the file holds only 'models:' "
@@ -588,7 +583,7 @@ def read_study(path: Path) -> List[StudyModel]:
     models: List[StudyModel] = []
     keys = {"name", "model", "weights", "checkpoint"}
     for i, entry in enumerate(entries):
-        if not isinstance(entry, dict) or "name" not in entry:
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), (str, int)) or isinstance(entry.get("name"), bool):
             raise ConfigError(f"study file {path}, model {i + 1}: give it a name and weights, or a name and a checkpoint")
         unknown = sorted(str(k) for k in set(entry) - keys)
         if unknown:
@@ -606,6 +601,11 @@ def read_study(path: Path) -> List[StudyModel]:
             raise ConfigError(f"study file {path}, model {label}: weights and checkpoint are file paths (a path or a list of paths)")
         if not label or label in (".", "..") or "/" in label or "\\" in label:
             raise ConfigError(f"study file {path}: model name {label!r} names a run folder; use letters, digits, '-' or '_' without '/'")
+        for f in files:
+            typed = Path(f).expanduser()
+            if not (base / typed).exists() and not typed.is_absolute() and typed.exists():
+                raise ConfigError(f"study file {path}, model {label}: {f} is not in {base} (paths in a study file are relative to its folder); "
+                                  f"write {typed.resolve()} or a path relative to {base}")
         models.append(StudyModel(label, name, [str(base / Path(f).expanduser()) for f in files]))
     labels = [m.label for m in models]
     if len(set(labels)) != len(labels):

@@ -159,7 +159,9 @@ def load_model(path: Union[str, Path]) -> Classifier:
         raise CheckpointError(f"checkpoint not found: {path}")
     meta = read_sidecar(path)  # a .json path (the sidecar itself) is refused there, naming the weights beside it
     if meta is None:
-        raise CheckpointError(f"{path} has no wsol metadata sidecar ({path.with_suffix('.json').name})")
+        beside = path.parent / "model.safetensors"
+        hint = f"; the model of that run is {beside}" if beside.is_file() else "; pass a model file wsol wrote (NAME.safetensors beside NAME.json)"
+        raise CheckpointError(f"{path} has no wsol metadata sidecar ({path.with_suffix('.json').name}){hint}")
     model = build_model(meta["arch"], int(meta["num_classes"]), mean=meta["mean"], std=meta["std"], input_size=meta.get("input_size"))
     _load_wsol_checkpoint(model, path, meta)
     return model

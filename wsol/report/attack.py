@@ -67,8 +67,13 @@ def load_run(folder: Path) -> AttackRun:
     if samples_path.is_file() and not summary_path.is_file():
         raise DataError(f"{folder} holds an attack run that has not finished (samples.csv, no summary.json yet): wait for it to end, "
                         "or if it was interrupted rerun the same `wsol attack` command to finish it")
+    wanted = "give a folder that `wsol attack attribution --out` wrote (it holds summary.json and samples.csv)"
+    if not folder.exists():
+        raise DataError(f"attack run folder not found: {folder}; {wanted}")
+    if not folder.is_dir():
+        raise DataError(f"{folder} is a file, not an attack run folder; {wanted}")
     if not summary_path.is_file() or not samples_path.is_file():
-        raise DataError(f"{folder} is not a finished attack run (no summary.json or samples.csv); run `wsol attack attribution --out {folder}`")
+        raise DataError(f"{folder} is not a finished attack run (no summary.json or samples.csv); {wanted}")
     try:
         summary = json.loads(summary_path.read_text())
     except (ValueError, UnicodeDecodeError):
@@ -346,7 +351,11 @@ def attack_figures(folders: Sequence[Path], out: Path) -> Tuple[List[Path], List
     notes = []
     sweep = eps_sweep(runs, out / "fig12_eps_sweep.png")
     if sweep is None:
-        notes.append("no ε sweep (fig12_eps_sweep.png): it needs runs that differ in --eps alone")
+        stale = out / "fig12_eps_sweep.png"
+        removed = stale.is_file()
+        if removed:  # an earlier call's sweep of other runs would pass for one of these
+            stale.unlink()
+        notes.append("no ε sweep (fig12_eps_sweep.png" + (", the earlier one removed" if removed else "") + "): it needs runs that differ in --eps alone")
     else:
         written.append(sweep)
     written.append(cosine_histograms(runs, out / "fig6_cosine.png"))

@@ -50,7 +50,8 @@ def draw_class_accuracy_vs_eps(
     for c, name in enumerate(names):
         style = {"color": cmap(c / max(1, len(names) - 1)), "linewidth": 0.8, "alpha": 0.7} if many else \
             {"marker": "o", "linestyle": LINE_STYLES[(c // 10) % len(LINE_STYLES)]}
-        ax.plot(xs, acc[:, c].tolist(), label=name, **style)
+        empty = not torch.isfinite(acc[:, c]).any()  # no test sample of the class drawn: a legend entry without a line
+        ax.plot(xs, acc[:, c].tolist(), label=f"{name} (no sample)" if empty else name, **style)
     ax.set_xticks(xs, [f"{e:g}" if isinstance(e, float) else str(e) for e in eps_labels])
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel(eps_axis)
@@ -98,14 +99,15 @@ def draw_drop_heatmap(
     image = ax.imshow(values, cmap="Reds_r", aspect="auto", vmin=low, vmax=0.0)
     class_tick_labels(ax, names)
     ax.set_yticks(range(len(row_labels)), list(row_labels))
-    ax.set_xlabel("class")
+    ax.set_xlabel("class" + (" (–: no test sample of it among those drawn)" if not np.isfinite(values).all() else ""))
     if row_axis:
         ax.set_ylabel(row_axis)
     if written:
         for i in range(values.shape[0]):
             for j in range(values.shape[1]):
                 dark = np.isfinite(values[i, j]) and values[i, j] < low / 2
-                ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=7, color="white" if dark else "black")
+                text = f"{values[i, j]:.2f}" if np.isfinite(values[i, j]) else "–"  # as the tables write a class without samples
+                ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if dark else "black")
     fig.colorbar(image, ax=ax, label="accuracy change (fraction)")
     ax.set_title(title or "accuracy change per class (negative = lost)")
     return fig

@@ -13,11 +13,27 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Literal, Union
 
-from wsol.errors import WsolError
+from wsol.errors import ConfigError, WsolError
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 LOCK_NAME = ".lock"
+
+
+def read_yaml(path: PathLike, what: str) -> Any:
+    """The parsed YAML document of text file ``path`` (``what`` names it in errors, e.g. "study file"): a file that is
+    not UTF-8 text or not valid YAML is one ConfigError naming the line and column, not a traceback."""
+    import yaml
+
+    try:
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} {path} is not a UTF-8 text file; pass a YAML file") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{what} {path} is not valid YAML: {problem}{where}") from None
 
 
 def current_umask() -> int:

@@ -7,6 +7,9 @@ from typing import Any, List, Optional
 
 from wsol.errors import ConfigError
 
+MAX_SEED = 2**63 - 1
+"""Seeds are 0..2^63−1 (flags and configs): numpy refuses a negative seed and torch one past 64 bits."""
+
 _FRACTION = re.compile(r"^\s*([0-9.eE+-]+)\s*/\s*([0-9.eE+-]+)\s*$")
 
 
