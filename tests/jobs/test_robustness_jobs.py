@@ -374,8 +374,8 @@ def test_study_file_errors(tmp_path) -> None:
     models = job.read_study(good)
     assert models[0].model == "wsol-checkpoint" and models[0].weights == [str(tmp_path / "n/model.safetensors")]
     assert models[1].weights == [str(tmp_path / f) for f in ("a.pt", "b.pt", "c.pt")]
-    bad.write_text("models:\n  - name: a\n    model: pyautoattack-resnet18\nladder: plus\n")
-    with pytest.raises(ConfigError, match="unknown top-level key.*ladder"):
+    bad.write_text("models:\n  - name: a\n    model: pyautoattack-resnet18\nladder: plus\nnorm: l2\n")
+    with pytest.raises(ConfigError, match=r"unknown top-level key\(s\) ladder, norm; .*\(ladder, norm, ε, sweep and n are command-line options\)"):
         job.read_study(bad)
     bad.write_text("models:\n  - name: a\n    checkpoint: n/model.safetensors\n  - name: b\n    checkpoint: ./n/../n/model.safetensors\n")
     with pytest.raises(ConfigError, match=r"same model and weights twice \(a and b\)"):
