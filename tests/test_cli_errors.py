@@ -207,7 +207,7 @@ CASES: List[List[str]] = [
     ["robustness", "per-class", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--n", "2", "--attack", "apgd-t", "--out", "{dir}/r"],
     ["robustness", "study", "{study_typo}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/r"],
     ["robustness", "study", "{study_both}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/r"],
-    ["robustness", "evaluate", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--attacks", "", "--out", "{dir}/r"],
+    ["robustness", "evaluate", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--ladder", "apgd-ce", "--attacks", "", "--out", "{dir}/r"],
     # session 7: attacks and robustness
     ["robustness", "evaluate", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--n", "2", "--attacks", "apgd-ce,,fab", "--out", "{dir}/r"],
     ["robustness", "per-class", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--n", "2", "--attack", "apgd-ce,,fab", "--out", "{dir}/r"],
@@ -273,6 +273,13 @@ CASES: List[List[str]] = [
     ["visualize", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--seed", "-1", "--out", "{dir}/g.png"],
     ["attack", "targeted", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--seed", "99999999999999999999", "--out", "{dir}/a"],
     ["train", "cub", "--arch", "small-cnn", "--root", "{cub}", "--set", "seed=-1", "--out", "{dir}/run"],
+    # session 8: linf sweeps written as radii
+    ["robustness", "per-class", "--dataset", "cifar10", "--root", "{dir}", "--model", "pyautoattack-resnet18", "--eps-sweep", "0,0.01,0.03", "--out", "{dir}/r"],
+    # an option the attacks do not use gets a note, never before the error
+    ["robustness", "evaluate", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--n", "2", "--attacks", "apgd-ce",
+     "--n-queries", "5", "--out", "{train_run}"],
+    ["robustness", "study", "{study_one}", "--dataset", "cub", "--root", "{cub}", "--n", "2", "--ladder", "apgd-ce", "--n-queries", "5",
+     "--out", "{robust_run}"],
 ]
 
 

@@ -82,6 +82,8 @@ def test_flowers17_splits_labels_pixels(tmp_path):
     assert torch.allclose(s.image[:, 5, 5] * 255, torch.tensor(_colour(2), dtype=torch.float32), atol=3)
     assert s.mask is None and s.boxes.shape == (0, 4)
     assert build_dataset("flowers17", tmp_path, "val").labels == [0]
+    assert ds.has_boxes is True  # image 1's trimap gives it a box, though the split is not all masked
+    assert build_dataset("flowers17", tmp_path, "val").has_boxes is False  # image 3: no trimap, no box
     assert [r.image_id for r in build_dataset("flowers17", tmp_path, "test", fold=2).records] == [162]
     assert build_dataset("flowers17", tmp_path, "test", fold=3).labels == [2]
     assert [r.image_id for r in build_dataset("flowers17", tmp_path, "trainval").records] == [1, 2, 81, 82, 3]

@@ -72,3 +72,22 @@ def test_compilation_note_never_precedes_an_input_error(tree_and_model, tmp_path
     with pytest.raises(WsolError, match="outside"):
         run_localize(ckpt, "shapes", broken, tmp_path / "p.json", LocalizeConfig())
     assert "note: compiling" not in capsys.readouterr().err
+
+
+def test_sweep_on_a_split_without_boxes_is_refused_before_the_pass(tmp_path, monkeypatch) -> None:
+    import pickle
+
+    import numpy as np
+
+    import wsol.jobs.localize as job
+
+    base = tmp_path / "cifar" / "cifar-10-batches-py"
+    base.mkdir(parents=True)
+    (base / "batches.meta").write_bytes(pickle.dumps({b"label_names": [f"c{i}".encode() for i in range(10)]}))
+    (base / "test_batch").write_bytes(pickle.dumps({b"labels": [0, 1], b"data": np.zeros((2, 3072), np.uint8)}))
+    ckpt = save_model(build_model("small-cnn", 10, input_size=32), tmp_path / "run" / "model", dataset="cifar10", method="natural")
+    monkeypatch.setattr(job, "localize_batches", lambda *a, **k: pytest.fail("the pass started"))
+    out = tmp_path / "out" / "p.json"
+    with pytest.raises(WsolError, match="--sweep needs ground-truth boxes, and split 'test' of dataset cifar10 has none"):
+        run_localize(ckpt, "cifar10", tmp_path / "cifar", out, LocalizeConfig(sweep=True))
+    assert not out.parent.exists()

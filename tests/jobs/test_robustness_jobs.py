@@ -173,6 +173,17 @@ def test_eps_sweep_forms_a_user_types() -> None:
     assert "--eps " not in str(err.value)
 
 
+@pytest.mark.parametrize("text, hint", [
+    ("0,0.01,0.03", "linf sweeps are x of ε = x/255 (integers), not radii; 0.01 ≈ 3/255, 0.03 ≈ 8/255: you probably meant --eps-sweep 0,3,8"),
+    ("0,8/255,16/255", "not radii: you probably meant --eps-sweep 0,8,16"),
+    ("1.5,2", "a comma list such as 0,1,2,4,8 (integers, ε = x/255)"),
+])
+def test_a_linf_sweep_written_as_radii_shows_the_grid_meant(text, hint) -> None:
+    with pytest.raises(ConfigError) as err:
+        job.parse_eps_sweep(text)
+    assert str(err.value).startswith(f"bad --eps-sweep {text!r}: ") and str(err.value).endswith(hint) and "\n" not in str(err.value)
+
+
 L2 = dict(norm="l2", eps=0.5, sweep=[0.0, 0.25, 0.5, 1.0])
 """An ℓ2 run of the tiny model: radii that move an image's mean across 0, 1 and 2 class boundaries."""
 
@@ -363,8 +374,8 @@ def test_study_file_errors(tmp_path) -> None:
     models = job.read_study(good)
     assert models[0].model == "wsol-checkpoint" and models[0].weights == [str(tmp_path / "n/model.safetensors")]
     assert models[1].weights == [str(tmp_path / f) for f in ("a.pt", "b.pt", "c.pt")]
-    bad.write_text("models:\n  - name: a\n    model: pyautoattack-resnet18\nladder: plus\n")
-    with pytest.raises(ConfigError, match="unknown top-level key.*ladder"):
+    bad.write_text("models:\n  - name: a\n    model: pyautoattack-resnet18\nladder: plus\nnorm: l2\n")
+    with pytest.raises(ConfigError, match=r"unknown top-level key\(s\) ladder, norm; .*\(ladder, norm, ε, sweep and n are command-line options\)"):
         job.read_study(bad)
     bad.write_text("models:\n  - name: a\n    checkpoint: n/model.safetensors\n  - name: b\n    checkpoint: ./n/../n/model.safetensors\n")
     with pytest.raises(ConfigError, match=r"same model and weights twice \(a and b\)"):
@@ -671,3 +682,40 @@ def test_a_chunk_reports_each_attack_and_each_eps_as_it_starts(cifar, tmp_path, 
     monkeypatch.setenv("WSOL_PROGRESS", "0")
     assert run([*sweep[:-1], str(tmp_path / "quiet")]) == 0
     assert "chunk 1/1" not in capsys.readouterr().err
+
+
+# session 8: budget options no attack of the run uses
+
+
+@pytest.mark.parametrize("kw, expected", [
+    (dict(ladder=["apgd-ce"], sweep=[], n_queries=5), "--n-queries (used by square) has no effect with the attacks apgd-ce"),
+    (dict(ladder=["fab-t"], sweep=[], n_iter=None, n_restarts=2), "--n-restarts (used by apgd-ce, apgd-dlr, apgd-t, fab, square) has"),
+    (dict(ladder=["square"], sweep=[], n_restarts=None), "--n-iter (used by apgd-ce, apgd-dlr, apgd-t, fab, fab-t) has no effect"),
+    (dict(ladder=[], sweep=[], pgd_steps=3, n_queries=5), "and --n-queries (used by square) have no effect with --pgd alone"),
+    (dict(ladder=["apgd-ce"], sweep=[0, 1], sweep_attack="square", n_queries=5), None),
+    (dict(ladder=["apgd-ce", "fab-t"], sweep=[]), None),
+])
+def test_budget_options_no_attack_uses_are_named(kw, expected) -> None:
+    text = job.unused_options_note(settings(**kw).validate())
+    assert text is None if expected is None else expected in text
+
+
+def test_an_unused_budget_option_is_one_note_after_the_checks(cifar, tmp_path, tiny, capsys) -> None:
+    base = ["robustness", "evaluate", "--model", "any", "--dataset", "cifar10", "--root", str(cifar), "--attacks", "apgd-ce", "--n", "4",
+            "--n-iter", "1", "--n-queries", "3", "--batch-size", "4", "--device", "cpu"]
+    assert run([*base, "--out", str(tmp_path / "a")]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert notes == ["note: --n-queries (used by square) has no effect with the attacks apgd-ce"]
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "metrics.jsonl").write_text("{}\n")
+    assert run([*base, "--out", str(tmp_path / "train")]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+
+
+def test_a_study_notes_an_unused_budget_option_once(cifar, tmp_path, tiny, capsys) -> None:
+    study = tmp_path / "models.yaml"
+    study.write_text("models:\n  - name: a\n    model: tiny\n  - name: b\n    model: tiny2\n")
+    job.run_study(study, settings(model="", sweep=[0, 2], n_queries=7).validate(), cifar, tmp_path / "study", "cpu")
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert notes == ["note: --n-queries (used by square) has no effect with the attacks apgd-ce, apgd-dlr"]

@@ -34,6 +34,12 @@ NORMS: Dict[str, str] = {"linf": "Linf", "l2": "L2"}
 TARGETED = ("apgd-t", "fab-t")
 MIN_CLASSES: Dict[str, int] = {"apgd-dlr": 3, "apgd-t": 4}
 """The DLR loss divides by z_max − z_3rd and its targeted form needs z_4th: classes each attack needs (others: 2)."""
+OVERRIDE_USERS: Dict[str, Tuple[str, ...]] = {
+    "n_iter": ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t"),
+    "n_restarts": ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "square"),
+    "n_queries": ("square",),
+}
+"""The attacks each budget override changes (FAB-T runs one restart whatever --n-restarts, as AutoAttack runs it)."""
 _BALL_TOL = 1e-5
 
 
@@ -116,6 +122,11 @@ def _perturb(aa: Any, name: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tens
         return aa.fab.perturb(x, y)
     aa.square.seed = aa.get_seed()
     return aa.square.perturb(x, y)
+
+
+def unused_overrides(attacks: Sequence[str], overrides: Dict[str, Any]) -> List[str]:
+    """The given overrides (``n_iter``, ``n_restarts``, ``n_queries``) that none of ``attacks`` uses: they change nothing."""
+    return [k for k, v in overrides.items() if v is not None and not set(OVERRIDE_USERS[k]) & set(attacks)]
 
 
 def check_perturbation(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str = "linf") -> None:
@@ -297,5 +308,5 @@ def ladder_attack(
 
 __all__ = [
     "ATTACKS", "LADDERS", "LadderResult", "Rung", "build_autoattack", "check_num_classes", "check_perturbation",
-    "ladder_attack", "resolve_ladder", "run_ladder",
+    "ladder_attack", "resolve_ladder", "run_ladder", "unused_overrides",
 ]

@@ -249,6 +249,11 @@ class AnnotatedDataset(RecordDataset):
         """The mask files whose union is this record's mask."""
         return [record.mask_path] if record.mask_path is not None else []
 
+    @property
+    def has_boxes(self) -> bool:
+        """Whether some image has a ground-truth box: its own, or its mask's (see ``__getitem__``); read from the records, no image is loaded."""
+        return any(len(r.boxes) or self.mask_files(r) for r in self.records)
+
     def load_mask(self, record: Record, shape: Tuple[int, int]) -> Optional[np.ndarray]:
         """The H×W bool mask of ``record`` (None when the dataset has no masks); all-False if it has none."""
         if not self.has_masks:

@@ -253,6 +253,9 @@ class MapMetrics:
         return out
 
 
+_NO_BOXES = "--sweep needs ground-truth boxes, and split {split!r} of dataset {dataset} has none; give --threshold instead"
+
+
 def partial_folder(out: Path) -> Path:
     """Where a localize run into ``out`` keeps its finished batches until it writes the results (``preds.json.partial``)."""
     return Path(out).with_name(Path(out).name + PARTIAL_SUFFIX)
@@ -284,6 +287,8 @@ def run_localize(
     model = load_model(checkpoint).to(dev)
     ck_meta = checkpoint_meta(checkpoint)
     data = checkpoint_dataset(checkpoint, model, dataset, root, split, **(dataset_options or {}))
+    if settings.sweep and not getattr(data, "has_boxes", True):
+        raise WsolError(_NO_BOXES.format(dataset=dataset, split=split))
     key = _run_key(checkpoint, dataset, root, split, settings, dataset_options, len(data))  # type: ignore[arg-type]
     with lock_run_folder(Path(out).parent, transient=True):
         done = _finished_batches(Path(out), key)
@@ -406,7 +411,7 @@ def _localize_into(
         metrics.merge(_read_states(path))
     summary = metrics.summary()
     try:
-        threshold, j = _export_threshold(settings, summary, dataset)
+        threshold, j = _export_threshold(settings, summary, dataset, split)
     except WsolError:
         if dist.is_main_process():
             remove_folder(partial)  # batches of arguments that cannot finish would only block the corrected command
@@ -436,12 +441,12 @@ def _localize_into(
     return meta
 
 
-def _export_threshold(settings: LocalizeConfig, summary: Dict[str, Any], dataset: str) -> Tuple[float, int]:
+def _export_threshold(settings: LocalizeConfig, summary: Dict[str, Any], dataset: str, split: str) -> Tuple[float, int]:
     """The threshold the exported boxes and masks use, and its row in the predictions' boxes."""
     if not settings.sweep:
         return float(settings.threshold), 0
     if "best_gt_known_threshold" not in summary:
-        raise WsolError(f"--sweep needs ground-truth boxes, and dataset {dataset} has none; give --threshold instead")
+        raise WsolError(_NO_BOXES.format(dataset=dataset, split=split))
     threshold = float(summary["best_gt_known_threshold"])
     return threshold, int(np.flatnonzero(box_thresholds(settings) == threshold)[0])
 

@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from wsol.attacks.autoattack import check_num_classes, ladder_attack, resolve_ladder, run_ladder
+from wsol.attacks.autoattack import OVERRIDE_USERS, check_num_classes, ladder_attack, resolve_ladder, run_ladder, unused_overrides
 from wsol.attacks.pgd_eval import LOSSES as PGD_LOSSES
 from wsol.attacks.pgd_eval import epsilon_sweep, pgd_evaluate
 from wsol.errors import ConfigError, WsolError
@@ -88,7 +88,7 @@ def parse_eps_sweep(text: Optional[str], norm: str = "linf") -> List[float]:
             else:
                 values = [int(p) for p in comma_list(text, "--eps-sweep")]
         except ValueError:
-            raise ConfigError(f"bad --eps-sweep {text!r}: {usage}") from None
+            raise ConfigError(f"bad --eps-sweep {text!r}: {_linf_radii_hint(text) or usage}") from None
     if not values or any(v < 0 for v in values) or any(b <= a for a, b in zip(values, values[1:])):
         example = L2_SWEEP_EXAMPLE if norm == "l2" else "0,2,4,8"
         raise ConfigError(f"bad --eps-sweep {text!r}: the values must be non-negative and strictly increasing, e.g. {example}")
@@ -100,6 +100,21 @@ def parse_eps_sweep(text: Optional[str], norm: str = "linf") -> List[float]:
         raise ConfigError(f"bad --eps-sweep {text!r}: a sweep needs at least two values, e.g. {example}; "
                           f"for one ε use 'wsol robustness evaluate --norm {norm} --eps {one}'")
     return values
+
+
+def _linf_radii_hint(text: str) -> Optional[str]:
+    """For an ℓ∞ sweep written as radii (``0,0.01,0.03`` or ``0,8/255``): what the grid is and the one meant, else None."""
+    tokens = comma_list(text, "--eps-sweep") if ":" not in text else []
+    try:
+        radii = [parse_number(t, "--eps-sweep") for t in tokens]
+    except ConfigError:
+        return None
+    if not radii or not all(0 <= r <= 1 for r in radii) or all(r == int(r) for r in radii):
+        return None
+    steps = [round(r * 255) for r in radii]
+    near = ", ".join(f"{t} ≈ {k}/255" for t, r, k in zip(tokens, radii, steps) if abs(r * 255 - k) > 1e-6)
+    meant = ",".join(str(k) for k in dict.fromkeys(steps))
+    return f"linf sweeps are x of ε = x/255 (integers), not radii{f'; {near}' if near else ''}: you probably meant --eps-sweep {meant}"
 
 
 def sweep_radii(grid: Sequence[float], norm: str) -> List[float]:
@@ -389,6 +404,19 @@ def _check_run_file(out: Path, s: RobustnessSettings) -> None:
     write_json(out / RUN_FILE, asdict(s))
 
 
+def unused_options_note(s: RobustnessSettings) -> Optional[str]:
+    """A note naming the budget options (--n-iter, --n-restarts, --n-queries) no attack of ``s`` uses, which would
+    otherwise be ignored in silence (None: all are used). run.json keeps them as given, so runs written with them
+    resume as before."""
+    attacks = list(dict.fromkeys([*s.ladder, *(resolve_ladder(s.sweep_attack) if s.sweep else [])]))
+    unused = unused_overrides(attacks, s.overrides)
+    if not unused:
+        return None
+    options = " and ".join(f"--{k.replace('_', '-')} (used by {', '.join(OVERRIDE_USERS[k])})" for k in unused)
+    run = f"the attacks {', '.join(attacks)}" if attacks else "--pgd alone (its budget is --pgd and --pgd-restarts)"
+    return f"{options} {'has' if len(unused) == 1 else 'have'} no effect with {run}"
+
+
 def default_label(s: RobustnessSettings) -> str:
     """How a run names its model: the registry name, or for a wsol checkpoint the folder it was trained into."""
     if s.model == "wsol-checkpoint" and s.weights:
@@ -458,6 +486,8 @@ def evaluate_robustness(s: RobustnessSettings, root: Path, out: Path, device: Op
         dist.barrier()
         _check_run_file(out, s)
         dist.mark_work_started()
+        if not locked:  # a study notes it once for all its models
+            note(unused_options_note(s))
         if s.model == "wsol-checkpoint":
             note(class_names_note(s.weights[0], s.dataset, names))
         result: Dict[str, Any] = {"model": name, "n": len(y), "class_names": names, "labels": y}
@@ -637,6 +667,7 @@ def run_study(study: Path, template: RobustnessSettings, root: Path, out: Path, 
         check_model_fits(model, x, names, label, runs[label])
     results: Dict[str, Dict[str, Any]] = {}
     with lock_run_folder(out):
+        note(unused_options_note(template))
         for i, m in enumerate(models):
             folder = out / "models" / m.label
             done = folder / "result.json"
