@@ -168,8 +168,9 @@ def test_different_arguments_into_the_same_folder_are_refused(tiny, capsys) -> N
     assert (out / "samples.csv").read_text() == before
 
 
-def test_the_same_eps_spelled_otherwise_resumes_instead_of_being_refused(tiny, capsys) -> None:
+def test_the_same_eps_spelled_otherwise_resumes_instead_of_being_refused(tiny, capsys, monkeypatch) -> None:
     """--eps 8/255 then --eps 0.03137254901960784 (the number it prints, pasted back): the same attack, not other arguments."""
+    monkeypatch.delenv("WSOL_PROGRESS", raising=False)  # the "done before" progress line is what shows the resume (CI sets 0)
     out = tiny["base"] / "spelled"
     assert _attack(tiny, out, "--steps", "1") == 0
     before = (out / "samples.csv").read_text()
@@ -179,9 +180,10 @@ def test_the_same_eps_spelled_otherwise_resumes_instead_of_being_refused(tiny, c
     assert (out / "samples.csv").read_text() == before
 
 
-def test_a_rerun_changing_only_arguments_without_effect_resumes(tiny, capsys) -> None:
+def test_a_rerun_changing_only_arguments_without_effect_resumes(tiny, capsys, monkeypatch) -> None:
     """--ig-steps under --attribution grad, --pgd-eps and --pgd-step-size under --pgd-steps 0 change no result: a rerun
     that changes only them resumes instead of being refused as other arguments; under ig, --ig-steps is an argument."""
+    monkeypatch.delenv("WSOL_PROGRESS", raising=False)  # the "done before" progress line is what shows the resume (CI sets 0)
     out = tiny["base"] / "inert"
     assert _attack(tiny, out, "--steps", "1", "--pgd-steps", "0") == 0
     before = (out / "samples.csv").read_text()
