@@ -199,7 +199,7 @@ def epsilon_sweep(
     at a smaller ε counts as broken at every larger ε); otherwise every ε attacks every
     clean-correct point from scratch (the reference the incremental sweep is checked against).
     ``attacked`` counts the points handed to the attack at each ε; ``on_step(k, points)`` is called as the
-    attack at ``eps_list[k]`` starts (a job reports progress with it).
+    attack at ``eps_list[k]`` starts, for each ε > 0 (a job reports progress with it).
     """
     eps_list = [float(e) for e in eps_list]
     if any(b <= a for a, b in zip(eps_list, eps_list[1:])) or any(e < 0 for e in eps_list):
@@ -217,7 +217,7 @@ def epsilon_sweep(
             current, current_pred = clean_correct.clone(), clean_pred.clone()
         idx = torch.nonzero(current & (eps > 0)).flatten()
         attacked.append(len(idx))
-        if on_step is not None:
+        if on_step is not None and eps > 0:  # ε = 0 is the clean pass: nothing is attacked there
             on_step(k, len(idx))
         if len(idx):
             cand = attack(x[idx], y[idx], eps).detach()
