@@ -33,7 +33,8 @@ def test_demo_writes_report_with_table_and_figures(tmp_path, capsys) -> None:
 
 
 def test_demo_folder_with_other_arguments_is_refused_in_one_line(tmp_path, capsys) -> None:
-    from wsol.jobs.demo import ARGUMENTS_FILE, claim_demo_folder
+    from wsol.jobs.demo import claim_demo_folder
+    from wsol.jobs.runfolder import DEMO_ARGUMENTS_FILE
 
     out = tmp_path / "demo"
     claim_demo_folder(out, {"seed": 0, "epochs": 12, "n_train": 40, "n_test": 20})
@@ -41,7 +42,7 @@ def test_demo_folder_with_other_arguments_is_refused_in_one_line(tmp_path, capsy
     assert run(["demo", "--out", str(out), "--epochs", "1", "--n-train", "40", "--n-test", "20"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--epochs 12" in err and not (out / "shapes").exists()
-    assert json.loads((out / ARGUMENTS_FILE).read_text())["epochs"] == 12
+    assert json.loads((out / DEMO_ARGUMENTS_FILE).read_text())["epochs"] == 12
 
 
 def test_attack_and_robustness_runs_of_a_retrained_model_are_dropped(tmp_path) -> None:

@@ -24,13 +24,12 @@ from wsol.jobs.attack import DEMO_COLUMNS, demo_attack_section
 from wsol.jobs.evaluate import evaluate_predictions, save_metrics
 from wsol.jobs.localize import run_localize
 from wsol.jobs.robustness import demo_robustness
-from wsol.jobs.runfolder import config_differences, finished_epochs, write_json, write_text
+from wsol.jobs.runfolder import DEMO_ARGUMENTS_FILE, config_differences, finished_epochs, write_json, write_text
 from wsol.jobs.train import MODEL_FILE, STATE_FILE, train
 from wsol.jobs.visualize import run_visualize
 
 METHODS = ("natural", "art")
 ATTRIBUTIONS = ("grad", "cam")
-ARGUMENTS_FILE = "demo.json"
 TABLE_COLUMNS = ("method", "attribution", "top1_acc", "gt_known_loc", "top1_loc", "maxboxacc_v2", "top1_seg", "pxap", "threshold")
 
 
@@ -77,7 +76,7 @@ def drop_if_older(source: Path, folder: Path) -> None:
 def claim_demo_folder(out: Path, arguments: Dict[str, Any]) -> None:
     """Record the demo's arguments in ``out``; a folder holding a demo run with other arguments is refused,
     since its finished stages would otherwise be reused as they are (a model trained for more epochs, say)."""
-    path = out / ARGUMENTS_FILE
+    path = out / DEMO_ARGUMENTS_FILE
     if path.is_file():
         try:
             old = json.loads(path.read_text())

@@ -27,7 +27,7 @@ from wsol.attacks.pgd_eval import LOSSES as PGD_LOSSES
 from wsol.attacks.pgd_eval import epsilon_sweep, pgd_evaluate
 from wsol.errors import ConfigError, WsolError
 from wsol.export.tables import markdown_table, matrix_rows, write_csv
-from wsol.jobs.runfolder import class_names_note, config_differences, lock_run_folder, note, parse_eps, select_samples, write_json, write_text
+from wsol.jobs.runfolder import DEMO_ARGUMENTS_FILE, class_names_note, config_differences, lock_run_folder, note, parse_eps, select_samples, write_json, write_text
 from wsol.metrics.intervals import wilson_text
 from wsol.metrics.robustness import (
     across_models_rows, attack_confusion, class_mean, ladder_rows, per_class_accuracy, summary_rows, sweep_rows, total_drop,
@@ -384,10 +384,10 @@ def refuse_other_run_folder(out: Path, study: bool) -> None:
     """Refuse an ``--out`` that holds another job's run: a training run, an attack run, a demo, or (for a study) one
     model's robustness run and (for one model's run) a study. Its files and ours would mix in one folder and our
     ``report.md`` would replace its report; a subfolder of it is fine."""
-    from wsol.jobs import attack, demo, train
+    from wsol.jobs import attack, train
 
     markers = [("a training run", [train.MODEL_FILE, train.STATE_FILE, train.METRICS_FILE]),  # not config.yaml: a user's own file may be one
-               ("an attack run", [attack.SAMPLES_FILE, attack.SUMMARY_FILE]), ("a demo run", [demo.ARGUMENTS_FILE]),
+               ("an attack run", [attack.SAMPLES_FILE, attack.SUMMARY_FILE]), ("a demo run", [DEMO_ARGUMENTS_FILE]),
                ("a robustness run of one model" if study else "a robustness study",
                 [RUN_FILE] if study else [f"models/*/{RUN_FILE}"])]
     for kind, patterns in markers:

@@ -25,6 +25,10 @@ from wsol.utils.io import LOCK_NAME, atomic_write_json, atomic_write_text, read_
 T = TypeVar("T")
 PathLike = Union[str, Path]
 
+DEMO_ARGUMENTS_FILE = "demo.json"
+"""The file that marks a ``wsol demo`` output folder (its arguments); here so that other jobs can recognise such a
+folder without importing the demo, which imports them."""
+
 
 def shard_indices(n: int) -> List[int]:
     """The sample indices this rank handles: ``rank, rank + world, ...`` (all of them in one process)."""
