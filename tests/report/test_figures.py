@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from wsol.report.attack import AttackRun, attack_figures, draw_box_plots, draw_cosine_histograms, draw_eps_sweep, draw_map_pairs
-from wsol.report.figures import draw_overlay_grid, overlay_grid, pyplot, save_figure
+from wsol.report.figures import draw_overlay_grid, pyplot, save_figure
 from wsol.report.robustness_figures import draw_class_accuracy_vs_eps, draw_drop_heatmap, plot_drop_heatmap
 
 NAMES = ["disc", "square", "triangle", "plus", "ring", "bars", "cross", "checker", "diamond", "dots"]
@@ -37,7 +37,7 @@ def test_overlay_grid_draws_gt_red_and_prediction_green(tmp_path) -> None:
     maps = torch.zeros(2, 32, 32)
     gt = [torch.tensor([[4.0, 4.0, 28.0, 28.0]]), torch.zeros(0, 4)]
     pred = [torch.zeros(0, 4), torch.tensor([[2.0, 2.0, 20.0, 20.0]])]
-    out = overlay_grid(images, tmp_path / "grid.png", maps=maps, gt_boxes=gt, pred_boxes=pred, titles=["a", "b"])
+    out = save_figure(draw_overlay_grid(images, maps=maps, gt_boxes=gt, pred_boxes=pred, titles=["a", "b"]), tmp_path / "grid.png")
     pixels = _png_pixels(out)
     red = (pixels[..., 0] > 0.9) & (pixels[..., 1] < 0.2) & (pixels[..., 2] < 0.2)
     green = (pixels[..., 1] > 0.9) & (pixels[..., 0] < 0.2) & (pixels[..., 2] < 0.2)

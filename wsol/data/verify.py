@@ -149,9 +149,9 @@ def format_report(report: Dict[str, Any], max_listed: int = 20) -> str:
 def show_grid(dataset: Any, n: int, out_png: Union[str, Path], seed: int = 0) -> Path:
     """Draw ``n`` random samples (chosen with ``seed``) with GT boxes and masks into one PNG, atomically.
 
-    Drawn by :func:`wsol.report.figures.overlay_grid`, titled ``label:class name``.
+    Drawn by :func:`wsol.report.figures.draw_overlay_grid`, titled ``label:class name``.
     """
-    from wsol.report.figures import overlay_grid
+    from wsol.report.figures import draw_overlay_grid, save_figure
 
     if len(dataset) == 0:
         raise DataError("the dataset is empty; nothing to show")
@@ -162,15 +162,15 @@ def show_grid(dataset: Any, n: int, out_png: Union[str, Path], seed: int = 0) ->
     samples = [dataset[int(i)] for i in picks]
     names = list(dataset.class_names)
     titles = [f"{int(s.label)}:{names[int(s.label)]}" if 0 <= int(s.label) < len(names) else str(int(s.label)) for s in samples]
-    return overlay_grid(
+    fig = draw_overlay_grid(
         [s.image for s in samples],
-        Path(out_png),
         gt_boxes=[s.boxes for s in samples],
         masks=[s.mask for s in samples],
         titles=titles,
         columns=int(math.ceil(math.sqrt(count))),
         title=f"{count} random {' '.join(filter(None, [getattr(dataset, 'split', ''), 'images']))} (title: label:class name)",
     )
+    return save_figure(fig, Path(out_png))
 
 
 def parse_loader_options(items: Sequence[str]) -> Dict[str, Any]:

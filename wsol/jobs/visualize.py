@@ -29,7 +29,7 @@ def run_visualize(
 ) -> Path:
     """Draw ``n`` seeded random images with heatmap, GT box (red) and the box at ``settings.threshold``
     (green); ``settings`` defaults to :class:`LocalizeConfig`'s defaults."""
-    from wsol.report import overlay_grid
+    from wsol.report import draw_overlay_grid, save_figure
 
     settings = settings or LocalizeConfig()
     check_settings(settings)
@@ -52,8 +52,9 @@ def run_visualize(
     target = "predicted" if settings.target == "pred" else "true"
     title = (f"{settings.attribution} maps of {Path(checkpoint).parent.name or Path(checkpoint).stem} for the {target} class "
              f"on {dataset} {split} (title: prediction, ✗ = wrong)")
-    return overlay_grid(batch.images.cpu(), out, maps=maps, gt_boxes=batch.boxes, pred_boxes=boxes, titles=titles, masks=batch.masks,
-                        title=title, pred_label=f"predicted box (threshold {settings.threshold:g})")
+    fig = draw_overlay_grid(batch.images.cpu(), maps=maps, gt_boxes=batch.boxes, pred_boxes=boxes, titles=titles, masks=batch.masks,
+                            title=title, pred_label=f"predicted box (threshold {settings.threshold:g})")
+    return save_figure(fig, out)
 
 
 __all__ = ["run_visualize"]

@@ -112,21 +112,3 @@ def draw_overlay_grid(
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
-
-
-def overlay_grid(
-    images: Union[torch.Tensor, Sequence[torch.Tensor]],
-    out: Path,
-    maps: Optional[Union[torch.Tensor, Sequence[torch.Tensor]]] = None,
-    gt_boxes: Optional[Sequence[torch.Tensor]] = None,
-    pred_boxes: Optional[Sequence[torch.Tensor]] = None,
-    titles: Optional[Sequence[str]] = None,
-    masks: Optional[Union[torch.Tensor, Sequence[Optional[torch.Tensor]]]] = None,
-    columns: int = 8,
-    alpha: float = 0.5,
-    title: str = "",
-    pred_label: str = "predicted box",
-) -> Path:
-    """:func:`draw_overlay_grid` written atomically as PNG to ``out``; returns its path."""
-    fig = draw_overlay_grid(images, maps, gt_boxes, pred_boxes, titles, masks, columns, alpha, title, pred_label)
-    return save_figure(fig, out)
