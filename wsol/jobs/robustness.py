@@ -68,17 +68,15 @@ def parse_eps_sweep(text: Optional[str], norm: str = "linf") -> List[float]:
     if norm not in DEFAULT_SWEEP:
         raise ConfigError(f"unknown norm {norm!r}: use linf or l2")
     text = DEFAULT_SWEEP[norm] if text is None else str(text).strip()
+    usage = (f"an l2 sweep is a comma list of radii in pixel units of [0, 1] images, e.g. --eps-sweep {L2_SWEEP_EXAMPLE}" if norm == "l2" else
+             "use a range such as 0:8, a range with a step such as 0:8:2 or a comma list such as 0,1,2,4,8 (integers, ε = x/255)")
+    if not text:
+        raise ConfigError(f"--eps-sweep is empty: {usage}")
     if norm == "l2":
-        usage = f"an l2 sweep is a comma list of radii in pixel units of [0, 1] images, e.g. --eps-sweep {L2_SWEEP_EXAMPLE}"
-        if not text:
-            raise ConfigError(f"--eps-sweep is empty: {usage}")
         if ":" in text:
             raise ConfigError(f"bad --eps-sweep {text!r} for --norm l2: {usage} (the range form 0:8, x/255, is for linf)")
         values: List[float] = [parse_number(v, "--eps-sweep") for v in comma_list(text, "--eps-sweep")]
     else:
-        usage = "use a range such as 0:8, a range with a step such as 0:8:2 or a comma list such as 0,1,2,4,8 (integers, ε = x/255)"
-        if not text:
-            raise ConfigError(f"--eps-sweep is empty: {usage}")
         try:
             if ":" in text:
                 parts = [int(p) for p in text.split(":")]

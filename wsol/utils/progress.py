@@ -59,12 +59,13 @@ def step_reporter(desc: str, enabled: bool = True) -> Callable[[str], None]:
     step before it took, so a user sees the work move between the per-item lines. Above the live bar on a terminal,
     a plain line in a log, nothing when progress is off (``WSOL_PROGRESS=0``, ranks other than 0, ``enabled`` False)."""
     mode = progress_mode() if enabled else "off"
-    last = [time.perf_counter(), False]
+    started: Optional[float] = None  # when the step now running began (None before the first)
 
     def step(what: str) -> None:
+        nonlocal started
         now = time.perf_counter()
-        took = f" (last step {now - last[0]:.1f}s)" if last[1] else ""
-        last[0], last[1] = now, True
+        took = "" if started is None else f" (last step {now - started:.1f}s)"
+        started = now
         if mode == "lines":
             print(f"{desc}: {what}{took}", file=sys.stderr, flush=True)
         elif mode == "bar":
