@@ -29,7 +29,7 @@ def run_visualize(
 ) -> Path:
     """Draw ``n`` seeded random images with heatmap, GT box (red) and the box at ``settings.threshold``
     (green); ``settings`` defaults to :class:`LocalizeConfig`'s defaults."""
-    from wsol.report import draw_overlay_grid, save_figure
+    from wsol.report.figures import draw_overlay_grid, save_figure
 
     settings = settings or LocalizeConfig()
     check_settings(settings)
