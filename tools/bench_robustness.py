@@ -76,13 +76,34 @@ def make_natural_problem(n: int, seed: int, n_train: int = 2048, steps: int = 15
 
 
 class _Clock:
-    """Wall and process CPU time since construction (CPU time is the fairer figure on a shared machine)."""
+    """Wall and process CPU time since construction (CPU time is the fairer figure on a shared machine;
+    on CUDA only wall time means anything, so the queue is drained before each reading)."""
 
     def __init__(self) -> None:
+        _sync()
         self.wall, self.cpu = time.perf_counter(), time.process_time()
 
     def read(self) -> tuple[float, float]:
+        _sync()
         return time.perf_counter() - self.wall, time.process_time() - self.cpu
+
+    def seconds(self) -> float:
+        """The figure the comparisons use: CPU time on the CPU, wall time on CUDA."""
+        wall, cpu = self.read()
+        return wall if _on_cuda() else cpu
+
+
+def _on_cuda() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_initialized()
+
+
+def _unit() -> str:
+    return "wall" if _on_cuda() else "CPU"
+
+
+def _sync() -> None:
+    if _on_cuda():
+        torch.cuda.synchronize()
 
 
 def _logged_ladder(model: nn.Module, ladder: str, log: Dict[int, dict], **kw) -> Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]:
@@ -91,7 +112,7 @@ def _logged_ladder(model: nn.Module, ladder: str, log: Dict[int, dict], **kw) ->
     def attack(x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
         clock = _Clock()
         res = run_ladder(model, x, y, eps=eps, ladder=ladder, **kw)
-        log[round(eps * 255)] = {"cpu": clock.read()[1], "rungs": [(r.attack, r.attacked, r.minutes * 60) for r in res.rungs]}
+        log[round(eps * 255)] = {"cpu": clock.seconds(), "rungs": [(r.attack, r.attacked, r.minutes * 60) for r in res.rungs]}
         return res.x_adv
 
     return attack
@@ -105,19 +126,19 @@ def sweep_comparison(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tens
         log: Dict[int, dict] = {}
         clock = _Clock()
         res = epsilon_sweep(model, _logged_ladder(model, ladder, log, **kw), x, y, grid, incremental=incremental)
-        runs.append((res, log, clock.read()[1]))
+        runs.append((res, log, clock.seconds()))
     (inc, inc_log, t_inc), (ind, ind_log, t_ind) = runs
     restarts = kw.get("n_restarts") or "pyautoattack's default"
     print(f"(b) {name}, ladder {ladder}, restarts {restarts}: clean {float(inc.robust[0].float().mean()):.3f}")
-    print("    ε/255 robust | incremental: attacked CPU s  rungs (attacked, wall s) | independent: attacked CPU s")
+    print(f"    ε/255 robust | incremental: attacked {_unit()} s  rungs (attacked, wall s) | independent: attacked {_unit()} s")
     for k in range(1, len(grid)):
         a, b = inc_log.get(k), ind_log[k]
         rungs = " ".join(f"{r}:{m}/{s:.2f}" for r, m, s in a["rungs"]) if a else "-"
         print(f"    {k:5d} {float(inc.robust[k].float().mean()):6.3f} | {inc.attacked[k]:8d} {a['cpu'] if a else 0.0:6.2f}  {rungs:30s}"
               f" | {ind.attacked[k]:8d} {b['cpu']:6.2f}")
-    diff = (per_class_accuracy(inc.robust, y, 10) - per_class_accuracy(ind.robust, y, 10)).abs().nan_to_num().max()
+    diff = (per_class_accuracy(inc.robust.cpu(), y.cpu(), 10) - per_class_accuracy(ind.robust.cpu(), y.cpu(), 10)).abs().nan_to_num().max()
     speed_up, ceiling = t_ind / t_inc, sum(ind.attacked) / max(sum(inc.attacked), 1)
-    print(f"    CPU incremental {t_inc:.2f} s vs independent {t_ind:.2f} s: speed-up {speed_up:.2f}x "
+    print(f"    {_unit()} incremental {t_inc:.2f} s vs independent {t_ind:.2f} s: speed-up {speed_up:.2f}x "
           f"(target {SPEED_UP_TARGET:g}x {'met' if speed_up >= SPEED_UP_TARGET else 'NOT met'}); "
           f"ceiling = attacked {sum(ind.attacked)} / {sum(inc.attacked)} = {ceiling:.2f}x; "
           f"largest per-class difference {float(diff):.4f}; ε = 1/255 is {100 * inc_log.get(1, {'cpu': 0.0})['cpu'] / t_inc:.0f} % of the incremental time")
@@ -134,9 +155,11 @@ def main() -> None:
     ap.add_argument("--sweeps", default="apgd-ce;apgd-ce/1;apgd-ce,apgd-t",
                     help="';'-separated ε-sweep settings for (b): a ladder, '/r' for r restarts (apgd-ce is `wsol robustness per-class`'s default)")
     ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--device", default="cpu", help="cpu (times are process CPU seconds) or cuda (wall seconds)")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    model, x, y = make_problem(args.n, args.seed)
+    device = torch.device(args.device)
+    model, x, y = (t.to(device) for t in make_problem(args.n, args.seed))
     knobs = dict(n_iter=args.n_iter, n_queries=args.n_queries)
     eps = 8 / 255
 
@@ -144,7 +167,7 @@ def main() -> None:
 
     names = resolve_ladder(args.ladder)
     version = args.ladder if args.ladder in ("standard", "plus") else "custom"
-    plain = AutoAttack(model, attacks=None if version != "custom" else list(names), device="cpu",
+    plain = AutoAttack(model, attacks=None if version != "custom" else list(names), device=device,
                        eps=eps, norm="Linf", seed=args.seed, version=version)
     for obj in (plain.apgd, plain.apgd_targeted, plain.fab):
         obj.n_iter = args.n_iter
@@ -162,10 +185,10 @@ def main() -> None:
         print(f"    {r.attack:9s} acc {r.robust_accuracy:.4f} delta {r.delta:+.4f} attacked {r.attacked:4d} {r.minutes * 60:7.2f} s")
     print(f"    robust accuracy ours {ours.robust_accuracy:.4f} vs pyautoattack {plain_acc:.4f}; "
           f"wall/CPU s ours {t_ours[0]:.2f}/{t_ours[1]:.2f} vs plain {t_plain[0]:.2f}/{t_plain[1]:.2f}, "
-          f"overhead (CPU) {100 * (t_ours[1] / t_plain[1] - 1):+.1f} %")
+          f"overhead ({_unit()}) {100 * (t_ours[int(not _on_cuda())] / t_plain[int(not _on_cuda())] - 1):+.1f} %")
 
     clock = _Clock()
-    natural = make_natural_problem(args.n, args.seed)
+    natural = tuple(t.to(device) for t in make_natural_problem(args.n, args.seed))
     print(f"natural CNN trained in {clock.read()[1]:.1f} s CPU")
     for name, (m, xs, ys) in (("linear", (model, x, y)), ("natural", natural)):
         for setting in args.sweeps.split(";"):
