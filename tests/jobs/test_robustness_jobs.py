@@ -354,6 +354,11 @@ def test_study_names_models_by_label_and_classes_by_name(cifar, tmp_path, tiny) 
         assert report.splitlines()[0] == f"# Robustness of {label} on cifar10"
         for table in ("ladder_fp32.csv", "sweep_fp32.csv", "sweep_summary_fp32.csv"):
             assert {line.split(",")[0] for line in (folder / table).read_text().splitlines()[1:]} == {label}, table
+        counts = [line for line in report.splitlines() if line.startswith("Samples per class: ")]
+        assert len(counts) == 1 and counts[0].count(",") == len(NAMES) - 1
+        per_class = (folder / "ladder_per_class_fp32.csv").read_text().splitlines()
+        assert per_class[-1].startswith("n (samples),") and sum(int(v) for v in per_class[-1].split(",")[1:]) == 8
+        assert counts[0] == "Samples per class: " + ", ".join(f"{n.decode()} {k}" for n, k in zip(NAMES, per_class[-1].split(",")[1:])) + "."
     names = [n.decode() for n in NAMES]
     header = (out / "sweep.csv").read_text().splitlines()[0].split(",")
     assert header[2:6] == [names[0], f"delta {names[0]}", names[1], f"delta {names[1]}"]

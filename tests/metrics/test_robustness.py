@@ -21,16 +21,24 @@ ROBUST = torch.tensor([
 def test_per_class_accuracy_steps_and_drops():
     acc = per_class_accuracy(ROBUST, LABELS, 4)
     assert acc.shape == (3, 4) and torch.isnan(acc[:, 3]).all()
-    assert torch.allclose(acc[:, :3], torch.tensor([[1.0, 1.0, 1.0], [0.5, 1.0, 1.0], [0.5, 1.0, 0.5]]))
+    assert torch.allclose(acc[:, :3], torch.tensor([[1.0, 1.0, 1.0], [0.5, 1.0, 1.0], [0.5, 1.0, 0.5]], dtype=torch.float64))
     assert torch.allclose(per_class_accuracy(ROBUST[2], LABELS, 4)[:3], acc[2, :3])
     deltas = step_deltas(acc[:, :3])
-    assert torch.allclose(deltas, torch.tensor([[0.0, 0, 0], [-0.5, 0, 0], [0, 0, -0.5]]))
-    assert torch.allclose(total_drop(acc[:, :3]), torch.tensor([-0.5, 0.0, -0.5]))
+    assert torch.allclose(deltas, torch.tensor([[0.0, 0, 0], [-0.5, 0, 0], [0, 0, -0.5]], dtype=torch.float64))
+    assert torch.allclose(total_drop(acc[:, :3]), torch.tensor([-0.5, 0.0, -0.5], dtype=torch.float64))
     index, value = worst_class(acc)
     assert index.tolist() == [0, 0, 0] and value.tolist() == [1.0, 0.5, 0.5]
     spread = class_spread(acc)
-    assert torch.allclose(spread["range"], torch.tensor([0.0, 0.5, 0.5]))
+    assert torch.allclose(spread["range"], torch.tensor([0.0, 0.5, 0.5], dtype=torch.float64))
     assert math.isclose(float(spread["std"][1]), float(torch.tensor([0.5, 1.0, 1.0]).std(unbiased=False)), rel_tol=1e-6)
+
+
+def test_per_class_accuracy_is_the_ratio_of_counts_as_written():
+    """7 of 10 is written as 0.7 (float32 would give 0.699999988079071 in every CSV)."""
+    labels = torch.zeros(10, dtype=torch.long)
+    correct = torch.arange(10) < 7
+    assert float(per_class_accuracy(correct, labels, 1)[0]) == 0.7
+    assert repr(float(per_class_accuracy(correct, labels, 1)[0])) == "0.7"
 
 
 def test_confusion_under_attack():

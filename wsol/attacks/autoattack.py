@@ -176,7 +176,7 @@ class LadderResult:
 
     @property
     def robust_accuracy(self) -> float:
-        return float(self.robust.float().mean()) if self.robust.numel() else float("nan")
+        return float(self.robust.double().mean()) if self.robust.numel() else float("nan")
 
     def sample_rows(self, ids: Optional[Sequence[Any]] = None) -> List[Dict[str, Any]]:
         """One dict a sample: id, label, clean_correct, broken_by (attack name or None), adv_pred, robust."""
@@ -260,7 +260,7 @@ def run_ladder(
     adv_pred = clean_pred.clone()
     x_adv = x.clone()
     result = LadderResult(names, y, clean_correct, broken_by, adv_pred, x_adv,
-                          float(clean_correct.float().mean()) if n else float("nan"))
+                          float(clean_correct.double().mean()) if n else float("nan"))
     accuracy = result.clean_accuracy
     for rung, name in enumerate(names):
         idx = torch.nonzero(result.robust).flatten()

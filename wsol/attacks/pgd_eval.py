@@ -104,7 +104,7 @@ class PGDResult:
 
     @property
     def robust_accuracy(self) -> float:
-        return float(self.robust.float().mean()) if self.robust.numel() else float("nan")
+        return float(self.robust.double().mean()) if self.robust.numel() else float("nan")
 
 
 def pgd_evaluate(

@@ -322,14 +322,14 @@ def ladder_tables(name: str, records: Sequence[Dict[str, Any]], labels: torch.Te
     minutes = torch.tensor([r["minutes"] for r in records], dtype=torch.float64).sum(0)
     attacked = torch.tensor([r["attacked"] for r in records]).sum(0)
     n = len(labels)
-    rungs, previous = [], float(clean.float().mean())
+    rungs, previous = [], float(clean.double().mean())
     for k, attack in enumerate(attacks):
-        acc = float((clean & ((broken < 0) | (broken > k))).float().mean())
+        acc = float((clean & ((broken < 0) | (broken > k))).double().mean())
         rungs.append(Rung(attack, acc, acc - previous, float(minutes[k]), int(attacked[k]), int((broken == k).sum())))
         previous = acc
     robust = clean & (broken < 0)
     return {
-        "rows": ladder_rows(name, float(clean.float().mean()), rungs, n=n),
+        "rows": ladder_rows(name, float(clean.double().mean()), rungs, n=n),
         "per_class": per_class_accuracy(torch.stack([clean, robust]), labels, num_classes),
         "confusion": attack_confusion(labels, adv_pred, num_classes, mask=clean),
         "n": n,
@@ -343,7 +343,7 @@ def sweep_tables(name: str, records: Sequence[Dict[str, Any]], labels: torch.Ten
     robust = _cat(records, "robust", dim=1).bool()
     adv_pred = _cat(records, "adv_pred", dim=1).long()
     acc = per_class_accuracy(robust, labels, num_classes)
-    overall = robust.float().mean(1)
+    overall = robust.double().mean(1)
     return {
         "acc": acc,
         "rows": sweep_rows(name, list(grid), acc, overall, class_names=class_names, eps_column=SWEEP_COLUMN[norm]),
@@ -359,7 +359,7 @@ def pgd_tables(name: str, records: Sequence[Dict[str, Any]], labels: torch.Tenso
     robust = _cat(records, "robust").bool()
     per_class = per_class_accuracy(robust, labels, num_classes)
     return {"rows": [{"model": name, "attack": f"PGD-{s.pgd_steps} ({s.norm}, {s.pgd_loss} loss, {s.pgd_restarts} restart(s))", "eps": s.eps,
-                      "clean accuracy": float(clean.float().mean()), "robust accuracy": float(robust.float().mean()),
+                      "clean accuracy": float(clean.double().mean()), "robust accuracy": float(robust.double().mean()),
                       "n": len(labels), "robust 95% CI": wilson_text(int(robust.sum()), len(labels)),
                       "worst-class accuracy": float(per_class.nan_to_num(float('inf')).min())}]}
 
@@ -506,6 +506,11 @@ def evaluate_robustness(s: RobustnessSettings, root: Path, out: Path, device: Op
     return result
 
 
+def _class_counts(result: Dict[str, Any], num_classes: int) -> List[int]:
+    """Test samples per class among those drawn: how much each per-class accuracy rests on."""
+    return torch.bincount(torch.as_tensor(result["labels"]).long(), minlength=num_classes).tolist()
+
+
 def write_run_report(out: Path, s: RobustnessSettings, result: Dict[str, Any]) -> Path:
     """CSV tables, figures and ``report.md`` for one model's run."""
     from wsol.report.robustness_figures import plot_class_accuracy_vs_eps, plot_drop_heatmap
@@ -524,7 +529,8 @@ def write_run_report(out: Path, s: RobustnessSettings, result: Dict[str, Any]) -
         if f"ladder-{precision}" in result:
             lad = result[f"ladder-{precision}"]
             write_csv(out / f"ladder_{precision}.csv", lad["rows"])
-            classes = matrix_rows(lad["per_class"], ["clean", "robust"], names, corner="accuracy")
+            classes = matrix_rows(lad["per_class"], ["clean", "robust"], names, corner="accuracy") + matrix_rows(
+                [_class_counts(result, len(names))], ["n (samples)"], names, corner="accuracy")
             write_csv(out / f"ladder_per_class_{precision}.csv", classes)
             write_csv(out / f"ladder_confusion_{precision}.csv", matrix_rows(lad["confusion"], names, names, corner="true \\ adversarial"))
             lines += [f"## AutoAttack ladder ({precision}, ε = {eps_text(s.eps)}, {s.norm})", "", markdown_table(lad["rows"], floatfmt=".4f"),
@@ -550,6 +556,7 @@ def write_run_report(out: Path, s: RobustnessSettings, result: Dict[str, Any]) -
                                      row_axis="ε step" + SWEEP_AXIS[s.norm][1:])
             lines += [f"## Per-class ε sweep ({precision}, {s.sweep_attack}, {sweep_grid_text(s.sweep, s.norm)})", "",
                       markdown_table(sw["rows"], floatfmt=".3f"), markdown_table(sw["summary"], floatfmt=".3f"),
+                      "Samples per class: " + ", ".join(f"{c} {k}" for c, k in zip(names, _class_counts(result, len(names)))) + ".", "",
                       f"Points attacked per ε: {sw['attacked']}", "",
                       f"Confusion at ε = {sweep_eps_text(s.sweep[-1], s.norm)} ({'clean-correct' if s.sweep[0] == 0 else 'all'} samples; "
                       "row: true class, column: prediction under attack):", "",

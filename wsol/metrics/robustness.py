@@ -15,11 +15,12 @@ from wsol.metrics.intervals import wilson_text
 
 
 def per_class_accuracy(correct: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Accuracy per class: ``correct`` N → C, or E×N → E×C (one row per ε)."""
-    flags = correct.float().reshape(-1, correct.shape[-1])
+    """Accuracy per class: ``correct`` N → C, or E×N → E×C (one row per ε), in float64 so that a
+    written ratio of counts reads as itself (7/10 as 0.7, not float32's 0.699999988)."""
+    flags = correct.double().reshape(-1, correct.shape[-1])
     labels = labels.long().to(flags.device)
-    hits = torch.zeros(flags.shape[0], num_classes, device=flags.device).index_add_(1, labels, flags)
-    counts = torch.bincount(labels, minlength=num_classes).float()
+    hits = torch.zeros(flags.shape[0], num_classes, dtype=torch.float64, device=flags.device).index_add_(1, labels, flags)
+    counts = torch.bincount(labels, minlength=num_classes).double()
     acc = hits / counts
     acc[:, counts == 0] = float("nan")
     return acc if correct.dim() > 1 else acc[0]
