@@ -367,6 +367,7 @@ def test_study_names_models_by_label_and_classes_by_name(cifar, tmp_path, tiny) 
     worst = summary[0].split(",").index("worst class")
     assert all(line.split(",")[worst] in names for line in summary[1:])
     assert [line.split(",")[0] for line in (out / "across_models.csv").read_text().splitlines()[1:]] == names
+    assert counts[0] in (out / "report.md").read_text().splitlines()
 
 
 def test_study_file_errors(tmp_path) -> None:

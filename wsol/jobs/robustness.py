@@ -511,6 +511,11 @@ def _class_counts(result: Dict[str, Any], num_classes: int) -> List[int]:
     return torch.bincount(torch.as_tensor(result["labels"]).long(), minlength=num_classes).tolist()
 
 
+def _counts_line(result: Dict[str, Any], names: Sequence[str]) -> str:
+    """The report line under per-class tables: ``Samples per class: disc 5, square 11, ….``"""
+    return "Samples per class: " + ", ".join(f"{c} {k}" for c, k in zip(names, _class_counts(result, len(names)))) + "."
+
+
 def write_run_report(out: Path, s: RobustnessSettings, result: Dict[str, Any]) -> Path:
     """CSV tables, figures and ``report.md`` for one model's run."""
     from wsol.report.robustness_figures import plot_class_accuracy_vs_eps, plot_drop_heatmap
@@ -556,7 +561,7 @@ def write_run_report(out: Path, s: RobustnessSettings, result: Dict[str, Any]) -
                                      row_axis="ε step" + SWEEP_AXIS[s.norm][1:])
             lines += [f"## Per-class ε sweep ({precision}, {s.sweep_attack}, {sweep_grid_text(s.sweep, s.norm)})", "",
                       markdown_table(sw["rows"], floatfmt=".3f"), markdown_table(sw["summary"], floatfmt=".3f"),
-                      "Samples per class: " + ", ".join(f"{c} {k}" for c, k in zip(names, _class_counts(result, len(names)))) + ".", "",
+                      _counts_line(result, names), "",
                       f"Points attacked per ε: {sw['attacked']}", "",
                       f"Confusion at ε = {sweep_eps_text(s.sweep[-1], s.norm)} ({'clean-correct' if s.sweep[0] == 0 else 'all'} samples; "
                       "row: true class, column: prediction under attack):", "",
@@ -724,7 +729,7 @@ def _study_report(out: Path, s: RobustnessSettings, results: Dict[str, Dict[str,
     ladder = [dict(r, model=label) for label, res in results.items() for r in res["ladder"]]
     sweep = [dict(r, model=label) for label, res in results.items() for r in res["sweep"]]
     summary = [dict(r, model=label) for label, res in results.items() for r in res["summary"]]
-    acc = {label: torch.tensor(res["acc"], dtype=torch.float32) for label, res in results.items()}
+    acc = {label: torch.tensor(res["acc"], dtype=torch.float64) for label, res in results.items()}
     across = across_models_rows(acc, class_names=names)
     per_model = [{"model": label, "average total drop": float(class_mean(total_drop(a))),
                   "worst class at max ε": names[int(torch.nan_to_num(a[-1], nan=float('inf')).argmin())],
@@ -746,6 +751,7 @@ def _study_report(out: Path, s: RobustnessSettings, results: Dict[str, Dict[str,
     lines = [f"# Per-class robustness study on {s.dataset}", "",
              f"{_sample_count_text(first['n'])} drawn with seed {s.seed}; ladder {', '.join(s.ladder)} at ε = {eps_text(s.eps)} ({s.norm});",
              f"sweep with {s.sweep_attack} ({s.norm}) over {sweep_grid_text(s.sweep, s.norm)}. Accuracies are fractions; deltas negative = lost.", "",
+             _counts_line(first, names), "",
              *_notes(first, {label: float(res["ladder"][0]["accuracy"]) for label, res in results.items()}),
              "## Table 1: AutoAttack ladder (accuracy, delta and minutes per attack)", "", markdown_table(ladder, floatfmt=".4f"),
              MINUTES_NOTE, "",
