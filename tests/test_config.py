@@ -139,3 +139,17 @@ def test_epsilon_lists_are_range_checked(data, message) -> None:
 
 def test_epsilon_list_parses_fractions() -> None:
     assert build_config(_SweepConfig, {"eps_sweep": ["1/255", 0.5]}).eps_sweep == (pytest.approx(1 / 255), 0.5)
+
+
+def test_wrn28_art_configs_at_32px_train_in_fp32_nchw() -> None:
+    """ART's double backward ran fastest in fp32 NCHW on WRN-28-10 at 32×32 (docs/benchmarks.md, session 9);
+    the natural and PGD configs keep bf16 autocast and channels-last, which sped those up."""
+    from pathlib import Path
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    for name in ("cifar10_wrn28-10_art", "cifar10_wrn28-10_art-pgd", "cifar10_wrn28-10_art-official", "gtsrb_wrn28-10_art"):
+        config = load_config(configs / f"{name}.yaml")
+        assert (config.amp, config.channels_last) == (False, False), name
+    for name in ("cifar10_wrn28-10_natural", "cifar10_wrn28-10_pgd"):
+        config = load_config(configs / f"{name}.yaml")
+        assert config.amp and config.channels_last, name

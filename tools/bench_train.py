@@ -127,6 +127,8 @@ def main() -> None:
     parser.add_argument("--channels-last", action="store_true", help="channels-last model and batch (CUDA only)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     parser.add_argument("--flush-denormal", action="store_true", help="torch.set_flush_denormal(True) for every method")
+    parser.add_argument("--tolerance", type=float, default=1e-4,
+                        help="largest |ART loss (wsol) - reference| accepted before timing (cuDNN's channels-last kernels sum in other orders)")
     parser.add_argument("--memory-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
@@ -160,11 +162,11 @@ def main() -> None:
         ours = art_step(model, x, y, cfg, init_delta=art.eps * noise).loss.item()
         diff = abs(ours - ref)
         print(f"ART loss: {name} {ours:.6f}  literal reference {ref:.6f}  |diff| {diff:.2e}")
-        if diff > 1e-4 and name == "wsol":
-            raise SystemExit(f"ART loss mismatch ({name}) {diff:.2e} > 1e-4")
-        if diff > 1e-4:
+        if diff > args.tolerance and name == "wsol":
+            raise SystemExit(f"ART loss mismatch ({name}) {diff:.2e} > {args.tolerance:g}")
+        if diff > args.tolerance:
             batched_ok = False
-            print(f"WARNING: the batched option differs from the reference by {diff:.2e} > 1e-4; not timed")
+            print(f"WARNING: the batched option differs from the reference by {diff:.2e} > {args.tolerance:g}; not timed")
     torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
     model.load_state_dict(state)
 
