@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from wsol.data.base import AnnotatedDataset, Record, check_files
+from wsol.data.base import AnnotatedDataset, Record, check_files, read_gray, read_image
 from wsol.errors import DataError
 
 
@@ -40,3 +40,21 @@ def test_record_without_boxes_gets_its_mask_box_and_shape_is_checked(tmp_path: P
     with pytest.raises(DataError, match=r"bad.png is 8x5 but image .*a.png is 8x6"):
         ds[0]
     assert not AnnotatedDataset([Record("a", 0, 1, image_path=image)], ["x"]).has_masks
+
+
+def test_read_image_and_read_gray_share_one_decode_rule(tmp_path: Path) -> None:
+    """Both readers name the missing, empty or undecodable file, as an image or as a mask file."""
+    rgb = np.zeros((3, 4, 3), np.uint8)
+    rgb[..., 0] = 200  # blue in cv2's BGR order: read_image returns RGB
+    image = _png(tmp_path / "a.png", rgb)
+    assert read_image(image)[0, 0].tolist() == [0, 0, 200]
+    assert read_gray(image).shape == (3, 4) and read_gray(image)[0, 0] == 200
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "junk.png").write_bytes(b"not an image")
+    for read, kind in ((read_image, "image"), (read_gray, "mask")):
+        with pytest.raises(DataError, match=rf"^{kind} file not found: .*missing.png$"):
+            read(tmp_path / "missing.png")
+        for name in ("empty.png", "junk.png"):
+            with pytest.raises(DataError, match=rf"^cannot decode {kind} file: .*{name}$"):
+                read(tmp_path / name)
+
