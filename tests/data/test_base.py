@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from wsol.data.base import AnnotatedDataset, Record, check_files, read_gray, read_image
+from wsol.data.registry import build_dataset
 from wsol.errors import DataError
 
 
@@ -57,4 +58,22 @@ def test_read_image_and_read_gray_share_one_decode_rule(tmp_path: Path) -> None:
         for name in ("empty.png", "junk.png"):
             with pytest.raises(DataError, match=rf"^cannot decode {kind} file: .*{name}$"):
                 read(tmp_path / name)
+
+
+@pytest.mark.parametrize(
+    "name, shown, splits",
+    [
+        ("cub", "CUB", "train, test"),
+        ("wsolmeta", "wsolmeta", "train, val, test"),
+        ("cifar10", "cifar10", "train, test"),
+        ("cifar10c", "cifar10c", "test"),
+        ("svhn", "svhn", "train, test, extra"),
+        ("gtsrb", "gtsrb", "train, test"),
+        ("flowers17", "flowers17", "train, val, test, trainval"),
+        ("flowers102", "flowers102", "train, val, test, trainval"),
+    ],
+)
+def test_an_unknown_split_is_refused_in_one_wording_before_any_file_is_read(tmp_path: Path, name: str, shown: str, splits: str) -> None:
+    with pytest.raises(DataError, match=rf"^{shown} has splits {splits}; got split 'bogus'$"):
+        build_dataset(name, tmp_path, split="bogus")
 

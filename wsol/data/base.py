@@ -83,6 +83,12 @@ def require_images(dataset: Any, name: str, split: str) -> None:
         raise DataError(f"split {split!r} of dataset {name} holds no images; check --root and the dataset's split files")
 
 
+def check_split(split: str, choices: Sequence[str], name: str) -> None:
+    """An unknown split is a DataError naming the dataset's splits (the one wording of every loader)."""
+    if split not in choices:
+        raise DataError(f"{name} has splits {', '.join(choices)}; got split {split!r}")
+
+
 BOX_TOLERANCE = 1.0  # pixels a box may reach past the image border (rounding in annotation tools)
 
 

@@ -38,7 +38,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from wsol.data.base import IMAGENET_MEAN, IMAGENET_STD, AnnotatedDataset, Record, Transform, check_files, read_image
+from wsol.data.base import IMAGENET_MEAN, IMAGENET_STD, AnnotatedDataset, Record, Transform, check_files, check_split, read_image
 from wsol.data.registry import DATASETS
 from wsol.errors import ConfigError, DataError, DataFileMissingError
 
@@ -148,12 +148,6 @@ def apply_balance(records: List[Record], balance_to: Optional[int]) -> List[Reco
     if balance_to is None:
         return records
     return [records[i] for i in balance_indices([r.label for r in records], balance_to)]
-
-
-def check_split(split: str, choices: Sequence[str], name: str) -> None:
-    """An unknown split is a DataError naming the dataset's splits."""
-    if split not in choices:
-        raise DataError(f"{name} has splits {', '.join(choices)}; got split {split!r}")
 
 
 # --------------------------------------------------------------------------- trimaps

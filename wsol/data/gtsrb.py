@@ -24,8 +24,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from wsol.data.base import Record, Transform
-from wsol.data.base import AnnotatedDataset
+from wsol.data.base import AnnotatedDataset, Record, Transform, check_split
 from wsol.data.flowers import apply_balance, check_records
 from wsol.data.registry import DATASETS
 from wsol.errors import ConfigError, DataError, DataFileMissingError
@@ -167,8 +166,7 @@ def build_gtsrb(
     skip_corrupt: bool = False,
 ) -> AnnotatedDataset:
     """GTSRB split train / test from ``root``; ``balance_to`` repeats images per class to that count."""
-    if split not in ("train", "test"):
-        raise DataError(f"gtsrb has splits train, test; got split {split!r}")
+    check_split(split, ("train", "test"), "gtsrb")
     if not isinstance(skip_corrupt, bool):
         raise ConfigError(f"option skip_corrupt must be true or false, got {skip_corrupt!r}")
     root = Path(root)
