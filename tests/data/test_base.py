@@ -5,9 +5,9 @@ import cv2
 import numpy as np
 import pytest
 
-from wsol.data.base import AnnotatedDataset, Record, check_files, read_gray, read_image
-from wsol.data.registry import build_dataset
-from wsol.errors import DataError
+from wsol.data.base import AnnotatedDataset, Record, check_files, check_flag, read_gray, read_image
+from wsol.data.registry import build_dataset, load_all
+from wsol.errors import ConfigError, DataError
 
 
 def _png(path: Path, array: np.ndarray) -> Path:
@@ -77,3 +77,11 @@ def test_an_unknown_split_is_refused_in_one_wording_before_any_file_is_read(tmp_
     with pytest.raises(DataError, match=rf"^{shown} has splits {splits}; got split 'bogus'$"):
         build_dataset(name, tmp_path, split="bogus")
 
+
+def test_check_flag_refuses_a_non_bool_naming_the_option(tmp_path: Path) -> None:
+    assert check_flag("skip_corrupt", True) is True
+    with pytest.raises(ConfigError, match=r"^option skip_corrupt must be true or false, got 'yes'$"):
+        check_flag("skip_corrupt", "yes")
+    for name in ("gtsrb", "flowers102"):  # called from Python, past the registry's option check
+        with pytest.raises(ConfigError, match=r"^option skip_corrupt must be true or false, got 'yes'$"):
+            load_all().get(name)(tmp_path, "train", skip_corrupt="yes")

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from wsol.data.sample import Sample
-from wsol.errors import DataError
+from wsol.errors import ConfigError, DataError
 
 IMAGENET_MEAN: Tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: Tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -87,6 +87,14 @@ def check_split(split: str, choices: Sequence[str], name: str) -> None:
     """An unknown split is a DataError naming the dataset's splits (the one wording of every loader)."""
     if split not in choices:
         raise DataError(f"{name} has splits {', '.join(choices)}; got split {split!r}")
+
+
+def check_flag(name: str, value: Any) -> bool:
+    """``value`` of loader option ``name`` when it is a bool, else a ConfigError (for calls from Python,
+    which the registry's option check does not see)."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"option {name} must be true or false, got {value!r}")
+    return value
 
 
 BOX_TOLERANCE = 1.0  # pixels a box may reach past the image border (rounding in annotation tools)

@@ -24,10 +24,10 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from wsol.data.base import AnnotatedDataset, Record, Transform, check_split
+from wsol.data.base import AnnotatedDataset, Record, Transform, check_flag, check_split
 from wsol.data.flowers import apply_balance, check_records
 from wsol.data.registry import DATASETS
-from wsol.errors import ConfigError, DataError, DataFileMissingError
+from wsol.errors import DataError, DataFileMissingError
 
 GTSRB_CLASSES = (
     "Speed limit (20km/h)", "Speed limit (30km/h)", "Speed limit (50km/h)", "Speed limit (60km/h)",
@@ -167,8 +167,7 @@ def build_gtsrb(
 ) -> AnnotatedDataset:
     """GTSRB split train / test from ``root``; ``balance_to`` repeats images per class to that count."""
     check_split(split, ("train", "test"), "gtsrb")
-    if not isinstance(skip_corrupt, bool):
-        raise ConfigError(f"option skip_corrupt must be true or false, got {skip_corrupt!r}")
+    check_flag("skip_corrupt", skip_corrupt)
     root = Path(root)
     records = _train_records(root) if split == "train" else _test_records(root)
     records, skipped = check_records(records, skip_corrupt)
