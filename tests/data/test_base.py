@@ -5,8 +5,9 @@ import cv2
 import numpy as np
 import pytest
 
-from wsol.data.base import AnnotatedDataset, Record, check_files
-from wsol.errors import DataError
+from wsol.data.base import AnnotatedDataset, Record, check_files, check_flag, read_gray, read_image
+from wsol.data.registry import build_dataset, load_all
+from wsol.errors import ConfigError, DataError
 
 
 def _png(path: Path, array: np.ndarray) -> Path:
@@ -40,3 +41,47 @@ def test_record_without_boxes_gets_its_mask_box_and_shape_is_checked(tmp_path: P
     with pytest.raises(DataError, match=r"bad.png is 8x5 but image .*a.png is 8x6"):
         ds[0]
     assert not AnnotatedDataset([Record("a", 0, 1, image_path=image)], ["x"]).has_masks
+
+
+def test_read_image_and_read_gray_share_one_decode_rule(tmp_path: Path) -> None:
+    """Both readers name the missing, empty or undecodable file, as an image or as a mask file."""
+    rgb = np.zeros((3, 4, 3), np.uint8)
+    rgb[..., 0] = 200  # blue in cv2's BGR order: read_image returns RGB
+    image = _png(tmp_path / "a.png", rgb)
+    assert read_image(image)[0, 0].tolist() == [0, 0, 200]
+    assert read_gray(image).shape == (3, 4) and read_gray(image)[0, 0] == 200
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "junk.png").write_bytes(b"not an image")
+    for read, kind in ((read_image, "image"), (read_gray, "mask")):
+        with pytest.raises(DataError, match=rf"^{kind} file not found: .*missing.png$"):
+            read(tmp_path / "missing.png")
+        for name in ("empty.png", "junk.png"):
+            with pytest.raises(DataError, match=rf"^cannot decode {kind} file: .*{name}$"):
+                read(tmp_path / name)
+
+
+@pytest.mark.parametrize(
+    "name, shown, splits",
+    [
+        ("cub", "CUB", "train, test"),
+        ("wsolmeta", "wsolmeta", "train, val, test"),
+        ("cifar10", "cifar10", "train, test"),
+        ("cifar10c", "cifar10c", "test"),
+        ("svhn", "svhn", "train, test, extra"),
+        ("gtsrb", "gtsrb", "train, test"),
+        ("flowers17", "flowers17", "train, val, test, trainval"),
+        ("flowers102", "flowers102", "train, val, test, trainval"),
+    ],
+)
+def test_an_unknown_split_is_refused_in_one_wording_before_any_file_is_read(tmp_path: Path, name: str, shown: str, splits: str) -> None:
+    with pytest.raises(DataError, match=rf"^{shown} has splits {splits}; got split 'bogus'$"):
+        build_dataset(name, tmp_path, split="bogus")
+
+
+def test_check_flag_refuses_a_non_bool_naming_the_option(tmp_path: Path) -> None:
+    assert check_flag("skip_corrupt", True) is True
+    with pytest.raises(ConfigError, match=r"^option skip_corrupt must be true or false, got 'yes'$"):
+        check_flag("skip_corrupt", "yes")
+    for name in ("gtsrb", "flowers102"):  # called from Python, past the registry's option check
+        with pytest.raises(ConfigError, match=r"^option skip_corrupt must be true or false, got 'yes'$"):
+            load_all().get(name)(tmp_path, "train", skip_corrupt="yes")

@@ -112,6 +112,11 @@ def test_images_next_to_root_and_explicit_paths(tmp_path: Path) -> None:
         build_dataset("coco", tmp_path, "train")
     ds = build_dataset("coco", tmp_path, "train", annotations=path, images="pics")
     assert len(ds) == 2 and ds[0].image.shape == (3, H, W)
+    assert len(build_dataset("coco", tmp_path, "train", annotations="labels/my.json", images=tmp_path / "pics")) == 2
+    with pytest.raises(DataError, match=rf"^annotations file {tmp_path / 'labels/no.json'} not found$"):
+        build_dataset("coco", tmp_path, "train", annotations="labels/no.json")
+    with pytest.raises(DataError, match=rf"^image folder {tmp_path / 'nope'} not found$"):
+        build_dataset("coco", tmp_path, "train", annotations="labels/my.json", images="nope")
     data["images"][0]["file_name"] = "pics/a.jpg"
     data["images"][1]["file_name"] = "pics/b.jpg"
     data["images"][2]["file_name"] = "pics/c.jpg"

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from wsol.data.sample import Sample
-from wsol.errors import DataError
+from wsol.errors import ConfigError, DataError
 
 IMAGENET_MEAN: Tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: Tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -33,17 +33,25 @@ def to_tensor(image: np.ndarray, boxes: np.ndarray, mask: Optional[np.ndarray]) 
     return img, box, msk, (1.0, 1.0, 0.0, 0.0)
 
 
+def decode_file(path: Path, flags: int, kind: str) -> np.ndarray:
+    """``cv2.imdecode`` of the file at ``path`` with ``flags``; a missing, empty or undecodable file
+    is a DataError naming it as a ``kind`` ('image', 'mask') file."""
+    import cv2
+
+    if not path.is_file():
+        raise DataError(f"{kind} file not found: {path}")
+    data = np.fromfile(str(path), dtype=np.uint8)
+    image = cv2.imdecode(data, flags) if data.size else None
+    if image is None:
+        raise DataError(f"cannot decode {kind} file: {path}")
+    return image
+
+
 def read_image(path: Path) -> np.ndarray:
     """Read an image file as H×W×3 uint8 RGB; a missing or unreadable file is a DataError naming it."""
     import cv2
 
-    if not path.is_file():
-        raise DataError(f"image file not found: {path}")
-    data = np.fromfile(str(path), dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None:
-        raise DataError(f"cannot decode image file: {path}")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(decode_file(path, cv2.IMREAD_COLOR, "image"), cv2.COLOR_BGR2RGB)
 
 
 def probe_image(path: Path) -> Optional[str]:
@@ -75,6 +83,20 @@ def require_images(dataset: Any, name: str, split: str) -> None:
         raise DataError(f"split {split!r} of dataset {name} holds no images; check --root and the dataset's split files")
 
 
+def check_split(split: str, choices: Sequence[str], name: str) -> None:
+    """An unknown split is a DataError naming the dataset's splits (the one wording of every loader)."""
+    if split not in choices:
+        raise DataError(f"{name} has splits {', '.join(choices)}; got split {split!r}")
+
+
+def check_flag(name: str, value: Any) -> bool:
+    """``value`` of loader option ``name`` when it is a bool, else a ConfigError (for calls from Python,
+    which the registry's option check does not see)."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"option {name} must be true or false, got {value!r}")
+    return value
+
+
 BOX_TOLERANCE = 1.0  # pixels a box may reach past the image border (rounding in annotation tools)
 
 
@@ -93,12 +115,7 @@ def read_gray(path: Path) -> np.ndarray:
     """Read an image file as H×W uint8 (first channel of multi-channel files)."""
     import cv2
 
-    if not path.is_file():
-        raise DataError(f"mask file not found: {path}")
-    data = np.fromfile(str(path), dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if image is None:
-        raise DataError(f"cannot decode mask file: {path}")
+    image = decode_file(path, cv2.IMREAD_UNCHANGED, "mask")
     if image.ndim == 3:
         image = image[..., 0]
     return image

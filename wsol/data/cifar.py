@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from wsol.data.base import Transform, to_tensor
+from wsol.data.base import Transform, check_split, to_tensor
 from wsol.data.registry import DATASETS
 from wsol.data.sample import Sample
 from wsol.errors import ConfigError, DataError, DataFileMissingError
@@ -214,8 +214,7 @@ def build_cifar10(
     the official order. ``skip_corrupt`` is accepted for interface uniformity (arrays hold no
     per-image files); a damaged batch is always an error.
     """
-    if split not in ("train", "test"):
-        raise DataError(f"cifar10 has splits train, test; got split {split!r}")
+    check_split(split, ("train", "test"), "cifar10")
     base = _cifar_dir(Path(root))
     class_names = _read_label_names(base / "batches.meta")
     parts = []
@@ -266,8 +265,7 @@ def build_cifar10c(
     the CIFAR-10 test image each corrupted image comes from.
     """
     root = Path(root)
-    if split != "test":
-        raise DataError(f"cifar10c has splits test; got split {split!r}")
+    check_split(split, ("test",), "cifar10c")
     available = cifar10c_corruptions(root)
     if corruption is None:
         raise ConfigError(f"cifar10c needs the option corruption=<name>; available: {', '.join(available) or 'none'}")

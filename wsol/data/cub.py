@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from wsol.data.base import IMAGENET_MEAN, IMAGENET_STD, AnnotatedDataset, Record, Transform, check_files
+from wsol.data.base import IMAGENET_MEAN, IMAGENET_STD, AnnotatedDataset, Record, Transform, check_files, check_split
 from wsol.data.registry import DATASETS, check_options
 from wsol.errors import DataError, DataFileMissingError
 
@@ -215,8 +215,7 @@ def load_cub(
     Missing image (or mask) files raise a DataError naming the images.txt line; with
     ``skip_corrupt=True`` missing or undecodable images are left out and listed in ``skipped``.
     """
-    if split not in CUB_SPLITS:
-        raise DataError(f"{dataset_name} has splits {', '.join(CUB_SPLITS)}; got split {split!r}")
+    check_split(split, CUB_SPLITS, dataset_name)
     root = resolve_cub_root(Path(root))
     class_dirs, entries = parse_cub(root)
     seg_dir = find_segmentations(root, segmentations) if masks else None

@@ -38,7 +38,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from wsol.data.base import IMAGENET_MEAN, IMAGENET_STD, AnnotatedDataset, Record, Transform, check_files, read_image
+from wsol.data.base import IMAGENET_MEAN, IMAGENET_STD, AnnotatedDataset, Record, Transform, check_files, check_flag, check_split, read_image
 from wsol.data.registry import DATASETS
 from wsol.errors import ConfigError, DataError, DataFileMissingError
 
@@ -86,12 +86,6 @@ def balance_indices(labels: Sequence[int], per_class: int) -> List[int]:
         members = by_class[label]
         out.extend(members[i % len(members)] for i in range(per_class))
     return out
-
-
-def _check_flag(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"option {name} must be true or false, got {value!r}")
-    return value
 
 
 def check_records(records: Sequence[Record], skip_corrupt: bool) -> Tuple[List[Record], List[str]]:
@@ -148,12 +142,6 @@ def apply_balance(records: List[Record], balance_to: Optional[int]) -> List[Reco
     if balance_to is None:
         return records
     return [records[i] for i in balance_indices([r.label for r in records], balance_to)]
-
-
-def check_split(split: str, choices: Sequence[str], name: str) -> None:
-    """An unknown split is a DataError naming the dataset's splits."""
-    if split not in choices:
-        raise DataError(f"{name} has splits {', '.join(choices)}; got split {split!r}")
 
 
 # --------------------------------------------------------------------------- trimaps
@@ -293,8 +281,8 @@ def build_flowers17(
     check_split(split, list(_SPLIT_KEYS17), "flowers17")
     if isinstance(fold, bool) or not isinstance(fold, int) or not 1 <= fold <= 3:
         raise ConfigError(f"flowers17 fold must be 1, 2 or 3, got {fold!r}")
-    _check_flag("segmented_only", segmented_only)
-    _check_flag("skip_corrupt", skip_corrupt)
+    check_flag("segmented_only", segmented_only)
+    check_flag("skip_corrupt", skip_corrupt)
     parse_foreground_rule(trimap_foreground)
     root = Path(root)
     split_path = root / "datasplits.mat"
@@ -381,7 +369,7 @@ def build_flowers102(
     ``split``: train (trnid) / val (valid) / test (tstid) / trainval.
     """
     check_split(split, list(_SPLIT_KEYS102), "flowers102")
-    _check_flag("skip_corrupt", skip_corrupt)
+    check_flag("skip_corrupt", skip_corrupt)
     root = Path(root)
     labels_path = root / "imagelabels.mat"
     raw = load_mat(labels_path, ["labels"])["labels"]

@@ -24,11 +24,10 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from wsol.data.base import Record, Transform
-from wsol.data.base import AnnotatedDataset
+from wsol.data.base import AnnotatedDataset, Record, Transform, check_flag, check_split
 from wsol.data.flowers import apply_balance, check_records
 from wsol.data.registry import DATASETS
-from wsol.errors import ConfigError, DataError, DataFileMissingError
+from wsol.errors import DataError, DataFileMissingError
 
 GTSRB_CLASSES = (
     "Speed limit (20km/h)", "Speed limit (30km/h)", "Speed limit (50km/h)", "Speed limit (60km/h)",
@@ -167,10 +166,8 @@ def build_gtsrb(
     skip_corrupt: bool = False,
 ) -> AnnotatedDataset:
     """GTSRB split train / test from ``root``; ``balance_to`` repeats images per class to that count."""
-    if split not in ("train", "test"):
-        raise DataError(f"gtsrb has splits train, test; got split {split!r}")
-    if not isinstance(skip_corrupt, bool):
-        raise ConfigError(f"option skip_corrupt must be true or false, got {skip_corrupt!r}")
+    check_split(split, ("train", "test"), "gtsrb")
+    check_flag("skip_corrupt", skip_corrupt)
     root = Path(root)
     records = _train_records(root) if split == "train" else _test_records(root)
     records, skipped = check_records(records, skip_corrupt)

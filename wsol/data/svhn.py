@@ -11,7 +11,7 @@ from typing import Optional
 
 import numpy as np
 
-from wsol.data.base import Transform
+from wsol.data.base import Transform, check_split
 from wsol.data.cifar import ArrayDataset
 from wsol.data.flowers import load_mat
 from wsol.data.registry import DATASETS
@@ -31,8 +31,7 @@ def build_svhn(
     skip_corrupt: bool = False,
 ) -> ArrayDataset:
     """SVHN split train / test / extra from ``root``. Image ids are 1-based positions in the file."""
-    if split not in _FILES:
-        raise DataError(f"svhn has splits {', '.join(_FILES)}; got split {split!r}")
+    check_split(split, list(_FILES), "svhn")
     path = Path(root) / _FILES[split]
     mats = load_mat(path, ["X", "y"])
     x, y = mats["X"], mats["y"]

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from wsol.data.base import IMAGENET_MEAN, IMAGENET_STD, AnnotatedDataset, Record, Transform, check_files, read_mask_file
+from wsol.data.base import IMAGENET_MEAN, IMAGENET_STD, AnnotatedDataset, Record, Transform, check_files, check_split, read_mask_file
 from wsol.data.cub import parse_float, parse_int, register_loader, text_lines
 from wsol.data.sample import Sample
 from wsol.errors import DataError
@@ -117,8 +117,7 @@ def load_wsolmeta(
 ) -> WsolMetaDataset:
     """Build the ``split`` ('train', 'val' or 'test') of a wsolevaluation-style dataset."""
     from wsol.data.cub import class_display_name
-    if split not in WSOLMETA_SPLITS:
-        raise DataError(f"wsolmeta has splits {', '.join(WSOLMETA_SPLITS)}; got split {split!r}")
+    check_split(split, WSOLMETA_SPLITS, "wsolmeta")
     root = Path(root)
     meta = resolve_metadata(root, metadata, split)
     folder = meta / split

@@ -170,6 +170,24 @@ def _find(parent: np.ndarray, s: int) -> int:
     return s
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _store_box(bb: np.ndarray, s: int, x1: int, y1: int, x2: int, y2: int) -> None:
+    """Write the inclusive extent ``(x1, y1, x2, y2)`` as set ``s``'s box (``bb[4 s : 4 s + 4]``)."""
+    bb[4 * s] = x1
+    bb[4 * s + 1] = y1
+    bb[4 * s + 2] = x2
+    bb[4 * s + 3] = y2
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _absorb_box(bb: np.ndarray, keep: int, drop: int) -> None:
+    """Grow set ``keep``'s box to cover set ``drop``'s (a union-find merge)."""
+    bb[4 * keep] = min(bb[4 * keep], bb[4 * drop])
+    bb[4 * keep + 1] = min(bb[4 * keep + 1], bb[4 * drop + 1])
+    bb[4 * keep + 2] = max(bb[4 * keep + 2], bb[4 * drop + 2])
+    bb[4 * keep + 3] = max(bb[4 * keep + 3], bb[4 * drop + 3])
+
+
 @njit(cache=True, nogil=True)
 def _neighbour_masks(val: np.ndarray, fg_mask: np.ndarray, bg_mask: np.ndarray, h: int, w: int, sh: int) -> None:
     """Per pixel, which ring neighbours come before it in each sweep (one vectorizable pass).
@@ -357,10 +375,7 @@ def _component_pass(
     prev = top_p  # a pixel of the last largest-contour winner, and a lower bound on twice
     low = 0  # the contour area of the component that holds it
     parent[0] = 0
-    bb[0] = w
-    bb[1] = h
-    bb[2] = -1
-    bb[3] = -1
+    _store_box(bb, 0, w, h, -1, -1)
     nsets = 1
     nlive = 0
     cur = -1  # the set whose box is cached in (cx0, cy0, cx1, cy1)
@@ -379,16 +394,10 @@ def _component_pass(
                     other = _find(parent, lab[p + ring[reps[m, gi]]])
                     if other != 0:
                         if cur >= 0:
-                            bb[4 * cur] = cx0
-                            bb[4 * cur + 1] = cy0
-                            bb[4 * cur + 2] = cx1
-                            bb[4 * cur + 3] = cy1
+                            _store_box(bb, cur, cx0, cy0, cx1, cy1)
                             cur = -1
                         parent[other] = 0
-                        bb[0] = min(bb[0], bb[4 * other])
-                        bb[1] = min(bb[1], bb[4 * other + 1])
-                        bb[2] = max(bb[2], bb[4 * other + 2])
-                        bb[3] = max(bb[3], bb[4 * other + 3])
+                        _absorb_box(bb, 0, other)
                         i = pos[other]
                         nlive -= 1
                         live[i] = live[nlive]
@@ -396,10 +405,7 @@ def _component_pass(
                 continue
             if ng == 0:
                 parent[nsets] = nsets
-                bb[4 * nsets] = px
-                bb[4 * nsets + 1] = py
-                bb[4 * nsets + 2] = px
-                bb[4 * nsets + 3] = py
+                _store_box(bb, nsets, px, py, px, py)
                 pos[nsets] = nlive
                 live[nlive] = nsets
                 lab[p] = nsets
@@ -411,18 +417,12 @@ def _component_pass(
                 other = _find(parent, lab[p + ring[reps[m, gi]]])
                 if other != root:
                     if cur >= 0:
-                        bb[4 * cur] = cx0
-                        bb[4 * cur + 1] = cy0
-                        bb[4 * cur + 2] = cx1
-                        bb[4 * cur + 3] = cy1
+                        _store_box(bb, cur, cx0, cy0, cx1, cy1)
                         cur = -1
                     keep = min(root, other)
                     drop = max(root, other)
                     parent[drop] = keep
-                    bb[4 * keep] = min(bb[4 * keep], bb[4 * drop])
-                    bb[4 * keep + 1] = min(bb[4 * keep + 1], bb[4 * drop + 1])
-                    bb[4 * keep + 2] = max(bb[4 * keep + 2], bb[4 * drop + 2])
-                    bb[4 * keep + 3] = max(bb[4 * keep + 3], bb[4 * drop + 3])
+                    _absorb_box(bb, keep, drop)
                     i = pos[drop]
                     nlive -= 1
                     live[i] = live[nlive]
@@ -431,10 +431,7 @@ def _component_pass(
             lab[p] = root
             if root != cur:
                 if cur >= 0:
-                    bb[4 * cur] = cx0
-                    bb[4 * cur + 1] = cy0
-                    bb[4 * cur + 2] = cx1
-                    bb[4 * cur + 3] = cy1
+                    _store_box(bb, cur, cx0, cy0, cx1, cy1)
                 cur = root
                 cx0 = bb[4 * cur]
                 cy0 = bb[4 * cur + 1]
@@ -447,10 +444,7 @@ def _component_pass(
         k = v + k_offset
         if need[k]:
             if cur >= 0:
-                bb[4 * cur] = cx0
-                bb[4 * cur + 1] = cy0
-                bb[4 * cur + 2] = cx1
-                bb[4 * cur + 3] = cy1
+                _store_box(bb, cur, cx0, cy0, cx1, cy1)
                 cur = -1
             if largest:
                 x1, y1, x2, y2, prev, low = _pick_largest(val, sh, k, lab, parent, bb, live, nlive, main_ext, prev, low)
