@@ -139,3 +139,11 @@ def test_mask_size_mismatch_and_bad_split(cub_tree: Path, cub_spec: dict) -> Non
         ds[0]
     with pytest.raises(DataError, match="split 'val'"):
         build_dataset("cub", cub_tree, "val")
+
+
+def test_path_options_relative_to_the_root(cub_tree: Path, monkeypatch, tmp_path: Path) -> None:
+    """segmentations= given relative to the dataset root works from any working folder, as coco's options do."""
+    (cub_tree / "segmentations").rename(cub_tree / "masks_v2")
+    monkeypatch.chdir(tmp_path)
+    ds = build_dataset("cub", cub_tree, "test", segmentations=Path("masks_v2"))
+    assert ds.has_masks and ds[0].mask is not None

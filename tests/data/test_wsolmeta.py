@@ -146,3 +146,10 @@ def test_openimages_style_masks_are_unioned(tree: Path) -> None:
 def test_unknown_split(tree: Path) -> None:
     with pytest.raises(DataError, match="split 'extra'"):
         build_dataset("wsolmeta", tree, "extra")
+
+
+def test_metadata_and_mask_root_relative_to_the_root(tree: Path, monkeypatch, tmp_path: Path) -> None:
+    """metadata= and mask_root= given relative to the dataset root work from any working folder, as coco's options do."""
+    (tree / "metadata").rename(tree / "meta_v2")
+    monkeypatch.chdir(tmp_path)
+    assert len(build_dataset("wsolmeta", tree, "test", metadata=Path("meta_v2"), mask_root=Path("."))) == 3

@@ -89,6 +89,13 @@ def check_split(split: str, choices: Sequence[str], name: str) -> None:
         raise DataError(f"{name} has splits {', '.join(choices)}; got split {split!r}")
 
 
+def option_path(root: Path, value: Path) -> Path:
+    """A loader's path option (``annotations=``, ``segmentations=``, ``metadata=`` …): as given, or under ``root``
+    when it is relative and not found from the working folder."""
+    path = Path(value)
+    return root / path if not path.is_absolute() and not path.exists() else path
+
+
 def check_flag(name: str, value: Any) -> bool:
     """``value`` of loader option ``name`` when it is a bool, else a ConfigError (for calls from Python,
     which the registry's option check does not see)."""

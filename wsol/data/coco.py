@@ -22,21 +22,15 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from wsol.data.base import IMAGENET_MEAN, IMAGENET_STD, AnnotatedDataset, Record, Transform, check_files
+from wsol.data.base import IMAGENET_MEAN, IMAGENET_STD, AnnotatedDataset, Record, Transform, check_files, option_path
 from wsol.data.cub import register_loader
 from wsol.errors import DataError
-
-
-def _option_path(root: Path, value: Path) -> Path:
-    """A path option as given, or under ``root`` when it is relative and not found from the working folder."""
-    path = Path(value)
-    return root / path if not path.is_absolute() and not path.exists() else path
 
 
 def find_annotations(root: Path, split: str, annotations: Optional[Path]) -> Path:
     """The instances JSON for ``split``: the option, else the standard places under ``root``."""
     if annotations is not None:
-        path = _option_path(root, annotations)
+        path = option_path(root, annotations)
         if not path.is_file():
             raise DataError(f"annotations file {path} not found")
         return path
@@ -84,7 +78,7 @@ def _bbox(path: Path, index: int, ann: Dict[str, Any]) -> Tuple[float, float, fl
 
 def _find_image_dir(root: Path, split: str, file_name: str, images: Optional[Path]) -> Path:
     if images is not None:
-        folder = _option_path(root, images)
+        folder = option_path(root, images)
         if not folder.is_dir():
             raise DataError(f"image folder {folder} not found")
         return folder

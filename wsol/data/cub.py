@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from wsol.data.base import IMAGENET_MEAN, IMAGENET_STD, AnnotatedDataset, Record, Transform, check_files, check_split
+from wsol.data.base import IMAGENET_MEAN, IMAGENET_STD, AnnotatedDataset, Record, Transform, check_files, check_split, option_path
 from wsol.data.registry import DATASETS, check_options
 from wsol.errors import DataError, DataFileMissingError
 
@@ -183,7 +183,7 @@ def parse_cub(root: Path) -> Tuple[List[str], List[Dict[str, Any]]]:
 def find_segmentations(root: Path, segmentations: Optional[Path]) -> Optional[Path]:
     """The segmentation folder: the explicit option, else ``root/segmentations`` or ``root/../segmentations``."""
     if segmentations is not None:
-        seg = Path(segmentations)
+        seg = option_path(root, segmentations)
         if not seg.is_dir():
             raise DataError(f"segmentations folder not found: {seg}")
         return seg

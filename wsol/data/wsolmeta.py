@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from wsol.data.base import IMAGENET_MEAN, IMAGENET_STD, AnnotatedDataset, Record, Transform, check_files, check_split, read_mask_file
+from wsol.data.base import IMAGENET_MEAN, IMAGENET_STD, AnnotatedDataset, Record, Transform, check_files, check_split, option_path, read_mask_file
 from wsol.data.cub import parse_float, parse_int, register_loader, text_lines
 from wsol.data.sample import Sample
 from wsol.errors import DataError
@@ -48,7 +48,7 @@ def read_labels(path: Path) -> List[Tuple[int, str, int]]:
 
 def resolve_metadata(root: Path, metadata: Optional[Path], split: str) -> Path:
     """The folder holding ``<split>/image_ids.txt``."""
-    meta = Path(metadata) if metadata is not None else root / "metadata"
+    meta = option_path(root, metadata) if metadata is not None else root / "metadata"
     if not meta.is_dir():
         raise DataError(f"metadata folder {meta} not found; pass metadata=PATH (the folder holding train/, val/, test/)")
     if not (meta / split / "image_ids.txt").is_file():
@@ -121,7 +121,7 @@ def load_wsolmeta(
     root = Path(root)
     meta = resolve_metadata(root, metadata, split)
     folder = meta / split
-    mask_base = Path(mask_root) if mask_root is not None else root
+    mask_base = option_path(root, mask_root) if mask_root is not None else root
 
     ids_path = folder / "image_ids.txt"
     order: Dict[str, Tuple[int, int]] = {}
