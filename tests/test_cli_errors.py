@@ -280,6 +280,18 @@ CASES: List[List[str]] = [
      "--n-queries", "5", "--out", "{train_run}"],
     ["robustness", "study", "{study_one}", "--dataset", "cub", "--root", "{cub}", "--n", "2", "--ladder", "apgd-ce", "--n-queries", "5",
      "--out", "{robust_run}"],
+    # session 9: --out a folder holding another command's run, or a file of a run
+    ["train", "cub", "--arch", "small-cnn", "--root", "{cub}", "--epochs", "1", "--out", "{run_ifia}"],
+    ["train", "cub", "--arch", "small-cnn", "--root", "{cub}", "--epochs", "1", "--out", "{robust_run}"],
+    ["train", "cub", "--arch", "small-cnn", "--root", "{cub}", "--epochs", "1", "--out", "{study_run}"],
+    ["attack", "attribution", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--n", "2", "--steps", "1", "--out", "{train_run}"],
+    ["attack", "attribution", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--n", "2", "--steps", "1", "--out", "{run_targeted}"],
+    ["attack", "targeted", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--n", "2", "--steps", "1", "--out", "{run_ifia}"],
+    ["attack", "targeted", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--n", "2", "--steps", "1", "--out", "{robust_run}"],
+    ["localize", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--out", "{train_run}/model.json"],
+    ["localize", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--out", "{run_ifia}/summary.json"],
+    ["localize", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--out", "{run_ifia}/config.json"],
+    ["report", "table1", "{run_ifia}"],
 ]
 
 
@@ -353,6 +365,13 @@ def assets(tmp_path_factory) -> dict:
         (base / f"run_{name}" / "summary.json").write_text(summary)
         (base / f"run_{name}" / "samples.csv").write_text("index\n0\n")
         found[f"run_{name}"] = str(base / f"run_{name}")
+    (base / "run_targeted" / "config.json").write_text(json.dumps({"attack": "targeted"}))
+    ifia = base / "run_ifia"  # an attribution-attack run of one sample, as the job writes it
+    ifia.mkdir()
+    (ifia / "config.json").write_text(json.dumps({"attack": "attribution"}))
+    (ifia / "samples.csv").write_text("index,label,pred,attacked,topk_intersection,kendall\n3,0,0,True,0.5,0.5\n")
+    (ifia / "summary.json").write_text(json.dumps({"total": 1, "attacked": 1, "metrics": {}, "config": {"attack": "attribution"}}))
+    found["run_ifia"] = str(ifia)
     ck = found["ckpt2"]
     for name, text in (("empty", ""), ("scalar", "models: 3\n"), ("unknown", "models:\n  - name: a\n    model: NoSuchModel\n"),
                        ("noweights", f"models:\n  - name: a\n    checkpoint: {ck}\n  - name: b\n    model: Peng2023Robust\n    weights: missing.pt\n"),

@@ -42,10 +42,15 @@ def _check_device(value: Optional[str]) -> Optional[str]:
 
 
 def _check_out_file(value: Optional[Path]) -> Optional[Path]:
-    """Refuse an ``--out`` file that cannot be written (existing folder, parent a file, read-only)."""
+    """Refuse an ``--out`` file that cannot be written (existing folder, parent a file, read-only) or is a run's own file."""
+    from wsol.jobs.runfolder import refuse_run_file
     from wsol.utils.io import check_writable_output
 
-    return None if value is None else check_writable_output(value, "file")
+    if value is None:
+        return None
+    check_writable_output(value, "file")
+    refuse_run_file(value)
+    return value
 
 
 def _check_out_suffix(value: Path, suffix: str, what: str) -> Path:

@@ -35,7 +35,7 @@ from wsol.attacks.core import sample_generators, uniform_noise
 from wsol.attribution.common import check_choice
 from wsol.errors import ConfigError
 from wsol.jobs.localize import eval_dataset
-from wsol.jobs.runfolder import class_names_note, config_differences, gather, lock_run_folder, note, parse_eps, select_samples, write_json
+from wsol.jobs.runfolder import class_names_note, config_differences, gather, lock_run_folder, note, parse_eps, refuse_other_run, select_samples, write_json
 from wsol.metrics.ranking import check_k, input_gradient_cosine
 from wsol.models import load_model
 from wsol.report.attack import inert_arguments, interval_text
@@ -378,6 +378,7 @@ def _prepare(kind: str, checkpoint: Path, dataset: str, root: Path, out: Path, s
     meta = checkpoint_meta(checkpoint)
     config = {"attack": kind, "checkpoint": str(Path(checkpoint).resolve()), "dataset": dataset, "root": str(Path(root).resolve()),
               "method": meta.get("method"), "arch": meta.get("arch"), **asdict(s)}
+    refuse_other_run(out, f"{kind} attack")
     run = _Run(out, config, columns)
     run.check_config()
     note(class_names_note(checkpoint, dataset, list(getattr(data, "class_names", []))))

@@ -82,6 +82,9 @@ def load_run(folder: Path) -> AttackRun:
     kind = summary.get("config", {}).get("attack") if isinstance(summary, dict) else None
     if kind != "attribution" or not isinstance(summary.get("metrics"), dict):
         raise DataError(f"{folder} holds a {kind or 'non-attack'} run, not an attribution-attack run; the report reads `wsol attack attribution` folders")
+    missing = [name for name in ("topk_intersection", "kendall") if not isinstance(summary["metrics"].get(name), dict)]
+    if missing:
+        raise DataError(f"{summary_path} has no {' or '.join(missing)} in its metrics; rerun the same `wsol attack attribution` command to rewrite it")
     rows = list(csv.DictReader(io.StringIO(samples_path.read_text())))
     names = rows[0].keys() if rows else []
     columns = {name: np.array([_float(r[name]) for r in rows]) for name in names if name not in ("reason",)}
