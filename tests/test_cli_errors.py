@@ -579,3 +579,16 @@ def test_a_training_state_given_as_checkpoint_names_the_model_beside_it(sandbox,
     assert run(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.rstrip().endswith(f"the model of that run is {folder / 'model.safetensors'}"), err
+
+
+def test_a_folder_given_as_predictions_is_called_a_folder_not_missing(sandbox, assets, capsys) -> None:
+    assert run(["evaluate", "--pred", sandbox["dir"], "--dataset", "cub", "--root", assets["cub"]]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a folder" in err and "not found" not in err, err
+
+
+def test_an_out_folder_of_another_command_names_what_it_holds(assets, capsys) -> None:
+    argv = ["attack", "targeted", "--checkpoint", assets["ckpt2"], "--dataset", "cub", "--root", assets["cub"], "--n", "2", "--out", assets["run_ifia"]]
+    assert run(argv) == 2
+    err = capsys.readouterr().err
+    assert "holds an attribution attack run" in err and "targeted-attack" in err, err

@@ -94,6 +94,8 @@ def _check_pred(value: Path) -> Path:
     """``evaluate`` reads ``--pred`` and writes ``<pred>.metrics.json`` beside it: the file must exist, its folder be writable."""
     from wsol.utils.io import check_writable_output
 
+    if value.is_dir():
+        raise WsolError(f"--pred {value} is a folder; give the COCO results file `wsol localize --out` wrote, e.g. {value / 'preds.json'}")
     if not value.is_file():
         raise WsolError(f"predictions file not found: {value}; write it with `wsol localize --out {value}`")
     check_writable_output(value.parent, "folder")
