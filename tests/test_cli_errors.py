@@ -592,3 +592,24 @@ def test_an_out_folder_of_another_command_names_what_it_holds(assets, capsys) ->
     assert run(argv) == 2
     err = capsys.readouterr().err
     assert "holds an attribution attack run" in err and "targeted-attack" in err, err
+
+
+@pytest.mark.parametrize("argv, meant", [
+    (["train", "CUB"], "cub"),
+    (["train", "shapes", "--method", "natrual"], "natural"),
+    (["train", "shapes", "--method", "ART"], "art"),
+    (["localize", "--checkpoint", "m.safetensors", "--dataset", "Cub", "--out", "p.json"], "cub"),
+    (["localize", "--checkpoint", "m.safetensors", "--dataset", "shapes", "--attribution", "gard", "--out", "p.json"], "grad"),
+    (["attack", "attribution", "--checkpoint", "m.safetensors", "--dataset", "shapes", "--objective", "top-k", "--out", "a"], "topk"),
+])
+def test_a_name_in_another_case_or_misspelt_gets_the_name_meant(argv, meant, sandbox, capsys) -> None:
+    """A tired user's `CUB`, `ART` or `natrual` was told only the list of choices; the error now ends with the one meant."""
+    assert run(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.rstrip().endswith(f"did you mean {meant!r}?"), err
+
+
+def test_a_name_far_from_every_choice_gets_no_guess() -> None:
+    from wsol.errors import did_you_mean
+
+    assert did_you_mean("xyz", ["topk", "mass-center", "random"]) == ""

@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import yaml
 
-from wsol.errors import ConfigError
+from wsol.errors import ConfigError, did_you_mean
 from wsol.utils.io import read_yaml
 from wsol.utils.numbers import MAX_SEED, parse_number
 
@@ -237,7 +237,7 @@ def _check_range(key: str, value: Any, in_attack: bool = False) -> None:
     if key in _CHOICES:
         names = _CHOICES[key]()
         if value not in names:
-            raise ConfigError(f"{key} must be one of {', '.join(names)}; got {value!r}")
+            raise ConfigError(f"{key} must be one of {', '.join(names)}; got {value!r}{did_you_mean(value, names)}")
     if _is_eps(leaf) and isinstance(value, (int, float)):
         if value < 0:
             raise ConfigError(f"{key} must not be negative, got {value}")
