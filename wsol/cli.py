@@ -329,14 +329,15 @@ def evaluate_command(
     """Score predictions: Top-1 Acc, GT-Known / Top-1 Loc, Top-1 Seg, MaxBoxAccV2, PxAP, COCO AP."""
     from wsol.export.tables import markdown_table
     from wsol.data.verify import resolve_root
-    from wsol.jobs.evaluate import evaluate_predictions, save_metrics
+    from wsol.jobs.evaluate import evaluate_predictions, metric_unit, save_metrics
 
     metrics = evaluate_predictions(pred, dataset, resolve_root(dataset, root), split)
     path = save_metrics(pred, metrics)
     intervals = metrics.get("intervals", {})
-    rows = [{"metric": k, "value": v, "95% CI": "[{:.2f}, {:.2f}]".format(*intervals[k]) if k in intervals else ""}
+    ci = "95% CI (Wilson, over the images)"
+    rows = [{"metric": k, "value": v, "unit": metric_unit(k), ci: "[{:.2f}, {:.2f}]".format(*intervals[k]) if k in intervals else ""}
             for k, v in metrics.items() if v is not None and k not in ("interval", "intervals")]
-    typer.echo(markdown_table(rows, ["metric", "value", "95% CI"]))
+    typer.echo(markdown_table(rows, ["metric", "value", "unit", ci]))
     typer.echo(f"saved {path}")
 
 

@@ -123,6 +123,16 @@ def evaluate_predictions(pred: Path, dataset: str, root: Path, split: Optional[s
     return metrics
 
 
+def metric_unit(name: str) -> str:
+    """The unit of entry ``name`` of :func:`evaluate_predictions`'s record, for a printed table: image counts,
+    thresholds as a fraction of each map's maximum, "" for names, and percent for every score."""
+    if name in ("images", "predicted"):
+        return "images"
+    if name.endswith("threshold"):
+        return "fraction of map max"
+    return "" if name == "attribution" else "%"
+
+
 def _xywh_to_xyxy(bbox: List[float]) -> np.ndarray:
     x, y, w, h = (float(v) for v in bbox)
     if w <= 0 or h <= 0:
@@ -149,4 +159,4 @@ def save_metrics(pred: Path, metrics: Dict[str, Any]) -> Path:
     return path
 
 
-__all__ = ["check_categories", "collect_ground_truth", "evaluate_predictions", "save_metrics"]
+__all__ = ["check_categories", "collect_ground_truth", "evaluate_predictions", "metric_unit", "save_metrics"]
