@@ -75,7 +75,7 @@ def _check_table1_out(value: Optional[Path]) -> Optional[Path]:
     """``--out`` of Table 1: a writable ``.csv`` or ``.md`` path (its extension chooses the format)."""
     from wsol.report.attack import check_table1_out
 
-    return None if value is None else check_table1_out(_check_out_file(value))
+    return None if value is None else _check_out_file(check_table1_out(value))
 
 
 def _check_out_folder(value: Optional[Path]) -> Optional[Path]:

@@ -87,7 +87,7 @@ def refuse_run_file(out: PathLike) -> None:
         return
     kind, found = held
     if target.name in found or target.name in RUN_FILES_BESIDE["attack" if kind.endswith("attack") else kind]:
-        raise ConfigError(f"--out {out} is the {target.name} of the {kind} run in {target.parent}; writing there would destroy that run: "
+        raise ConfigError(f"--out {out} is the {target.name} of the {kind} run in {target.parent}; writing there would destroy the run: "
                           "give another file name")
 
 

@@ -24,8 +24,10 @@ from wsol.export.tables import markdown_table, write_csv
 from wsol.report.figures import pyplot, save_figure
 from wsol.utils.io import atomic_write_text
 
-TABLE1_COLUMNS = ("run", "dataset", "method", "attribution", "preset", "n", "IN", "IN 95% CI", "K", "K 95% CI", "natural", "PGD")
-"""``n``: the samples IN and K are averaged over (attacked and some step kept the label)."""
+TABLE1_COLUMNS = ("run", "dataset", "method", "attribution", "preset", "samples", "n IN/K", "IN (%)", "IN 95% CI", "K (%)", "K 95% CI",
+                  "natural acc (%)", "PGD acc (%)")
+"""``samples``: the samples drawn, which the accuracies are over; ``n IN/K``: those IN and K are averaged over
+(attacked, and some step kept the label). The units are in the names, so the CSV says them too."""
 
 
 @dataclass
@@ -131,10 +133,10 @@ def table1_rows(runs: Sequence[AttackRun]) -> List[Dict[str, Any]]:
         m = run.summary["metrics"]
         rows.append({
             "run": name, "dataset": run.config.get("dataset"), "method": run.method, "attribution": run.config.get("attribution"),
-            "preset": run.config.get("preset"), "n": m["topk_intersection"].get("n"),
-            "IN": _stat(m["topk_intersection"], "mean"), "IN 95% CI": interval_text(m["topk_intersection"]),
-            "K": _stat(m["kendall"], "mean"), "K 95% CI": interval_text(m["kendall"]),
-            "natural": run.summary.get("natural_accuracy"), "PGD": run.summary.get("pgd_accuracy"),
+            "preset": run.config.get("preset"), "samples": run.summary.get("total"), "n IN/K": m["topk_intersection"].get("n"),
+            "IN (%)": _stat(m["topk_intersection"], "mean"), "IN 95% CI": interval_text(m["topk_intersection"]),
+            "K (%)": _stat(m["kendall"], "mean"), "K 95% CI": interval_text(m["kendall"]),
+            "natural acc (%)": run.summary.get("natural_accuracy"), "PGD acc (%)": run.summary.get("pgd_accuracy"),
         })
     return rows
 
