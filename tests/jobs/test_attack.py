@@ -65,6 +65,8 @@ def test_an_interval_stays_within_the_values_its_metric_can_take(tiny) -> None:
     assert _attack(tiny, out, "--n", "3", "--steps", "1") == 0
     summary = json.loads((out / "summary.json").read_text())
     assert "clipped" in summary["interval"]
+    assert set(summary["units"]) == set(summary["metrics"]) | {"natural_accuracy", "pgd_accuracy"}  # the file says its units
+    assert summary["units"]["topk_intersection"] == "%" and "pixels" in summary["units"]["center_shift"]
     for name, (low, high) in (("topk_intersection", (0, 100)), ("center_shift", (0, math.inf)), ("cos_x_grad", (-1, 1))):
         stats = summary["metrics"][name]
         assert stats["ci_low"] is None or low <= stats["ci_low"] <= stats["ci_high"] <= high, (name, stats)
@@ -220,6 +222,7 @@ def test_targeted_attack_rows(tiny) -> None:
     assert len(rows) == 6 and all(int(r["target_index"]) in {int(q["index"]) for q in rows} for r in rows)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["total"] == 6 and set(summary["metrics"]) >= {"target_ssim", "original_ssim", "target_mse"}
+    assert set(summary["units"]) == set(summary["metrics"]) and "fraction" in summary["units"]["target_topk"]  # the file says its units
 
 
 def test_targeted_beta_growth_is_recorded_and_changes_the_attack(tiny) -> None:

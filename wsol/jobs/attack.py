@@ -237,6 +237,12 @@ METRIC_RANGES: Dict[str, Tuple[float, float]] = {
 }
 """The values each summary metric can take (percent for IN, K and Spearman): its interval is clipped to them."""
 INTERVAL_TEXT = "two-sided 95% Student-t interval of the mean, clipped to the values the metric can take"
+ATTRIBUTION_UNITS = {"natural_accuracy": "% of the samples", "pgd_accuracy": "% of the samples", "topk_intersection": "%", "kendall": "%",
+                     "spearman": "%", "center_shift": "pixels of the model input", "cos_x_grad": "cosine, -1 to 1"}
+TARGETED_UNITS = {f"{side}_{m}": unit for side in ("target", "original") for m, unit in (
+    ("ssim", "fraction, -1 to 1"), ("pearson", "fraction, -1 to 1"), ("mse", "between the two maps each scaled to mean 1"),
+    ("topk", "fraction of the top k shared, 0 to 1"))}
+"""What each number of a summary is in: ``summary.json`` carries it as ``units``, so the file explains itself."""
 
 
 def mean_interval(values: Sequence[float], confidence: float = 0.95, bounds: Tuple[float, float] = (-math.inf, math.inf)) -> Dict[str, Any]:
@@ -444,6 +450,7 @@ def attribution_summary(rows: Sequence[Dict[str, str]], config: Dict[str, Any]) 
         "natural_accuracy": 100.0 * sum(correct) / max(total, 1),
         "pgd_accuracy": (100.0 * sum(_flag(r["pgd_correct"]) for r in rows) / max(total, 1)) if config.get("pgd_steps") else None,
         "interval": INTERVAL_TEXT,
+        "units": ATTRIBUTION_UNITS,
         "metrics": {},
         "config": config,
     }
@@ -488,7 +495,7 @@ def run_targeted_attack(
     def summarize(rows: List[Dict[str, str]]) -> Dict[str, Any]:
         others = [r for r in rows if r["target_index"] != r["index"]]  # --target-index I makes sample I its own target: no attack to measure
         return {"total": len(rows), "kept_prediction": sum(_flag(r["kept_prediction"]) for r in rows), "own_target": len(rows) - len(others),
-                "interval": f"{INTERVAL_TEXT}, over the samples whose target is another image", "config": run.config,
+                "interval": f"{INTERVAL_TEXT}, over the samples whose target is another image", "units": TARGETED_UNITS, "config": run.config,
                 "metrics": {m: mean_interval([_as_float(r[m]) for r in others], bounds=METRIC_RANGES[m]) for m in TARGETED_METRICS}}
 
     return run.execute(model, data, indices, s.batch_size, s.n_maps, batch, f"targeted {s.attribution}", dev, summarize, after_batch)
