@@ -329,16 +329,17 @@ def evaluate_command(
     """Score predictions: Top-1 Acc, GT-Known / Top-1 Loc, Top-1 Seg, MaxBoxAccV2, PxAP, COCO AP."""
     from wsol.export.tables import markdown_table
     from wsol.data.verify import resolve_root
-    from wsol.jobs.evaluate import evaluate_predictions, metric_unit, save_metrics
+    from wsol.jobs.evaluate import evaluate_predictions, metric_unit, metrics_path, save_metrics
 
     metrics = evaluate_predictions(pred, dataset, resolve_root(dataset, root), split)
+    existed = metrics_path(pred).exists()
     path = save_metrics(pred, metrics)
     intervals = metrics.get("intervals", {})
     ci = "95% CI (Wilson, over the images)"
     rows = [{"metric": k, "value": v, "unit": metric_unit(k), ci: "[{:.2f}, {:.2f}]".format(*intervals[k]) if k in intervals else ""}
             for k, v in metrics.items() if v is not None and k not in ("interval", "intervals")]
     typer.echo(markdown_table(rows, ["metric", "value", "unit", ci]))
-    typer.echo(f"saved {path}")
+    typer.echo(f"wrote {path}{_replacing(existed)}")
 
 
 @app.command("visualize")

@@ -55,6 +55,9 @@ def test_evaluate_prints_table_and_saves_metrics(tiny, capsys) -> None:
     assert table.splitlines()[0] == "| metric | value | unit | 95% CI (Wilson, over the images) |"  # the unit of every number is stated
     assert lines["images"][1] == "images" and lines["top1_acc"][1] == "%" and lines["best_gt_known_threshold"][1] == "fraction of map max"
     assert lines["top1_acc"][2].startswith("[") and lines["pxap"][2] == ""
+    assert table.rstrip().endswith(f"wrote {out.with_suffix('.metrics.json')}")  # 'wrote', as every command says, not 'saved'
+    assert run(["evaluate", "--pred", str(out), "--dataset", "shapes", "--root", str(tiny["root"])]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("metrics.json (replacing the earlier file)")
     metrics = json.loads(out.with_suffix(".metrics.json").read_text())
     assert 0.0 <= metrics["top1_loc"] <= metrics["gt_known_loc"] <= 100.0
     assert metrics["top1_seg"] <= metrics["top1_acc"]

@@ -151,12 +151,17 @@ def _coco_ground_truth(gt: Dict[int, Dict[str, Any]], class_names: List[str], of
     return gt_to_coco(images, categories, annotations)
 
 
+def metrics_path(pred: Path) -> Path:
+    """Where the scores of prediction file ``pred`` go: ``<pred stem>.metrics.json`` beside it."""
+    return Path(pred).with_suffix(".metrics.json")
+
+
 def save_metrics(pred: Path, metrics: Dict[str, Any]) -> Path:
-    """Write ``<pred stem>.metrics.json`` beside the prediction file (atomically, holding its folder's lock)."""
-    path = Path(pred).with_suffix(".metrics.json")
+    """Write :func:`metrics_path` (atomically, holding its folder's lock)."""
+    path = metrics_path(pred)
     with lock_run_folder(path.parent, transient=True):
         write_json(path, metrics)
     return path
 
 
-__all__ = ["check_categories", "collect_ground_truth", "evaluate_predictions", "metric_unit", "save_metrics"]
+__all__ = ["check_categories", "collect_ground_truth", "evaluate_predictions", "metric_unit", "metrics_path", "save_metrics"]
