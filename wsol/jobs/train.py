@@ -217,6 +217,10 @@ def _resume_state(config: TrainConfig, out: Path, resume: bool) -> Optional[Dict
     diffs = [d for d in config_differences(state["config"], config_to_dict(config)) if not d.startswith(_RESUMABLE)]
     if diffs:
         raise ConfigError(f"cannot resume {out}: the config differs from the saved one in {', '.join(diffs[:5])}")
+    done = int(state.get("epoch", 0))
+    if done > config.epochs:
+        raise ConfigError(f"cannot resume {out} to {config.epochs} epochs: it has done {done} already, and a resume only extends a run; "
+                          f"give --epochs {done} or more, or train the shorter run into another --out")
     return state
 
 
