@@ -601,6 +601,8 @@ def test_an_out_folder_of_another_command_names_what_it_holds(assets, capsys) ->
     (["localize", "--checkpoint", "m.safetensors", "--dataset", "Cub", "--out", "p.json"], "cub"),
     (["localize", "--checkpoint", "m.safetensors", "--dataset", "shapes", "--attribution", "gard", "--out", "p.json"], "grad"),
     (["attack", "attribution", "--checkpoint", "m.safetensors", "--dataset", "shapes", "--objective", "top-k", "--out", "a"], "topk"),
+    (["localize", "--checkpoint", "m.safetensors", "--dataset", "shapes", "--target", "GT", "--out", "p.json"], "gt"),
+    (["localize", "--checkpoint", "m.safetensors", "--dataset", "shapes", "--postprocess", "WSOL", "--out", "p.json"], "wsol"),
 ])
 def test_a_name_in_another_case_or_misspelt_gets_the_name_meant(argv, meant, sandbox, capsys) -> None:
     """A tired user's `CUB`, `ART` or `natrual` was told only the list of choices; the error now ends with the one meant."""
