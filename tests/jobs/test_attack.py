@@ -66,7 +66,7 @@ def test_an_interval_stays_within_the_values_its_metric_can_take(tiny) -> None:
     summary = json.loads((out / "summary.json").read_text())
     assert "clipped" in summary["interval"]
     assert set(summary["units"]) == set(summary["metrics"]) | {"natural_accuracy", "pgd_accuracy"}  # the file says its units
-    assert summary["units"]["topk_intersection"] == "%" and "pixels" in summary["units"]["center_shift"]
+    assert summary["units"]["topk_intersection"].startswith("% ") and "pixels" in summary["units"]["center_shift"]
     for name, (low, high) in (("topk_intersection", (0, 100)), ("center_shift", (0, math.inf)), ("cos_x_grad", (-1, 1))):
         stats = summary["metrics"][name]
         assert stats["ci_low"] is None or low <= stats["ci_low"] <= stats["ci_high"] <= high, (name, stats)

@@ -237,8 +237,9 @@ METRIC_RANGES: Dict[str, Tuple[float, float]] = {
 }
 """The values each summary metric can take (percent for IN, K and Spearman): its interval is clipped to them."""
 INTERVAL_TEXT = "two-sided 95% Student-t interval of the mean, clipped to the values the metric can take"
-ATTRIBUTION_UNITS = {"natural_accuracy": "% of the samples", "pgd_accuracy": "% of the samples", "topk_intersection": "%", "kendall": "%",
-                     "spearman": "%", "center_shift": "pixels of the model input", "cos_x_grad": "cosine, -1 to 1"}
+ATTRIBUTION_UNITS = {"natural_accuracy": "% of the samples", "pgd_accuracy": "% of the samples",
+                     **{name: "% (samples.csv: a fraction)" for name in PERCENT_METRICS},
+                     "center_shift": "pixels of the model input", "cos_x_grad": "cosine, -1 to 1"}
 TARGETED_UNITS = {f"{side}_{m}": unit for side in ("target", "original") for m, unit in (
     ("ssim", "fraction, -1 to 1"), ("pearson", "fraction, -1 to 1"), ("mse", "between the two maps each scaled to mean 1"),
     ("topk", "fraction of the top k shared, 0 to 1"))}
