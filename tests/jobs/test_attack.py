@@ -340,3 +340,25 @@ def test_n_maps_sets_how_many_samples_keep_their_maps(tiny) -> None:
     none = tiny["base"] / "no_maps"
     assert _attack(tiny, none, "--n", "2", "--n-maps", "0", "--pgd-steps", "0") == 0
     assert not (none / "maps.npz").exists()
+
+
+def test_rows_of_a_checkpoint_rewritten_since_are_dropped_not_mixed(tiny, tmp_path, capsys) -> None:
+    """A run killed mid-way, the model retrained into the same file, the command rerun: it resumed the old model's rows
+    and attacked only the rest with the new one, one summary over two models. Now it starts over, and says so."""
+    import shutil
+
+    from wsol.models import build_model, save_model
+
+    checkpoint = Path(shutil.copy(tiny["checkpoint"], tmp_path / "model.safetensors"))
+    shutil.copy(tiny["checkpoint"].with_suffix(".json"), tmp_path / "model.json")
+    argv = ["attack", "attribution", "--checkpoint", str(checkpoint), "--dataset", "shapes", "--root", str(tiny["root"]), *ARGS]
+    assert run([*argv, "--out", str(tmp_path / "old")]) == 0
+    shutil.copytree(tmp_path / "old", tmp_path / "run")
+    torch.manual_seed(7)
+    save_model(build_model("small-cnn", 2, input_size=32), tmp_path / "model", dataset="shapes", method="natural")  # retrained
+    assert run([*argv, "--out", str(tmp_path / "fresh")]) == 0
+    capsys.readouterr()
+    assert run([*argv, "--out", str(tmp_path / "run")]) == 0
+    assert "holds rows of an earlier version" in capsys.readouterr().err
+    assert _rows(tmp_path / "run") == _rows(tmp_path / "fresh") != _rows(tmp_path / "old")
+    assert (tmp_path / "run" / "maps.npz").read_bytes() == (tmp_path / "fresh" / "maps.npz").read_bytes()

@@ -143,7 +143,7 @@ def table1_rows(runs: Sequence[AttackRun]) -> List[Dict[str, Any]]:
 
 RUN_FILES = ("samples.csv", "summary.json", "config.json", "maps.npz")
 """The files of an attack run folder: a report never writes over them."""
-TABLE1_FREE = ("batch_size", "n_maps", "root", "checkpoint", "method", "arch", "dataset", "attribution", "preset", "n", "seed")
+TABLE1_FREE = ("batch_size", "n_maps", "root", "checkpoint", "checkpoint_sha256", "method", "arch", "dataset", "attribution", "preset", "n", "seed")
 """Arguments runs may differ in and still be compared row by row (the table shows or does not depend on them)."""
 
 
@@ -245,7 +245,7 @@ def box_plots(runs: Sequence[AttackRun], path: Path) -> Path:
     return save_figure(draw_box_plots(runs), path)
 
 
-SWEEP_FREE = ("eps", "step_size", "batch_size", "n_maps", "root", "pgd_steps", "pgd_eps", "pgd_step_size")
+SWEEP_FREE = ("eps", "step_size", "batch_size", "n_maps", "root", "pgd_steps", "pgd_eps", "pgd_step_size", "checkpoint_sha256")
 """Arguments runs of one ε-sweep line may differ in: ε, its step and bookkeeping that does not change IN or K."""
 
 
