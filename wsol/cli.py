@@ -85,6 +85,14 @@ def _check_out_folder(value: Optional[Path]) -> Optional[Path]:
     return None if value is None else check_writable_output(value, "folder")
 
 
+def _not_rank_0() -> bool:
+    """Whether this process is a torchrun rank other than 0: a one-process command (evaluate, visualize) leaves its work to
+    rank 0 there, instead of every rank writing the same file and printing the same lines."""
+    from wsol.utils.distributed import launched_rank
+
+    return launched_rank() != 0
+
+
 def _replacing(existed: bool) -> str:
     """What a ``wrote PATH`` line adds when the file was there before: every ``--out`` file is replaced, and says so."""
     return " (replacing the earlier file)" if existed else ""
@@ -331,6 +339,8 @@ def evaluate_command(
     from wsol.data.verify import resolve_root
     from wsol.jobs.evaluate import evaluate_predictions, metric_unit, metrics_path, save_metrics
 
+    if _not_rank_0():
+        return
     metrics = evaluate_predictions(pred, dataset, resolve_root(dataset, root), split)
     existed = metrics_path(pred).exists()
     path = save_metrics(pred, metrics)
@@ -360,6 +370,8 @@ def visualize_command(
     from wsol.data.verify import resolve_root
     from wsol.jobs.visualize import run_visualize
 
+    if _not_rank_0():
+        return
     settings = LocalizeConfig(attribution=attribution, threshold=threshold)
     existed = out.exists()
     path = run_visualize(checkpoint, dataset, resolve_root(dataset, root), out, settings, n, split, seed, device=device)
