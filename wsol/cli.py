@@ -412,7 +412,7 @@ def _n_option(default: int) -> Any:
 NOpt = _n_option(500)
 NAttributionOpt = _n_option(1000)
 NTargetedOpt = _n_option(100)
-EpsOpt = Annotated[str, typer.Option("--eps", help="Attack radius in pixel units of [0, 1] images: 8/255 or a decimal such as 0.031; in linf a bare 8 or 1 is refused as a forgotten /255; an l2 radius is any number ≥ 0.")]
+EpsOpt = Annotated[str, typer.Option("--eps", help="ℓ∞ attack radius in pixel units of [0, 1] images: 8/255 or a decimal such as 0.031; a bare 8 or 1 is refused as a forgotten /255.")]
 def _lowercase(value: str) -> str:
     return value.lower()
 
