@@ -145,3 +145,9 @@ def test_targeted_n_maps_help_does_not_send_users_to_a_report_that_refuses_targe
     helps = {path: {p.opts[0]: p.help for p in cmd.params} for path, cmd in _commands()}
     assert "reads attribution runs only" in helps["wsol attack targeted"]["--n-maps"]
     assert helps["wsol attack attribution"]["--n-maps"].endswith("for `wsol report figures`.")
+
+
+def test_the_attacks_eps_help_speaks_of_linf_alone() -> None:
+    """`wsol attack attribution/targeted --eps` told of ℓ2 radii, which these ℓ∞-only attacks (no --norm) do not take."""
+    helps = [param.help for path, cmd in _commands() if path.startswith("wsol attack") for param in cmd.params if param.opts[0] == "--eps"]
+    assert len(helps) == 2 and all("l2" not in text and text.startswith("ℓ∞") for text in helps), helps

@@ -280,6 +280,18 @@ CASES: List[List[str]] = [
      "--n-queries", "5", "--out", "{train_run}"],
     ["robustness", "study", "{study_one}", "--dataset", "cub", "--root", "{cub}", "--n", "2", "--ladder", "apgd-ce", "--n-queries", "5",
      "--out", "{robust_run}"],
+    # session 9: --out a folder holding another command's run, or a file of a run
+    ["train", "cub", "--arch", "small-cnn", "--root", "{cub}", "--epochs", "1", "--out", "{run_ifia}"],
+    ["train", "cub", "--arch", "small-cnn", "--root", "{cub}", "--epochs", "1", "--out", "{robust_run}"],
+    ["train", "cub", "--arch", "small-cnn", "--root", "{cub}", "--epochs", "1", "--out", "{study_run}"],
+    ["attack", "attribution", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--n", "2", "--steps", "1", "--out", "{train_run}"],
+    ["attack", "attribution", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--n", "2", "--steps", "1", "--out", "{run_targeted}"],
+    ["attack", "targeted", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--n", "2", "--steps", "1", "--out", "{run_ifia}"],
+    ["attack", "targeted", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--n", "2", "--steps", "1", "--out", "{robust_run}"],
+    ["localize", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--out", "{train_run}/model.json"],
+    ["localize", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--out", "{run_ifia}/summary.json"],
+    ["localize", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--out", "{run_ifia}/config.json"],
+    ["report", "table1", "{run_ifia}"],
 ]
 
 
@@ -353,6 +365,13 @@ def assets(tmp_path_factory) -> dict:
         (base / f"run_{name}" / "summary.json").write_text(summary)
         (base / f"run_{name}" / "samples.csv").write_text("index\n0\n")
         found[f"run_{name}"] = str(base / f"run_{name}")
+    (base / "run_targeted" / "config.json").write_text(json.dumps({"attack": "targeted"}))
+    ifia = base / "run_ifia"  # an attribution-attack run of one sample, as the job writes it
+    ifia.mkdir()
+    (ifia / "config.json").write_text(json.dumps({"attack": "attribution"}))
+    (ifia / "samples.csv").write_text("index,label,pred,attacked,topk_intersection,kendall\n3,0,0,True,0.5,0.5\n")
+    (ifia / "summary.json").write_text(json.dumps({"total": 1, "attacked": 1, "metrics": {}, "config": {"attack": "attribution"}}))
+    found["run_ifia"] = str(ifia)
     ck = found["ckpt2"]
     for name, text in (("empty", ""), ("scalar", "models: 3\n"), ("unknown", "models:\n  - name: a\n    model: NoSuchModel\n"),
                        ("noweights", f"models:\n  - name: a\n    checkpoint: {ck}\n  - name: b\n    model: Peng2023Robust\n    weights: missing.pt\n"),
@@ -560,3 +579,39 @@ def test_a_training_state_given_as_checkpoint_names_the_model_beside_it(sandbox,
     assert run(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.rstrip().endswith(f"the model of that run is {folder / 'model.safetensors'}"), err
+
+
+def test_a_folder_given_as_predictions_is_called_a_folder_not_missing(sandbox, assets, capsys) -> None:
+    assert run(["evaluate", "--pred", sandbox["dir"], "--dataset", "cub", "--root", assets["cub"]]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a folder" in err and "not found" not in err, err
+
+
+def test_an_out_folder_of_another_command_names_what_it_holds(assets, capsys) -> None:
+    argv = ["attack", "targeted", "--checkpoint", assets["ckpt2"], "--dataset", "cub", "--root", assets["cub"], "--n", "2", "--out", assets["run_ifia"]]
+    assert run(argv) == 2
+    err = capsys.readouterr().err
+    assert "holds an attribution attack run" in err and "targeted-attack" in err, err
+
+
+@pytest.mark.parametrize("argv, meant", [
+    (["train", "CUB"], "cub"),
+    (["train", "shapes", "--method", "natrual"], "natural"),
+    (["train", "shapes", "--method", "ART"], "art"),
+    (["localize", "--checkpoint", "m.safetensors", "--dataset", "Cub", "--out", "p.json"], "cub"),
+    (["localize", "--checkpoint", "m.safetensors", "--dataset", "shapes", "--attribution", "gard", "--out", "p.json"], "grad"),
+    (["attack", "attribution", "--checkpoint", "m.safetensors", "--dataset", "shapes", "--objective", "top-k", "--out", "a"], "topk"),
+    (["localize", "--checkpoint", "m.safetensors", "--dataset", "shapes", "--target", "GT", "--out", "p.json"], "gt"),
+    (["localize", "--checkpoint", "m.safetensors", "--dataset", "shapes", "--postprocess", "WSOL", "--out", "p.json"], "wsol"),
+])
+def test_a_name_in_another_case_or_misspelt_gets_the_name_meant(argv, meant, sandbox, capsys) -> None:
+    """A tired user's `CUB`, `ART` or `natrual` was told only the list of choices; the error now ends with the one meant."""
+    assert run(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.rstrip().endswith(f"did you mean {meant!r}?"), err
+
+
+def test_a_name_far_from_every_choice_gets_no_guess() -> None:
+    from wsol.errors import did_you_mean
+
+    assert did_you_mean("xyz", ["topk", "mass-center", "random"]) == ""

@@ -42,10 +42,15 @@ def _check_device(value: Optional[str]) -> Optional[str]:
 
 
 def _check_out_file(value: Optional[Path]) -> Optional[Path]:
-    """Refuse an ``--out`` file that cannot be written (existing folder, parent a file, read-only)."""
+    """Refuse an ``--out`` file that cannot be written (existing folder, parent a file, read-only) or is a run's own file."""
+    from wsol.jobs.runfolder import refuse_run_file
     from wsol.utils.io import check_writable_output
 
-    return None if value is None else check_writable_output(value, "file")
+    if value is None:
+        return None
+    check_writable_output(value, "file")
+    refuse_run_file(value)
+    return value
 
 
 def _check_out_suffix(value: Path, suffix: str, what: str) -> Path:
@@ -70,7 +75,7 @@ def _check_table1_out(value: Optional[Path]) -> Optional[Path]:
     """``--out`` of Table 1: a writable ``.csv`` or ``.md`` path (its extension chooses the format)."""
     from wsol.report.attack import check_table1_out
 
-    return None if value is None else check_table1_out(_check_out_file(value))
+    return None if value is None else _check_out_file(check_table1_out(value))
 
 
 def _check_out_folder(value: Optional[Path]) -> Optional[Path]:
@@ -78,6 +83,14 @@ def _check_out_folder(value: Optional[Path]) -> Optional[Path]:
     from wsol.utils.io import check_writable_output
 
     return None if value is None else check_writable_output(value, "folder")
+
+
+def _not_rank_0() -> bool:
+    """Whether this process is a torchrun rank other than 0: a one-process command (evaluate, visualize) leaves its work to
+    rank 0 there, instead of every rank writing the same file and printing the same lines."""
+    from wsol.utils.distributed import launched_rank
+
+    return launched_rank() != 0
 
 
 def _replacing(existed: bool) -> str:
@@ -89,6 +102,8 @@ def _check_pred(value: Path) -> Path:
     """``evaluate`` reads ``--pred`` and writes ``<pred>.metrics.json`` beside it: the file must exist, its folder be writable."""
     from wsol.utils.io import check_writable_output
 
+    if value.is_dir():
+        raise WsolError(f"--pred {value} is a folder; give the COCO results file `wsol localize --out` wrote, e.g. {value / 'preds.json'}")
     if not value.is_file():
         raise WsolError(f"predictions file not found: {value}; write it with `wsol localize --out {value}`")
     check_writable_output(value.parent, "folder")
@@ -322,15 +337,19 @@ def evaluate_command(
     """Score predictions: Top-1 Acc, GT-Known / Top-1 Loc, Top-1 Seg, MaxBoxAccV2, PxAP, COCO AP."""
     from wsol.export.tables import markdown_table
     from wsol.data.verify import resolve_root
-    from wsol.jobs.evaluate import evaluate_predictions, save_metrics
+    from wsol.jobs.evaluate import evaluate_predictions, metric_unit, metrics_path, save_metrics
 
+    if _not_rank_0():
+        return
     metrics = evaluate_predictions(pred, dataset, resolve_root(dataset, root), split)
+    existed = metrics_path(pred).exists()
     path = save_metrics(pred, metrics)
     intervals = metrics.get("intervals", {})
-    rows = [{"metric": k, "value": v, "95% CI": "[{:.2f}, {:.2f}]".format(*intervals[k]) if k in intervals else ""}
+    ci = "95% CI (Wilson, over the images)"
+    rows = [{"metric": k, "value": v, "unit": metric_unit(k), ci: "[{:.2f}, {:.2f}]".format(*intervals[k]) if k in intervals else ""}
             for k, v in metrics.items() if v is not None and k not in ("interval", "intervals")]
-    typer.echo(markdown_table(rows, ["metric", "value", "95% CI"]))
-    typer.echo(f"saved {path}")
+    typer.echo(markdown_table(rows, ["metric", "value", "unit", ci]))
+    typer.echo(f"wrote {path}{_replacing(existed)}")
 
 
 @app.command("visualize")
@@ -351,6 +370,8 @@ def visualize_command(
     from wsol.data.verify import resolve_root
     from wsol.jobs.visualize import run_visualize
 
+    if _not_rank_0():
+        return
     settings = LocalizeConfig(attribution=attribution, threshold=threshold)
     existed = out.exists()
     path = run_visualize(checkpoint, dataset, resolve_root(dataset, root), out, settings, n, split, seed, device=device)
@@ -391,7 +412,7 @@ def _n_option(default: int) -> Any:
 NOpt = _n_option(500)
 NAttributionOpt = _n_option(1000)
 NTargetedOpt = _n_option(100)
-EpsOpt = Annotated[str, typer.Option("--eps", help="Attack radius in pixel units of [0, 1] images: 8/255 or a decimal such as 0.031; in linf a bare 8 or 1 is refused as a forgotten /255; an l2 radius is any number ≥ 0.")]
+EpsOpt = Annotated[str, typer.Option("--eps", help="ℓ∞ attack radius in pixel units of [0, 1] images: 8/255 or a decimal such as 0.031; a bare 8 or 1 is refused as a forgotten /255.")]
 def _lowercase(value: str) -> str:
     return value.lower()
 

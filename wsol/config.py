@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import yaml
 
-from wsol.errors import ConfigError
+from wsol.errors import ConfigError, did_you_mean
 from wsol.utils.io import read_yaml
 from wsol.utils.numbers import MAX_SEED, parse_number
 
@@ -237,7 +237,7 @@ def _check_range(key: str, value: Any, in_attack: bool = False) -> None:
     if key in _CHOICES:
         names = _CHOICES[key]()
         if value not in names:
-            raise ConfigError(f"{key} must be one of {', '.join(names)}; got {value!r}")
+            raise ConfigError(f"{key} must be one of {', '.join(names)}; got {value!r}{did_you_mean(value, names)}")
     if _is_eps(leaf) and isinstance(value, (int, float)):
         if value < 0:
             raise ConfigError(f"{key} must not be negative, got {value}")
@@ -458,7 +458,7 @@ class LocalizeConfig:
         from wsol.localize.heatmap import PRESETS
 
         if self.target not in LOCALIZE_TARGETS:
-            raise ConfigError(f"localize.target must be one of {', '.join(LOCALIZE_TARGETS)}, got {self.target!r}")
+            raise ConfigError(f"localize.target must be one of {', '.join(LOCALIZE_TARGETS)}, got {self.target!r}{did_you_mean(self.target, LOCALIZE_TARGETS)}")
         if not 0.0 <= self.threshold < 1.0:
             raise ConfigError(f"localize.threshold is a fraction of the map maximum in [0, 1), got {self.threshold}")
         if not 0.0 < self.interval < 1.0:
@@ -468,7 +468,8 @@ class LocalizeConfig:
         if self.workers < 0:
             raise ConfigError(f"localize.workers must not be negative, got {self.workers}")
         if isinstance(self.postprocess, str) and self.postprocess not in PRESETS:
-            raise ConfigError(f"localize.postprocess: unknown preset {self.postprocess!r}; choose one of {', '.join(sorted(PRESETS))}")
+            raise ConfigError(f"localize.postprocess: unknown preset {self.postprocess!r}; choose one of {', '.join(sorted(PRESETS))}"
+                              f"{did_you_mean(self.postprocess, PRESETS)}")
 
     def metric_thresholds(self) -> np.ndarray:
         """The thresholds the map metrics are computed at: the sweep grid, plus ``threshold`` so

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Callable, Dict, Generic, Iterator, TypeVar
 
-from wsol.errors import UnknownNameError
+from wsol.errors import UnknownNameError, did_you_mean
 
 T = TypeVar("T", bound=Callable)
 
@@ -32,7 +32,7 @@ class Registry(Generic[T]):
             return self._entries[name]
         except KeyError:
             choices = ", ".join(sorted(self._entries))
-            raise UnknownNameError(f"unknown {self.kind} {name!r}; choose one of: {choices}") from None
+            raise UnknownNameError(f"unknown {self.kind} {name!r}; choose one of: {choices}{did_you_mean(name, self._entries)}") from None
 
     def names(self) -> list[str]:
         return sorted(self._entries)

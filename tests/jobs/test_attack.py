@@ -65,6 +65,8 @@ def test_an_interval_stays_within_the_values_its_metric_can_take(tiny) -> None:
     assert _attack(tiny, out, "--n", "3", "--steps", "1") == 0
     summary = json.loads((out / "summary.json").read_text())
     assert "clipped" in summary["interval"]
+    assert set(summary["units"]) == set(summary["metrics"]) | {"natural_accuracy", "pgd_accuracy"}  # the file says its units
+    assert summary["units"]["topk_intersection"].startswith("% ") and "pixels" in summary["units"]["center_shift"]
     for name, (low, high) in (("topk_intersection", (0, 100)), ("center_shift", (0, math.inf)), ("cos_x_grad", (-1, 1))):
         stats = summary["metrics"][name]
         assert stats["ci_low"] is None or low <= stats["ci_low"] <= stats["ci_high"] <= high, (name, stats)
@@ -220,6 +222,7 @@ def test_targeted_attack_rows(tiny) -> None:
     assert len(rows) == 6 and all(int(r["target_index"]) in {int(q["index"]) for q in rows} for r in rows)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["total"] == 6 and set(summary["metrics"]) >= {"target_ssim", "original_ssim", "target_mse"}
+    assert set(summary["units"]) == set(summary["metrics"]) and "fraction" in summary["units"]["target_topk"]  # the file says its units
 
 
 def test_targeted_beta_growth_is_recorded_and_changes_the_attack(tiny) -> None:
@@ -337,3 +340,25 @@ def test_n_maps_sets_how_many_samples_keep_their_maps(tiny) -> None:
     none = tiny["base"] / "no_maps"
     assert _attack(tiny, none, "--n", "2", "--n-maps", "0", "--pgd-steps", "0") == 0
     assert not (none / "maps.npz").exists()
+
+
+def test_rows_of_a_checkpoint_rewritten_since_are_dropped_not_mixed(tiny, tmp_path, capsys) -> None:
+    """A run killed mid-way, the model retrained into the same file, the command rerun: it resumed the old model's rows
+    and attacked only the rest with the new one, one summary over two models. Now it starts over, and says so."""
+    import shutil
+
+    from wsol.models import build_model, save_model
+
+    checkpoint = Path(shutil.copy(tiny["checkpoint"], tmp_path / "model.safetensors"))
+    shutil.copy(tiny["checkpoint"].with_suffix(".json"), tmp_path / "model.json")
+    argv = ["attack", "attribution", "--checkpoint", str(checkpoint), "--dataset", "shapes", "--root", str(tiny["root"]), *ARGS]
+    assert run([*argv, "--out", str(tmp_path / "old")]) == 0
+    shutil.copytree(tmp_path / "old", tmp_path / "run")
+    torch.manual_seed(7)
+    save_model(build_model("small-cnn", 2, input_size=32), tmp_path / "model", dataset="shapes", method="natural")  # retrained
+    assert run([*argv, "--out", str(tmp_path / "fresh")]) == 0
+    capsys.readouterr()
+    assert run([*argv, "--out", str(tmp_path / "run")]) == 0
+    assert "holds rows of an earlier version" in capsys.readouterr().err
+    assert _rows(tmp_path / "run") == _rows(tmp_path / "fresh") != _rows(tmp_path / "old")
+    assert (tmp_path / "run" / "maps.npz").read_bytes() == (tmp_path / "fresh" / "maps.npz").read_bytes()

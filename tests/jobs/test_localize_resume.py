@@ -128,3 +128,19 @@ def test_sweep_without_boxes_keeps_no_batches_that_would_block_the_corrected_com
     with pytest.raises(WsolError, match="--sweep needs ground-truth boxes"):
         run_localize(tiny["checkpoint"], "shapes", tiny["root"], out, SETTINGS, show_progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_merge_opens_each_batch_file_once_and_writes_the_same_files(tiny, monkeypatch) -> None:
+    """Rank 0 reads a batch file's counters and predictions from one opening (it used to open each file twice)."""
+    out = tiny["base"] / "once" / "preds.json"
+    opened: List[str] = []
+    real = np.load
+
+    def counting(path, *args, **kwargs):
+        opened.append(Path(path).name)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(np, "load", counting)
+    assert _localize(tiny, out) == [0, 1, 2]
+    assert sorted(opened) == ["batch-000000.npz", "batch-000001.npz", "batch-000002.npz"]
+    assert _files(out.parent) == tiny["expected"]

@@ -37,3 +37,22 @@ def test_visualize_prints_no_note_before_a_corrupt_image_error(tmp_path: Path, s
     with pytest.raises(WsolError):
         run_visualize(tiny["checkpoint"], "shapes", tiny["root"], tmp_path / "grid.png", LocalizeConfig(), n=9, device="cpu")
     assert "note:" not in capsys.readouterr().err
+
+
+def test_under_torchrun_only_rank_0_visualizes_and_evaluates(tmp_path: Path, shapes_run, monkeypatch, capsys) -> None:
+    """Both ranks drew the grid, wrote it and printed 'wrote grid.png' (evaluate: two 'wrote' lines, two writers of one
+    .metrics.json); a one-process command now leaves its work to rank 0."""
+    from wsol.cli import run
+
+    tiny = shapes_run(tmp_path, n_test=4, num_classes=2, seed=3)
+    pred = tmp_path / "preds.json"
+    common = ["--dataset", "shapes", "--root", str(tiny["root"])]
+    assert run(["localize", "--checkpoint", str(tiny["checkpoint"]), *common, "--out", str(pred)]) == 0
+    monkeypatch.setenv("RANK", "1")
+    capsys.readouterr()
+    assert run(["visualize", "--checkpoint", str(tiny["checkpoint"]), *common, "--out", str(tmp_path / "grid.png")]) == 0
+    assert run(["evaluate", "--pred", str(pred), *common]) == 0
+    assert capsys.readouterr().out == "" and not (tmp_path / "grid.png").exists() and not (tmp_path / "preds.metrics.json").exists()
+    monkeypatch.setenv("RANK", "0")
+    assert run(["visualize", "--checkpoint", str(tiny["checkpoint"]), *common, "--out", str(tmp_path / "grid.png")]) == 0
+    assert (tmp_path / "grid.png").is_file()

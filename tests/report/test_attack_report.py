@@ -28,16 +28,17 @@ def test_table1_prints_markdown_and_writes_csv(runs, tmp_path, capsys) -> None:
     assert run(["report", "table1", *map(str, runs), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     lines = printed.splitlines()
-    assert lines[0].startswith("| run | dataset | method | attribution | preset | n | IN |")
+    assert lines[0] == ("| run | dataset | method | attribution | preset | samples | n IN/K | IN (%) | IN 95% CI | K (%) | K 95% CI | "
+                        "natural acc (%) | PGD acc (%) |")  # units and the count of each number in the header
     assert len(lines) == 2 + len(runs)  # stdout holds the Markdown table only, so `> table.md` keeps it clean
     rows = list(csv.DictReader(out.open()))
     assert [r["run"] for r in rows] == [r.name for r in runs] and {r["method"] for r in rows} == {"art"}
     assert {r["dataset"] for r in rows} == {"shapes"} and {r["preset"] for r in rows} == {"consistent"}
     for folder, row in zip(runs, rows):
         summary = json.loads((folder / "summary.json").read_text())
-        assert float(row["natural"]) == pytest.approx(summary["natural_accuracy"])
-        assert float(row["PGD"]) == pytest.approx(summary["pgd_accuracy"])
-        assert int(row["n"]) == summary["metrics"]["topk_intersection"]["n"]
+        assert float(row["natural acc (%)"]) == pytest.approx(summary["natural_accuracy"])
+        assert float(row["PGD acc (%)"]) == pytest.approx(summary["pgd_accuracy"])
+        assert int(row["n IN/K"]) == summary["metrics"]["topk_intersection"]["n"] and int(row["samples"]) == summary["total"] == 6
         assert summary["attacked"] > 0 and f"| {summary['metrics']['kendall']['mean']:.2f} |" in printed
 
 

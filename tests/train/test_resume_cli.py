@@ -46,3 +46,22 @@ def test_resume_keeps_the_epoch_count_when_config_yaml_is_missing_or_broken(tmp_
         spoil(out / "config.yaml")
         assert run([*base, "--resume"]) == 0  # the config says 3 epochs; the run was started with 1
         assert [r["epoch"] for r in read_jsonl(out / "metrics.jsonl")] == [1], name
+
+
+def test_resume_to_fewer_epochs_than_done_is_refused_and_keeps_the_run(tmp_path: Path, monkeypatch, capsys) -> None:
+    """`--resume --epochs 1` of a 2-epoch run printed the epoch-2 record with status 0 and rewrote config.yaml to
+    `epochs: 1` beside a 2-epoch model; it is a mistake: one line, status 2, the run untouched."""
+    monkeypatch.setenv("WSOL_PROGRESS", "0")
+    root = synthesize_shapes(tmp_path / "shapes", n_train=8, n_test=8, size=32, num_classes=3, seed=0)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY)
+    out = tmp_path / "run"
+    base = ["train", "shapes", "--config", str(config), "--root", str(root), "--out", str(out)]
+    assert run([*base, "--epochs", "2"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    capsys.readouterr()
+    assert run([*base, "--resume", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "has done 2 already" in err and "--epochs 2 or more" in err, err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert run([*base, "--resume", "--epochs", "2"]) == 0  # as many as done: nothing left to do, and no error

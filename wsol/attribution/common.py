@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from wsol.errors import UnknownNameError
+from wsol.errors import UnknownNameError, did_you_mean
 from wsol.utils.seeding import draw
 
 Target = Union[None, int, Sequence[int], torch.Tensor]
@@ -26,7 +26,7 @@ def check_choice(value: object, choices: Sequence[object], what: str) -> None:
     """Raise a one-line :class:`UnknownNameError` when ``value`` is not one of ``choices``."""
     if value not in choices:
         names = ", ".join(repr(c) for c in choices)
-        raise UnknownNameError(f"unknown {what} {value!r}; choose one of: {names}")
+        raise UnknownNameError(f"unknown {what} {value!r}; choose one of: {names}{did_you_mean(value, choices)}")
 
 
 def check_images(x: torch.Tensor) -> None:

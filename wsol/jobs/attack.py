@@ -35,14 +35,14 @@ from wsol.attacks.core import sample_generators, uniform_noise
 from wsol.attribution.common import check_choice
 from wsol.errors import ConfigError
 from wsol.jobs.localize import eval_dataset
-from wsol.jobs.runfolder import class_names_note, config_differences, gather, lock_run_folder, note, parse_eps, select_samples, write_json
+from wsol.jobs.runfolder import class_names_note, config_differences, gather, lock_run_folder, note, parse_eps, refuse_other_run, select_samples, write_json
 from wsol.metrics.ranking import check_k, input_gradient_cosine
 from wsol.models import load_model
 from wsol.report.attack import inert_arguments, interval_text
 from wsol.models.build import checkpoint_meta
 from wsol.utils import distributed as dist
 from wsol.utils.device import select_device
-from wsol.utils.io import atomic_write_bytes, atomic_write_text
+from wsol.utils.io import atomic_write_bytes, atomic_write_text, file_sha256
 from wsol.utils.numbers import parse_number
 from wsol.utils.progress import progress
 
@@ -55,6 +55,8 @@ MAPS_FILE = "maps.npz"
 DEFAULT_BETA = 50.0  # the targeted attack's constant softplus β when neither --beta nor --beta-growth is given
 FREE_ON_RESUME = ("batch_size",)
 """Arguments a resumed run may change: every row is independent of how the samples are batched."""
+CHECKPOINT_DIGEST = "checkpoint_sha256"
+"""The ``config.json`` key of the checkpoint file's digest: rows of a checkpoint rewritten since (retrained) are dropped."""
 PIXEL_ARGUMENTS = ("eps", "step_size", "pgd_eps", "pgd_step_size", "lr")
 """Arguments in pixel units, kept as typed: ``8/255`` and ``0.03137254901960784`` are the same radius, not other arguments."""
 
@@ -237,6 +239,13 @@ METRIC_RANGES: Dict[str, Tuple[float, float]] = {
 }
 """The values each summary metric can take (percent for IN, K and Spearman): its interval is clipped to them."""
 INTERVAL_TEXT = "two-sided 95% Student-t interval of the mean, clipped to the values the metric can take"
+ATTRIBUTION_UNITS = {"natural_accuracy": "% of the samples", "pgd_accuracy": "% of the samples",
+                     **{name: "% (samples.csv: a fraction)" for name in PERCENT_METRICS},
+                     "center_shift": "pixels of the model input", "cos_x_grad": "cosine, -1 to 1"}
+TARGETED_UNITS = {f"{side}_{m}": unit for side in ("target", "original") for m, unit in (
+    ("ssim", "fraction, -1 to 1"), ("pearson", "fraction, -1 to 1"), ("mse", "between the two maps each scaled to mean 1"),
+    ("topk", "fraction of the top k shared, 0 to 1"))}
+"""What each number of a summary is in: ``summary.json`` carries it as ``units``, so the file explains itself."""
 
 
 def mean_interval(values: Sequence[float], confidence: float = 0.95, bounds: Tuple[float, float] = (-math.inf, math.inf)) -> Dict[str, Any]:
@@ -272,9 +281,11 @@ class _Run:
 
     def __init__(self, out: Path, config: Dict[str, Any], columns: Sequence[str]) -> None:
         self.out, self.config, self.columns = Path(out), config, list(columns)
+        self.start_over = False
 
     def check_config(self) -> None:
-        """Refuse other arguments into a folder that holds results (a folder without rows is reused)."""
+        """Refuse other arguments into a folder that holds results (a folder without rows is reused); rows of the same
+        checkpoint file rewritten since (its digest changed) are not this model's: say so and start over."""
         import json
 
         path = self.out / CONFIG_FILE
@@ -282,9 +293,13 @@ class _Run:
             old = json.loads(path.read_text())
             inert = inert_arguments(old) & inert_arguments(self.config)
             diffs = [d for d in config_differences(old, self.config)
-                     if d not in FREE_ON_RESUME and d not in inert and not (d in PIXEL_ARGUMENTS and _same_pixel_value(old.get(d), self.config.get(d)))]
+                     if d not in FREE_ON_RESUME and d != CHECKPOINT_DIGEST and d not in inert
+                     and not (d in PIXEL_ARGUMENTS and _same_pixel_value(old.get(d), self.config.get(d)))]
             if diffs:
                 raise ConfigError(f"{self.out} holds a run with other arguments ({', '.join(diffs)}); use another --out or the same arguments")
+            if old.get(CHECKPOINT_DIGEST) not in (None, self.config[CHECKPOINT_DIGEST]):  # None: a run from before the digest was kept
+                self.start_over = True
+                note(f"{self.out} holds rows of an earlier version of {self.config['checkpoint']} (written since): starting over")
 
     def execute(self, model: nn.Module, data: Any, indices: List[int], batch_size: int, n_maps: int, fn: BatchFn, desc: str, device: torch.device,
                 summarize: Callable[[List[Dict[str, str]]], Dict[str, Any]], after_batch: Optional[Callable[[int], None]] = None) -> Dict[str, Any]:
@@ -303,7 +318,7 @@ class _Run:
         done: List[Dict[str, str]] = []
         if dist.is_main_process():
             write_json(self.out / CONFIG_FILE, self.config)
-            done = _read_rows(samples, self.columns)
+            done = [] if self.start_over else _read_rows(samples, self.columns)
             if not done:  # maps of a run that wrote no row (perhaps with other arguments) are not this run's
                 (self.out / MAPS_FILE).unlink(missing_ok=True)
             atomic_write_text(samples, _csv_text(done, self.columns, header=True))
@@ -376,8 +391,9 @@ def _prepare(kind: str, checkpoint: Path, dataset: str, root: Path, out: Path, s
     _check_attack_k(s.k, model.input_size)
     indices = select_samples(len(data), s.n, s.seed, default=default_n)
     meta = checkpoint_meta(checkpoint)
-    config = {"attack": kind, "checkpoint": str(Path(checkpoint).resolve()), "dataset": dataset, "root": str(Path(root).resolve()),
-              "method": meta.get("method"), "arch": meta.get("arch"), **asdict(s)}
+    config = {"attack": kind, "checkpoint": str(Path(checkpoint).resolve()), CHECKPOINT_DIGEST: file_sha256(checkpoint), "dataset": dataset,
+              "root": str(Path(root).resolve()), "method": meta.get("method"), "arch": meta.get("arch"), **asdict(s)}
+    refuse_other_run(out, f"{kind} attack")
     run = _Run(out, config, columns)
     run.check_config()
     note(class_names_note(checkpoint, dataset, list(getattr(data, "class_names", []))))
@@ -443,6 +459,7 @@ def attribution_summary(rows: Sequence[Dict[str, str]], config: Dict[str, Any]) 
         "natural_accuracy": 100.0 * sum(correct) / max(total, 1),
         "pgd_accuracy": (100.0 * sum(_flag(r["pgd_correct"]) for r in rows) / max(total, 1)) if config.get("pgd_steps") else None,
         "interval": INTERVAL_TEXT,
+        "units": ATTRIBUTION_UNITS,
         "metrics": {},
         "config": config,
     }
@@ -487,7 +504,7 @@ def run_targeted_attack(
     def summarize(rows: List[Dict[str, str]]) -> Dict[str, Any]:
         others = [r for r in rows if r["target_index"] != r["index"]]  # --target-index I makes sample I its own target: no attack to measure
         return {"total": len(rows), "kept_prediction": sum(_flag(r["kept_prediction"]) for r in rows), "own_target": len(rows) - len(others),
-                "interval": f"{INTERVAL_TEXT}, over the samples whose target is another image", "config": run.config,
+                "interval": f"{INTERVAL_TEXT}, over the samples whose target is another image", "units": TARGETED_UNITS, "config": run.config,
                 "metrics": {m: mean_interval([_as_float(r[m]) for r in others], bounds=METRIC_RANGES[m]) for m in TARGETED_METRICS}}
 
     return run.execute(model, data, indices, s.batch_size, s.n_maps, batch, f"targeted {s.attribution}", dev, summarize, after_batch)

@@ -168,7 +168,7 @@ def _report_text(
         "Maps for the predicted class; post-processing gray → min-max → 3×3 mean; boxes from the largest",
         "region. GT-Known / Top-1 Loc and Top-1 Seg use the threshold with the best GT-Known Loc on this",
         "split (an oracle choice, as in the ART and CAM papers); MaxBoxAccV2 and PxAP sweep all thresholds.",
-        "All numbers in percent, measured in this run.",
+        f"All numbers in percent over the {n_test} test images (the threshold: a fraction of each map's maximum), measured in this run.",
         "",
         markdown_table(rows, list(TABLE_COLUMNS)),
         "",

@@ -123,6 +123,16 @@ def evaluate_predictions(pred: Path, dataset: str, root: Path, split: Optional[s
     return metrics
 
 
+def metric_unit(name: str) -> str:
+    """The unit of entry ``name`` of :func:`evaluate_predictions`'s record, for a printed table: image counts,
+    thresholds as a fraction of each map's maximum, "" for names, and percent for every score."""
+    if name in ("images", "predicted"):
+        return "images"
+    if name.endswith("threshold"):
+        return "fraction of map max"
+    return "" if name == "attribution" else "%"
+
+
 def _xywh_to_xyxy(bbox: List[float]) -> np.ndarray:
     x, y, w, h = (float(v) for v in bbox)
     if w <= 0 or h <= 0:
@@ -141,12 +151,17 @@ def _coco_ground_truth(gt: Dict[int, Dict[str, Any]], class_names: List[str], of
     return gt_to_coco(images, categories, annotations)
 
 
+def metrics_path(pred: Path) -> Path:
+    """Where the scores of prediction file ``pred`` go: ``<pred stem>.metrics.json`` beside it."""
+    return Path(pred).with_suffix(".metrics.json")
+
+
 def save_metrics(pred: Path, metrics: Dict[str, Any]) -> Path:
-    """Write ``<pred stem>.metrics.json`` beside the prediction file (atomically, holding its folder's lock)."""
-    path = Path(pred).with_suffix(".metrics.json")
+    """Write :func:`metrics_path` (atomically, holding its folder's lock)."""
+    path = metrics_path(pred)
     with lock_run_folder(path.parent, transient=True):
         write_json(path, metrics)
     return path
 
 
-__all__ = ["check_categories", "collect_ground_truth", "evaluate_predictions", "save_metrics"]
+__all__ = ["check_categories", "collect_ground_truth", "evaluate_predictions", "metric_unit", "metrics_path", "save_metrics"]

@@ -369,16 +369,16 @@ def _write_batch(path: Path, key: Dict[str, Any], predictions: Sequence[ImagePre
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _read_states(path: Path) -> Dict[str, Any]:
+def _read_batch(path: Path, with_predictions: bool) -> Tuple[Dict[str, Any], List[ImagePrediction]]:
+    """A batch file's evaluator counters and, ``with_predictions`` (rank 0, which writes the results), its
+    predictions, from one opening of the file."""
     with np.load(path) as f:
-        return json.loads(str(f["states"]))
-
-
-def _read_predictions(path: Path) -> List[ImagePrediction]:
-    with np.load(path) as f:
-        a = {name: f[name] for name in f.files if name not in ("run", "states")}
+        states = json.loads(str(f["states"]))
+        a = {name: f[name] for name in f.files if name not in ("run", "states")} if with_predictions else {}
+    if not a:
+        return states, []
     maps = a.get("map_u8")
-    return [
+    return states, [
         ImagePrediction(
             image_id=int(a["image_id"][i]), label=int(a["label"][i]), pred=int(a["pred"][i]), score=float(a["score"][i]), boxes=a["boxes"][i],
             orig_size=(int(a["orig_size"][i, 0]), int(a["orig_size"][i, 1])), to_orig=tuple(float(v) for v in a["to_orig"][i]),  # type: ignore[arg-type]
@@ -407,8 +407,11 @@ def _localize_into(
     dist.barrier()
     files = [partial / f"batch-{k:06d}.npz" for k in range(n_batches)]
     metrics = MapMetrics(settings.metric_thresholds(), with_masks)
+    predictions: List[ImagePrediction] = []
     for path in files:  # in batch order: the same sums whatever the ranks and interruptions
-        metrics.merge(_read_states(path))
+        states, batch_predictions = _read_batch(path, dist.is_main_process())
+        metrics.merge(states)
+        predictions += batch_predictions
     summary = metrics.summary()
     try:
         threshold, j = _export_threshold(settings, summary, dataset, split)
@@ -434,7 +437,7 @@ def _localize_into(
         "input_resolution_metrics": metrics.curves_at(threshold),
     }
     if dist.is_main_process():
-        predictions = sorted((p for path in files for p in _read_predictions(path)), key=lambda p: p.image_id)
+        predictions.sort(key=lambda p: p.image_id)
         write_results(out, _coco_results(predictions, j, threshold, settings.masks), meta)
         remove_folder(partial)
     dist.barrier()

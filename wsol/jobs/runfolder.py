@@ -11,7 +11,7 @@ import math
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, TypeVar, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union
 
 import torch
 from torch.utils.data import Dataset, Subset
@@ -28,6 +28,67 @@ PathLike = Union[str, Path]
 DEMO_ARGUMENTS_FILE = "demo.json"
 """The file that marks a ``wsol demo`` output folder (its arguments); here so that other jobs can recognise such a
 folder without importing the demo, which imports them."""
+
+
+ROBUSTNESS_RUN_FILE = "run.json"
+"""The file that marks a ``wsol robustness evaluate/per-class`` run folder (its arguments; ``robustness.RUN_FILE``)."""
+
+
+def run_kind(folder: PathLike) -> Optional[Tuple[str, List[str]]]:
+    """What run ``folder`` holds, by its marker files: (kind, the markers found) or None (no run, or not a folder).
+
+    Kinds: ``training``, ``attribution attack``, ``targeted attack`` (an attack run's ``config.json`` names it),
+    ``demo``, ``robustness``, ``robustness study``. ``config.yaml`` alone marks nothing: a user's own file may be one.
+    """
+    from wsol.jobs import attack, train
+
+    out = Path(folder)
+    if not out.is_dir():
+        return None
+    markers = [("training", [train.MODEL_FILE, train.STATE_FILE, train.METRICS_FILE]), ("attack", [attack.SAMPLES_FILE, attack.SUMMARY_FILE]),
+               ("demo", [DEMO_ARGUMENTS_FILE]), ("robustness", [ROBUSTNESS_RUN_FILE, "*.rank*.jsonl"]),
+               ("robustness study", [f"models/*/{ROBUSTNESS_RUN_FILE}"])]
+    for kind, patterns in markers:
+        found = sorted({str(p.relative_to(out)) for pattern in patterns for p in out.glob(pattern)})
+        if found and kind == "attack":
+            try:
+                kind = f"{json.loads((out / attack.CONFIG_FILE).read_text())['attack']} attack"
+            except (OSError, ValueError, KeyError, TypeError):
+                pass  # an attack run without a readable config.json: of either kind
+        if found:
+            return kind, found
+    return None
+
+
+def refuse_other_run(out: PathLike, kind: str) -> None:
+    """Refuse an ``--out`` folder that holds the run of another command (``kind`` is this job's, as
+    :func:`run_kind` names it): the two runs' files would mix and the second could overwrite the first's
+    ``config.json`` or ``samples.csv``. A subfolder of it is fine, and so is a folder holding a run of the same kind
+    (the job's own resume check decides there)."""
+    held = run_kind(out)
+    if held is not None and held[0] != kind:
+        other, found = held
+        article = "an" if other[0] in "aeiou" else "a"
+        raise ConfigError(f"--out {out} holds {article} {other} run ({', '.join(found[:3])}); the {kind} files would mix into it: "
+                          f"give a folder of its own, e.g. --out {Path(out) / kind.replace(' ', '-')}")
+
+
+RUN_FILES_BESIDE = {"training": ("model.json", "config.yaml"), "attack": ("config.json", "maps.npz"), "demo": ("report.md",),
+                    "robustness": ("report.md",), "robustness study": ("report.md",)}
+"""Files of a run that do not mark it (see :func:`run_kind`) but are its own: an ``--out`` file never replaces them."""
+
+
+def refuse_run_file(out: PathLike) -> None:
+    """Refuse an ``--out`` file that is one of the own files of the run in its folder (``--out runs/x/model.json``
+    would break the checkpoint, ``--out runs/ifia/summary.json`` the attack run); other names there are fine."""
+    target = Path(out)
+    held = run_kind(target.parent)
+    if held is None:
+        return
+    kind, found = held
+    if target.name in found or target.name in RUN_FILES_BESIDE["attack" if kind.endswith("attack") else kind]:
+        raise ConfigError(f"--out {out} is the {target.name} of the {kind} run in {target.parent}; writing there would destroy the run: "
+                          "give another file name")
 
 
 def shard_indices(n: int) -> List[int]:
@@ -196,6 +257,9 @@ __all__ = [
     "lock_run_folder",
     "note",
     "parse_eps",
+    "refuse_other_run",
+    "refuse_run_file",
+    "run_kind",
     "select_samples",
     "shard",
     "shard_indices",

@@ -38,7 +38,7 @@ from wsol.attacks import pgd_attack, random_delta
 from wsol.config import ScheduleConfig, TrainConfig, config_to_dict, config_to_yaml, start_eps
 from wsol.data.base import require_images
 from wsol.errors import ConfigError, DataError, WsolError
-from wsol.jobs.runfolder import config_differences, keep_records_until, lock_run_folder, shard
+from wsol.jobs.runfolder import config_differences, keep_records_until, lock_run_folder, refuse_other_run, shard
 from wsol.models import build_model, save_model
 from wsol.models.build import arch_spec
 from wsol.models.checkpoint import load_train_state, save_train_state
@@ -88,6 +88,7 @@ def train(
     """
     dist_utils.init_from_env()
     out = Path(out)
+    refuse_other_run(out, "training")
     with lock_run_folder(out):
         run = build_run(config, out, resume, device, train_set, test_set)
         dist_utils.mark_work_started()
@@ -216,6 +217,10 @@ def _resume_state(config: TrainConfig, out: Path, resume: bool) -> Optional[Dict
     diffs = [d for d in config_differences(state["config"], config_to_dict(config)) if not d.startswith(_RESUMABLE)]
     if diffs:
         raise ConfigError(f"cannot resume {out}: the config differs from the saved one in {', '.join(diffs[:5])}")
+    done = int(state.get("epoch", 0))
+    if done > config.epochs:
+        raise ConfigError(f"cannot resume {out} to {config.epochs} epochs: it has done {done} already, and a resume only extends a run; "
+                          f"give --epochs {done} or more, or train the shorter run into another --out")
     return state
 
 

@@ -24,8 +24,10 @@ from wsol.export.tables import markdown_table, write_csv
 from wsol.report.figures import pyplot, save_figure
 from wsol.utils.io import atomic_write_text
 
-TABLE1_COLUMNS = ("run", "dataset", "method", "attribution", "preset", "n", "IN", "IN 95% CI", "K", "K 95% CI", "natural", "PGD")
-"""``n``: the samples IN and K are averaged over (attacked and some step kept the label)."""
+TABLE1_COLUMNS = ("run", "dataset", "method", "attribution", "preset", "samples", "n IN/K", "IN (%)", "IN 95% CI", "K (%)", "K 95% CI",
+                  "natural acc (%)", "PGD acc (%)")
+"""``samples``: the samples drawn, which the accuracies are over; ``n IN/K``: those IN and K are averaged over
+(attacked, and some step kept the label). The units are in the names, so the CSV says them too."""
 
 
 @dataclass
@@ -82,6 +84,9 @@ def load_run(folder: Path) -> AttackRun:
     kind = summary.get("config", {}).get("attack") if isinstance(summary, dict) else None
     if kind != "attribution" or not isinstance(summary.get("metrics"), dict):
         raise DataError(f"{folder} holds a {kind or 'non-attack'} run, not an attribution-attack run; the report reads `wsol attack attribution` folders")
+    missing = [name for name in ("topk_intersection", "kendall") if not isinstance(summary["metrics"].get(name), dict)]
+    if missing:
+        raise DataError(f"{summary_path} has no {' or '.join(missing)} in its metrics; rerun the same `wsol attack attribution` command to rewrite it")
     rows = list(csv.DictReader(io.StringIO(samples_path.read_text())))
     names = rows[0].keys() if rows else []
     columns = {name: np.array([_float(r[name]) for r in rows]) for name in names if name not in ("reason",)}
@@ -128,17 +133,17 @@ def table1_rows(runs: Sequence[AttackRun]) -> List[Dict[str, Any]]:
         m = run.summary["metrics"]
         rows.append({
             "run": name, "dataset": run.config.get("dataset"), "method": run.method, "attribution": run.config.get("attribution"),
-            "preset": run.config.get("preset"), "n": m["topk_intersection"].get("n"),
-            "IN": _stat(m["topk_intersection"], "mean"), "IN 95% CI": interval_text(m["topk_intersection"]),
-            "K": _stat(m["kendall"], "mean"), "K 95% CI": interval_text(m["kendall"]),
-            "natural": run.summary.get("natural_accuracy"), "PGD": run.summary.get("pgd_accuracy"),
+            "preset": run.config.get("preset"), "samples": run.summary.get("total"), "n IN/K": m["topk_intersection"].get("n"),
+            "IN (%)": _stat(m["topk_intersection"], "mean"), "IN 95% CI": interval_text(m["topk_intersection"]),
+            "K (%)": _stat(m["kendall"], "mean"), "K 95% CI": interval_text(m["kendall"]),
+            "natural acc (%)": run.summary.get("natural_accuracy"), "PGD acc (%)": run.summary.get("pgd_accuracy"),
         })
     return rows
 
 
 RUN_FILES = ("samples.csv", "summary.json", "config.json", "maps.npz")
 """The files of an attack run folder: a report never writes over them."""
-TABLE1_FREE = ("batch_size", "n_maps", "root", "checkpoint", "method", "arch", "dataset", "attribution", "preset", "n", "seed")
+TABLE1_FREE = ("batch_size", "n_maps", "root", "checkpoint", "checkpoint_sha256", "method", "arch", "dataset", "attribution", "preset", "n", "seed")
 """Arguments runs may differ in and still be compared row by row (the table shows or does not depend on them)."""
 
 
@@ -240,7 +245,7 @@ def box_plots(runs: Sequence[AttackRun], path: Path) -> Path:
     return save_figure(draw_box_plots(runs), path)
 
 
-SWEEP_FREE = ("eps", "step_size", "batch_size", "n_maps", "root", "pgd_steps", "pgd_eps", "pgd_step_size")
+SWEEP_FREE = ("eps", "step_size", "batch_size", "n_maps", "root", "pgd_steps", "pgd_eps", "pgd_step_size", "checkpoint_sha256")
 """Arguments runs of one ε-sweep line may differ in: ε, its step and bookkeeping that does not change IN or K."""
 
 
