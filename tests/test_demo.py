@@ -18,6 +18,8 @@ def test_demo_writes_report_with_table_and_figures(tmp_path, capsys) -> None:
             metrics = json.loads((out / method / f"preds_{attribution}.metrics.json").read_text())
             cells = " | ".join(f"{metrics[k]:.2f}" for k in ("top1_acc", "gt_known_loc", "top1_loc", "maxboxacc_v2", "top1_seg", "pxap", "threshold"))
             assert f"| {method} | {attribution} | {cells} |" in report  # the numbers `wsol evaluate` measured
+            spans = " | ".join("[{:.1f}, {:.1f}]".format(*metrics["intervals"][k]) for k in ("top1_acc", "gt_known_loc", "top1_loc", "top1_seg"))
+            assert f"| {method} | {attribution} | {spans} |" in report  # how sure each number is
             figure = out / "figures" / f"{method}_{attribution}.png"
             assert figure.read_bytes()[:4] == b"\x89PNG"
             assert f"(figures/{method}_{attribution}.png)" in report

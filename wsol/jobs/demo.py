@@ -31,6 +31,8 @@ from wsol.jobs.visualize import run_visualize
 METHODS = ("natural", "art")
 ATTRIBUTIONS = ("grad", "cam")
 TABLE_COLUMNS = ("method", "attribution", "top1_acc", "gt_known_loc", "top1_loc", "maxboxacc_v2", "top1_seg", "pxap", "threshold")
+INTERVAL_COLUMNS = ("top1_acc", "gt_known_loc", "top1_loc", "top1_seg")
+"""The per-image metrics (a fraction of the images) whose Wilson interval ``wsol evaluate`` gives."""
 
 
 def _train_model(
@@ -137,7 +139,8 @@ def run_demo(
                 shown = LocalizeConfig(attribution=attribution, threshold=meta["threshold"])
                 run_visualize(checkpoint, "shapes", root, figure, shown, n=8, seed=seed, device=device)
             figures.append(figure.relative_to(out).as_posix())
-            rows.append({"method": method, "attribution": attribution, **{k: metrics.get(k) for k in TABLE_COLUMNS[2:]}})
+            rows.append({"method": method, "attribution": attribution, **{k: metrics.get(k) for k in TABLE_COLUMNS[2:]},
+                         "intervals": metrics.get("intervals", {})})
             timings[f"localize+evaluate {method}/{attribution}"] = None if kept else time.time() - tick
     for method, checkpoint in checkpoints.items():
         drop_if_older(checkpoint, out / "attack" / method)
@@ -151,6 +154,13 @@ def run_demo(
     report = out / "report.md"
     write_text(report, _report_text(rows, figures, timings, time.time() - started, n_train, n_test, attack_rows, robustness))
     return report
+
+
+def _interval_rows(rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Per method and attribution, the 95% interval of each per-image metric as ``[lo, hi]`` text."""
+    return [{"method": r["method"], "attribution": r["attribution"],
+             **{k: "[{:.1f}, {:.1f}]".format(*r["intervals"][k]) if k in r.get("intervals", {}) else "" for k in INTERVAL_COLUMNS}}
+            for r in rows]
 
 
 def _report_text(
@@ -171,6 +181,9 @@ def _report_text(
         f"All numbers in percent over the {n_test} test images (the threshold: a fraction of each map's maximum), measured in this run.",
         "",
         markdown_table(rows, list(TABLE_COLUMNS)),
+        "95% Wilson intervals over the test images (a difference inside them is not one this split can tell):",
+        "",
+        markdown_table(_interval_rows(rows), ["method", "attribution", *INTERVAL_COLUMNS]),
         "",
         "## Figures (GT box red, predicted box green, GT mask outlined white)",
         "",
