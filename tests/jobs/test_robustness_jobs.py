@@ -700,6 +700,10 @@ def test_a_chunk_reports_each_attack_and_each_eps_as_it_starts(cifar, tmp_path, 
     (dict(ladder=[], sweep=[], pgd_steps=3, n_queries=5), "and --n-queries (used by square) have no effect with --pgd alone"),
     (dict(ladder=["apgd-ce"], sweep=[0, 1], sweep_attack="square", n_queries=5), None),
     (dict(ladder=["apgd-ce", "fab-t"], sweep=[]), None),
+    (dict(ladder=["apgd-ce", "square"], sweep=[], n_restarts=None), "--n-iter does not change square: Square's budget is its query count, --n-queries"),
+    (dict(ladder=[], sweep=[0, 1], sweep_attack="apgd-ce,square", n_restarts=None), "--n-iter does not change square"),
+    (dict(ladder=["apgd-ce", "square"], sweep=[], n_restarts=None, n_queries=50), None),
+    (dict(ladder=["square"], sweep=[], n_restarts=None, n_queries=50), "--n-iter (used by apgd-ce, apgd-dlr, apgd-t, fab, fab-t) has no effect"),
 ])
 def test_budget_options_no_attack_uses_are_named(kw, expected) -> None:
     text = job.unused_options_note(settings(**kw).validate())

@@ -22,7 +22,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from wsol.attacks.autoattack import OVERRIDE_USERS, check_num_classes, ladder_attack, resolve_ladder, run_ladder, unused_overrides
+from wsol.attacks.autoattack import (
+    OVERRIDE_USERS, check_num_classes, ladder_attack, resolve_ladder, run_ladder, untouched_by_overrides, unused_overrides,
+)
 from wsol.attacks.pgd_eval import LOSSES as PGD_LOSSES
 from wsol.attacks.pgd_eval import epsilon_sweep, pgd_evaluate
 from wsol.errors import ConfigError, WsolError
@@ -403,16 +405,24 @@ def _check_run_file(out: Path, s: RobustnessSettings) -> None:
 
 
 def unused_options_note(s: RobustnessSettings) -> Optional[str]:
-    """A note naming the budget options (--n-iter, --n-restarts, --n-queries) no attack of ``s`` uses, which would
-    otherwise be ignored in silence (None: all are used). run.json keeps them as given, so runs written with them
-    resume as before."""
+    """A note naming the budget options (--n-iter, --n-restarts, --n-queries) no attack of ``s`` uses, and the attacks of
+    ``s`` a given option leaves as they were (``--n-iter`` does not shrink Square, whose budget is ``--n-queries``), which
+    would otherwise go unseen (None: every option given changes every attack it could). run.json keeps the options as
+    given, so runs written with them resume as before."""
     attacks = list(dict.fromkeys([*s.ladder, *(resolve_ladder(s.sweep_attack) if s.sweep else [])]))
+    parts = []
     unused = unused_overrides(attacks, s.overrides)
-    if not unused:
-        return None
-    options = " and ".join(f"--{k.replace('_', '-')} (used by {', '.join(OVERRIDE_USERS[k])})" for k in unused)
-    run = f"the attacks {', '.join(attacks)}" if attacks else "--pgd alone (its budget is --pgd and --pgd-restarts)"
-    return f"{options} {'has' if len(unused) == 1 else 'have'} no effect with {run}"
+    if unused:
+        options = " and ".join(f"{_option(k)} (used by {', '.join(OVERRIDE_USERS[k])})" for k in unused)
+        run = f"the attacks {', '.join(attacks)}" if attacks else "--pgd alone (its budget is --pgd and --pgd-restarts)"
+        parts.append(f"{options} {'has' if len(unused) == 1 else 'have'} no effect with {run}")
+    parts += [f"{_option(k)} does not change {a}: {why}" for k, a, why in untouched_by_overrides(attacks, s.overrides)]
+    return "; ".join(parts) or None
+
+
+def _option(key: str) -> str:
+    """The command-line option of a settings field: ``n_iter`` → ``--n-iter``."""
+    return f"--{key.replace('_', '-')}"
 
 
 def default_label(s: RobustnessSettings) -> str:
