@@ -515,6 +515,18 @@ def test_study_file_mistakes_a_tired_user_makes(tmp_path, monkeypatch) -> None:
             job.read_study(path)
 
 
+def test_study_model_named_by_a_number_is_refused_with_the_quoted_form(tmp_path) -> None:
+    """An unquoted number as a name is YAML's number, not the text written (010 is 8, 1.50 is 1.5), and names become
+    folders and table rows: refused with the quoting that keeps the text; a quoted number is a name like any other."""
+    path = tmp_path / "s.yaml"
+    for written, read in (("1", "1"), ("010", "8"), ("1.50", "1.5"), ("yes", "True"), ("2024-01-02", "2024-01-02")):
+        path.write_text(f"models:\n  - name: {written}\n    checkpoint: a.safetensors\n")
+        with pytest.raises(ConfigError, match=rf"model 1: YAML reads its name as an? [\w/ ]+ \({read}\), not as the text written; .*quote it"):
+            job.read_study(path)
+    path.write_text("models:\n  - name: '010'\n    checkpoint: a.safetensors\n  - name: \"1\"\n    checkpoint: b.safetensors\n")
+    assert [m.label for m in job.read_study(path)] == ["010", "1"]
+
+
 class AlwaysWrong(nn.Module):
     """The mean classifier with its classes shifted by one: every sample is misclassified."""
 

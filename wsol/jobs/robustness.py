@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import datetime
 import json
 import sys
 from dataclasses import asdict, dataclass, field, replace
@@ -594,6 +595,11 @@ class StudyModel:
     weights: List[str]
 
 
+_YAML_SCALARS: Tuple[Tuple[type, str], ...] = ((bool, "a yes/no value"), (int, "a whole number"), (float, "a decimal number"),
+                                              (datetime.date, "a date"))
+"""What YAML makes of an unquoted name such as yes, 1, 010 (8), 1.50 (1.5) or 2024-01-02 (bool before int: it is one)."""
+
+
 def read_study(path: Path) -> List[StudyModel]:
     """The models of a study YAML: ``models:`` a list of {name, model?, weights?} or {name, checkpoint}; paths relative to the file."""
     if not Path(path).is_file():
@@ -610,7 +616,12 @@ def read_study(path: Path) -> List[StudyModel]:
     models: List[StudyModel] = []
     keys = {"name", "model", "weights", "checkpoint"}
     for i, entry in enumerate(entries):
-        if not isinstance(entry, dict) or not isinstance(entry.get("name"), (str, int)) or isinstance(entry.get("name"), bool):
+        raw_name = entry.get("name") if isinstance(entry, dict) else None
+        kind = next((k for t, k in _YAML_SCALARS if isinstance(raw_name, t)), None)
+        if kind:
+            raise ConfigError(f"study file {path}, model {i + 1}: YAML reads its name as {kind} ({raw_name}), not as the "
+                              "text written; names become folder names and table rows, so quote it as you wrote it, e.g. name: \"1\" for name: 1")
+        if not isinstance(raw_name, str):
             raise ConfigError(f"study file {path}, model {i + 1}: give it a name and weights, or a name and a checkpoint")
         unknown = sorted(str(k) for k in set(entry) - keys)
         if unknown:
