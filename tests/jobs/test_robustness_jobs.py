@@ -515,6 +515,14 @@ def test_study_file_mistakes_a_tired_user_makes(tmp_path, monkeypatch) -> None:
             job.read_study(path)
 
 
+def test_a_study_folder_given_as_the_study_file_names_the_yaml_in_it(tmp_path) -> None:
+    with pytest.raises(ConfigError, match=r"study file .* is a folder; pass the YAML file that lists the models$"):
+        job.read_study(tmp_path)
+    (tmp_path / "models.yaml").write_text("models: []\n")
+    with pytest.raises(ConfigError, match=rf"is a folder; .*, e.g. {tmp_path / 'models.yaml'}$"):
+        job.read_study(tmp_path)
+
+
 def test_study_model_named_by_a_number_is_refused_with_the_quoted_form(tmp_path) -> None:
     """An unquoted number as a name is YAML's number, not the text written (010 is 8, 1.50 is 1.5), and names become
     folders and table rows: refused with the quoting that keeps the text; a quoted number is a name like any other."""

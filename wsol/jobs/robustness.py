@@ -602,6 +602,10 @@ _YAML_SCALARS: Tuple[Tuple[type, str], ...] = ((bool, "a yes/no value"), (int, "
 
 def read_study(path: Path) -> List[StudyModel]:
     """The models of a study YAML: ``models:`` a list of {name, model?, weights?} or {name, checkpoint}; paths relative to the file."""
+    if Path(path).is_dir():
+        yamls = sorted(p.name for p in Path(path).glob("*.y*ml"))
+        hint = f", e.g. {Path(path) / yamls[0]}" if yamls else ""
+        raise ConfigError(f"study file {path} is a folder; pass the YAML file that lists the models{hint}")
     if not Path(path).is_file():
         raise ConfigError(f"study file not found: {path}")
     doc = read_yaml(path, "study file")
