@@ -523,6 +523,14 @@ def test_a_study_folder_given_as_the_study_file_names_the_yaml_in_it(tmp_path) -
         job.read_study(tmp_path)
 
 
+def test_study_models_named_alike_but_for_case_are_refused(tmp_path) -> None:
+    """models/A and models/a are one folder on macOS and Windows: the second model would find the first one's run there."""
+    path = tmp_path / "s.yaml"
+    path.write_text("models:\n  - name: WRN\n    checkpoint: a.safetensors\n  - name: wrn\n    checkpoint: b.safetensors\n")
+    with pytest.raises(ConfigError, match=r"names two models alike but for case \(WRN and wrn\)"):
+        job.read_study(path)
+
+
 def test_study_model_named_by_a_number_is_refused_with_the_quoted_form(tmp_path) -> None:
     """An unquoted number as a name is YAML's number, not the text written (010 is 8, 1.50 is 1.5), and names become
     folders and table rows: refused with the quoting that keeps the text; a quoted number is a name like any other."""

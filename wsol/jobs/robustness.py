@@ -652,6 +652,12 @@ def read_study(path: Path) -> List[StudyModel]:
     labels = [m.label for m in models]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"study file {path} names a model twice; give each model its own name")
+    folded: Dict[str, str] = {}
+    for label in labels:
+        if label.casefold() in folded:
+            raise ConfigError(f"study file {path} names two models alike but for case ({folded[label.casefold()]} and {label}); their run folders "
+                              "would be one folder on a case-insensitive file system (macOS, Windows): give names that differ in more than case")
+        folded[label.casefold()] = label
     first: Dict[Tuple[str, Tuple[str, ...]], str] = {}
     for m in models:
         key = (m.model, tuple(str(Path(f).resolve()) for f in m.weights))
