@@ -591,6 +591,31 @@ def test_pgd_margin_loss_l2_and_restarts_reach_the_attack(cifar, tmp_path, tiny,
     assert "PGD-3 (l2, cw loss, 2 restart(s))" in (tmp_path / "p" / "pgd_fp32.csv").read_text()
 
 
+def test_results_of_weights_rewritten_since_are_dropped_not_reported(cifar, tmp_path, monkeypatch, capsys) -> None:
+    """A model retrained into the same file: the folder's chunks are the old model's. Reported as the new model's they
+    were a wrong table (the rerun attacked nothing); the run starts over instead, with a note, and a study reruns that model."""
+    monkeypatch.setenv("WSOL_PROGRESS", "0")
+    weights = tmp_path / "model.pt"
+    weights.write_bytes(b"right")
+    monkeypatch.setattr(job, "load_eval_model", lambda *a: (MeanClassifier() if weights.read_bytes() == b"right" else AlwaysWrong()).eval())
+    s = settings(model="m", weights=[str(weights)], n=8, batch_size=4, ladder=["apgd-ce"], sweep=[])
+    assert job.evaluate_robustness(s, cifar, tmp_path / "r", "cpu")["ladder-fp32"]["rows"][0]["accuracy"] > 0
+    capsys.readouterr()
+    weights.write_bytes(b"wrong")
+    assert job.evaluate_robustness(s, cifar, tmp_path / "r", "cpu")["ladder-fp32"]["rows"][0]["accuracy"] == 0
+    assert f"note: {tmp_path / 'r'} holds results of an earlier version of {weights} (rewritten since): starting over" in capsys.readouterr().err
+    assert job.evaluate_robustness(s, cifar, tmp_path / "r", "cpu")["ladder-fp32"]["rows"][0]["accuracy"] == 0  # and resumes as usual
+    assert "starting over" not in capsys.readouterr().err
+    study = tmp_path / "models.yaml"
+    study.write_text("models:\n  - name: a\n    model: m\n    weights: model.pt\n")
+    template = settings(model="", n=8, batch_size=4, ladder=["apgd-ce"], sweep=[0, 2])
+    job.run_study(study, template, cifar, tmp_path / "s", "cpu")
+    weights.write_bytes(b"right")
+    report = job.run_study(study, template, cifar, tmp_path / "s", "cpu").read_text()
+    assert "done before, skipped" not in capsys.readouterr().err
+    assert "No sample is classified correctly without attack" not in report
+
+
 def test_study_report_names_a_model_with_clean_accuracy_zero(cifar, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("WSOL_PROGRESS", "0")
     monkeypatch.setattr(job, "load_eval_model", lambda name, *a: (AlwaysWrong() if name == "wrong" else MeanClassifier()).eval())

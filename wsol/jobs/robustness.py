@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import datetime
+import functools
 import json
 import sys
 from dataclasses import asdict, dataclass, field, replace
@@ -37,12 +38,16 @@ from wsol.metrics.robustness import (
 )
 from wsol.utils import distributed as dist
 from wsol.utils.device import select_device
-from wsol.utils.io import append_jsonl, read_jsonl, read_yaml
+from wsol.utils.io import append_jsonl, file_sha256, read_jsonl, read_yaml
 from wsol.utils.numbers import comma_list, parse_number
 from wsol.utils.progress import progress, step_reporter
 
 KINDS = ("ladder", "pgd", "sweep")
 RUN_FILE = "run.json"
+STUDY_RESULT_FILE = "result.json"
+"""A study's summary of one finished model, in its run folder: a model that has one is skipped."""
+WEIGHTS_DIGESTS = "weights_sha256"
+"""The key of ``run.json`` that holds the SHA-256 of each weight file."""
 DEFAULT_N = 500  # test samples when --n is not given
 MINUTES_NOTE = "minutes: the attack's time summed over the chunks (over every process under torchrun): device minutes, not wall-clock."
 
@@ -370,15 +375,41 @@ def pgd_tables(name: str, records: Sequence[Dict[str, Any]], labels: torch.Tenso
 # --- the run ---
 
 
+def _run_record(s: RobustnessSettings) -> Dict[str, Any]:
+    """What ``run.json`` holds: the arguments and the SHA-256 of each weight file, so results of a file rewritten
+    since (a model retrained into the same path) are never reported as the new model's. Without the digests when a
+    file is gone (a study's finished model whose weights were deleted is still done: its results stay)."""
+    record = json.loads(json.dumps(asdict(s)))
+    if all(Path(w).is_file() for w in s.weights):
+        record[WEIGHTS_DIGESTS] = [_file_digest(w) for w in s.weights]
+    return record
+
+
+@functools.lru_cache(maxsize=None)
+def _digest_of(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(path)
+
+
+def _file_digest(path: str) -> str:
+    """SHA-256 of a weight file, computed once per version of it (a study checks each file twice; models can be GBs)."""
+    st = Path(path).stat()
+    return _digest_of(str(path), st.st_size, st.st_mtime_ns)
+
+
 def _run_differences(out: Path, s: RobustnessSettings) -> Optional[List[str]]:
     """The arguments in which ``out``'s run differs from ``s`` (None: no run there yet, or one killed before its
-    first chunk was done, which has nothing to keep)."""
+    first chunk was done, which has nothing to keep); ``weights_sha256`` alone: the same files, rewritten since."""
     path = out / RUN_FILE
     if not path.is_file() or not any(read_jsonl(p) for p in out.glob("*.rank*.jsonl")):
         return None
     old = json.loads(path.read_text())
     old["weights"] = _absolute(old.get("weights") or [])  # a run.json written before weights were kept absolute
-    return config_differences(old, json.loads(json.dumps(asdict(s))))
+    new = _run_record(s)
+    if WEIGHTS_DIGESTS not in old or WEIGHTS_DIGESTS not in new:  # a run.json from before the digests, or files gone
+        old.pop(WEIGHTS_DIGESTS, None)
+        new.pop(WEIGHTS_DIGESTS, None)
+    diffs = config_differences(old, new)
+    return [d for d in diffs if d != WEIGHTS_DIGESTS] if "weights" in diffs else diffs
 
 
 def refuse_other_run_folder(out: Path, study: bool) -> None:
@@ -399,10 +430,18 @@ def refuse_other_run_folder(out: Path, study: bool) -> None:
 
 
 def _check_run_file(out: Path, s: RobustnessSettings) -> None:
-    diffs = _run_differences(out, s)
-    if diffs:
+    """Refuse other arguments into ``out``; drop the results of an earlier version of the same weight files (a model
+    retrained since) and start over; then record ``s`` in ``run.json``. Every rank calls it and follows rank 0's reading."""
+    diffs = dist.gather_objects(_run_differences(out, s))[0]
+    if diffs == [WEIGHTS_DIGESTS]:
+        note(f"{out} holds results of an earlier version of {', '.join(s.weights)} (rewritten since): starting over")
+        if dist.is_main_process():
+            for stale in [out / STUDY_RESULT_FILE, *out.glob("*.rank*.jsonl")]:  # the study's summary first: it marks a model done
+                stale.unlink(missing_ok=True)
+        dist.barrier()
+    elif diffs:
         raise ConfigError(f"{out} holds a robustness run with other arguments ({', '.join(diffs)}); use another --out or the same arguments")
-    write_json(out / RUN_FILE, asdict(s))
+    write_json(out / RUN_FILE, _run_record(s))
 
 
 def unused_options_note(s: RobustnessSettings) -> Optional[str]:
@@ -698,9 +737,9 @@ def run_study(study: Path, template: RobustnessSettings, root: Path, out: Path, 
     runs = {m.label: RobustnessSettings(**{**asdict(template), "model": m.model, "weights": m.weights}).validate() for m in models}
     diffs = {m.label: _run_differences(out / "models" / m.label, runs[m.label]) for m in models}
     for label, differ in diffs.items():
-        if differ:
+        if differ and differ != [WEIGHTS_DIGESTS]:  # the same files rewritten since: that model starts over
             raise ConfigError(f"{out} holds a study run with other arguments ({', '.join(differ)} of model {label}); use another --out or the same arguments")
-    finished = {label for label, differ in diffs.items() if differ == [] and (out / "models" / label / "result.json").is_file()}
+    finished = {label for label, differ in diffs.items() if differ == [] and (out / "models" / label / STUDY_RESULT_FILE).is_file()}
     # an unknown name or a missing or broken file fails now, not after hours of the models before it
     loaded = {m.label: load_eval_model(m.model, m.weights, torch.device("cpu")) for m in models if m.label not in finished}
     for label, model in loaded.items():  # and a model of another dataset fails now too, not when its turn comes
@@ -711,7 +750,7 @@ def run_study(study: Path, template: RobustnessSettings, root: Path, out: Path, 
         note(unused_options_note(template))
         for i, m in enumerate(models):
             folder = out / "models" / m.label
-            done = folder / "result.json"
+            done = folder / STUDY_RESULT_FILE
             if show_progress and dist.is_main_process():
                 print(f"study: model {i + 1} of {len(models)}, {m.label}" + (" (done before, skipped)" if m.label in finished else ""),
                       file=sys.stderr, flush=True)
