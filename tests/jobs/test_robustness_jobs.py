@@ -616,6 +616,23 @@ def test_results_of_weights_rewritten_since_are_dropped_not_reported(cifar, tmp_
     assert "No sample is classified correctly without attack" not in report
 
 
+def test_a_study_model_given_other_weights_says_how_to_redo_only_it(cifar, tmp_path, tiny) -> None:
+    """The YAML now points a finished model's name at other weights: its folder alone is in the way, and the error says
+    so; other study arguments (--n) concern every model and keep the plain advice."""
+    for name in ("a.pt", "b.pt"):
+        (tmp_path / name).write_bytes(name.encode())
+    study = tmp_path / "models.yaml"
+    study.write_text("models:\n  - name: m\n    model: x\n    weights: a.pt\n")
+    template = settings(model="", n=8, batch_size=8, ladder=["apgd-ce"], sweep=[0, 2])
+    job.run_study(study, template, cifar, tmp_path / "s", "cpu")
+    study.write_text("models:\n  - name: m\n    model: x\n    weights: b.pt\n")
+    with pytest.raises(ConfigError, match=rf"\(weights of model m\); give it another name, or delete {tmp_path / 's' / 'models' / 'm'} to redo it$"):
+        job.run_study(study, template, cifar, tmp_path / "s", "cpu")
+    study.write_text("models:\n  - name: m\n    model: x\n    weights: a.pt\n")
+    with pytest.raises(ConfigError, match=r"\(n of model m\); use another --out or the same arguments$"):
+        job.run_study(study, settings(model="", n=6, batch_size=8, ladder=["apgd-ce"], sweep=[0, 2]), cifar, tmp_path / "s", "cpu")
+
+
 def test_study_report_names_a_model_with_clean_accuracy_zero(cifar, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("WSOL_PROGRESS", "0")
     monkeypatch.setattr(job, "load_eval_model", lambda name, *a: (AlwaysWrong() if name == "wrong" else MeanClassifier()).eval())

@@ -738,7 +738,9 @@ def run_study(study: Path, template: RobustnessSettings, root: Path, out: Path, 
     diffs = {m.label: _run_differences(out / "models" / m.label, runs[m.label]) for m in models}
     for label, differ in diffs.items():
         if differ and differ != [WEIGHTS_DIGESTS]:  # the same files rewritten since: that model starts over
-            raise ConfigError(f"{out} holds a study run with other arguments ({', '.join(differ)} of model {label}); use another --out or the same arguments")
+            own = set(differ) <= {"model", "weights"}  # the YAML gave this name other weights: only its folder is in the way
+            fix = f"give it another name, or delete {out / 'models' / label} to redo it" if own else "use another --out or the same arguments"
+            raise ConfigError(f"{out} holds a study run with other arguments ({', '.join(differ)} of model {label}); {fix}")
     finished = {label for label, differ in diffs.items() if differ == [] and (out / "models" / label / STUDY_RESULT_FILE).is_file()}
     # an unknown name or a missing or broken file fails now, not after hours of the models before it
     loaded = {m.label: load_eval_model(m.model, m.weights, torch.device("cpu")) for m in models if m.label not in finished}
