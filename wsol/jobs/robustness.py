@@ -6,8 +6,8 @@ positions. Each chunk is attacked on its own (the result depends only on the chu
 and its per-sample results go to ``<kind>.rank<r>.jsonl`` as one flushed line the moment it is done.
 A rerun with the same arguments skips the chunks already written; under torchrun rank r takes the
 chunks r, r + world, ... and rank 0 merges every chunk in position order, so any number of processes
-and any interruption give the same table. ``run.json`` holds the arguments: other arguments into the
-same folder are refused.
+and any interruption give the same table. ``run.json`` holds the arguments and each weight file's SHA-256:
+other arguments into the same folder are refused, and the chunks of weights rewritten since are dropped.
 """
 from __future__ import annotations
 
