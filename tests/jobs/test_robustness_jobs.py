@@ -509,6 +509,8 @@ def test_study_file_mistakes_a_tired_user_makes(tmp_path, monkeypatch) -> None:
     for text, message in [("  - name: a\n    model: r18\n    weight: x.pt\n", "unknown key.*weight;"),
                           ("  - name: a\n    checkpoint: a.safetensors\n    model: r18\n", "either a checkpoint or model and weights"),
                           ("  - name:\n    checkpoint: a.safetensors\n", "give it a name"),
+                          ("  - name: a\n    checkpoint: ''\n", "model a: its checkpoint path is empty; give the file's path"),
+                          ("  - name: a\n    model: r18\n    weights: [a.pt, ' ']\n", "model a: an empty path among its weights"),
                           ("  - name: a\n    checkpoint: a.safetensors\n   - name: b\n", "not valid YAML: expected <block end>, but found .* at line 4, column 4$")]:
         path.write_text("models:\n" + text)
         with pytest.raises(ConfigError, match=message):

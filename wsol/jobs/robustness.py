@@ -680,6 +680,9 @@ def read_study(path: Path) -> List[StudyModel]:
         label = str(entry["name"])
         if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
             raise ConfigError(f"study file {path}, model {label}: weights and checkpoint are file paths (a path or a list of paths)")
+        if any(not f.strip() for f in files):  # "" would name the study file's own folder
+            what = "its checkpoint path is empty" if "checkpoint" in entry else "an empty path among its weights"
+            raise ConfigError(f"study file {path}, model {label}: {what}; give the file's path, relative to the study file")
         if not label or label in (".", "..") or "/" in label or "\\" in label:
             raise ConfigError(f"study file {path}: model name {label!r} names a run folder; use letters, digits, '-' or '_' without '/'")
         for f in files:
