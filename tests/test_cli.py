@@ -120,6 +120,21 @@ def test_eps_and_sweep_help_state_the_jobs_defaults_per_norm() -> None:
         assert f"a range {DEFAULT_SWEEP['linf']} (the default)" in text and f"(default: {DEFAULT_SWEEP['l2']})" in text
 
 
+def test_budget_option_help_names_the_attacks_each_option_changes() -> None:
+    """--n-iter, --n-restarts and --n-queries each name in --help the attacks they change (OVERRIDE_USERS) and the one
+    they leave alone, so a user who shrinks --n-iter for a first try knows that Square keeps its 5,000 queries."""
+    from wsol.attacks.autoattack import OVERRIDE_EXCEPTIONS, OVERRIDE_USERS
+
+    helps = {(path, param.opts[0]): param.help for path, cmd in _commands() for param in cmd.params if "robustness" in path}
+    for key, users in OVERRIDE_USERS.items():
+        texts = [text for (path, opt), text in helps.items() if opt == f"--{key.replace('_', '-')}"]
+        assert len(texts) == 3, (key, helps.keys())
+        for text in texts:
+            assert all(a in text for a in users), (key, text)
+            assert all(a in text for k, a in OVERRIDE_EXCEPTIONS if k == key), (key, text)
+    assert all("--n-queries" in text for (path, opt), text in helps.items() if opt == "--n-iter")
+
+
 def test_ctrl_c_says_what_was_kept_and_exits_130(monkeypatch, capsys, tmp_path) -> None:
     import wsol.data.shapes as shapes
 

@@ -190,9 +190,13 @@ def test_a_rerun_changing_only_arguments_without_effect_resumes(tiny, capsys, mo
     assert _attack(tiny, out, "--steps", "1", "--pgd-steps", "0") == 0
     before = (out / "samples.csv").read_text()
     capsys.readouterr()
-    assert _attack(tiny, out, "--steps", "1", "--pgd-steps", "0", "--ig-steps", "7", "--pgd-eps", "4/255", "--pgd-step-size", "1/255") == 0
+    config = (out / "config.json").read_text()
+    assert _attack(tiny, out, "--steps", "1", "--pgd-steps", "0", "--ig-steps", "7", "--pgd-eps", "4/255", "--pgd-step-size", "1/255",
+                   "--batch-size", "3", "--eps", repr(8 / 255)) == 0
     assert "(10 of 10 samples done before)" in capsys.readouterr().err
     assert (out / "samples.csv").read_text() == before
+    assert (out / "config.json").read_text() == config  # what produced the rows, not the rerun's arguments without effect
+    assert json.loads((out / "summary.json").read_text())["config"] == json.loads(config)
     assert _attack(tiny, out, "--steps", "1", "--pgd-steps", "1", "--pgd-eps", "4/255", "--pgd-step-size", "1/255") == 2
     assert "other arguments (pgd_steps)" in capsys.readouterr().err
     assert inert_arguments({"attribution": "ig", "pgd_steps": 40}) == set()

@@ -509,10 +509,40 @@ def test_study_file_mistakes_a_tired_user_makes(tmp_path, monkeypatch) -> None:
     for text, message in [("  - name: a\n    model: r18\n    weight: x.pt\n", "unknown key.*weight;"),
                           ("  - name: a\n    checkpoint: a.safetensors\n    model: r18\n", "either a checkpoint or model and weights"),
                           ("  - name:\n    checkpoint: a.safetensors\n", "give it a name"),
+                          ("  - name: a\n    checkpoint: ''\n", "model a: its checkpoint path is empty; give the file's path"),
+                          ("  - name: a\n    model: r18\n    weights: [a.pt, ' ']\n", "model a: an empty path among its weights"),
                           ("  - name: a\n    checkpoint: a.safetensors\n   - name: b\n", "not valid YAML: expected <block end>, but found .* at line 4, column 4$")]:
         path.write_text("models:\n" + text)
         with pytest.raises(ConfigError, match=message):
             job.read_study(path)
+
+
+def test_a_study_folder_given_as_the_study_file_names_the_yaml_in_it(tmp_path) -> None:
+    with pytest.raises(ConfigError, match=r"study file .* is a folder; pass the YAML file that lists the models$"):
+        job.read_study(tmp_path)
+    (tmp_path / "models.yaml").write_text("models: []\n")
+    with pytest.raises(ConfigError, match=rf"is a folder; .*, e.g. {tmp_path / 'models.yaml'}$"):
+        job.read_study(tmp_path)
+
+
+def test_study_models_named_alike_but_for_case_are_refused(tmp_path) -> None:
+    """models/A and models/a are one folder on macOS and Windows: the second model would find the first one's run there."""
+    path = tmp_path / "s.yaml"
+    path.write_text("models:\n  - name: WRN\n    checkpoint: a.safetensors\n  - name: wrn\n    checkpoint: b.safetensors\n")
+    with pytest.raises(ConfigError, match=r"names two models alike but for case \(WRN and wrn\)"):
+        job.read_study(path)
+
+
+def test_study_model_named_by_a_number_is_refused_with_the_quoted_form(tmp_path) -> None:
+    """An unquoted number as a name is YAML's number, not the text written (010 is 8, 1.50 is 1.5), and names become
+    folders and table rows: refused with the quoting that keeps the text; a quoted number is a name like any other."""
+    path = tmp_path / "s.yaml"
+    for written, read in (("1", "1"), ("010", "8"), ("1.50", "1.5"), ("yes", "True"), ("2024-01-02", "2024-01-02")):
+        path.write_text(f"models:\n  - name: {written}\n    checkpoint: a.safetensors\n")
+        with pytest.raises(ConfigError, match=rf"model 1: YAML reads its name as an? [\w/ ]+ \({read}\), not as the text written; .*quote it"):
+            job.read_study(path)
+    path.write_text("models:\n  - name: '010'\n    checkpoint: a.safetensors\n  - name: \"1\"\n    checkpoint: b.safetensors\n")
+    assert [m.label for m in job.read_study(path)] == ["010", "1"]
 
 
 class AlwaysWrong(nn.Module):
@@ -561,6 +591,48 @@ def test_pgd_margin_loss_l2_and_restarts_reach_the_attack(cifar, tmp_path, tiny,
     assert run(args) == 0
     assert [(k["loss"], k["norm"], k["restarts"], k["eps"]) for k in calls] == [("cw", "l2", 2, 1.0)]
     assert "PGD-3 (l2, cw loss, 2 restart(s))" in (tmp_path / "p" / "pgd_fp32.csv").read_text()
+
+
+def test_results_of_weights_rewritten_since_are_dropped_not_reported(cifar, tmp_path, monkeypatch, capsys) -> None:
+    """A model retrained into the same file: the folder's chunks are the old model's. Reported as the new model's they
+    were a wrong table (the rerun attacked nothing); the run starts over instead, with a note, and a study reruns that model."""
+    monkeypatch.setenv("WSOL_PROGRESS", "0")
+    weights = tmp_path / "model.pt"
+    weights.write_bytes(b"right")
+    monkeypatch.setattr(job, "load_eval_model", lambda *a: (MeanClassifier() if weights.read_bytes() == b"right" else AlwaysWrong()).eval())
+    s = settings(model="m", weights=[str(weights)], n=8, batch_size=4, ladder=["apgd-ce"], sweep=[])
+    assert job.evaluate_robustness(s, cifar, tmp_path / "r", "cpu")["ladder-fp32"]["rows"][0]["accuracy"] > 0
+    capsys.readouterr()
+    weights.write_bytes(b"wrong")
+    assert job.evaluate_robustness(s, cifar, tmp_path / "r", "cpu")["ladder-fp32"]["rows"][0]["accuracy"] == 0
+    assert f"note: {tmp_path / 'r'} holds results of an earlier version of {weights} (rewritten since): starting over" in capsys.readouterr().err
+    assert job.evaluate_robustness(s, cifar, tmp_path / "r", "cpu")["ladder-fp32"]["rows"][0]["accuracy"] == 0  # and resumes as usual
+    assert "starting over" not in capsys.readouterr().err
+    study = tmp_path / "models.yaml"
+    study.write_text("models:\n  - name: a\n    model: m\n    weights: model.pt\n")
+    template = settings(model="", n=8, batch_size=4, ladder=["apgd-ce"], sweep=[0, 2])
+    job.run_study(study, template, cifar, tmp_path / "s", "cpu")
+    weights.write_bytes(b"right")
+    report = job.run_study(study, template, cifar, tmp_path / "s", "cpu").read_text()
+    assert "done before, skipped" not in capsys.readouterr().err
+    assert "No sample is classified correctly without attack" not in report
+
+
+def test_a_study_model_given_other_weights_says_how_to_redo_only_it(cifar, tmp_path, tiny) -> None:
+    """The YAML now points a finished model's name at other weights: its folder alone is in the way, and the error says
+    so; other study arguments (--n) concern every model and keep the plain advice."""
+    for name in ("a.pt", "b.pt"):
+        (tmp_path / name).write_bytes(name.encode())
+    study = tmp_path / "models.yaml"
+    study.write_text("models:\n  - name: m\n    model: x\n    weights: a.pt\n")
+    template = settings(model="", n=8, batch_size=8, ladder=["apgd-ce"], sweep=[0, 2])
+    job.run_study(study, template, cifar, tmp_path / "s", "cpu")
+    study.write_text("models:\n  - name: m\n    model: x\n    weights: b.pt\n")
+    with pytest.raises(ConfigError, match=rf"\(weights of model m\); give it another name, or delete {tmp_path / 's' / 'models' / 'm'} to redo it$"):
+        job.run_study(study, template, cifar, tmp_path / "s", "cpu")
+    study.write_text("models:\n  - name: m\n    model: x\n    weights: a.pt\n")
+    with pytest.raises(ConfigError, match=r"\(n of model m\); use another --out or the same arguments$"):
+        job.run_study(study, settings(model="", n=6, batch_size=8, ladder=["apgd-ce"], sweep=[0, 2]), cifar, tmp_path / "s", "cpu")
 
 
 def test_study_report_names_a_model_with_clean_accuracy_zero(cifar, tmp_path, monkeypatch) -> None:
@@ -700,6 +772,10 @@ def test_a_chunk_reports_each_attack_and_each_eps_as_it_starts(cifar, tmp_path, 
     (dict(ladder=[], sweep=[], pgd_steps=3, n_queries=5), "and --n-queries (used by square) have no effect with --pgd alone"),
     (dict(ladder=["apgd-ce"], sweep=[0, 1], sweep_attack="square", n_queries=5), None),
     (dict(ladder=["apgd-ce", "fab-t"], sweep=[]), None),
+    (dict(ladder=["apgd-ce", "square"], sweep=[], n_restarts=None), "--n-iter does not change square: Square's budget is its query count, --n-queries"),
+    (dict(ladder=[], sweep=[0, 1], sweep_attack="apgd-ce,square", n_restarts=None), "--n-iter does not change square"),
+    (dict(ladder=["apgd-ce", "square"], sweep=[], n_restarts=None, n_queries=50), None),
+    (dict(ladder=["square"], sweep=[], n_restarts=None, n_queries=50), "--n-iter (used by apgd-ce, apgd-dlr, apgd-t, fab, fab-t) has no effect"),
 ])
 def test_budget_options_no_attack_uses_are_named(kw, expected) -> None:
     text = job.unused_options_note(settings(**kw).validate())

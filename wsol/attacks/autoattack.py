@@ -40,6 +40,12 @@ OVERRIDE_USERS: Dict[str, Tuple[str, ...]] = {
     "n_queries": ("square",),
 }
 """The attacks each budget override changes (FAB-T runs one restart whatever --n-restarts, as AutoAttack runs it)."""
+OVERRIDE_EXCEPTIONS: Dict[Tuple[str, str], Tuple[str, str]] = {
+    ("n_iter", "square"): ("n_queries", "Square's budget is its query count, --n-queries (AutoAttack's 5,000 unless given)"),
+}
+"""(override, attack) pairs where a budget option leaves an attack of the run as it was, a trap for a user who shrinks
+--n-iter for a quick try: each with the option that does govern the attack and why. Left out: --n-queries (its help
+says it is Square's alone) and FAB-T's single restart (AutoAttack's own rule, which --help states)."""
 _BALL_TOL = 1e-5
 
 
@@ -127,6 +133,14 @@ def _perturb(aa: Any, name: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tens
 def unused_overrides(attacks: Sequence[str], overrides: Dict[str, Any]) -> List[str]:
     """The given overrides (``n_iter``, ``n_restarts``, ``n_queries``) that none of ``attacks`` uses: they change nothing."""
     return [k for k, v in overrides.items() if v is not None and not set(OVERRIDE_USERS[k]) & set(attacks)]
+
+
+def untouched_by_overrides(attacks: Sequence[str], overrides: Dict[str, Any]) -> List[Tuple[str, str, str]]:
+    """(override, attack, why) for each attack of ``attacks`` that a given override used by another of them leaves
+    unchanged (:data:`OVERRIDE_EXCEPTIONS`), unless the option that governs that attack is given too."""
+    given = {k for k, v in overrides.items() if v is not None}
+    return [(k, a, why) for (k, a), (governs, why) in OVERRIDE_EXCEPTIONS.items()
+            if k in given and a in attacks and governs not in given and set(OVERRIDE_USERS[k]) & set(attacks)]
 
 
 def check_perturbation(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str = "linf") -> None:
@@ -308,5 +322,5 @@ def ladder_attack(
 
 __all__ = [
     "ATTACKS", "LADDERS", "LadderResult", "Rung", "build_autoattack", "check_num_classes", "check_perturbation",
-    "ladder_attack", "resolve_ladder", "run_ladder", "unused_overrides",
+    "ladder_attack", "resolve_ladder", "run_ladder", "untouched_by_overrides", "unused_overrides",
 ]

@@ -285,7 +285,10 @@ class _Run:
 
     def check_config(self) -> None:
         """Refuse other arguments into a folder that holds results (a folder without rows is reused); rows of the same
-        checkpoint file rewritten since (its digest changed) are not this model's: say so and start over."""
+        checkpoint file rewritten since (its digest changed) are not this model's: say so and start over. Otherwise a
+        resumed run keeps the folder's config: the arguments a rerun may change (``--batch-size``, another spelling of ε,
+        an argument without effect such as ``--ig-steps`` under ``grad``) change no row, so ``config.json`` and the
+        summary still say what produced the rows, not what the last rerun typed."""
         import json
 
         path = self.out / CONFIG_FILE
@@ -295,11 +298,14 @@ class _Run:
             diffs = [d for d in config_differences(old, self.config)
                      if d not in FREE_ON_RESUME and d != CHECKPOINT_DIGEST and d not in inert
                      and not (d in PIXEL_ARGUMENTS and _same_pixel_value(old.get(d), self.config.get(d)))]
-            if diffs:
-                raise ConfigError(f"{self.out} holds a run with other arguments ({', '.join(diffs)}); use another --out or the same arguments")
+            if diffs:  # named without those the folder's run did not use (its --pgd-eps under --pgd-steps 0): the cause is the rest
+                named = [d for d in diffs if d not in inert_arguments(old)] or diffs
+                raise ConfigError(f"{self.out} holds a run with other arguments ({', '.join(named)}); use another --out or the same arguments")
             if old.get(CHECKPOINT_DIGEST) not in (None, self.config[CHECKPOINT_DIGEST]):  # None: a run from before the digest was kept
                 self.start_over = True
                 note(f"{self.out} holds rows of an earlier version of {self.config['checkpoint']} (written since): starting over")
+            else:
+                self.config = {**old, CHECKPOINT_DIGEST: self.config[CHECKPOINT_DIGEST]}
 
     def execute(self, model: nn.Module, data: Any, indices: List[int], batch_size: int, n_maps: int, fn: BatchFn, desc: str, device: torch.device,
                 summarize: Callable[[List[Dict[str, str]]], Dict[str, Any]], after_batch: Optional[Callable[[int], None]] = None) -> Dict[str, Any]:

@@ -6,13 +6,15 @@ positions. Each chunk is attacked on its own (the result depends only on the chu
 and its per-sample results go to ``<kind>.rank<r>.jsonl`` as one flushed line the moment it is done.
 A rerun with the same arguments skips the chunks already written; under torchrun rank r takes the
 chunks r, r + world, ... and rank 0 merges every chunk in position order, so any number of processes
-and any interruption give the same table. ``run.json`` holds the arguments: other arguments into the
-same folder are refused.
+and any interruption give the same table. ``run.json`` holds the arguments and each weight file's SHA-256:
+other arguments into the same folder are refused, and the chunks of weights rewritten since are dropped.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
+import datetime
+import functools
 import json
 import sys
 from dataclasses import asdict, dataclass, field, replace
@@ -22,7 +24,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from wsol.attacks.autoattack import OVERRIDE_USERS, check_num_classes, ladder_attack, resolve_ladder, run_ladder, unused_overrides
+from wsol.attacks.autoattack import (
+    OVERRIDE_USERS, check_num_classes, ladder_attack, resolve_ladder, run_ladder, untouched_by_overrides, unused_overrides,
+)
 from wsol.attacks.pgd_eval import LOSSES as PGD_LOSSES
 from wsol.attacks.pgd_eval import epsilon_sweep, pgd_evaluate
 from wsol.errors import ConfigError, WsolError
@@ -34,12 +38,16 @@ from wsol.metrics.robustness import (
 )
 from wsol.utils import distributed as dist
 from wsol.utils.device import select_device
-from wsol.utils.io import append_jsonl, read_jsonl, read_yaml
+from wsol.utils.io import append_jsonl, file_sha256, read_jsonl, read_yaml
 from wsol.utils.numbers import comma_list, parse_number
 from wsol.utils.progress import progress, step_reporter
 
 KINDS = ("ladder", "pgd", "sweep")
 RUN_FILE = "run.json"
+STUDY_RESULT_FILE = "result.json"
+"""A study's summary of one finished model, in its run folder: a model that has one is skipped."""
+WEIGHTS_DIGESTS = "weights_sha256"
+"""The key of ``run.json`` that holds the SHA-256 of each weight file."""
 DEFAULT_N = 500  # test samples when --n is not given
 MINUTES_NOTE = "minutes: the attack's time summed over the chunks (over every process under torchrun): device minutes, not wall-clock."
 
@@ -367,15 +375,41 @@ def pgd_tables(name: str, records: Sequence[Dict[str, Any]], labels: torch.Tenso
 # --- the run ---
 
 
+def _run_record(s: RobustnessSettings) -> Dict[str, Any]:
+    """What ``run.json`` holds: the arguments and the SHA-256 of each weight file, so results of a file rewritten
+    since (a model retrained into the same path) are never reported as the new model's. Without the digests when a
+    file is gone (a study's finished model whose weights were deleted is still done: its results stay)."""
+    record = json.loads(json.dumps(asdict(s)))
+    if all(Path(w).is_file() for w in s.weights):
+        record[WEIGHTS_DIGESTS] = [_file_digest(w) for w in s.weights]
+    return record
+
+
+@functools.lru_cache(maxsize=None)
+def _digest_of(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(path)
+
+
+def _file_digest(path: str) -> str:
+    """SHA-256 of a weight file, computed once per version of it (a study checks each file twice; models can be GBs)."""
+    st = Path(path).stat()
+    return _digest_of(str(path), st.st_size, st.st_mtime_ns)
+
+
 def _run_differences(out: Path, s: RobustnessSettings) -> Optional[List[str]]:
     """The arguments in which ``out``'s run differs from ``s`` (None: no run there yet, or one killed before its
-    first chunk was done, which has nothing to keep)."""
+    first chunk was done, which has nothing to keep); ``weights_sha256`` alone: the same files, rewritten since."""
     path = out / RUN_FILE
     if not path.is_file() or not any(read_jsonl(p) for p in out.glob("*.rank*.jsonl")):
         return None
     old = json.loads(path.read_text())
     old["weights"] = _absolute(old.get("weights") or [])  # a run.json written before weights were kept absolute
-    return config_differences(old, json.loads(json.dumps(asdict(s))))
+    new = _run_record(s)
+    if WEIGHTS_DIGESTS not in old or WEIGHTS_DIGESTS not in new:  # a run.json from before the digests, or files gone
+        old.pop(WEIGHTS_DIGESTS, None)
+        new.pop(WEIGHTS_DIGESTS, None)
+    diffs = config_differences(old, new)
+    return [d for d in diffs if d != WEIGHTS_DIGESTS] if "weights" in diffs else diffs
 
 
 def refuse_other_run_folder(out: Path, study: bool) -> None:
@@ -396,23 +430,39 @@ def refuse_other_run_folder(out: Path, study: bool) -> None:
 
 
 def _check_run_file(out: Path, s: RobustnessSettings) -> None:
-    diffs = _run_differences(out, s)
-    if diffs:
+    """Refuse other arguments into ``out``; drop the results of an earlier version of the same weight files (a model
+    retrained since) and start over; then record ``s`` in ``run.json``. Every rank calls it and follows rank 0's reading."""
+    diffs = dist.gather_objects(_run_differences(out, s))[0]
+    if diffs == [WEIGHTS_DIGESTS]:
+        note(f"{out} holds results of an earlier version of {', '.join(s.weights)} (rewritten since): starting over")
+        if dist.is_main_process():
+            for stale in [out / STUDY_RESULT_FILE, *out.glob("*.rank*.jsonl")]:  # the study's summary first: it marks a model done
+                stale.unlink(missing_ok=True)
+        dist.barrier()
+    elif diffs:
         raise ConfigError(f"{out} holds a robustness run with other arguments ({', '.join(diffs)}); use another --out or the same arguments")
-    write_json(out / RUN_FILE, asdict(s))
+    write_json(out / RUN_FILE, _run_record(s))
 
 
 def unused_options_note(s: RobustnessSettings) -> Optional[str]:
-    """A note naming the budget options (--n-iter, --n-restarts, --n-queries) no attack of ``s`` uses, which would
-    otherwise be ignored in silence (None: all are used). run.json keeps them as given, so runs written with them
-    resume as before."""
+    """A note naming the budget options (--n-iter, --n-restarts, --n-queries) no attack of ``s`` uses, and the attacks of
+    ``s`` a given option leaves as they were (``--n-iter`` does not shrink Square, whose budget is ``--n-queries``), which
+    would otherwise go unseen (None: every option given changes every attack it could). run.json keeps the options as
+    given, so runs written with them resume as before."""
     attacks = list(dict.fromkeys([*s.ladder, *(resolve_ladder(s.sweep_attack) if s.sweep else [])]))
+    parts = []
     unused = unused_overrides(attacks, s.overrides)
-    if not unused:
-        return None
-    options = " and ".join(f"--{k.replace('_', '-')} (used by {', '.join(OVERRIDE_USERS[k])})" for k in unused)
-    run = f"the attacks {', '.join(attacks)}" if attacks else "--pgd alone (its budget is --pgd and --pgd-restarts)"
-    return f"{options} {'has' if len(unused) == 1 else 'have'} no effect with {run}"
+    if unused:
+        options = " and ".join(f"{_option(k)} (used by {', '.join(OVERRIDE_USERS[k])})" for k in unused)
+        run = f"the attacks {', '.join(attacks)}" if attacks else "--pgd alone (its budget is --pgd and --pgd-restarts)"
+        parts.append(f"{options} {'has' if len(unused) == 1 else 'have'} no effect with {run}")
+    parts += [f"{_option(k)} does not change {a}: {why}" for k, a, why in untouched_by_overrides(attacks, s.overrides)]
+    return "; ".join(parts) or None
+
+
+def _option(key: str) -> str:
+    """The command-line option of a settings field: ``n_iter`` → ``--n-iter``."""
+    return f"--{key.replace('_', '-')}"
 
 
 def default_label(s: RobustnessSettings) -> str:
@@ -584,8 +634,17 @@ class StudyModel:
     weights: List[str]
 
 
+_YAML_SCALARS: Tuple[Tuple[type, str], ...] = ((bool, "a yes/no value"), (int, "a whole number"), (float, "a decimal number"),
+                                              (datetime.date, "a date"))
+"""What YAML makes of an unquoted name such as yes, 1, 010 (8), 1.50 (1.5) or 2024-01-02 (bool before int: it is one)."""
+
+
 def read_study(path: Path) -> List[StudyModel]:
     """The models of a study YAML: ``models:`` a list of {name, model?, weights?} or {name, checkpoint}; paths relative to the file."""
+    if Path(path).is_dir():
+        yamls = sorted(p.name for p in Path(path).glob("*.y*ml"))
+        hint = f", e.g. {Path(path) / yamls[0]}" if yamls else ""
+        raise ConfigError(f"study file {path} is a folder; pass the YAML file that lists the models{hint}")
     if not Path(path).is_file():
         raise ConfigError(f"study file not found: {path}")
     doc = read_yaml(path, "study file")
@@ -600,7 +659,12 @@ def read_study(path: Path) -> List[StudyModel]:
     models: List[StudyModel] = []
     keys = {"name", "model", "weights", "checkpoint"}
     for i, entry in enumerate(entries):
-        if not isinstance(entry, dict) or not isinstance(entry.get("name"), (str, int)) or isinstance(entry.get("name"), bool):
+        raw_name = entry.get("name") if isinstance(entry, dict) else None
+        kind = next((k for t, k in _YAML_SCALARS if isinstance(raw_name, t)), None)
+        if kind:
+            raise ConfigError(f"study file {path}, model {i + 1}: YAML reads its name as {kind} ({raw_name}), not as the "
+                              "text written; names become folder names and table rows, so quote it as you wrote it, e.g. name: \"1\" for name: 1")
+        if not isinstance(raw_name, str):
             raise ConfigError(f"study file {path}, model {i + 1}: give it a name and weights, or a name and a checkpoint")
         unknown = sorted(str(k) for k in set(entry) - keys)
         if unknown:
@@ -616,6 +680,9 @@ def read_study(path: Path) -> List[StudyModel]:
         label = str(entry["name"])
         if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
             raise ConfigError(f"study file {path}, model {label}: weights and checkpoint are file paths (a path or a list of paths)")
+        if any(not f.strip() for f in files):  # "" would name the study file's own folder
+            what = "its checkpoint path is empty" if "checkpoint" in entry else "an empty path among its weights"
+            raise ConfigError(f"study file {path}, model {label}: {what}; give the file's path, relative to the study file")
         if not label or label in (".", "..") or "/" in label or "\\" in label:
             raise ConfigError(f"study file {path}: model name {label!r} names a run folder; use letters, digits, '-' or '_' without '/'")
         for f in files:
@@ -627,6 +694,12 @@ def read_study(path: Path) -> List[StudyModel]:
     labels = [m.label for m in models]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"study file {path} names a model twice; give each model its own name")
+    folded: Dict[str, str] = {}
+    for label in labels:
+        if label.casefold() in folded:
+            raise ConfigError(f"study file {path} names two models alike but for case ({folded[label.casefold()]} and {label}); their run folders "
+                              "would be one folder on a case-insensitive file system (macOS, Windows): give names that differ in more than case")
+        folded[label.casefold()] = label
     first: Dict[Tuple[str, Tuple[str, ...]], str] = {}
     for m in models:
         key = (m.model, tuple(str(Path(f).resolve()) for f in m.weights))
@@ -667,9 +740,11 @@ def run_study(study: Path, template: RobustnessSettings, root: Path, out: Path, 
     runs = {m.label: RobustnessSettings(**{**asdict(template), "model": m.model, "weights": m.weights}).validate() for m in models}
     diffs = {m.label: _run_differences(out / "models" / m.label, runs[m.label]) for m in models}
     for label, differ in diffs.items():
-        if differ:
-            raise ConfigError(f"{out} holds a study run with other arguments ({', '.join(differ)} of model {label}); use another --out or the same arguments")
-    finished = {label for label, differ in diffs.items() if differ == [] and (out / "models" / label / "result.json").is_file()}
+        if differ and differ != [WEIGHTS_DIGESTS]:  # the same files rewritten since: that model starts over
+            own = set(differ) <= {"model", "weights"}  # the YAML gave this name other weights: only its folder is in the way
+            fix = f"give it another name, or delete {out / 'models' / label} to redo it" if own else "use another --out or the same arguments"
+            raise ConfigError(f"{out} holds a study run with other arguments ({', '.join(differ)} of model {label}); {fix}")
+    finished = {label for label, differ in diffs.items() if differ == [] and (out / "models" / label / STUDY_RESULT_FILE).is_file()}
     # an unknown name or a missing or broken file fails now, not after hours of the models before it
     loaded = {m.label: load_eval_model(m.model, m.weights, torch.device("cpu")) for m in models if m.label not in finished}
     for label, model in loaded.items():  # and a model of another dataset fails now too, not when its turn comes
@@ -680,7 +755,7 @@ def run_study(study: Path, template: RobustnessSettings, root: Path, out: Path, 
         note(unused_options_note(template))
         for i, m in enumerate(models):
             folder = out / "models" / m.label
-            done = folder / "result.json"
+            done = folder / STUDY_RESULT_FILE
             if show_progress and dist.is_main_process():
                 print(f"study: model {i + 1} of {len(models)}, {m.label}" + (" (done before, skipped)" if m.label in finished else ""),
                       file=sys.stderr, flush=True)

@@ -82,16 +82,24 @@ def read_torch_file(path: Path) -> Any:
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        with open(path, "rb") as fh:
-            if not fh.read(2).startswith((b"PK", b"\x80")):  # neither torch's zip nor a pickle: JSON, text, an image ...
-                raise CheckpointError(f"cannot read checkpoint {path}: it is not a PyTorch weights file (.pt/.pth)") from None
+        _refuse_other_formats(path)
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
         raise CheckpointError(
             f"refusing to load {path}: it needs code to unpickle ({found.group(1) + ': ' if found else ''}a whole model saved with "
             "torch.save(model)?); save model.state_dict() or safetensors instead"
         ) from None
     except Exception as err:  # zip, EOF and IO errors all mean the same thing to the user
+        _refuse_other_formats(path)  # a text file fails here too, with an unpickler KeyError such as "105"
         raise CheckpointError(f"cannot read checkpoint {path} ({_first_line(err)})") from None
+
+
+def _refuse_other_formats(path: Path) -> None:
+    """Name a file torch.load failed on that is neither torch's zip nor a pickle (JSON, text, an image ...) as such,
+    rather than by the unpickler's message about its first byte."""
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+    if head and not head.startswith((b"PK", b"\x80")):
+        raise CheckpointError(f"cannot read checkpoint {path}: it is not a PyTorch weights file (.pt/.pth)") from None
 
 
 def _first_line(err: BaseException) -> str:
