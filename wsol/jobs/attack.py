@@ -35,7 +35,7 @@ from wsol.attacks.core import sample_generators, uniform_noise
 from wsol.attribution.common import check_choice
 from wsol.errors import ConfigError
 from wsol.jobs.localize import eval_dataset
-from wsol.jobs.runfolder import class_names_note, config_differences, gather, lock_run_folder, note, parse_eps, refuse_other_run, select_samples, write_json
+from wsol.jobs.runfolder import ATTACK_CONFIG_FILE, SAMPLES_FILE, SUMMARY_FILE, class_names_note, config_differences, gather, lock_run_folder, note, parse_eps, refuse_other_run, select_samples, write_json
 from wsol.metrics.ranking import check_k, input_gradient_cosine
 from wsol.models import load_model
 from wsol.report.attack import inert_arguments, interval_text
@@ -46,9 +46,6 @@ from wsol.utils.io import atomic_write_bytes, atomic_write_text, file_sha256
 from wsol.utils.numbers import parse_number
 from wsol.utils.progress import progress
 
-SAMPLES_FILE = "samples.csv"
-SUMMARY_FILE = "summary.json"
-CONFIG_FILE = "config.json"
 DEFAULT_N_ATTRIBUTION = 1000  # test samples when --n is not given
 DEFAULT_N_TARGETED = 100
 MAPS_FILE = "maps.npz"
@@ -291,7 +288,7 @@ class _Run:
         summary still say what produced the rows, not what the last rerun typed."""
         import json
 
-        path = self.out / CONFIG_FILE
+        path = self.out / ATTACK_CONFIG_FILE
         if path.is_file() and _read_rows(self.out / SAMPLES_FILE, self.columns):
             old = json.loads(path.read_text())
             inert = inert_arguments(old) & inert_arguments(self.config)
@@ -323,7 +320,7 @@ class _Run:
         samples = self.out / SAMPLES_FILE
         done: List[Dict[str, str]] = []
         if dist.is_main_process():
-            write_json(self.out / CONFIG_FILE, self.config)
+            write_json(self.out / ATTACK_CONFIG_FILE, self.config)
             done = [] if self.start_over else _read_rows(samples, self.columns)
             if not done:  # maps of a run that wrote no row (perhaps with other arguments) are not this run's
                 (self.out / MAPS_FILE).unlink(missing_ok=True)

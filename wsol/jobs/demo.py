@@ -24,8 +24,8 @@ from wsol.jobs.attack import DEMO_COLUMNS, demo_attack_section
 from wsol.jobs.evaluate import evaluate_predictions, save_metrics
 from wsol.jobs.localize import run_localize
 from wsol.jobs.robustness import demo_robustness
-from wsol.jobs.runfolder import DEMO_ARGUMENTS_FILE, config_differences, finished_epochs, write_json, write_text
-from wsol.jobs.train import MODEL_FILE, STATE_FILE, train
+from wsol.jobs.runfolder import DEMO_ARGUMENTS_FILE, MODEL_FILE, STATE_FILE, config_differences, finished_epochs, write_json, write_text
+from wsol.jobs.train import train
 from wsol.jobs.visualize import run_visualize
 
 METHODS = ("natural", "art")

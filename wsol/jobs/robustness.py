@@ -31,7 +31,9 @@ from wsol.attacks.pgd_eval import LOSSES as PGD_LOSSES
 from wsol.attacks.pgd_eval import epsilon_sweep, pgd_evaluate
 from wsol.errors import ConfigError, WsolError
 from wsol.export.tables import markdown_table, matrix_rows, write_csv
-from wsol.jobs.runfolder import DEMO_ARGUMENTS_FILE, class_names_note, config_differences, lock_run_folder, note, parse_eps, select_samples, write_json, write_text
+from wsol.jobs.runfolder import (
+    ROBUSTNESS_RUN_FILE, class_names_note, config_differences, lock_run_folder, note, parse_eps, refuse_other_run, select_samples, write_json, write_text,
+)
 from wsol.metrics.intervals import wilson_text
 from wsol.metrics.robustness import (
     across_models_rows, attack_confusion, class_mean, ladder_rows, per_class_accuracy, summary_rows, sweep_rows, total_drop,
@@ -43,7 +45,6 @@ from wsol.utils.numbers import comma_list, parse_number
 from wsol.utils.progress import progress, step_reporter
 
 KINDS = ("ladder", "pgd", "sweep")
-RUN_FILE = "run.json"
 STUDY_RESULT_FILE = "result.json"
 """A study's summary of one finished model, in its run folder: a model that has one is skipped."""
 WEIGHTS_DIGESTS = "weights_sha256"
@@ -399,7 +400,7 @@ def _file_digest(path: str) -> str:
 def _run_differences(out: Path, s: RobustnessSettings) -> Optional[List[str]]:
     """The arguments in which ``out``'s run differs from ``s`` (None: no run there yet, or one killed before its
     first chunk was done, which has nothing to keep); ``weights_sha256`` alone: the same files, rewritten since."""
-    path = out / RUN_FILE
+    path = out / ROBUSTNESS_RUN_FILE
     if not path.is_file() or not any(read_jsonl(p) for p in out.glob("*.rank*.jsonl")):
         return None
     old = json.loads(path.read_text())
@@ -413,20 +414,9 @@ def _run_differences(out: Path, s: RobustnessSettings) -> Optional[List[str]]:
 
 
 def refuse_other_run_folder(out: Path, study: bool) -> None:
-    """Refuse an ``--out`` that holds another job's run: a training run, an attack run, a demo, or (for a study) one
-    model's robustness run and (for one model's run) a study. Its files and ours would mix in one folder and our
-    ``report.md`` would replace its report; a subfolder of it is fine."""
-    from wsol.jobs import attack, train
-
-    markers = [("a training run", [train.MODEL_FILE, train.STATE_FILE, train.METRICS_FILE]),  # not config.yaml: a user's own file may be one
-               ("an attack run", [attack.SAMPLES_FILE, attack.SUMMARY_FILE]), ("a demo run", [DEMO_ARGUMENTS_FILE]),
-               ("a robustness run of one model" if study else "a robustness study",
-                [RUN_FILE] if study else [f"models/*/{RUN_FILE}"])]
-    for kind, patterns in markers:
-        found = sorted({str(p.relative_to(out)) for pattern in patterns for p in out.glob(pattern)})
-        if found:
-            raise ConfigError(f"--out {out} holds {kind} ({', '.join(found[:3])}); the robustness files would mix into it: "
-                              f"give a folder of its own, e.g. --out {out / ('robustness-study' if study else 'robustness')}")
+    """Refuse an ``--out`` that holds another job's run (training, attack, demo, or for a study one model's robustness
+    run and for one model's run a study): the files would mix and our ``report.md`` would replace its report."""
+    refuse_other_run(out, "robustness study" if study else "robustness")
 
 
 def _check_run_file(out: Path, s: RobustnessSettings) -> None:
@@ -441,7 +431,7 @@ def _check_run_file(out: Path, s: RobustnessSettings) -> None:
         dist.barrier()
     elif diffs:
         raise ConfigError(f"{out} holds a robustness run with other arguments ({', '.join(diffs)}); use another --out or the same arguments")
-    write_json(out / RUN_FILE, _run_record(s))
+    write_json(out / ROBUSTNESS_RUN_FILE, _run_record(s))
 
 
 def unused_options_note(s: RobustnessSettings) -> Optional[str]:

@@ -25,13 +25,20 @@ from wsol.utils.io import LOCK_NAME, atomic_write_json, atomic_write_text, read_
 T = TypeVar("T")
 PathLike = Union[str, Path]
 
+# The files that mark each kind of run folder, defined here (not in the jobs that write them) so that every job can
+# recognise the others' folders without importing them (the jobs import this module).
+MODEL_FILE = "model.safetensors"
+STATE_FILE = "train_state.pt"
+METRICS_FILE = "metrics.jsonl"
+"""A training run: its checkpoint, resume state and per-epoch records (``config.yaml`` marks nothing: a user's own file may be one)."""
+SAMPLES_FILE = "samples.csv"
+SUMMARY_FILE = "summary.json"
+ATTACK_CONFIG_FILE = "config.json"
+"""An attack run: per-sample rows, summary, and the arguments (whose ``attack`` names the kind)."""
 DEMO_ARGUMENTS_FILE = "demo.json"
-"""The file that marks a ``wsol demo`` output folder (its arguments); here so that other jobs can recognise such a
-folder without importing the demo, which imports them."""
-
-
+"""A ``wsol demo`` output folder: its arguments."""
 ROBUSTNESS_RUN_FILE = "run.json"
-"""The file that marks a ``wsol robustness evaluate/per-class`` run folder (its arguments; ``robustness.RUN_FILE``)."""
+"""A ``wsol robustness evaluate/per-class`` run folder: its arguments; a study holds one per model under ``models/``."""
 
 
 def run_kind(folder: PathLike) -> Optional[Tuple[str, List[str]]]:
@@ -40,19 +47,17 @@ def run_kind(folder: PathLike) -> Optional[Tuple[str, List[str]]]:
     Kinds: ``training``, ``attribution attack``, ``targeted attack`` (an attack run's ``config.json`` names it),
     ``demo``, ``robustness``, ``robustness study``. ``config.yaml`` alone marks nothing: a user's own file may be one.
     """
-    from wsol.jobs import attack, train
-
     out = Path(folder)
     if not out.is_dir():
         return None
-    markers = [("training", [train.MODEL_FILE, train.STATE_FILE, train.METRICS_FILE]), ("attack", [attack.SAMPLES_FILE, attack.SUMMARY_FILE]),
+    markers = [("training", [MODEL_FILE, STATE_FILE, METRICS_FILE]), ("attack", [SAMPLES_FILE, SUMMARY_FILE]),
                ("demo", [DEMO_ARGUMENTS_FILE]), ("robustness", [ROBUSTNESS_RUN_FILE, "*.rank*.jsonl"]),
                ("robustness study", [f"models/*/{ROBUSTNESS_RUN_FILE}"])]
     for kind, patterns in markers:
         found = sorted({str(p.relative_to(out)) for pattern in patterns for p in out.glob(pattern)})
         if found and kind == "attack":
             try:
-                kind = f"{json.loads((out / attack.CONFIG_FILE).read_text())['attack']} attack"
+                kind = f"{json.loads((out / ATTACK_CONFIG_FILE).read_text())['attack']} attack"
             except (OSError, ValueError, KeyError, TypeError):
                 pass  # an attack run without a readable config.json: of either kind
         if found:

@@ -38,7 +38,7 @@ from wsol.attacks import pgd_attack, random_delta
 from wsol.config import ScheduleConfig, TrainConfig, config_to_dict, config_to_yaml, start_eps
 from wsol.data.base import require_images
 from wsol.errors import ConfigError, DataError, WsolError
-from wsol.jobs.runfolder import config_differences, keep_records_until, lock_run_folder, refuse_other_run, shard
+from wsol.jobs.runfolder import METRICS_FILE, MODEL_FILE, STATE_FILE, config_differences, keep_records_until, lock_run_folder, refuse_other_run, shard
 from wsol.models import build_model, save_model
 from wsol.models.build import arch_spec
 from wsol.models.checkpoint import load_train_state, save_train_state
@@ -49,9 +49,6 @@ from wsol.utils.io import append_jsonl, atomic_write_text
 from wsol.utils.progress import progress
 from wsol.utils.seeding import rng_state, seed_everything, set_rng_state
 
-STATE_FILE = "train_state.pt"
-MODEL_FILE = "model.safetensors"
-METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.yaml"
 # config keys that may change between a run and its resumption (they do not change the weights)
 _RESUMABLE = ("epochs", "root", "weights", "warm_start", "workers", "eval_batch_size", "eval.")
