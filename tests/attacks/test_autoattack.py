@@ -19,6 +19,10 @@ def test_resolve_ladder_names_and_lists():
             resolve_ladder(bad)
     with pytest.raises(ConfigError, match=r"^unknown attack 'apgd-dr' in 'apgd-ce,apgd-dr,fab': use one of standard"):
         resolve_ladder("apgd-ce,apgd-dr,fab")  # a typo in a list of three is named, not the whole list
+    with pytest.raises(ConfigError, match=r"^unknown attack or ladder 'apgd-cee': .*; did you mean 'apgd-ce'\?$"):
+        resolve_ladder("apgd-cee")  # one name may be either: --attack of per-class takes an attack, --ladder a ladder
+    with pytest.raises(ConfigError, match=r"did you mean 'standard'\?$"):
+        resolve_ladder("stdandard")
 
 
 @pytest.mark.parametrize("attack", ["apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square"])

@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 
-from wsol.errors import ConfigError, WsolError
+from wsol.errors import ConfigError, WsolError, did_you_mean
 from wsol.utils.numbers import comma_list
 
 ATTACKS: Tuple[str, ...] = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
@@ -62,8 +62,9 @@ def resolve_ladder(ladder: Union[str, Sequence[str]]) -> Tuple[str, ...]:
         names = tuple(p.lower() for p in parts if p)
     unknown = [n for n in names if n not in ATTACKS]
     if unknown or not names:
-        what = f"attack {', '.join(map(repr, unknown))} in {ladder!r}" if unknown and len(names) > 1 else f"AutoAttack ladder {ladder!r}"
-        raise ConfigError(f"unknown {what}: use one of {', '.join(LADDERS)} or a comma list of {', '.join(ATTACKS)}")
+        what = f"attack {', '.join(map(repr, unknown))} in {ladder!r}" if unknown and len(names) > 1 else f"attack or ladder {ladder!r}"
+        hint = did_you_mean(unknown[0], [*LADDERS, *ATTACKS]) if len(unknown) == 1 else ""
+        raise ConfigError(f"unknown {what}: use one of {', '.join(LADDERS)} or a comma list of {', '.join(ATTACKS)}{hint}")
     if len(set(names)) != len(names):
         raise ConfigError(f"AutoAttack ladder {ladder!r} names an attack twice; list each attack once")
     return tuple(names)
