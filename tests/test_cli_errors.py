@@ -16,6 +16,9 @@ from wsol.cli import run
 CASES: List[List[str]] = [
     # the app and its groups
     ["fly"],
+    ["robustness", "per-class", "--dataset", "shapes", "--checkpoint", "{file}", "--out", ""],  # --out "$UNSET": not the current folder
+    ["train", "shapes", "--out="],
+    ["robustness", "study", "", "--dataset", "shapes", "--out", "{dir}/st"],
     ["--no-such-option"],
     ["data", "fly"],
     ["config", "fly"],
@@ -430,6 +433,13 @@ def test_wrong_input_is_one_line_exit_2(argv, sandbox, assets, capsys) -> None:
     assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
     assert "Traceback" not in captured.err + captured.out
     assert _tree(sandbox["root"]) | _tree(assets["base"]) == before
+
+
+def test_an_empty_argument_names_its_option(capsys) -> None:
+    assert run(["localize", "--checkpoint", "", "--dataset", "shapes", "--out", "p.json"]) == 2
+    assert capsys.readouterr().err == "error: --checkpoint is empty (an unset shell variable?); give it a value\n"
+    assert run(["robustness", "study", "", "--dataset", "shapes", "--out", "x"]) == 2
+    assert capsys.readouterr().err.startswith("error: an argument is empty")
 
 
 def test_resume_without_an_earlier_run_says_so_and_starts_fresh(sandbox, assets, capsys) -> None:

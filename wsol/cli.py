@@ -7,7 +7,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import typer
 from typing_extensions import Annotated
@@ -733,6 +733,19 @@ INTERRUPTED = ("interrupted; every file written so far is complete: run the same
                "(attacks, robustness runs and the demo resume; wsol train needs --resume)")
 
 
+def _refuse_empty_arguments(argv: Sequence[str]) -> None:
+    """Refuse an empty argument (``--out ""``, ``--out=``, an unset shell variable): no wsol option or argument takes
+    one, and a path option would read it as the current folder and write a whole run there."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--") and arg.endswith("="):
+            name = arg[:-1]
+        elif arg == "":
+            name = argv[i - 1] if i > 0 and argv[i - 1].startswith("-") else "an argument"
+        else:
+            continue
+        raise WsolError(f"{name} is empty (an unset shell variable?); give it a value")
+
+
 def run(argv: Optional[List[str]] = None) -> int:
     """Run the CLI on ``argv`` and return the exit status.
 
@@ -747,6 +760,7 @@ def run(argv: Optional[List[str]] = None) -> int:
 
     mark_work_started(False)
     try:
+        _refuse_empty_arguments(sys.argv[1:] if argv is None else argv)
         result = app(args=argv, standalone_mode=False, prog_name="wsol")
     except WsolError as err:
         _error(_one_line(err))
