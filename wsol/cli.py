@@ -421,7 +421,7 @@ NormOpt = Annotated[str, typer.Option("--norm", callback=_lowercase, help="Threa
 Bf16Opt = Annotated[bool, typer.Option("--bf16", help="Also run under CUDA bf16 autocast, reported beside fp32 (CUDA only).")]
 NIterOpt = Annotated[Optional[int], typer.Option("--n-iter", min=1, help="Iterations of APGD and FAB: apgd-ce, apgd-dlr, apgd-t, fab, fab-t (default: AutoAttack's 100). It leaves square alone: Square's budget is --n-queries.")]
 NQueriesOpt = Annotated[Optional[int], typer.Option("--n-queries", min=1, help="Square's budget, its query count (default: AutoAttack's 5,000); only square uses it, --n-iter does not change it.")]
-NRestartsOpt = Annotated[Optional[int], typer.Option("--n-restarts", min=1, help="Restarts of apgd-ce, apgd-dlr, apgd-t, fab, square (default: AutoAttack's: 1 in the standard ladder; "
+NRestartsOpt = Annotated[Optional[int], typer.Option("--n-restarts", min=1, help="Restarts of apgd-ce, apgd-dlr, apgd-t, fab, square (default: AutoAttack's: 1 in the standard ladder, also given as its four attacks in order; "
                                                                           "5 for APGD-CE, APGD-DLR and FAB in plus, study, a comma list or a single --attack; APGD-T and Square 1); "
                                                                           "fab-t runs one whatever this says, as AutoAttack runs it.")]
 RobustEpsOpt = Annotated[Optional[str], typer.Option("--eps", help="Attack radius in pixel units of [0, 1] images (default: 8/255 in linf, 0.5 in l2): 8/255 or a decimal such as 0.031; in linf a bare 8 or 1 is refused as a forgotten /255; an l2 radius is any number ≥ 0.")]

@@ -176,3 +176,15 @@ def test_missing_pyautoattack_is_one_line(tiny_cnn, tiny_batch, monkeypatch):
     with pytest.raises(WsolError, match="pip install pyautoattack") as info:
         run_ladder(tiny_cnn, x, y, eps=8 / 255, ladder="apgd-ce")
     assert "\n" not in str(info.value)
+
+
+def test_a_ladder_kept_as_its_attack_names_keeps_its_version() -> None:
+    """A job stores --ladder standard as its four names; it must still run AutoAttack's standard settings (APGD-CE with
+    one restart), not the custom version's five."""
+    from wsol.attacks.autoattack import build_autoattack
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 10))
+    for ladder, version, restarts in (("standard", "standard", 1), (list(resolve_ladder("standard")), "standard", 1),
+                                      (list(resolve_ladder("plus")), "plus", 5), ("study", "custom", 5), (["apgd-ce"], "custom", 5)):
+        aa = build_autoattack(model, ladder, eps=8 / 255, norm="linf", seed=0, device="cpu")
+        assert (aa.version, aa.apgd.n_restarts) == (version, restarts), ladder

@@ -30,6 +30,8 @@ LADDERS: Dict[str, Tuple[str, ...]] = {
     "study": ("apgd-ce", "apgd-dlr", "fab"),
     "plus": ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"),
 }
+VERSIONS = ("standard", "plus")
+"""The ladders that are pyautoattack versions with their own settings; ``study`` and comma lists are its ``custom`` version."""
 NORMS: Dict[str, str] = {"linf": "Linf", "l2": "L2"}
 TARGETED = ("apgd-t", "fab-t")
 MIN_CLASSES: Dict[str, int] = {"apgd-dlr": 3, "apgd-t": 4}
@@ -99,8 +101,7 @@ def build_autoattack(
         raise ConfigError(f"unknown AutoAttack norm {norm!r}: use one of {', '.join(NORMS)}")
     if eps < 0:
         raise ConfigError(f"AutoAttack eps must not be negative, got {eps}")
-    given = _ladder_name(ladder)
-    version = given if given in ("standard", "plus") else "custom"
+    version = _version(ladder, names)
     attacks = None if version != "custom" else list(names)
     aa = AutoAttack(model, attacks=attacks, device=device, eps=float(eps), norm=NORMS[norm.lower()],
                     seed=int(seed), version=version)
@@ -111,6 +112,15 @@ def build_autoattack(
                 setattr(obj, attr, int(value))
     aa.wsol_fab_restarts = aa.fab.n_restarts  # FAB-T sets the shared FAB object to 1 restart; FAB gets these back
     return aa
+
+
+def _version(ladder: Union[str, Sequence[str]], names: Sequence[str]) -> str:
+    """pyautoattack's version for a ladder: ``standard`` or ``plus`` by name or by their exact attack list (a job keeps a
+    ladder as its names, and ``standard``'s APGD-CE runs 1 restart where the ``custom`` version's runs 5), else ``custom``."""
+    given = _ladder_name(ladder)
+    if given in VERSIONS:
+        return given
+    return next((v for v in VERSIONS if tuple(names) == LADDERS[v]), "custom")
 
 
 def _perturb(aa: Any, name: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
