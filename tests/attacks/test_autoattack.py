@@ -188,3 +188,12 @@ def test_a_ladder_kept_as_its_attack_names_keeps_its_version() -> None:
                                       (list(resolve_ladder("plus")), "plus", 5), ("study", "custom", 5), (["apgd-ce"], "custom", 5)):
         aa = build_autoattack(model, ladder, eps=8 / 255, norm="linf", seed=0, device="cpu")
         assert (aa.version, aa.apgd.n_restarts) == (version, restarts), ladder
+
+
+def test_attack_budgets_say_what_each_rung_runs() -> None:
+    from wsol.attacks.autoattack import attack_budgets
+
+    assert attack_budgets("standard", 10) == {"apgd-ce": "100 iterations, 1 restart", "apgd-t": "100 iterations, 1 restart, 9 target classes",
+                                              "fab-t": "100 iterations, 1 restart, 9 target classes", "square": "5000 queries, 1 restart"}
+    assert attack_budgets("study", 10, n_iter=20)["fab"] == "20 iterations, 5 restarts"
+    assert attack_budgets(["apgd-t"], 5)["apgd-t"] == "100 iterations, 1 restart, 4 target classes"  # at most the other classes

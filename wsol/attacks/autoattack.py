@@ -123,6 +123,35 @@ def _version(ladder: Union[str, Sequence[str]], names: Sequence[str]) -> str:
     return next((v for v in VERSIONS if tuple(names) == LADDERS[v]), "custom")
 
 
+def attack_budgets(ladder: Union[str, Sequence[str]], num_classes: int, *, norm: str = "linf", n_iter: Optional[int] = None,
+                   n_restarts: Optional[int] = None, n_queries: Optional[int] = None) -> Dict[str, str]:
+    """Per attack of ``ladder``, the budget it runs with on a model of ``num_classes`` classes (iterations, restarts,
+    target classes, queries), read from the set-up :func:`run_ladder` gives the attacks, so a report can say what each
+    rung was."""
+    aa = build_autoattack(nn.Identity(), ladder, eps=0.0, norm=norm, seed=0, device="cpu", n_iter=n_iter, n_restarts=n_restarts,
+                          n_queries=n_queries)
+    _fit_to_classes(aa, resolve_ladder(ladder), num_classes)
+
+    def count(k: int, one: str, many: str) -> str:
+        return f"{k} {one if k == 1 else many}"
+
+    budgets = {}
+    for name in resolve_ladder(ladder):
+        if name in ("apgd-ce", "apgd-dlr"):
+            parts = [count(aa.apgd.n_iter, "iteration", "iterations"), count(aa.apgd.n_restarts, "restart", "restarts")]
+        elif name == "apgd-t":
+            parts = [count(aa.apgd_targeted.n_iter, "iteration", "iterations"), count(aa.apgd_targeted.n_restarts, "restart", "restarts"),
+                     count(aa.apgd_targeted.n_target_classes, "target class", "target classes")]
+        elif name == "fab":
+            parts = [count(aa.fab.n_iter, "iteration", "iterations"), count(aa.wsol_fab_restarts, "restart", "restarts")]
+        elif name == "fab-t":
+            parts = [count(aa.fab.n_iter, "iteration", "iterations"), count(1, "restart", "restarts"), count(aa.fab.n_target_classes, "target class", "target classes")]
+        else:
+            parts = [count(aa.square.n_queries, "query", "queries"), count(aa.square.n_restarts, "restart", "restarts")]
+        budgets[name] = ", ".join(parts)
+    return budgets
+
+
 def _perturb(aa: Any, name: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """One attack on one batch, set up as ``run_standard_evaluation`` sets it up."""
     if name in ("apgd-ce", "apgd-dlr"):
@@ -332,6 +361,6 @@ def ladder_attack(
 
 
 __all__ = [
-    "ATTACKS", "LADDERS", "LadderResult", "Rung", "build_autoattack", "check_num_classes", "check_perturbation",
+    "ATTACKS", "LADDERS", "LadderResult", "Rung", "attack_budgets", "build_autoattack", "check_num_classes", "check_perturbation",
     "ladder_attack", "resolve_ladder", "run_ladder", "untouched_by_overrides", "unused_overrides",
 ]

@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 
 from wsol.attacks.autoattack import (
-    OVERRIDE_USERS, check_num_classes, ladder_attack, resolve_ladder, run_ladder, untouched_by_overrides, unused_overrides,
+    OVERRIDE_USERS, attack_budgets, check_num_classes, ladder_attack, resolve_ladder, run_ladder, untouched_by_overrides, unused_overrides,
 )
 from wsol.attacks.pgd_eval import LOSSES as PGD_LOSSES
 from wsol.attacks.pgd_eval import epsilon_sweep, pgd_evaluate
@@ -551,6 +551,13 @@ def _class_counts(result: Dict[str, Any], num_classes: int) -> List[int]:
     return torch.bincount(torch.as_tensor(result["labels"]).long(), minlength=num_classes).tolist()
 
 
+def _budget_line(ladder: Any, s: RobustnessSettings, num_classes: int) -> str:
+    """``Budget per attack: apgd-ce 100 iterations, 1 restart; …`` as the attacks of ``ladder`` ran (AutoAttack's
+    settings for that ladder, changed by --n-iter/--n-restarts/--n-queries)."""
+    budgets = attack_budgets(ladder, num_classes, norm=s.norm, **s.overrides)
+    return "Budget per attack: " + "; ".join(f"{a} {b}" for a, b in budgets.items()) + "."
+
+
 def _counts_line(result: Dict[str, Any], names: Sequence[str]) -> str:
     """The report line under per-class tables: ``Samples per class: disc 5, square 11, ….``"""
     return "Samples per class: " + ", ".join(f"{c} {k}" for c, k in zip(names, _class_counts(result, len(names)))) + "."
@@ -579,7 +586,7 @@ def write_run_report(out: Path, s: RobustnessSettings, result: Dict[str, Any]) -
             write_csv(out / f"ladder_per_class_{precision}.csv", classes)
             write_csv(out / f"ladder_confusion_{precision}.csv", matrix_rows(lad["confusion"], names, names, corner="true \\ adversarial"))
             lines += [f"## AutoAttack ladder ({precision}, ε = {eps_text(s.eps)}, {s.norm})", "", markdown_table(lad["rows"], floatfmt=".4f"),
-                      MINUTES_NOTE, "",
+                      MINUTES_NOTE, _budget_line(s.ladder, s, len(names)), "",
                       "Per class:", "", markdown_table(classes, floatfmt=".3f"),
                       "Confusion under the ladder (clean-correct samples; row: true class, column: prediction after attack):", "",
                       markdown_table(matrix_rows(lad["confusion"], names, names, corner="true \\ adv")), ""]
@@ -602,7 +609,7 @@ def write_run_report(out: Path, s: RobustnessSettings, result: Dict[str, Any]) -
             lines += [f"## Per-class ε sweep ({precision}, {s.sweep_attack}, {sweep_grid_text(s.sweep, s.norm)})", "",
                       markdown_table(sw["rows"], floatfmt=".3f"), markdown_table(sw["summary"], floatfmt=".3f"),
                       _counts_line(result, names), "",
-                      f"Points attacked per ε: {sw['attacked']}", "",
+                      f"Points attacked per ε: {sw['attacked']}. {_budget_line(s.sweep_attack, s, len(names))}", "",
                       f"Confusion at ε = {sweep_eps_text(s.sweep[-1], s.norm)} ({'clean-correct' if s.sweep[0] == 0 else 'all'} samples; "
                       "row: true class, column: prediction under attack):", "",
                       markdown_table(matrix_rows(sw["confusion"], names, names, corner="true \\ adv")), "",
@@ -819,7 +826,8 @@ def _study_report(out: Path, s: RobustnessSettings, results: Dict[str, Dict[str,
              _counts_line(first, names), "",
              *_notes(first, {label: float(res["ladder"][0]["accuracy"]) for label, res in results.items()}),
              "## Table 1: AutoAttack ladder (accuracy, delta and minutes per attack)", "", markdown_table(ladder, floatfmt=".4f"),
-             MINUTES_NOTE, "",
+             MINUTES_NOTE, _budget_line(s.ladder, s, len(names)), "",
+             f"Sweep: {_budget_line(s.sweep_attack, s, len(names))}", "",
              "## Table 2: accuracy per class per ε, delta per step, total drop per class", "", markdown_table(sweep, floatfmt=".3f"),
              "## Total drop per class, per model and averaged across models", "", markdown_table(across, floatfmt=".3f"),
              markdown_table(per_model, floatfmt=".3f"),
