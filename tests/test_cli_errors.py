@@ -609,6 +609,14 @@ def test_an_out_folder_of_another_command_names_what_it_holds(assets, capsys) ->
     assert "holds an attribution attack run" in err and "targeted-attack" in err, err
 
 
+def test_a_table1_out_on_a_run_file_is_told_its_extension_first(assets, capsys) -> None:
+    """table1 --out RUN/summary.json: the extension is checked before the run-file rule, so the first error already
+    leads to a name that works (RUN/summary.csv); 'give another file name' alone could lead to RUN/table.json, a second error."""
+    out = Path(assets["run_ifia"]) / "summary.json"
+    assert run(["report", "table1", assets["run_ifia"], "--out", str(out)]) == 2
+    assert capsys.readouterr().err == f"error: --out {out} must end in .csv (CSV) or .md (Markdown): the extension chooses the format of the table\n"
+
+
 @pytest.mark.parametrize("argv, meant", [
     (["train", "CUB"], "cub"),
     (["train", "shapes", "--method", "natrual"], "natural"),
