@@ -269,9 +269,9 @@ CASES: List[List[str]] = [
     ["robustness", "study", "{study_one}", "--dataset", "cub", "--root", "{cub}", "--n", "2", "--ladder", "apgd-ce", "--eps", "", "--out", "{dir}/r"],
     # session 8: a new user's first hour (study and config files that are not text)
     ["robustness", "study", "{study_binary}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/r"],
-    # session 9: a study model named by a number, which YAML reads as one (010 becomes 8)
-    ["robustness", "study", "{study_intname}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/r"],
-    ["robustness", "study", "{study_octalname}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/r"],
+    # session 9: a study model named by a number, which YAML reads as one (010 becomes 8); runnable but for the name
+    ["robustness", "study", "{study_intname}", "--dataset", "cub", "--root", "{cub}", "--n", "2", "--ladder", "apgd-ce", "--n-iter", "1", "--out", "{dir}/r"],
+    ["robustness", "study", "{study_octalname}", "--dataset", "cub", "--root", "{cub}", "--n", "2", "--ladder", "apgd-ce", "--n-iter", "1", "--out", "{dir}/r"],
     ["config", "show", "{study_binary}"],
     ["train", "shapes", "--config", "{study_binary}", "--out", "{dir}/run"],
     # seeds numpy (negative) or torch (past 64 bits) cannot take
@@ -388,7 +388,7 @@ def assets(tmp_path_factory) -> dict:
                        ("both", f"models:\n  - name: a\n    checkpoint: {ck}\n    model: pyautoattack-resnet18\n"),
                        ("one", f"models:\n  - name: a\n    checkpoint: {ck}\n"),
                        ("intname", f"models:\n  - name: 1\n    checkpoint: {ck}\n"),
-                       ("octalname", f"models:\n  - name: a\n    checkpoint: {ck}\n  - name: 010\n    checkpoint: {ck}\n")):
+                       ("octalname", f"models:\n  - name: 010\n    checkpoint: {ck}\n")):
         (base / f"study_{name}.yaml").write_text(text)
         found[f"study_{name}"] = str(base / f"study_{name}.yaml")
     for name, files in (("train_run", ("model.safetensors", "config.yaml", "metrics.jsonl")), ("robust_run", ("run.json",)),
@@ -607,6 +607,14 @@ def test_an_out_folder_of_another_command_names_what_it_holds(assets, capsys) ->
     assert run(argv) == 2
     err = capsys.readouterr().err
     assert "holds an attribution attack run" in err and "targeted-attack" in err, err
+
+
+def test_a_table1_out_on_a_run_file_is_told_its_extension_first(assets, capsys) -> None:
+    """table1 --out RUN/summary.json: the extension is checked before the run-file rule, so the first error already
+    leads to a name that works (RUN/summary.csv); 'give another file name' alone could lead to RUN/table.json, a second error."""
+    out = Path(assets["run_ifia"]) / "summary.json"
+    assert run(["report", "table1", assets["run_ifia"], "--out", str(out)]) == 2
+    assert capsys.readouterr().err == f"error: --out {out} must end in .csv (CSV) or .md (Markdown): the extension chooses the format of the table\n"
 
 
 @pytest.mark.parametrize("argv, meant", [

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -610,6 +611,10 @@ def test_results_of_weights_rewritten_since_are_dropped_not_reported(cifar, tmp_
     assert f"note: {tmp_path / 'r'} holds results of an earlier version of {weights} (rewritten since): starting over" in capsys.readouterr().err
     assert job.evaluate_robustness(s, cifar, tmp_path / "r", "cpu")["ladder-fp32"]["rows"][0]["accuracy"] == 0  # and resumes as usual
     assert "starting over" not in capsys.readouterr().err
+    weights.write_bytes(b"right")
+    with pytest.raises(ConfigError, match=r"other arguments \(n\); use another --out"):  # the digest is no argument to name
+        job.evaluate_robustness(replace(s, n=12), cifar, tmp_path / "r", "cpu")
+    weights.write_bytes(b"wrong")
     study = tmp_path / "models.yaml"
     study.write_text("models:\n  - name: a\n    model: m\n    weights: model.pt\n")
     template = settings(model="", n=8, batch_size=4, ladder=["apgd-ce"], sweep=[0, 2])

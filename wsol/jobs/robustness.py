@@ -399,7 +399,8 @@ def _file_digest(path: str) -> str:
 
 def _run_differences(out: Path, s: RobustnessSettings) -> Optional[List[str]]:
     """The arguments in which ``out``'s run differs from ``s`` (None: no run there yet, or one killed before its
-    first chunk was done, which has nothing to keep); ``weights_sha256`` alone: the same files, rewritten since."""
+    first chunk was done, which has nothing to keep); ``weights_sha256`` alone: the same files, rewritten since. The digest
+    is named only alone: beside other arguments (other --weights, another --n) those are what the user has to change."""
     path = out / ROBUSTNESS_RUN_FILE
     if not path.is_file() or not any(read_jsonl(p) for p in out.glob("*.rank*.jsonl")):
         return None
@@ -410,7 +411,7 @@ def _run_differences(out: Path, s: RobustnessSettings) -> Optional[List[str]]:
         old.pop(WEIGHTS_DIGESTS, None)
         new.pop(WEIGHTS_DIGESTS, None)
     diffs = config_differences(old, new)
-    return [d for d in diffs if d != WEIGHTS_DIGESTS] if "weights" in diffs else diffs
+    return [d for d in diffs if d != WEIGHTS_DIGESTS] or diffs  # the digest alone, or the arguments that differ (it is none)
 
 
 def refuse_other_run_folder(out: Path, study: bool) -> None:
