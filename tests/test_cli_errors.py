@@ -602,7 +602,11 @@ def test_a_folder_given_as_predictions_is_called_a_folder_not_missing(sandbox, a
     assert err.count("\n") == 1 and "is a folder" in err and "not found" not in err, err
 
 
-def test_an_out_folder_of_another_command_names_what_it_holds(assets, capsys) -> None:
+def test_an_out_folder_of_another_command_names_what_it_holds(assets, capsys, monkeypatch) -> None:
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded before the --out folder was checked")
+
+    monkeypatch.setattr("wsol.jobs.attack.load_model", no_load)  # the refusal comes first: loading can take minutes
     argv = ["attack", "targeted", "--checkpoint", assets["ckpt2"], "--dataset", "cub", "--root", assets["cub"], "--n", "2", "--out", assets["run_ifia"]]
     assert run(argv) == 2
     err = capsys.readouterr().err

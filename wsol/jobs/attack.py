@@ -386,6 +386,7 @@ def _prepare(kind: str, checkpoint: Path, dataset: str, root: Path, out: Path, s
              device: Optional[str]) -> tuple[nn.Module, Any, torch.device, List[int], _Run]:
     """Load the model and the split, check k and the classes, choose the samples and check the folder: nothing is written."""
     dist.init_from_env()
+    refuse_other_run(out, f"{kind} attack")  # before the model and the split are loaded: that can take minutes
     dev = select_device(device)
     model = load_model(checkpoint).to(dev).eval()
     data = eval_dataset(dataset, root, s.split, model.input_size)
@@ -396,7 +397,6 @@ def _prepare(kind: str, checkpoint: Path, dataset: str, root: Path, out: Path, s
     meta = checkpoint_meta(checkpoint)
     config = {"attack": kind, "checkpoint": str(Path(checkpoint).resolve()), CHECKPOINT_DIGEST: file_sha256(checkpoint), "dataset": dataset,
               "root": str(Path(root).resolve()), "method": meta.get("method"), "arch": meta.get("arch"), **asdict(s)}
-    refuse_other_run(out, f"{kind} attack")
     run = _Run(out, config, columns)
     run.check_config()
     note(class_names_note(checkpoint, dataset, list(getattr(data, "class_names", []))))
