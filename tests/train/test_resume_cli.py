@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable, List
 
 from wsol.cli import run
 from wsol.data.shapes import synthesize_shapes
@@ -19,13 +20,19 @@ optim:
 """
 
 
-def test_resume_without_epochs_keeps_the_runs_own_epoch_count(tmp_path: Path, monkeypatch) -> None:
+def _tiny_training(tmp_path: Path, monkeypatch) -> Callable[[Path], List[str]]:
+    """A tiny shapes set and config; returns the ``wsol train`` argv that trains them into a given folder."""
     monkeypatch.setenv("WSOL_PROGRESS", "0")
     root = synthesize_shapes(tmp_path / "shapes", n_train=8, n_test=8, size=32, num_classes=3, seed=0)
     config = tmp_path / "tiny.yaml"
     config.write_text(TINY)
+    return lambda out: ["train", "shapes", "--config", str(config), "--root", str(root), "--out", str(out)]
+
+
+def test_resume_without_epochs_keeps_the_runs_own_epoch_count(tmp_path: Path, monkeypatch) -> None:
+    train_into = _tiny_training(tmp_path, monkeypatch)
     out = tmp_path / "run"
-    base = ["train", "shapes", "--config", str(config), "--root", str(root), "--out", str(out)]
+    base = train_into(out)
     assert run([*base, "--epochs", "1"]) == 0
     assert run([*base, "--resume"]) == 0  # the config says 3 epochs; the run was started with 1
     assert [r["epoch"] for r in read_jsonl(out / "metrics.jsonl")] == [1]
@@ -35,13 +42,10 @@ def test_resume_without_epochs_keeps_the_runs_own_epoch_count(tmp_path: Path, mo
 
 def test_resume_keeps_the_epoch_count_when_config_yaml_is_missing_or_broken(tmp_path: Path, monkeypatch) -> None:
     """config.yaml is only a copy for the user; the training state resume continues also holds the epoch count."""
-    monkeypatch.setenv("WSOL_PROGRESS", "0")
-    root = synthesize_shapes(tmp_path / "shapes", n_train=8, n_test=8, size=32, num_classes=3, seed=0)
-    config = tmp_path / "tiny.yaml"
-    config.write_text(TINY)
+    train_into = _tiny_training(tmp_path, monkeypatch)
     for name, spoil in (("missing", lambda p: p.unlink()), ("broken", lambda p: p.write_text("epochs: [\n"))):
         out = tmp_path / name
-        base = ["train", "shapes", "--config", str(config), "--root", str(root), "--out", str(out)]
+        base = train_into(out)
         assert run([*base, "--epochs", "1"]) == 0
         spoil(out / "config.yaml")
         assert run([*base, "--resume"]) == 0  # the config says 3 epochs; the run was started with 1
@@ -51,12 +55,9 @@ def test_resume_keeps_the_epoch_count_when_config_yaml_is_missing_or_broken(tmp_
 def test_resume_to_fewer_epochs_than_done_is_refused_and_keeps_the_run(tmp_path: Path, monkeypatch, capsys) -> None:
     """`--resume --epochs 1` of a 2-epoch run printed the epoch-2 record with status 0 and rewrote config.yaml to
     `epochs: 1` beside a 2-epoch model; it is a mistake: one line, status 2, the run untouched."""
-    monkeypatch.setenv("WSOL_PROGRESS", "0")
-    root = synthesize_shapes(tmp_path / "shapes", n_train=8, n_test=8, size=32, num_classes=3, seed=0)
-    config = tmp_path / "tiny.yaml"
-    config.write_text(TINY)
+    train_into = _tiny_training(tmp_path, monkeypatch)
     out = tmp_path / "run"
-    base = ["train", "shapes", "--config", str(config), "--root", str(root), "--out", str(out)]
+    base = train_into(out)
     assert run([*base, "--epochs", "2"]) == 0
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     capsys.readouterr()
