@@ -642,3 +642,12 @@ def test_a_name_far_from_every_choice_gets_no_guess() -> None:
     from wsol.errors import did_you_mean
 
     assert did_you_mean("xyz", ["topk", "mass-center", "random"]) == ""
+
+
+def test_a_near_miss_of_a_mixed_case_name_is_found_and_named_as_spelled() -> None:
+    from wsol.errors import did_you_mean
+
+    choices = ["Wang2023Better_WRN-28-10", "Peng2023Robust", "RaWideResNet-70-16"]
+    assert did_you_mean("peng2023robst", choices) == "; did you mean 'Peng2023Robust'?"
+    assert did_you_mean("rawideresnet-70-61", choices) == "; did you mean 'RaWideResNet-70-16'?"  # too far while the case counted
+    assert did_you_mean("wang2023better_wrn-28-10", choices) == "; did you mean 'Wang2023Better_WRN-28-10'?"

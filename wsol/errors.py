@@ -32,8 +32,12 @@ class UnknownNameError(WsolError):
 def did_you_mean(value: object, choices: Iterable[object]) -> str:
     """``"; did you mean 'cub'?"`` for a name that is a choice in another case (``CUB``) or a near miss (``natrual``),
     to end an unknown-name error; "" when no choice is close."""
-    names = [str(c) for c in choices]
-    text = str(value)
-    same_case = [n for n in names if n.lower() == text.lower()]
-    close = same_case or difflib.get_close_matches(text.lower(), names, n=1, cutoff=0.75)
-    return f"; did you mean {close[0]!r}?" if close else ""
+    names = {str(c).lower(): str(c) for c in choices}  # compared without case, named as spelled
+    text = str(value).lower()
+    close = [text] if text in names else difflib.get_close_matches(text, list(names), n=1, cutoff=0.75)
+    return f"; did you mean {names[close[0]]!r}?" if close else ""
+
+
+def option_flag(key: str) -> str:
+    """The command-line option of a settings key, for messages: ``n_iter`` → ``--n-iter``."""
+    return f"--{key.replace('_', '-')}"

@@ -26,7 +26,7 @@ import numpy as np
 from wsol.data.base import Transform
 from wsol.data.cub import CubDataset, load_cub
 from wsol.data.registry import DATASETS, DEFAULT_ROOTS, check_options
-from wsol.errors import DataError
+from wsol.errors import DataError, option_flag
 from wsol.utils.io import current_umask, temp_dir_beside
 
 FORMAT_VERSION = 3
@@ -399,7 +399,7 @@ def check_cache_params(**params: int) -> None:
     regenerate the cache with the defaults, so such a set would be replaced without a word."""
     other = {k: v for k, v in params.items() if DEFAULT_PARAMS[k] != v}
     if other:
-        shown = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in other.items())
+        shown = " ".join(f"{option_flag(k)} {v}" for k, v in other.items())
         raise DataError(f"the shapes cache ({default_shapes_root()}) holds only the default set that commands without --root use; "
                         f"write a set with {shown} to a folder of its own with --out DIR and pass --root DIR to the other commands")
 

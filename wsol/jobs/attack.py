@@ -33,7 +33,7 @@ from wsol.attacks.adversarial import pgd_attack
 from wsol.attacks.attributional import IFIA_OBJECTIVES, ifia, map_options, shuffled_targets, targeted_manipulation
 from wsol.attacks.core import sample_generators, uniform_noise
 from wsol.attribution.common import check_choice
-from wsol.errors import ConfigError
+from wsol.errors import ConfigError, option_flag
 from wsol.jobs.localize import eval_dataset
 from wsol.jobs.runfolder import ATTACK_CONFIG_FILE, SAMPLES_FILE, SUMMARY_FILE, class_names_note, config_differences, gather, lock_run_folder, note, parse_eps, refuse_other_run, select_samples, write_json
 from wsol.metrics.ranking import check_k, input_gradient_cosine
@@ -130,7 +130,7 @@ def reach_note(eps: float, step_size: float, steps: int, *, random_start: bool =
 def _check_counts(**counts: Optional[int]) -> None:
     for name, value in counts.items():
         if value is not None and value < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+            raise ConfigError(f"{option_flag(name)} must be at least 1, got {value}")
 
 
 def _check_beta(beta: Optional[float]) -> None:

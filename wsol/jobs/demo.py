@@ -18,7 +18,7 @@ import torch
 
 from wsol.config import LocalizeConfig, configs_dir, load_config
 from wsol.data.shapes import ensure_shapes
-from wsol.errors import WsolError
+from wsol.errors import WsolError, option_flag
 from wsol.export.tables import markdown_table
 from wsol.jobs.attack import DEMO_COLUMNS, demo_attack_section
 from wsol.jobs.evaluate import evaluate_predictions, save_metrics
@@ -86,7 +86,7 @@ def claim_demo_folder(out: Path, arguments: Dict[str, Any]) -> None:
             raise WsolError(f"{path} is unreadable ({exc}); delete it or pass another --out") from None
         diffs = config_differences(old, arguments)
         if diffs:
-            said = ", ".join(f"--{k.replace('_', '-')} {old.get(k)}" for k in diffs)
+            said = ", ".join(f"{option_flag(k)} {old.get(k)}" for k in diffs)
             raise WsolError(f"{out} holds a demo run made with {said}; pass another --out or delete the folder")
         return
     write_json(path, arguments)

@@ -32,7 +32,7 @@ from wsol.data import build_dataset
 from wsol.data.base import require_images
 from wsol.data.sample import Batch, boxes_to_original, collate
 from wsol.data.transforms import build_transform
-from wsol.errors import ConfigError, WsolError
+from wsol.errors import ConfigError, WsolError, option_flag
 from wsol.export.coco import results_to_coco, write_results
 from wsol.jobs.runfolder import config_differences, lock_run_folder, note
 from wsol.jobs.train import transform_from_spec
@@ -316,7 +316,7 @@ def _option_name(key: str) -> str:
     name = key.split(".", 1)[1] if key.startswith("settings.") else key
     if name == "images":
         return "number of images (the dataset changed)"
-    return f"--{name.replace('_', '-')}" if "." not in name and name != "dataset_options" else name
+    return option_flag(name) if "." not in name and name != "dataset_options" else name
 
 
 def _finished_batches(out: Path, key: Dict[str, Any]) -> List[int]:

@@ -29,7 +29,7 @@ from wsol.attacks.autoattack import (
 )
 from wsol.attacks.pgd_eval import LOSSES as PGD_LOSSES
 from wsol.attacks.pgd_eval import epsilon_sweep, pgd_evaluate
-from wsol.errors import ConfigError, WsolError
+from wsol.errors import ConfigError, WsolError, option_flag
 from wsol.export.tables import markdown_table, matrix_rows, write_csv
 from wsol.jobs.runfolder import (
     ROBUSTNESS_RUN_FILE, class_names_note, config_differences, lock_run_folder, note, parse_eps, refuse_other_run, select_samples, write_json, write_text,
@@ -444,16 +444,11 @@ def unused_options_note(s: RobustnessSettings) -> Optional[str]:
     parts = []
     unused = unused_overrides(attacks, s.overrides)
     if unused:
-        options = " and ".join(f"{_option(k)} (used by {', '.join(OVERRIDE_USERS[k])})" for k in unused)
+        options = " and ".join(f"{option_flag(k)} (used by {', '.join(OVERRIDE_USERS[k])})" for k in unused)
         run = f"the attacks {', '.join(attacks)}" if attacks else "--pgd alone (its budget is --pgd and --pgd-restarts)"
         parts.append(f"{options} {'has' if len(unused) == 1 else 'have'} no effect with {run}")
-    parts += [f"{_option(k)} does not change {a}: {why}" for k, a, why in untouched_by_overrides(attacks, s.overrides)]
+    parts += [f"{option_flag(k)} does not change {a}: {why}" for k, a, why in untouched_by_overrides(attacks, s.overrides)]
     return "; ".join(parts) or None
-
-
-def _option(key: str) -> str:
-    """The command-line option of a settings field: ``n_iter`` → ``--n-iter``."""
-    return f"--{key.replace('_', '-')}"
 
 
 def default_label(s: RobustnessSettings) -> str:
