@@ -180,6 +180,8 @@ def test_the_same_eps_spelled_otherwise_resumes_instead_of_being_refused(tiny, c
     assert _attack(tiny, out, "--steps", "1", "--eps", repr(8 / 255), "--step-size", " 1/255") == 0
     assert "(10 of 10 samples done before)" in capsys.readouterr().err
     assert (out / "samples.csv").read_text() == before
+    assert _attack(tiny, out, "--steps", "1", "--eps", "0.03137255") == 0  # fewer digits, the same float32 radius
+    assert "(10 of 10 samples done before)" in capsys.readouterr().err
 
 
 def test_a_rerun_changing_only_arguments_without_effect_resumes(tiny, capsys, monkeypatch) -> None:

@@ -259,6 +259,15 @@ def test_a_weight_path_spelled_otherwise_resumes_the_same_run(cifar, tmp_path, t
     assert json.loads((out / "run.json").read_text())["weights"] == [str(tmp_path / "w" / "model.safetensors")]
 
 
+def test_an_eps_pasted_with_fewer_digits_resumes_and_another_eps_is_refused(cifar, tmp_path, tiny) -> None:
+    """0.0078431373 is 2/255 to float32, the precision of the attack: the same run; 0.0079 is another radius."""
+    out = tmp_path / "run"
+    job.evaluate_robustness(settings(ladder=["apgd-ce"], sweep=[]), cifar, out, "cpu")
+    job.evaluate_robustness(settings(ladder=["apgd-ce"], sweep=[], eps=0.0078431373), cifar, out, "cpu")
+    with pytest.raises(ConfigError, match=r"other arguments \(eps\)"):
+        job.evaluate_robustness(settings(ladder=["apgd-ce"], sweep=[], eps=0.0079), cifar, out, "cpu")
+
+
 def _worker(rank: int, world: int, port: int, root: str, out: str, norm: dict) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       WSOL_PROGRESS="0")

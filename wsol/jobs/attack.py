@@ -35,7 +35,7 @@ from wsol.attacks.core import sample_generators, uniform_noise
 from wsol.attribution.common import check_choice
 from wsol.errors import ConfigError, option_flag
 from wsol.jobs.localize import eval_dataset
-from wsol.jobs.runfolder import ATTACK_CONFIG_FILE, SAMPLES_FILE, SUMMARY_FILE, class_names_note, config_differences, gather, lock_run_folder, note, parse_eps, refuse_other_run, select_samples, write_json
+from wsol.jobs.runfolder import ATTACK_CONFIG_FILE, SAMPLES_FILE, SUMMARY_FILE, class_names_note, config_differences, gather, lock_run_folder, note, parse_eps, refuse_other_run, same_radius, select_samples, write_json
 from wsol.metrics.ranking import check_k, input_gradient_cosine
 from wsol.models import load_model
 from wsol.report.attack import inert_arguments, interval_text
@@ -57,13 +57,6 @@ CHECKPOINT_DIGEST = "checkpoint_sha256"
 PIXEL_ARGUMENTS = ("eps", "step_size", "pgd_eps", "pgd_step_size", "lr")
 """Arguments in pixel units, kept as typed: ``8/255`` and ``0.03137254901960784`` are the same radius, not other arguments."""
 
-
-def _same_pixel_value(old: Any, new: Any) -> bool:
-    """Whether two spellings of a pixel-unit argument (``8/255``, ``0.0313...``) are the same number."""
-    try:
-        return math.isclose(parse_number(old), parse_number(new), rel_tol=1e-12, abs_tol=0.0)
-    except ConfigError:
-        return False
 
 ATTRIBUTION_COLUMNS = (
     "index", "image_id", "label", "pred", "attacked", "kept_prediction", "reason", "best_step",
@@ -294,7 +287,7 @@ class _Run:
             inert = inert_arguments(old) & inert_arguments(self.config)
             diffs = [d for d in config_differences(old, self.config)
                      if d not in FREE_ON_RESUME and d != CHECKPOINT_DIGEST and d not in inert
-                     and not (d in PIXEL_ARGUMENTS and _same_pixel_value(old.get(d), self.config.get(d)))]
+                     and not (d in PIXEL_ARGUMENTS and same_radius(old.get(d), self.config.get(d)))]
             if diffs:  # named without those the folder's run did not use (its --pgd-eps under --pgd-steps 0): the cause is the rest
                 named = [d for d in diffs if d not in inert_arguments(old)] or diffs
                 raise ConfigError(f"{self.out} holds a run with other arguments ({', '.join(named)}); use another --out or the same arguments")

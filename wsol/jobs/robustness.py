@@ -32,7 +32,7 @@ from wsol.attacks.pgd_eval import epsilon_sweep, pgd_evaluate
 from wsol.errors import ConfigError, WsolError, option_flag
 from wsol.export.tables import markdown_table, matrix_rows, write_csv
 from wsol.jobs.runfolder import (
-    ROBUSTNESS_RUN_FILE, class_names_note, config_differences, lock_run_folder, note, parse_eps, refuse_other_run, select_samples, write_json, write_text,
+    ROBUSTNESS_RUN_FILE, class_names_note, config_differences, lock_run_folder, note, parse_eps, refuse_other_run, same_radius, select_samples, write_json, write_text,
 )
 from wsol.metrics.intervals import wilson_text
 from wsol.metrics.robustness import (
@@ -410,8 +410,15 @@ def _run_differences(out: Path, s: RobustnessSettings) -> Optional[List[str]]:
     if WEIGHTS_DIGESTS not in old or WEIGHTS_DIGESTS not in new:  # a run.json from before the digests, or files gone
         old.pop(WEIGHTS_DIGESTS, None)
         new.pop(WEIGHTS_DIGESTS, None)
-    diffs = config_differences(old, new)
+    diffs = [d for d in config_differences(old, new) if not _same_radii(d, old.get(d), new.get(d))]
     return [d for d in diffs if d != WEIGHTS_DIGESTS] or diffs  # the digest alone, or the arguments that differ (it is none)
+
+
+def _same_radii(key: str, old: Any, new: Any) -> bool:
+    """``--eps`` or an ℓ2 ``--eps-sweep`` spelled otherwise but the same radii (to float32): not another run."""
+    if key == "eps":
+        return same_radius(old, new)
+    return key == "sweep" and isinstance(old, list) and isinstance(new, list) and len(old) == len(new) and all(map(same_radius, old, new))
 
 
 def refuse_other_run_folder(out: Path, study: bool) -> None:

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
@@ -211,6 +212,15 @@ def config_differences(old: Dict[str, Any], new: Dict[str, Any], prefix: str = "
     return diffs
 
 
+def same_radius(a: Any, b: Any) -> bool:
+    """Whether two spellings of a pixel-unit radius (``8/255``, ``0.0313725490``, a float from a JSON file) are the same
+    radius to the float32 the attacks compute in: a pasted decimal with fewer digits does not make another run."""
+    try:
+        return bool(np.float32(parse_number(a)) == np.float32(parse_number(b)))
+    except (ConfigError, TypeError, ValueError):
+        return False
+
+
 def finished_epochs(model_sidecar: Path) -> int:
     """The epoch recorded in a checkpoint's JSON sidecar (0 when there is none yet)."""
     if not model_sidecar.is_file():
@@ -263,6 +273,7 @@ __all__ = [
     "note",
     "parse_eps",
     "refuse_other_run",
+    "same_radius",
     "refuse_run_file",
     "run_kind",
     "select_samples",
