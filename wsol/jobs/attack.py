@@ -35,7 +35,7 @@ from wsol.attacks.core import sample_generators, uniform_noise
 from wsol.attribution.common import check_choice
 from wsol.errors import ConfigError, option_flag
 from wsol.jobs.localize import eval_dataset
-from wsol.jobs.runfolder import ATTACK_CONFIG_FILE, SAMPLES_FILE, SUMMARY_FILE, class_names_note, config_differences, gather, lock_run_folder, note, parse_eps, refuse_other_run, same_radius, select_samples, write_json
+from wsol.jobs.runfolder import ATTACK_CONFIG_FILE, MAPS_FILE, SAMPLES_FILE, SUMMARY_FILE, class_names_note, config_differences, gather, lock_run_folder, note, parse_eps, refuse_other_run, same_radius, select_samples, write_json
 from wsol.metrics.ranking import check_k, input_gradient_cosine
 from wsol.models import load_model
 from wsol.report.attack import inert_arguments, interval_text
@@ -48,7 +48,6 @@ from wsol.utils.progress import progress
 
 DEFAULT_N_ATTRIBUTION = 1000  # test samples when --n is not given
 DEFAULT_N_TARGETED = 100
-MAPS_FILE = "maps.npz"
 DEFAULT_BETA = 50.0  # the targeted attack's constant softplus β when neither --beta nor --beta-growth is given
 FREE_ON_RESUME = ("batch_size",)
 """Arguments a resumed run may change: every row is independent of how the samples are batched."""

@@ -21,26 +21,14 @@ from wsol.utils.numbers import parse_number
 from wsol.errors import ConfigError
 
 from wsol.utils import distributed as dist
+from wsol.runfiles import (  # the run-folder file names; the jobs take them from here too
+    ATTACK_CONFIG_FILE, ATTACK_RUN_FILES, DEMO_ARGUMENTS_FILE, MAPS_FILE, METRICS_FILE, MODEL_FILE, ROBUSTNESS_RUN_FILE, SAMPLES_FILE,
+    STATE_FILE, SUMMARY_FILE,
+)
 from wsol.utils.io import LOCK_NAME, atomic_write_json, atomic_write_text, read_jsonl, run_folder_lock
 
 T = TypeVar("T")
 PathLike = Union[str, Path]
-
-# The files that mark each kind of run folder, defined here (not in the jobs that write them) so that every job can
-# recognise the others' folders without importing them (the jobs import this module).
-MODEL_FILE = "model.safetensors"
-STATE_FILE = "train_state.pt"
-METRICS_FILE = "metrics.jsonl"
-"""A training run: its checkpoint, resume state and per-epoch records (``config.yaml`` marks nothing: a user's own file may be one)."""
-SAMPLES_FILE = "samples.csv"
-SUMMARY_FILE = "summary.json"
-ATTACK_CONFIG_FILE = "config.json"
-"""An attack run: per-sample rows, summary, and the arguments (whose ``attack`` names the kind)."""
-DEMO_ARGUMENTS_FILE = "demo.json"
-"""A ``wsol demo`` output folder: its arguments."""
-ROBUSTNESS_RUN_FILE = "run.json"
-"""A ``wsol robustness evaluate/per-class`` run folder: its arguments; a study holds one per model under ``models/``."""
-
 
 def run_kind(folder: PathLike) -> Optional[Tuple[str, List[str]]]:
     """What run ``folder`` holds, by its marker files: (kind, the markers found) or None (no run, or not a folder).
@@ -79,7 +67,7 @@ def refuse_other_run(out: PathLike, kind: str) -> None:
                           f"give a folder of its own, e.g. --out {Path(out) / kind.replace(' ', '-')}")
 
 
-RUN_FILES_BESIDE = {"training": ("model.json", "config.yaml"), "attack": ("config.json", "maps.npz"), "demo": ("report.md",),
+RUN_FILES_BESIDE = {"training": ("model.json", "config.yaml"), "attack": ATTACK_RUN_FILES, "demo": ("report.md",),
                     "robustness": ("report.md",), "robustness study": ("report.md",)}
 """Files of a run that do not mark it (see :func:`run_kind`) but are its own: an ``--out`` file never replaces them."""
 

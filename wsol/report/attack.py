@@ -22,6 +22,7 @@ from wsol.utils.numbers import parse_number
 from wsol.errors import ConfigError, DataError
 from wsol.export.tables import markdown_table, write_csv
 from wsol.report.figures import pyplot, save_figure
+from wsol.runfiles import ATTACK_RUN_FILES, MAPS_FILE, SAMPLES_FILE, SUMMARY_FILE
 from wsol.utils.io import atomic_write_text
 
 TABLE1_COLUMNS = ("run", "dataset", "method", "attribution", "preset", "samples", "n IN/K", "IN (%)", "IN 95% CI", "K (%)", "K 95% CI",
@@ -66,7 +67,7 @@ def load_run(folder: Path) -> AttackRun:
     """Read a run folder written by `wsol attack attribution`; anything else (no or a broken ``summary.json``,
     a targeted run) is a one-line error."""
     folder = Path(folder)
-    summary_path, samples_path = folder / "summary.json", folder / "samples.csv"
+    summary_path, samples_path = folder / SUMMARY_FILE, folder / SAMPLES_FILE
     if samples_path.is_file() and not summary_path.is_file():
         raise DataError(f"{folder} holds an attack run that has not finished (samples.csv, no summary.json yet): wait for it to end, "
                         "or if it was interrupted rerun the same `wsol attack` command to finish it")
@@ -141,8 +142,6 @@ def table1_rows(runs: Sequence[AttackRun]) -> List[Dict[str, Any]]:
     return rows
 
 
-RUN_FILES = ("samples.csv", "summary.json", "config.json", "maps.npz")
-"""The files of an attack run folder: a report never writes over them."""
 TABLE1_FREE = ("batch_size", "n_maps", "root", "checkpoint", "checkpoint_sha256", "method", "arch", "dataset", "attribution", "preset", "n", "seed")
 """Arguments runs may differ in and still be compared row by row (the table shows or does not depend on them)."""
 
@@ -186,7 +185,7 @@ def table1(folders: Sequence[Path], out: Optional[Path] = None) -> Tuple[str, Li
     if out is not None:
         target = Path(out).resolve()
         for run in runs:
-            if target.parent == run.folder.resolve() and target.name in RUN_FILES:
+            if target.parent == run.folder.resolve() and target.name in ATTACK_RUN_FILES:
                 raise DataError(f"--out {out} is the {target.name} of run {run.folder}; writing the table there would destroy the run; "
                                 "give another file, e.g. table1.csv")
     rows = table1_rows(runs)
@@ -332,7 +331,7 @@ def draw_map_pairs(run: AttackRun, name: str = "") -> Optional[Any]:
     """Image, original map, attacked image and attacked map for the attacked samples kept in ``maps.npz`` (samples
     left unattacked, e.g. misclassified, have no maps and are left out; the first MAX_MAP_ROWS of them); both maps of a row share one colour
     scale, shown by a colour bar. The Figure, or None without ``maps.npz`` or without an attacked sample in it."""
-    source = run.folder / "maps.npz"
+    source = run.folder / MAPS_FILE
     if not source.is_file():
         return None
     with np.load(source) as data:
@@ -395,7 +394,7 @@ def attack_figures(folders: Sequence[Path], out: Path) -> Tuple[List[Path], List
     written.append(cosine_histograms(runs, out / "fig6_cosine.png"))
     for run, name in zip(runs, run_names(runs)):
         pair = map_pairs(run, out / f"maps_{name}.png", name)
-        if pair is None and not (run.folder / "maps.npz").is_file():
+        if pair is None and not (run.folder / MAPS_FILE).is_file():
             notes.append(f"no maps for {run.folder}: it holds no maps.npz")
         elif pair is None:
             notes.append(f"no maps for {run.folder}: none of the samples kept in its maps.npz (the first "

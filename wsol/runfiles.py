@@ -1,0 +1,27 @@
+"""The file names of each kind of run folder wsol writes, defined once.
+
+Here, below every layer, so that the jobs that write the folders, the jobs that must recognise another command's
+folder, and the reports that read them all use the same names without importing each other.
+"""
+from __future__ import annotations
+
+MODEL_FILE = "model.safetensors"
+STATE_FILE = "train_state.pt"
+METRICS_FILE = "metrics.jsonl"
+"""A training run: its checkpoint, resume state and per-epoch records (``config.yaml`` marks nothing: a user's own file may be one)."""
+SAMPLES_FILE = "samples.csv"
+SUMMARY_FILE = "summary.json"
+ATTACK_CONFIG_FILE = "config.json"
+MAPS_FILE = "maps.npz"
+"""An attack run: per-sample rows, summary, the arguments (whose ``attack`` names the kind) and the first samples' maps."""
+ATTACK_RUN_FILES = (SAMPLES_FILE, SUMMARY_FILE, ATTACK_CONFIG_FILE, MAPS_FILE)
+"""Every file of an attack run folder: nothing else writes over them."""
+DEMO_ARGUMENTS_FILE = "demo.json"
+"""A ``wsol demo`` output folder: its arguments."""
+ROBUSTNESS_RUN_FILE = "run.json"
+"""A ``wsol robustness evaluate/per-class`` run folder: its arguments; a study holds one per model under ``models/``."""
+
+__all__ = [
+    "ATTACK_CONFIG_FILE", "ATTACK_RUN_FILES", "DEMO_ARGUMENTS_FILE", "MAPS_FILE", "METRICS_FILE", "MODEL_FILE", "ROBUSTNESS_RUN_FILE",
+    "SAMPLES_FILE", "STATE_FILE", "SUMMARY_FILE",
+]
