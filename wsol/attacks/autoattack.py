@@ -130,44 +130,43 @@ def attack_budgets(ladder: Union[str, Sequence[str]], num_classes: int, *, norm:
     rung was."""
     aa = build_autoattack(nn.Identity(), ladder, eps=0.0, norm=norm, seed=0, device="cpu", n_iter=n_iter, n_restarts=n_restarts,
                           n_queries=n_queries)
-    _fit_to_classes(aa, resolve_ladder(ladder), num_classes)
+    names = resolve_ladder(ladder)
+    _fit_to_classes(aa, names, num_classes)
 
     def count(k: int, one: str, many: str) -> str:
         return f"{k} {one if k == 1 else many}"
 
     budgets = {}
-    for name in resolve_ladder(ladder):
-        if name in ("apgd-ce", "apgd-dlr"):
-            parts = [count(aa.apgd.n_iter, "iteration", "iterations"), count(aa.apgd.n_restarts, "restart", "restarts")]
-        elif name == "apgd-t":
-            parts = [count(aa.apgd_targeted.n_iter, "iteration", "iterations"), count(aa.apgd_targeted.n_restarts, "restart", "restarts"),
-                     count(aa.apgd_targeted.n_target_classes, "target class", "target classes")]
-        elif name == "fab":
-            parts = [count(aa.fab.n_iter, "iteration", "iterations"), count(aa.wsol_fab_restarts, "restart", "restarts")]
-        elif name == "fab-t":
-            parts = [count(aa.fab.n_iter, "iteration", "iterations"), count(1, "restart", "restarts"), count(aa.fab.n_target_classes, "target class", "target classes")]
-        else:
-            parts = [count(aa.square.n_queries, "query", "queries"), count(aa.square.n_restarts, "restart", "restarts")]
+    for name in names:
+        obj = _set_up(aa, name)
+        steps = count(obj.n_queries, "query", "queries") if name == "square" else count(obj.n_iter, "iteration", "iterations")
+        parts = [steps, count(obj.n_restarts, "restart", "restarts")]
+        if name in TARGETED:
+            parts.append(count(obj.n_target_classes, "target class", "target classes"))
         budgets[name] = ", ".join(parts)
     return budgets
 
 
-def _perturb(aa: Any, name: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """One attack on one batch, set up as ``run_standard_evaluation`` sets it up."""
+def _set_up(aa: Any, name: str) -> Any:
+    """The attack object of ``aa`` that runs attack ``name``, set up for it as ``run_standard_evaluation`` sets it up
+    (APGD's loss, FAB's targeting, and FAB-T's single restart, FAB getting its own restarts back)."""
     if name in ("apgd-ce", "apgd-dlr"):
         aa.apgd.loss = name.split("-")[1]
-        aa.apgd.seed = aa.get_seed()
-        return aa.apgd.perturb(x, y)
+        return aa.apgd
     if name == "apgd-t":
-        aa.apgd_targeted.seed = aa.get_seed()
-        return aa.apgd_targeted.perturb(x, y)
+        return aa.apgd_targeted
     if name in ("fab", "fab-t"):
         aa.fab.targeted = name == "fab-t"
         aa.fab.n_restarts = 1 if name == "fab-t" else getattr(aa, "wsol_fab_restarts", aa.fab.n_restarts)
-        aa.fab.seed = aa.get_seed()
-        return aa.fab.perturb(x, y)
-    aa.square.seed = aa.get_seed()
-    return aa.square.perturb(x, y)
+        return aa.fab
+    return aa.square
+
+
+def _perturb(aa: Any, name: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """One attack on one batch, set up as ``run_standard_evaluation`` sets it up."""
+    attack = _set_up(aa, name)
+    attack.seed = aa.get_seed()
+    return attack.perturb(x, y)
 
 
 def unused_overrides(attacks: Sequence[str], overrides: Dict[str, Any]) -> List[str]:
