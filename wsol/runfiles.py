@@ -16,12 +16,15 @@ MAPS_FILE = "maps.npz"
 """An attack run: per-sample rows, summary, the arguments (whose ``attack`` names the kind) and the first samples' maps."""
 ATTACK_RUN_FILES = (SAMPLES_FILE, SUMMARY_FILE, ATTACK_CONFIG_FILE, MAPS_FILE)
 """Every file of an attack run folder: nothing else writes over them."""
+CHECKPOINT_DIGEST = "checkpoint_sha256"
+"""The key under which localize's batch files and an attack's ``config.json`` keep the checkpoint file's SHA-256:
+results of a checkpoint rewritten since (retrained into the same path) are dropped, not resumed."""
 DEMO_ARGUMENTS_FILE = "demo.json"
 """A ``wsol demo`` output folder: its arguments."""
 ROBUSTNESS_RUN_FILE = "run.json"
 """A ``wsol robustness evaluate/per-class`` run folder: its arguments; a study holds one per model under ``models/``."""
 
 __all__ = [
-    "ATTACK_CONFIG_FILE", "ATTACK_RUN_FILES", "DEMO_ARGUMENTS_FILE", "MAPS_FILE", "METRICS_FILE", "MODEL_FILE", "ROBUSTNESS_RUN_FILE",
+    "ATTACK_CONFIG_FILE", "ATTACK_RUN_FILES", "CHECKPOINT_DIGEST", "DEMO_ARGUMENTS_FILE", "MAPS_FILE", "METRICS_FILE", "MODEL_FILE", "ROBUSTNESS_RUN_FILE",
     "SAMPLES_FILE", "STATE_FILE", "SUMMARY_FILE",
 ]

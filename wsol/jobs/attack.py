@@ -35,7 +35,7 @@ from wsol.attacks.core import sample_generators, uniform_noise
 from wsol.attribution.common import check_choice
 from wsol.errors import ConfigError, option_flag
 from wsol.jobs.localize import eval_dataset
-from wsol.jobs.runfolder import ATTACK_CONFIG_FILE, MAPS_FILE, SAMPLES_FILE, SUMMARY_FILE, class_names_note, config_differences, gather, lock_run_folder, note, parse_eps, refuse_other_run, same_radius, select_samples, write_json
+from wsol.jobs.runfolder import ATTACK_CONFIG_FILE, CHECKPOINT_DIGEST, MAPS_FILE, SAMPLES_FILE, SUMMARY_FILE, class_names_note, config_differences, gather, lock_run_folder, note, parse_eps, refuse_other_run, same_radius, select_samples, write_json
 from wsol.metrics.ranking import check_k, input_gradient_cosine
 from wsol.models import load_model
 from wsol.report.attack import inert_arguments, interval_text
@@ -51,8 +51,6 @@ DEFAULT_N_TARGETED = 100
 DEFAULT_BETA = 50.0  # the targeted attack's constant softplus β when neither --beta nor --beta-growth is given
 FREE_ON_RESUME = ("batch_size",)
 """Arguments a resumed run may change: every row is independent of how the samples are batched."""
-CHECKPOINT_DIGEST = "checkpoint_sha256"
-"""The ``config.json`` key of the checkpoint file's digest: rows of a checkpoint rewritten since (retrained) are dropped."""
 PIXEL_ARGUMENTS = ("eps", "step_size", "pgd_eps", "pgd_step_size", "lr")
 """Arguments in pixel units, kept as typed: ``8/255`` and ``0.03137254901960784`` are the same radius, not other arguments."""
 

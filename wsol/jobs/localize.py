@@ -34,7 +34,7 @@ from wsol.data.sample import Batch, boxes_to_original, collate
 from wsol.data.transforms import build_transform
 from wsol.errors import ConfigError, WsolError, option_flag
 from wsol.export.coco import results_to_coco, write_results
-from wsol.jobs.runfolder import config_differences, lock_run_folder, note
+from wsol.jobs.runfolder import CHECKPOINT_DIGEST, config_differences, lock_run_folder, note
 from wsol.jobs.train import transform_from_spec
 from wsol.localize.boxes import map_boxes_batch
 from wsol.localize.fastboxes import kernels_cached
@@ -300,7 +300,7 @@ def _run_key(checkpoint: Path, dataset: str, root: Path, split: str, settings: L
     """Everything a finished batch depends on, as JSON: a rerun resumes an earlier run's batches only when this is the same."""
     key = {
         "checkpoint": str(Path(checkpoint).resolve()),
-        "checkpoint_sha256": file_sha256(checkpoint),
+        CHECKPOINT_DIGEST: file_sha256(checkpoint),
         "dataset": dataset,
         "root": str(Path(root).resolve()),
         "split": split,
@@ -335,10 +335,10 @@ def _finished_batches(out: Path, key: Dict[str, Any]) -> List[int]:
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
             raise WsolError(f"{files[0]} is unreadable ({exc}); delete {partial} to start over") from None
         diffs = config_differences(old, key)
-        if "checkpoint_sha256" in diffs and "checkpoint" not in diffs:
+        if CHECKPOINT_DIGEST in diffs and "checkpoint" not in diffs:
             note(f"{partial} holds batches of an earlier version of {key['checkpoint']} (written since): starting over")
         elif diffs:
-            shown = ", ".join(dict.fromkeys(_option_name(d) for d in diffs if d != "checkpoint_sha256"))
+            shown = ", ".join(dict.fromkeys(_option_name(d) for d in diffs if d != CHECKPOINT_DIGEST))
             raise ConfigError(f"{partial} holds the finished batches of a localize run into {out} with another {shown}; "
                               f"rerun that command to finish it, or delete {partial} to start this one")
         else:

@@ -357,7 +357,7 @@ def sweep_tables(name: str, records: Sequence[Dict[str, Any]], labels: torch.Ten
         "acc": acc,
         "rows": sweep_rows(name, list(grid), acc, overall, class_names=class_names, eps_column=SWEEP_COLUMN[norm]),
         "summary": summary_rows(name, list(grid), acc, class_names=class_names, eps_column=SWEEP_COLUMN[norm],
-                                counts=torch.bincount(labels.long(), minlength=num_classes)),
+                                counts=torch.tensor(_class_counts(labels, num_classes))),
         "confusion": attack_confusion(labels, adv_pred[-1], num_classes, mask=robust[0] if grid[0] == 0 else None),
         "attacked": torch.tensor([r["attacked"] for r in records]).sum(0).tolist(),
     }
@@ -549,9 +549,9 @@ def evaluate_robustness(s: RobustnessSettings, root: Path, out: Path, device: Op
     return result
 
 
-def _class_counts(result: Dict[str, Any], num_classes: int) -> List[int]:
-    """Test samples per class among those drawn: how much each per-class accuracy rests on."""
-    return torch.bincount(torch.as_tensor(result["labels"]).long(), minlength=num_classes).tolist()
+def _class_counts(labels: Any, num_classes: int) -> List[int]:
+    """Test samples per class among those drawn (``labels``): how much each per-class accuracy rests on."""
+    return torch.bincount(torch.as_tensor(labels).long(), minlength=num_classes).tolist()
 
 
 def _budget_line(ladder: Any, s: RobustnessSettings, num_classes: int) -> str:
@@ -563,7 +563,7 @@ def _budget_line(ladder: Any, s: RobustnessSettings, num_classes: int) -> str:
 
 def _counts_line(result: Dict[str, Any], names: Sequence[str]) -> str:
     """The report line under per-class tables: ``Samples per class: disc 5, square 11, ….``"""
-    return "Samples per class: " + ", ".join(f"{c} {k}" for c, k in zip(names, _class_counts(result, len(names)))) + "."
+    return "Samples per class: " + ", ".join(f"{c} {k}" for c, k in zip(names, _class_counts(result["labels"], len(names)))) + "."
 
 
 def write_run_report(out: Path, s: RobustnessSettings, result: Dict[str, Any]) -> Path:
@@ -585,7 +585,7 @@ def write_run_report(out: Path, s: RobustnessSettings, result: Dict[str, Any]) -
             lad = result[f"ladder-{precision}"]
             write_csv(out / f"ladder_{precision}.csv", lad["rows"])
             classes = matrix_rows(lad["per_class"], ["clean", "robust"], names, corner="accuracy") + matrix_rows(
-                [_class_counts(result, len(names))], ["n (samples)"], names, corner="accuracy")
+                [_class_counts(result["labels"], len(names))], ["n (samples)"], names, corner="accuracy")
             write_csv(out / f"ladder_per_class_{precision}.csv", classes)
             write_csv(out / f"ladder_confusion_{precision}.csv", matrix_rows(lad["confusion"], names, names, corner="true \\ adversarial"))
             lines += [f"## AutoAttack ladder ({precision}, ε = {eps_text(s.eps)}, {s.norm})", "", markdown_table(lad["rows"], floatfmt=".4f"),

@@ -22,13 +22,14 @@ from wsol.errors import ConfigError
 
 from wsol.utils import distributed as dist
 from wsol.runfiles import (  # the run-folder file names; the jobs take them from here too
-    ATTACK_CONFIG_FILE, ATTACK_RUN_FILES, DEMO_ARGUMENTS_FILE, MAPS_FILE, METRICS_FILE, MODEL_FILE, ROBUSTNESS_RUN_FILE, SAMPLES_FILE,
+    ATTACK_CONFIG_FILE, ATTACK_RUN_FILES, CHECKPOINT_DIGEST, DEMO_ARGUMENTS_FILE, MAPS_FILE, METRICS_FILE, MODEL_FILE, ROBUSTNESS_RUN_FILE, SAMPLES_FILE,
     STATE_FILE, SUMMARY_FILE,
 )
 from wsol.utils.io import LOCK_NAME, atomic_write_json, atomic_write_text, read_jsonl, run_folder_lock
 
 T = TypeVar("T")
 PathLike = Union[str, Path]
+
 
 def run_kind(folder: PathLike) -> Optional[Tuple[str, List[str]]]:
     """What run ``folder`` holds, by its marker files: (kind, the markers found) or None (no run, or not a folder).
@@ -261,9 +262,9 @@ __all__ = [
     "note",
     "parse_eps",
     "refuse_other_run",
-    "same_radius",
     "refuse_run_file",
     "run_kind",
+    "same_radius",
     "select_samples",
     "shard",
     "shard_indices",

@@ -22,7 +22,7 @@ from wsol.utils.numbers import parse_number
 from wsol.errors import ConfigError, DataError
 from wsol.export.tables import markdown_table, write_csv
 from wsol.report.figures import pyplot, save_figure
-from wsol.runfiles import ATTACK_RUN_FILES, MAPS_FILE, SAMPLES_FILE, SUMMARY_FILE
+from wsol.runfiles import ATTACK_RUN_FILES, CHECKPOINT_DIGEST, MAPS_FILE, SAMPLES_FILE, SUMMARY_FILE
 from wsol.utils.io import atomic_write_text
 
 TABLE1_COLUMNS = ("run", "dataset", "method", "attribution", "preset", "samples", "n IN/K", "IN (%)", "IN 95% CI", "K (%)", "K 95% CI",
@@ -142,7 +142,7 @@ def table1_rows(runs: Sequence[AttackRun]) -> List[Dict[str, Any]]:
     return rows
 
 
-TABLE1_FREE = ("batch_size", "n_maps", "root", "checkpoint", "checkpoint_sha256", "method", "arch", "dataset", "attribution", "preset", "n", "seed")
+TABLE1_FREE = ("batch_size", "n_maps", "root", "checkpoint", CHECKPOINT_DIGEST, "method", "arch", "dataset", "attribution", "preset", "n", "seed")
 """Arguments runs may differ in and still be compared row by row (the table shows or does not depend on them)."""
 
 
@@ -244,7 +244,7 @@ def box_plots(runs: Sequence[AttackRun], path: Path) -> Path:
     return save_figure(draw_box_plots(runs), path)
 
 
-SWEEP_FREE = ("eps", "step_size", "batch_size", "n_maps", "root", "pgd_steps", "pgd_eps", "pgd_step_size", "checkpoint_sha256")
+SWEEP_FREE = ("eps", "step_size", "batch_size", "n_maps", "root", "pgd_steps", "pgd_eps", "pgd_step_size", CHECKPOINT_DIGEST)
 """Arguments runs of one ε-sweep line may differ in: ε, its step and bookkeeping that does not change IN or K."""
 
 
