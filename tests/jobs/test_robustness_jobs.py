@@ -250,6 +250,39 @@ def test_a_run_killed_before_its_first_chunk_takes_other_arguments(cifar, tmp_pa
     assert json.loads((out / "run.json").read_text())["seed"] == 3
 
 
+def test_run_json_keeps_each_attacks_budget_for_the_ladder_and_the_sweep(cifar, tmp_path, tiny) -> None:
+    """The same attack name runs with other budgets in a ladder and in the sweep: run.json says which ran."""
+    out = tmp_path / "run"
+    job.evaluate_robustness(settings(ladder=list(job.LADDERS["standard"]), n_restarts=None, n_iter=2, n_queries=5, sweep=[0, 1]),
+                            cifar, out, "cpu")
+    record = json.loads((out / "run.json").read_text())
+    assert record["ladder_budgets"]["apgd-ce"] == "2 iterations, 1 restart"  # AutoAttack standard's APGD-CE
+    assert record["ladder_budgets"]["square"] == "5 queries, 1 restart"
+    assert record["sweep_budgets"] == {"apgd-ce": "2 iterations, 5 restarts"}  # the custom version's
+
+
+def _written_before_budgets(out: Path) -> None:
+    """Make ``out``'s run.json look like one written before the budgets were recorded."""
+    record = json.loads((out / "run.json").read_text())
+    for key in ("ladder_budgets", "sweep_budgets"):
+        record.pop(key, None)
+    (out / "run.json").write_text(json.dumps(record))
+
+
+def test_a_run_written_before_budgets_were_recorded_resumes_unless_it_was_the_standard_ladder(cifar, tmp_path, tiny) -> None:
+    """An older wsol ran --ladder standard's APGD-CE with 5 restarts (today: 1): resuming it would mix the two."""
+    kept = settings(ladder=["apgd-ce", "apgd-dlr"], sweep=[0, 1])
+    job.evaluate_robustness(kept, cifar, tmp_path / "kept", "cpu")
+    _written_before_budgets(tmp_path / "kept")
+    job.evaluate_robustness(kept, cifar, tmp_path / "kept", "cpu")
+    assert "ladder_budgets" in json.loads((tmp_path / "kept" / "run.json").read_text())
+    standard = settings(ladder=list(job.LADDERS["standard"]), n_restarts=None, n_iter=2, n_queries=5, sweep=[])
+    job.evaluate_robustness(standard, cifar, tmp_path / "std", "cpu")
+    _written_before_budgets(tmp_path / "std")
+    with pytest.raises(ConfigError, match=r"other arguments \(ladder_budgets: .*--ladder standard, whose APGD-CE ran 5 restarts\)"):
+        job.evaluate_robustness(standard, cifar, tmp_path / "std", "cpu")
+
+
 def test_a_weight_path_spelled_otherwise_resumes_the_same_run(cifar, tmp_path, tiny, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "run"

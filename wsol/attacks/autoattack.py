@@ -123,15 +123,16 @@ def _version(ladder: Union[str, Sequence[str]], names: Sequence[str]) -> str:
     return next((v for v in VERSIONS if tuple(names) == LADDERS[v]), "custom")
 
 
-def attack_budgets(ladder: Union[str, Sequence[str]], num_classes: int, *, norm: str = "linf", n_iter: Optional[int] = None,
+def attack_budgets(ladder: Union[str, Sequence[str]], num_classes: Optional[int], *, norm: str = "linf", n_iter: Optional[int] = None,
                    n_restarts: Optional[int] = None, n_queries: Optional[int] = None) -> Dict[str, str]:
     """Per attack of ``ladder``, the budget it runs with on a model of ``num_classes`` classes (iterations, restarts,
     target classes, queries), read from the set-up :func:`run_ladder` gives the attacks, so a report can say what each
-    rung was."""
+    rung was. ``num_classes`` None: without the target classes, which follow from the dataset."""
     aa = build_autoattack(nn.Identity(), ladder, eps=0.0, norm=norm, seed=0, device="cpu", n_iter=n_iter, n_restarts=n_restarts,
                           n_queries=n_queries)
     names = resolve_ladder(ladder)
-    _fit_to_classes(aa, names, num_classes)
+    if num_classes is not None:
+        _fit_to_classes(aa, names, num_classes)
 
     def count(k: int, one: str, many: str) -> str:
         return f"{k} {one if k == 1 else many}"
@@ -141,7 +142,7 @@ def attack_budgets(ladder: Union[str, Sequence[str]], num_classes: int, *, norm:
         obj = _set_up(aa, name)
         steps = count(obj.n_queries, "query", "queries") if name == "square" else count(obj.n_iter, "iteration", "iterations")
         parts = [steps, count(obj.n_restarts, "restart", "restarts")]
-        if name in TARGETED:
+        if name in TARGETED and num_classes is not None:
             parts.append(count(obj.n_target_classes, "target class", "target classes"))
         budgets[name] = ", ".join(parts)
     return budgets

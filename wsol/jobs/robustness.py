@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 
 from wsol.attacks.autoattack import (
-    OVERRIDE_USERS, attack_budgets, check_num_classes, ladder_attack, resolve_ladder, run_ladder, untouched_by_overrides, unused_overrides,
+    LADDERS, OVERRIDE_USERS, attack_budgets, check_num_classes, ladder_attack, resolve_ladder, run_ladder, untouched_by_overrides, unused_overrides,
 )
 from wsol.attacks.pgd_eval import LOSSES as PGD_LOSSES
 from wsol.attacks.pgd_eval import epsilon_sweep, pgd_evaluate
@@ -49,6 +49,8 @@ STUDY_RESULT_FILE = "result.json"
 """A study's summary of one finished model, in its run folder: a model that has one is skipped."""
 WEIGHTS_DIGESTS = "weights_sha256"
 """The key of ``run.json`` that holds the SHA-256 of each weight file."""
+LADDER_BUDGETS, SWEEP_BUDGETS = "ladder_budgets", "sweep_budgets"
+"""The keys of ``run.json`` that hold each attack's budget (iterations, restarts, queries) in the ladder and the sweep."""
 DEFAULT_N = 500  # test samples when --n is not given
 MINUTES_NOTE = "minutes: the attack's time summed over the chunks (over every process under torchrun): device minutes, not wall-clock."
 
@@ -381,9 +383,37 @@ def _run_record(s: RobustnessSettings) -> Dict[str, Any]:
     since (a model retrained into the same path) are never reported as the new model's. Without the digests when a
     file is gone (a study's finished model whose weights were deleted is still done: its results stay)."""
     record = json.loads(json.dumps(asdict(s)))
+    record.update(_budget_record(s))
     if all(Path(w).is_file() for w in s.weights):
         record[WEIGHTS_DIGESTS] = [_file_digest(w) for w in s.weights]
     return record
+
+
+def _budget_record(s: RobustnessSettings) -> Dict[str, Dict[str, str]]:
+    """The budget each attack of the ladder and of the sweep runs with, as ``run.json`` keeps it: the same names can run
+    with other budgets (``--ladder standard``'s APGD-CE 1 restart, the sweep's 5), so a resumed run never mixes two."""
+    record = {}
+    if s.ladder:
+        record[LADDER_BUDGETS] = attack_budgets(s.ladder, None, norm=s.norm, **s.overrides)
+    if s.sweep:
+        record[SWEEP_BUDGETS] = attack_budgets(s.sweep_attack, None, norm=s.norm, **s.overrides)
+    return record
+
+
+def _budgets_before_recorded(old: Dict[str, Any], new: Dict[str, Any]) -> None:
+    """Fill in the budgets of a ``run.json`` written before they were recorded: what that wsol ran, which is today's
+    budgets except for a ladder of exactly ``standard``'s attacks, whose APGD-CE ran 5 restarts then (left unknown)."""
+    for key in (LADDER_BUDGETS, SWEEP_BUDGETS):
+        if key in new and key not in old:
+            old[key] = new[key] if key == SWEEP_BUDGETS or tuple(old.get("ladder") or ()) != LADDERS["standard"] else "not recorded"
+
+
+def _differences_text(diffs: Sequence[str]) -> str:
+    """The keys of ``run.json`` that differ, for an error line; a budget key says why it can differ under equal options."""
+    other = "its attacks ran with other iterations, restarts or queries"
+    why = {LADDER_BUDGETS: f"ladder_budgets: {other}, e.g. an older wsol's --ladder standard, whose APGD-CE ran 5 restarts",
+           SWEEP_BUDGETS: f"sweep_budgets: {other}"}
+    return ", ".join(why.get(d, d) if len(diffs) == 1 else d for d in diffs)
 
 
 @functools.lru_cache(maxsize=None)
@@ -407,6 +437,7 @@ def _run_differences(out: Path, s: RobustnessSettings) -> Optional[List[str]]:
     old = json.loads(path.read_text())
     old["weights"] = _absolute(old.get("weights") or [])  # a run.json written before weights were kept absolute
     new = _run_record(s)
+    _budgets_before_recorded(old, new)
     if WEIGHTS_DIGESTS not in old or WEIGHTS_DIGESTS not in new:  # a run.json from before the digests, or files gone
         old.pop(WEIGHTS_DIGESTS, None)
         new.pop(WEIGHTS_DIGESTS, None)
@@ -438,7 +469,7 @@ def _check_run_file(out: Path, s: RobustnessSettings) -> None:
                 stale.unlink(missing_ok=True)
         dist.barrier()
     elif diffs:
-        raise ConfigError(f"{out} holds a robustness run with other arguments ({', '.join(diffs)}); use another --out or the same arguments")
+        raise ConfigError(f"{out} holds a robustness run with other arguments ({_differences_text(diffs)}); use another --out or the same arguments")
     write_json(out / ROBUSTNESS_RUN_FILE, _run_record(s))
 
 
@@ -743,7 +774,7 @@ def run_study(study: Path, template: RobustnessSettings, root: Path, out: Path, 
         if differ and differ != [WEIGHTS_DIGESTS]:  # the same files rewritten since: that model starts over
             own = set(differ) <= {"model", "weights"}  # the YAML gave this name other weights: only its folder is in the way
             fix = f"give it another name, or delete {out / 'models' / label} to redo it" if own else "use another --out or the same arguments"
-            raise ConfigError(f"{out} holds a study run with other arguments ({', '.join(differ)} of model {label}); {fix}")
+            raise ConfigError(f"{out} holds a study run with other arguments ({_differences_text(differ)} of model {label}); {fix}")
     finished = {label for label, differ in diffs.items() if differ == [] and (out / "models" / label / STUDY_RESULT_FILE).is_file()}
     # an unknown name or a missing or broken file fails now, not after hours of the models before it
     loaded = {m.label: load_eval_model(m.model, m.weights, torch.device("cpu")) for m in models if m.label not in finished}
