@@ -643,7 +643,8 @@ def write_run_report(out: Path, s: RobustnessSettings, result: Dict[str, Any]) -
             lines += [f"## Per-class ε sweep ({precision}, {s.sweep_attack}, {sweep_grid_text(s.sweep, s.norm)})", "",
                       markdown_table(sw["rows"], floatfmt=".3f"), markdown_table(sw["summary"], floatfmt=".3f"),
                       _counts_line(result, names), "",
-                      f"Points attacked per ε: {sw['attacked']}. {_budget_line(s.sweep_attack, s, len(names))}", "",
+                      f"Points attacked per ε (those still robust at the ε before): {', '.join(f'{sweep_eps_text(e, s.norm)} {k}' for e, k in zip(s.sweep, sw['attacked']))}. "
+                      f"{_budget_line(s.sweep_attack, s, len(names))}", "",
                       f"Confusion at ε = {sweep_eps_text(s.sweep[-1], s.norm)} ({'clean-correct' if s.sweep[0] == 0 else 'all'} samples; "
                       "row: true class, column: prediction under attack):", "",
                       markdown_table(matrix_rows(sw["confusion"], names, names, corner="true \\ adv")), "",
