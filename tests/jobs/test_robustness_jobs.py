@@ -415,7 +415,10 @@ def test_study_names_models_by_label_and_classes_by_name(cifar, tmp_path, tiny) 
     assert all(line.split(",")[worst] in names for line in summary[1:])
     assert [line.split(",")[0] for line in (out / "across_models.csv").read_text().splitlines()[1:]] == names
     assert counts[0] in (out / "report.md").read_text().splitlines()
-    assert "Budget per attack: apgd-ce 3 iterations, 1 restart." in (out / "report.md").read_text()  # the settings' --n-iter 3 --n-restarts 1
+    study_report = (out / "report.md").read_text().splitlines()
+    assert "Budget per attack: apgd-ce 3 iterations, 1 restart." in study_report  # the settings' --n-iter 3 --n-restarts 1
+    sweep_budget = study_report.index("Sweep budget per attack: apgd-ce 3 iterations, 1 restart.")  # under Table 2, not Table 1
+    assert study_report.index("## Table 2: accuracy per class per ε, delta per step, total drop per class") < sweep_budget
     assert "Budget per attack: apgd-ce 3 iterations, 1 restart." in (out / "models" / "art" / "report.md").read_text()
 
 

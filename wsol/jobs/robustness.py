@@ -585,11 +585,11 @@ def _class_counts(labels: Any, num_classes: int) -> List[int]:
     return torch.bincount(torch.as_tensor(labels).long(), minlength=num_classes).tolist()
 
 
-def _budget_line(ladder: Any, s: RobustnessSettings, num_classes: int) -> str:
+def _budget_line(ladder: Any, s: RobustnessSettings, num_classes: int, what: str = "Budget per attack") -> str:
     """``Budget per attack: apgd-ce 100 iterations, 1 restart; …`` as the attacks of ``ladder`` ran (AutoAttack's
     settings for that ladder, changed by --n-iter/--n-restarts/--n-queries)."""
     budgets = attack_budgets(ladder, num_classes, norm=s.norm, **s.overrides)
-    return "Budget per attack: " + "; ".join(f"{a} {b}" for a, b in budgets.items()) + "."
+    return f"{what}: " + "; ".join(f"{a} {b}" for a, b in budgets.items()) + "."
 
 
 def _counts_line(result: Dict[str, Any], names: Sequence[str]) -> str:
@@ -862,8 +862,8 @@ def _study_report(out: Path, s: RobustnessSettings, results: Dict[str, Dict[str,
              *_notes(first, {label: float(res["ladder"][0]["accuracy"]) for label, res in results.items()}),
              "## Table 1: AutoAttack ladder (accuracy, delta and minutes per attack)", "", markdown_table(ladder, floatfmt=".4f"),
              MINUTES_NOTE, _budget_line(s.ladder, s, len(names)), "",
-             f"Sweep: {_budget_line(s.sweep_attack, s, len(names))}", "",
              "## Table 2: accuracy per class per ε, delta per step, total drop per class", "", markdown_table(sweep, floatfmt=".3f"),
+             _budget_line(s.sweep_attack, s, len(names), what="Sweep budget per attack"), "",
              "## Total drop per class, per model and averaged across models", "", markdown_table(across, floatfmt=".3f"),
              markdown_table(per_model, floatfmt=".3f"),
              "## Worst class and spread per ε", "", markdown_table(summary, floatfmt=".3f")]
