@@ -26,6 +26,7 @@ def test_demo_writes_report_with_table_and_figures(tmp_path, capsys) -> None:
             results = json.loads((out / method / f"preds_{attribution}.json").read_text())
             assert len(results) == 20 and all("segmentation" in r for r in results)
         assert (out / method / "metrics.jsonl").is_file() and (out / method / "config.yaml").is_file()
+    assert "Paired, art minus natural on the " in report  # whether ART's IN and K differ from natural's, sample by sample
     kept = [out / "art" / "model.safetensors", out / "art" / "preds_grad.json", out / "figures" / "natural_cam.png"]
     stamps = [p.stat().st_mtime_ns for p in kept]
     assert run(args) == 0

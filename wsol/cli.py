@@ -659,13 +659,15 @@ def report_table1_command(
     runs: RunDirsArg,
     out: Annotated[Optional[Path], typer.Option("--out", callback=_check_table1_out,
                                                 help="File to write: CSV for .csv, Markdown for .md (replaced if it exists).")] = None,
+    paired: Annotated[bool, typer.Option("--paired", help="Also print each run's IN and K minus the first run's, sample by sample on the "
+                                                          "samples both scored, with a paired 95% t-interval (and put it in a .md --out).")] = False,
 ) -> None:
     """The ART paper's Table 1 (method, IN, K, natural and PGD accuracy) as Markdown on stdout and, with --out, in a file:
     CSV (table1.csv) or Markdown (table1.md) as its extension says; another extension is refused."""
     from wsol.report.attack import table1
 
     replaced = out is not None and out.exists()
-    text, notes = table1(runs, out)
+    text, notes = table1(runs, out, paired=paired)
     typer.echo(text, nl=False)
     if out is not None:
         typer.echo(f"wrote {out}{_replacing(replaced)}", err=True)

@@ -171,3 +171,22 @@ def test_table1_notes_no_difference_in_arguments_without_effect() -> None:
     runs.append(SimpleNamespace(config=dict(grad, attribution="ig", ig_steps=7, eps="4/255")))
     assert setting_differences(runs) == ["eps"]
     assert setting_differences([SimpleNamespace(config=dict(grad, attribution="ig")), runs[2]]) == ["eps", "ig_steps"]
+
+
+def test_table1_paired_subtracts_the_first_runs_scores_sample_by_sample(runs, tmp_path, capsys) -> None:
+    from scipy.stats import ttest_rel
+
+    assert run(["report", "table1", *map(str, runs), "--paired"]) == 0
+    printed = capsys.readouterr().out
+    assert "| run | against | n paired | ΔIN (points) | ΔIN 95% CI | ΔK (points) | ΔK 95% CI |" in printed
+    scores = []
+    for folder in runs:
+        rows = list(csv.DictReader((folder / "samples.csv").open()))
+        scores.append({int(r["index"]): float(r["topk_intersection"]) * 100 for r in rows if r["topk_intersection"] not in ("", "nan")})
+    both = sorted(set(scores[0]) & set(scores[1]))
+    diff = [scores[1][i] - scores[0][i] for i in both]
+    ci = ttest_rel([scores[1][i] for i in both], [scores[0][i] for i in both]).confidence_interval(0.95)
+    row = next(line for line in printed.splitlines() if line.startswith(f"| {runs[1].name} | {runs[0].name} |"))
+    assert row.split(" | ")[2:5] == [str(len(both)), f"{sum(diff) / len(diff):.2f}", f"[{ci.low:.2f}, {ci.high:.2f}]"]
+    assert run(["report", "table1", str(runs[0]), "--paired"]) == 2
+    assert capsys.readouterr().err == "error: --paired compares each run with the first: give at least two run folders\n"

@@ -36,6 +36,7 @@ from wsol.attribution.common import check_choice
 from wsol.errors import ConfigError, option_flag
 from wsol.jobs.localize import eval_dataset
 from wsol.jobs.runfolder import ATTACK_CONFIG_FILE, CHECKPOINT_DIGEST, MAPS_FILE, SAMPLES_FILE, SUMMARY_FILE, class_names_note, config_differences, gather, lock_run_folder, note, parse_eps, refuse_other_run, same_radius, select_samples, write_json
+from wsol.metrics.intervals import mean_interval
 from wsol.metrics.ranking import check_k, input_gradient_cosine
 from wsol.models import load_model
 from wsol.report.attack import inert_arguments, interval_text
@@ -233,22 +234,6 @@ TARGETED_UNITS = {f"{side}_{m}": unit for side in ("target", "original") for m, 
     ("ssim", "fraction, -1 to 1"), ("pearson", "fraction, -1 to 1"), ("mse", "between the two maps each scaled to mean 1"),
     ("topk", "fraction of the top k shared, 0 to 1"))}
 """What each number of a summary is in: ``summary.json`` carries it as ``units``, so the file explains itself."""
-
-
-def mean_interval(values: Sequence[float], confidence: float = 0.95, bounds: Tuple[float, float] = (-math.inf, math.inf)) -> Dict[str, Any]:
-    """Mean and two-sided Student-t interval over the finite values, clipped to ``bounds`` (a top-k intersection of
-    92 % ± 13 over 2 samples reads [79, 100], not [79, 105]); an undefined number (the mean of
-    none, the bounds of fewer than two) is None, so ``summary.json`` stays valid JSON."""
-    from scipy import stats
-
-    v = np.array([x for x in values if math.isfinite(x)], dtype=np.float64)
-    if v.size == 0:
-        return {"mean": None, "ci_low": None, "ci_high": None, "n": 0}
-    mean = float(v.mean())
-    if v.size < 2:
-        return {"mean": mean, "ci_low": None, "ci_high": None, "n": 1}
-    half = float(stats.t.ppf(0.5 + confidence / 2, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
-    return {"mean": mean, "ci_low": max(mean - half, bounds[0]), "ci_high": min(mean + half, bounds[1]), "n": int(v.size)}
 
 
 def summary_line(summary: Dict[str, Any], out: Path) -> str:

@@ -147,13 +147,25 @@ def run_demo(
         drop_if_older(checkpoint, out / "robustness" / method)
     tick = time.time()
     attack_rows = demo_attack_section(checkpoints, root, out / "attack", seed=seed, device=device)
+    attack_rows_paired = _paired_lines(out / "attack", list(checkpoints))
     timings["attributional robustness (IFIA-grad)"] = time.time() - tick
     tick = time.time()
     robustness = demo_robustness(checkpoints, root, out / "robustness", seed=seed, device=device)
     timings["per-class robustness"] = time.time() - tick
     report = out / "report.md"
-    write_text(report, _report_text(rows, figures, timings, time.time() - started, n_train, n_test, attack_rows, robustness))
+    write_text(report, _report_text(rows, figures, timings, time.time() - started, n_train, n_test, attack_rows, robustness,
+                                    attack_rows_paired))
     return report
+
+
+def _paired_lines(attack_out: Path, methods: Sequence[str]) -> List[str]:
+    """The report's sentence on whether the later models' IN and K differ from the first's, sample by sample."""
+    from wsol.report.attack import load_runs, paired_rows
+
+    rows, _ = paired_rows(load_runs([attack_out / m for m in methods])) if len(methods) > 1 else ([], [])
+    return [f"Paired, {r['run']} minus {r['against']} on the {r['n paired']} samples both scored: IN {r['ΔIN (points)']:+.2f} "
+            f"{r['ΔIN 95% CI'] or '(no interval)'}, K {r['ΔK (points)']:+.2f} {r['ΔK 95% CI'] or '(no interval)'} percentage points "
+            "(95% t-interval; one that holds 0 is no difference these samples can show)." for r in rows if r["n paired"]]
 
 
 def _interval_rows(rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
@@ -165,7 +177,7 @@ def _interval_rows(rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
 
 def _report_text(
     rows: List[Dict[str, Any]], figures: List[str], timings: Dict[str, Optional[float]], total: float, n_train: int, n_test: int,
-    attack_rows: Sequence[Dict[str, Any]] = (), robustness: Sequence[str] = (),
+    attack_rows: Sequence[Dict[str, Any]] = (), robustness: Sequence[str] = (), attack_paired: Sequence[str] = (),
 ) -> str:
     lines = [
         "# wsol demo report",
@@ -193,7 +205,8 @@ def _report_text(
         lines += ["", "## Attributional robustness (IFIA-grad top-k: k = 100, ε = 8/255, 10 steps of 1/255)", "",
                   "Top-k intersection (IN) and Kendall τ (K) between the gradient map of each correctly classified",
                   "test sample and of its attacked copy (label kept), in percent, mean with 95% t-interval; higher",
-                  "is more robust. Per-sample rows in `attack/<method>/samples.csv`.", "", markdown_table(list(attack_rows), list(DEMO_COLUMNS))]
+                  "is more robust. Per-sample rows in `attack/<method>/samples.csv`.", "", markdown_table(list(attack_rows), list(DEMO_COLUMNS)),
+                  *attack_paired]
     lines += ["", *robustness, "## Time", ""]
     lines += [f"- {name}: " + ("done before, kept" if seconds is None else f"{seconds:.1f} s") for name, seconds in timings.items()]
     lines += [f"- total: {total:.1f} s on {platform.machine()} with {torch.get_num_threads()} torch threads", ""]

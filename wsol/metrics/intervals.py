@@ -1,10 +1,12 @@
-"""Confidence intervals for the proportions the metrics report (accuracy over n images)."""
+"""Confidence intervals for what the metrics report: proportions (accuracy over n images) and means (per-sample scores)."""
 from __future__ import annotations
 
 import math
-from typing import Tuple
+from typing import Any, Dict, Mapping, Sequence, Tuple
 
+import numpy as np
 from scipy.stats import norm
+from scipy.stats import t as student_t
 
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> Tuple[float, float]:
@@ -34,4 +36,26 @@ def wilson_text(successes: int, n: int, fmt: str = ".3f") -> str:
     return f"[{low:{fmt}}, {high:{fmt}}]"
 
 
-__all__ = ["wilson_interval", "wilson_text"]
+def mean_interval(values: Sequence[float], confidence: float = 0.95, bounds: Tuple[float, float] = (-math.inf, math.inf)) -> Dict[str, Any]:
+    """Mean and two-sided Student-t interval over the finite values, clipped to ``bounds`` (a top-k intersection of
+    92 % ± 13 over 2 samples reads [79, 100], not [79, 105]); an undefined number (the mean of
+    none, the bounds of fewer than two) is None, so a summary written as JSON stays valid JSON."""
+    v = np.array([x for x in values if math.isfinite(x)], dtype=np.float64)
+    if v.size == 0:
+        return {"mean": None, "ci_low": None, "ci_high": None, "n": 0}
+    mean = float(v.mean())
+    if v.size < 2:
+        return {"mean": mean, "ci_low": None, "ci_high": None, "n": 1}
+    half = float(student_t.ppf(0.5 + confidence / 2, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
+    return {"mean": mean, "ci_low": max(mean - half, bounds[0]), "ci_high": min(mean + half, bounds[1]), "n": int(v.size)}
+
+
+def paired_difference(before: Mapping[Any, float], after: Mapping[Any, float], confidence: float = 0.95) -> Dict[str, Any]:
+    """Mean and Student-t interval of ``after[i] − before[i]`` over the keys (sample ids) both have a finite value for:
+    two models scored on the same samples differ by less noise than their two intervals suggest, so a paired
+    interval is what tells whether one is better."""
+    both = [i for i in before if i in after and math.isfinite(before[i]) and math.isfinite(after[i])]
+    return mean_interval([after[i] - before[i] for i in both], confidence)
+
+
+__all__ = ["mean_interval", "paired_difference", "wilson_interval", "wilson_text"]

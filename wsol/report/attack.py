@@ -21,6 +21,7 @@ import numpy as np
 from wsol.utils.numbers import parse_number
 from wsol.errors import ConfigError, DataError
 from wsol.export.tables import markdown_table, write_csv
+from wsol.metrics.intervals import paired_difference
 from wsol.report.figures import pyplot, save_figure
 from wsol.runfiles import ATTACK_RUN_FILES, CHECKPOINT_DIGEST, MAPS_FILE, SAMPLES_FILE, SUMMARY_FILE
 from wsol.utils.io import atomic_write_text
@@ -142,6 +143,35 @@ def table1_rows(runs: Sequence[AttackRun]) -> List[Dict[str, Any]]:
     return rows
 
 
+PAIRED_COLUMNS = ("run", "against", "n paired", "ΔIN (points)", "ΔIN 95% CI", "ΔK (points)", "ΔK 95% CI")
+"""The paired table: each run minus the first on the samples both scored (same dataset index), in percentage points."""
+
+
+def _percent_by_sample(run: AttackRun, metric: str) -> Dict[int, float]:
+    """A run's per-sample ``metric`` (a fraction in samples.csv) in percent, by dataset index; NaN where it has none."""
+    return {int(i): 100.0 * v for i, v in zip(run.columns.get("index", []), run.columns.get(metric, []))}
+
+
+def paired_rows(runs: Sequence[AttackRun]) -> Tuple[List[Dict[str, Any]], List[str]]:
+    """Each later run's IN and K minus the first run's, per sample on the samples both scored, with a paired 95%
+    t-interval: whether one model's explanations are more robust than another's, which two overlapping per-run
+    intervals cannot say. Runs on another dataset than the first are left out (returned as notes)."""
+    names = run_names(runs)
+    rows, notes = [], []
+    first = runs[0]
+    base = {m: _percent_by_sample(first, m) for m in ("topk_intersection", "kendall")}
+    for run, name in zip(runs[1:], names[1:]):
+        if run.config.get("dataset") != first.config.get("dataset"):
+            notes.append(f"{name} is on {run.config.get('dataset')}, {names[0]} on {first.config.get('dataset')}: no samples to pair")
+            continue
+        d_in = paired_difference(base["topk_intersection"], _percent_by_sample(run, "topk_intersection"))
+        d_k = paired_difference(base["kendall"], _percent_by_sample(run, "kendall"))
+        rows.append({"run": name, "against": names[0], "n paired": d_in["n"],
+                     "ΔIN (points)": _stat(d_in, "mean"), "ΔIN 95% CI": interval_text(d_in),
+                     "ΔK (points)": _stat(d_k, "mean"), "ΔK 95% CI": interval_text(d_k)})
+    return rows, notes
+
+
 TABLE1_FREE = ("batch_size", "n_maps", "root", "checkpoint", CHECKPOINT_DIGEST, "method", "arch", "dataset", "attribution", "preset", "n", "seed")
 """Arguments runs may differ in and still be compared row by row (the table shows or does not depend on them)."""
 
@@ -175,9 +205,10 @@ def check_table1_out(out: Path) -> Path:
     return out
 
 
-def table1(folders: Sequence[Path], out: Optional[Path] = None) -> Tuple[str, List[str]]:
+def table1(folders: Sequence[Path], out: Optional[Path] = None, paired: bool = False) -> Tuple[str, List[str]]:
     """Table 1 as Markdown and, with ``out``, written to that file as CSV (``.csv``) or Markdown (``.md``); returns
-    the Markdown and notes for the reader (runs attacked with different arguments). An ``out`` that is one of the
+    the Markdown and notes for the reader (runs attacked with different arguments). ``paired``: the Markdown also
+    has the paired differences against the first run (:func:`paired_rows`). An ``out`` that is one of the
     runs' own files, or has another extension, is refused."""
     if out is not None:
         check_table1_out(Path(out))
@@ -192,6 +223,15 @@ def table1(folders: Sequence[Path], out: Optional[Path] = None) -> Tuple[str, Li
     differ = setting_differences(runs)
     notes = [f"the runs differ in {', '.join(differ)}, which the table does not show; each run's config.json has its arguments"] if differ else []
     text = markdown_table(rows, TABLE1_COLUMNS)
+    if paired:
+        if len(runs) < 2:
+            raise ConfigError("--paired compares each run with the first: give at least two run folders")
+        pairs, pair_notes = paired_rows(runs)
+        notes += pair_notes
+        if pairs:
+            text += ("\nPaired differences against the first run (its samples' IN and K subtracted sample by sample, on the samples "
+                     "both scored; percentage points, 95% t-interval; an interval without 0 is a difference these samples show):\n\n"
+                     + markdown_table(pairs, PAIRED_COLUMNS))
     if out is not None and Path(out).suffix.lower() == ".md":
         atomic_write_text(out, text)
     elif out is not None:
