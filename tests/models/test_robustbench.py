@@ -258,3 +258,13 @@ def test_models_listing_shows_commands_that_exist(capsys) -> None:
         assert run(["robustness", command, "--help"]) == 0
     checkpoint_line = next(line for line in out.splitlines() if line.strip().startswith("wsol-checkpoint"))
     assert "--checkpoint FILE" in checkpoint_line
+
+
+def test_bai_says_its_robust_file_is_wang_wrn_70_16s_download() -> None:
+    """RobustBench's Bai2023Improving_edm robust part has the Drive id of Wang2023Better_WRN-70-16: one download serves both."""
+    from wsol.models.robustbench import ROBUST_MODELS, describe_robust_model
+
+    bai, wang = ROBUST_MODELS.get("Bai2023Improving_edm")(), ROBUST_MODELS.get("Wang2023Better_WRN-70-16")()
+    wang_id = wang.source.split("Google Drive id ")[1].split(";")[0]
+    assert bai.source.split("Google Drive id ")[1].split(";")[0].split(", ")[1] == wang_id
+    assert "the robust one is the same Drive file as Wang2023Better_WRN-70-16.pt" in describe_robust_model("Bai2023Improving_edm")

@@ -67,7 +67,8 @@ _register(
         bai2023_edm,
         tuple(f"Bai2023Improving_edm.pt_m{i}.pt" for i in range(3)),
         _zoo(_BAI_IDS),
-        "ResNet-152 (BiT) + WideResNet-70-16 (SiLU) + mixing network; 3 files: standard, robust, mixing",
+        ("ResNet-152 (BiT) + WideResNet-70-16 (SiLU) + mixing network; 3 files: standard, robust, mixing "
+         "(the robust one is the same Drive file as Wang2023Better_WRN-70-16.pt)"),
     ),
 )
 _register(
