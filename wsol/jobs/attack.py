@@ -44,7 +44,6 @@ from wsol.models.build import checkpoint_meta
 from wsol.utils import distributed as dist
 from wsol.utils.device import select_device
 from wsol.utils.io import atomic_write_bytes, atomic_write_text, file_sha256
-from wsol.utils.numbers import parse_number
 from wsol.utils.progress import progress
 
 DEFAULT_N_ATTRIBUTION = 1000  # test samples when --n is not given
