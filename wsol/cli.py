@@ -267,7 +267,7 @@ def train_command(
 ) -> None:
     """Train a classifier with natural, PGD, ART or ART+PGD training (torchrun for several GPUs)."""
     from wsol.config import parse_overrides, resolve_train_config
-    from wsol.jobs.train import default_run_folder, saved_epochs, train
+    from wsol.jobs.train import default_run_folder, saved_epochs, summary_line, train
     from wsol.utils.distributed import cleanup, launched_rank
 
     options = {"epochs": epochs, "batch_size": batch_size, "optim.lr": lr, "seed": seed, "weights": weights, "root": root,
@@ -285,8 +285,7 @@ def train_command(
     finally:
         cleanup()
     if main:
-        shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items() if k not in ("out", "checkpoint"))
-        typer.echo(f"{shown}\ncheckpoint: {result['checkpoint']}")
+        typer.echo(f"{summary_line(result)}\ncheckpoint: {result['checkpoint']}")
 
 
 # --- localize commands ---
