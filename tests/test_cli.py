@@ -120,6 +120,20 @@ def test_eps_and_sweep_help_state_the_jobs_defaults_per_norm() -> None:
         assert f"a range {DEFAULT_SWEEP['linf']} (the default)" in text and f"(default: {DEFAULT_SWEEP['l2']})" in text
 
 
+def test_sweep_help_says_which_end_points_a_range_keeps() -> None:
+    """A user reading `--eps-sweep 0:7:2` as 0..7 expects ε = 7/255 at the end; the parser (range semantics) stops at 6.
+    The help says so with examples, and the examples are what the parser gives."""
+    from wsol.jobs.robustness import parse_eps_sweep
+
+    helps = [param.help for path, cmd in _commands() if "robustness" in path for param in cmd.params if param.opts[0] == "--eps-sweep"]
+    assert len(helps) == 2
+    for text in helps:
+        assert "0:8 (the default), which includes both ends (0,1,…,8)" in text and "0:8:2 (0,2,4,6,8)" in text, text
+        assert "so 0:7:2 is 0,2,4,6 without 7" in text, text
+    assert parse_eps_sweep("0:8") == list(range(9)) and parse_eps_sweep("0:8:2") == [0, 2, 4, 6, 8]
+    assert parse_eps_sweep("0:7:2") == [0, 2, 4, 6]
+
+
 def test_budget_option_help_names_the_attacks_each_option_changes() -> None:
     """--n-iter, --n-restarts and --n-queries each name in --help the attacks they change (OVERRIDE_USERS) and the one
     they leave alone, so a user who shrinks --n-iter for a first try knows that Square keeps its 5,000 queries."""

@@ -424,7 +424,7 @@ NRestartsOpt = Annotated[Optional[int], typer.Option("--n-restarts", min=1, help
                                                                           "5 for APGD-CE, APGD-DLR and FAB in plus, study, a comma list or a single --attack; APGD-T and Square 1); "
                                                                           "fab-t runs one whatever this says, as AutoAttack runs it.")]
 RobustEpsOpt = Annotated[Optional[str], typer.Option("--eps", help="Attack radius in pixel units of [0, 1] images (default: 8/255 in linf, 0.5 in l2): 8/255 or a decimal such as 0.031; in linf a bare 8 or 1 is refused as a forgotten /255; an l2 radius is any number ≥ 0.")]
-EpsSweepOpt = Annotated[Optional[str], typer.Option("--eps-sweep", help="Sweep grid. linf: x of ε = x/255, a range 0:8 (the default), a range with a step 0:8:2 or a list 0,1,2,4,8. l2: a comma list of radii in pixel units of [0, 1] images (default: 0,0.25,0.5,1).")]
+EpsSweepOpt = Annotated[Optional[str], typer.Option("--eps-sweep", help="Sweep grid. linf: x of ε = x/255, a range 0:8 (the default), which includes both ends (0,1,…,8); a range with a step 0:8:2 (0,2,4,6,8), which stops at the last value the step reaches, so 0:7:2 is 0,2,4,6 without 7; or a list 0,1,2,4,8. l2: a comma list of radii in pixel units of [0, 1] images (default: 0,0.25,0.5,1).")]
 SweepAttackOpt = Annotated[str, typer.Option("--attack", help="Attack run at each ε of the sweep: apgd-ce, apgd-dlr, apgd-t, fab, fab-t, square, or a comma list.")]
 LadderOpt = Annotated[str, typer.Option("--ladder", help="AutoAttack ladder: standard, study, plus or a comma list of attacks.")]
 
