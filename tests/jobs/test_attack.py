@@ -297,6 +297,17 @@ def test_readme_torchrun_lines_reach_wsol_unchanged() -> None:
         assert (parsed.module, parsed.training_script, parsed.training_script_args) == (True, "wsol", tail), line
 
 
+def test_readme_names_every_samples_csv_column_in_order() -> None:
+    """The README's list of an attribution run's samples.csv columns is the file's header, in its order."""
+    import re
+
+    from wsol.jobs.attack import ATTRIBUTION_COLUMNS
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    listed = readme[readme.index("`samples.csv` (one row per"):readme.index("`maps.npz` (images and maps")]
+    assert re.findall(r"`([a-z_]+)`", listed) == list(ATTRIBUTION_COLUMNS)
+
+
 def test_demo_section_reports_in_and_k_per_model(tiny) -> None:
     from wsol.jobs.attack import DEMO_COLUMNS, demo_attack_section
 
