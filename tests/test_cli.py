@@ -134,6 +134,25 @@ def test_sweep_help_says_which_end_points_a_range_keeps() -> None:
     assert parse_eps_sweep("0:7:2") == [0, 2, 4, 6]
 
 
+def test_every_radius_and_step_option_of_the_attacks_states_its_unit() -> None:
+    """--pgd-eps read "PGD ℓ∞ radius." and --pgd-step-size "PGD step size.": no unit, where a user may type 8 for 8/255."""
+    helps = {(path, p.opts[0]): p.help for path, cmd in _commands() if path.startswith("wsol attack") for p in cmd.params}
+    radii = [key for key in helps if key[1] in ("--eps", "--step-size", "--pgd-eps", "--pgd-step-size", "--lr")]
+    assert len(radii) == 6, radii
+    for key in radii:
+        assert "pixel units" in helps[key], (key, helps[key])
+
+
+def test_demo_epochs_help_states_the_shipped_configs_epochs() -> None:
+    """`wsol demo --epochs` said "default: the demo's", a number the user could not find; it names the configs' counts."""
+    from wsol.config import configs_dir, load_config
+
+    natural = load_config(configs_dir() / "shapes_small-cnn-bn_natural.yaml")
+    art = load_config(configs_dir() / "shapes_small-cnn-bn_art.yaml")
+    text = {p.opts[0]: p.help for p in dict(_commands())["wsol demo"].params}["--epochs"]
+    assert f"(default: its config's, {natural.epochs})" in text and art.epochs - art.warmup_epochs == 1 and "one ART epoch" in text, text
+
+
 def test_budget_option_help_names_the_attacks_each_option_changes() -> None:
     """--n-iter, --n-restarts and --n-queries each name in --help the attacks they change (OVERRIDE_USERS) and the one
     they leave alone, so a user who shrinks --n-iter for a first try knows that Square keeps its 5,000 queries."""

@@ -259,7 +259,7 @@ def train_command(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last epoch, up to its own epoch count unless --epochs (or --set epochs=) says more.")] = False,
     seed: ConfigSeedOpt = None,
     weights: Annotated[Optional[Path], typer.Option("--weights", help="Initial weights (ImageNet backbone or wsol checkpoint).")] = None,
-    warmup_epochs: Annotated[Optional[int], typer.Option("--warmup-epochs", help="Natural (cross-entropy) epochs before the method's loss takes over (default: the config's).")] = None,
+    warmup_epochs: Annotated[Optional[int], typer.Option("--warmup-epochs", help="Natural (cross-entropy) epochs, 0 or more, before the method's loss takes over (default: the config's).")] = None,
     warm_start: Annotated[Optional[Path], typer.Option("--warm-start", help="A natural model that stands in for the warm-up: load it and start at epoch warmup_epochs.")] = None,
     root: RootOpt = None,
     overrides: SetOpt = None,
@@ -381,7 +381,7 @@ def visualize_command(
 def demo_command(
     out: OutFolderOpt = Path("runs/demo"),
     seed: SeedOpt = 0,
-    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Number of epochs (default: the demo's).")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Epochs of the natural model (default: its config's, 12); the ART model is fine-tuned from it for the ART config's one ART epoch on top.")] = None,
     n_train: Annotated[int, typer.Option("--n-train", min=10, help="Training images to generate.")] = 2000,
     n_test: Annotated[int, typer.Option("--n-test", min=10, help="Test images to generate.")] = 500,
     device: DeviceOpt = None,
@@ -463,7 +463,7 @@ def robustness_evaluate(
     root: RootOpt = None,
     attacks: Annotated[Optional[str], typer.Option("--attacks", help="Comma list of attacks, e.g. apgd-ce,apgd-dlr,fab (overrides --ladder).")] = None,
     ladder: LadderOpt = "standard",
-    pgd: Annotated[int, typer.Option("--pgd", min=0, help="Also run PGD-k (e.g. 40) at --eps; 0: none.")] = 0,
+    pgd: Annotated[int, typer.Option("--pgd", min=0, help="Also run PGD-k (e.g. 40) at --eps, step size 2.5·ε/k (Madry et al.) from a random start; 0: none.")] = 0,
     pgd_restarts: Annotated[int, typer.Option("--pgd-restarts", min=1, help="PGD random restarts.")] = 1,
     pgd_loss: Annotated[str, typer.Option("--pgd-loss", help="PGD's loss: ce (cross-entropy) or cw (the margin loss).")] = "ce",
     eps: RobustEpsOpt = None,
@@ -557,7 +557,7 @@ def robustness_study(
 # --- attack commands ---
 
 AttackKOpt = Annotated[int, typer.Option("--k", help="Top-k pixels of the map (fewer than H×W, the model input's pixels).")]
-BetaOpt = Annotated[Optional[float], typer.Option("--beta", help="softplus β of the attack's gradient surrogate (the measured maps use the ReLU model).")]
+BetaOpt = Annotated[Optional[float], typer.Option("--beta", help="softplus β of the attack's gradient surrogate, above 0 (the measured maps use the ReLU model).")]
 IgStepsOpt = Annotated[int, typer.Option("--ig-steps", min=1, help="Integrated-gradients intervals.")]
 NMapsOpt = Annotated[int, typer.Option("--n-maps", min=0, help="Samples (the first drawn) whose images and maps go to maps.npz for `wsol report figures`.")]
 TargetedNMapsOpt = Annotated[int, typer.Option("--n-maps", min=0, help="Samples (the first drawn) whose image, attacked image and attacked map go to "
@@ -585,7 +585,7 @@ def attack_attribution_command(
     objective: Annotated[str, typer.Option("--objective", help="IFIA objective: topk, mass-center, random.")] = "topk",
     k: AttackKOpt = 100,
     eps: EpsOpt = "8/255",
-    step_size: Annotated[str, typer.Option("--step-size", help="Sign-step size in pixel units.")] = "1/255",
+    step_size: Annotated[str, typer.Option("--step-size", help="Sign-step size in pixel units of [0, 1] images (1/255 or a decimal), above 0.")] = "1/255",
     steps: Annotated[int, typer.Option("--steps", min=1, help="Attack iterations.")] = 50,
     beta: BetaOpt = 50.0,
     ig_steps: IgStepsOpt = 100,
@@ -594,9 +594,9 @@ def attack_attribution_command(
     seed: SeedOpt = 0,
     batch_size: BatchSizeOpt = 32,
     split: SplitOpt = "test",
-    pgd_steps: Annotated[int, typer.Option("--pgd-steps", help="PGD steps for the robust-accuracy column (0 skips it).")] = 40,
-    pgd_eps: Annotated[str, typer.Option("--pgd-eps", help="PGD ℓ∞ radius.")] = "8/255",
-    pgd_step_size: Annotated[str, typer.Option("--pgd-step-size", help="PGD step size.")] = "2/255",
+    pgd_steps: Annotated[int, typer.Option("--pgd-steps", help="PGD steps for the robust-accuracy column (0 skips it; 0 or more).")] = 40,
+    pgd_eps: Annotated[str, typer.Option("--pgd-eps", help="PGD ℓ∞ radius in pixel units of [0, 1] images (8/255 or a decimal).")] = "8/255",
+    pgd_step_size: Annotated[str, typer.Option("--pgd-step-size", help="PGD step size in pixel units of [0, 1] images (2/255 or a decimal), above 0.")] = "2/255",
     n_maps: NMapsOpt = 8,
     device: DeviceOpt = None,
 ) -> None:
@@ -623,7 +623,7 @@ def attack_targeted_command(
     eps: EpsOpt = "8/255",
     lr: Annotated[str, typer.Option("--lr", help="Adam learning rate on the perturbation (pixel units).")] = "1/255",
     steps: Annotated[int, typer.Option("--steps", min=1, help="Attack iterations.")] = 100,
-    gamma: Annotated[float, typer.Option("--gamma", help="Weight of the output-keeping term.")] = 1e3,
+    gamma: Annotated[float, typer.Option("--gamma", help="Weight of the output-keeping term, 0 or more.")] = 1e3,
     beta: Annotated[Optional[float], typer.Option("--beta", help="Constant softplus β of the attack's gradient surrogate, 50 when not given (the measured maps use the ReLU model); not with --beta-growth.")] = None,
     beta_growth: Annotated[Optional[str], typer.Option("--beta-growth", help="B0:B1: a β rising geometrically from B0 to B1 over the iterations instead of a constant --beta (Dombrowski et al. use 10:100).")] = None,
     k: AttackKOpt = 100,
