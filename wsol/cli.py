@@ -311,6 +311,7 @@ def localize_command(
     """Attribution maps → boxes (and masks) for every image, written as COCO results JSON."""
     from wsol.config import LocalizeConfig
     from wsol.data.verify import resolve_root
+    from wsol.jobs.evaluate import metric_unit
     from wsol.jobs.localize import run_localize
     from wsol.utils.distributed import is_main_process
 
@@ -322,7 +323,7 @@ def localize_command(
     meta = run_localize(checkpoint, dataset, resolve_root(dataset, root), out, settings, split=split, device=device)
     if is_main_process():
         mm = meta["map_metrics"]
-        summary = ", ".join(f"{k} {v:.2f}" for k, v in mm.items() if isinstance(v, float) and not k.endswith("threshold"))
+        summary = ", ".join(f"{k} {v:.2f} {metric_unit(k)}" for k, v in mm.items() if isinstance(v, float) and not k.endswith("threshold"))
         typer.echo(f"wrote {out}{_replacing(existed)} ({meta['num_images']} images, threshold {meta['threshold']:.2f}); {summary}")
 
 
