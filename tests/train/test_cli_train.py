@@ -60,6 +60,11 @@ def test_train_shapes_art_writes_run_folder(tmp_path, tiny_shapes, capsys) -> No
     assert "--resume" in capsys.readouterr().err
     assert run(argv + ["--resume", "--epochs", "2"]) == 0
     assert [r["epoch"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2]
+    capsys.readouterr()
+    assert run(argv + ["--resume"]) == 0  # a finished run: its last record again, and a word that nothing was trained
+    captured = capsys.readouterr()
+    assert "has done its 2 epochs already; nothing to train" in captured.err and "epoch 2 (art)" in captured.out
+    assert [r["epoch"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2]
 
 
 def test_shapes_root_defaults_to_generated_cache(tmp_path, tiny_shapes, monkeypatch, capsys) -> None:
