@@ -184,7 +184,7 @@ def test_train_options_that_default_to_the_config_say_so() -> None:
     """`wsol train --help` shows no default for these (the value comes from the YAML), so the help must say where it comes from."""
     train = dict(_commands())["wsol train"]
     helps = {p.opts[0]: p.help for p in train.params}
-    for name in ("--method", "--arch", "--epochs", "--batch-size", "--lr", "--seed", "--warmup-epochs"):
+    for name in ("--method", "--arch", "--epochs", "--batch-size", "--lr", "--seed", "--warmup-epochs", "--weights"):
         assert "default: the config's" in helps[name], (name, helps[name])
 
 

@@ -258,7 +258,7 @@ def train_command(
     out: Annotated[Optional[Path], typer.Option("--out", callback=_check_out_folder, help="Folder to write (default: runs/<dataset>_<arch>_<method>).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last epoch, up to its own epoch count unless --epochs (or --set epochs=) says more.")] = False,
     seed: ConfigSeedOpt = None,
-    weights: Annotated[Optional[Path], typer.Option("--weights", help="Initial weights (ImageNet backbone or wsol checkpoint).")] = None,
+    weights: Annotated[Optional[Path], typer.Option("--weights", help="Initial weights, .safetensors or .pt/.pth/.bin: an ImageNet backbone (timm/torchvision layout) or a wsol checkpoint (default: the config's, none in the shipped ones: a CUB model then starts from scratch).")] = None,
     warmup_epochs: Annotated[Optional[int], typer.Option("--warmup-epochs", help="Natural (cross-entropy) epochs, 0 or more, before the method's loss takes over (default: the config's).")] = None,
     warm_start: Annotated[Optional[Path], typer.Option("--warm-start", help="A natural model that stands in for the warm-up: load it and start at epoch warmup_epochs.")] = None,
     root: RootOpt = None,
