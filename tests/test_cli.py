@@ -120,6 +120,39 @@ def test_eps_and_sweep_help_state_the_jobs_defaults_per_norm() -> None:
         assert f"a range {DEFAULT_SWEEP['linf']} (the default)" in text and f"(default: {DEFAULT_SWEEP['l2']})" in text
 
 
+def test_sweep_help_says_which_end_points_a_range_keeps() -> None:
+    """A user reading `--eps-sweep 0:7:2` as 0..7 expects ε = 7/255 at the end; the parser (range semantics) stops at 6.
+    The help says so with examples, and the examples are what the parser gives."""
+    from wsol.jobs.robustness import parse_eps_sweep
+
+    helps = [param.help for path, cmd in _commands() if "robustness" in path for param in cmd.params if param.opts[0] == "--eps-sweep"]
+    assert len(helps) == 2
+    for text in helps:
+        assert "0:8 (the default), which includes both ends (0,1,…,8)" in text and "0:8:2 (0,2,4,6,8)" in text, text
+        assert "so 0:7:2 is 0,2,4,6 without 7" in text, text
+    assert parse_eps_sweep("0:8") == list(range(9)) and parse_eps_sweep("0:8:2") == [0, 2, 4, 6, 8]
+    assert parse_eps_sweep("0:7:2") == [0, 2, 4, 6]
+
+
+def test_every_radius_and_step_option_of_the_attacks_states_its_unit() -> None:
+    """--pgd-eps read "PGD ℓ∞ radius." and --pgd-step-size "PGD step size.": no unit, where a user may type 8 for 8/255."""
+    helps = {(path, p.opts[0]): p.help for path, cmd in _commands() if path.startswith("wsol attack") for p in cmd.params}
+    radii = [key for key in helps if key[1] in ("--eps", "--step-size", "--pgd-eps", "--pgd-step-size", "--lr")]
+    assert len(radii) == 6, radii
+    for key in radii:
+        assert "pixel units" in helps[key], (key, helps[key])
+
+
+def test_demo_epochs_help_states_the_shipped_configs_epochs() -> None:
+    """`wsol demo --epochs` said "default: the demo's", a number the user could not find; it names the configs' counts."""
+    from wsol.config import configs_dir, load_config
+
+    natural = load_config(configs_dir() / "shapes_small-cnn-bn_natural.yaml")
+    art = load_config(configs_dir() / "shapes_small-cnn-bn_art.yaml")
+    text = {p.opts[0]: p.help for p in dict(_commands())["wsol demo"].params}["--epochs"]
+    assert f"(default: its config's, {natural.epochs})" in text and art.epochs - art.warmup_epochs == 1 and "one ART epoch" in text, text
+
+
 def test_budget_option_help_names_the_attacks_each_option_changes() -> None:
     """--n-iter, --n-restarts and --n-queries each name in --help the attacks they change (OVERRIDE_USERS) and the one
     they leave alone, so a user who shrinks --n-iter for a first try knows that Square keeps its 5,000 queries."""
@@ -151,7 +184,7 @@ def test_train_options_that_default_to_the_config_say_so() -> None:
     """`wsol train --help` shows no default for these (the value comes from the YAML), so the help must say where it comes from."""
     train = dict(_commands())["wsol train"]
     helps = {p.opts[0]: p.help for p in train.params}
-    for name in ("--method", "--arch", "--epochs", "--batch-size", "--lr", "--seed", "--warmup-epochs"):
+    for name in ("--method", "--arch", "--epochs", "--batch-size", "--lr", "--seed", "--warmup-epochs", "--weights"):
         assert "default: the config's" in helps[name], (name, helps[name])
 
 

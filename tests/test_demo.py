@@ -13,6 +13,7 @@ def test_demo_writes_report_with_table_and_figures(tmp_path, capsys) -> None:
     report = (out / "report.md").read_text()
     assert "| method | attribution | top1_acc | gt_known_loc | top1_loc | maxboxacc_v2 | top1_seg | pxap | threshold |" in report
     assert "percent over the 20 test images (the threshold: a fraction of each map's maximum)" in report  # it read 'all in percent'
+    assert "Accuracies and drops here are fractions of 1, not percent" in report.split("## Per-class robustness")[1]  # it said nothing
     for method in ("natural", "art"):
         for attribution in ("grad", "cam"):
             metrics = json.loads((out / method / f"preds_{attribution}.metrics.json").read_text())

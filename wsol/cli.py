@@ -258,8 +258,8 @@ def train_command(
     out: Annotated[Optional[Path], typer.Option("--out", callback=_check_out_folder, help="Folder to write (default: runs/<dataset>_<arch>_<method>).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last epoch, up to its own epoch count unless --epochs (or --set epochs=) says more.")] = False,
     seed: ConfigSeedOpt = None,
-    weights: Annotated[Optional[Path], typer.Option("--weights", help="Initial weights (ImageNet backbone or wsol checkpoint).")] = None,
-    warmup_epochs: Annotated[Optional[int], typer.Option("--warmup-epochs", help="Natural (cross-entropy) epochs before the method's loss takes over (default: the config's).")] = None,
+    weights: Annotated[Optional[Path], typer.Option("--weights", help="Initial weights, .safetensors or .pt/.pth/.bin: an ImageNet backbone (timm/torchvision layout) or a wsol checkpoint (default: the config's, none in the shipped ones: a CUB model then starts from scratch).")] = None,
+    warmup_epochs: Annotated[Optional[int], typer.Option("--warmup-epochs", help="Natural (cross-entropy) epochs, 0 or more, before the method's loss takes over (default: the config's).")] = None,
     warm_start: Annotated[Optional[Path], typer.Option("--warm-start", help="A natural model that stands in for the warm-up: load it and start at epoch warmup_epochs.")] = None,
     root: RootOpt = None,
     overrides: SetOpt = None,
@@ -267,7 +267,7 @@ def train_command(
 ) -> None:
     """Train a classifier with natural, PGD, ART or ART+PGD training (torchrun for several GPUs)."""
     from wsol.config import parse_overrides, resolve_train_config
-    from wsol.jobs.train import default_run_folder, saved_epochs, train
+    from wsol.jobs.train import default_run_folder, saved_epochs, summary_line, train
     from wsol.utils.distributed import cleanup, launched_rank
 
     options = {"epochs": epochs, "batch_size": batch_size, "optim.lr": lr, "seed": seed, "weights": weights, "root": root,
@@ -285,8 +285,7 @@ def train_command(
     finally:
         cleanup()
     if main:
-        shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items() if k not in ("out", "checkpoint"))
-        typer.echo(f"{shown}\ncheckpoint: {result['checkpoint']}")
+        typer.echo(f"{summary_line(result)}\ncheckpoint: {result['checkpoint']}")
 
 
 # --- localize commands ---
@@ -312,6 +311,7 @@ def localize_command(
     """Attribution maps → boxes (and masks) for every image, written as COCO results JSON."""
     from wsol.config import LocalizeConfig
     from wsol.data.verify import resolve_root
+    from wsol.jobs.evaluate import metric_unit
     from wsol.jobs.localize import run_localize
     from wsol.utils.distributed import is_main_process
 
@@ -323,7 +323,7 @@ def localize_command(
     meta = run_localize(checkpoint, dataset, resolve_root(dataset, root), out, settings, split=split, device=device)
     if is_main_process():
         mm = meta["map_metrics"]
-        summary = ", ".join(f"{k} {v:.2f}" for k, v in mm.items() if isinstance(v, float) and not k.endswith("threshold"))
+        summary = ", ".join(f"{k} {v:.2f} {metric_unit(k)}" for k, v in mm.items() if isinstance(v, float) and not k.endswith("threshold"))
         typer.echo(f"wrote {out}{_replacing(existed)} ({meta['num_images']} images, threshold {meta['threshold']:.2f}); {summary}")
 
 
@@ -382,7 +382,7 @@ def visualize_command(
 def demo_command(
     out: OutFolderOpt = Path("runs/demo"),
     seed: SeedOpt = 0,
-    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Number of epochs (default: the demo's).")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Epochs of the natural model (default: its config's, 12); the ART model is fine-tuned from it for the ART config's one ART epoch on top.")] = None,
     n_train: Annotated[int, typer.Option("--n-train", min=10, help="Training images to generate.")] = 2000,
     n_test: Annotated[int, typer.Option("--n-test", min=10, help="Test images to generate.")] = 500,
     device: DeviceOpt = None,
@@ -425,7 +425,7 @@ NRestartsOpt = Annotated[Optional[int], typer.Option("--n-restarts", min=1, help
                                                                           "5 for APGD-CE, APGD-DLR and FAB in plus, study, a comma list or a single --attack; APGD-T and Square 1); "
                                                                           "fab-t runs one whatever this says, as AutoAttack runs it.")]
 RobustEpsOpt = Annotated[Optional[str], typer.Option("--eps", help="Attack radius in pixel units of [0, 1] images (default: 8/255 in linf, 0.5 in l2): 8/255 or a decimal such as 0.031; in linf a bare 8 or 1 is refused as a forgotten /255; an l2 radius is any number ≥ 0.")]
-EpsSweepOpt = Annotated[Optional[str], typer.Option("--eps-sweep", help="Sweep grid. linf: x of ε = x/255, a range 0:8 (the default), a range with a step 0:8:2 or a list 0,1,2,4,8. l2: a comma list of radii in pixel units of [0, 1] images (default: 0,0.25,0.5,1).")]
+EpsSweepOpt = Annotated[Optional[str], typer.Option("--eps-sweep", help="Sweep grid. linf: x of ε = x/255, a range 0:8 (the default), which includes both ends (0,1,…,8); a range with a step 0:8:2 (0,2,4,6,8), which stops at the last value the step reaches, so 0:7:2 is 0,2,4,6 without 7; or a list 0,1,2,4,8. l2: a comma list of radii in pixel units of [0, 1] images (default: 0,0.25,0.5,1).")]
 SweepAttackOpt = Annotated[str, typer.Option("--attack", help="Attack run at each ε of the sweep: apgd-ce, apgd-dlr, apgd-t, fab, fab-t, square, or a comma list.")]
 LadderOpt = Annotated[str, typer.Option("--ladder", help="AutoAttack ladder: standard, study, plus or a comma list of attacks.")]
 
@@ -464,7 +464,7 @@ def robustness_evaluate(
     root: RootOpt = None,
     attacks: Annotated[Optional[str], typer.Option("--attacks", help="Comma list of attacks, e.g. apgd-ce,apgd-dlr,fab (overrides --ladder).")] = None,
     ladder: LadderOpt = "standard",
-    pgd: Annotated[int, typer.Option("--pgd", min=0, help="Also run PGD-k (e.g. 40) at --eps; 0: none.")] = 0,
+    pgd: Annotated[int, typer.Option("--pgd", min=0, help="Also run PGD-k (e.g. 40) at --eps, step size 2.5·ε/k (Madry et al.) from a random start; 0: none.")] = 0,
     pgd_restarts: Annotated[int, typer.Option("--pgd-restarts", min=1, help="PGD random restarts.")] = 1,
     pgd_loss: Annotated[str, typer.Option("--pgd-loss", help="PGD's loss: ce (cross-entropy) or cw (the margin loss).")] = "ce",
     eps: RobustEpsOpt = None,
@@ -558,7 +558,7 @@ def robustness_study(
 # --- attack commands ---
 
 AttackKOpt = Annotated[int, typer.Option("--k", help="Top-k pixels of the map (fewer than H×W, the model input's pixels).")]
-BetaOpt = Annotated[Optional[float], typer.Option("--beta", help="softplus β of the attack's gradient surrogate (the measured maps use the ReLU model).")]
+BetaOpt = Annotated[Optional[float], typer.Option("--beta", help="softplus β of the attack's gradient surrogate, above 0 (the measured maps use the ReLU model).")]
 IgStepsOpt = Annotated[int, typer.Option("--ig-steps", min=1, help="Integrated-gradients intervals.")]
 NMapsOpt = Annotated[int, typer.Option("--n-maps", min=0, help="Samples (the first drawn) whose images and maps go to maps.npz for `wsol report figures`.")]
 TargetedNMapsOpt = Annotated[int, typer.Option("--n-maps", min=0, help="Samples (the first drawn) whose image, attacked image and attacked map go to "
@@ -586,7 +586,7 @@ def attack_attribution_command(
     objective: Annotated[str, typer.Option("--objective", help="IFIA objective: topk, mass-center, random.")] = "topk",
     k: AttackKOpt = 100,
     eps: EpsOpt = "8/255",
-    step_size: Annotated[str, typer.Option("--step-size", help="Sign-step size in pixel units.")] = "1/255",
+    step_size: Annotated[str, typer.Option("--step-size", help="Sign-step size in pixel units of [0, 1] images (1/255 or a decimal), above 0.")] = "1/255",
     steps: Annotated[int, typer.Option("--steps", min=1, help="Attack iterations.")] = 50,
     beta: BetaOpt = 50.0,
     ig_steps: IgStepsOpt = 100,
@@ -595,9 +595,9 @@ def attack_attribution_command(
     seed: SeedOpt = 0,
     batch_size: BatchSizeOpt = 32,
     split: SplitOpt = "test",
-    pgd_steps: Annotated[int, typer.Option("--pgd-steps", help="PGD steps for the robust-accuracy column (0 skips it).")] = 40,
-    pgd_eps: Annotated[str, typer.Option("--pgd-eps", help="PGD ℓ∞ radius.")] = "8/255",
-    pgd_step_size: Annotated[str, typer.Option("--pgd-step-size", help="PGD step size.")] = "2/255",
+    pgd_steps: Annotated[int, typer.Option("--pgd-steps", help="PGD steps for the robust-accuracy column (0 skips it; 0 or more).")] = 40,
+    pgd_eps: Annotated[str, typer.Option("--pgd-eps", help="PGD ℓ∞ radius in pixel units of [0, 1] images (8/255 or a decimal).")] = "8/255",
+    pgd_step_size: Annotated[str, typer.Option("--pgd-step-size", help="PGD step size in pixel units of [0, 1] images (2/255 or a decimal), above 0.")] = "2/255",
     n_maps: NMapsOpt = 8,
     device: DeviceOpt = None,
 ) -> None:
@@ -624,7 +624,7 @@ def attack_targeted_command(
     eps: EpsOpt = "8/255",
     lr: Annotated[str, typer.Option("--lr", help="Adam learning rate on the perturbation (pixel units).")] = "1/255",
     steps: Annotated[int, typer.Option("--steps", min=1, help="Attack iterations.")] = 100,
-    gamma: Annotated[float, typer.Option("--gamma", help="Weight of the output-keeping term.")] = 1e3,
+    gamma: Annotated[float, typer.Option("--gamma", help="Weight of the output-keeping term, 0 or more.")] = 1e3,
     beta: Annotated[Optional[float], typer.Option("--beta", help="Constant softplus β of the attack's gradient surrogate, 50 when not given (the measured maps use the ReLU model); not with --beta-growth.")] = None,
     beta_growth: Annotated[Optional[str], typer.Option("--beta-growth", help="B0:B1: a β rising geometrically from B0 to B1 over the iterations instead of a constant --beta (Dombrowski et al. use 10:100).")] = None,
     k: AttackKOpt = 100,

@@ -83,6 +83,20 @@ def test_undefined_means_and_intervals_are_null_not_nan() -> None:
     assert "(1 sample)" in summary_line({"total": 1, "metrics": {}}, Path("run"))  # not "(1 samples)"
 
 
+def test_summary_line_gives_the_accuracies_and_each_unit() -> None:
+    """The line after a run read "topk_intersection 54.28 [...]" beside "cos_x_grad 0.08": percent, pixels and a cosine
+    looked alike, and natural / PGD accuracy were missing; it now carries summary.json's units and accuracies."""
+    from wsol.jobs.attack import ATTRIBUTION_UNITS
+
+    summary = {"total": 10, "attacked": 9, "natural_accuracy": 90.0, "pgd_accuracy": 10.0, "units": ATTRIBUTION_UNITS,
+               "metrics": {"topk_intersection": mean_interval([50.0, 60.0]), "center_shift": mean_interval([2.0, 4.0]),
+                           "cos_x_grad": mean_interval([0.1, 0.2])}}
+    line = summary_line(summary, Path("run"))
+    assert "natural_accuracy 90.00 %, pgd_accuracy 10.00 %, topk_intersection 55 % [" in line, line
+    assert "center_shift 3 px [" in line and "cos_x_grad 0.15 [" in line, line
+    assert "pgd_accuracy" not in summary_line({**summary, "pgd_accuracy": None}, Path("run"))  # --pgd-steps 0
+
+
 def _strict_json(path: Path) -> dict:
     def refuse(token: str) -> None:
         raise ValueError(f"{path} holds {token}, which is not JSON")
@@ -295,6 +309,17 @@ def test_readme_torchrun_lines_reach_wsol_unchanged() -> None:
         parsed = get_args_parser().parse_args(argv)
         tail = argv[argv.index("wsol") + 1:]
         assert (parsed.module, parsed.training_script, parsed.training_script_args) == (True, "wsol", tail), line
+
+
+def test_readme_names_every_samples_csv_column_in_order() -> None:
+    """The README's list of an attribution run's samples.csv columns is the file's header, in its order."""
+    import re
+
+    from wsol.jobs.attack import ATTRIBUTION_COLUMNS
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    listed = readme[readme.index("`samples.csv` (one row per"):readme.index("`maps.npz` (images and maps")]
+    assert re.findall(r"`([a-z_]+)`", listed) == list(ATTRIBUTION_COLUMNS)
 
 
 def test_demo_section_reports_in_and_k_per_model(tiny) -> None:

@@ -46,9 +46,10 @@ def test_localize_writes_coco_results_that_pycocotools_loads(tiny, capsys) -> No
 def test_evaluate_prints_table_and_saves_metrics(tiny, capsys) -> None:
     out = tiny["base"] / "eval.json"
     assert _localize(tiny, out, "--masks", "--sweep", "--attribution", "cam") == 0
-    capsys.readouterr()
+    localized = capsys.readouterr().out.strip()
     assert run(["evaluate", "--pred", str(out), "--dataset", "shapes", "--root", str(tiny["root"])]) == 0
     table = capsys.readouterr().out
+    assert "; maxboxacc_v2 " in localized and all(part.endswith(" %") for part in localized.split("); ", 1)[1].split(", "))  # it gave no unit
     for name in ("top1_acc", "gt_known_loc", "top1_loc", "top1_seg", "maxboxacc_v2", "pxap", "coco_bbox_ap"):
         assert f"| {name} |" in table
     lines = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in table.splitlines()[2:] if line.startswith("|")}

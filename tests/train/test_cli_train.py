@@ -42,10 +42,15 @@ def test_train_shapes_art_writes_run_folder(tmp_path, tiny_shapes, capsys) -> No
     argv = ["train", "shapes", "--method", "art", "--config", str(config), "--root", str(tiny_shapes), "--out", str(out), "--set", "art.lam=0.25", "--seed", "3"]
     assert run(argv) == 0
     captured = capsys.readouterr()
-    assert "checkpoint:" in captured.out and "test/acc" in captured.out
+    assert "checkpoint:" in captured.out
     resolved = load_config(out / "config.yaml")
     assert (resolved.method, resolved.art.lam, resolved.seed, resolved.root) == ("art", 0.25, 3, str(tiny_shapes))
     (record,) = read_jsonl(out / "metrics.jsonl")
+    # the user reads percent, as in every report and the README; metrics.jsonl keeps fractions, and the output says so
+    assert f"test/acc {100 * record['test/acc']:.2f} % of 6 test images" in captured.out
+    assert f"test/pgd1_acc {100 * record['test/pgd1_acc']:.2f} %" in captured.out
+    assert f"train/acc {100 * record['train/acc']:.2f} %" in captured.out
+    assert "metrics.jsonl keeps one record per epoch, its accuracies as fractions of 1" in captured.out
     assert {"train/ce", "train/attr", "test/acc", "test/pgd1_acc"} <= set(record)
     meta = json.loads((out / "model.json").read_text())
     assert meta["method"] == "art" and meta["dataset"] == "shapes" and len(meta["class_names"]) == 3
@@ -54,6 +59,11 @@ def test_train_shapes_art_writes_run_folder(tmp_path, tiny_shapes, capsys) -> No
     assert run(argv) == 2
     assert "--resume" in capsys.readouterr().err
     assert run(argv + ["--resume", "--epochs", "2"]) == 0
+    assert [r["epoch"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2]
+    capsys.readouterr()
+    assert run(argv + ["--resume"]) == 0  # a finished run: its last record again, and a word that nothing was trained
+    captured = capsys.readouterr()
+    assert "has done its 2 epochs already; nothing to train" in captured.err and "epoch 2 (art)" in captured.out
     assert [r["epoch"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2]
 
 

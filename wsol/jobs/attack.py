@@ -236,13 +236,16 @@ TARGETED_UNITS = {f"{side}_{m}": unit for side in ("target", "original") for m, 
 
 
 def summary_line(summary: Dict[str, Any], out: Path) -> str:
-    """The one line the CLI prints after a run: files, counts, and each metric's mean, interval and n."""
-    shown = []
+    """The one line the CLI prints after a run: files, counts, the accuracies and each metric's mean, interval and n,
+    with the unit ``summary.json`` gives it where that is percent or pixels (IN and K read 54.28 %, as in Table 1)."""
+    units = summary.get("units", {})
+    marks = {name: " %" if unit.startswith("%") else " px" if unit.startswith("pixels") else "" for name, unit in units.items()}
+    shown = [f"{name} {summary[name]:.2f}{marks.get(name, '')}" for name in ("natural_accuracy", "pgd_accuracy") if summary.get(name) is not None]
     for name, stats in summary["metrics"].items():
         if not stats["n"]:
             shown.append(f"{name} – (no sample has it)")
         else:
-            shown.append(f"{name} {stats['mean']:.4g} {interval_text(stats, '.4g') or '(no interval)'} n={stats['n']}")
+            shown.append(f"{name} {stats['mean']:.4g}{marks.get(name, '')} {interval_text(stats, '.4g') or '(no interval)'} n={stats['n']}")
     attacked = f", {summary['attacked']} attacked" if "attacked" in summary else ""
     return f"wrote {out / SAMPLES_FILE} and {out / SUMMARY_FILE} ({summary['total']} sample{'s' if summary['total'] != 1 else ''}{attacked}); " + ", ".join(shown)
 

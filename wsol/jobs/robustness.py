@@ -889,6 +889,7 @@ def demo_robustness(checkpoints: Dict[str, Path], root: Path, out: Path, seed: i
         accs[label], names = result["sweep-fp32"]["acc"], result["class_names"]
         rows.extend(result["sweep-fp32"]["summary"])
     lines = [f"## Per-class robustness (APGD-CE, 5 iterations, {n} test images, ε = x/255)", "",
+             "Accuracies and drops here are fractions of 1, not percent, as in every `wsol robustness` report.", "",
              markdown_table(rows, floatfmt=".3f"),
              "Total drop per class from ε = 0 to the largest ε, per model and averaged:", "",
              markdown_table(across_models_rows(accs, class_names=names), floatfmt=".3f"),

@@ -93,6 +93,8 @@ def train(
             on_start()
         if resume and not run.resumed and dist_utils.is_main_process():
             print(f"note: {out} holds no earlier run to resume; starting fresh", file=sys.stderr)
+        if run.resumed and run.start_epoch >= config.epochs and dist_utils.is_main_process():
+            print(f"note: {out} has done its {config.epochs} epochs already; nothing to train (--epochs N extends it)", file=sys.stderr)
         record = start_run_folder(run)
         for epoch in range(run.start_epoch, config.epochs):
             record = train_one_epoch(run, epoch)
@@ -108,6 +110,27 @@ def train(
 def default_run_folder(config: TrainConfig) -> Path:
     """Where a run goes when the user names no folder: ``runs/<dataset>_<arch>_<method>``."""
     return Path("runs") / f"{config.dataset}_{config.arch}_{config.method}"
+
+
+def summary_line(record: Dict[str, Any]) -> str:
+    """What `wsol train` prints when it ends: the last epoch's record of ``metrics.jsonl`` under the same keys, test
+    results first, with the accuracies in percent as every wsol report gives them (the file keeps fractions of 1 for
+    programs, and the second line says so) and each other number's unit."""
+    shown = [f"epoch {record['epoch']} ({record['method']})"]
+    for key in sorted(record, key=lambda k: not k.startswith("test/")):
+        value = record[key]
+        if key in ("epoch", "method", "out", "checkpoint", "test/count"):
+            continue
+        if key.endswith("acc"):
+            count = f" of {record['test/count']} test images" if key == "test/acc" and "test/count" in record else ""
+            shown.append(f"{key} {100 * value:.2f} %{count}")
+        elif key == "images_per_s":
+            shown.append(f"{value:.1f} images/s")
+        elif key == "time_s":
+            shown.append(f"epoch time {value:.1f} s")
+        else:
+            shown.append(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}")
+    return ", ".join(shown) + f"\n{METRICS_FILE} keeps one record per epoch, its accuracies as fractions of 1"
 
 
 # ----------------------------------------------------------------------------- building the run
