@@ -199,3 +199,14 @@ def test_the_attacks_eps_help_speaks_of_linf_alone() -> None:
     """`wsol attack attribution/targeted --eps` told of ℓ2 radii, which these ℓ∞-only attacks (no --norm) do not take."""
     helps = [param.help for path, cmd in _commands() if path.startswith("wsol attack") for param in cmd.params if param.opts[0] == "--eps"]
     assert len(helps) == 2 and all("l2" not in text and text.startswith("ℓ∞") for text in helps), helps
+
+
+def test_robustness_batch_size_help_says_it_is_part_of_the_run() -> None:
+    """In the robustness commands --batch-size is the chunk a run resumes by and AutoAttack's batching: not a free knob."""
+    found = 0
+    for path, cmd in _commands():
+        if " robustness " in f"{path} ":
+            help_text = next(p.help for p in cmd.params if p.opts[0] == "--batch-size")
+            assert "another --batch-size into the same --out is refused" in help_text, path
+            found += 1
+    assert found == 3

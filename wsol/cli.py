@@ -119,6 +119,9 @@ ConfigSeedOpt = Annotated[Optional[int], typer.Option("--seed", min=0, max=MAX_S
                                                       help="Random seed (≥ 0); the same seed gives the same result (default: the config's).")]
 SplitOpt = Annotated[str, typer.Option("--split", help="Dataset split: train or test (wsolmeta and flowers also val; see datasets/README.md).")]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Images per batch.")]
+RobustBatchSizeOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Images per batch (default: 250; also the chunk a run writes and "
+                                                                           "resumes by, and AutoAttack's batching, so it is part of the run: "
+                                                                           "another --batch-size into the same --out is refused).")]
 ConfigBatchSizeOpt = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Images per batch (default: the config's; under torchrun the global batch, split across processes).")]
 DatasetOpt = Annotated[str, typer.Option("--dataset", help=DATASET_HELP)]
 DatasetArg = Annotated[str, typer.Argument(help=DATASET_HELP)]
@@ -471,7 +474,7 @@ def robustness_evaluate(
     norm: NormOpt = "linf",
     n: NOpt = None,
     seed: SeedOpt = 0,
-    batch_size: BatchSizeOpt = 250,
+    batch_size: RobustBatchSizeOpt = 250,
     n_iter: NIterOpt = None,
     n_queries: NQueriesOpt = None,
     n_restarts: NRestartsOpt = None,
@@ -504,7 +507,7 @@ def robustness_per_class(
     norm: NormOpt = "linf",
     n: NOpt = None,
     seed: SeedOpt = 0,
-    batch_size: BatchSizeOpt = 250,
+    batch_size: RobustBatchSizeOpt = 250,
     n_iter: NIterOpt = None,
     n_queries: NQueriesOpt = None,
     n_restarts: NRestartsOpt = None,
@@ -533,7 +536,7 @@ def robustness_study(
     norm: NormOpt = "linf",
     n: NOpt = None,
     seed: SeedOpt = 0,
-    batch_size: BatchSizeOpt = 250,
+    batch_size: RobustBatchSizeOpt = 250,
     n_iter: NIterOpt = None,
     n_queries: NQueriesOpt = None,
     n_restarts: NRestartsOpt = None,
