@@ -170,8 +170,10 @@ def test_eps_defaults_to_the_budget_of_its_norm(cifar, tmp_path, tiny, norm, eps
     assert json.loads((tmp_path / "r" / "run.json").read_text())["eps"] == pytest.approx(eps)
 
 
-def test_eps_sweep_forms_a_user_types() -> None:
-    assert job.parse_eps_sweep("0:8:2") == [0, 2, 4, 6, 8] and job.parse_eps_sweep("0:7:2") == [0, 2, 4, 6]
+def test_eps_sweep_forms_a_user_types(capsys) -> None:
+    assert job.parse_eps_sweep("0:8:2") == [0, 2, 4, 6, 8] and capsys.readouterr().err == ""
+    assert job.parse_eps_sweep("0:7:2") == [0, 2, 4, 6]  # range semantics, but the user is told the end point is left out
+    assert capsys.readouterr().err == "note: --eps-sweep 0:7:2 is 0,2,4,6: its step stops at 6 and leaves out 7 (a list such as 0,2,4,6,7 keeps it)\n"
     assert job.parse_eps_sweep("0,2,4,") == [0, 2, 4] and job.parse_eps_sweep(" 0, 2 ,4 ") == [0, 2, 4]
     with pytest.raises(ConfigError, match="at most 255") as err:
         job.parse_eps_sweep("0:300")

@@ -94,6 +94,9 @@ def parse_eps_sweep(text: Optional[str], norm: str = "linf") -> List[float]:
                 if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] < 1):
                     raise ValueError
                 values = list(range(parts[0], parts[1] + 1, parts[2] if len(parts) == 3 else 1))
+                if values and values[-1] != parts[1]:
+                    note(f"--eps-sweep {text} is {','.join(map(str, values))}: its step stops at {values[-1]} and leaves out {parts[1]} "
+                         f"(a list such as {','.join(map(str, [*values, parts[1]]))} keeps it)")
             else:
                 values = [int(p) for p in comma_list(text, "--eps-sweep")]
         except ValueError:
