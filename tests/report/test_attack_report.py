@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 
@@ -190,3 +191,20 @@ def test_table1_paired_subtracts_the_first_runs_scores_sample_by_sample(runs, tm
     assert row.split(" | ")[2:5] == [str(len(both)), f"{sum(diff) / len(diff):.2f}", f"[{ci.low:.2f}, {ci.high:.2f}]"]
     assert run(["report", "table1", str(runs[0]), "--paired"]) == 2
     assert capsys.readouterr().err == "error: --paired compares each run with the first: give at least two run folders\n"
+
+
+def test_table1_paired_pairs_no_samples_across_splits() -> None:
+    """Index 44 of the train split is another image than index 44 of the test split: such runs were paired sample by
+    sample as if both had scored the same images."""
+    import numpy as np
+
+    from wsol.report.attack import AttackRun, paired_rows
+
+    def attack_run(name: str, split: str, scores: list) -> AttackRun:
+        columns = {"index": np.arange(len(scores), dtype=float), "topk_intersection": np.array(scores), "kendall": np.array(scores)}
+        return AttackRun(Path(name), {"config": {"dataset": "shapes", "split": split}}, columns)
+
+    test_a, test_b, train = attack_run("a", "test", [0.5, 0.6, 0.7]), attack_run("b", "test", [0.6, 0.6, 0.9]), attack_run("c", "train", [0.1, 0.2, 0.3])
+    rows, notes = paired_rows([test_a, test_b, train])
+    assert [(r["run"], r["n paired"]) for r in rows] == [("b", 3)]
+    assert notes == ["c is on shapes train, a on shapes test: no samples to pair"]

@@ -155,14 +155,19 @@ def _percent_by_sample(run: AttackRun, metric: str) -> Dict[int, float]:
 def paired_rows(runs: Sequence[AttackRun]) -> Tuple[List[Dict[str, Any]], List[str]]:
     """Each later run's IN and K minus the first run's, per sample on the samples both scored, with a paired 95%
     t-interval: whether one model's explanations are more robust than another's, which two overlapping per-run
-    intervals cannot say. Runs on another dataset than the first are left out (returned as notes)."""
+    intervals cannot say. Runs on another dataset or split than the first are left out (returned as notes): the same
+    index there is another image."""
     names = run_names(runs)
     rows, notes = [], []
     first = runs[0]
     base = {m: _percent_by_sample(first, m) for m in ("topk_intersection", "kendall")}
+
+    def where(run: AttackRun) -> str:
+        return f"{run.config.get('dataset')} {run.config.get('split', 'test')}"
+
     for run, name in zip(runs[1:], names[1:]):
-        if run.config.get("dataset") != first.config.get("dataset"):
-            notes.append(f"{name} is on {run.config.get('dataset')}, {names[0]} on {first.config.get('dataset')}: no samples to pair")
+        if where(run) != where(first):
+            notes.append(f"{name} is on {where(run)}, {names[0]} on {where(first)}: no samples to pair")
             continue
         d_in = paired_difference(base["topk_intersection"], _percent_by_sample(run, "topk_intersection"))
         d_k = paired_difference(base["kendall"], _percent_by_sample(run, "kendall"))
