@@ -287,6 +287,10 @@ def test_a_run_written_before_budgets_were_recorded_resumes_unless_it_was_the_st
     _written_before_budgets(tmp_path / "std")
     with pytest.raises(ConfigError, match=r"other arguments \(ladder_budgets: .*--ladder standard, whose APGD-CE ran 5 restarts\)"):
         job.evaluate_robustness(standard, cifar, tmp_path / "std", "cpu")
+    restarts = replace(standard, n_restarts=2)  # --n-restarts set APGD-CE's restarts then as now: the same budgets
+    job.evaluate_robustness(restarts, cifar, tmp_path / "restarts", "cpu")
+    _written_before_budgets(tmp_path / "restarts")
+    job.evaluate_robustness(restarts, cifar, tmp_path / "restarts", "cpu")
 
 
 def test_a_weight_path_spelled_otherwise_resumes_the_same_run(cifar, tmp_path, tiny, monkeypatch) -> None:

@@ -405,10 +405,12 @@ def _budget_record(s: RobustnessSettings) -> Dict[str, Dict[str, str]]:
 
 def _budgets_before_recorded(old: Dict[str, Any], new: Dict[str, Any]) -> None:
     """Fill in the budgets of a ``run.json`` written before they were recorded: what that wsol ran, which is today's
-    budgets except for a ladder of exactly ``standard``'s attacks, whose APGD-CE ran 5 restarts then (left unknown)."""
+    budgets except for a ladder of exactly ``standard``'s attacks without --n-restarts, whose APGD-CE ran 5 restarts then
+    (left unknown); with --n-restarts it ran that many then as now."""
+    older_standard = tuple(old.get("ladder") or ()) == LADDERS["standard"] and old.get("n_restarts") is None
     for key in (LADDER_BUDGETS, SWEEP_BUDGETS):
         if key in new and key not in old:
-            old[key] = new[key] if key == SWEEP_BUDGETS or tuple(old.get("ladder") or ()) != LADDERS["standard"] else "not recorded"
+            old[key] = "not recorded" if key == LADDER_BUDGETS and older_standard else new[key]
 
 
 def _differences_text(diffs: Sequence[str]) -> str:
