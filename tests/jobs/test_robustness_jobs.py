@@ -285,7 +285,7 @@ def test_a_run_written_before_budgets_were_recorded_resumes_unless_it_was_the_st
     standard = settings(ladder=list(job.LADDERS["standard"]), n_restarts=None, n_iter=2, n_queries=5, sweep=[])
     job.evaluate_robustness(standard, cifar, tmp_path / "std", "cpu")
     _written_before_budgets(tmp_path / "std")
-    with pytest.raises(ConfigError, match=r"other arguments \(ladder_budgets: .*--ladder standard, whose APGD-CE ran 5 restarts\)"):
+    with pytest.raises(ConfigError, match=r"other arguments \(ladder_budgets: .*--ladder standard, whose APGD-CE ran 5 restarts\); the same arguments cannot resume it: use another --out, or delete .*std to redo it$"):
         job.evaluate_robustness(standard, cifar, tmp_path / "std", "cpu")
     restarts = replace(standard, n_restarts=2)  # --n-restarts set APGD-CE's restarts then as now: the same budgets
     job.evaluate_robustness(restarts, cifar, tmp_path / "restarts", "cpu")

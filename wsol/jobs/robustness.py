@@ -421,6 +421,13 @@ def _differences_text(diffs: Sequence[str]) -> str:
     return ", ".join(why.get(d, d) if len(diffs) == 1 else d for d in diffs)
 
 
+def _fix_text(diffs: Sequence[str], folder: Path, fix: str) -> str:
+    """What the user can do about ``diffs``: ``fix``, unless only the budgets differ, which the same arguments give again."""
+    if set(diffs) <= {LADDER_BUDGETS, SWEEP_BUDGETS}:
+        return f"the same arguments cannot resume it: use another --out, or delete {folder} to redo it"
+    return fix
+
+
 @functools.lru_cache(maxsize=None)
 def _digest_of(path: str, size: int, mtime_ns: int) -> str:
     return file_sha256(path)
@@ -474,7 +481,8 @@ def _check_run_file(out: Path, s: RobustnessSettings) -> None:
                 stale.unlink(missing_ok=True)
         dist.barrier()
     elif diffs:
-        raise ConfigError(f"{out} holds a robustness run with other arguments ({_differences_text(diffs)}); use another --out or the same arguments")
+        fix = _fix_text(diffs, out, "use another --out or the same arguments")
+        raise ConfigError(f"{out} holds a robustness run with other arguments ({_differences_text(diffs)}); {fix}")
     write_json(out / ROBUSTNESS_RUN_FILE, _run_record(s))
 
 
@@ -780,6 +788,7 @@ def run_study(study: Path, template: RobustnessSettings, root: Path, out: Path, 
         if differ and differ != [WEIGHTS_DIGESTS]:  # the same files rewritten since: that model starts over
             own = set(differ) <= {"model", "weights"}  # the YAML gave this name other weights: only its folder is in the way
             fix = f"give it another name, or delete {out / 'models' / label} to redo it" if own else "use another --out or the same arguments"
+            fix = _fix_text(differ, out / "models" / label, fix)
             raise ConfigError(f"{out} holds a study run with other arguments ({_differences_text(differ)} of model {label}); {fix}")
     finished = {label for label, differ in diffs.items() if differ == [] and (out / "models" / label / STUDY_RESULT_FILE).is_file()}
     # an unknown name or a missing or broken file fails now, not after hours of the models before it
