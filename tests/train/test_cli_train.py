@@ -65,6 +65,9 @@ def test_train_shapes_art_writes_run_folder(tmp_path, tiny_shapes, capsys) -> No
     captured = capsys.readouterr()
     assert "has done its 2 epochs already; nothing to train" in captured.err and "epoch 2 (art)" in captured.out
     assert [r["epoch"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2]
+    (out / "metrics.jsonl").unlink()  # a finished run without its records: a line that says so, not a KeyError traceback
+    assert run(argv + ["--resume"]) == 0
+    assert "no epoch record to show: metrics.jsonl holds none" in capsys.readouterr().out
 
 
 def test_shapes_root_defaults_to_generated_cache(tmp_path, tiny_shapes, monkeypatch, capsys) -> None:

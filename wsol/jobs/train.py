@@ -115,7 +115,10 @@ def default_run_folder(config: TrainConfig) -> Path:
 def summary_line(record: Dict[str, Any]) -> str:
     """What `wsol train` prints when it ends: the last epoch's record of ``metrics.jsonl`` under the same keys, test
     results first, with the accuracies in percent as every wsol report gives them (the file keeps fractions of 1 for
-    programs, and the second line says so) and each other number's unit."""
+    programs, and the second line says so) and each other number's unit. A finished run whose ``metrics.jsonl`` is gone
+    has no record to show, and the line says so."""
+    if "epoch" not in record:
+        return f"no epoch record to show: {METRICS_FILE} holds none (a finished run whose file was removed)"
     shown = [f"epoch {record['epoch']} ({record['method']})"]
     for key in sorted(record, key=lambda k: not k.startswith("test/")):
         value = record[key]
