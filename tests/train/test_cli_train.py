@@ -58,6 +58,7 @@ def test_train_shapes_art_writes_run_folder(tmp_path, tiny_shapes, capsys) -> No
     # a second run into the same folder needs --resume; with it (and more epochs) it continues
     assert run(argv) == 2
     assert "--resume" in capsys.readouterr().err
+    assert run(argv + ["--resume"]) == 0 and "has done its 1 epoch already" in capsys.readouterr().err  # not "1 epochs"
     assert run(argv + ["--resume", "--epochs", "2"]) == 0
     assert [r["epoch"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2]
     capsys.readouterr()

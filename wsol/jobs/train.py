@@ -94,7 +94,7 @@ def train(
         if resume and not run.resumed and dist_utils.is_main_process():
             print(f"note: {out} holds no earlier run to resume; starting fresh", file=sys.stderr)
         if run.resumed and run.start_epoch >= config.epochs and dist_utils.is_main_process():
-            print(f"note: {out} has done its {config.epochs} epochs already; nothing to train (--epochs N extends it)", file=sys.stderr)
+            print(f"note: {out} has done its {config.epochs} epoch{'s' if config.epochs != 1 else ''} already; nothing to train (--epochs N extends it)", file=sys.stderr)
         record = start_run_folder(run)
         for epoch in range(run.start_epoch, config.epochs):
             record = train_one_epoch(run, epoch)
