@@ -189,8 +189,10 @@ def test_table1_paired_subtracts_the_first_runs_scores_sample_by_sample(runs, tm
     ci = ttest_rel([scores[1][i] for i in both], [scores[0][i] for i in both]).confidence_interval(0.95)
     row = next(line for line in printed.splitlines() if line.startswith(f"| {runs[1].name} | {runs[0].name} |"))
     assert row.split(" | ")[2:5] == [str(len(both)), f"{sum(diff) / len(diff):.2f}", f"[{ci.low:.2f}, {ci.high:.2f}]"]
-    assert run(["report", "table1", str(runs[0]), "--paired"]) == 2
-    assert capsys.readouterr().err == "error: --paired compares each run with the first: give at least two run folders\n"
+    for one in ([str(runs[0])], [str(runs[0]), f"{runs[0]}/"]):  # the same folder twice is one run
+        assert run(["report", "table1", *one, "--paired"]) == 2
+        assert capsys.readouterr().err == ("error: --paired compares each run with the first: give at least two different run folders "
+                                           "(a folder named twice is read once)\n")
 
 
 def test_table1_paired_pairs_no_samples_across_splits() -> None:

@@ -230,7 +230,7 @@ def table1(folders: Sequence[Path], out: Optional[Path] = None, paired: bool = F
     text = markdown_table(rows, TABLE1_COLUMNS)
     if paired:
         if len(runs) < 2:
-            raise ConfigError("--paired compares each run with the first: give at least two run folders")
+            raise ConfigError("--paired compares each run with the first: give at least two different run folders (a folder named twice is read once)")
         pairs, pair_notes = paired_rows(runs)
         notes += pair_notes
         if pairs:
