@@ -174,6 +174,12 @@ def test_eps_sweep_forms_a_user_types(capsys) -> None:
     assert job.parse_eps_sweep("0:8:2") == [0, 2, 4, 6, 8] and capsys.readouterr().err == ""
     assert job.parse_eps_sweep("0:7:2") == [0, 2, 4, 6]  # range semantics, but the user is told the end point is left out
     assert capsys.readouterr().err == "note: --eps-sweep 0:7:2 is 0,2,4,6: its step stops at 6 and leaves out 7 (a list such as 0,2,4,6,7 keeps it)\n"
+
+
+def test_eps_sweep_note_comes_from_rank_0_alone_under_torchrun(capsys, monkeypatch) -> None:
+    """The CLI parses --eps-sweep before the process group exists: each torchrun rank printed the note."""
+    monkeypatch.setenv("RANK", "1")
+    assert job.parse_eps_sweep("0:7:2") == [0, 2, 4, 6] and capsys.readouterr().err == ""
     assert job.parse_eps_sweep("0,2,4,") == [0, 2, 4] and job.parse_eps_sweep(" 0, 2 ,4 ") == [0, 2, 4]
     with pytest.raises(ConfigError, match="at most 255") as err:
         job.parse_eps_sweep("0:300")
