@@ -101,3 +101,11 @@ def test_art_is_trained_again_when_its_warm_start_model_is_newer(tmp_path, monke
     assert demo._train_model("art", root, tmp_path / "art", 1, 0, None, init=natural) == (art, True)
     assert calls[-1] == ("art", False)  # from the start: the old fine-tune's state is not resumed
     assert demo._train_model("art", root, tmp_path / "art", 1, 0, None, init=natural) == (art, False)
+
+
+def test_the_demos_paired_line_names_a_metric_no_sample_has() -> None:
+    from wsol.jobs import demo
+
+    row = {"run": "art", "against": "natural", "n paired": "3 IN / 0 K", "ΔIN (points)": 1.5, "ΔIN 95% CI": "[0.50, 2.50]",
+           "ΔK (points)": float("nan"), "ΔK 95% CI": ""}
+    assert demo._paired_part("K", row) == "K – (no sample has it)" and demo._paired_part("IN", row) == "IN +1.50 [0.50, 2.50]"

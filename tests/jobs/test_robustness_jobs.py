@@ -156,7 +156,7 @@ def test_l2_sweep_attacks_at_its_radii_and_labels_them_as_radii(cifar, tmp_path,
     assert json.loads((tmp_path / "l2" / "run.json").read_text())["sweep"] == [0, 0.25, 0.5, 1.0]
     assert "Confusion at ε = 1 (" in (tmp_path / "l2" / "report.md").read_text()
     assert "Confusion at ε = 4/255 (" in (tmp_path / "linf" / "report.md").read_text()
-    attacked = re.search(r"Points attacked per ε \(those still robust at the ε before\): (.*?)\. Budget", (tmp_path / "linf" / "report.md").read_text())
+    attacked = re.search(r"Points attacked per ε \(the clean-correct ones at the first ε > 0, then those still robust at the ε before\): (.*?)\. Budget", (tmp_path / "linf" / "report.md").read_text())
     assert re.fullmatch(r"0 0, 1/255 \d+, 2/255 \d+, 4/255 \d+", attacked.group(1))
     assert re.search(r"\): 0 0, 0\.25 \d+, 0\.5 \d+, 1 \d+\. Budget", (tmp_path / "l2" / "report.md").read_text())
 

@@ -210,3 +210,28 @@ def test_table1_paired_pairs_no_samples_across_splits() -> None:
     rows, notes = paired_rows([test_a, test_b, train])
     assert [(r["run"], r["n paired"]) for r in rows] == [("b", 3)]
     assert notes == ["c is on shapes train, a on shapes test: no samples to pair"]
+
+
+def test_paired_rows_count_in_and_k_apart_and_note_another_root(tmp_path) -> None:
+    """A constant map has no Kendall τ: ΔK then rests on fewer samples, and the row says so; runs that read other
+    --root folders are paired by index with a note (the same name may be another synthetic set)."""
+    import numpy as np
+
+    from wsol.report.attack import AttackRun, paired_rows
+
+    def attack_run(name: str, root: str, kendall: list) -> AttackRun:
+        columns = {"index": np.array([0.0, 1.0, 2.0]), "topk_intersection": np.array([0.5, 0.6, 0.7]), "kendall": np.array(kendall)}
+        return AttackRun(tmp_path / name, {"config": {"dataset": "shapes", "split": "test", "root": root}}, columns)
+
+    rows, notes = paired_rows([attack_run("a", "/d1", [0.1, 0.2, 0.3]), attack_run("b", "/d1", [0.2, float("nan"), 0.5])])
+    assert rows[0]["n paired"] == "3 IN / 2 K" and rows[0]["ΔIN (points)"] == 0 and rows[0]["ΔK (points)"] == pytest.approx(15.0)
+    assert notes == []
+    rows, notes = paired_rows([attack_run("a", "/d1", [0.1, 0.2, 0.3]), attack_run("b", "/d2", [0.1, 0.2, 0.3])])
+    assert rows[0]["n paired"] == 3 and notes == ["b read /d2, a /d1: pairing by dataset index assumes both folders hold the same images"]
+
+
+def test_table1_paired_with_a_csv_out_says_the_paired_table_is_on_stdout(runs, tmp_path, capsys) -> None:
+    assert run(["report", "table1", *map(str, runs), "--paired", "--out", str(tmp_path / "t.csv")]) == 0
+    captured = capsys.readouterr()
+    assert "| run | against | n paired |" in captured.out and "ΔIN" not in (tmp_path / "t.csv").read_text()
+    assert f"note: the paired table is on stdout only: the CSV {tmp_path / 't.csv'} holds Table 1's rows (a .md --out holds both)" in captured.err

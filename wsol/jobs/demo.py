@@ -7,6 +7,7 @@ writes into ``out`` and is skipped when its output already exists, so a re-run r
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import shutil
@@ -163,9 +164,14 @@ def _paired_lines(attack_out: Path, methods: Sequence[str]) -> List[str]:
     from wsol.report.attack import load_runs, paired_rows
 
     rows, _ = paired_rows(load_runs([attack_out / m for m in methods])) if len(methods) > 1 else ([], [])
-    return [f"Paired, {r['run']} minus {r['against']} on the {r['n paired']} samples both scored: IN {r['ΔIN (points)']:+.2f} "
-            f"{r['ΔIN 95% CI'] or '(no interval)'}, K {r['ΔK (points)']:+.2f} {r['ΔK 95% CI'] or '(no interval)'} percentage points "
-            "(95% t-interval; one that holds 0 is no difference these samples can show)." for r in rows if r["n paired"]]
+    return [f"Paired, {r['run']} minus {r['against']} on the {r['n paired']} samples both scored: {_paired_part('IN', r)}, {_paired_part('K', r)} "
+            "percentage points (95% t-interval; one that holds 0 is no difference these samples can show)." for r in rows if r["n paired"]]
+
+
+def _paired_part(metric: str, row: Dict[str, Any]) -> str:
+    """``IN +1.50 [0.50, 2.50]`` from a paired row, or that no sample has the metric (a constant map has no Kendall τ)."""
+    mean = row[f"Δ{metric} (points)"]
+    return f"{metric} " + (f"{mean:+.2f} {row[f'Δ{metric} 95% CI'] or '(no interval)'}" if math.isfinite(mean) else "– (no sample has it)")
 
 
 def _interval_rows(rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:

@@ -600,7 +600,7 @@ def _class_counts(labels: Any, num_classes: int) -> List[int]:
 
 def _budget_line(ladder: Any, s: RobustnessSettings, num_classes: int, what: str = "Budget per attack") -> str:
     """``Budget per attack: apgd-ce 100 iterations, 1 restart; …`` as the attacks of ``ladder`` ran (AutoAttack's
-    settings for that ladder, changed by --n-iter/--n-restarts/--n-queries)."""
+    settings for that ladder, changed by --n-iter/--n-restarts/--n-queries); ``what`` opens the line."""
     budgets = attack_budgets(ladder, num_classes, norm=s.norm, **s.overrides)
     return f"{what}: " + "; ".join(f"{a} {b}" for a, b in budgets.items()) + "."
 
@@ -656,7 +656,7 @@ def write_run_report(out: Path, s: RobustnessSettings, result: Dict[str, Any]) -
             lines += [f"## Per-class ε sweep ({precision}, {s.sweep_attack}, {sweep_grid_text(s.sweep, s.norm)})", "",
                       markdown_table(sw["rows"], floatfmt=".3f"), markdown_table(sw["summary"], floatfmt=".3f"),
                       _counts_line(result, names), "",
-                      f"Points attacked per ε (those still robust at the ε before): {', '.join(f'{sweep_eps_text(e, s.norm)} {k}' for e, k in zip(s.sweep, sw['attacked']))}. "
+                      f"Points attacked per ε (the clean-correct ones at the first ε > 0, then those still robust at the ε before): {', '.join(f'{sweep_eps_text(e, s.norm)} {k}' for e, k in zip(s.sweep, sw['attacked']))}. "
                       f"{_budget_line(s.sweep_attack, s, len(names))}", "",
                       f"Confusion at ε = {sweep_eps_text(s.sweep[-1], s.norm)} ({'clean-correct' if s.sweep[0] == 0 else 'all'} samples; "
                       "row: true class, column: prediction under attack):", "",

@@ -169,9 +169,13 @@ def paired_rows(runs: Sequence[AttackRun]) -> Tuple[List[Dict[str, Any]], List[s
         if where(run) != where(first):
             notes.append(f"{name} is on {where(run)}, {names[0]} on {where(first)}: no samples to pair")
             continue
+        if run.config.get("root") != first.config.get("root"):
+            notes.append(f"{name} read {run.config.get('root')}, {names[0]} {first.config.get('root')}: pairing by dataset index "
+                         "assumes both folders hold the same images")
         d_in = paired_difference(base["topk_intersection"], _percent_by_sample(run, "topk_intersection"))
         d_k = paired_difference(base["kendall"], _percent_by_sample(run, "kendall"))
-        rows.append({"run": name, "against": names[0], "n paired": d_in["n"],
+        count = d_in["n"] if d_in["n"] == d_k["n"] else f"{d_in['n']} IN / {d_k['n']} K"  # a constant map has no Kendall τ
+        rows.append({"run": name, "against": names[0], "n paired": count,
                      "ΔIN (points)": _stat(d_in, "mean"), "ΔIN 95% CI": interval_text(d_in),
                      "ΔK (points)": _stat(d_k, "mean"), "ΔK 95% CI": interval_text(d_k)})
     return rows, notes
@@ -241,6 +245,8 @@ def table1(folders: Sequence[Path], out: Optional[Path] = None, paired: bool = F
         atomic_write_text(out, text)
     elif out is not None:
         write_csv(out, rows, TABLE1_COLUMNS)
+        if paired:
+            notes.append(f"the paired table is on stdout only: the CSV {out} holds Table 1's rows (a .md --out holds both)")
     return text, notes
 
 
