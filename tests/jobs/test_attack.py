@@ -6,6 +6,7 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -390,8 +391,8 @@ def test_a_run_killed_while_dropping_the_rows_of_a_rewritten_checkpoint_does_not
 
     writes = []
 
-    def once_then_killed(write):
-        def wrapped(*args, **kwargs):
+    def once_then_killed(write: Any) -> Any:
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
             if writes:
                 raise Killed  # the process dies after the run's first file write
             writes.append(args[0])

@@ -7,7 +7,7 @@ from typing import Any, List
 import torch
 import torch.distributed as dist
 
-from wsol.utils.launch import launched_rank, mark_work_started, work_started  # re-exported: jobs call dist.mark_work_started()
+from wsol.utils.launch import launched_rank, mark_work_started, work_started  # noqa: F401 (re-exported for the jobs)
 
 
 def is_distributed() -> bool:
