@@ -558,6 +558,32 @@ def test_ctrl_c_outside_a_command_is_one_line_and_status_130(monkeypatch, capsys
     assert exc.value.code == 130 and capsys.readouterr().err == f"error: {cli.INTERRUPTED}\n"
 
 
+CTRL_C_IN_TORCH_IMPORT = """
+import sys
+
+class Interrupted:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise KeyboardInterrupt  # as a Ctrl-C during the second that `import torch` takes
+        return None
+
+sys.meta_path.insert(0, Interrupted())
+from wsol.cli import entry_point
+sys.argv = ["wsol", "models"]
+entry_point()
+"""
+
+
+def test_ctrl_c_while_torch_is_imported_is_one_line_and_status_130() -> None:
+    """A Ctrl-C in the first second of any command lands in ``import torch``; the error path imported torch again to
+    print its line, and the half-imported torch crashed with a traceback (AttributeError, 'Only a single TORCH_LIBRARY')."""
+    repo = Path(__file__).resolve().parents[1]  # `python -c` imports wsol from its working folder: this checkout's
+    done = subprocess.run([sys.executable, "-c", CTRL_C_IN_TORCH_IMPORT], cwd=repo, capture_output=True, text=True, timeout=60)
+    import wsol.cli as cli
+
+    assert (done.returncode, done.stderr) == (130, f"error: {cli.INTERRUPTED}\n")
+
+
 def test_under_torchrun_another_rank_prints_the_mistake_only_if_rank_0_has_not_ended_the_job(monkeypatch, capsys) -> None:
     """torchrun ends the other ranks once rank 0 has printed and failed; a rank still running after the grace
     period prints the line itself (naming itself), so a slow rank 0 never leaves the user without one."""

@@ -88,7 +88,7 @@ def _check_out_folder(value: Optional[Path]) -> Optional[Path]:
 def _not_rank_0() -> bool:
     """Whether this process is a torchrun rank other than 0: a one-process command (evaluate, visualize) leaves its work to
     rank 0 there, instead of every rank writing the same file and printing the same lines."""
-    from wsol.utils.distributed import launched_rank
+    from wsol.utils.launch import launched_rank
 
     return launched_rank() != 0
 
@@ -718,7 +718,7 @@ def _error(message: str, *, per_rank: bool = True) -> None:
     first waits ``RANK_0_GRACE_S`` (torchrun ends it as soon as rank 0 has printed and exited) and prints it,
     naming itself, only if it is still running then, so the line is never lost. An error met once the work has
     started may be one rank's own: that rank prints it at once, naming itself. ``per_rank=False``: rank 0 alone."""
-    from wsol.utils.distributed import launched_rank, work_started
+    from wsol.utils.launch import launched_rank, work_started
 
     rank = launched_rank()
     if rank != 0:
@@ -761,7 +761,7 @@ def run(argv: Optional[List[str]] = None) -> int:
     usage_errors = _click_classes("ClickException")
     exits = (typer.Exit,) + _click_classes("Exit")
     aborts = (typer.Abort,) + _click_classes("Abort")
-    from wsol.utils.distributed import mark_work_started
+    from wsol.utils.launch import mark_work_started
 
     mark_work_started(False)
     try:

@@ -6,6 +6,7 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -393,3 +394,41 @@ def test_rows_of_a_checkpoint_rewritten_since_are_dropped_not_mixed(tiny, tmp_pa
     assert "holds rows of an earlier version" in capsys.readouterr().err
     assert _rows(tmp_path / "run") == _rows(tmp_path / "fresh") != _rows(tmp_path / "old")
     assert (tmp_path / "run" / "maps.npz").read_bytes() == (tmp_path / "fresh" / "maps.npz").read_bytes()
+
+
+def test_a_run_killed_while_dropping_the_rows_of_a_rewritten_checkpoint_does_not_resume_them(tiny, tmp_path, monkeypatch) -> None:
+    """Starting over for a retrained checkpoint wrote config.json (the new digest) before it dropped the old rows: a
+    kill between the two left the old model's rows under the new digest, and the rerun resumed them as the new model's."""
+    import shutil
+
+    import wsol.jobs.attack as attack
+    from wsol.models import build_model, save_model
+
+    checkpoint = Path(shutil.copy(tiny["checkpoint"], tmp_path / "model.safetensors"))
+    shutil.copy(tiny["checkpoint"].with_suffix(".json"), tmp_path / "model.json")
+    argv = ["attack", "attribution", "--checkpoint", str(checkpoint), "--dataset", "shapes", "--root", str(tiny["root"]), *ARGS]
+    assert run([*argv, "--out", str(tmp_path / "run")]) == 0
+    torch.manual_seed(7)
+    save_model(build_model("small-cnn", 2, input_size=32), tmp_path / "model", dataset="shapes", method="natural")  # retrained
+
+    class Killed(BaseException):
+        pass
+
+    writes = []
+
+    def once_then_killed(write: Any) -> Any:
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            if writes:
+                raise Killed  # the process dies after the run's first file write
+            writes.append(args[0])
+            return write(*args, **kwargs)
+        return wrapped
+
+    with monkeypatch.context() as m:
+        m.setattr(attack, "write_json", once_then_killed(attack.write_json))
+        m.setattr(attack, "atomic_write_text", once_then_killed(attack.atomic_write_text))
+        with pytest.raises(Killed):
+            run([*argv, "--out", str(tmp_path / "run")])
+    assert run([*argv, "--out", str(tmp_path / "run")]) == 0
+    assert run([*argv, "--out", str(tmp_path / "fresh")]) == 0
+    assert _rows(tmp_path / "run") == _rows(tmp_path / "fresh")

@@ -297,10 +297,13 @@ class _Run:
         samples = self.out / SAMPLES_FILE
         done: List[Dict[str, str]] = []
         if dist.is_main_process():
-            write_json(self.out / ATTACK_CONFIG_FILE, self.config)
-            done = [] if self.start_over else _read_rows(samples, self.columns)
+            if self.start_over:  # before config.json names the new checkpoint: a kill in between left the old model's rows
+                for stale in (self.out / SUMMARY_FILE, samples):  # under the new digest, and the rerun resumed them as this model's
+                    stale.unlink(missing_ok=True)
+            done = _read_rows(samples, self.columns)
             if not done:  # maps of a run that wrote no row (perhaps with other arguments) are not this run's
                 (self.out / MAPS_FILE).unlink(missing_ok=True)
+            write_json(self.out / ATTACK_CONFIG_FILE, self.config)
             atomic_write_text(samples, _csv_text(done, self.columns, header=True))
         done_ids = {int(r["index"]) for r in dist.gather_objects(done)[0]}
         remaining = [i for i in indices if i not in done_ids]
