@@ -869,3 +869,26 @@ def test_a_study_notes_an_unused_budget_option_once(cifar, tmp_path, tiny, capsy
     job.run_study(study, settings(model="", sweep=[0, 2], n_queries=7).validate(), cifar, tmp_path / "study", "cpu")
     notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
     assert notes == ["note: --n-queries (used by square) has no effect with the attacks apgd-ce, apgd-dlr"]
+
+
+def test_starting_over_for_rewritten_weights_drops_the_old_report_before_attacking(cifar, tmp_path, monkeypatch) -> None:
+    """A kill between the start-over and the new report left the old model's report.md, tables and figures beside the
+    new model's results, readable as its own."""
+    monkeypatch.setenv("WSOL_PROGRESS", "0")
+    weights = tmp_path / "model.pt"
+    weights.write_bytes(b"old")
+    monkeypatch.setattr(job, "load_eval_model", lambda *a: MeanClassifier().eval())
+    s = settings(model="m", weights=[str(weights)], n=8, batch_size=4, ladder=["apgd-ce"], sweep=[0, 1])
+    out = tmp_path / "r"
+    job.evaluate_robustness(s, cifar, out, "cpu")
+    assert (out / "report.md").is_file() and list(out.glob("*.csv")) and (out / "figures").is_dir()
+    weights.write_bytes(b"new")
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(job, "run_chunks", killed)
+    with pytest.raises(KeyboardInterrupt):
+        job.evaluate_robustness(s, cifar, out, "cpu")
+    assert not (out / "report.md").exists() and not list(out.glob("*.csv")) and not (out / "figures").exists()
+    assert (out / "run.json").is_file()

@@ -40,7 +40,7 @@ from wsol.metrics.robustness import (
 )
 from wsol.utils import distributed as dist
 from wsol.utils.device import select_device
-from wsol.utils.io import append_jsonl, file_sha256, read_jsonl, read_yaml
+from wsol.utils.io import append_jsonl, file_sha256, read_jsonl, read_yaml, remove_folder
 from wsol.utils.numbers import comma_list, parse_number
 from wsol.utils.progress import progress, step_reporter
 
@@ -476,9 +476,10 @@ def _check_run_file(out: Path, s: RobustnessSettings) -> None:
     diffs = dist.gather_objects(_run_differences(out, s))[0]
     if diffs == [WEIGHTS_DIGESTS]:
         note(f"{out} holds results of an earlier version of {', '.join(s.weights)} (rewritten since): starting over")
-        if dist.is_main_process():
-            for stale in [out / STUDY_RESULT_FILE, *out.glob("*.rank*.jsonl")]:  # the study's summary first: it marks a model done
-                stale.unlink(missing_ok=True)
+        if dist.is_main_process():  # the study's summary first (it marks a model done), then the old model's report and tables
+            for stale in [out / STUDY_RESULT_FILE, out / "report.md", *out.glob("*.csv"), *out.glob("*.rank*.jsonl")]:
+                stale.unlink(missing_ok=True)  # a kill before the new report left the old one beside the new results
+            remove_folder(out / "figures")
         dist.barrier()
     elif diffs:
         fix = _fix_text(diffs, out, "use another --out or the same arguments")
