@@ -10,7 +10,6 @@ import json
 import math
 import os
 import platform
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -28,6 +27,7 @@ from wsol.jobs.robustness import demo_robustness
 from wsol.jobs.runfolder import DEMO_ARGUMENTS_FILE, MODEL_FILE, STATE_FILE, config_differences, finished_epochs, write_json, write_text
 from wsol.jobs.train import train
 from wsol.jobs.visualize import run_visualize
+from wsol.utils.io import remove_folder
 
 METHODS = ("natural", "art")
 ATTRIBUTIONS = ("grad", "cam")
@@ -73,7 +73,7 @@ def drop_if_older(source: Path, folder: Path) -> None:
     """Remove ``folder`` when a file in it is older than ``source``: an attack or robustness run of a model
     retrained since would otherwise resume as finished and report the old model's numbers."""
     if folder.is_dir() and not _written_after(source, *(p for p in folder.rglob("*") if p.is_file())):
-        shutil.rmtree(folder)
+        remove_folder(folder)  # renamed aside first: no half-deleted run under its name
 
 
 def claim_demo_folder(out: Path, arguments: Dict[str, Any]) -> None:
