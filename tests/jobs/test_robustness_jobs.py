@@ -892,3 +892,31 @@ def test_starting_over_for_rewritten_weights_drops_the_old_report_before_attacki
         job.evaluate_robustness(s, cifar, out, "cpu")
     assert not (out / "report.md").exists() and not list(out.glob("*.csv")) and not (out / "figures").exists()
     assert (out / "run.json").is_file()
+
+
+def test_study_compares_each_model_with_the_first_on_the_same_samples(cifar, tmp_path, monkeypatch) -> None:
+    """McNemar's exact test at the largest ε: the mean classifier keeps samples the always-wrong one never has; the
+    section survives a rerun that skips both, and a model finished before the per-sample results were kept is left out."""
+    from scipy.stats import binomtest
+
+    monkeypatch.setenv("WSOL_PROGRESS", "0")
+    monkeypatch.setattr(job, "load_eval_model", lambda name, *a: (MeanClassifier() if name == "good" else AlwaysWrong()).eval())
+    study = tmp_path / "models.yaml"
+    study.write_text("models:\n  - name: good\n    model: good\n  - name: bad\n    model: bad\n")
+    template = settings(model="", n=12, batch_size=12, ladder=["apgd-ce"], sweep=[0, 1])
+    out = tmp_path / "study"
+    job.run_study(study, template, cifar, out, "cpu")
+    kept = json.loads((out / "models" / "good" / "result.json").read_text())["robust_at_max_eps"]
+    robust = sum(kept)
+    assert robust > 0
+    row = f"| bad | good | 12 | {-robust / 12:.4f} | 0 | {robust} | {binomtest(0, robust, 0.5).pvalue:.4f} |"
+    assert "## Paired comparison at ε = 1/255 (the same samples)" in (out / "report.md").read_text()
+    assert row in (out / "report.md").read_text()
+    assert (out / "paired.csv").read_text().splitlines()[1].startswith(f"bad,good,12,{-robust / 12}")
+    assert row in job.run_study(study, template, cifar, out, "cpu").read_text()  # both skipped, read back from result.json
+    done = out / "models" / "bad" / "result.json"
+    old = json.loads(done.read_text())
+    old.pop("robust_at_max_eps")
+    done.write_text(json.dumps(old))
+    assert "Paired comparison" not in job.run_study(study, template, cifar, out, "cpu").read_text()
+    assert not (out / "paired.csv").exists()

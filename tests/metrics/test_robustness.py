@@ -1,10 +1,11 @@
 import math
 
+import pytest
 import torch
 
 from wsol.export.tables import markdown_table, matrix_rows
 from wsol.metrics.robustness import (
-    across_models_rows, attack_confusion, class_spread, ladder_rows, per_class_accuracy, step_deltas,
+    across_models_rows, attack_confusion, class_spread, ladder_rows, paired_accuracy_difference, per_class_accuracy, step_deltas,
     summary_rows, sweep_rows, total_drop, worst_class,
 )
 from wsol.report.robustness_figures import plot_class_accuracy_vs_eps, plot_drop_heatmap
@@ -100,3 +101,17 @@ def test_ladder_and_summary_rows_carry_wilson_intervals() -> None:
     assert [(r["worst class"], r["worst-class n"]) for r in summary] == [(1, 2), (1, 2)]
     low, high = binomtest(0, 2).proportion_ci(method="wilson")
     assert summary[1]["worst-class 95% CI"] == f"[{low:.3f}, {high:.3f}]"
+
+
+def test_paired_accuracy_difference_is_mcnemars_exact_test_on_the_discordant_pairs() -> None:
+    from scipy.stats import binomtest
+
+    before = torch.tensor([1, 1, 1, 0, 0, 1, 0, 1, 1, 0], dtype=torch.bool)
+    after = torch.tensor([1, 0, 1, 1, 1, 1, 1, 1, 0, 1], dtype=torch.bool)
+    got = paired_accuracy_difference(before, after)
+    assert (got["only_after"], got["only_before"], got["n"]) == (4, 2, 10)
+    assert got["difference"] == pytest.approx(float(after.float().mean() - before.float().mean()))
+    assert got["p"] == pytest.approx(binomtest(4, 6, 0.5).pvalue) and got["p"] == pytest.approx(0.6875)
+    assert paired_accuracy_difference(before, before)["p"] is None  # no discordant pair: nothing to test
+    with pytest.raises(ValueError, match="same samples"):
+        paired_accuracy_difference(before, after[:5])

@@ -36,7 +36,8 @@ from wsol.jobs.runfolder import (
 )
 from wsol.metrics.intervals import wilson_text
 from wsol.metrics.robustness import (
-    across_models_rows, attack_confusion, class_mean, ladder_rows, per_class_accuracy, summary_rows, sweep_rows, total_drop,
+    across_models_rows, attack_confusion, class_mean, ladder_rows, paired_accuracy_difference, per_class_accuracy, summary_rows, sweep_rows,
+    total_drop,
 )
 from wsol.utils import distributed as dist
 from wsol.utils.device import select_device
@@ -365,6 +366,7 @@ def sweep_tables(name: str, records: Sequence[Dict[str, Any]], labels: torch.Ten
                                 counts=torch.tensor(_class_counts(labels, num_classes))),
         "confusion": attack_confusion(labels, adv_pred[-1], num_classes, mask=robust[0] if grid[0] == 0 else None),
         "attacked": torch.tensor([r["attacked"] for r in records]).sum(0).tolist(),
+        "robust": robust,
     }
 
 
@@ -815,7 +817,8 @@ def run_study(study: Path, template: RobustnessSettings, root: Path, out: Path, 
             keep = {"n": result["n"], "class_names": result["class_names"], "labels": result["labels"],
                     "ladder": result["ladder-fp32"]["rows"], "per_class": result["ladder-fp32"]["per_class"],
                     "acc": result["sweep-fp32"]["acc"], "summary": result["sweep-fp32"]["summary"],
-                    "sweep": result["sweep-fp32"]["rows"], "confusion": result["sweep-fp32"]["confusion"]}
+                    "sweep": result["sweep-fp32"]["rows"], "confusion": result["sweep-fp32"]["confusion"],
+                    "robust_at_max_eps": result["sweep-fp32"]["robust"][-1]}
             results[m.label] = _jsonable(keep)
             write_json(done, results[m.label])
         report = out / "report.md"
@@ -841,6 +844,28 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [_jsonable(v) for v in obj]
     return obj
+
+
+def _paired_section(results: Dict[str, Dict[str, Any]], eps: str, out: Path) -> List[str]:
+    """Each later model's robust accuracy at the sweep's largest ε minus the first model's, on the same samples, with
+    the discordant pairs and McNemar's exact p (models finished by a wsol that kept no per-sample results are left out);
+    the rows also go to ``out/paired.csv``."""
+    kept = {label: torch.as_tensor(res["robust_at_max_eps"]) for label, res in results.items() if "robust_at_max_eps" in res}
+    if len(kept) < 2:
+        (out / "paired.csv").unlink(missing_ok=True)  # an earlier report's comparison is not this one's
+        return []
+    (first, base), *others = kept.items()
+    rows = []
+    for label, robust in others:
+        d = paired_accuracy_difference(base, robust)
+        rows.append({"model": label, "against": first, "n (samples)": d["n"], "accuracy difference": d["difference"],
+                     "robust only here": d["only_after"], f"robust only in {first}": d["only_before"],
+                     "McNemar exact p": d["p"]})
+    write_csv(out / "paired.csv", rows)
+    return [f"## Paired comparison at ε = {eps} (the same samples)", "",
+            f"Each model's robust accuracy minus {first}'s, sample by sample; a p-value below 0.05 is a difference these samples "
+            "show, a larger one is not (p is undefined without a sample robust in one model only).", "",
+            markdown_table(rows, floatfmt=".4f")]
 
 
 def _study_report(out: Path, s: RobustnessSettings, results: Dict[str, Dict[str, Any]]) -> None:
@@ -881,7 +906,8 @@ def _study_report(out: Path, s: RobustnessSettings, results: Dict[str, Dict[str,
              _budget_line(s.sweep_attack, s, len(names), what="Sweep budget per attack"), "",
              "## Total drop per class, per model and averaged across models", "", markdown_table(across, floatfmt=".3f"),
              markdown_table(per_model, floatfmt=".3f"),
-             "## Worst class and spread per ε", "", markdown_table(summary, floatfmt=".3f")]
+             "## Worst class and spread per ε", "", markdown_table(summary, floatfmt=".3f"),
+             *_paired_section(results, sweep_eps_text(s.sweep[-1], s.norm), out)]
     for label, res in results.items():
         lines += [f"## Confusion under attack at ε = {sweep_eps_text(s.sweep[-1], s.norm)}: {label}", "",
                   markdown_table(matrix_rows(res["confusion"], names, names, corner="true \\ adv"))]

@@ -71,6 +71,23 @@ def attack_confusion(labels: torch.Tensor, adv_pred: torch.Tensor, num_classes: 
     return flat.view(num_classes, num_classes)
 
 
+def paired_accuracy_difference(before: torch.Tensor, after: torch.Tensor) -> Dict[str, Any]:
+    """Two models' correctness on the same samples (boolean vectors): the accuracy difference ``after − before``, the
+    discordant pairs (samples only ``after`` gets right, only ``before`` gets right) and McNemar's exact two-sided p-value
+    (a binomial test on the discordant pairs): whether the difference is one these samples show, which two per-model
+    intervals computed apart cannot say. ``p`` is None without a discordant pair."""
+    from scipy.stats import binomtest
+
+    before, after = before.bool(), after.bool()
+    if before.shape != after.shape:
+        raise ValueError(f"paired vectors need the same samples, got {tuple(before.shape)} and {tuple(after.shape)}")
+    only_after, only_before = int((after & ~before).sum()), int((before & ~after).sum())
+    discordant = only_after + only_before
+    return {"n": int(before.numel()), "difference": (only_after - only_before) / max(before.numel(), 1),
+            "only_after": only_after, "only_before": only_before,
+            "p": float(binomtest(only_after, discordant, 0.5).pvalue) if discordant else None}
+
+
 def ladder_rows(model: str, clean_accuracy: float, rungs: Sequence[Any], n: Optional[int] = None) -> List[Dict[str, Any]]:
     """The study's first table for one model: initial accuracy, then per attack minutes, accuracy, delta.
 
@@ -155,6 +172,7 @@ def summary_rows(model: str, eps_labels: Sequence[Any], acc: torch.Tensor, *, cl
 
 
 __all__ = [
+    "paired_accuracy_difference",
     "across_models_rows", "attack_confusion", "class_mean", "class_spread", "ladder_rows",
     "per_class_accuracy", "step_deltas", "summary_rows", "sweep_rows", "total_drop", "worst_class",
 ]
