@@ -164,9 +164,8 @@ def fewer_images_note(split: str, available: int, n: int) -> Optional[str]:
 
 
 def note(text: Optional[str]) -> None:
-    """Print ``note: text`` on stderr from rank 0 (nothing for None); before the process group exists (the CLI parsing
-    its options under torchrun) every rank counts as rank 0, so torchrun's ``RANK`` decides there."""
-    if text and dist.is_main_process() and dist.launched_rank() == 0:
+    """Print ``note: text`` on stderr from rank 0 (nothing for None)."""
+    if text and dist.is_main_process():
         print(f"note: {text}", file=sys.stderr, flush=True)
 
 

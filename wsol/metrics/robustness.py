@@ -172,7 +172,6 @@ def summary_rows(model: str, eps_labels: Sequence[Any], acc: torch.Tensor, *, cl
 
 
 __all__ = [
-    "paired_accuracy_difference",
-    "across_models_rows", "attack_confusion", "class_mean", "class_spread", "ladder_rows",
+    "across_models_rows", "attack_confusion", "class_mean", "class_spread", "ladder_rows", "paired_accuracy_difference",
     "per_class_accuracy", "step_deltas", "summary_rows", "sweep_rows", "total_drop", "worst_class",
 ]

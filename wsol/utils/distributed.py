@@ -15,7 +15,9 @@ def is_distributed() -> bool:
 
 
 def rank() -> int:
-    return dist.get_rank() if is_distributed() else 0
+    """This process's rank: the process group's, or before it exists (the CLI parsing its options under torchrun)
+    torchrun's ``RANK`` (0 in one process), so that rank-0-only output is rank 0's from the start."""
+    return dist.get_rank() if is_distributed() else launched_rank()
 
 
 def world_size() -> int:
