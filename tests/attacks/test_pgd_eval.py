@@ -83,3 +83,34 @@ def test_presets_run_as_documented(known):
     model, x, y = known
     r = pgd_evaluate(model, x[:4], y[:4], **{**PRESETS["pgd40-l2"], "steps": 2}, generator=torch.Generator().manual_seed(0))
     assert ((r.x_adv - x[:4]).flatten(1).norm(dim=1) <= 1.0 + 1e-5).all()
+
+
+def _matched_filter_problem(n: int = 120, seed: int = 0) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """A linear classifier on 3×8×8 images whose exact ℓ∞ robustness falls over 0..8/255 at different rates per class."""
+    g = torch.Generator().manual_seed(seed)
+    templates = torch.randint(0, 2, (10, 192), generator=g).float() * 2 - 1
+    y = torch.randint(0, 10, (n,), generator=g)
+    x = (0.5 + ((1.0 + 0.8 * y[:, None]) / 255) * templates[y] + 0.02 * torch.randn(n, 192, generator=g)).clamp(0, 1)
+    linear = torch.nn.Linear(192, 10)
+    with torch.no_grad():
+        linear.weight.copy_(templates)
+        linear.bias.copy_(-0.5 * templates.sum(1))
+    return torch.nn.Sequential(torch.nn.Flatten(), linear).eval(), x.view(n, 3, 8, 8), y
+
+
+@pytest.mark.parametrize("incremental", [True, False])
+@pytest.mark.parametrize("attack_name", ["pgd", "apgd-ce"])
+def test_the_sweep_on_a_linear_model_finds_its_exact_robustness(attack_name, incremental):
+    """The exact ℓ∞ robustness of a linear model is known: a sweep never breaks an exactly robust point (that would
+    be a step outside the ball or a wrong bookkeeping) and misses almost none of the breakable ones."""
+    from wsol.metrics.robustness import linear_linf_robust
+
+    model, x, y = _matched_filter_problem()
+    grid = [k / 255 for k in range(9)]
+    attack = (pgd_attack_fn(model, steps=10, generator=torch.Generator().manual_seed(0)) if attack_name == "pgd"
+              else ladder_attack(model, "apgd-ce", n_iter=10, n_restarts=1))
+    res = epsilon_sweep(model, attack, x, y, grid, incremental=incremental)
+    truth = torch.stack([linear_linf_robust(model[1].weight, model[1].bias, x, y, e) for e in grid])
+    assert not (truth & ~res.robust).any()
+    assert 0.2 < truth[1:].float().mean() < 0.8  # the grid spans robust and broken points
+    assert (res.robust & ~truth).sum() <= 2

@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import pytest
@@ -5,7 +6,7 @@ import torch
 
 from wsol.export.tables import markdown_table, matrix_rows
 from wsol.metrics.robustness import (
-    across_models_rows, attack_confusion, class_spread, ladder_rows, paired_accuracy_difference, per_class_accuracy, step_deltas,
+    across_models_rows, attack_confusion, class_spread, ladder_rows, linear_linf_robust, paired_accuracy_difference, per_class_accuracy, step_deltas,
     summary_rows, sweep_rows, total_drop, worst_class,
 )
 from wsol.report.robustness_figures import plot_class_accuracy_vs_eps, plot_drop_heatmap
@@ -115,3 +116,24 @@ def test_paired_accuracy_difference_is_mcnemars_exact_test_on_the_discordant_pai
     assert paired_accuracy_difference(before, before)["p"] is None  # no discordant pair: nothing to test
     with pytest.raises(ValueError, match="same samples"):
         paired_accuracy_difference(before, after[:5])
+
+
+def test_linear_linf_robust_equals_the_brute_force_over_the_box_corners() -> None:
+    """An affine logit difference is largest at a corner of the ε-ball ∩ [0, 1]^d, so trying all 2^d corners is the truth."""
+    g = torch.Generator().manual_seed(3)
+    weight = torch.randn(4, 5, generator=g, dtype=torch.float64)
+    bias = -0.5 * weight.sum(1) + 0.1 * torch.randn(4, generator=g, dtype=torch.float64)  # boundaries through the box
+    x = torch.rand(40, 5, generator=g, dtype=torch.float64)
+    x[:5] = x[:5].round()  # pixels at the box's edges, where the room to move is less than ε
+    y = (x @ weight.T + bias).argmax(1)
+    y[:4] = (y[:4] + 1) % 4  # some misclassified points: never robust
+    found = set()
+    for eps in (0.0, 0.02, 0.05, 0.1, 0.3):
+        lo, hi = (x - eps).clamp(0, 1), (x + eps).clamp(0, 1)
+        corners = torch.stack([torch.where(torch.tensor(c, dtype=torch.bool), hi, lo)
+                               for c in itertools.product((0, 1), repeat=5)])  # 32 × N × 5
+        brute = ((corners @ weight.T + bias).argmax(2) == y).all(0)
+        exact = linear_linf_robust(weight, bias, x, y, eps)
+        assert torch.equal(exact, brute)
+        found.add(int(exact.sum()))
+    assert len(found) > 2  # the ε grid spans robust and broken points

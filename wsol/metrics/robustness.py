@@ -71,6 +71,28 @@ def attack_confusion(labels: torch.Tensor, adv_pred: torch.Tensor, num_classes: 
     return flat.view(num_classes, num_classes)
 
 
+def linear_linf_robust(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+    """Exact ℓ∞ robustness (N bools) of the affine classifier ``x.flatten(1) @ weight.T + bias`` on images in
+    [0, 1]: the truth an attack's robust accuracy estimates, so attacks can be checked against it.
+
+    Each wrong class's largest logit gain inside the ε-ball ∩ [0, 1]^d is reached pixel by pixel, moving each
+    pixel by min(ε, its room to the box) in the sign of the weight difference; a point is robust when it is
+    correctly classified and no wrong class can reach the true one's logit.
+    """
+    flat = x.flatten(1).to(weight.dtype)
+    y = y.long()
+    with torch.no_grad():
+        logits = flat @ weight.T + bias
+        up, down = (1 - flat).clamp(0, eps), flat.clamp(0, eps)
+        robust = logits.argmax(1) == y
+        true_logit = logits.gather(1, y[:, None])[:, 0]
+        for j in range(weight.shape[0]):
+            diff = weight[j][None] - weight[y]
+            gain = torch.where(diff > 0, diff * up, -diff * down).sum(1)
+            robust &= (y == j) | (logits[:, j] + gain < true_logit)
+    return robust
+
+
 def paired_accuracy_difference(before: torch.Tensor, after: torch.Tensor) -> Dict[str, Any]:
     """Two models' correctness on the same samples (boolean vectors): the accuracy difference ``after − before``, the
     discordant pairs (samples only ``after`` gets right, only ``before`` gets right) and McNemar's exact two-sided p-value
