@@ -209,8 +209,11 @@ def test_cifar10c_short_labels_and_errors(tmp_path):
             build_dataset("cifar10c", tmp_path, "test", corruption="fog", severity=bad)
     with pytest.raises(DataError, match=r"fog, gaussian_noise"):
         build_dataset("cifar10c", tmp_path, "test", corruption="snow", severity=1)
-    with pytest.raises(ConfigError, match="corruption"):
+    with pytest.raises(ConfigError, match=r"corruption=<name> \(-o corruption=fog on the command line\); available: fog, gaussian_noise$"):
         build_dataset("cifar10c", tmp_path, "test")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match=r"available: none \(.* holds no <name>.npy beside labels.npy; see datasets/README.md\)"):
+        build_dataset("cifar10c", tmp_path / "empty", "test")
     with pytest.raises(DataError, match="split 'train'"):
         build_dataset("cifar10c", tmp_path, "train", corruption="fog")
     np.save(tmp_path / "labels.npy", np.array([11, 0, 0, 0]))

@@ -267,12 +267,11 @@ def build_cifar10c(
     root = Path(root)
     check_split(split, ("test",), "cifar10c")
     available = cifar10c_corruptions(root)
+    listed = ", ".join(available) if available else f"none ({root} holds no <name>.npy beside labels.npy; see datasets/README.md)"
     if corruption is None:
-        raise ConfigError(f"cifar10c needs the option corruption=<name>; available: {', '.join(available) or 'none'}")
+        raise ConfigError(f"cifar10c needs the option corruption=<name> (-o corruption=fog on the command line); available: {listed}")
     if corruption not in available:
-        raise DataError(
-            f"no corruption {corruption!r} in {root} (no {corruption}.npy); available: {', '.join(available) or 'none'}"
-        )
+        raise DataError(f"no corruption {corruption!r} in {root} (no {corruption}.npy); available: {listed}")
     if isinstance(severity, bool) or not isinstance(severity, int) or not 1 <= severity <= CIFAR10C_SEVERITIES:
         raise ConfigError(f"cifar10c severity must be an integer in 1..{CIFAR10C_SEVERITIES}, got {severity!r}")
     path = root / f"{corruption}.npy"
