@@ -626,6 +626,12 @@ def test_a_folder_given_as_predictions_is_called_a_folder_not_missing(sandbox, a
     assert run(["evaluate", "--pred", sandbox["dir"], "--dataset", "cub", "--root", assets["cub"]]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is a folder" in err and "not found" not in err, err
+    folder = Path(sandbox["dir"])
+    for name in ("preds_cam.json", "preds_cam.meta.json", "model.json"):
+        (folder / name).write_text("[]")
+    assert run(["evaluate", "--pred", str(folder), "--dataset", "cub", "--root", assets["cub"]]) == 2
+    err = capsys.readouterr().err
+    assert err.rstrip().endswith(f"wrote: it holds {folder / 'preds_cam.json'}"), err  # the results file localize wrote, with its .meta.json
 
 
 def test_an_out_folder_of_another_command_names_what_it_holds(assets, capsys, monkeypatch) -> None:

@@ -103,7 +103,11 @@ def _check_pred(value: Path) -> Path:
     from wsol.utils.io import check_writable_output
 
     if value.is_dir():
-        raise WsolError(f"--pred {value} is a folder; give the COCO results file `wsol localize --out` wrote, e.g. {value / 'preds.json'}")
+        from wsol.export.coco import meta_path
+
+        written = sorted(str(p) for p in value.glob("*.json") if meta_path(p).is_file())
+        hint = f"it holds {', '.join(written)}" if written else f"e.g. {value / 'preds.json'}"
+        raise WsolError(f"--pred {value} is a folder; give the COCO results file `wsol localize --out` wrote: {hint}")
     if not value.is_file():
         raise WsolError(f"predictions file not found: {value}; write it with `wsol localize --out {value}`")
     check_writable_output(value.parent, "folder")
