@@ -703,6 +703,21 @@ def test_a_study_model_given_other_weights_says_how_to_redo_only_it(cifar, tmp_p
         job.run_study(study, settings(model="", n=6, batch_size=8, ladder=["apgd-ce"], sweep=[0, 2]), cifar, tmp_path / "s", "cpu")
 
 
+def test_a_study_model_run_with_other_budgets_says_the_same_arguments_cannot_resume_it(cifar, tmp_path, tiny) -> None:
+    """Budgets alone differ (the same options ran other iterations before): the advice of other arguments would not help."""
+    study = tmp_path / "models.yaml"
+    study.write_text("models:\n  - name: m\n    model: x\n")
+    template = settings(model="", n=8, batch_size=8, ladder=["apgd-ce"], sweep=[0, 2])
+    job.run_study(study, template, cifar, tmp_path / "s", "cpu")
+    path = tmp_path / "s" / "models" / "m" / "run.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "sweep_budgets": {"apgd-ce": "9 iterations, 1 restart"}}))
+    with pytest.raises(ConfigError, match=r"\(sweep_budgets: its attacks ran with other iterations, restarts or queries of model m\); "
+                                          rf"the same arguments cannot resume it: use another --out, or delete {tmp_path / 's' / 'models' / 'm'} to redo it$"):
+        job.run_study(study, template, cifar, tmp_path / "s", "cpu")
+    with pytest.raises(ConfigError, match=r"\(n, sweep_budgets of model m\); use another --out or the same arguments$"):
+        job.run_study(study, replace(template, n=6), cifar, tmp_path / "s", "cpu")
+
+
 def test_study_report_names_a_model_with_clean_accuracy_zero(cifar, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("WSOL_PROGRESS", "0")
     monkeypatch.setattr(job, "load_eval_model", lambda name, *a: (AlwaysWrong() if name == "wrong" else MeanClassifier()).eval())
@@ -892,6 +907,34 @@ def test_starting_over_for_rewritten_weights_drops_the_old_report_before_attacki
         job.evaluate_robustness(s, cifar, out, "cpu")
     assert not (out / "report.md").exists() and not list(out.glob("*.csv")) and not (out / "figures").exists()
     assert (out / "run.json").is_file()
+
+
+def test_a_start_over_killed_while_dropping_the_figures_starts_over_again(cifar, tmp_path, monkeypatch) -> None:
+    """The start-over removed the chunks before the figures: a kill in between left the old model's figures, and the rerun,
+    finding no chunk, did not start over, so they stayed beside the new model's results. The chunks now go last."""
+    import wsol.utils.io as io
+
+    monkeypatch.setenv("WSOL_PROGRESS", "0")
+    weights = tmp_path / "model.pt"
+    weights.write_bytes(b"old")
+    monkeypatch.setattr(job, "load_eval_model", lambda *a: MeanClassifier().eval())
+    s = settings(model="m", weights=[str(weights)], n=8, batch_size=4, ladder=["apgd-ce"], sweep=[0, 1])
+    out = tmp_path / "r"
+    job.evaluate_robustness(s, cifar, out, "cpu")
+    weights.write_bytes(b"new")
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(io, "temp_dir_beside", killed)  # the figures folder is renamed aside first
+        with pytest.raises(KeyboardInterrupt):
+            job.evaluate_robustness(s, cifar, out, "cpu")
+    assert (out / "figures").is_dir()
+    monkeypatch.setattr(job, "run_chunks", killed)
+    with pytest.raises(KeyboardInterrupt):
+        job.evaluate_robustness(s, cifar, out, "cpu")
+    assert not (out / "figures").exists() and not list(out.glob("*.rank*.jsonl"))
 
 
 def test_study_compares_each_model_with_the_first_on_the_same_samples(cifar, tmp_path, monkeypatch) -> None:
