@@ -115,6 +115,7 @@ def test_attack_writes_one_row_per_sample_and_a_summary(tiny) -> None:
     attacked = [r for r in rows if r["attacked"] == "True"]
     assert len(attacked) == summary["attacked"]
     assert all(r["reason"] == "misclassified" for r in rows if r["attacked"] == "False")
+    assert summary["misclassified"] and all(r["kendall"] == "" for r in rows if r["attacked"] == "False")  # undefined: an empty cell
     assert summary["natural_accuracy"] == pytest.approx(100 * sum(r["pred"] == r["label"] for r in rows) / 10)
     kept = [float(r["topk_intersection"]) for r in attacked if r["kept_prediction"] == "True"]
     assert kept and summary["metrics"]["topk_intersection"]["n"] == len(kept)

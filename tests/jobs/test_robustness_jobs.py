@@ -628,6 +628,10 @@ def test_report_explains_zero_clean_accuracy_and_absent_classes(cifar, tmp_path,
     assert absent and f"–: no test sample of {', '.join(absent)} among the 5 drawn" in report
     assert "No sample is classified correctly without attack" in report
     assert "worst-class accuracy" in (tmp_path / "r" / "pgd_fp32.csv").read_text().splitlines()[0]
+    per_class = (tmp_path / "r" / "ladder_per_class_fp32.csv").read_text().splitlines()
+    column = per_class[0].split(",").index(absent[0])
+    assert [line.split(",")[column] for line in per_class[1:]] == ["", "", "0"]  # no accuracy of an absent class: an empty cell
+    assert not any("nan" in p.read_text() for p in (tmp_path / "r").glob("*.csv"))
     monkeypatch.setattr(job, "load_eval_model", tiny_model)
     job.evaluate_robustness(settings(n=24, batch_size=24), cifar, tmp_path / "fine", "cpu")
     text = (tmp_path / "fine" / "report.md").read_text()

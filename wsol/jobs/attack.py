@@ -34,6 +34,7 @@ from wsol.attacks.attributional import IFIA_OBJECTIVES, ifia, map_options, shuff
 from wsol.attacks.core import sample_generators, uniform_noise
 from wsol.attribution.common import check_choice
 from wsol.errors import ConfigError, option_flag
+from wsol.export.tables import csv_text
 from wsol.jobs.localize import eval_dataset
 from wsol.jobs.runfolder import ATTACK_CONFIG_FILE, ATTACK_RUN_FILES, CHECKPOINT_DIGEST, MAPS_FILE, SAMPLES_FILE, SUMMARY_FILE, class_names_note, config_differences, gather, lock_run_folder, note, parse_eps, refuse_other_run, rewritten_since, same_radius, select_samples, start_over, write_json
 from wsol.metrics.intervals import mean_interval
@@ -196,15 +197,6 @@ def _read_rows(path: Path, columns: Sequence[str]) -> List[Dict[str, str]]:
     return rows
 
 
-def _csv_text(rows: Sequence[Dict[str, Any]], columns: Sequence[str], header: bool) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
-    if header:
-        writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
-
-
 def _append(path: Path, text: str) -> None:
     with open(path, "a") as f:
         f.write(text)
@@ -303,7 +295,7 @@ class _Run:
             if not done:  # maps of a run that wrote no row (perhaps with other arguments) are not this run's
                 (self.out / MAPS_FILE).unlink(missing_ok=True)
             write_json(self.out / ATTACK_CONFIG_FILE, self.config)
-            atomic_write_text(samples, _csv_text(done, self.columns, header=True))
+            atomic_write_text(samples, csv_text(done, self.columns, header=True))
         done_ids = {int(r["index"]) for r in dist.gather_objects(done)[0]}
         remaining = [i for i in indices if i not in done_ids]
         world, rank = dist.world_size(), dist.rank()
@@ -328,13 +320,13 @@ class _Run:
             if dist.is_main_process() and maps:
                 self._save_maps(maps)  # before the rows: a kill between the two recomputes these samples, maps included
             if dist.is_main_process() and rows:
-                _append(samples, _csv_text(rows, self.columns, header=False))
+                _append(samples, csv_text(rows, self.columns, header=False))
             if after_batch is not None:
                 after_batch(b)
         final: List[Dict[str, str]] = []
         if dist.is_main_process():
             final = sorted(_read_rows(samples, self.columns), key=lambda r: int(r["index"]))
-            atomic_write_text(samples, _csv_text(final, self.columns, header=True))
+            atomic_write_text(samples, csv_text(final, self.columns, header=True))
         return final
 
     def _save_maps(self, maps: Dict[int, Dict[str, np.ndarray]]) -> None:
