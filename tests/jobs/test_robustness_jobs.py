@@ -890,9 +890,12 @@ def test_a_study_notes_an_unused_budget_option_once(cifar, tmp_path, tiny, capsy
     assert notes == ["note: --n-queries (used by square) has no effect with the attacks apgd-ce, apgd-dlr"]
 
 
-def test_starting_over_for_rewritten_weights_drops_the_old_report_before_attacking(cifar, tmp_path, monkeypatch) -> None:
-    """A kill between the start-over and the new report left the old model's report.md, tables and figures beside the
-    new model's results, readable as its own."""
+def _killed(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def _run_of_a_model_rewritten_since(cifar: Path, tmp_path: Path, monkeypatch) -> tuple:
+    """A finished run (report, tables, figures) in ``tmp_path / 'r'`` of weights rewritten since: (its settings, the folder)."""
     monkeypatch.setenv("WSOL_PROGRESS", "0")
     weights = tmp_path / "model.pt"
     weights.write_bytes(b"old")
@@ -902,11 +905,14 @@ def test_starting_over_for_rewritten_weights_drops_the_old_report_before_attacki
     job.evaluate_robustness(s, cifar, out, "cpu")
     assert (out / "report.md").is_file() and list(out.glob("*.csv")) and (out / "figures").is_dir()
     weights.write_bytes(b"new")
+    return s, out
 
-    def killed(*args, **kwargs):
-        raise KeyboardInterrupt
 
-    monkeypatch.setattr(job, "run_chunks", killed)
+def test_starting_over_for_rewritten_weights_drops_the_old_report_before_attacking(cifar, tmp_path, monkeypatch) -> None:
+    """A kill between the start-over and the new report left the old model's report.md, tables and figures beside the
+    new model's results, readable as its own."""
+    s, out = _run_of_a_model_rewritten_since(cifar, tmp_path, monkeypatch)
+    monkeypatch.setattr(job, "run_chunks", _killed)
     with pytest.raises(KeyboardInterrupt):
         job.evaluate_robustness(s, cifar, out, "cpu")
     assert not (out / "report.md").exists() and not list(out.glob("*.csv")) and not (out / "figures").exists()
@@ -918,24 +924,13 @@ def test_a_start_over_killed_while_dropping_the_figures_starts_over_again(cifar,
     finding no chunk, did not start over, so they stayed beside the new model's results. The chunks now go last."""
     import wsol.utils.io as io
 
-    monkeypatch.setenv("WSOL_PROGRESS", "0")
-    weights = tmp_path / "model.pt"
-    weights.write_bytes(b"old")
-    monkeypatch.setattr(job, "load_eval_model", lambda *a: MeanClassifier().eval())
-    s = settings(model="m", weights=[str(weights)], n=8, batch_size=4, ladder=["apgd-ce"], sweep=[0, 1])
-    out = tmp_path / "r"
-    job.evaluate_robustness(s, cifar, out, "cpu")
-    weights.write_bytes(b"new")
-
-    def killed(*args, **kwargs):
-        raise KeyboardInterrupt
-
+    s, out = _run_of_a_model_rewritten_since(cifar, tmp_path, monkeypatch)
     with monkeypatch.context() as m:
-        m.setattr(io, "temp_dir_beside", killed)  # the figures folder is renamed aside first
+        m.setattr(io, "temp_dir_beside", _killed)  # the figures folder is renamed aside first
         with pytest.raises(KeyboardInterrupt):
             job.evaluate_robustness(s, cifar, out, "cpu")
     assert (out / "figures").is_dir()
-    monkeypatch.setattr(job, "run_chunks", killed)
+    monkeypatch.setattr(job, "run_chunks", _killed)
     with pytest.raises(KeyboardInterrupt):
         job.evaluate_robustness(s, cifar, out, "cpu")
     assert not (out / "figures").exists() and not list(out.glob("*.rank*.jsonl"))
