@@ -24,8 +24,10 @@ DEMO_ARGUMENTS_FILE = "demo.json"
 """A ``wsol demo`` output folder: its arguments."""
 ROBUSTNESS_RUN_FILE = "run.json"
 """A ``wsol robustness evaluate/per-class`` run folder: its arguments; a study holds one per model under ``models/``."""
+ROBUSTNESS_CHUNK_FILES = "*.rank*.jsonl"
+"""A robustness run's per-chunk results of every kind and rank (``<kind>.rank<r>.jsonl``): what a rerun resumes from."""
 
 __all__ = [
-    "ATTACK_CONFIG_FILE", "ATTACK_RUN_FILES", "CHECKPOINT_DIGEST", "DEMO_ARGUMENTS_FILE", "MAPS_FILE", "METRICS_FILE", "MODEL_FILE", "ROBUSTNESS_RUN_FILE",
+    "ATTACK_CONFIG_FILE", "ATTACK_RUN_FILES", "CHECKPOINT_DIGEST", "DEMO_ARGUMENTS_FILE", "MAPS_FILE", "METRICS_FILE", "MODEL_FILE", "ROBUSTNESS_CHUNK_FILES", "ROBUSTNESS_RUN_FILE",
     "SAMPLES_FILE", "STATE_FILE", "SUMMARY_FILE",
 ]

@@ -32,8 +32,8 @@ from wsol.attacks.pgd_eval import epsilon_sweep, pgd_evaluate
 from wsol.errors import ConfigError, WsolError, option_flag
 from wsol.export.tables import markdown_table, matrix_rows, write_csv
 from wsol.jobs.runfolder import (
-    ROBUSTNESS_RUN_FILE, class_names_note, config_differences, lock_run_folder, note, parse_eps, refuse_other_run, rewritten_since, same_radius,
-    select_samples, start_over, write_json, write_text,
+    ROBUSTNESS_CHUNK_FILES, ROBUSTNESS_RUN_FILE, class_names_note, config_differences, lock_run_folder, note, parse_eps, refuse_other_run,
+    rewritten_since, same_radius, select_samples, start_over, write_json, write_text,
 )
 from wsol.metrics.intervals import wilson_text
 from wsol.metrics.robustness import (
@@ -56,8 +56,6 @@ LADDER_BUDGETS, SWEEP_BUDGETS = "ladder_budgets", "sweep_budgets"
 REPORT_FILE, FIGURES_FOLDER = "report.md", "figures"
 RUN_REPORT = (REPORT_FILE, "*.csv", FIGURES_FOLDER)
 """What :func:`write_run_report` writes into a run folder: the report, its CSV tables and its figures."""
-CHUNK_FILES = "*.rank*.jsonl"
-"""The per-chunk results of every kind and rank (``<kind>.rank<r>.jsonl``): what a rerun resumes from."""
 DEFAULT_N = 500  # test samples when --n is not given
 MINUTES_NOTE = "minutes: the attack's time summed over the chunks (over every process under torchrun): device minutes, not wall-clock."
 
@@ -451,7 +449,7 @@ def _run_differences(out: Path, new: Dict[str, Any]) -> Optional[List[str]]:
     files, rewritten since. The digest is named only alone: beside other arguments (other --weights, another --n) those
     are what the user has to change."""
     path = out / ROBUSTNESS_RUN_FILE
-    if not path.is_file() or not any(read_jsonl(p) for p in out.glob(CHUNK_FILES)):
+    if not path.is_file() or not any(read_jsonl(p) for p in out.glob(ROBUSTNESS_CHUNK_FILES)):
         return None
     old = json.loads(path.read_text())
     old["weights"] = _absolute(old.get("weights") or [])  # a run.json written before weights were kept absolute
@@ -477,7 +475,7 @@ def _stale_outputs(out: Path) -> List[Path]:
     """What a run wrote into ``out`` besides ``run.json``, in the order a start-over removes it: a study's summary first
     (it marks the model done), then the report, tables and figures (a kill before the new report left the old one beside
     the new results), the chunks last (while they are there, a rerun compares ``run.json`` and starts over again)."""
-    return [p for pattern in (STUDY_RESULT_FILE, *RUN_REPORT, CHUNK_FILES) for p in sorted(out.glob(pattern))]
+    return [p for pattern in (STUDY_RESULT_FILE, *RUN_REPORT, ROBUSTNESS_CHUNK_FILES) for p in sorted(out.glob(pattern))]
 
 
 def _check_run_file(out: Path, s: RobustnessSettings) -> None:

@@ -22,8 +22,8 @@ from wsol.errors import ConfigError
 
 from wsol.utils import distributed as dist
 from wsol.runfiles import (  # the run-folder file names; the jobs take them from here too
-    ATTACK_CONFIG_FILE, ATTACK_RUN_FILES, CHECKPOINT_DIGEST, DEMO_ARGUMENTS_FILE, MAPS_FILE, METRICS_FILE, MODEL_FILE, ROBUSTNESS_RUN_FILE, SAMPLES_FILE,
-    STATE_FILE, SUMMARY_FILE,
+    ATTACK_CONFIG_FILE, ATTACK_RUN_FILES, CHECKPOINT_DIGEST, DEMO_ARGUMENTS_FILE, MAPS_FILE, METRICS_FILE, MODEL_FILE, ROBUSTNESS_CHUNK_FILES,
+    ROBUSTNESS_RUN_FILE, SAMPLES_FILE, STATE_FILE, SUMMARY_FILE,
 )
 from wsol.utils.io import LOCK_NAME, atomic_write_json, atomic_write_text, read_jsonl, remove_folder, run_folder_lock
 
@@ -41,7 +41,7 @@ def run_kind(folder: PathLike) -> Optional[Tuple[str, List[str]]]:
     if not out.is_dir():
         return None
     markers = [("training", [MODEL_FILE, STATE_FILE, METRICS_FILE]), ("attack", [SAMPLES_FILE, SUMMARY_FILE]),
-               ("demo", [DEMO_ARGUMENTS_FILE]), ("robustness", [ROBUSTNESS_RUN_FILE, "*.rank*.jsonl"]),
+               ("demo", [DEMO_ARGUMENTS_FILE]), ("robustness", [ROBUSTNESS_RUN_FILE, ROBUSTNESS_CHUNK_FILES]),
                ("robustness study", [f"models/*/{ROBUSTNESS_RUN_FILE}"])]
     for kind, patterns in markers:
         found = sorted({str(p.relative_to(out)) for pattern in patterns for p in out.glob(pattern)})
