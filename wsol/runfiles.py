@@ -14,8 +14,9 @@ SUMMARY_FILE = "summary.json"
 ATTACK_CONFIG_FILE = "config.json"
 MAPS_FILE = "maps.npz"
 """An attack run: per-sample rows, summary, the arguments (whose ``attack`` names the kind) and the first samples' maps."""
-ATTACK_RUN_FILES = (SAMPLES_FILE, SUMMARY_FILE, ATTACK_CONFIG_FILE, MAPS_FILE)
-"""Every file of an attack run folder: nothing else writes over them."""
+ATTACK_RUN_FILES = (SUMMARY_FILE, SAMPLES_FILE, MAPS_FILE, ATTACK_CONFIG_FILE)
+"""Every file of an attack run folder: nothing else writes over them. In the order a start-over removes them (all but
+``config.json``, which it writes anew): the summary, which reads as the finished run's, before the rows a rerun resumes from."""
 CHECKPOINT_DIGEST = "checkpoint_sha256"
 """The key under which localize's batch files and an attack's ``config.json`` keep the checkpoint file's SHA-256:
 results of a checkpoint rewritten since (retrained into the same path) are dropped, not resumed."""
@@ -23,8 +24,10 @@ DEMO_ARGUMENTS_FILE = "demo.json"
 """A ``wsol demo`` output folder: its arguments."""
 ROBUSTNESS_RUN_FILE = "run.json"
 """A ``wsol robustness evaluate/per-class`` run folder: its arguments; a study holds one per model under ``models/``."""
+ROBUSTNESS_CHUNK_FILES = "*.rank*.jsonl"
+"""A robustness run's per-chunk results of every kind and rank (``<kind>.rank<r>.jsonl``): what a rerun resumes from."""
 
 __all__ = [
-    "ATTACK_CONFIG_FILE", "ATTACK_RUN_FILES", "CHECKPOINT_DIGEST", "DEMO_ARGUMENTS_FILE", "MAPS_FILE", "METRICS_FILE", "MODEL_FILE", "ROBUSTNESS_RUN_FILE",
+    "ATTACK_CONFIG_FILE", "ATTACK_RUN_FILES", "CHECKPOINT_DIGEST", "DEMO_ARGUMENTS_FILE", "MAPS_FILE", "METRICS_FILE", "MODEL_FILE", "ROBUSTNESS_CHUNK_FILES", "ROBUSTNESS_RUN_FILE",
     "SAMPLES_FILE", "STATE_FILE", "SUMMARY_FILE",
 ]

@@ -20,7 +20,7 @@ from wsol.export.coco import (
     results_to_coco,
     write_results,
 )
-from wsol.export.tables import markdown_table, write_csv
+from wsol.export.tables import csv_text, markdown_table, write_csv
 
 
 def _masks():
@@ -118,3 +118,10 @@ def test_markdown_and_csv_tables(tmp_path):
     with open(path, newline="") as fh:
         back = list(csv.DictReader(fh))
     assert back[0] == {"method": "ART", "acc": "77.514", "loc": "65.2"} and back[1]["loc"] == ""
+    assert back[1]["acc"] == ""  # NaN (undefined) is an empty cell, as None is: pandas and spreadsheets read both as missing
+
+
+def test_csv_cells_of_undefined_values_are_empty():
+    rows = [{"a": float("nan"), "b": np.float32("nan"), "c": None, "d": float("inf"), "e": 0.1, "f": False, "g": "nan"}]
+    assert csv_text(rows) == "a,b,c,d,e,f,g\n,,,inf,0.1,False,nan\n"  # the text "nan" is a value, not a number
+    assert csv_text(rows, ["e", "a"], header=False) == "0.1,\n"

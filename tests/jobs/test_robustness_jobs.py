@@ -628,6 +628,10 @@ def test_report_explains_zero_clean_accuracy_and_absent_classes(cifar, tmp_path,
     assert absent and f"–: no test sample of {', '.join(absent)} among the 5 drawn" in report
     assert "No sample is classified correctly without attack" in report
     assert "worst-class accuracy" in (tmp_path / "r" / "pgd_fp32.csv").read_text().splitlines()[0]
+    per_class = (tmp_path / "r" / "ladder_per_class_fp32.csv").read_text().splitlines()
+    column = per_class[0].split(",").index(absent[0])
+    assert [line.split(",")[column] for line in per_class[1:]] == ["", "", "0"]  # no accuracy of an absent class: an empty cell
+    assert not any("nan" in p.read_text() for p in (tmp_path / "r").glob("*.csv"))
     monkeypatch.setattr(job, "load_eval_model", tiny_model)
     job.evaluate_robustness(settings(n=24, batch_size=24), cifar, tmp_path / "fine", "cpu")
     text = (tmp_path / "fine" / "report.md").read_text()
@@ -701,6 +705,21 @@ def test_a_study_model_given_other_weights_says_how_to_redo_only_it(cifar, tmp_p
     study.write_text("models:\n  - name: m\n    model: x\n    weights: a.pt\n")
     with pytest.raises(ConfigError, match=r"\(n of model m\); use another --out or the same arguments$"):
         job.run_study(study, settings(model="", n=6, batch_size=8, ladder=["apgd-ce"], sweep=[0, 2]), cifar, tmp_path / "s", "cpu")
+
+
+def test_a_study_model_run_with_other_budgets_says_the_same_arguments_cannot_resume_it(cifar, tmp_path, tiny) -> None:
+    """Budgets alone differ (the same options ran other iterations before): the advice of other arguments would not help."""
+    study = tmp_path / "models.yaml"
+    study.write_text("models:\n  - name: m\n    model: x\n")
+    template = settings(model="", n=8, batch_size=8, ladder=["apgd-ce"], sweep=[0, 2])
+    job.run_study(study, template, cifar, tmp_path / "s", "cpu")
+    path = tmp_path / "s" / "models" / "m" / "run.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "sweep_budgets": {"apgd-ce": "9 iterations, 1 restart"}}))
+    with pytest.raises(ConfigError, match=r"\(sweep_budgets: its attacks ran with other iterations, restarts or queries of model m\); "
+                                          rf"the same arguments cannot resume it: use another --out, or delete {tmp_path / 's' / 'models' / 'm'} to redo it$"):
+        job.run_study(study, template, cifar, tmp_path / "s", "cpu")
+    with pytest.raises(ConfigError, match=r"\(n, sweep_budgets of model m\); use another --out or the same arguments$"):
+        job.run_study(study, replace(template, n=6), cifar, tmp_path / "s", "cpu")
 
 
 def test_study_report_names_a_model_with_clean_accuracy_zero(cifar, tmp_path, monkeypatch) -> None:
@@ -871,9 +890,12 @@ def test_a_study_notes_an_unused_budget_option_once(cifar, tmp_path, tiny, capsy
     assert notes == ["note: --n-queries (used by square) has no effect with the attacks apgd-ce, apgd-dlr"]
 
 
-def test_starting_over_for_rewritten_weights_drops_the_old_report_before_attacking(cifar, tmp_path, monkeypatch) -> None:
-    """A kill between the start-over and the new report left the old model's report.md, tables and figures beside the
-    new model's results, readable as its own."""
+def _killed(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def _run_of_a_model_rewritten_since(cifar: Path, tmp_path: Path, monkeypatch) -> tuple:
+    """A finished run (report, tables, figures) in ``tmp_path / 'r'`` of weights rewritten since: (its settings, the folder)."""
     monkeypatch.setenv("WSOL_PROGRESS", "0")
     weights = tmp_path / "model.pt"
     weights.write_bytes(b"old")
@@ -883,15 +905,35 @@ def test_starting_over_for_rewritten_weights_drops_the_old_report_before_attacki
     job.evaluate_robustness(s, cifar, out, "cpu")
     assert (out / "report.md").is_file() and list(out.glob("*.csv")) and (out / "figures").is_dir()
     weights.write_bytes(b"new")
+    return s, out
 
-    def killed(*args, **kwargs):
-        raise KeyboardInterrupt
 
-    monkeypatch.setattr(job, "run_chunks", killed)
+def test_starting_over_for_rewritten_weights_drops_the_old_report_before_attacking(cifar, tmp_path, monkeypatch) -> None:
+    """A kill between the start-over and the new report left the old model's report.md, tables and figures beside the
+    new model's results, readable as its own."""
+    s, out = _run_of_a_model_rewritten_since(cifar, tmp_path, monkeypatch)
+    monkeypatch.setattr(job, "run_chunks", _killed)
     with pytest.raises(KeyboardInterrupt):
         job.evaluate_robustness(s, cifar, out, "cpu")
     assert not (out / "report.md").exists() and not list(out.glob("*.csv")) and not (out / "figures").exists()
-    assert (out / "run.json").is_file()
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["run.json"]  # whatever the report writes goes
+
+
+def test_a_start_over_killed_while_dropping_the_figures_starts_over_again(cifar, tmp_path, monkeypatch) -> None:
+    """The start-over removed the chunks before the figures: a kill in between left the old model's figures, and the rerun,
+    finding no chunk, did not start over, so they stayed beside the new model's results. The chunks now go last."""
+    import wsol.utils.io as io
+
+    s, out = _run_of_a_model_rewritten_since(cifar, tmp_path, monkeypatch)
+    with monkeypatch.context() as m:
+        m.setattr(io, "temp_dir_beside", _killed)  # the figures folder is renamed aside first
+        with pytest.raises(KeyboardInterrupt):
+            job.evaluate_robustness(s, cifar, out, "cpu")
+    assert (out / "figures").is_dir()
+    monkeypatch.setattr(job, "run_chunks", _killed)
+    with pytest.raises(KeyboardInterrupt):
+        job.evaluate_robustness(s, cifar, out, "cpu")
+    assert not (out / "figures").exists() and not list(out.glob("*.rank*.jsonl"))
 
 
 def test_study_compares_each_model_with_the_first_on_the_same_samples(cifar, tmp_path, monkeypatch) -> None:

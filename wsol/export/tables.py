@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import numbers
 from pathlib import Path
 from typing import Any, List, Mapping, Optional, Sequence, Union
 
@@ -54,15 +55,30 @@ def markdown_table(
     return "\n".join(lines) + "\n"
 
 
-def write_csv(path: PathLike, rows: Sequence[Mapping[str, Any]], columns: Optional[Sequence[str]] = None) -> Path:
-    """Write rows (dicts) as CSV with a header, atomically; floats keep full precision."""
+def csv_cell(value: Any) -> Any:
+    """A value as a CSV cell: an undefined one (None, NaN) is an empty cell, which ``pandas.read_csv`` and spreadsheets
+    read as missing (a spreadsheet takes ``nan`` for text); anything else as it is, floats at full precision."""
+    if value is None or (isinstance(value, numbers.Real) and math.isnan(value)):
+        return ""
+    return value
+
+
+def csv_text(rows: Sequence[Mapping[str, Any]], columns: Optional[Sequence[str]] = None, header: bool = True) -> str:
+    """Rows (dicts) as CSV text, with a header line unless ``header`` is False (rows appended to a file that has one).
+    ``columns`` picks and orders the keys (default: every key, in first-seen order); cells as :func:`csv_cell` makes them."""
     cols = _columns(rows, columns)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
+    if header:
+        writer.writeheader()
     for r in rows:
-        writer.writerow({c: ("" if r.get(c) is None else r.get(c)) for c in cols})
-    atomic_write_text(path, buf.getvalue())
+        writer.writerow({c: csv_cell(r.get(c)) for c in cols})
+    return buf.getvalue()
+
+
+def write_csv(path: PathLike, rows: Sequence[Mapping[str, Any]], columns: Optional[Sequence[str]] = None) -> Path:
+    """Write rows (dicts) as CSV with a header (:func:`csv_text`), atomically."""
+    atomic_write_text(path, csv_text(rows, columns))
     return Path(path)
 
 
@@ -75,4 +91,4 @@ def matrix_rows(
     return [{corner: r, **{str(c): v for c, v in zip(col_labels, row)}} for r, row in zip(row_labels, values)]
 
 
-__all__ = ["markdown_table", "matrix_rows", "write_csv"]
+__all__ = ["csv_cell", "csv_text", "markdown_table", "matrix_rows", "write_csv"]

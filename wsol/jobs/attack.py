@@ -34,8 +34,9 @@ from wsol.attacks.attributional import IFIA_OBJECTIVES, ifia, map_options, shuff
 from wsol.attacks.core import sample_generators, uniform_noise
 from wsol.attribution.common import check_choice
 from wsol.errors import ConfigError, option_flag
+from wsol.export.tables import csv_text
 from wsol.jobs.localize import eval_dataset
-from wsol.jobs.runfolder import ATTACK_CONFIG_FILE, CHECKPOINT_DIGEST, MAPS_FILE, SAMPLES_FILE, SUMMARY_FILE, class_names_note, config_differences, gather, lock_run_folder, note, parse_eps, refuse_other_run, same_radius, select_samples, write_json
+from wsol.jobs.runfolder import ATTACK_CONFIG_FILE, ATTACK_RUN_FILES, CHECKPOINT_DIGEST, MAPS_FILE, SAMPLES_FILE, SUMMARY_FILE, class_names_note, config_differences, gather, lock_run_folder, note, parse_eps, refuse_other_run, rewritten_since, same_radius, select_samples, start_over, write_json
 from wsol.metrics.intervals import mean_interval
 from wsol.metrics.ranking import check_k, input_gradient_cosine
 from wsol.models import load_model
@@ -196,15 +197,6 @@ def _read_rows(path: Path, columns: Sequence[str]) -> List[Dict[str, str]]:
     return rows
 
 
-def _csv_text(rows: Sequence[Dict[str, Any]], columns: Sequence[str], header: bool) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
-    if header:
-        writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
-
-
 def _append(path: Path, text: str) -> None:
     with open(path, "a") as f:
         f.write(text)
@@ -255,11 +247,11 @@ class _Run:
 
     def __init__(self, out: Path, config: Dict[str, Any], columns: Sequence[str]) -> None:
         self.out, self.config, self.columns = Path(out), config, list(columns)
-        self.start_over = False
+        self.rewritten = False
 
     def check_config(self) -> None:
         """Refuse other arguments into a folder that holds results (a folder without rows is reused); rows of the same
-        checkpoint file rewritten since (its digest changed) are not this model's: say so and start over. Otherwise a
+        checkpoint file rewritten since (its digest changed) are not this model's: the run starts over. Otherwise a
         resumed run keeps the folder's config: the arguments a rerun may change (``--batch-size``, another spelling of ε,
         an argument without effect such as ``--ig-steps`` under ``grad``) change no row, so ``config.json`` and the
         summary still say what produced the rows, not what the last rerun typed."""
@@ -275,9 +267,8 @@ class _Run:
             if diffs:  # named without those the folder's run did not use (its --pgd-eps under --pgd-steps 0): the cause is the rest
                 named = [d for d in diffs if d not in inert_arguments(old)] or diffs
                 raise ConfigError(f"{self.out} holds a run with other arguments ({', '.join(named)}); use another --out or the same arguments")
-            if old.get(CHECKPOINT_DIGEST) not in (None, self.config[CHECKPOINT_DIGEST]):  # None: a run from before the digest was kept
-                self.start_over = True
-                note(f"{self.out} holds rows of an earlier version of {self.config['checkpoint']} (written since): starting over")
+            if rewritten_since(old, self.config):
+                self.rewritten = True
             else:
                 self.config = {**old, CHECKPOINT_DIGEST: self.config[CHECKPOINT_DIGEST]}
 
@@ -297,14 +288,14 @@ class _Run:
         samples = self.out / SAMPLES_FILE
         done: List[Dict[str, str]] = []
         if dist.is_main_process():
-            if self.start_over:  # before config.json names the new checkpoint: a kill in between left the old model's rows
-                for stale in (self.out / SUMMARY_FILE, samples):  # under the new digest, and the rerun resumed them as this model's
-                    stale.unlink(missing_ok=True)
+            if self.rewritten:  # before config.json names the new checkpoint: a kill in between left the old model's rows
+                stale = [self.out / name for name in ATTACK_RUN_FILES if name != ATTACK_CONFIG_FILE]  # under the new digest,
+                start_over(self.out, "rows", self.config["checkpoint"], stale)  # and the rerun resumed them as this model's
             done = _read_rows(samples, self.columns)
             if not done:  # maps of a run that wrote no row (perhaps with other arguments) are not this run's
                 (self.out / MAPS_FILE).unlink(missing_ok=True)
             write_json(self.out / ATTACK_CONFIG_FILE, self.config)
-            atomic_write_text(samples, _csv_text(done, self.columns, header=True))
+            atomic_write_text(samples, csv_text(done, self.columns, header=True))
         done_ids = {int(r["index"]) for r in dist.gather_objects(done)[0]}
         remaining = [i for i in indices if i not in done_ids]
         world, rank = dist.world_size(), dist.rank()
@@ -329,13 +320,13 @@ class _Run:
             if dist.is_main_process() and maps:
                 self._save_maps(maps)  # before the rows: a kill between the two recomputes these samples, maps included
             if dist.is_main_process() and rows:
-                _append(samples, _csv_text(rows, self.columns, header=False))
+                _append(samples, csv_text(rows, self.columns, header=False))
             if after_batch is not None:
                 after_batch(b)
         final: List[Dict[str, str]] = []
         if dist.is_main_process():
             final = sorted(_read_rows(samples, self.columns), key=lambda r: int(r["index"]))
-            atomic_write_text(samples, _csv_text(final, self.columns, header=True))
+            atomic_write_text(samples, csv_text(final, self.columns, header=True))
         return final
 
     def _save_maps(self, maps: Dict[int, Dict[str, np.ndarray]]) -> None:

@@ -34,7 +34,7 @@ from wsol.data.sample import Batch, boxes_to_original, collate
 from wsol.data.transforms import build_transform
 from wsol.errors import ConfigError, WsolError, option_flag
 from wsol.export.coco import results_to_coco, write_results
-from wsol.jobs.runfolder import CHECKPOINT_DIGEST, config_differences, lock_run_folder, note
+from wsol.jobs.runfolder import CHECKPOINT_DIGEST, config_differences, lock_run_folder, rewritten_since, start_over
 from wsol.jobs.train import transform_from_spec
 from wsol.localize.boxes import map_boxes_batch
 from wsol.localize.fastboxes import kernels_cached
@@ -334,18 +334,17 @@ def _finished_batches(out: Path, key: Dict[str, Any]) -> List[int]:
                 old = json.loads(str(f["run"]))
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
             raise WsolError(f"{files[0]} is unreadable ({exc}); delete {partial} to start over") from None
-        diffs = config_differences(old, key)
-        if CHECKPOINT_DIGEST in diffs and "checkpoint" not in diffs:
-            note(f"{partial} holds batches of an earlier version of {key['checkpoint']} (written since): starting over")
-        elif diffs:
-            shown = ", ".join(dict.fromkeys(_option_name(d) for d in diffs if d != CHECKPOINT_DIGEST))
+        diffs = [d for d in config_differences(old, key) if d != CHECKPOINT_DIGEST]
+        rewritten = rewritten_since(old, key) and "checkpoint" not in diffs  # worthless whatever else differs
+        if diffs and not rewritten:
+            shown = ", ".join(dict.fromkeys(_option_name(d) for d in diffs))
             raise ConfigError(f"{partial} holds the finished batches of a localize run into {out} with another {shown}; "
                               f"rerun that command to finish it, or delete {partial} to start this one")
-        else:
+        if not rewritten:
             done = [int(p.stem.split("-")[1]) for p in files]
     dist.barrier()  # every rank has read the folder before rank 0 may remove it
-    if dist.is_main_process() and files and not done:
-        remove_folder(partial)
+    if files and not done:
+        start_over(partial, "batches", key["checkpoint"], [partial])
     return dist.gather_objects(done)[0]  # a collective: no rank writes a batch before the stale ones are gone
 
 

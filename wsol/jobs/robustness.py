@@ -32,7 +32,8 @@ from wsol.attacks.pgd_eval import epsilon_sweep, pgd_evaluate
 from wsol.errors import ConfigError, WsolError, option_flag
 from wsol.export.tables import markdown_table, matrix_rows, write_csv
 from wsol.jobs.runfolder import (
-    ROBUSTNESS_RUN_FILE, class_names_note, config_differences, lock_run_folder, note, parse_eps, refuse_other_run, same_radius, select_samples, write_json, write_text,
+    ROBUSTNESS_CHUNK_FILES, ROBUSTNESS_RUN_FILE, class_names_note, config_differences, lock_run_folder, note, parse_eps, refuse_other_run,
+    rewritten_since, same_radius, select_samples, start_over, write_json, write_text,
 )
 from wsol.metrics.intervals import wilson_text
 from wsol.metrics.robustness import (
@@ -41,7 +42,7 @@ from wsol.metrics.robustness import (
 )
 from wsol.utils import distributed as dist
 from wsol.utils.device import select_device
-from wsol.utils.io import append_jsonl, file_sha256, read_jsonl, read_yaml, remove_folder
+from wsol.utils.io import append_jsonl, file_sha256, read_jsonl, read_yaml
 from wsol.utils.numbers import comma_list, parse_number
 from wsol.utils.progress import progress, step_reporter
 
@@ -52,6 +53,9 @@ WEIGHTS_DIGESTS = "weights_sha256"
 """The key of ``run.json`` that holds the SHA-256 of each weight file."""
 LADDER_BUDGETS, SWEEP_BUDGETS = "ladder_budgets", "sweep_budgets"
 """The keys of ``run.json`` that hold each attack's budget (iterations, restarts, queries) in the ladder and the sweep."""
+REPORT_FILE, FIGURES_FOLDER = "report.md", "figures"
+RUN_REPORT = (REPORT_FILE, "*.csv", FIGURES_FOLDER)
+"""What :func:`write_run_report` writes into a run folder: the report, its CSV tables and its figures."""
 DEFAULT_N = 500  # test samples when --n is not given
 MINUTES_NOTE = "minutes: the attack's time summed over the chunks (over every process under torchrun): device minutes, not wall-clock."
 
@@ -415,19 +419,17 @@ def _budgets_before_recorded(old: Dict[str, Any], new: Dict[str, Any]) -> None:
             old[key] = "not recorded" if key == LADDER_BUDGETS and older_standard else new[key]
 
 
-def _differences_text(diffs: Sequence[str]) -> str:
-    """The keys of ``run.json`` that differ, for an error line; a budget key says why it can differ under equal options."""
+def _other_arguments_text(diffs: Sequence[str], folder: Path, fix: str, whose: str = "") -> str:
+    """``(the keys of run.json that differ{whose}); what to do`` for an error line. The budget keys can differ under equal
+    options (a budget key alone says why), and budgets alone the same arguments give again: ``fix`` then does not help.
+    A budget is named as a whole (``sweep_budgets``, not the ``sweep_budgets.apgd-ce`` where the two records differ)."""
     other = "its attacks ran with other iterations, restarts or queries"
-    why = {LADDER_BUDGETS: f"ladder_budgets: {other}, e.g. an older wsol's --ladder standard, whose APGD-CE ran 5 restarts",
-           SWEEP_BUDGETS: f"sweep_budgets: {other}"}
-    return ", ".join(why.get(d, d) if len(diffs) == 1 else d for d in diffs)
-
-
-def _fix_text(diffs: Sequence[str], folder: Path, fix: str) -> str:
-    """What the user can do about ``diffs``: ``fix``, unless only the budgets differ, which the same arguments give again."""
-    if set(diffs) <= {LADDER_BUDGETS, SWEEP_BUDGETS}:
-        return f"the same arguments cannot resume it: use another --out, or delete {folder} to redo it"
-    return fix
+    budgets = {LADDER_BUDGETS: f"ladder_budgets: {other}, e.g. an older wsol's --ladder standard, whose APGD-CE ran 5 restarts",
+               SWEEP_BUDGETS: f"sweep_budgets: {other}"}
+    keys = list(dict.fromkeys(d.split(".", 1)[0] if d.split(".", 1)[0] in budgets else d for d in diffs))
+    if set(keys) <= set(budgets):
+        fix = f"the same arguments cannot resume it: use another --out, or delete {folder} to redo it"
+    return f"({', '.join(budgets.get(d, d) if len(keys) == 1 else d for d in keys)}{whose}); {fix}"
 
 
 @functools.lru_cache(maxsize=None)
@@ -441,22 +443,19 @@ def _file_digest(path: str) -> str:
     return _digest_of(str(path), st.st_size, st.st_mtime_ns)
 
 
-def _run_differences(out: Path, s: RobustnessSettings) -> Optional[List[str]]:
-    """The arguments in which ``out``'s run differs from ``s`` (None: no run there yet, or one killed before its
-    first chunk was done, which has nothing to keep); ``weights_sha256`` alone: the same files, rewritten since. The digest
-    is named only alone: beside other arguments (other --weights, another --n) those are what the user has to change."""
+def _run_differences(out: Path, new: Dict[str, Any]) -> Optional[List[str]]:
+    """The arguments in which ``out``'s run differs from the run record ``new`` (:func:`_run_record`; None: no run there
+    yet, or one killed before its first chunk was done, which has nothing to keep); ``weights_sha256`` alone: the same
+    files, rewritten since. The digest is named only alone: beside other arguments (other --weights, another --n) those
+    are what the user has to change."""
     path = out / ROBUSTNESS_RUN_FILE
-    if not path.is_file() or not any(read_jsonl(p) for p in out.glob("*.rank*.jsonl")):
+    if not path.is_file() or not any(read_jsonl(p) for p in out.glob(ROBUSTNESS_CHUNK_FILES)):
         return None
     old = json.loads(path.read_text())
     old["weights"] = _absolute(old.get("weights") or [])  # a run.json written before weights were kept absolute
-    new = _run_record(s)
     _budgets_before_recorded(old, new)
-    if WEIGHTS_DIGESTS not in old or WEIGHTS_DIGESTS not in new:  # a run.json from before the digests, or files gone
-        old.pop(WEIGHTS_DIGESTS, None)
-        new.pop(WEIGHTS_DIGESTS, None)
-    diffs = [d for d in config_differences(old, new) if not _same_radii(d, old.get(d), new.get(d))]
-    return [d for d in diffs if d != WEIGHTS_DIGESTS] or diffs  # the digest alone, or the arguments that differ (it is none)
+    diffs = [d for d in config_differences(old, new) if d != WEIGHTS_DIGESTS and not _same_radii(d, old.get(d), new.get(d))]
+    return diffs or ([WEIGHTS_DIGESTS] if rewritten_since(old, new, WEIGHTS_DIGESTS) else [])
 
 
 def _same_radii(key: str, old: Any, new: Any) -> bool:
@@ -472,21 +471,25 @@ def refuse_other_run_folder(out: Path, study: bool) -> None:
     refuse_other_run(out, "robustness study" if study else "robustness")
 
 
+def _stale_outputs(out: Path) -> List[Path]:
+    """What a run wrote into ``out`` besides ``run.json``, in the order a start-over removes it: a study's summary first
+    (it marks the model done), then the report, tables and figures (a kill before the new report left the old one beside
+    the new results), the chunks last (while they are there, a rerun compares ``run.json`` and starts over again)."""
+    return [p for pattern in (STUDY_RESULT_FILE, *RUN_REPORT, ROBUSTNESS_CHUNK_FILES) for p in sorted(out.glob(pattern))]
+
+
 def _check_run_file(out: Path, s: RobustnessSettings) -> None:
     """Refuse other arguments into ``out``; drop the results of an earlier version of the same weight files (a model
     retrained since) and start over; then record ``s`` in ``run.json``. Every rank calls it and follows rank 0's reading."""
-    diffs = dist.gather_objects(_run_differences(out, s))[0]
+    record = _run_record(s)
+    diffs = dist.gather_objects(_run_differences(out, record))[0]
     if diffs == [WEIGHTS_DIGESTS]:
-        note(f"{out} holds results of an earlier version of {', '.join(s.weights)} (rewritten since): starting over")
-        if dist.is_main_process():  # the study's summary first (it marks a model done), then the old model's report and tables
-            for stale in [out / STUDY_RESULT_FILE, out / "report.md", *out.glob("*.csv"), *out.glob("*.rank*.jsonl")]:
-                stale.unlink(missing_ok=True)  # a kill before the new report left the old one beside the new results
-            remove_folder(out / "figures")
+        start_over(out, "results", ", ".join(s.weights), _stale_outputs(out))
         dist.barrier()
     elif diffs:
-        fix = _fix_text(diffs, out, "use another --out or the same arguments")
-        raise ConfigError(f"{out} holds a robustness run with other arguments ({_differences_text(diffs)}); {fix}")
-    write_json(out / ROBUSTNESS_RUN_FILE, _run_record(s))
+        fix = "use another --out or the same arguments"
+        raise ConfigError(f"{out} holds a robustness run with other arguments {_other_arguments_text(diffs, out, fix)}")
+    write_json(out / ROBUSTNESS_RUN_FILE, record)
 
 
 def unused_options_note(s: RobustnessSettings) -> Optional[str]:
@@ -649,11 +652,11 @@ def write_run_report(out: Path, s: RobustnessSettings, result: Dict[str, Any]) -
             write_csv(out / f"sweep_{precision}.csv", sw["rows"])
             write_csv(out / f"sweep_summary_{precision}.csv", sw["summary"])
             write_csv(out / f"sweep_confusion_{precision}.csv", matrix_rows(sw["confusion"], names, names, corner="true \\ adversarial"))
-            fig = plot_class_accuracy_vs_eps(sw["acc"], s.sweep, out / "figures" / f"sweep_{precision}.png", names,
+            fig = plot_class_accuracy_vs_eps(sw["acc"], s.sweep, out / FIGURES_FOLDER / f"sweep_{precision}.png", names,
                                              title=f"{model}: accuracy per class against ε ({s.sweep_attack}, {s.norm}, {precision})",
                                              eps_axis=SWEEP_AXIS[s.norm])
             heat = plot_drop_heatmap(sw["acc"][1:] - sw["acc"][:-1], [f"{a:g}→{b:g}" for a, b in zip(s.sweep, s.sweep[1:])],
-                                     out / "figures" / f"sweep_drops_{precision}.png", names,
+                                     out / FIGURES_FOLDER / f"sweep_drops_{precision}.png", names,
                                      title=f"{model}: accuracy change per ε step ({s.sweep_attack}, {s.norm}, {precision})",
                                      row_axis="ε step" + SWEEP_AXIS[s.norm][1:])
             lines += [f"## Per-class ε sweep ({precision}, {s.sweep_attack}, {sweep_grid_text(s.sweep, s.norm)})", "",
@@ -664,8 +667,8 @@ def write_run_report(out: Path, s: RobustnessSettings, result: Dict[str, Any]) -
                       f"Confusion at ε = {sweep_eps_text(s.sweep[-1], s.norm)} ({'clean-correct' if s.sweep[0] == 0 else 'all'} samples; "
                       "row: true class, column: prediction under attack):", "",
                       markdown_table(matrix_rows(sw["confusion"], names, names, corner="true \\ adv")), "",
-                      f"![{fig.name}](figures/{fig.name}) ![{heat.name}](figures/{heat.name})", ""]
-    report = out / "report.md"
+                      f"![{fig.name}]({FIGURES_FOLDER}/{fig.name}) ![{heat.name}]({FIGURES_FOLDER}/{heat.name})", ""]
+    report = out / REPORT_FILE
     write_text(report, "\n".join(lines))
     return report
 
@@ -786,13 +789,13 @@ def run_study(study: Path, template: RobustnessSettings, root: Path, out: Path, 
 
     template = replace(template, n=len(select_samples(len(split()), template.n, template.seed, default=DEFAULT_N)))
     runs = {m.label: RobustnessSettings(**{**asdict(template), "model": m.model, "weights": m.weights}).validate() for m in models}
-    diffs = {m.label: _run_differences(out / "models" / m.label, runs[m.label]) for m in models}
+    diffs = {m.label: _run_differences(out / "models" / m.label, _run_record(runs[m.label])) for m in models}
     for label, differ in diffs.items():
         if differ and differ != [WEIGHTS_DIGESTS]:  # the same files rewritten since: that model starts over
             own = set(differ) <= {"model", "weights"}  # the YAML gave this name other weights: only its folder is in the way
             fix = f"give it another name, or delete {out / 'models' / label} to redo it" if own else "use another --out or the same arguments"
-            fix = _fix_text(differ, out / "models" / label, fix)
-            raise ConfigError(f"{out} holds a study run with other arguments ({_differences_text(differ)} of model {label}); {fix}")
+            differ_text = _other_arguments_text(differ, out / "models" / label, fix, whose=f" of model {label}")
+            raise ConfigError(f"{out} holds a study run with other arguments {differ_text}")
     finished = {label for label, differ in diffs.items() if differ == [] and (out / "models" / label / STUDY_RESULT_FILE).is_file()}
     # an unknown name or a missing or broken file fails now, not after hours of the models before it
     loaded = {m.label: load_eval_model(m.model, m.weights, torch.device("cpu")) for m in models if m.label not in finished}

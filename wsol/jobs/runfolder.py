@@ -11,7 +11,7 @@ import math
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 
 import numpy as np
 import torch
@@ -22,10 +22,10 @@ from wsol.errors import ConfigError
 
 from wsol.utils import distributed as dist
 from wsol.runfiles import (  # the run-folder file names; the jobs take them from here too
-    ATTACK_CONFIG_FILE, ATTACK_RUN_FILES, CHECKPOINT_DIGEST, DEMO_ARGUMENTS_FILE, MAPS_FILE, METRICS_FILE, MODEL_FILE, ROBUSTNESS_RUN_FILE, SAMPLES_FILE,
-    STATE_FILE, SUMMARY_FILE,
+    ATTACK_CONFIG_FILE, ATTACK_RUN_FILES, CHECKPOINT_DIGEST, DEMO_ARGUMENTS_FILE, MAPS_FILE, METRICS_FILE, MODEL_FILE, ROBUSTNESS_CHUNK_FILES,
+    ROBUSTNESS_RUN_FILE, SAMPLES_FILE, STATE_FILE, SUMMARY_FILE,
 )
-from wsol.utils.io import LOCK_NAME, atomic_write_json, atomic_write_text, read_jsonl, run_folder_lock
+from wsol.utils.io import LOCK_NAME, atomic_write_json, atomic_write_text, read_jsonl, remove_folder, run_folder_lock
 
 T = TypeVar("T")
 PathLike = Union[str, Path]
@@ -41,7 +41,7 @@ def run_kind(folder: PathLike) -> Optional[Tuple[str, List[str]]]:
     if not out.is_dir():
         return None
     markers = [("training", [MODEL_FILE, STATE_FILE, METRICS_FILE]), ("attack", [SAMPLES_FILE, SUMMARY_FILE]),
-               ("demo", [DEMO_ARGUMENTS_FILE]), ("robustness", [ROBUSTNESS_RUN_FILE, "*.rank*.jsonl"]),
+               ("demo", [DEMO_ARGUMENTS_FILE]), ("robustness", [ROBUSTNESS_RUN_FILE, ROBUSTNESS_CHUNK_FILES]),
                ("robustness study", [f"models/*/{ROBUSTNESS_RUN_FILE}"])]
     for kind, patterns in markers:
         found = sorted({str(p.relative_to(out)) for pattern in patterns for p in out.glob(pattern)})
@@ -210,6 +210,28 @@ def same_radius(a: Any, b: Any) -> bool:
         return False
 
 
+def rewritten_since(old: Mapping[str, Any], new: Mapping[str, Any], key: str = CHECKPOINT_DIGEST) -> bool:
+    """Whether the file(s) whose SHA-256 a run record keeps under ``key`` were rewritten since ``old`` was recorded (a model
+    retrained into the same path), so that the results recorded with ``old`` are another model's. A record without the
+    digest (written before wsol kept it, or of weights deleted since) has nothing to compare: the same file(s)."""
+    return old.get(key) is not None and new.get(key) is not None and old[key] != new[key]
+
+
+def start_over(folder: PathLike, what: str, files: str, stale: Sequence[Path]) -> None:
+    """Drop the ``what`` (rows, batches, results) that ``folder`` holds of an earlier version of ``files``
+    (:func:`rewritten_since`): say so, then rank 0 removes ``stale`` in the order given (a file unlinked, a folder
+    removed whole). Call it before the new run's record is written, with what reads as the finished run's (a summary,
+    a report) first and what a rerun resumes from last: a kill between two removals leaves the old record beside the old
+    results, so the rerun starts over again instead of taking the old model's results for the new one's."""
+    note(f"{folder} holds {what} of an earlier version of {files} (rewritten since): starting over")
+    if dist.is_main_process():
+        for path in stale:
+            if path.is_dir():
+                remove_folder(path)
+            else:
+                path.unlink(missing_ok=True)
+
+
 def finished_epochs(model_sidecar: Path) -> int:
     """The epoch recorded in a checkpoint's JSON sidecar (0 when there is none yet)."""
     if not model_sidecar.is_file():
@@ -263,11 +285,13 @@ __all__ = [
     "parse_eps",
     "refuse_other_run",
     "refuse_run_file",
+    "rewritten_since",
     "run_kind",
     "same_radius",
     "select_samples",
     "shard",
     "shard_indices",
+    "start_over",
     "write_json",
     "write_text",
 ]
