@@ -433,3 +433,33 @@ def test_a_run_killed_while_dropping_the_rows_of_a_rewritten_checkpoint_does_not
     assert run([*argv, "--out", str(tmp_path / "run")]) == 0
     assert run([*argv, "--out", str(tmp_path / "fresh")]) == 0
     assert _rows(tmp_path / "run") == _rows(tmp_path / "fresh")
+
+
+def test_a_start_over_killed_before_the_rows_go_leaves_no_summary_of_the_old_model(tiny, tmp_path, monkeypatch, capsys) -> None:
+    """The start-over drops the summary, which reads as the finished run's, before the rows a rerun resumes from: a kill in
+    between leaves the old rows beside the old config.json, so the rerun starts over again and no old summary stays."""
+    import shutil
+
+    from wsol.models import build_model, save_model
+
+    checkpoint = Path(shutil.copy(tiny["checkpoint"], tmp_path / "model.safetensors"))
+    shutil.copy(tiny["checkpoint"].with_suffix(".json"), tmp_path / "model.json")
+    argv = ["attack", "attribution", "--checkpoint", str(checkpoint), "--dataset", "shapes", "--root", str(tiny["root"]), *ARGS,
+            "--out", str(tmp_path / "run")]
+    assert run(argv) == 0
+    torch.manual_seed(7)
+    save_model(build_model("small-cnn", 2, input_size=32), tmp_path / "model", dataset="shapes", method="natural")  # retrained
+    unlink = Path.unlink
+
+    def killed_at_the_rows(path: Path, missing_ok: bool = False) -> None:
+        if path.name == "samples.csv":
+            raise KeyboardInterrupt
+        unlink(path, missing_ok=missing_ok)
+
+    with monkeypatch.context() as m:
+        m.setattr(Path, "unlink", killed_at_the_rows)
+        assert run(argv) == 130  # Ctrl-C's status
+    assert not (tmp_path / "run" / "summary.json").exists() and _rows(tmp_path / "run")
+    capsys.readouterr()
+    assert run(argv) == 0
+    assert "holds rows of an earlier version" in capsys.readouterr().err
