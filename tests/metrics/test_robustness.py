@@ -137,3 +137,21 @@ def test_linear_linf_robust_equals_the_brute_force_over_the_box_corners() -> Non
         assert torch.equal(exact, brute)
         found.add(int(exact.sum()))
     assert len(found) > 2  # the ε grid spans robust and broken points
+
+
+def test_linear_linf_robust_is_exact_at_ties_and_at_the_box() -> None:
+    """Quarter-pixel images, integer weights and radii of quarters: the arithmetic is exact, so the logits tie often and
+    the box often stops a pixel short of ε. A tie goes to the lower class index, as argmax gives it (the brute force)."""
+    g = torch.Generator().manual_seed(3)
+    weight, bias = torch.randint(-2, 3, (3, 4), generator=g).double(), torch.zeros(3, dtype=torch.float64)
+    x = torch.randint(0, 5, (400, 4), generator=g).double() / 4
+    y = torch.randint(0, 3, (400,), generator=g)
+    corners = torch.tensor(list(itertools.product((0, 1), repeat=4)), dtype=torch.bool)[:, None]  # 16 × 1 × 4
+    for eps in (0.0, 0.25, 0.5):
+        lo, hi = (x - eps).clamp(0, 1), (x + eps).clamp(0, 1)
+        logits = torch.where(corners, hi, lo) @ weight.T + bias
+        assert ((logits.max(2).values[..., None] == logits).sum(2) > 1).any()  # ties
+        brute = (logits.argmax(2) == y).all(0)
+        unboxed = ((torch.where(corners, x + eps, x - eps) @ weight.T + bias).argmax(2) == y).all(0)
+        assert eps == 0 or (brute != unboxed).any()  # the box decides some points
+        assert torch.equal(linear_linf_robust(weight, bias, x, y, eps), brute)

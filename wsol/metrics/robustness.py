@@ -76,20 +76,22 @@ def linear_linf_robust(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor
     [0, 1]: the truth an attack's robust accuracy estimates, so attacks can be checked against it.
 
     Each wrong class's largest logit gain inside the ε-ball ∩ [0, 1]^d is reached pixel by pixel, moving each
-    pixel by min(ε, its room to the box) in the sign of the weight difference; a point is robust when it is
-    correctly classified and no wrong class can reach the true one's logit.
+    pixel by min(ε, its room to the box) in the sign of the weight difference; a point is robust when no wrong class
+    beats the true one even there (so a misclassified point never is). A tie goes to the lower class index, as ``argmax``
+    (the prediction) gives it: a wrong class that only reaches the true logit breaks the point when its index is the lower.
     """
     flat = x.flatten(1).to(weight.dtype)
     y = y.long()
     with torch.no_grad():
         logits = flat @ weight.T + bias
         up, down = (1 - flat).clamp(0, eps), flat.clamp(0, eps)
-        robust = logits.argmax(1) == y
+        robust = torch.ones_like(y, dtype=torch.bool)
         true_logit = logits.gather(1, y[:, None])[:, 0]
         for j in range(weight.shape[0]):
             diff = weight[j][None] - weight[y]
             gain = torch.where(diff > 0, diff * up, -diff * down).sum(1)
-            robust &= (y == j) | (logits[:, j] + gain < true_logit)
+            reached = logits[:, j] + gain
+            robust &= (y == j) | (reached < true_logit) | ((reached == true_logit) & (y < j))
     return robust
 
 
