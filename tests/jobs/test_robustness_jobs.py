@@ -537,7 +537,7 @@ def test_study_reads_the_test_split_once_per_input_size(cifar, tmp_path, monkeyp
     monkeypatch.setenv("WSOL_PROGRESS", "0")
     monkeypatch.setattr(job, "load_eval_model", lambda name, weights, device: (SizedClassifier() if name == "sized" else MeanClassifier()).eval())
     reads, real = [], job.test_split
-    monkeypatch.setattr(job, "test_split", lambda dataset, root, size=None: reads.append(size) or real(dataset, root, size))
+    monkeypatch.setattr(job, "test_split", lambda dataset, root, size=None, options=None: reads.append(size) or real(dataset, root, size, options))
     study = tmp_path / "models.yaml"
     study.write_text("models:\n  - name: a\n    model: t1\n  - name: b\n    model: t2\n  - name: c\n    model: sized\n")
     job.run_study(study, settings(model="", n=4, batch_size=4, ladder=["apgd-ce"], sweep=[0, 2]), cifar, tmp_path / "study", "cpu")
