@@ -683,3 +683,17 @@ def test_a_near_miss_of_a_mixed_case_name_is_found_and_named_as_spelled() -> Non
     assert did_you_mean("peng2023robst", choices) == "; did you mean 'Peng2023Robust'?"
     assert did_you_mean("rawideresnet-70-61", choices) == "; did you mean 'RaWideResNet-70-16'?"  # too far while the case counted
     assert did_you_mean("wang2023better_wrn-28-10", choices) == "; did you mean 'Wang2023Better_WRN-28-10'?"
+
+
+@pytest.mark.parametrize("command", ["localize", "visualize", "evaluate", "robustness"])
+def test_loader_options_reach_the_loader_of_every_command_that_reads_a_dataset(command, sandbox, assets, capsys) -> None:
+    """-o KEY=VALUE (cifar10c's corruption, wsolmeta's metadata) is taken by each command that reads a dataset, not only by
+    `wsol data`: an option the loader does not have is its one-line error, so the option got there."""
+    argv = {"localize": ["localize", "--checkpoint", "{ckpt2}", "--out", "{dir}/p.json"],
+            "visualize": ["visualize", "--checkpoint", "{ckpt2}", "--out", "{dir}/g.png"],
+            "evaluate": ["evaluate", "--pred", "{pred_cat0}"],
+            "robustness": ["robustness", "evaluate", "--checkpoint", "{ckpt2}", "--out", "{dir}/r"]}[command]
+    args = [a.format(**sandbox, **assets) for a in [*argv, "--dataset", "cub", "--root", "{cub}", "-o", "bogus=1"]]
+    assert run(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "dataset 'cub' has no option 'bogus'" in err, err

@@ -7,7 +7,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import typer
 from typing_extensions import Annotated
@@ -132,11 +132,18 @@ DatasetArg = Annotated[str, typer.Argument(help=DATASET_HELP)]
 CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", help="A wsol checkpoint (.safetensors with its .json).")]
 AttributionOpt = Annotated[str, typer.Option("--attribution", help="Attribution method: grad, ig, gradshap, smoothgrad, cam, gradcam, gradcampp (attacks: the first four).")]
 ThresholdOpt = Annotated[float, typer.Option("--threshold", min=0.0, max=1.0, help="Box/mask threshold as a fraction of each map's max.")]
-LoaderOpt = Annotated[Optional[List[str]], typer.Option("--option", "-o", help="Loader option KEY=VALUE, e.g. -o metadata=DIR (repeatable).")]
+LoaderOpt = Annotated[Optional[List[str]], typer.Option("--option", "-o", help="Dataset loader option KEY=VALUE (repeatable), e.g. -o metadata=DIR for wsolmeta, -o corruption=fog -o severity=5 for cifar10c; see datasets/README.md.")]
 SetOpt = Annotated[Optional[List[str]], typer.Option("--set", help="Override a config key, e.g. --set art.lam=0.3 (repeatable).")]
 OutFolderOpt = Annotated[Path, typer.Option("--out", callback=_check_out_folder, help="Folder to write (created if missing).")]
 OutPngOpt = Annotated[Path, typer.Option("--out", callback=_check_out_png, help="PNG file to write.")]
 OutPredOpt = Annotated[Path, typer.Option("--out", callback=_check_out_json, help="COCO results file to write, ending in .json (a .meta.json goes beside it).")]
+
+
+def _loader_options(option: Optional[List[str]]) -> Dict[str, Any]:
+    """The ``-o KEY=VALUE`` loader options as keyword arguments of the dataset's loader."""
+    from wsol.data.verify import parse_loader_options
+
+    return parse_loader_options(option or [])
 
 
 def _version(value: bool) -> None:
@@ -217,9 +224,9 @@ def data_verify(
     option: LoaderOpt = None,
 ) -> None:
     """Count images per split and class and list missing or corrupt files; exit 1 if any."""
-    from wsol.data.verify import format_report, parse_loader_options, resolve_root, verify_dataset
+    from wsol.data.verify import format_report, resolve_root, verify_dataset
 
-    options = parse_loader_options(option or [])
+    options = _loader_options(option)
     if skip_corrupt:
         options["skip_corrupt"] = True
     report = verify_dataset(name, resolve_root(name, root), **options)
@@ -240,10 +247,10 @@ def data_show(
 ) -> None:
     """Draw random images with their GT boxes (red) and masks (white outline) into one PNG."""
     from wsol.data.registry import build_dataset
-    from wsol.data.verify import parse_loader_options, resolve_root, show_grid
+    from wsol.data.verify import resolve_root, show_grid
     from wsol.jobs.runfolder import fewer_images_note, note
 
-    dataset = build_dataset(name, resolve_root(name, root), split, **parse_loader_options(option or []))
+    dataset = build_dataset(name, resolve_root(name, root), split, **_loader_options(option))
     existed = out.exists()
     written = show_grid(dataset, n, out, seed=seed)  # a bad annotation found while drawing is the one line printed
     note(fewer_images_note(split, len(dataset), n))
@@ -304,6 +311,7 @@ def localize_command(
     dataset: DatasetOpt,
     out: OutPredOpt,
     root: RootOpt = None,
+    option: LoaderOpt = None,
     attribution: AttributionOpt = "grad",
     threshold: ThresholdOpt = 0.2,
     sweep: Annotated[bool, typer.Option("--sweep", help="Pick the threshold with the best GT-Known Loc (oracle, as in the papers).")] = False,
@@ -327,7 +335,8 @@ def localize_command(
         interval=interval, masks=masks, batch_size=batch_size,
     )
     existed = out.exists()
-    meta = run_localize(checkpoint, dataset, resolve_root(dataset, root), out, settings, split=split, device=device)
+    meta = run_localize(checkpoint, dataset, resolve_root(dataset, root), out, settings, split=split, device=device,
+                        dataset_options=_loader_options(option))
     if is_main_process():
         mm = meta["map_metrics"]
         summary = ", ".join(f"{k} {v:.2f} {metric_unit(k)}" for k, v in mm.items() if isinstance(v, float) and not k.endswith("threshold"))
@@ -339,6 +348,7 @@ def evaluate_command(
     pred: Annotated[Path, typer.Option("--pred", callback=_check_pred, help="COCO results JSON written by `wsol localize` (scores go to <pred>.metrics.json).")],
     dataset: DatasetOpt,
     root: RootOpt = None,
+    option: LoaderOpt = None,
     split: Annotated[Optional[str], typer.Option("--split", help="Dataset split the predictions were made on: train, test, ... (default: the one recorded in <pred>.meta.json).")] = None,
 ) -> None:
     """Score predictions: Top-1 Acc, GT-Known / Top-1 Loc, Top-1 Seg, MaxBoxAccV2, PxAP, COCO AP."""
@@ -348,7 +358,7 @@ def evaluate_command(
 
     if _not_rank_0():
         return
-    metrics = evaluate_predictions(pred, dataset, resolve_root(dataset, root), split)
+    metrics = evaluate_predictions(pred, dataset, resolve_root(dataset, root), split, dataset_options=_loader_options(option) if option else None)
     existed = metrics_path(pred).exists()
     path = save_metrics(pred, metrics)
     intervals = metrics.get("intervals", {})
@@ -365,6 +375,7 @@ def visualize_command(
     dataset: DatasetOpt,
     out: OutPngOpt,
     root: RootOpt = None,
+    option: LoaderOpt = None,
     attribution: AttributionOpt = "grad",
     threshold: ThresholdOpt = 0.2,
     n: Annotated[int, typer.Option("--n", min=1, help="Number of images in the grid.")] = 16,
@@ -381,7 +392,8 @@ def visualize_command(
         return
     settings = LocalizeConfig(attribution=attribution, threshold=threshold)
     existed = out.exists()
-    path = run_visualize(checkpoint, dataset, resolve_root(dataset, root), out, settings, n, split, seed, device=device)
+    path = run_visualize(checkpoint, dataset, resolve_root(dataset, root), out, settings, n, split, seed, device=device,
+                         dataset_options=_loader_options(option))
     typer.echo(f"wrote {path}{_replacing(existed)}")
 
 
@@ -469,6 +481,7 @@ def robustness_evaluate(
     model: RobustModelOpt = None,
     weights: RobustWeightsOpt = None,
     root: RootOpt = None,
+    option: LoaderOpt = None,
     attacks: Annotated[Optional[str], typer.Option("--attacks", help="Comma list of attacks, e.g. apgd-ce,apgd-dlr,fab (overrides --ladder).")] = None,
     ladder: LadderOpt = "standard",
     pgd: Annotated[int, typer.Option("--pgd", min=0, help="Also run PGD-k (e.g. 40) at --eps, step size 2.5·ε/k (Madry et al.) from a random start; 0: none.")] = 0,
@@ -488,7 +501,8 @@ def robustness_evaluate(
     """AutoAttack ladder (accuracy, delta, minutes per attack), optionally PGD-k, on n test samples."""
     settings = _robust_settings(checkpoint, model, weights, dataset, n=n, seed=seed, eps=eps, norm=norm,
                                 ladder=list(_ladder(ladder if attacks is None else attacks)),
-                                pgd_steps=pgd, pgd_restarts=pgd_restarts, pgd_loss=pgd_loss, batch_size=batch_size, n_iter=n_iter, n_queries=n_queries, n_restarts=n_restarts, bf16=bf16)
+                                pgd_steps=pgd, pgd_restarts=pgd_restarts, pgd_loss=pgd_loss, batch_size=batch_size, n_iter=n_iter, n_queries=n_queries, n_restarts=n_restarts, bf16=bf16,
+                                dataset_options=_loader_options(option))
     _robust_run(settings, dataset, root, out, device)
 
 
@@ -506,6 +520,7 @@ def robustness_per_class(
     model: RobustModelOpt = None,
     weights: RobustWeightsOpt = None,
     root: RootOpt = None,
+    option: LoaderOpt = None,
     eps_sweep: EpsSweepOpt = None,
     attack: SweepAttackOpt = "apgd-ce",
     norm: NormOpt = "linf",
@@ -523,7 +538,8 @@ def robustness_per_class(
 
     grid = parse_eps_sweep(eps_sweep, norm)
     settings = _robust_settings(checkpoint, model, weights, dataset, n=n, seed=seed, eps=sweep_radii(grid, norm)[-1], norm=norm, sweep=grid,
-                                sweep_attack=attack, batch_size=batch_size, n_iter=n_iter, n_queries=n_queries, n_restarts=n_restarts, bf16=bf16)
+                                sweep_attack=attack, batch_size=batch_size, n_iter=n_iter, n_queries=n_queries, n_restarts=n_restarts, bf16=bf16,
+                                dataset_options=_loader_options(option))
     _robust_run(settings, dataset, root, out, device)
 
 
@@ -533,6 +549,7 @@ def robustness_study(
     dataset: DatasetOpt,
     out: OutFolderOpt,
     root: RootOpt = None,
+    option: LoaderOpt = None,
     ladder: LadderOpt = "study",
     eps: RobustEpsOpt = None,
     eps_sweep: EpsSweepOpt = None,
@@ -555,7 +572,8 @@ def robustness_study(
     sweep = parse_eps_sweep(eps_sweep, norm)
     template = RobustnessSettings(model="", weights=[], dataset=dataset, n=n, seed=seed, eps=parse_eps(DEFAULT_EPS[norm] if eps is None else eps, norm=norm),
                                   norm=norm, ladder=list(_ladder(ladder)), sweep=sweep, sweep_attack=attack,
-                                  batch_size=batch_size, n_iter=n_iter, n_queries=n_queries, n_restarts=n_restarts, bf16=bf16).validate()
+                                  batch_size=batch_size, n_iter=n_iter, n_queries=n_queries, n_restarts=n_restarts, bf16=bf16,
+                                  dataset_options=_loader_options(option)).validate()
     report = run_study(models, template, resolve_root(dataset, root), out, device)
     if is_main_process():
         typer.echo(report.read_text())

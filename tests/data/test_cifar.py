@@ -209,8 +209,7 @@ def test_cifar10c_short_labels_and_errors(tmp_path):
             build_dataset("cifar10c", tmp_path, "test", corruption="fog", severity=bad)
     with pytest.raises(DataError, match=r"fog, gaussian_noise"):
         build_dataset("cifar10c", tmp_path, "test", corruption="snow", severity=1)
-    with pytest.raises(ConfigError, match=r"corruption=<name> \(`wsol data verify` and `wsol data show` take it as -o corruption=fog; "
-                                          r"no other command passes loader options\); available: fog, gaussian_noise$"):
+    with pytest.raises(ConfigError, match=r"corruption=<name> \(on the command line -o corruption=fog -o severity=1\); available: fog, gaussian_noise$"):
         build_dataset("cifar10c", tmp_path, "test")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match=r"available: none \(.* holds no <name>.npy beside labels.npy; see datasets/README.md\)"):

@@ -537,7 +537,7 @@ def test_study_reads_the_test_split_once_per_input_size(cifar, tmp_path, monkeyp
     monkeypatch.setenv("WSOL_PROGRESS", "0")
     monkeypatch.setattr(job, "load_eval_model", lambda name, weights, device: (SizedClassifier() if name == "sized" else MeanClassifier()).eval())
     reads, real = [], job.test_split
-    monkeypatch.setattr(job, "test_split", lambda dataset, root, size=None: reads.append(size) or real(dataset, root, size))
+    monkeypatch.setattr(job, "test_split", lambda dataset, root, size=None, options=None: reads.append(size) or real(dataset, root, size, options))
     study = tmp_path / "models.yaml"
     study.write_text("models:\n  - name: a\n    model: t1\n  - name: b\n    model: t2\n  - name: c\n    model: sized\n")
     job.run_study(study, settings(model="", n=4, batch_size=4, ladder=["apgd-ce"], sweep=[0, 2]), cifar, tmp_path / "study", "cpu")
@@ -962,3 +962,40 @@ def test_study_compares_each_model_with_the_first_on_the_same_samples(cifar, tmp
     done.write_text(json.dumps(old))
     assert "Paired comparison" not in job.run_study(study, template, cifar, out, "cpu").read_text()
     assert not (out / "paired.csv").exists()
+
+
+def test_cifar10c_runs_through_loader_options(tmp_path, tiny, capsys) -> None:
+    """CIFAR-10-C needs its corruption and severity, given as -o like `wsol data verify` takes them: the run records them,
+    the report names them, another severity into the same --out is another run, and a run without them records none."""
+    from tests.data.test_cifar import make_cifar10c
+
+    root = tmp_path / "c10c"
+    root.mkdir()
+    make_cifar10c(root, per=6)
+    base = ["robustness", "evaluate", "--model", "tiny", "--dataset", "cifar10c", "--root", str(root), "--attacks", "apgd-ce", "--n", "4",
+            "--batch-size", "4", "--n-iter", "1", "--n-restarts", "1", "--device", "cpu"]
+    assert run([*base, "--out", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "-o corruption=fog" in err and "available: fog, gaussian_noise" in err, err
+    out = tmp_path / "fog"
+    assert run([*base, "-o", "corruption=fog", "--option", "severity=2", "--out", str(out)]) == 0
+    assert (out / "report.md").read_text().splitlines()[0] == "# Robustness of tiny on cifar10c (corruption=fog, severity=2)"
+    assert json.loads((out / "run.json").read_text())["dataset_options"] == {"corruption": "fog", "severity": 2}
+    capsys.readouterr()
+    assert run([*base, "-o", "corruption=fog", "-o", "severity=3", "--out", str(out)]) == 2
+    assert "other arguments (dataset_options.severity)" in capsys.readouterr().err
+    sweep = ["robustness", "per-class", "--model", "tiny", "--dataset", "cifar10c", "--root", str(root), "--eps-sweep", "0:1", "--n", "4",
+             "--n-iter", "1", "--n-restarts", "1", "--device", "cpu", "-o", "corruption=gaussian_noise", "--out", str(tmp_path / "sweep")]
+    assert run(sweep) == 0
+    assert "on cifar10c (corruption=gaussian_noise)" in (tmp_path / "sweep" / "report.md").read_text().splitlines()[0]
+    study = tmp_path / "study.yaml"
+    study.write_text("models:\n  - name: a\n    model: tiny\n")
+    assert run(["robustness", "study", str(study), "--dataset", "cifar10c", "--root", str(root), "--eps-sweep", "0:1", "--n", "4", "--n-iter", "1",
+                "--n-restarts", "1", "--device", "cpu", "-o", "corruption=fog", "-o", "severity=5", "--out", str(tmp_path / "st")]) == 0
+    assert (tmp_path / "st" / "report.md").read_text().splitlines()[0] == "# Per-class robustness study on cifar10c (corruption=fog, severity=5)"
+    assert json.loads((tmp_path / "st" / "models" / "a" / "run.json").read_text())["dataset_options"] == {"corruption": "fog", "severity": 5}
+    cifar = tmp_path / "c10"
+    make_cifar(cifar)
+    assert run(["robustness", "evaluate", "--model", "tiny", "--dataset", "cifar10", "--root", str(cifar), "--attacks", "apgd-ce", "--n", "4",
+                "--n-iter", "1", "--device", "cpu", "--out", str(tmp_path / "plain")]) == 0
+    assert "dataset_options" not in json.loads((tmp_path / "plain" / "run.json").read_text())  # as run.json was before -o existed

@@ -157,3 +157,17 @@ def test_localize_and_evaluate_leave_no_lock_file_in_the_users_folder(tiny, tmp_
     assert _localize(tiny, out) == 0
     assert run(["evaluate", "--pred", str(out), "--dataset", "shapes", "--root", str(tiny["root"])]) == 0
     assert sorted(p.name for p in out.parent.iterdir()) == ["preds.json", "preds.meta.json", "preds.metrics.json"]
+
+
+def test_evaluate_reads_the_dataset_with_the_loader_options_localize_recorded(tiny, capsys) -> None:
+    """`localize -o KEY=VALUE` records its loader options in the .meta.json; `evaluate` reads the dataset with them unless
+    given its own -o (the ground truth of another option, e.g. another cifar10c severity, is another dataset)."""
+    out = tiny["base"] / "opts.json"
+    assert _localize(tiny, out, "-o", "native_size=32") == 0
+    assert json.loads(out.with_suffix(".meta.json").read_text())["dataset_options"] == {"native_size": 32}
+    meta = json.loads(out.with_suffix(".meta.json").read_text())
+    out.with_suffix(".meta.json").write_text(json.dumps({**meta, "dataset_options": {"bogus": 1}}))
+    capsys.readouterr()
+    evaluate = ["evaluate", "--pred", str(out), "--dataset", "shapes", "--root", str(tiny["root"])]
+    assert run(evaluate) == 2 and "has no option 'bogus'" in capsys.readouterr().err  # the recorded options were used
+    assert run([*evaluate, "-o", "native_size=32"]) == 0  # given ones replace them

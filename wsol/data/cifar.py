@@ -269,7 +269,7 @@ def build_cifar10c(
     available = cifar10c_corruptions(root)
     listed = ", ".join(available) if available else f"none ({root} holds no <name>.npy beside labels.npy; see datasets/README.md)"
     if corruption is None:
-        raise ConfigError(f"cifar10c needs the option corruption=<name> (`wsol data verify` and `wsol data show` take it as -o corruption=fog; no other command passes loader options); available: {listed}")
+        raise ConfigError(f"cifar10c needs the option corruption=<name> (on the command line -o corruption=fog -o severity=1); available: {listed}")
     if corruption not in available:
         raise DataError(f"no corruption {corruption!r} in {root} (no {corruption}.npy); available: {listed}")
     if isinstance(severity, bool) or not isinstance(severity, int) or not 1 <= severity <= CIFAR10C_SEVERITIES:

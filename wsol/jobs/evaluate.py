@@ -47,8 +47,10 @@ def check_categories(pred: Path, results: List[Dict[str, Any]], num_classes: int
             )
 
 
-def evaluate_predictions(pred: Path, dataset: str, root: Path, split: Optional[str] = None, iou_threshold: float = 0.5, **dataset_options: Any) -> Dict[str, Any]:
-    """Score a COCO results file against the dataset's ground truth (original image pixels).
+def evaluate_predictions(pred: Path, dataset: str, root: Path, split: Optional[str] = None, iou_threshold: float = 0.5,
+                         dataset_options: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Score a COCO results file against the dataset's ground truth (original image pixels), read with loader
+    ``dataset_options`` (default: those ``wsol localize`` recorded in the file's ``.meta.json``).
 
     Box metrics (Top-1 Acc, GT-Known Loc, Top-1 Loc) and, when the file has masks and the dataset
     has GT masks, Top-1 Seg and mIoU; plus COCOeval AP and the sweep metrics stored by `localize`.
@@ -65,7 +67,8 @@ def evaluate_predictions(pred: Path, dataset: str, root: Path, split: Optional[s
             f"{pred} was made on the {made_on} split, not {split}; drop --split or rerun wsol localize --split {split}"
         )
     split = split or made_on or "test"
-    data = build_dataset(dataset, root, split, **dataset_options)
+    options = meta.get("dataset_options") or {} if dataset_options is None else dataset_options
+    data = build_dataset(dataset, root, split, **options)
     if meta.get("num_images") not in (None, len(data)):
         raise DataError(
             f"{pred} was made on {meta['num_images']} {split} images, but the {split} split under {root} has {len(data)}; "

@@ -190,6 +190,7 @@ class RobustnessSettings:
     n_queries: Optional[int] = None
     n_restarts: Optional[int] = None
     bf16: bool = False
+    dataset_options: Dict[str, Any] = field(default_factory=dict)  # loader options (-o KEY=VALUE), e.g. cifar10c's corruption
 
     def validate(self) -> "RobustnessSettings":
         self.weights = _absolute(self.weights)  # run.json is the same whatever the cwd or the spelling of the path
@@ -205,6 +206,12 @@ class RobustnessSettings:
         if not self.pgd_steps and (self.pgd_loss != "ce" or self.pgd_restarts != 1):
             raise ConfigError("--pgd-loss and --pgd-restarts set up the PGD run, which --pgd K asks for (e.g. --pgd 40): add --pgd or drop them")
         return self
+
+    @property
+    def dataset_label(self) -> str:
+        """The dataset as reports name it: with its loader options (``cifar10c (corruption=fog, severity=5)``)."""
+        options = ", ".join(f"{k}={v}" for k, v in sorted(self.dataset_options.items()))
+        return f"{self.dataset} ({options})" if options else self.dataset
 
     @property
     def overrides(self) -> Dict[str, int]:
@@ -241,12 +248,12 @@ def load_eval_model(model: str, weights: Sequence[str], device: torch.device) ->
     return load_robust_model(model, files, device)
 
 
-def test_split(dataset: str, root: Path, size: Optional[int] = None) -> Any:
-    """The test split of ``dataset``, resized to ``size`` (a model's input size) when given."""
+def test_split(dataset: str, root: Path, size: Optional[int] = None, options: Optional[Dict[str, Any]] = None) -> Any:
+    """The test split of ``dataset`` read with loader ``options``, resized to ``size`` (a model's input size) when given."""
     from wsol.data import build_dataset
     from wsol.data.transforms import build_transform
 
-    return build_dataset(dataset, root, "test", transform=build_transform("cub", train=False, size=size) if size else None)
+    return build_dataset(dataset, root, "test", transform=build_transform("cub", train=False, size=size) if size else None, **(options or {}))
 
 
 def load_samples(data: Any, indices: Sequence[int]) -> Tuple[torch.Tensor, torch.Tensor, List[str]]:
@@ -392,6 +399,8 @@ def _run_record(s: RobustnessSettings) -> Dict[str, Any]:
     since (a model retrained into the same path) are never reported as the new model's. Without the digests when a
     file is gone (a study's finished model whose weights were deleted is still done: its results stay)."""
     record = json.loads(json.dumps(asdict(s)))
+    if not s.dataset_options:  # kept only when given: a run.json written before they could be is the same run
+        del record["dataset_options"]
     record.update(_budget_record(s))
     if all(Path(w).is_file() for w in s.weights):
         record[WEIGHTS_DIGESTS] = [_file_digest(w) for w in s.weights]
@@ -569,7 +578,7 @@ def evaluate_robustness(s: RobustnessSettings, root: Path, out: Path, device: Op
     refuse_other_run_folder(out, study=False)
     name = label or default_label(s)
     model = load_eval_model(s.model, s.weights, dev) if model is None else model.to(dev)
-    data = test_split(s.dataset, root, getattr(model, "input_size", None)) if data is None else data
+    data = test_split(s.dataset, root, getattr(model, "input_size", None), s.dataset_options) if data is None else data
     x, y, names = load_samples(data, select_samples(len(data), s.n, s.seed, default=DEFAULT_N))
     s = replace(s, n=len(y))  # run.json keeps the count drawn, so "--n 500" and the default 500 are the same run
     num_classes = check_model_fits(model, x[:1].to(dev), names, name, s)
@@ -627,7 +636,7 @@ def write_run_report(out: Path, s: RobustnessSettings, result: Dict[str, Any]) -
         source = f"Checkpoint {', '.join(s.weights)}. "
     else:
         source = f"Model {s.model}" + (f" from {', '.join(s.weights)}" if s.weights else "") + ". "
-    lines = [f"# Robustness of {model} on {s.dataset}", "",
+    lines = [f"# Robustness of {model} on {s.dataset_label}", "",
              f"{source}{_sample_count_text(result['n'])} drawn with seed {s.seed}; ε in pixel units of [0, 1] images; accuracies are fractions.", ""]
     for precision in s.precisions:
         lines += _notes(result, {"": _clean_accuracy(result, s, precision)})
@@ -784,7 +793,7 @@ def run_study(study: Path, template: RobustnessSettings, root: Path, out: Path, 
 
     def split(size: Optional[int] = None) -> Any:
         if size not in splits:
-            splits[size] = test_split(template.dataset, root, size)
+            splits[size] = test_split(template.dataset, root, size, template.dataset_options)
         return splits[size]
 
     template = replace(template, n=len(select_samples(len(split()), template.n, template.seed, default=DEFAULT_N)))
@@ -898,7 +907,7 @@ def _study_report(out: Path, s: RobustnessSettings, results: Dict[str, Dict[str,
     figures.append(plot_drop_heatmap(torch.stack([total_drop(a) for a in acc.values()]), list(acc), out / "figures" / "total_drops.png",
                                      names, title=f"total accuracy change per class, {span} ({s.sweep_attack}, {s.norm})",
                                      row_axis="model"))
-    lines = [f"# Per-class robustness study on {s.dataset}", "",
+    lines = [f"# Per-class robustness study on {s.dataset_label}", "",
              f"{_sample_count_text(first['n'])} drawn with seed {s.seed}; ladder {', '.join(s.ladder)} at ε = {eps_text(s.eps)} ({s.norm});",
              f"sweep with {s.sweep_attack} ({s.norm}) over {sweep_grid_text(s.sweep, s.norm)}. Accuracies are fractions; deltas negative = lost.", "",
              _counts_line(first, names), "",

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
@@ -26,16 +26,17 @@ def run_visualize(
     split: str = "test",
     seed: int = 0,
     device: Optional[str] = None,
+    dataset_options: Optional[Dict[str, Any]] = None,
 ) -> Path:
     """Draw ``n`` seeded random images with heatmap, GT box (red) and the box at ``settings.threshold``
-    (green); ``settings`` defaults to :class:`LocalizeConfig`'s defaults."""
+    (green); ``settings`` defaults to :class:`LocalizeConfig`'s defaults; ``dataset_options`` go to the loader."""
     from wsol.report.figures import draw_overlay_grid, save_figure
 
     settings = settings or LocalizeConfig()
     check_settings(settings)
     dev = select_device(device)
     model = load_model(checkpoint).to(dev).eval()
-    data = checkpoint_dataset(checkpoint, model, dataset, root, split)
+    data = checkpoint_dataset(checkpoint, model, dataset, root, split, **(dataset_options or {}))
     order = np.random.default_rng(seed).permutation(len(data))[: max(1, n)]
     batch = collate([data[int(i)] for i in order]).to(dev)  # a corrupt image is then the one line printed
     note(fewer_images_note(split, len(data), n))
