@@ -715,7 +715,7 @@ def test_a_study_model_run_with_other_budgets_says_the_same_arguments_cannot_res
     job.run_study(study, template, cifar, tmp_path / "s", "cpu")
     path = tmp_path / "s" / "models" / "m" / "run.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), "sweep_budgets": {"apgd-ce": "9 iterations, 1 restart"}}))
-    with pytest.raises(ConfigError, match=r"\(sweep_budgets: its attacks ran with other iterations, restarts or queries of model m\); "
+    with pytest.raises(ConfigError, match=r"\(sweep_budgets of model m: its attacks ran with other iterations, restarts or queries\); "
                                           rf"the same arguments cannot resume it: use another --out, or delete {tmp_path / 's' / 'models' / 'm'} to redo it$"):
         job.run_study(study, template, cifar, tmp_path / "s", "cpu")
     with pytest.raises(ConfigError, match=r"\(n, sweep_budgets of model m\); use another --out or the same arguments$"):

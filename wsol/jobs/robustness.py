@@ -433,12 +433,13 @@ def _other_arguments_text(diffs: Sequence[str], folder: Path, fix: str, whose: s
     options (a budget key alone says why), and budgets alone the same arguments give again: ``fix`` then does not help.
     A budget is named as a whole (``sweep_budgets``, not the ``sweep_budgets.apgd-ce`` where the two records differ)."""
     other = "its attacks ran with other iterations, restarts or queries"
-    budgets = {LADDER_BUDGETS: f"ladder_budgets: {other}, e.g. an older wsol's --ladder standard, whose APGD-CE ran 5 restarts",
-               SWEEP_BUDGETS: f"sweep_budgets: {other}"}
+    budgets = {LADDER_BUDGETS: f"ladder_budgets{whose}: {other}, e.g. an older wsol's --ladder standard, whose APGD-CE ran 5 restarts",
+               SWEEP_BUDGETS: f"sweep_budgets{whose}: {other}"}
     keys = list(dict.fromkeys(d.split(".", 1)[0] if d.split(".", 1)[0] in budgets else d for d in diffs))
     if set(keys) <= set(budgets):
         fix = f"the same arguments cannot resume it: use another --out, or delete {folder} to redo it"
-    return f"({', '.join(budgets.get(d, d) if len(keys) == 1 else d for d in keys)}{whose}); {fix}"
+    named = budgets[keys[0]] if len(keys) == 1 and keys[0] in budgets else f"{', '.join(keys)}{whose}"  # the explanation names whose
+    return f"({named}); {fix}"
 
 
 @functools.lru_cache(maxsize=None)
