@@ -999,3 +999,27 @@ def test_cifar10c_runs_through_loader_options(tmp_path, tiny, capsys) -> None:
     assert run(["robustness", "evaluate", "--model", "tiny", "--dataset", "cifar10", "--root", str(cifar), "--attacks", "apgd-ce", "--n", "4",
                 "--n-iter", "1", "--device", "cpu", "--out", str(tmp_path / "plain")]) == 0
     assert "dataset_options" not in json.loads((tmp_path / "plain" / "run.json").read_text())  # as run.json was before -o existed
+
+
+def test_a_study_drops_its_report_while_a_model_is_to_run(cifar, tmp_path, tiny, monkeypatch) -> None:
+    """The study's report, tables and figures are of the whole set: once a model is added (or starts over) they are removed
+    before its attack, so a run killed in it leaves no report of the old set beside the new model's results."""
+    study, out = tmp_path / "models.yaml", tmp_path / "study"
+    study.write_text("models:\n  - name: a\n    model: tiny\n")
+    template = settings(model="", ladder=["apgd-ce"], n=4, sweep=[0, 2])
+    job.run_study(study, template, cifar, out, "cpu")
+    assert {p.name for p in out.iterdir()} >= {"report.md", "ladder.csv", "figures"}
+    study.write_text("models:\n  - name: a\n    model: tiny\n  - name: b\n    model: tiny2\n")
+    real = job.evaluate_robustness
+
+    def killed(s, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(job, "evaluate_robustness", killed)
+    with pytest.raises(KeyboardInterrupt):
+        job.run_study(study, template, cifar, out, "cpu")
+    assert sorted(p.name for p in out.iterdir() if p.name != ".lock") == ["models"]
+    monkeypatch.setattr(job, "evaluate_robustness", real)
+    assert "| b |" in job.run_study(study, template, cifar, out, "cpu").read_text()
+    job.run_study(study, template, cifar, out, "cpu")  # all done: the report is rewritten, nothing removed first
+    assert (out / "report.md").is_file()

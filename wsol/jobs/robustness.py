@@ -33,7 +33,7 @@ from wsol.errors import ConfigError, WsolError, option_flag
 from wsol.export.tables import markdown_table, matrix_rows, write_csv
 from wsol.jobs.runfolder import (
     ROBUSTNESS_CHUNK_FILES, ROBUSTNESS_RUN_FILE, class_names_note, config_differences, lock_run_folder, note, parse_eps, refuse_other_run,
-    rewritten_since, same_radius, select_samples, start_over, write_json, write_text,
+    remove_outputs, rewritten_since, same_radius, select_samples, start_over, write_json, write_text,
 )
 from wsol.metrics.intervals import wilson_text
 from wsol.metrics.robustness import (
@@ -485,7 +485,12 @@ def _stale_outputs(out: Path) -> List[Path]:
     """What a run wrote into ``out`` besides ``run.json``, in the order a start-over removes it: a study's summary first
     (it marks the model done), then the report, tables and figures (a kill before the new report left the old one beside
     the new results), the chunks last (while they are there, a rerun compares ``run.json`` and starts over again)."""
-    return [p for pattern in (STUDY_RESULT_FILE, *RUN_REPORT, ROBUSTNESS_CHUNK_FILES) for p in sorted(out.glob(pattern))]
+    return [*sorted(out.glob(STUDY_RESULT_FILE)), *_report_outputs(out), *sorted(out.glob(ROBUSTNESS_CHUNK_FILES))]
+
+
+def _report_outputs(out: Path) -> List[Path]:
+    """The report, tables and figures in ``out`` (:data:`RUN_REPORT`): a study writes its own into its top folder."""
+    return [p for pattern in RUN_REPORT for p in sorted(out.glob(pattern))]
 
 
 def _check_run_file(out: Path, s: RobustnessSettings) -> None:
@@ -815,6 +820,8 @@ def run_study(study: Path, template: RobustnessSettings, root: Path, out: Path, 
     results: Dict[str, Dict[str, Any]] = {}
     with lock_run_folder(out):
         note(unused_options_note(template))
+        if len(finished) < len(models):  # the study's report is of the whole set: a model to (re)run makes it stale until the end
+            remove_outputs(_report_outputs(out))
         for i, m in enumerate(models):
             folder = out / "models" / m.label
             done = folder / STUDY_RESULT_FILE

@@ -224,8 +224,13 @@ def start_over(folder: PathLike, what: str, files: str, stale: Sequence[Path]) -
     a report) first and what a rerun resumes from last: a kill between two removals leaves the old record beside the old
     results, so the rerun starts over again instead of taking the old model's results for the new one's."""
     note(f"{folder} holds {what} of an earlier version of {files} (rewritten since): starting over")
+    remove_outputs(stale)
+
+
+def remove_outputs(paths: Sequence[Path]) -> None:
+    """Rank 0 removes ``paths`` in the order given (a file unlinked, a folder removed whole, a missing one skipped)."""
     if dist.is_main_process():
-        for path in stale:
+        for path in paths:
             if path.is_dir():
                 remove_folder(path)
             else:
@@ -285,6 +290,7 @@ __all__ = [
     "parse_eps",
     "refuse_other_run",
     "refuse_run_file",
+    "remove_outputs",
     "rewritten_since",
     "run_kind",
     "same_radius",
