@@ -104,6 +104,13 @@ def test_a_bare_whole_eps_is_refused_as_a_forgotten_255() -> None:
         job.parse_eps("0", "--step-size", positive=True)
 
 
+@pytest.mark.parametrize("text", ["300", "1e9"])
+def test_a_whole_eps_above_255_gets_the_range_not_a_fraction_past_1(text) -> None:
+    """--eps 300 or 1e9 over 255 is still above 1: "did you mean 300/255?" would suggest another invalid radius."""
+    with pytest.raises(ConfigError, match=rf"must lie in \[0, 1\] \(e.g. 8/255\), got '{text}'"):
+        job.parse_eps(text)
+
+
 def test_an_l2_radius_may_exceed_one_pixel_range() -> None:
     """ℓ2 radii above 1 are common (ε = 3 on larger images): neither refused nor taken for a forgotten /255."""
     assert job.parse_eps("2", norm="l2") == 2.0 and job.parse_eps("3.0", norm="l2") == 3.0

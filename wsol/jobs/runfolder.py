@@ -120,12 +120,12 @@ def select_samples(total: int, n: Optional[int], seed: int, *, default: int) -> 
 
 def parse_eps(text: str, name: str = "--eps", *, norm: str = "linf", positive: bool = False) -> float:
     """A radius or step in pixel units from ``8/255`` or ``0.03``, parsed as configs parse it (and at 0 refused when
-    ``positive``: a step of 0 never moves). In ℓ∞ it must lie in [0, 1], and a bare whole number (``8``, ``1``) is the
-    /255 forgotten (ℓ∞ ε = 1 lets the attack paint any image), refused with the fraction meant. An ℓ2 radius is any
+    ``positive``: a step of 0 never moves). In ℓ∞ it must lie in [0, 1], and a bare whole number up to 255 (``8``, ``1``) is
+    the /255 forgotten (ℓ∞ ε = 1 lets the attack paint any image), refused with the fraction meant. An ℓ2 radius is any
     number ≥ 0: ε = 1.0 is CIFAR-10's usual ℓ2 budget and larger ones are common on larger images."""
     value = parse_number(text, name)
     if norm == "linf":
-        whole = "/" not in str(text) and value >= 1 and value == int(value)
+        whole = "/" not in str(text) and 1 <= value <= 255 and value == int(value)  # above 255 no /255 makes a radius
         if whole:
             whole_range = " (ℓ∞ 1 reaches every image; write 255/255 if you mean it)" if value == 1 else ""
             raise ConfigError(f"{name} {text} is in pixel units of [0, 1] images: did you mean {name} {int(value)}/255?{whole_range}")
