@@ -281,6 +281,10 @@ CASES: List[List[str]] = [
     ["train", "cub", "--arch", "small-cnn", "--root", "{cub}", "--set", "seed=-1", "--out", "{dir}/run"],
     # session 8: linf sweeps written as radii
     ["robustness", "per-class", "--dataset", "cifar10", "--root", "{dir}", "--model", "pyautoattack-resnet18", "--eps-sweep", "0,0.01,0.03", "--out", "{dir}/r"],
+    # a sweep whose step leaves out its end gets a note, never before the error; a step past the whole range is one error
+    ["robustness", "per-class", "--checkpoint", "{ckpt3}", "--dataset", "cub", "--root", "{cub}", "--eps-sweep", "0:7:2", "--out", "{dir}/r"],
+    ["robustness", "study", "{study_noweights}", "--dataset", "cub", "--root", "{cub}", "--eps-sweep", "0:7:2", "--out", "{dir}/r"],
+    ["robustness", "per-class", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--eps-sweep", "0:8:9", "--out", "{dir}/r"],
     # an option the attacks do not use gets a note, never before the error
     ["robustness", "evaluate", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--n", "2", "--attacks", "apgd-ce",
      "--n-queries", "5", "--out", "{train_run}"],

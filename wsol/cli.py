@@ -446,12 +446,12 @@ def _robust_settings(checkpoint: Optional[Path], model: Optional[str], weights: 
     return RobustnessSettings(model=str(name), weights=[str(f) for f in files], dataset=dataset, **kw).validate()
 
 
-def _robust_run(settings, dataset: str, root: Optional[Path], out: Path, device: Optional[str]) -> None:
+def _robust_run(settings, dataset: str, root: Optional[Path], out: Path, device: Optional[str], notes: Sequence[Optional[str]] = ()) -> None:
     from wsol.data.verify import resolve_root
     from wsol.jobs.robustness import evaluate_robustness
     from wsol.utils.distributed import is_main_process
 
-    evaluate_robustness(settings, resolve_root(dataset, root), out, device)
+    evaluate_robustness(settings, resolve_root(dataset, root), out, device, notes=notes)
     if is_main_process():
         typer.echo((out / "report.md").read_text())
         typer.echo(f"report: {out / 'report.md'}")
@@ -515,12 +515,12 @@ def robustness_per_class(
     device: DeviceOpt = None,
 ) -> None:
     """Per-class robust accuracy over an ε sweep (x/255 in linf, radii in l2; monotone), drops per step, confusion under attack."""
-    from wsol.jobs.robustness import parse_eps_sweep, sweep_radii
+    from wsol.jobs.robustness import parse_eps_sweep, sweep_radii, sweep_step_note
 
     grid = parse_eps_sweep(eps_sweep, norm)
     settings = _robust_settings(checkpoint, model, weights, dataset, n=n, seed=seed, eps=sweep_radii(grid, norm)[-1], norm=norm, sweep=grid,
                                 sweep_attack=attack, batch_size=batch_size, n_iter=n_iter, n_queries=n_queries, n_restarts=n_restarts, bf16=bf16)
-    _robust_run(settings, dataset, root, out, device)
+    _robust_run(settings, dataset, root, out, device, notes=[sweep_step_note(eps_sweep, norm)])
 
 
 @robustness_app.command("study")
@@ -545,14 +545,14 @@ def robustness_study(
 ) -> None:
     """The per-class study: ladder and sweep for every model, one report (a model already done is skipped)."""
     from wsol.data.verify import resolve_root
-    from wsol.jobs.robustness import DEFAULT_EPS, RobustnessSettings, parse_eps, parse_eps_sweep, run_study
+    from wsol.jobs.robustness import DEFAULT_EPS, RobustnessSettings, parse_eps, parse_eps_sweep, run_study, sweep_step_note
     from wsol.utils.distributed import is_main_process
 
     sweep = parse_eps_sweep(eps_sweep, norm)
     template = RobustnessSettings(model="", weights=[], dataset=dataset, n=n, seed=seed, eps=parse_eps(DEFAULT_EPS[norm] if eps is None else eps, norm=norm),
                                   norm=norm, ladder=list(_ladder(ladder)), sweep=sweep, sweep_attack=attack,
                                   batch_size=batch_size, n_iter=n_iter, n_queries=n_queries, n_restarts=n_restarts, bf16=bf16).validate()
-    report = run_study(models, template, resolve_root(dataset, root), out, device)
+    report = run_study(models, template, resolve_root(dataset, root), out, device, notes=[sweep_step_note(eps_sweep, norm)])
     if is_main_process():
         typer.echo(report.read_text())
         typer.echo(f"report: {report}")

@@ -178,9 +178,28 @@ def test_eps_defaults_to_the_budget_of_its_norm(cifar, tmp_path, tiny, norm, eps
 
 
 def test_eps_sweep_forms_a_user_types(capsys) -> None:
-    assert job.parse_eps_sweep("0:8:2") == [0, 2, 4, 6, 8] and capsys.readouterr().err == ""
+    assert job.parse_eps_sweep("0:8:2") == [0, 2, 4, 6, 8] and job.sweep_step_note("0:8:2") is None
     assert job.parse_eps_sweep("0:7:2") == [0, 2, 4, 6]  # range semantics, but the user is told the end point is left out
-    assert capsys.readouterr().err == "note: --eps-sweep 0:7:2 is 0,2,4,6: its step stops at 6 and leaves out 7 (a list such as 0,2,4,6,7 keeps it)\n"
+    assert job.sweep_step_note("0:7:2") == "--eps-sweep 0:7:2 is 0,2,4,6: its step stops at 6 and leaves out 7 (a list such as 0,2,4,6,7 keeps it)"
+    assert capsys.readouterr().err == ""  # parsing is silent: the job notes it once its checks pass
+    assert job.sweep_step_note("0,2,4") is None and job.sweep_step_note(None) is None and job.sweep_step_note("0,0.5", "l2") is None
+
+
+def test_a_step_past_the_whole_range_is_one_error_that_says_so(capsys) -> None:
+    """0:8:9 is the single value 0: it was a note that the step leaves out 8 and then an error suggesting
+    `wsol robustness evaluate --eps 0`, two lines and the wrong fix; it is one error about the step."""
+    with pytest.raises(ConfigError, match=r"bad --eps-sweep '0:8:9': its step 9 is larger than the range 0:8, which leaves 0 alone; "
+                                          r"use a smaller step, e.g. 0:8:2"):
+        job.parse_eps_sweep("0:8:9")
+    assert capsys.readouterr().err == ""
+
+
+def test_the_step_note_comes_once_the_checks_pass(cifar, tmp_path, tiny, capsys) -> None:
+    """The note about 0:3:2 leaving out 3 is printed by the run (after its checks), not by the parser before them."""
+    args = ["robustness", "per-class", "--model", "tiny", "--dataset", "cifar10", "--root", str(cifar), "--eps-sweep", "0:3:2",
+            "--n", "4", "--batch-size", "4", "--n-iter", "1", "--n-restarts", "1", "--device", "cpu", "--out", str(tmp_path / "r")]
+    assert run(args) == 0
+    assert "note: --eps-sweep 0:3:2 is 0,2: its step stops at 2 and leaves out 3" in capsys.readouterr().err
 
 
 def test_eps_sweep_note_comes_from_rank_0_alone_under_torchrun(capsys, monkeypatch) -> None:

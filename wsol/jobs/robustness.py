@@ -95,9 +95,9 @@ def parse_eps_sweep(text: Optional[str], norm: str = "linf") -> List[float]:
                 if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] < 1):
                     raise ValueError
                 values = list(range(parts[0], parts[1] + 1, parts[2] if len(parts) == 3 else 1))
-                if values and values[-1] != parts[1]:
-                    note(f"--eps-sweep {text} is {','.join(map(str, values))}: its step stops at {values[-1]} and leaves out {parts[1]} "
-                         f"(a list such as {','.join(map(str, [*values, parts[1]]))} keeps it)")
+                if len(parts) == 3 and len(values) == 1 and parts[1] > parts[0]:
+                    raise ConfigError(f"bad --eps-sweep {text!r}: its step {parts[2]} is larger than the range {parts[0]}:{parts[1]}, "
+                                      f"which leaves {parts[0]} alone; use a smaller step, e.g. {parts[0]}:{parts[1]}:{max(1, (parts[1] - parts[0]) // 4)}")
             else:
                 values = [int(p) for p in comma_list(text, "--eps-sweep")]
         except ValueError:
@@ -113,6 +113,19 @@ def parse_eps_sweep(text: Optional[str], norm: str = "linf") -> List[float]:
         raise ConfigError(f"bad --eps-sweep {text!r}: a sweep needs at least two values, e.g. {example}; "
                           f"for one ε use 'wsol robustness evaluate --norm {norm} --eps {one}'")
     return values
+
+
+def sweep_step_note(text: Optional[str], norm: str = "linf") -> Optional[str]:
+    """The note for an ℓ∞ range whose step stops before its end (``0:7:2`` is 0, 2, 4, 6), None otherwise; ``text`` is a
+    grid :func:`parse_eps_sweep` accepted. The job prints it once its checks pass: a note never comes before an error."""
+    if norm != "linf" or text is None or ":" not in str(text):
+        return None
+    parts = [int(p) for p in str(text).strip().split(":")]
+    values = list(range(parts[0], parts[1] + 1, parts[2] if len(parts) == 3 else 1))
+    if values[-1] == parts[1]:
+        return None
+    return (f"--eps-sweep {str(text).strip()} is {','.join(map(str, values))}: its step stops at {values[-1]} and leaves out {parts[1]} "
+            f"(a list such as {','.join(map(str, [*values, parts[1]]))} keeps it)")
 
 
 def _linf_radii_hint(text: str) -> Optional[str]:
@@ -554,11 +567,12 @@ def check_model_fits(model: nn.Module, x: torch.Tensor, names: Sequence[str], na
 
 def evaluate_robustness(s: RobustnessSettings, root: Path, out: Path, device: Optional[str] = None, show_progress: bool = True,
                         locked: bool = False, label: Optional[str] = None, model: Optional[nn.Module] = None,
-                        data: Optional[Any] = None) -> Dict[str, Any]:
+                        data: Optional[Any] = None, notes: Sequence[Optional[str]] = ()) -> Dict[str, Any]:
     """Run the ladder, the PGD evaluation and/or the sweep that ``s`` asks for into ``out``; rank 0 writes the
     tables (CSV + ``report.md``) and figures, naming the model ``label`` (a study's name for it; default ``s.model``).
     ``model`` is ``s``'s model and ``data`` its test split (at the model's input size) when the caller has loaded
-    them already (a study). Returns the tables (on every rank)."""
+    them already (a study). ``notes`` (about the arguments, e.g. :func:`sweep_step_note`) are printed once the checks
+    pass. Returns the tables (on every rank)."""
     s.validate()
     dist.init_from_env()
     dev = _run_device(s, device)
@@ -574,8 +588,9 @@ def evaluate_robustness(s: RobustnessSettings, root: Path, out: Path, device: Op
         dist.barrier()
         _check_run_file(out, s)
         dist.mark_work_started()
-        if not locked:  # a study notes it once for all its models
-            note(unused_options_note(s))
+        if not locked:  # a study notes them once for all its models
+            for text in [*notes, unused_options_note(s)]:
+                note(text)
         if s.model == "wsol-checkpoint":
             note(class_names_note(s.weights[0], s.dataset, names))
         result: Dict[str, Any] = {"model": name, "n": len(y), "class_names": names, "labels": y}
@@ -767,11 +782,12 @@ def _run_device(s: RobustnessSettings, device: Optional[str]) -> torch.device:
 
 
 def run_study(study: Path, template: RobustnessSettings, root: Path, out: Path, device: Optional[str] = None,
-              show_progress: bool = True) -> Path:
+              show_progress: bool = True, notes: Sequence[Optional[str]] = ()) -> Path:
     """Ladder and sweep for every model of ``study`` (one run folder each under ``out/models``; a finished model is
     skipped), then one ``report.md`` with both of the seed's tables, the average per class across models and the figures.
     Every unfinished model is loaded once, up front, and held in CPU memory until its turn (the seed's five models: about
-    5 GB), so a wrong name, a broken file or a model of another dataset fails before the first attack."""
+    5 GB), so a wrong name, a broken file or a model of another dataset fails before the first attack. ``notes`` are
+    printed once those checks pass."""
     dist.init_from_env()  # before the lock: under torchrun only rank 0 takes it (uninitialised, every rank is rank 0)
     _run_device(template, device)
     models = read_study(study)
@@ -801,7 +817,8 @@ def run_study(study: Path, template: RobustnessSettings, root: Path, out: Path, 
         check_model_fits(model, x, names, label, runs[label])
     results: Dict[str, Dict[str, Any]] = {}
     with lock_run_folder(out):
-        note(unused_options_note(template))
+        for text in [*notes, unused_options_note(template)]:
+            note(text)
         for i, m in enumerate(models):
             folder = out / "models" / m.label
             done = folder / STUDY_RESULT_FILE
@@ -940,5 +957,5 @@ def demo_robustness(checkpoints: Dict[str, Path], root: Path, out: Path, seed: i
 
 __all__ = [
     "DEFAULT_EPS", "RobustnessSettings", "StudyModel", "demo_robustness", "eps_text", "evaluate_robustness", "ladder_tables", "load_eval_model", "parse_eps",
-    "parse_eps_sweep", "read_study", "refuse_other_run_folder", "sweep_eps_text", "sweep_grid_text", "sweep_radii", "run_chunks", "run_study", "select_samples", "sweep_tables", "write_run_report",
+    "parse_eps_sweep", "read_study", "refuse_other_run_folder", "sweep_eps_text", "sweep_grid_text", "sweep_radii", "run_chunks", "run_study", "select_samples", "sweep_step_note", "sweep_tables", "write_run_report",
 ]
