@@ -195,6 +195,7 @@ CASES: List[List[str]] = [
     ["robustness", "study", "{study_noweights}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/r"],
     ["robustness", "study", "{study_twice}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/r"],
     ["robustness", "study", "{study_numbers}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/r"],
+    ["robustness", "study", "{study_models_twice}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/r"],  # YAML kept the last list
     ["robustness", "study", "{study_slash}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/r"],
     # session 6: attack/report
     ["attack", "attribution", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--attribution", "grad", "--preset", "official", "--out", "{dir}/a"],
@@ -391,6 +392,7 @@ def assets(tmp_path_factory) -> dict:
                        ("typo", f"models:\n  - name: a\n    checkpoint: {ck}\n    weight: x.pt\n"),
                        ("both", f"models:\n  - name: a\n    checkpoint: {ck}\n    model: pyautoattack-resnet18\n"),
                        ("one", f"models:\n  - name: a\n    checkpoint: {ck}\n"),
+                       ("models_twice", f"models:\n  - name: a\n    checkpoint: {ck}\nmodels:\n  - name: b\n    checkpoint: {ck}\n"),
                        ("intname", f"models:\n  - name: 1\n    checkpoint: {ck}\n"),
                        ("octalname", f"models:\n  - name: 010\n    checkpoint: {ck}\n")):
         (base / f"study_{name}.yaml").write_text(text)
