@@ -117,6 +117,12 @@ def test_missing_file_is_one_line_error_naming_file_and_source(tmp_path: Path) -
         load_robust_model("Peng2023Robust")
 
 
+def test_a_folder_given_as_weights_is_named_a_folder_with_the_file_to_pass(tmp_path: Path) -> None:
+    """--weights DIR (or weights: DIR in a study file) said "not found" of a folder that is there."""
+    with pytest.raises(CheckpointError, match=rf"{tmp_path} is a folder; pass the file in it, e.g. {tmp_path}/Wang2023Better_WRN-28-10.pt$"):
+        load_robust_model("Wang2023Better_WRN-28-10", tmp_path)
+
+
 def test_small_checkpoint_loads_strictly_with_prefixes(tmp_path: Path) -> None:
     source = cifar_resnet18()
     path = tmp_path / "r18.pt"

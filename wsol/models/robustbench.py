@@ -136,7 +136,9 @@ def _weight_paths(name: str, spec: RobustModelSpec, weights: Weights) -> List[Pa
     paths = [Path(weights)] if isinstance(weights, (str, Path)) else [Path(p) for p in weights]
     if len(paths) != len(spec.files):
         raise CheckpointError(f"{name} needs {len(spec.files)} weight file(s) ({', '.join(spec.files)}), got {len(paths)}")
-    for path in paths:
+    for path, file in zip(paths, spec.files):
+        if path.is_dir():
+            raise CheckpointError(f"weights file for {name}: {path} is a folder; pass the file in it, e.g. {path / file}")
         if not path.is_file():
             raise CheckpointError(f"weights file for {name} not found: {path}; get it from {spec.source}")
     return paths
