@@ -473,6 +473,11 @@ def test_study_file_errors(tmp_path) -> None:
     bad.write_text("models:\n  - name: a\n    model: pyautoattack-resnet18\nladder: plus\nnorm: l2\n")
     with pytest.raises(ConfigError, match=r"unknown top-level key\(s\) ladder, norm; .*\(ladder, norm, ε, sweep and n are command-line options\)"):
         job.read_study(bad)
+    bad.write_text("models:\n  - name: natural\n")  # checkpoint: forgotten; it read as an unknown robust model 'natural'
+    with pytest.raises(ConfigError, match=r"model natural: a name alone names no model; add checkpoint: FILE"):
+        job.read_study(bad)
+    bad.write_text("models:\n  - name: pyautoattack-resnet18\n")  # the one model whose weights ship with its package
+    assert job.read_study(bad)[0].model == "pyautoattack-resnet18"
     bad.write_text("models:\n  - name: a\n    checkpoint: n/model.safetensors\n  - name: b\n    checkpoint: ./n/../n/model.safetensors\n")
     with pytest.raises(ConfigError, match=r"same model and weights twice \(a and b\)"):
         job.read_study(bad)

@@ -734,6 +734,9 @@ def read_study(path: Path) -> List[StudyModel]:
             raise ConfigError(f"study file {path}, model {i + 1}: unknown key(s) {', '.join(unknown)}; use the keys name, model, weights or checkpoint")
         if "checkpoint" in entry and ("model" in entry or "weights" in entry):
             raise ConfigError(f"study file {path}, model {entry['name']}: give either a checkpoint or model and weights, not both")
+        if not keys & set(entry) - {"name"} and not _is_robust_model(entry["name"]):
+            raise ConfigError(f"study file {path}, model {entry['name']}: a name alone names no model; add checkpoint: FILE (a wsol checkpoint), "
+                              "or model: NAME and weights: FILE (see `wsol models`)")
         if "checkpoint" in entry:
             name, files = "wsol-checkpoint", [entry["checkpoint"]]
         else:
@@ -771,6 +774,13 @@ def read_study(path: Path) -> List[StudyModel]:
                               "drop one, or point it at its own weights")
         first[key] = m.label
     return models
+
+
+def _is_robust_model(name: str) -> bool:
+    """Whether ``name`` is an evaluation model of ``wsol models`` (a study entry may then be its name alone)."""
+    from wsol.models.robustbench import ROBUST_MODELS
+
+    return name in ROBUST_MODELS
 
 
 def _run_device(s: RobustnessSettings, device: Optional[str]) -> torch.device:
