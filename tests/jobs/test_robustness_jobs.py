@@ -760,8 +760,9 @@ def test_the_default_n_and_the_same_n_typed_out_are_one_run(cifar, tmp_path, mon
     assert loads == []
 
 
-def test_a_checkpoint_of_another_dataset_with_as_many_classes_gets_a_note(cifar, tmp_path, capsys, monkeypatch) -> None:
-    """A 10-class shapes model on cifar10 passes the class-count check; its recorded class names say it is another dataset."""
+def test_a_checkpoint_of_another_dataset_with_as_many_classes_is_refused(cifar, tmp_path, capsys, monkeypatch) -> None:
+    """A 10-class shapes model on cifar10 passes the class-count check; its sidecar says it was trained on shapes, whose
+    class names are not cifar10's: one error before anything is written (it was a note, then a run of meaningless numbers)."""
     from wsol.models import build_model, save_model
     from wsol.data.shapes import shapes_class_names
 
@@ -770,12 +771,30 @@ def test_a_checkpoint_of_another_dataset_with_as_many_classes_gets_a_note(cifar,
     args = ["robustness", "per-class", "--dataset", "cifar10", "--root", str(cifar), "--eps-sweep", "0:1", "--n", "4", "--n-iter", "1",
             "--n-restarts", "1", "--device", "cpu"]
     other = save_model(model, tmp_path / "shapes", dataset="shapes", class_names=shapes_class_names(10))
-    assert run([*args, "--checkpoint", str(other), "--out", str(tmp_path / "a")]) == 0
+    assert run([*args, "--checkpoint", str(other), "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: checkpoint ") and "was trained on shapes with classes disc, square, triangle, ..." in err
+    assert "but cifar10 has c0, c1, c2, ...: its accuracies there would mean nothing; pass a checkpoint trained on cifar10, or --dataset shapes" in err
+    assert not (tmp_path / "a").exists()
+    unrecorded = save_model(model, tmp_path / "unrecorded", class_names=shapes_class_names(10))  # no dataset recorded: a note
+    assert run([*args, "--checkpoint", str(unrecorded), "--out", str(tmp_path / "c")]) == 0
     notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
-    assert len(notes) == 1 and "was trained on shapes with classes disc, square, triangle, ..." in notes[0] and "but cifar10 has c0, c1, c2" in notes[0]
+    assert len(notes) == 1 and "was trained on another dataset with classes disc, square" in notes[0] and "mean nothing" in notes[0]
     same = save_model(model, tmp_path / "cifar", dataset="cifar10", class_names=[n.decode() for n in NAMES])
     assert run([*args, "--checkpoint", str(same), "--out", str(tmp_path / "b")]) == 0
     assert "note:" not in capsys.readouterr().err
+
+
+def test_a_study_refuses_a_checkpoint_of_another_dataset_before_its_first_model(cifar, tmp_path, tiny, capsys) -> None:
+    from wsol.models import build_model, save_model
+    from wsol.data.shapes import shapes_class_names
+
+    other = save_model(build_model("small-cnn", 10, input_size=32), tmp_path / "shapes", dataset="shapes", class_names=shapes_class_names(10))
+    study = tmp_path / "study.yaml"
+    study.write_text(f"models:\n  - name: a\n    model: tiny\n  - name: b\n    checkpoint: {other}\n")
+    with pytest.raises(ConfigError, match="was trained on shapes .* pass a checkpoint trained on cifar10"):
+        job.run_study(study, settings(ladder=["apgd-ce"], sweep=[0, 1]), cifar, tmp_path / "s", "cpu")
+    assert not (tmp_path / "s" / "models").exists()
 
 
 class FourClasses(nn.Module):

@@ -35,7 +35,7 @@ from wsol.attacks.core import sample_generators, uniform_noise
 from wsol.attribution.common import check_choice
 from wsol.errors import ConfigError, option_flag
 from wsol.jobs.localize import eval_dataset
-from wsol.jobs.runfolder import ATTACK_CONFIG_FILE, CHECKPOINT_DIGEST, MAPS_FILE, SAMPLES_FILE, SUMMARY_FILE, class_names_note, config_differences, gather, lock_run_folder, note, parse_eps, refuse_other_run, same_radius, select_samples, write_json
+from wsol.jobs.runfolder import ATTACK_CONFIG_FILE, CHECKPOINT_DIGEST, MAPS_FILE, SAMPLES_FILE, SUMMARY_FILE, check_checkpoint_dataset, class_names_note, config_differences, gather, lock_run_folder, note, parse_eps, refuse_other_run, same_radius, select_samples, write_json
 from wsol.metrics.intervals import mean_interval
 from wsol.metrics.ranking import check_k, input_gradient_cosine
 from wsol.models import load_model
@@ -372,6 +372,7 @@ def _prepare(kind: str, checkpoint: Path, dataset: str, root: Path, out: Path, s
     data = eval_dataset(dataset, root, s.split, model.input_size)
     if data.num_classes != model.num_classes:
         raise ConfigError(f"checkpoint {checkpoint} has {model.num_classes} classes but dataset {dataset} has {data.num_classes}")
+    check_checkpoint_dataset(checkpoint, dataset, list(getattr(data, "class_names", [])))
     _check_attack_k(s.k, model.input_size)
     indices = select_samples(len(data), s.n, s.seed, default=default_n)
     meta = checkpoint_meta(checkpoint)

@@ -32,7 +32,7 @@ from wsol.attacks.pgd_eval import epsilon_sweep, pgd_evaluate
 from wsol.errors import ConfigError, WsolError, option_flag
 from wsol.export.tables import markdown_table, matrix_rows, write_csv
 from wsol.jobs.runfolder import (
-    ROBUSTNESS_RUN_FILE, class_names_note, config_differences, lock_run_folder, note, parse_eps, refuse_other_run, same_radius, select_samples, write_json, write_text,
+    ROBUSTNESS_RUN_FILE, check_checkpoint_dataset, class_names_note, config_differences, lock_run_folder, note, parse_eps, refuse_other_run, same_radius, select_samples, write_json, write_text,
 )
 from wsol.metrics.intervals import wilson_text
 from wsol.metrics.robustness import (
@@ -561,6 +561,8 @@ def check_model_fits(model: nn.Module, x: torch.Tensor, names: Sequence[str], na
         raise WsolError(f"model {name} cannot classify the {tuple(x.shape[1:])} images of {s.dataset} ({first}); use the dataset it was trained on") from None
     if names and len(names) != num_classes:
         raise WsolError(f"model {name} has {num_classes} classes but dataset {s.dataset} has {len(names)}")
+    if s.model == "wsol-checkpoint":
+        check_checkpoint_dataset(s.weights[0], s.dataset, names)
     check_num_classes([*s.ladder, *(resolve_ladder(s.sweep_attack) if s.sweep else [])], num_classes)
     return num_classes
 

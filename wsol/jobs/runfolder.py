@@ -138,10 +138,13 @@ def parse_eps(text: str, name: str = "--eps", *, norm: str = "linf", positive: b
     return value
 
 
-def class_names_note(checkpoint: PathLike, dataset: str, names: Sequence[str]) -> Optional[str]:
-    """A note when a wsol checkpoint's recorded classes are not ``dataset``'s (same count, other names or order:
-    a model of another dataset, whose accuracies here mean nothing); None when they agree or are not recorded (no sidecar).
-    A note, not an error: a dataset in another layout (CUB and its wsolmeta split) may name the same classes apart."""
+SAME_IMAGES_OTHER_NAMES = "wsolmeta"
+"""The dataset that lays out another one's images (CUB's, in wsolevaluation's metadata) and may name their classes apart."""
+
+
+def _classes_text(checkpoint: PathLike, dataset: str, names: Sequence[str]) -> Optional[Tuple[Optional[str], str]]:
+    """(the dataset a wsol checkpoint records, a text saying its classes are not ``dataset``'s) when its recorded class
+    names are not ``names`` (same count, other names or order); None when they agree or are not recorded (no sidecar)."""
     from wsol.models.checkpoint import read_sidecar
 
     meta = read_sidecar(Path(checkpoint)) or {}
@@ -152,8 +155,25 @@ def class_names_note(checkpoint: PathLike, dataset: str, names: Sequence[str]) -
     def head(items: Sequence[str]) -> str:
         return ", ".join(items[:3]) + (", ..." if len(items) > 3 else "")
 
-    return (f"checkpoint {checkpoint} was trained on {meta.get('dataset') or 'another dataset'} with classes {head(trained)}, "
-            f"but {dataset} has {head([str(n) for n in names])}: if it is another dataset, its accuracies here mean nothing")
+    recorded = meta.get("dataset")
+    return recorded, (f"checkpoint {checkpoint} was trained on {recorded or 'another dataset'} with classes {head(trained)}, "
+                      f"but {dataset} has {head([str(n) for n in names])}")
+
+
+def check_checkpoint_dataset(checkpoint: PathLike, dataset: str, names: Sequence[str]) -> None:
+    """Refuse a wsol checkpoint recorded as trained on another dataset whose class names are not ``dataset``'s (a shapes
+    model on cifar10): its accuracies there mean nothing, and a run can take hours. Where the names may differ for the
+    same images (wsolmeta) or no dataset is recorded, :func:`class_names_note` notes it instead."""
+    found = _classes_text(checkpoint, dataset, names)
+    if found and found[0] and found[0] != dataset and SAME_IMAGES_OTHER_NAMES not in (found[0], dataset):
+        raise ConfigError(f"{found[1]}: its accuracies there would mean nothing; pass a checkpoint trained on {dataset}, or --dataset {found[0]}")
+
+
+def class_names_note(checkpoint: PathLike, dataset: str, names: Sequence[str]) -> Optional[str]:
+    """A note when a wsol checkpoint's recorded classes are not ``dataset``'s and :func:`check_checkpoint_dataset` let it
+    pass (no dataset recorded, or a layout of the same images that may name the classes apart); None when they agree."""
+    found = _classes_text(checkpoint, dataset, names)
+    return f"{found[1]}: if it is another dataset, its accuracies here mean nothing" if found else None
 
 
 def fewer_images_note(split: str, available: int, n: int) -> Optional[str]:
@@ -252,6 +272,7 @@ def lock_run_folder(path: PathLike, *, transient: bool = False) -> Iterator[Path
 
 
 __all__ = [
+    "check_checkpoint_dataset",
     "class_names_note",
     "config_differences",
     "fewer_images_note",
