@@ -469,7 +469,7 @@ def robustness_evaluate(
     ladder: LadderOpt = "standard",
     pgd: Annotated[int, typer.Option("--pgd", min=0, help="Also run PGD-k (e.g. 40) at --eps, step size 2.5·ε/k (Madry et al.) from a random start; 0: none.")] = 0,
     pgd_restarts: Annotated[int, typer.Option("--pgd-restarts", min=1, help="PGD random restarts.")] = 1,
-    pgd_loss: Annotated[str, typer.Option("--pgd-loss", help="PGD's loss: ce (cross-entropy) or cw (the margin loss).")] = "ce",
+    pgd_loss: Annotated[str, typer.Option("--pgd-loss", callback=_lowercase, help="PGD's loss: ce (cross-entropy) or cw (the margin loss); any case, as --norm.")] = "ce",
     eps: RobustEpsOpt = None,
     norm: NormOpt = "linf",
     n: NOpt = None,

@@ -177,6 +177,14 @@ def test_eps_defaults_to_the_budget_of_its_norm(cifar, tmp_path, tiny, norm, eps
     assert json.loads((tmp_path / "r" / "run.json").read_text())["eps"] == pytest.approx(eps)
 
 
+def test_pgd_loss_takes_any_case_as_norm_does(cifar, tmp_path, tiny) -> None:
+    """--norm L2 was taken and --pgd-loss CW refused as an unknown loss."""
+    args = ["robustness", "evaluate", "--model", "tiny", "--dataset", "cifar10", "--root", str(cifar), "--attacks", "apgd-ce", "--pgd", "1",
+            "--pgd-loss", "CW", "--n", "4", "--batch-size", "4", "--n-iter", "1", "--n-restarts", "1", "--device", "cpu", "--out", str(tmp_path / "r")]
+    assert run(args) == 0
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["pgd_loss"] == "cw"
+
+
 def test_eps_sweep_forms_a_user_types(capsys) -> None:
     assert job.parse_eps_sweep("0:8:2") == [0, 2, 4, 6, 8] and job.sweep_step_note("0:8:2") is None
     assert job.parse_eps_sweep("0:7:2") == [0, 2, 4, 6]  # range semantics, but the user is told the end point is left out
