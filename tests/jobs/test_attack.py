@@ -361,6 +361,7 @@ def test_reach_note_when_the_steps_cannot_reach_eps() -> None:
     assert reach_note(8 / 255, 1 / 255, 10, random_start=True) is None
     text = reach_note(8 / 255, 1 / 255, 5)
     assert text is not None and "at most 5/255" in text and "--eps 8/255" in text
+    assert reach_note(8 / 255, 1 / 255, 1).startswith("1 step of 1/255 moves a pixel by at most 1/255")  # "1 step ... move"
 
 
 def test_the_attack_command_prints_the_reach_note(tiny, capsys) -> None:

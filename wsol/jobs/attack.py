@@ -113,7 +113,7 @@ def reach_note(eps: float, step_size: float, steps: int, *, random_start: bool =
     reach = steps * step_size
     if random_start or reach >= eps * (1 - 1e-9):
         return None
-    return (f"{steps} step{'s' if steps != 1 else ''} of {step_size * 255:g}/255 move a pixel by at most {reach * 255:g}/255, less than --eps {eps * 255:g}/255: "
+    return (f"{steps} step{'s' if steps != 1 else ''} of {step_size * 255:g}/255 move{'' if steps != 1 else 's'} a pixel by at most {reach * 255:g}/255, less than --eps {eps * 255:g}/255: "
             "--eps does not bound this attack (raise --steps or --step-size to use the whole ball)")
 
 
