@@ -401,9 +401,9 @@ def demo_command(
 
 # --- robustness commands ---
 
-RobustModelOpt = Annotated[Optional[str], typer.Option("--model", help="Evaluation model name (see `wsol models`), e.g. pyautoattack-resnet18.")]
-RobustWeightsOpt = Annotated[Optional[List[Path]], typer.Option("--weights", help="The model's local weight file (repeat for models with several).")]
-RobustCheckpointOpt = Annotated[Optional[Path], typer.Option("--checkpoint", help="A wsol checkpoint (.safetensors with its .json).")]
+RobustModelOpt = Annotated[Optional[str], typer.Option("--model", help="Evaluation model name (see `wsol models`), e.g. pyautoattack-resnet18; give it (with --weights) or --checkpoint.")]
+RobustWeightsOpt = Annotated[Optional[List[Path]], typer.Option("--weights", help="The model's local weight file (repeat for models with several; none for pyautoattack-resnet18, whose file ships with pyautoattack).")]
+RobustCheckpointOpt = Annotated[Optional[Path], typer.Option("--checkpoint", help="A wsol checkpoint (.safetensors with its .json); give it or --model.")]
 
 
 def _n_option(default: int) -> Any:
@@ -525,7 +525,8 @@ def robustness_per_class(
 
 @robustness_app.command("study")
 def robustness_study(
-    models: Annotated[Path, typer.Argument(help="YAML listing models: name + weights file(s), or name + checkpoint.")],
+    models: Annotated[Path, typer.Argument(help="YAML file holding 'models:', a list of {name, model, weights} (a name of `wsol models` and its file or files) "
+                                                "or {name, checkpoint} (a wsol checkpoint), and no other key; paths relative to the file.")],
     dataset: DatasetOpt,
     out: OutFolderOpt,
     root: RootOpt = None,
