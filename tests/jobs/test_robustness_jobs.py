@@ -978,3 +978,15 @@ def test_study_compares_each_model_with_the_first_on_the_same_samples(cifar, tmp
     done.write_text(json.dumps(old))
     assert "Paired comparison" not in job.run_study(study, template, cifar, out, "cpu").read_text()
     assert not (out / "paired.csv").exists()
+
+
+def test_cifar10_and_its_corrupted_set_may_name_the_same_classes_apart(tmp_path) -> None:
+    """A CIFAR-10 model on CIFAR-10-C (its own class list) is the usual corruption evaluation: a note, never a refusal."""
+    from wsol.jobs.runfolder import check_checkpoint_dataset, class_names_note
+    from wsol.models import build_model, save_model
+
+    ck = save_model(build_model("small-cnn", 2, input_size=32), tmp_path / "m", dataset="cifar10", class_names=["c0", "c1"])
+    check_checkpoint_dataset(ck, "cifar10c", ["airplane", "automobile"])
+    assert "if it is another dataset" in class_names_note(ck, "cifar10c", ["airplane", "automobile"])
+    with pytest.raises(ConfigError, match="pass a checkpoint trained on svhn, or --dataset cifar10"):
+        check_checkpoint_dataset(ck, "svhn", ["0", "1"])

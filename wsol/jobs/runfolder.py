@@ -138,8 +138,10 @@ def parse_eps(text: str, name: str = "--eps", *, norm: str = "linf", positive: b
     return value
 
 
-SAME_IMAGES_OTHER_NAMES = "wsolmeta"
-"""The dataset that lays out another one's images (CUB's, in wsolevaluation's metadata) and may name their classes apart."""
+def _may_name_apart(trained_on: str, dataset: str) -> bool:
+    """Whether two datasets can hold the same classes under other names: wsolmeta lays out another one's images (CUB's,
+    in wsolevaluation's metadata), and CIFAR-10-C is CIFAR-10 corrupted, named from its own list."""
+    return "wsolmeta" in (trained_on, dataset) or {trained_on, dataset} == {"cifar10", "cifar10c"}
 
 
 def _classes_text(checkpoint: PathLike, dataset: str, names: Sequence[str]) -> Optional[Tuple[Optional[str], str]]:
@@ -163,15 +165,15 @@ def _classes_text(checkpoint: PathLike, dataset: str, names: Sequence[str]) -> O
 def check_checkpoint_dataset(checkpoint: PathLike, dataset: str, names: Sequence[str]) -> None:
     """Refuse a wsol checkpoint recorded as trained on another dataset whose class names are not ``dataset``'s (a shapes
     model on cifar10): its accuracies there mean nothing, and a run can take hours. Where the names may differ for the
-    same images (wsolmeta) or no dataset is recorded, :func:`class_names_note` notes it instead."""
+    same classes (wsolmeta, CIFAR-10-C) or no dataset is recorded, :func:`class_names_note` notes it instead."""
     found = _classes_text(checkpoint, dataset, names)
-    if found and found[0] and found[0] != dataset and SAME_IMAGES_OTHER_NAMES not in (found[0], dataset):
+    if found and found[0] and found[0] != dataset and not _may_name_apart(found[0], dataset):
         raise ConfigError(f"{found[1]}: its accuracies there would mean nothing; pass a checkpoint trained on {dataset}, or --dataset {found[0]}")
 
 
 def class_names_note(checkpoint: PathLike, dataset: str, names: Sequence[str]) -> Optional[str]:
     """A note when a wsol checkpoint's recorded classes are not ``dataset``'s and :func:`check_checkpoint_dataset` let it
-    pass (no dataset recorded, or a layout of the same images that may name the classes apart); None when they agree."""
+    pass (no dataset recorded, or datasets that may name the same classes apart); None when they agree."""
     found = _classes_text(checkpoint, dataset, names)
     return f"{found[1]}: if it is another dataset, its accuracies here mean nothing" if found else None
 
