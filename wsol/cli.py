@@ -401,9 +401,9 @@ def demo_command(
 
 # --- robustness commands ---
 
-RobustModelOpt = Annotated[Optional[str], typer.Option("--model", help="Evaluation model name (see `wsol models`), e.g. pyautoattack-resnet18; give it (with --weights) or --checkpoint.")]
+RobustModelOpt = Annotated[Optional[str], typer.Option("--model", help="Evaluation model name (see `wsol models`), e.g. pyautoattack-resnet18; give it (with --weights) or --checkpoint, not both.")]
 RobustWeightsOpt = Annotated[Optional[List[Path]], typer.Option("--weights", help="The model's local weight file (repeat for models with several; none for pyautoattack-resnet18, whose file ships with pyautoattack).")]
-RobustCheckpointOpt = Annotated[Optional[Path], typer.Option("--checkpoint", help="A wsol checkpoint (.safetensors with its .json); give it or --model.")]
+RobustCheckpointOpt = Annotated[Optional[Path], typer.Option("--checkpoint", help="A wsol checkpoint (.safetensors with its .json).")]
 
 
 def _n_option(default: int) -> Any:
