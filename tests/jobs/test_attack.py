@@ -364,6 +364,18 @@ def test_reach_note_when_the_steps_cannot_reach_eps() -> None:
     assert reach_note(8 / 255, 1 / 255, 1).startswith("1 step of 1/255 moves a pixel by at most 1/255")  # "1 step ... move"
 
 
+def test_notes_wait_until_the_folder_is_ours_so_an_error_comes_alone(tiny, tmp_path, capsys) -> None:
+    """The reach note (and the class-names note) came before the folder was locked: into a folder in use, or one the
+    user may not write, a note and then the error."""
+    from wsol.utils.io import run_folder_lock
+
+    out = tmp_path / "busy"
+    with run_folder_lock(out):
+        assert _attack(tiny, out, "--steps", "2", "--n", "2") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: another wsol job is writing to") and err.count("\n") == 1, err
+
+
 def test_the_attack_command_prints_the_reach_note(tiny, capsys) -> None:
     out = tiny["base"] / "short_reach"
     assert _attack(tiny, out, "--steps", "2", "--n", "2") == 0

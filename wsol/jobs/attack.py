@@ -256,6 +256,7 @@ class _Run:
     def __init__(self, out: Path, config: Dict[str, Any], columns: Sequence[str]) -> None:
         self.out, self.config, self.columns = Path(out), config, list(columns)
         self.start_over = False
+        self.notes: List[Optional[str]] = []  # about the arguments: printed once the folder is ours, never before an error
 
     def check_config(self) -> None:
         """Refuse other arguments into a folder that holds results (a folder without rows is reused); rows of the same
@@ -286,6 +287,8 @@ class _Run:
         """Attack the samples not done yet under the folder's lock, then write ``summarize(all rows)`` as the summary (rank 0)."""
         with lock_run_folder(self.out):
             dist.mark_work_started()
+            for text in self.notes:
+                note(text)
             rows = self._attack(model, data, indices, batch_size, n_maps, fn, desc, device, after_batch)
             summary = summarize(rows) if dist.is_main_process() else {}
             write_json(self.out / SUMMARY_FILE, summary)
@@ -380,7 +383,7 @@ def _prepare(kind: str, checkpoint: Path, dataset: str, root: Path, out: Path, s
               "root": str(Path(root).resolve()), "method": meta.get("method"), "arch": meta.get("arch"), **asdict(s)}
     run = _Run(out, config, columns)
     run.check_config()
-    note(class_names_note(checkpoint, dataset, list(getattr(data, "class_names", []))))
+    run.notes.append(class_names_note(checkpoint, dataset, list(getattr(data, "class_names", []))))
     return model, data, dev, indices, run
 
 
@@ -401,7 +404,7 @@ def run_attribution_attack(
     s = settings
     eps, step, pgd_eps, pgd_step = s.check()
     model, data, dev, indices, run = _prepare("attribution", checkpoint, dataset, root, out, s, ATTRIBUTION_COLUMNS, DEFAULT_N_ATTRIBUTION, device)
-    note(reach_note(eps, step, s.steps, random_start=s.preset == "official"))
+    run.notes.append(reach_note(eps, step, s.steps, random_start=s.preset == "official"))
 
     def batch(x: torch.Tensor, y: torch.Tensor, idx: List[int]) -> tuple[List[Dict[str, Any]], Dict[str, np.ndarray]]:
         result = ifia(model, x, y, objective=s.objective, attribution=s.attribution, k=s.k, eps=eps, step_size=step, steps=s.steps,
