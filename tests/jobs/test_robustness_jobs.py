@@ -484,6 +484,9 @@ def test_study_file_errors(tmp_path) -> None:
     bad.write_text("models:\n  - name: natural\n")  # checkpoint: forgotten; it read as an unknown robust model 'natural'
     with pytest.raises(ConfigError, match=r"model natural: a name alone names no model; add checkpoint: FILE"):
         job.read_study(bad)
+    bad.write_text("models:\n  - name: wang\n    weights: w.pt\n")  # model: forgotten
+    with pytest.raises(ConfigError, match=r"model wang: weights without model: add model: NAME, the architecture they are for \(see `wsol models`\)"):
+        job.read_study(bad)
     bad.write_text("models:\n  - name: pyautoattack-resnet18\n")  # the one model whose weights ship with its package
     assert job.read_study(bad)[0].model == "pyautoattack-resnet18"
     bad.write_text("models:\n  - name: a\n    checkpoint: n/model.safetensors\n  - name: b\n    checkpoint: ./n/../n/model.safetensors\n")

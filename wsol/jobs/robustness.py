@@ -736,9 +736,10 @@ def read_study(path: Path) -> List[StudyModel]:
             raise ConfigError(f"study file {path}, model {i + 1}: unknown key(s) {', '.join(unknown)}; use the keys name, model, weights or checkpoint")
         if "checkpoint" in entry and ("model" in entry or "weights" in entry):
             raise ConfigError(f"study file {path}, model {entry['name']}: give either a checkpoint or model and weights, not both")
-        if not keys & set(entry) - {"name"} and not _is_robust_model(entry["name"]):
-            raise ConfigError(f"study file {path}, model {entry['name']}: a name alone names no model; add checkpoint: FILE (a wsol checkpoint), "
-                              "or model: NAME and weights: FILE (see `wsol models`)")
+        if "model" not in entry and "checkpoint" not in entry and not _is_robust_model(entry["name"]):
+            what = "weights without model: add model: NAME, the architecture they are for" if "weights" in entry else \
+                "a name alone names no model; add checkpoint: FILE (a wsol checkpoint), or model: NAME and weights: FILE"
+            raise ConfigError(f"study file {path}, model {entry['name']}: {what} (see `wsol models`)")
         if "checkpoint" in entry:
             name, files = "wsol-checkpoint", [entry["checkpoint"]]
         else:
