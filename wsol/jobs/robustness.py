@@ -91,10 +91,7 @@ def parse_eps_sweep(text: Optional[str], norm: str = "linf") -> List[float]:
     else:
         try:
             if ":" in text:
-                parts = [int(p) for p in text.split(":")]
-                if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] < 1):
-                    raise ValueError
-                values = list(range(parts[0], parts[1] + 1, parts[2] if len(parts) == 3 else 1))
+                parts, values = _linf_range(text)
                 if len(parts) == 3 and len(values) == 1 and parts[1] > parts[0]:
                     raise ConfigError(f"bad --eps-sweep {text!r}: its step {parts[2]} is larger than the range {parts[0]}:{parts[1]}, "
                                       f"which leaves {parts[0]} alone; use a smaller step, e.g. {parts[0]}:{parts[1]}:{max(1, (parts[1] - parts[0]) // 4)}")
@@ -115,13 +112,21 @@ def parse_eps_sweep(text: Optional[str], norm: str = "linf") -> List[float]:
     return values
 
 
+def _linf_range(text: str) -> Tuple[List[int], List[int]]:
+    """The parts of an ℓ∞ range ``a:b`` or ``a:b:step`` and the values it spans, both ends included when the step
+    reaches them (ValueError: not such a range)."""
+    parts = [int(p) for p in text.split(":")]
+    if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] < 1):
+        raise ValueError
+    return parts, list(range(parts[0], parts[1] + 1, parts[2] if len(parts) == 3 else 1))
+
+
 def sweep_step_note(text: Optional[str], norm: str = "linf") -> Optional[str]:
     """The note for an ℓ∞ range whose step stops before its end (``0:7:2`` is 0, 2, 4, 6), None otherwise; ``text`` is a
     grid :func:`parse_eps_sweep` accepted. The job prints it once its checks pass: a note never comes before an error."""
     if norm != "linf" or text is None or ":" not in str(text):
         return None
-    parts = [int(p) for p in str(text).strip().split(":")]
-    values = list(range(parts[0], parts[1] + 1, parts[2] if len(parts) == 3 else 1))
+    parts, values = _linf_range(str(text).strip())
     if values[-1] == parts[1]:
         return None
     return (f"--eps-sweep {str(text).strip()} is {','.join(map(str, values))}: its step stops at {values[-1]} and leaves out {parts[1]} "
