@@ -669,7 +669,11 @@ def test_report_explains_zero_clean_accuracy_and_absent_classes(cifar, tmp_path,
     absent = [f"c{c}" for c in range(10) if c not in result["labels"].tolist()]
     assert absent and f"–: no test sample of {', '.join(absent)} among the 5 drawn" in report
     assert "No sample is classified correctly without attack" in report
-    assert "worst-class accuracy" in (tmp_path / "r" / "pgd_fp32.csv").read_text().splitlines()[0]
+    import csv
+
+    with open(tmp_path / "r" / "pgd_fp32.csv", newline="") as fh:
+        row = next(csv.DictReader(fh))
+    assert "worst-class accuracy" in row and float(row["eps (x/255)"]) == pytest.approx(2.0)  # was "eps", 0.00784 unlabelled
     monkeypatch.setattr(job, "load_eval_model", tiny_model)
     job.evaluate_robustness(settings(n=24, batch_size=24), cifar, tmp_path / "fine", "cpu")
     text = (tmp_path / "fine" / "report.md").read_text()
@@ -697,6 +701,7 @@ def test_pgd_margin_loss_l2_and_restarts_reach_the_attack(cifar, tmp_path, tiny,
     assert run(args) == 0
     assert [(k["loss"], k["norm"], k["restarts"], k["eps"]) for k in calls] == [("cw", "l2", 2, 1.0)]
     assert "PGD-3 (l2, cw loss, 2 restart(s))" in (tmp_path / "p" / "pgd_fp32.csv").read_text()
+    assert "| eps (l2 radius) |" in (tmp_path / "p" / "report.md").read_text()
 
 
 def test_results_of_weights_rewritten_since_are_dropped_not_reported(cifar, tmp_path, monkeypatch, capsys) -> None:

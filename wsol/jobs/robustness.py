@@ -392,7 +392,8 @@ def pgd_tables(name: str, records: Sequence[Dict[str, Any]], labels: torch.Tenso
     clean = _cat(records, "clean_correct").bool()
     robust = _cat(records, "robust").bool()
     per_class = per_class_accuracy(robust, labels, num_classes)
-    return {"rows": [{"model": name, "attack": f"PGD-{s.pgd_steps} ({s.norm}, {s.pgd_loss} loss, {s.pgd_restarts} restart(s))", "eps": s.eps,
+    eps = s.eps * 255 if s.norm == "linf" else s.eps  # in the unit its header names, as the sweep tables give ε
+    return {"rows": [{"model": name, "attack": f"PGD-{s.pgd_steps} ({s.norm}, {s.pgd_loss} loss, {s.pgd_restarts} restart(s))", SWEEP_COLUMN[s.norm]: eps,
                       "clean accuracy": float(clean.double().mean()), "robust accuracy": float(robust.double().mean()),
                       "n": len(labels), "robust 95% CI": wilson_text(int(robust.sum()), len(labels)),
                       "worst-class accuracy": float(per_class.nan_to_num(float('inf')).min())}]}
