@@ -210,3 +210,13 @@ def test_robustness_batch_size_help_says_it_is_part_of_the_run() -> None:
             assert "another --batch-size into the same --out is refused" in help_text, path
             found += 1
     assert found == 3
+
+
+def test_robustness_help_says_how_to_name_the_model() -> None:
+    """The study's YAML argument said "name + weights file(s)": neither the 'models:' key nor the 'model' key a RobustBench entry
+    needs; --model did not say that it or --checkpoint is needed."""
+    helps = {(path, p.opts[0] if p.opts else p.name): p.help for path, cmd in _commands() if "robustness" in path for p in cmd.params}
+    assert "'models:', a list of {name, model, weights}" in helps[("wsol robustness study", "models")]
+    assert "{name, checkpoint}" in helps[("wsol robustness study", "models")]
+    for command in ("evaluate", "per-class"):
+        assert "or --checkpoint, not both" in helps[(f"wsol robustness {command}", "--model")]

@@ -195,6 +195,7 @@ CASES: List[List[str]] = [
     ["robustness", "study", "{study_noweights}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/r"],
     ["robustness", "study", "{study_twice}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/r"],
     ["robustness", "study", "{study_numbers}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/r"],
+    ["robustness", "study", "{study_models_twice}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/r"],  # YAML kept the last list
     ["robustness", "study", "{study_slash}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/r"],
     # session 6: attack/report
     ["attack", "attribution", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--attribution", "grad", "--preset", "official", "--out", "{dir}/a"],
@@ -281,6 +282,10 @@ CASES: List[List[str]] = [
     ["train", "cub", "--arch", "small-cnn", "--root", "{cub}", "--set", "seed=-1", "--out", "{dir}/run"],
     # session 8: linf sweeps written as radii
     ["robustness", "per-class", "--dataset", "cifar10", "--root", "{dir}", "--model", "pyautoattack-resnet18", "--eps-sweep", "0,0.01,0.03", "--out", "{dir}/r"],
+    # a sweep whose step leaves out its end gets a note, never before the error; a step past the whole range is one error
+    ["robustness", "per-class", "--checkpoint", "{ckpt3}", "--dataset", "cub", "--root", "{cub}", "--eps-sweep", "0:7:2", "--out", "{dir}/r"],
+    ["robustness", "study", "{study_noweights}", "--dataset", "cub", "--root", "{cub}", "--eps-sweep", "0:7:2", "--out", "{dir}/r"],
+    ["robustness", "per-class", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--eps-sweep", "0:8:9", "--out", "{dir}/r"],
     # an option the attacks do not use gets a note, never before the error
     ["robustness", "evaluate", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--n", "2", "--attacks", "apgd-ce",
      "--n-queries", "5", "--out", "{train_run}"],
@@ -387,6 +392,7 @@ def assets(tmp_path_factory) -> dict:
                        ("typo", f"models:\n  - name: a\n    checkpoint: {ck}\n    weight: x.pt\n"),
                        ("both", f"models:\n  - name: a\n    checkpoint: {ck}\n    model: pyautoattack-resnet18\n"),
                        ("one", f"models:\n  - name: a\n    checkpoint: {ck}\n"),
+                       ("models_twice", f"models:\n  - name: a\n    checkpoint: {ck}\nmodels:\n  - name: b\n    checkpoint: {ck}\n"),
                        ("intname", f"models:\n  - name: 1\n    checkpoint: {ck}\n"),
                        ("octalname", f"models:\n  - name: 010\n    checkpoint: {ck}\n")):
         (base / f"study_{name}.yaml").write_text(text)

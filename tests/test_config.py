@@ -153,3 +153,11 @@ def test_wrn28_art_configs_at_32px_train_in_fp32_nchw() -> None:
     for name in ("cifar10_wrn28-10_natural", "cifar10_wrn28-10_pgd"):
         config = load_config(configs / f"{name}.yaml")
         assert config.amp and config.channels_last, name
+
+
+def test_a_division_by_zero_says_what_to_write() -> None:
+    """--eps 8/0 said only "division by zero in '8/0'", not what is accepted."""
+    from wsol.utils.numbers import parse_number
+
+    with pytest.raises(ConfigError, match=r"--eps: division by zero in '8/0'; write a number such as 0.03 or 8/255$"):
+        parse_number("8/0", "--eps")

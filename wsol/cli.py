@@ -417,8 +417,8 @@ def demo_command(
 
 # --- robustness commands ---
 
-RobustModelOpt = Annotated[Optional[str], typer.Option("--model", help="Evaluation model name (see `wsol models`), e.g. pyautoattack-resnet18.")]
-RobustWeightsOpt = Annotated[Optional[List[Path]], typer.Option("--weights", help="The model's local weight file (repeat for models with several).")]
+RobustModelOpt = Annotated[Optional[str], typer.Option("--model", help="Evaluation model name (see `wsol models`), e.g. pyautoattack-resnet18; give it (with --weights) or --checkpoint, not both.")]
+RobustWeightsOpt = Annotated[Optional[List[Path]], typer.Option("--weights", help="The model's local weight file (repeat for models with several; none for pyautoattack-resnet18, whose file ships with pyautoattack).")]
 RobustCheckpointOpt = Annotated[Optional[Path], typer.Option("--checkpoint", help="A wsol checkpoint (.safetensors with its .json).")]
 
 
@@ -462,12 +462,12 @@ def _robust_settings(checkpoint: Optional[Path], model: Optional[str], weights: 
     return RobustnessSettings(model=str(name), weights=[str(f) for f in files], dataset=dataset, **kw).validate()
 
 
-def _robust_run(settings, dataset: str, root: Optional[Path], out: Path, device: Optional[str]) -> None:
+def _robust_run(settings, dataset: str, root: Optional[Path], out: Path, device: Optional[str], notes: Sequence[Optional[str]] = ()) -> None:
     from wsol.data.verify import resolve_root
     from wsol.jobs.robustness import evaluate_robustness
     from wsol.utils.distributed import is_main_process
 
-    evaluate_robustness(settings, resolve_root(dataset, root), out, device)
+    evaluate_robustness(settings, resolve_root(dataset, root), out, device, notes=notes)
     if is_main_process():
         typer.echo((out / "report.md").read_text())
         typer.echo(f"report: {out / 'report.md'}")
@@ -486,7 +486,7 @@ def robustness_evaluate(
     ladder: LadderOpt = "standard",
     pgd: Annotated[int, typer.Option("--pgd", min=0, help="Also run PGD-k (e.g. 40) at --eps, step size 2.5·ε/k (Madry et al.) from a random start; 0: none.")] = 0,
     pgd_restarts: Annotated[int, typer.Option("--pgd-restarts", min=1, help="PGD random restarts.")] = 1,
-    pgd_loss: Annotated[str, typer.Option("--pgd-loss", help="PGD's loss: ce (cross-entropy) or cw (the margin loss).")] = "ce",
+    pgd_loss: Annotated[str, typer.Option("--pgd-loss", callback=_lowercase, help="PGD's loss: ce (cross-entropy) or cw (the margin loss); any case, as --norm.")] = "ce",
     eps: RobustEpsOpt = None,
     norm: NormOpt = "linf",
     n: NOpt = None,
@@ -534,18 +534,19 @@ def robustness_per_class(
     device: DeviceOpt = None,
 ) -> None:
     """Per-class robust accuracy over an ε sweep (x/255 in linf, radii in l2; monotone), drops per step, confusion under attack."""
-    from wsol.jobs.robustness import parse_eps_sweep, sweep_radii
+    from wsol.jobs.robustness import parse_eps_sweep, sweep_radii, sweep_step_note
 
     grid = parse_eps_sweep(eps_sweep, norm)
     settings = _robust_settings(checkpoint, model, weights, dataset, n=n, seed=seed, eps=sweep_radii(grid, norm)[-1], norm=norm, sweep=grid,
                                 sweep_attack=attack, batch_size=batch_size, n_iter=n_iter, n_queries=n_queries, n_restarts=n_restarts, bf16=bf16,
                                 dataset_options=_loader_options(option))
-    _robust_run(settings, dataset, root, out, device)
+    _robust_run(settings, dataset, root, out, device, notes=[sweep_step_note(eps_sweep, norm)])
 
 
 @robustness_app.command("study")
 def robustness_study(
-    models: Annotated[Path, typer.Argument(help="YAML listing models: name + weights file(s), or name + checkpoint.")],
+    models: Annotated[Path, typer.Argument(help="YAML file holding 'models:', a list of {name, model, weights} (a name of `wsol models` and its file or files) "
+                                                "or {name, checkpoint} (a wsol checkpoint), and no other key; paths relative to the file.")],
     dataset: DatasetOpt,
     out: OutFolderOpt,
     root: RootOpt = None,
@@ -566,7 +567,7 @@ def robustness_study(
 ) -> None:
     """The per-class study: ladder and sweep for every model, one report (a model already done is skipped)."""
     from wsol.data.verify import resolve_root
-    from wsol.jobs.robustness import DEFAULT_EPS, RobustnessSettings, parse_eps, parse_eps_sweep, run_study
+    from wsol.jobs.robustness import DEFAULT_EPS, RobustnessSettings, parse_eps, parse_eps_sweep, run_study, sweep_step_note
     from wsol.utils.distributed import is_main_process
 
     sweep = parse_eps_sweep(eps_sweep, norm)
@@ -574,7 +575,7 @@ def robustness_study(
                                   norm=norm, ladder=list(_ladder(ladder)), sweep=sweep, sweep_attack=attack,
                                   batch_size=batch_size, n_iter=n_iter, n_queries=n_queries, n_restarts=n_restarts, bf16=bf16,
                                   dataset_options=_loader_options(option)).validate()
-    report = run_study(models, template, resolve_root(dataset, root), out, device)
+    report = run_study(models, template, resolve_root(dataset, root), out, device, notes=[sweep_step_note(eps_sweep, norm)])
     if is_main_process():
         typer.echo(report.read_text())
         typer.echo(f"report: {report}")

@@ -333,8 +333,9 @@ def test_demo_section_reports_in_and_k_per_model(tiny) -> None:
     assert rows[0]["IN"] == summary["metrics"]["topk_intersection"]["mean"] and rows[0]["attacked"] == summary["attacked"]
 
 
-def test_a_checkpoint_whose_classes_are_not_the_datasets_gets_a_note(tiny, tmp_path, capsys) -> None:
-    """Same class count, other class names (a model of another dataset): the attack runs and says so on stderr."""
+def test_a_checkpoint_whose_classes_are_not_the_datasets_is_refused_or_noted(tiny, tmp_path, capsys) -> None:
+    """Same class count, other class names: recorded as trained on another dataset, one error before anything is written;
+    with no dataset recorded (or wsolmeta, CUB's images under other names), the attack runs and says so on stderr."""
     import shutil
 
     other = tmp_path / "other.safetensors"
@@ -344,9 +345,14 @@ def test_a_checkpoint_whose_classes_are_not_the_datasets_gets_a_note(tiny, tmp_p
     assert _attack(tiny, tmp_path / "a", "--n", "2", "--steps", "1", "--eps", "1/255", "--pgd-steps", "0") == 0 and "note:" not in capsys.readouterr().err
     argv = ["attack", "attribution", "--checkpoint", str(other), "--dataset", "shapes", "--root", str(tiny["root"]), "--out", str(tmp_path / "b"),
             *ARGS, "--n", "2", "--steps", "1", "--eps", "1/255", "--pgd-steps", "0"]
+    assert run(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "trained on cifar10 with classes airplane, automobile, but shapes has disc, square" in err
+    assert "pass a checkpoint trained on shapes, or --dataset cifar10" in err and not (tmp_path / "b").exists()
+    other.with_suffix(".json").write_text(json.dumps({**meta, "dataset": "wsolmeta", "class_names": ["airplane", "automobile"]}))
     assert run(argv) == 0
     notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
-    assert len(notes) == 1 and "trained on cifar10 with classes airplane, automobile, but shapes has disc, square" in notes[0]
+    assert len(notes) == 1 and "trained on wsolmeta with classes airplane, automobile, but shapes has disc, square" in notes[0]
 
 
 def test_reach_note_when_the_steps_cannot_reach_eps() -> None:
@@ -356,6 +362,19 @@ def test_reach_note_when_the_steps_cannot_reach_eps() -> None:
     assert reach_note(8 / 255, 1 / 255, 10, random_start=True) is None
     text = reach_note(8 / 255, 1 / 255, 5)
     assert text is not None and "at most 5/255" in text and "--eps 8/255" in text
+    assert reach_note(8 / 255, 1 / 255, 1).startswith("1 step of 1/255 moves a pixel by at most 1/255")  # "1 step ... move"
+
+
+def test_notes_wait_until_the_folder_is_ours_so_an_error_comes_alone(tiny, tmp_path, capsys) -> None:
+    """The reach note (and the class-names note) came before the folder was locked: into a folder in use, or one the
+    user may not write, a note and then the error."""
+    from wsol.utils.io import run_folder_lock
+
+    out = tmp_path / "busy"
+    with run_folder_lock(out):
+        assert _attack(tiny, out, "--steps", "2", "--n", "2") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: another wsol job is writing to") and err.count("\n") == 1, err
 
 
 def test_the_attack_command_prints_the_reach_note(tiny, capsys) -> None:

@@ -104,6 +104,13 @@ def test_a_bare_whole_eps_is_refused_as_a_forgotten_255() -> None:
         job.parse_eps("0", "--step-size", positive=True)
 
 
+@pytest.mark.parametrize("text", ["300", "1e9"])
+def test_a_whole_eps_above_255_gets_the_range_not_a_fraction_past_1(text) -> None:
+    """--eps 300 or 1e9 over 255 is still above 1: "did you mean 300/255?" would suggest another invalid radius."""
+    with pytest.raises(ConfigError, match=rf"must lie in \[0, 1\] \(e.g. 8/255\), got '{text}'"):
+        job.parse_eps(text)
+
+
 def test_an_l2_radius_may_exceed_one_pixel_range() -> None:
     """ℓ2 radii above 1 are common (ε = 3 on larger images): neither refused nor taken for a forgotten /255."""
     assert job.parse_eps("2", norm="l2") == 2.0 and job.parse_eps("3.0", norm="l2") == 3.0
@@ -170,10 +177,37 @@ def test_eps_defaults_to_the_budget_of_its_norm(cifar, tmp_path, tiny, norm, eps
     assert json.loads((tmp_path / "r" / "run.json").read_text())["eps"] == pytest.approx(eps)
 
 
+def test_pgd_loss_takes_any_case_as_norm_does(cifar, tmp_path, tiny) -> None:
+    """--norm L2 was taken and --pgd-loss CW refused as an unknown loss."""
+    args = ["robustness", "evaluate", "--model", "tiny", "--dataset", "cifar10", "--root", str(cifar), "--attacks", "apgd-ce", "--pgd", "1",
+            "--pgd-loss", "CW", "--n", "4", "--batch-size", "4", "--n-iter", "1", "--n-restarts", "1", "--device", "cpu", "--out", str(tmp_path / "r")]
+    assert run(args) == 0
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["pgd_loss"] == "cw"
+
+
 def test_eps_sweep_forms_a_user_types(capsys) -> None:
-    assert job.parse_eps_sweep("0:8:2") == [0, 2, 4, 6, 8] and capsys.readouterr().err == ""
+    assert job.parse_eps_sweep("0:8:2") == [0, 2, 4, 6, 8] and job.sweep_step_note("0:8:2") is None
     assert job.parse_eps_sweep("0:7:2") == [0, 2, 4, 6]  # range semantics, but the user is told the end point is left out
-    assert capsys.readouterr().err == "note: --eps-sweep 0:7:2 is 0,2,4,6: its step stops at 6 and leaves out 7 (a list such as 0,2,4,6,7 keeps it)\n"
+    assert job.sweep_step_note("0:7:2") == "--eps-sweep 0:7:2 is 0,2,4,6: its step stops at 6 and leaves out 7 (a list such as 0,2,4,6,7 keeps it)"
+    assert capsys.readouterr().err == ""  # parsing is silent: the job notes it once its checks pass
+    assert job.sweep_step_note("0,2,4") is None and job.sweep_step_note(None) is None and job.sweep_step_note("0,0.5", "l2") is None
+
+
+def test_a_step_past_the_whole_range_is_one_error_that_says_so(capsys) -> None:
+    """0:8:9 is the single value 0: it was a note that the step leaves out 8 and then an error suggesting
+    `wsol robustness evaluate --eps 0`, two lines and the wrong fix; it is one error about the step."""
+    with pytest.raises(ConfigError, match=r"bad --eps-sweep '0:8:9': its step 9 is larger than the range 0:8, which leaves 0 alone; "
+                                          r"use a smaller step, e.g. 0:8:2"):
+        job.parse_eps_sweep("0:8:9")
+    assert capsys.readouterr().err == ""
+
+
+def test_the_step_note_comes_once_the_checks_pass(cifar, tmp_path, tiny, capsys) -> None:
+    """The note about 0:3:2 leaving out 3 is printed by the run (after its checks), not by the parser before them."""
+    args = ["robustness", "per-class", "--model", "tiny", "--dataset", "cifar10", "--root", str(cifar), "--eps-sweep", "0:3:2",
+            "--n", "4", "--batch-size", "4", "--n-iter", "1", "--n-restarts", "1", "--device", "cpu", "--out", str(tmp_path / "r")]
+    assert run(args) == 0
+    assert "note: --eps-sweep 0:3:2 is 0,2: its step stops at 2 and leaves out 3" in capsys.readouterr().err
 
 
 def test_eps_sweep_note_comes_from_rank_0_alone_under_torchrun(capsys, monkeypatch) -> None:
@@ -447,6 +481,14 @@ def test_study_file_errors(tmp_path) -> None:
     bad.write_text("models:\n  - name: a\n    model: pyautoattack-resnet18\nladder: plus\nnorm: l2\n")
     with pytest.raises(ConfigError, match=r"unknown top-level key\(s\) ladder, norm; .*\(ladder, norm, ε, sweep and n are command-line options\)"):
         job.read_study(bad)
+    bad.write_text("models:\n  - name: natural\n")  # checkpoint: forgotten; it read as an unknown robust model 'natural'
+    with pytest.raises(ConfigError, match=r"model natural: a name alone names no model; add checkpoint: FILE"):
+        job.read_study(bad)
+    bad.write_text("models:\n  - name: wang\n    weights: w.pt\n")  # model: forgotten
+    with pytest.raises(ConfigError, match=r"model wang: weights without model: add model: NAME, the architecture they are for \(see `wsol models`\)"):
+        job.read_study(bad)
+    bad.write_text("models:\n  - name: pyautoattack-resnet18\n")  # the one model whose weights ship with its package
+    assert job.read_study(bad)[0].model == "pyautoattack-resnet18"
     bad.write_text("models:\n  - name: a\n    checkpoint: n/model.safetensors\n  - name: b\n    checkpoint: ./n/../n/model.safetensors\n")
     with pytest.raises(ConfigError, match=r"same model and weights twice \(a and b\)"):
         job.read_study(bad)
@@ -627,7 +669,11 @@ def test_report_explains_zero_clean_accuracy_and_absent_classes(cifar, tmp_path,
     absent = [f"c{c}" for c in range(10) if c not in result["labels"].tolist()]
     assert absent and f"–: no test sample of {', '.join(absent)} among the 5 drawn" in report
     assert "No sample is classified correctly without attack" in report
-    assert "worst-class accuracy" in (tmp_path / "r" / "pgd_fp32.csv").read_text().splitlines()[0]
+    import csv
+
+    with open(tmp_path / "r" / "pgd_fp32.csv", newline="") as fh:
+        row = next(csv.DictReader(fh))
+    assert "worst-class accuracy" in row and float(row["eps (x/255)"]) == pytest.approx(2.0)  # was "eps", 0.00784 unlabelled
     per_class = (tmp_path / "r" / "ladder_per_class_fp32.csv").read_text().splitlines()
     column = per_class[0].split(",").index(absent[0])
     assert [line.split(",")[column] for line in per_class[1:]] == ["", "", "0"]  # no accuracy of an absent class: an empty cell
@@ -659,6 +705,7 @@ def test_pgd_margin_loss_l2_and_restarts_reach_the_attack(cifar, tmp_path, tiny,
     assert run(args) == 0
     assert [(k["loss"], k["norm"], k["restarts"], k["eps"]) for k in calls] == [("cw", "l2", 2, 1.0)]
     assert "PGD-3 (l2, cw loss, 2 restart(s))" in (tmp_path / "p" / "pgd_fp32.csv").read_text()
+    assert "| eps (l2 radius) |" in (tmp_path / "p" / "report.md").read_text()
 
 
 def test_results_of_weights_rewritten_since_are_dropped_not_reported(cifar, tmp_path, monkeypatch, capsys) -> None:
@@ -748,8 +795,9 @@ def test_the_default_n_and_the_same_n_typed_out_are_one_run(cifar, tmp_path, mon
     assert loads == []
 
 
-def test_a_checkpoint_of_another_dataset_with_as_many_classes_gets_a_note(cifar, tmp_path, capsys, monkeypatch) -> None:
-    """A 10-class shapes model on cifar10 passes the class-count check; its recorded class names say it is another dataset."""
+def test_a_checkpoint_of_another_dataset_with_as_many_classes_is_refused(cifar, tmp_path, capsys, monkeypatch) -> None:
+    """A 10-class shapes model on cifar10 passes the class-count check; its sidecar says it was trained on shapes, whose
+    class names are not cifar10's: one error before anything is written (it was a note, then a run of meaningless numbers)."""
     from wsol.models import build_model, save_model
     from wsol.data.shapes import shapes_class_names
 
@@ -758,12 +806,30 @@ def test_a_checkpoint_of_another_dataset_with_as_many_classes_gets_a_note(cifar,
     args = ["robustness", "per-class", "--dataset", "cifar10", "--root", str(cifar), "--eps-sweep", "0:1", "--n", "4", "--n-iter", "1",
             "--n-restarts", "1", "--device", "cpu"]
     other = save_model(model, tmp_path / "shapes", dataset="shapes", class_names=shapes_class_names(10))
-    assert run([*args, "--checkpoint", str(other), "--out", str(tmp_path / "a")]) == 0
+    assert run([*args, "--checkpoint", str(other), "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: checkpoint ") and "was trained on shapes with classes disc, square, triangle, ..." in err
+    assert "but cifar10 has c0, c1, c2, ...: its accuracies there would mean nothing; pass a checkpoint trained on cifar10, or --dataset shapes" in err
+    assert not (tmp_path / "a").exists()
+    unrecorded = save_model(model, tmp_path / "unrecorded", class_names=shapes_class_names(10))  # no dataset recorded: a note
+    assert run([*args, "--checkpoint", str(unrecorded), "--out", str(tmp_path / "c")]) == 0
     notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
-    assert len(notes) == 1 and "was trained on shapes with classes disc, square, triangle, ..." in notes[0] and "but cifar10 has c0, c1, c2" in notes[0]
+    assert len(notes) == 1 and "was trained on another dataset with classes disc, square" in notes[0] and "mean nothing" in notes[0]
     same = save_model(model, tmp_path / "cifar", dataset="cifar10", class_names=[n.decode() for n in NAMES])
     assert run([*args, "--checkpoint", str(same), "--out", str(tmp_path / "b")]) == 0
     assert "note:" not in capsys.readouterr().err
+
+
+def test_a_study_refuses_a_checkpoint_of_another_dataset_before_its_first_model(cifar, tmp_path, tiny, capsys) -> None:
+    from wsol.models import build_model, save_model
+    from wsol.data.shapes import shapes_class_names
+
+    other = save_model(build_model("small-cnn", 10, input_size=32), tmp_path / "shapes", dataset="shapes", class_names=shapes_class_names(10))
+    study = tmp_path / "study.yaml"
+    study.write_text(f"models:\n  - name: a\n    model: tiny\n  - name: b\n    checkpoint: {other}\n")
+    with pytest.raises(ConfigError, match="was trained on shapes .* pass a checkpoint trained on cifar10"):
+        job.run_study(study, settings(ladder=["apgd-ce"], sweep=[0, 1]), cifar, tmp_path / "s", "cpu")
+    assert not (tmp_path / "s" / "models").exists()
 
 
 class FourClasses(nn.Module):
@@ -1023,3 +1089,15 @@ def test_a_study_drops_its_report_while_a_model_is_to_run(cifar, tmp_path, tiny,
     assert "| b |" in job.run_study(study, template, cifar, out, "cpu").read_text()
     job.run_study(study, template, cifar, out, "cpu")  # all done: the report is rewritten, nothing removed first
     assert (out / "report.md").is_file()
+
+
+def test_cifar10_and_its_corrupted_set_may_name_the_same_classes_apart(tmp_path) -> None:
+    """A CIFAR-10 model on CIFAR-10-C (its own class list) is the usual corruption evaluation: a note, never a refusal."""
+    from wsol.jobs.runfolder import check_checkpoint_dataset, class_names_note
+    from wsol.models import build_model, save_model
+
+    ck = save_model(build_model("small-cnn", 2, input_size=32), tmp_path / "m", dataset="cifar10", class_names=["c0", "c1"])
+    check_checkpoint_dataset(ck, "cifar10c", ["airplane", "automobile"])
+    assert "if it is another dataset" in class_names_note(ck, "cifar10c", ["airplane", "automobile"])
+    with pytest.raises(ConfigError, match="pass a checkpoint trained on svhn, or --dataset cifar10"):
+        check_checkpoint_dataset(ck, "svhn", ["0", "1"])

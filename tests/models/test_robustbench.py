@@ -117,6 +117,21 @@ def test_missing_file_is_one_line_error_naming_file_and_source(tmp_path: Path) -
         load_robust_model("Peng2023Robust")
 
 
+def test_a_folder_given_as_weights_is_named_a_folder_with_the_file_to_pass(tmp_path: Path) -> None:
+    """--weights DIR (or weights: DIR in a study file) said "not found" of a folder that is there."""
+    with pytest.raises(CheckpointError, match=rf"{tmp_path} is a folder; pass the file in it, e.g. {tmp_path}/Wang2023Better_WRN-28-10.pt$"):
+        load_robust_model("Wang2023Better_WRN-28-10", tmp_path)
+
+
+def test_a_wsol_checkpoint_given_as_weights_says_to_pass_it_as_checkpoint(tmp_path: Path) -> None:
+    """--model pyautoattack-resnet18 --weights runs/x/model.safetensors listed 100+ missing and unexpected keys."""
+    from wsol.models import build_model, save_model
+
+    ck = save_model(build_model("small-cnn", 10, input_size=32), tmp_path / "model", dataset="cifar10")
+    with pytest.raises(CheckpointError, match=rf"{ck} is a wsol checkpoint, not pyautoattack-resnet18's weights; pass it as --checkpoint {ck}"):
+        load_robust_model("pyautoattack-resnet18", ck)
+
+
 def test_small_checkpoint_loads_strictly_with_prefixes(tmp_path: Path) -> None:
     source = cifar_resnet18()
     path = tmp_path / "r18.pt"

@@ -132,3 +132,21 @@ def test_check_writable_output_refuses_a_read_only_folder(tmp_path, monkeypatch)
     monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == tmp_path else real_access(p, mode))
     with pytest.raises(WsolError, match="read-only"):
         check_writable_output(tmp_path / "out.json", "file")
+
+
+def test_read_yaml_refuses_a_key_given_twice_and_keeps_merge_overrides(tmp_path) -> None:
+    """Plain YAML keeps the last of two equal keys: a study file with `models:` twice silently lost its first list."""
+    from wsol.errors import ConfigError
+    from wsol.utils.io import read_yaml
+
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("models:\n  - name: a\nmodels:\n  - name: b\n")
+    with pytest.raises(ConfigError, match=r"study file .*twice.yaml is not valid YAML: the key 'models' of line 1 is given again at line 3, column 1"):
+        read_yaml(twice, "study file")
+    flow = tmp_path / "flow.yaml"
+    flow.write_text("- {name: a, name: b}\n")
+    with pytest.raises(ConfigError, match="the key 'name' of line 1 is given again"):
+        read_yaml(flow, "study file")
+    merged = tmp_path / "merged.yaml"
+    merged.write_text("base: &b {x: 1, y: 2}\nrun:\n  <<: *b\n  x: 3\n")
+    assert read_yaml(merged, "config") == {"base": {"x": 1, "y": 2}, "run": {"x": 3, "y": 2}}

@@ -36,7 +36,7 @@ from wsol.attribution.common import check_choice
 from wsol.errors import ConfigError, option_flag
 from wsol.export.tables import csv_text
 from wsol.jobs.localize import eval_dataset
-from wsol.jobs.runfolder import ATTACK_CONFIG_FILE, ATTACK_RUN_FILES, CHECKPOINT_DIGEST, MAPS_FILE, SAMPLES_FILE, SUMMARY_FILE, class_names_note, config_differences, gather, lock_run_folder, note, parse_eps, refuse_other_run, rewritten_since, same_radius, select_samples, start_over, write_json
+from wsol.jobs.runfolder import ATTACK_CONFIG_FILE, ATTACK_RUN_FILES, CHECKPOINT_DIGEST, MAPS_FILE, SAMPLES_FILE, SUMMARY_FILE, check_checkpoint_dataset, class_names_note, config_differences, gather, lock_run_folder, note, parse_eps, refuse_other_run, rewritten_since, same_radius, select_samples, start_over, write_json
 from wsol.metrics.intervals import mean_interval
 from wsol.metrics.ranking import check_k, input_gradient_cosine
 from wsol.models import load_model
@@ -114,7 +114,7 @@ def reach_note(eps: float, step_size: float, steps: int, *, random_start: bool =
     reach = steps * step_size
     if random_start or reach >= eps * (1 - 1e-9):
         return None
-    return (f"{steps} step{'s' if steps != 1 else ''} of {step_size * 255:g}/255 move a pixel by at most {reach * 255:g}/255, less than --eps {eps * 255:g}/255: "
+    return (f"{steps} step{'s' if steps != 1 else ''} of {step_size * 255:g}/255 move{'' if steps != 1 else 's'} a pixel by at most {reach * 255:g}/255, less than --eps {eps * 255:g}/255: "
             "--eps does not bound this attack (raise --steps or --step-size to use the whole ball)")
 
 
@@ -248,6 +248,7 @@ class _Run:
     def __init__(self, out: Path, config: Dict[str, Any], columns: Sequence[str]) -> None:
         self.out, self.config, self.columns = Path(out), config, list(columns)
         self.rewritten = False
+        self.notes: List[Optional[str]] = []  # about the arguments: printed once the folder is ours, never before an error
 
     def check_config(self) -> None:
         """Refuse other arguments into a folder that holds results (a folder without rows is reused); rows of the same
@@ -277,6 +278,8 @@ class _Run:
         """Attack the samples not done yet under the folder's lock, then write ``summarize(all rows)`` as the summary (rank 0)."""
         with lock_run_folder(self.out):
             dist.mark_work_started()
+            for text in self.notes:
+                note(text)
             rows = self._attack(model, data, indices, batch_size, n_maps, fn, desc, device, after_batch)
             summary = summarize(rows) if dist.is_main_process() else {}
             write_json(self.out / SUMMARY_FILE, summary)
@@ -363,6 +366,7 @@ def _prepare(kind: str, checkpoint: Path, dataset: str, root: Path, out: Path, s
     data = eval_dataset(dataset, root, s.split, model.input_size)
     if data.num_classes != model.num_classes:
         raise ConfigError(f"checkpoint {checkpoint} has {model.num_classes} classes but dataset {dataset} has {data.num_classes}")
+    check_checkpoint_dataset(checkpoint, dataset, list(getattr(data, "class_names", [])))
     _check_attack_k(s.k, model.input_size)
     indices = select_samples(len(data), s.n, s.seed, default=default_n)
     meta = checkpoint_meta(checkpoint)
@@ -370,7 +374,7 @@ def _prepare(kind: str, checkpoint: Path, dataset: str, root: Path, out: Path, s
               "root": str(Path(root).resolve()), "method": meta.get("method"), "arch": meta.get("arch"), **asdict(s)}
     run = _Run(out, config, columns)
     run.check_config()
-    note(class_names_note(checkpoint, dataset, list(getattr(data, "class_names", []))))
+    run.notes.append(class_names_note(checkpoint, dataset, list(getattr(data, "class_names", []))))
     return model, data, dev, indices, run
 
 
@@ -391,7 +395,7 @@ def run_attribution_attack(
     s = settings
     eps, step, pgd_eps, pgd_step = s.check()
     model, data, dev, indices, run = _prepare("attribution", checkpoint, dataset, root, out, s, ATTRIBUTION_COLUMNS, DEFAULT_N_ATTRIBUTION, device)
-    note(reach_note(eps, step, s.steps, random_start=s.preset == "official"))
+    run.notes.append(reach_note(eps, step, s.steps, random_start=s.preset == "official"))
 
     def batch(x: torch.Tensor, y: torch.Tensor, idx: List[int]) -> tuple[List[Dict[str, Any]], Dict[str, np.ndarray]]:
         result = ifia(model, x, y, objective=s.objective, attribution=s.attribution, k=s.k, eps=eps, step_size=step, steps=s.steps,

@@ -32,8 +32,8 @@ from wsol.attacks.pgd_eval import epsilon_sweep, pgd_evaluate
 from wsol.errors import ConfigError, WsolError, option_flag
 from wsol.export.tables import markdown_table, matrix_rows, write_csv
 from wsol.jobs.runfolder import (
-    ROBUSTNESS_CHUNK_FILES, ROBUSTNESS_RUN_FILE, class_names_note, config_differences, lock_run_folder, note, parse_eps, refuse_other_run,
-    remove_outputs, rewritten_since, same_radius, select_samples, start_over, write_json, write_text,
+    ROBUSTNESS_CHUNK_FILES, ROBUSTNESS_RUN_FILE, check_checkpoint_dataset, class_names_note, config_differences, lock_run_folder, note, parse_eps,
+    refuse_other_run, remove_outputs, rewritten_since, same_radius, select_samples, start_over, write_json, write_text,
 )
 from wsol.metrics.intervals import wilson_text
 from wsol.metrics.robustness import (
@@ -95,13 +95,10 @@ def parse_eps_sweep(text: Optional[str], norm: str = "linf") -> List[float]:
     else:
         try:
             if ":" in text:
-                parts = [int(p) for p in text.split(":")]
-                if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] < 1):
-                    raise ValueError
-                values = list(range(parts[0], parts[1] + 1, parts[2] if len(parts) == 3 else 1))
-                if values and values[-1] != parts[1]:
-                    note(f"--eps-sweep {text} is {','.join(map(str, values))}: its step stops at {values[-1]} and leaves out {parts[1]} "
-                         f"(a list such as {','.join(map(str, [*values, parts[1]]))} keeps it)")
+                parts, values = _linf_range(text)
+                if len(parts) == 3 and len(values) == 1 and parts[1] > parts[0]:
+                    raise ConfigError(f"bad --eps-sweep {text!r}: its step {parts[2]} is larger than the range {parts[0]}:{parts[1]}, "
+                                      f"which leaves {parts[0]} alone; use a smaller step, e.g. {parts[0]}:{parts[1]}:{max(1, (parts[1] - parts[0]) // 4)}")
             else:
                 values = [int(p) for p in comma_list(text, "--eps-sweep")]
         except ValueError:
@@ -117,6 +114,27 @@ def parse_eps_sweep(text: Optional[str], norm: str = "linf") -> List[float]:
         raise ConfigError(f"bad --eps-sweep {text!r}: a sweep needs at least two values, e.g. {example}; "
                           f"for one ε use 'wsol robustness evaluate --norm {norm} --eps {one}'")
     return values
+
+
+def _linf_range(text: str) -> Tuple[List[int], List[int]]:
+    """The parts of an ℓ∞ range ``a:b`` or ``a:b:step`` and the values it spans, both ends included when the step
+    reaches them (ValueError: not such a range)."""
+    parts = [int(p) for p in text.split(":")]
+    if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] < 1):
+        raise ValueError
+    return parts, list(range(parts[0], parts[1] + 1, parts[2] if len(parts) == 3 else 1))
+
+
+def sweep_step_note(text: Optional[str], norm: str = "linf") -> Optional[str]:
+    """The note for an ℓ∞ range whose step stops before its end (``0:7:2`` is 0, 2, 4, 6), None otherwise; ``text`` is a
+    grid :func:`parse_eps_sweep` accepted. The job prints it once its checks pass: a note never comes before an error."""
+    if norm != "linf" or text is None or ":" not in str(text):
+        return None
+    parts, values = _linf_range(str(text).strip())
+    if values[-1] == parts[1]:
+        return None
+    return (f"--eps-sweep {str(text).strip()} is {','.join(map(str, values))}: its step stops at {values[-1]} and leaves out {parts[1]} "
+            f"(a list such as {','.join(map(str, [*values, parts[1]]))} keeps it)")
 
 
 def _linf_radii_hint(text: str) -> Optional[str]:
@@ -385,7 +403,8 @@ def pgd_tables(name: str, records: Sequence[Dict[str, Any]], labels: torch.Tenso
     clean = _cat(records, "clean_correct").bool()
     robust = _cat(records, "robust").bool()
     per_class = per_class_accuracy(robust, labels, num_classes)
-    return {"rows": [{"model": name, "attack": f"PGD-{s.pgd_steps} ({s.norm}, {s.pgd_loss} loss, {s.pgd_restarts} restart(s))", "eps": s.eps,
+    eps = s.eps * 255 if s.norm == "linf" else s.eps  # in the unit its header names, as the sweep tables give ε
+    return {"rows": [{"model": name, "attack": f"PGD-{s.pgd_steps} ({s.norm}, {s.pgd_loss} loss, {s.pgd_restarts} restart(s))", SWEEP_COLUMN[s.norm]: eps,
                       "clean accuracy": float(clean.double().mean()), "robust accuracy": float(robust.double().mean()),
                       "n": len(labels), "robust 95% CI": wilson_text(int(robust.sum()), len(labels)),
                       "worst-class accuracy": float(per_class.nan_to_num(float('inf')).min())}]}
@@ -566,17 +585,20 @@ def check_model_fits(model: nn.Module, x: torch.Tensor, names: Sequence[str], na
         raise WsolError(f"model {name} cannot classify the {tuple(x.shape[1:])} images of {s.dataset} ({first}); use the dataset it was trained on") from None
     if names and len(names) != num_classes:
         raise WsolError(f"model {name} has {num_classes} classes but dataset {s.dataset} has {len(names)}")
+    if s.model == "wsol-checkpoint":
+        check_checkpoint_dataset(s.weights[0], s.dataset, names)
     check_num_classes([*s.ladder, *(resolve_ladder(s.sweep_attack) if s.sweep else [])], num_classes)
     return num_classes
 
 
 def evaluate_robustness(s: RobustnessSettings, root: Path, out: Path, device: Optional[str] = None, show_progress: bool = True,
                         locked: bool = False, label: Optional[str] = None, model: Optional[nn.Module] = None,
-                        data: Optional[Any] = None) -> Dict[str, Any]:
+                        data: Optional[Any] = None, notes: Sequence[Optional[str]] = ()) -> Dict[str, Any]:
     """Run the ladder, the PGD evaluation and/or the sweep that ``s`` asks for into ``out``; rank 0 writes the
     tables (CSV + ``report.md``) and figures, naming the model ``label`` (a study's name for it; default ``s.model``).
     ``model`` is ``s``'s model and ``data`` its test split (at the model's input size) when the caller has loaded
-    them already (a study). Returns the tables (on every rank)."""
+    them already (a study). ``notes`` (about the arguments, e.g. :func:`sweep_step_note`) are printed once the checks
+    pass. Returns the tables (on every rank)."""
     s.validate()
     dist.init_from_env()
     dev = _run_device(s, device)
@@ -592,8 +614,9 @@ def evaluate_robustness(s: RobustnessSettings, root: Path, out: Path, device: Op
         dist.barrier()
         _check_run_file(out, s)
         dist.mark_work_started()
-        if not locked:  # a study notes it once for all its models
-            note(unused_options_note(s))
+        if not locked:  # a study notes them once for all its models
+            for text in [*notes, unused_options_note(s)]:
+                note(text)
         if s.model == "wsol-checkpoint":
             note(class_names_note(s.weights[0], s.dataset, names))
         result: Dict[str, Any] = {"model": name, "n": len(y), "class_names": names, "labels": y}
@@ -737,6 +760,10 @@ def read_study(path: Path) -> List[StudyModel]:
             raise ConfigError(f"study file {path}, model {i + 1}: unknown key(s) {', '.join(unknown)}; use the keys name, model, weights or checkpoint")
         if "checkpoint" in entry and ("model" in entry or "weights" in entry):
             raise ConfigError(f"study file {path}, model {entry['name']}: give either a checkpoint or model and weights, not both")
+        if "model" not in entry and "checkpoint" not in entry and not _is_robust_model(entry["name"]):
+            what = "weights without model: add model: NAME, the architecture they are for" if "weights" in entry else \
+                "a name alone names no model; add checkpoint: FILE (a wsol checkpoint), or model: NAME and weights: FILE"
+            raise ConfigError(f"study file {path}, model {entry['name']}: {what} (see `wsol models`)")
         if "checkpoint" in entry:
             name, files = "wsol-checkpoint", [entry["checkpoint"]]
         else:
@@ -776,6 +803,13 @@ def read_study(path: Path) -> List[StudyModel]:
     return models
 
 
+def _is_robust_model(name: str) -> bool:
+    """Whether ``name`` is an evaluation model of ``wsol models`` (a study entry may then be its name alone)."""
+    from wsol.models.robustbench import ROBUST_MODELS
+
+    return name in ROBUST_MODELS
+
+
 def _run_device(s: RobustnessSettings, device: Optional[str]) -> torch.device:
     """The device a run uses; ``--bf16`` (CUDA autocast) is refused anywhere else."""
     dev = select_device(device)
@@ -785,11 +819,12 @@ def _run_device(s: RobustnessSettings, device: Optional[str]) -> torch.device:
 
 
 def run_study(study: Path, template: RobustnessSettings, root: Path, out: Path, device: Optional[str] = None,
-              show_progress: bool = True) -> Path:
+              show_progress: bool = True, notes: Sequence[Optional[str]] = ()) -> Path:
     """Ladder and sweep for every model of ``study`` (one run folder each under ``out/models``; a finished model is
     skipped), then one ``report.md`` with both of the seed's tables, the average per class across models and the figures.
     Every unfinished model is loaded once, up front, and held in CPU memory until its turn (the seed's five models: about
-    5 GB), so a wrong name, a broken file or a model of another dataset fails before the first attack."""
+    5 GB), so a wrong name, a broken file or a model of another dataset fails before the first attack. ``notes`` are
+    printed once those checks pass."""
     dist.init_from_env()  # before the lock: under torchrun only rank 0 takes it (uninitialised, every rank is rank 0)
     _run_device(template, device)
     models = read_study(study)
@@ -819,7 +854,8 @@ def run_study(study: Path, template: RobustnessSettings, root: Path, out: Path, 
         check_model_fits(model, x, names, label, runs[label])
     results: Dict[str, Dict[str, Any]] = {}
     with lock_run_folder(out):
-        note(unused_options_note(template))
+        for text in [*notes, unused_options_note(template)]:
+            note(text)
         if len(finished) < len(models):  # the study's report is of the whole set: a model to (re)run makes it stale until the end
             remove_outputs(_report_outputs(out))
         for i, m in enumerate(models):
@@ -960,5 +996,5 @@ def demo_robustness(checkpoints: Dict[str, Path], root: Path, out: Path, seed: i
 
 __all__ = [
     "DEFAULT_EPS", "RobustnessSettings", "StudyModel", "demo_robustness", "eps_text", "evaluate_robustness", "ladder_tables", "load_eval_model", "parse_eps",
-    "parse_eps_sweep", "read_study", "refuse_other_run_folder", "sweep_eps_text", "sweep_grid_text", "sweep_radii", "run_chunks", "run_study", "select_samples", "sweep_tables", "write_run_report",
+    "parse_eps_sweep", "read_study", "refuse_other_run_folder", "sweep_eps_text", "sweep_grid_text", "sweep_radii", "run_chunks", "run_study", "select_samples", "sweep_step_note", "sweep_tables", "write_run_report",
 ]

@@ -120,12 +120,12 @@ def select_samples(total: int, n: Optional[int], seed: int, *, default: int) -> 
 
 def parse_eps(text: str, name: str = "--eps", *, norm: str = "linf", positive: bool = False) -> float:
     """A radius or step in pixel units from ``8/255`` or ``0.03``, parsed as configs parse it (and at 0 refused when
-    ``positive``: a step of 0 never moves). In ℓ∞ it must lie in [0, 1], and a bare whole number (``8``, ``1``) is the
-    /255 forgotten (ℓ∞ ε = 1 lets the attack paint any image), refused with the fraction meant. An ℓ2 radius is any
+    ``positive``: a step of 0 never moves). In ℓ∞ it must lie in [0, 1], and a bare whole number up to 255 (``8``, ``1``) is
+    the /255 forgotten (ℓ∞ ε = 1 lets the attack paint any image), refused with the fraction meant. An ℓ2 radius is any
     number ≥ 0: ε = 1.0 is CIFAR-10's usual ℓ2 budget and larger ones are common on larger images."""
     value = parse_number(text, name)
     if norm == "linf":
-        whole = "/" not in str(text) and value >= 1 and value == int(value)
+        whole = "/" not in str(text) and 1 <= value <= 255 and value == int(value)  # above 255 no /255 makes a radius
         if whole:
             whole_range = " (ℓ∞ 1 reaches every image; write 255/255 if you mean it)" if value == 1 else ""
             raise ConfigError(f"{name} {text} is in pixel units of [0, 1] images: did you mean {name} {int(value)}/255?{whole_range}")
@@ -138,10 +138,15 @@ def parse_eps(text: str, name: str = "--eps", *, norm: str = "linf", positive: b
     return value
 
 
-def class_names_note(checkpoint: PathLike, dataset: str, names: Sequence[str]) -> Optional[str]:
-    """A note when a wsol checkpoint's recorded classes are not ``dataset``'s (same count, other names or order:
-    a model of another dataset, whose accuracies here mean nothing); None when they agree or are not recorded (no sidecar).
-    A note, not an error: a dataset in another layout (CUB and its wsolmeta split) may name the same classes apart."""
+def _may_name_apart(trained_on: str, dataset: str) -> bool:
+    """Whether two datasets can hold the same classes under other names: wsolmeta lays out another one's images (CUB's,
+    in wsolevaluation's metadata), and CIFAR-10-C is CIFAR-10 corrupted, named from its own list."""
+    return "wsolmeta" in (trained_on, dataset) or {trained_on, dataset} == {"cifar10", "cifar10c"}
+
+
+def _classes_text(checkpoint: PathLike, dataset: str, names: Sequence[str]) -> Optional[Tuple[Optional[str], str]]:
+    """(the dataset a wsol checkpoint records, a text saying its classes are not ``dataset``'s) when its recorded class
+    names are not ``names`` (same count, other names or order); None when they agree or are not recorded (no sidecar)."""
     from wsol.models.checkpoint import read_sidecar
 
     meta = read_sidecar(Path(checkpoint)) or {}
@@ -152,8 +157,25 @@ def class_names_note(checkpoint: PathLike, dataset: str, names: Sequence[str]) -
     def head(items: Sequence[str]) -> str:
         return ", ".join(items[:3]) + (", ..." if len(items) > 3 else "")
 
-    return (f"checkpoint {checkpoint} was trained on {meta.get('dataset') or 'another dataset'} with classes {head(trained)}, "
-            f"but {dataset} has {head([str(n) for n in names])}: if it is another dataset, its accuracies here mean nothing")
+    recorded = meta.get("dataset")
+    return recorded, (f"checkpoint {checkpoint} was trained on {recorded or 'another dataset'} with classes {head(trained)}, "
+                      f"but {dataset} has {head([str(n) for n in names])}")
+
+
+def check_checkpoint_dataset(checkpoint: PathLike, dataset: str, names: Sequence[str]) -> None:
+    """Refuse a wsol checkpoint recorded as trained on another dataset whose class names are not ``dataset``'s (a shapes
+    model on cifar10): its accuracies there mean nothing, and a run can take hours. Where the names may differ for the
+    same classes (wsolmeta, CIFAR-10-C) or no dataset is recorded, :func:`class_names_note` notes it instead."""
+    found = _classes_text(checkpoint, dataset, names)
+    if found and found[0] and found[0] != dataset and not _may_name_apart(found[0], dataset):
+        raise ConfigError(f"{found[1]}: its accuracies there would mean nothing; pass a checkpoint trained on {dataset}, or --dataset {found[0]}")
+
+
+def class_names_note(checkpoint: PathLike, dataset: str, names: Sequence[str]) -> Optional[str]:
+    """A note when a wsol checkpoint's recorded classes are not ``dataset``'s and :func:`check_checkpoint_dataset` let it
+    pass (no dataset recorded, or datasets that may name the same classes apart); None when they agree."""
+    found = _classes_text(checkpoint, dataset, names)
+    return f"{found[1]}: if it is another dataset, its accuracies here mean nothing" if found else None
 
 
 def fewer_images_note(split: str, available: int, n: int) -> Optional[str]:
@@ -279,6 +301,7 @@ def lock_run_folder(path: PathLike, *, transient: bool = False) -> Iterator[Path
 
 
 __all__ = [
+    "check_checkpoint_dataset",
     "class_names_note",
     "config_differences",
     "fewer_images_note",

@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from wsol.errors import CheckpointError
 from wsol.models.build import load_model
-from wsol.models.checkpoint import check_keys, read_torch_file
+from wsol.models.checkpoint import check_keys, read_sidecar, read_torch_file
 from wsol.models.cifar_resnet import cifar_resnet18
 from wsol.models.dm_wrn import dm_wide_resnet, ra_wide_resnet_70_16
 from wsol.models.mixing import MixedClassifier, bai2023_edm
@@ -136,9 +136,14 @@ def _weight_paths(name: str, spec: RobustModelSpec, weights: Weights) -> List[Pa
     paths = [Path(weights)] if isinstance(weights, (str, Path)) else [Path(p) for p in weights]
     if len(paths) != len(spec.files):
         raise CheckpointError(f"{name} needs {len(spec.files)} weight file(s) ({', '.join(spec.files)}), got {len(paths)}")
-    for path in paths:
+    for path, file in zip(paths, spec.files):
+        if path.is_dir():
+            raise CheckpointError(f"weights file for {name}: {path} is a folder; pass the file in it, e.g. {path / file}")
         if not path.is_file():
             raise CheckpointError(f"weights file for {name} not found: {path}; get it from {spec.source}")
+        if path.suffix == ".safetensors" and read_sidecar(path) is not None:  # a model wsol trained: the key check lists its layers
+            raise CheckpointError(f"weights file for {name}: {path} is a wsol checkpoint, not {name}'s weights; pass it as --checkpoint {path} "
+                                  f"(in a study file: checkpoint: {path})")
     return paths
 
 

@@ -20,13 +20,37 @@ PathLike = Union[str, "os.PathLike[str]"]
 LOCK_NAME = ".lock"
 
 
+def _unique_key_loader() -> type:
+    """A SafeLoader that refuses a key given twice in one mapping (``models:`` twice, ``checkpoint:`` twice): plain
+    YAML keeps the last one silently, so a study would drop the first list of models. Merge keys (``<<``) may override."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: dict = {}
+            for key_node, _ in node.value if isinstance(node, yaml.MappingNode) else []:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    if key in seen:
+                        raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} of line {seen[key]} is given again",
+                                                                key_node.start_mark)
+                    seen[key] = key_node.start_mark.line + 1
+                except TypeError:  # an unhashable key: the base class names it
+                    continue
+            return super().construct_mapping(node, deep)
+
+    return UniqueKeyLoader
+
+
 def read_yaml(path: PathLike, what: str) -> Any:
     """The parsed YAML document of text file ``path`` (``what`` names it in errors, e.g. "study file"): a file that is
-    not UTF-8 text or not valid YAML is one ConfigError naming the line and column, not a traceback."""
+    not UTF-8 text or not valid YAML (a key given twice included) is one ConfigError naming the line and column, not a traceback."""
     import yaml
 
     try:
-        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        return yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_unique_key_loader())
     except UnicodeDecodeError:
         raise ConfigError(f"{what} {path} is not a UTF-8 text file; pass a YAML file") from None
     except yaml.YAMLError as err:

@@ -26,7 +26,7 @@ def parse_number(value: Any, key: str = "value") -> float:
             if match:
                 den = float(match.group(2))
                 if den == 0:
-                    raise ConfigError(f"{key}: division by zero in {value!r}")
+                    raise ConfigError(f"{key}: division by zero in {value!r}; write a number such as 0.03 or 8/255")
                 number = float(match.group(1)) / den
             else:
                 number = float(value)
