@@ -216,7 +216,7 @@ def test_a_rerun_changing_only_arguments_without_effect_resumes(tiny, capsys, mo
     assert (out / "config.json").read_text() == config  # what produced the rows, not the rerun's arguments without effect
     assert json.loads((out / "summary.json").read_text())["config"] == json.loads(config)
     assert _attack(tiny, out, "--steps", "1", "--pgd-steps", "1", "--pgd-eps", "4/255", "--pgd-step-size", "1/255") == 2
-    assert "other arguments (pgd_steps)" in capsys.readouterr().err
+    assert "other arguments (pgd_steps was 0, now 1)" in capsys.readouterr().err
     assert inert_arguments({"attribution": "ig", "pgd_steps": 40}) == set()
     assert inert_arguments({"attribution": "grad", "pgd_steps": 0}) == {"ig_steps", "pgd_eps", "pgd_step_size"}
 

@@ -347,7 +347,7 @@ def test_an_eps_pasted_with_fewer_digits_resumes_and_another_eps_is_refused(cifa
     out = tmp_path / "run"
     job.evaluate_robustness(settings(ladder=["apgd-ce"], sweep=[]), cifar, out, "cpu")
     job.evaluate_robustness(settings(ladder=["apgd-ce"], sweep=[], eps=0.0078431373), cifar, out, "cpu")
-    with pytest.raises(ConfigError, match=r"other arguments \(eps\)"):
+    with pytest.raises(ConfigError, match=r"other arguments \(eps was 0.00784314, now 0.0079\)"):
         job.evaluate_robustness(settings(ladder=["apgd-ce"], sweep=[], eps=0.0079), cifar, out, "cpu")
 
 
@@ -563,7 +563,7 @@ def test_study_loads_each_model_once_and_finished_ones_never(cifar, tmp_path, mo
     assert "No sample is classified correctly" not in report
     assert "| a |" in report and "| b c |" in report and "](<figures/b c_sweep.png>)" in report
     loads.clear()
-    with pytest.raises(ConfigError, match=r"other arguments \(n of model a\)"):
+    with pytest.raises(ConfigError, match=r"other arguments for model a \(n was \d+, now \d+\); use another --out"):
         job.run_study(study, settings(model="", n=6, batch_size=8, ladder=["apgd-ce"], sweep=[0, 2]), cifar, tmp_path / "study", "cpu")
     assert loads == []
 
@@ -724,7 +724,7 @@ def test_results_of_weights_rewritten_since_are_dropped_not_reported(cifar, tmp_
     assert job.evaluate_robustness(s, cifar, tmp_path / "r", "cpu")["ladder-fp32"]["rows"][0]["accuracy"] == 0  # and resumes as usual
     assert "starting over" not in capsys.readouterr().err
     weights.write_bytes(b"right")
-    with pytest.raises(ConfigError, match=r"other arguments \(n\); use another --out"):  # the digest is no argument to name
+    with pytest.raises(ConfigError, match=r"other arguments \(n was 8, now 12\); use another --out"):  # the digest is no argument to name
         job.evaluate_robustness(replace(s, n=12), cifar, tmp_path / "r", "cpu")
     weights.write_bytes(b"wrong")
     study = tmp_path / "models.yaml"
@@ -747,10 +747,10 @@ def test_a_study_model_given_other_weights_says_how_to_redo_only_it(cifar, tmp_p
     template = settings(model="", n=8, batch_size=8, ladder=["apgd-ce"], sweep=[0, 2])
     job.run_study(study, template, cifar, tmp_path / "s", "cpu")
     study.write_text("models:\n  - name: m\n    model: x\n    weights: b.pt\n")
-    with pytest.raises(ConfigError, match=rf"\(weights of model m\); give it another name, or delete {tmp_path / 's' / 'models' / 'm'} to redo it$"):
+    with pytest.raises(ConfigError, match=rf"other arguments for model m \(weights was …\S*/a.pt, now …\S*/b.pt\); give it another name, or delete {tmp_path / 's' / 'models' / 'm'} to redo it$"):
         job.run_study(study, template, cifar, tmp_path / "s", "cpu")
     study.write_text("models:\n  - name: m\n    model: x\n    weights: a.pt\n")
-    with pytest.raises(ConfigError, match=r"\(n of model m\); use another --out or the same arguments$"):
+    with pytest.raises(ConfigError, match=r"other arguments for model m \(n was 8, now 6\); use another --out or the same arguments$"):
         job.run_study(study, settings(model="", n=6, batch_size=8, ladder=["apgd-ce"], sweep=[0, 2]), cifar, tmp_path / "s", "cpu")
 
 
@@ -762,10 +762,10 @@ def test_a_study_model_run_with_other_budgets_says_the_same_arguments_cannot_res
     job.run_study(study, template, cifar, tmp_path / "s", "cpu")
     path = tmp_path / "s" / "models" / "m" / "run.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), "sweep_budgets": {"apgd-ce": "9 iterations, 1 restart"}}))
-    with pytest.raises(ConfigError, match=r"\(sweep_budgets of model m: its attacks ran with other iterations, restarts or queries\); "
+    with pytest.raises(ConfigError, match=r"other arguments for model m \(sweep_budgets: its attacks ran with other iterations, restarts or queries\); "
                                           rf"the same arguments cannot resume it: use another --out, or delete {tmp_path / 's' / 'models' / 'm'} to redo it$"):
         job.run_study(study, template, cifar, tmp_path / "s", "cpu")
-    with pytest.raises(ConfigError, match=r"\(n, sweep_budgets of model m\); use another --out or the same arguments$"):
+    with pytest.raises(ConfigError, match=r"other arguments for model m \(n was 8, now 6; sweep_budgets\); use another --out or the same arguments$"):
         job.run_study(study, replace(template, n=6), cifar, tmp_path / "s", "cpu")
 
 
@@ -1049,7 +1049,7 @@ def test_cifar10c_runs_through_loader_options(tmp_path, tiny, capsys) -> None:
     assert json.loads((out / "run.json").read_text())["dataset_options"] == {"corruption": "fog", "severity": 2}
     capsys.readouterr()
     assert run([*base, "-o", "corruption=fog", "-o", "severity=3", "--out", str(out)]) == 2
-    assert "other arguments (dataset_options.severity)" in capsys.readouterr().err
+    assert "other arguments (dataset_options.severity was 2, now 3)" in capsys.readouterr().err
     sweep = ["robustness", "per-class", "--model", "tiny", "--dataset", "cifar10c", "--root", str(root), "--eps-sweep", "0:1", "--n", "4",
              "--n-iter", "1", "--n-restarts", "1", "--device", "cpu", "-o", "corruption=gaussian_noise", "--out", str(tmp_path / "sweep")]
     assert run(sweep) == 0

@@ -55,3 +55,14 @@ def test_start_over_removes_in_the_order_given(tmp_path, monkeypatch) -> None:
     with pytest.raises(KeyboardInterrupt):
         start_over(tmp_path, "rows", "model.safetensors", stale)
     assert not (tmp_path / "summary.json").exists() and (tmp_path / "rows.csv").is_file()
+
+
+def test_differences_text_says_what_each_differing_argument_was_and_is() -> None:
+    from wsol.jobs.runfolder import config_differences, differences_text
+
+    old = {"n": 500, "eps": 8 / 255, "ladder": ["apgd-ce", "apgd-t"], "dataset_options": {"severity": 2}, "weights": ["/a/" + "x" * 80 + "/old.pt"]}
+    new = {"n": 64, "eps": 4 / 255, "ladder": ["fab"], "dataset_options": {"severity": 3, "corruption": "fog"}, "weights": ["/a/" + "x" * 80 + "/new.pt"]}
+    text = differences_text(config_differences(old, new), old, new)
+    assert text.split("; ") == [
+        "dataset_options.corruption was none, now fog", "dataset_options.severity was 2, now 3", "eps was 0.0313725, now 0.0156863",
+        "ladder was apgd-ce,apgd-t, now fab", "n was 500, now 64", f"weights was …{('x' * 80 + '/old.pt')[-59:]}, now …{('x' * 80 + '/new.pt')[-59:]}"]

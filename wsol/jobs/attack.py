@@ -36,7 +36,7 @@ from wsol.attribution.common import check_choice
 from wsol.errors import ConfigError, option_flag
 from wsol.export.tables import csv_text
 from wsol.jobs.localize import eval_dataset
-from wsol.jobs.runfolder import ATTACK_CONFIG_FILE, ATTACK_RUN_FILES, CHECKPOINT_DIGEST, MAPS_FILE, SAMPLES_FILE, SUMMARY_FILE, check_checkpoint_dataset, class_names_note, config_differences, gather, lock_run_folder, note, parse_eps, refuse_other_run, rewritten_since, same_radius, select_samples, start_over, write_json
+from wsol.jobs.runfolder import ATTACK_CONFIG_FILE, ATTACK_RUN_FILES, CHECKPOINT_DIGEST, MAPS_FILE, SAMPLES_FILE, SUMMARY_FILE, check_checkpoint_dataset, class_names_note, config_differences, differences_text, gather, lock_run_folder, note, parse_eps, refuse_other_run, rewritten_since, same_radius, select_samples, start_over, write_json
 from wsol.metrics.intervals import mean_interval
 from wsol.metrics.ranking import check_k, input_gradient_cosine
 from wsol.models import load_model
@@ -267,7 +267,7 @@ class _Run:
                      and not (d in PIXEL_ARGUMENTS and same_radius(old.get(d), self.config.get(d)))]
             if diffs:  # named without those the folder's run did not use (its --pgd-eps under --pgd-steps 0): the cause is the rest
                 named = [d for d in diffs if d not in inert_arguments(old)] or diffs
-                raise ConfigError(f"{self.out} holds a run with other arguments ({', '.join(named)}); use another --out or the same arguments")
+                raise ConfigError(f"{self.out} holds a run with other arguments ({differences_text(named, old, self.config)}); use another --out or the same arguments")
             if rewritten_since(old, self.config):
                 self.rewritten = True
             else:

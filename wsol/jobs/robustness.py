@@ -32,7 +32,7 @@ from wsol.attacks.pgd_eval import epsilon_sweep, pgd_evaluate
 from wsol.errors import ConfigError, WsolError, option_flag
 from wsol.export.tables import markdown_table, matrix_rows, write_csv
 from wsol.jobs.runfolder import (
-    ROBUSTNESS_CHUNK_FILES, ROBUSTNESS_RUN_FILE, check_checkpoint_dataset, class_names_note, config_differences, lock_run_folder, note, parse_eps,
+    ROBUSTNESS_CHUNK_FILES, ROBUSTNESS_RUN_FILE, check_checkpoint_dataset, class_names_note, config_differences, differences_text, lock_run_folder, note, parse_eps,
     refuse_other_run, remove_outputs, rewritten_since, same_radius, select_samples, start_over, write_json, write_text,
 )
 from wsol.metrics.intervals import wilson_text
@@ -447,18 +447,22 @@ def _budgets_before_recorded(old: Dict[str, Any], new: Dict[str, Any]) -> None:
             old[key] = "not recorded" if key == LADDER_BUDGETS and older_standard else new[key]
 
 
-def _other_arguments_text(diffs: Sequence[str], folder: Path, fix: str, whose: str = "") -> str:
-    """``(the keys of run.json that differ{whose}); what to do`` for an error line. The budget keys can differ under equal
-    options (a budget key alone says why), and budgets alone the same arguments give again: ``fix`` then does not help.
-    A budget is named as a whole (``sweep_budgets``, not the ``sweep_budgets.apgd-ce`` where the two records differ)."""
+def _other_arguments_text(diffs: Sequence[str], old: Dict[str, Any], new: Dict[str, Any], folder: Path, fix: str, whose: str = "") -> str:
+    """``{whose} (each key of run.json that differs, was … now …); what to do`` for an error line. The budget keys can
+    differ under equal options (a budget key alone says why), and budgets alone the same arguments give again: ``fix``
+    then does not help. A budget is named as a whole (``sweep_budgets``, not the ``sweep_budgets.apgd-ce`` where the two
+    records differ), without its values (the budgets of every attack)."""
     other = "its attacks ran with other iterations, restarts or queries"
-    budgets = {LADDER_BUDGETS: f"ladder_budgets{whose}: {other}, e.g. an older wsol's --ladder standard, whose APGD-CE ran 5 restarts",
-               SWEEP_BUDGETS: f"sweep_budgets{whose}: {other}"}
+    budgets = {LADDER_BUDGETS: f"ladder_budgets: {other}, e.g. an older wsol's --ladder standard, whose APGD-CE ran 5 restarts",
+               SWEEP_BUDGETS: f"sweep_budgets: {other}"}
     keys = list(dict.fromkeys(d.split(".", 1)[0] if d.split(".", 1)[0] in budgets else d for d in diffs))
     if set(keys) <= set(budgets):
         fix = f"the same arguments cannot resume it: use another --out, or delete {folder} to redo it"
-    named = budgets[keys[0]] if len(keys) == 1 and keys[0] in budgets else f"{', '.join(keys)}{whose}"  # the explanation names whose
-    return f"({named}); {fix}"
+    if len(keys) == 1 and keys[0] in budgets:
+        named = budgets[keys[0]]
+    else:
+        named = "; ".join(filter(None, [differences_text([k for k in keys if k not in budgets], old, new), ", ".join(k for k in keys if k in budgets)]))
+    return f"{whose} ({named}); {fix}"
 
 
 @functools.lru_cache(maxsize=None)
@@ -472,11 +476,11 @@ def _file_digest(path: str) -> str:
     return _digest_of(str(path), st.st_size, st.st_mtime_ns)
 
 
-def _run_differences(out: Path, new: Dict[str, Any]) -> Optional[List[str]]:
-    """The arguments in which ``out``'s run differs from the run record ``new`` (:func:`_run_record`; None: no run there
-    yet, or one killed before its first chunk was done, which has nothing to keep); ``weights_sha256`` alone: the same
-    files, rewritten since. The digest is named only alone: beside other arguments (other --weights, another --n) those
-    are what the user has to change."""
+def _run_differences(out: Path, new: Dict[str, Any]) -> Optional[Tuple[List[str], Dict[str, Any]]]:
+    """The arguments in which ``out``'s run differs from the run record ``new`` (:func:`_run_record`), with that run's
+    record (None: no run there yet, or one killed before its first chunk was done, which has nothing to keep);
+    ``weights_sha256`` alone: the same files, rewritten since. The digest is named only alone: beside other arguments
+    (other --weights, another --n) those are what the user has to change."""
     path = out / ROBUSTNESS_RUN_FILE
     if not path.is_file() or not any(read_jsonl(p) for p in out.glob(ROBUSTNESS_CHUNK_FILES)):
         return None
@@ -484,7 +488,7 @@ def _run_differences(out: Path, new: Dict[str, Any]) -> Optional[List[str]]:
     old["weights"] = _absolute(old.get("weights") or [])  # a run.json written before weights were kept absolute
     _budgets_before_recorded(old, new)
     diffs = [d for d in config_differences(old, new) if d != WEIGHTS_DIGESTS and not _same_radii(d, old.get(d), new.get(d))]
-    return diffs or ([WEIGHTS_DIGESTS] if rewritten_since(old, new, WEIGHTS_DIGESTS) else [])
+    return diffs or ([WEIGHTS_DIGESTS] if rewritten_since(old, new, WEIGHTS_DIGESTS) else []), old
 
 
 def _same_radii(key: str, old: Any, new: Any) -> bool:
@@ -516,13 +520,13 @@ def _check_run_file(out: Path, s: RobustnessSettings) -> None:
     """Refuse other arguments into ``out``; drop the results of an earlier version of the same weight files (a model
     retrained since) and start over; then record ``s`` in ``run.json``. Every rank calls it and follows rank 0's reading."""
     record = _run_record(s)
-    diffs = dist.gather_objects(_run_differences(out, record))[0]
+    diffs, old = dist.gather_objects(_run_differences(out, record))[0] or ([], {})
     if diffs == [WEIGHTS_DIGESTS]:
         start_over(out, "results", ", ".join(s.weights), _stale_outputs(out))
         dist.barrier()
     elif diffs:
         fix = "use another --out or the same arguments"
-        raise ConfigError(f"{out} holds a robustness run with other arguments {_other_arguments_text(diffs, out, fix)}")
+        raise ConfigError(f"{out} holds a robustness run with other arguments{_other_arguments_text(diffs, old, record, out, fix)}")
     write_json(out / ROBUSTNESS_RUN_FILE, record)
 
 
@@ -839,13 +843,15 @@ def run_study(study: Path, template: RobustnessSettings, root: Path, out: Path, 
 
     template = replace(template, n=len(select_samples(len(split()), template.n, template.seed, default=DEFAULT_N)))
     runs = {m.label: RobustnessSettings(**{**asdict(template), "model": m.model, "weights": m.weights}).validate() for m in models}
-    diffs = {m.label: _run_differences(out / "models" / m.label, _run_record(runs[m.label])) for m in models}
+    records = {m.label: _run_record(runs[m.label]) for m in models}
+    found = {m.label: _run_differences(out / "models" / m.label, records[m.label]) for m in models}
+    diffs = {label: None if got is None else got[0] for label, got in found.items()}
     for label, differ in diffs.items():
         if differ and differ != [WEIGHTS_DIGESTS]:  # the same files rewritten since: that model starts over
             own = set(differ) <= {"model", "weights"}  # the YAML gave this name other weights: only its folder is in the way
             fix = f"give it another name, or delete {out / 'models' / label} to redo it" if own else "use another --out or the same arguments"
-            differ_text = _other_arguments_text(differ, out / "models" / label, fix, whose=f" of model {label}")
-            raise ConfigError(f"{out} holds a study run with other arguments {differ_text}")
+            differ_text = _other_arguments_text(differ, found[label][1], records[label], out / "models" / label, fix, whose=f" for model {label}")
+            raise ConfigError(f"{out} holds a study run with other arguments{differ_text}")
     finished = {label for label, differ in diffs.items() if differ == [] and (out / "models" / label / STUDY_RESULT_FILE).is_file()}
     # an unknown name or a missing or broken file fails now, not after hours of the models before it
     loaded = {m.label: load_eval_model(m.model, m.weights, torch.device("cpu")) for m in models if m.label not in finished}

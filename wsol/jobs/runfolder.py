@@ -232,6 +232,36 @@ def same_radius(a: Any, b: Any) -> bool:
         return False
 
 
+def _value_at(record: Mapping[str, Any], dotted: str) -> Any:
+    """The value of a dotted key (``dataset_options.severity``) of a run record; None where a level is missing."""
+    value: Any = record
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """A recorded value as a user reads it in one line: lists and mappings without brackets, floats short, long ones cut
+    at the front."""
+    if value is None:
+        text = "none"
+    elif isinstance(value, float):
+        text = f"{value:g}"
+    elif isinstance(value, (list, tuple)):
+        text = ",".join(_shown(v, limit) for v in value) or "none"
+    elif isinstance(value, Mapping):
+        text = ", ".join(f"{k}={_shown(v, limit)}" for k, v in value.items()) or "none"
+    else:
+        text = str(value)
+    return text if len(text) <= limit else "…" + text[1 - limit:]  # the end: a path's file name, a list's last items
+
+
+def differences_text(keys: Sequence[str], old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    """``n was 500, now 64; eps was 0.0313725, now 0.0156863`` for the dotted ``keys`` in which two run records differ:
+    a refusal says what differs, so the user can choose which to change."""
+    return "; ".join(f"{key} was {_shown(_value_at(old, key))}, now {_shown(_value_at(new, key))}" for key in keys)
+
+
 def rewritten_since(old: Mapping[str, Any], new: Mapping[str, Any], key: str = CHECKPOINT_DIGEST) -> bool:
     """Whether the file(s) whose SHA-256 a run record keeps under ``key`` were rewritten since ``old`` was recorded (a model
     retrained into the same path), so that the results recorded with ``old`` are another model's. A record without the
@@ -304,6 +334,7 @@ __all__ = [
     "check_checkpoint_dataset",
     "class_names_note",
     "config_differences",
+    "differences_text",
     "fewer_images_note",
     "finished_epochs",
     "gather",
