@@ -608,6 +608,7 @@ def attack_attribution_command(
     dataset: DatasetOpt,
     out: OutFolderOpt,
     root: RootOpt = None,
+    option: LoaderOpt = None,
     attribution: AttributionOpt = "ig",
     objective: Annotated[str, typer.Option("--objective", help="IFIA objective: topk, mass-center, random.")] = "topk",
     k: AttackKOpt = 100,
@@ -637,7 +638,7 @@ def attack_attribution_command(
         n_maps=n_maps,
     )
     settings.check()
-    _attack_echo(run_attribution_attack(checkpoint, dataset, resolve_root(dataset, root), out, settings, device=device), out)
+    _attack_echo(run_attribution_attack(checkpoint, dataset, resolve_root(dataset, root), out, settings, device=device, dataset_options=_loader_options(option)), out)
 
 
 @attack_app.command("targeted")
@@ -646,6 +647,7 @@ def attack_targeted_command(
     dataset: DatasetOpt,
     out: OutFolderOpt,
     root: RootOpt = None,
+    option: LoaderOpt = None,
     attribution: AttributionOpt = "grad",
     eps: EpsOpt = "8/255",
     lr: Annotated[str, typer.Option("--lr", help="Adam learning rate on the perturbation (pixel units).")] = "1/255",
@@ -672,7 +674,7 @@ def attack_targeted_command(
         n=n, seed=seed, batch_size=batch_size, split=split, n_maps=n_maps,
     )
     settings.check()
-    _attack_echo(run_targeted_attack(checkpoint, dataset, resolve_root(dataset, root), out, settings, device=device), out)
+    _attack_echo(run_targeted_attack(checkpoint, dataset, resolve_root(dataset, root), out, settings, device=device, dataset_options=_loader_options(option)), out)
 
 
 # --- report commands ---

@@ -482,3 +482,19 @@ def test_a_start_over_killed_before_the_rows_go_leaves_no_summary_of_the_old_mod
     capsys.readouterr()
     assert run(argv) == 0
     assert "holds rows of an earlier version" in capsys.readouterr().err
+
+
+def test_loader_options_are_recorded_and_part_of_the_run(tiny, tmp_path, capsys) -> None:
+    """`attack attribution -o KEY=VALUE` reads the dataset with the option and records it in config.json (only when given:
+    a folder written before -o existed resumes); another value into the same --out is other arguments."""
+    out = tmp_path / "opts"
+    assert _attack(tiny, out, "--n", "3", "-o", "native_size=32") == 0
+    assert json.loads((out / "config.json").read_text())["dataset_options"] == {"native_size": 32}
+    capsys.readouterr()
+    assert _attack(tiny, out, "--n", "3", "-o", "native_size=31") == 2
+    assert "other arguments (dataset_options.native_size was 32, now 31)" in capsys.readouterr().err
+    assert _attack(tiny, out, "--n", "3", "-o", "bogus=1") == 2
+    assert "dataset 'shapes' has no option 'bogus'" in capsys.readouterr().err
+    plain = tmp_path / "plain"
+    assert _attack(tiny, plain, "--n", "3") == 0
+    assert "dataset_options" not in json.loads((plain / "config.json").read_text())

@@ -210,6 +210,8 @@ def test_table1_paired_pairs_no_samples_across_splits() -> None:
     rows, notes = paired_rows([test_a, test_b, train])
     assert [(r["run"], r["n paired"]) for r in rows] == [("b", 3)]
     assert notes == ["c is on shapes train, a on shapes test: no samples to pair"]
+    fog = AttackRun(Path("d"), {"config": {"dataset": "shapes", "split": "test", "dataset_options": {"severity": 5}}}, test_b.columns)
+    assert paired_rows([test_a, fog])[1] == ["d is on shapes (severity=5) test, a on shapes test: no samples to pair"]  # other loader options: other images
 
 
 def test_paired_rows_count_in_and_k_apart_and_note_another_root(tmp_path) -> None:

@@ -357,13 +357,13 @@ def _check_attack_k(k: int, side: int) -> None:
 
 
 def _prepare(kind: str, checkpoint: Path, dataset: str, root: Path, out: Path, s: Any, columns: Sequence[str], default_n: int,
-             device: Optional[str]) -> tuple[nn.Module, Any, torch.device, List[int], _Run]:
+             device: Optional[str], dataset_options: Optional[Dict[str, Any]] = None) -> tuple[nn.Module, Any, torch.device, List[int], _Run]:
     """Load the model and the split, check k and the classes, choose the samples and check the folder: nothing is written."""
     dist.init_from_env()
     refuse_other_run(out, f"{kind} attack")  # before the model and the split are loaded: that can take minutes
     dev = select_device(device)
     model = load_model(checkpoint).to(dev).eval()
-    data = eval_dataset(dataset, root, s.split, model.input_size)
+    data = eval_dataset(dataset, root, s.split, model.input_size, **(dataset_options or {}))
     if data.num_classes != model.num_classes:
         raise ConfigError(f"checkpoint {checkpoint} has {model.num_classes} classes but dataset {dataset} has {data.num_classes}")
     check_checkpoint_dataset(checkpoint, dataset, list(getattr(data, "class_names", [])))
@@ -371,7 +371,8 @@ def _prepare(kind: str, checkpoint: Path, dataset: str, root: Path, out: Path, s
     indices = select_samples(len(data), s.n, s.seed, default=default_n)
     meta = checkpoint_meta(checkpoint)
     config = {"attack": kind, "checkpoint": str(Path(checkpoint).resolve()), CHECKPOINT_DIGEST: file_sha256(checkpoint), "dataset": dataset,
-              "root": str(Path(root).resolve()), "method": meta.get("method"), "arch": meta.get("arch"), **asdict(s)}
+              "root": str(Path(root).resolve()), "method": meta.get("method"), "arch": meta.get("arch"), **asdict(s),
+              **({"dataset_options": dataset_options} if dataset_options else {})}  # kept only when given: older folders resume
     run = _Run(out, config, columns)
     run.check_config()
     run.notes.append(class_names_note(checkpoint, dataset, list(getattr(data, "class_names", []))))
@@ -386,15 +387,16 @@ def run_attribution_attack(
     settings: AttributionAttackSettings,
     device: Optional[str] = None,
     after_batch: Optional[Callable[[int], None]] = None,
+    dataset_options: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
     """IFIA on n reproducibly chosen samples → ``samples.csv``, ``maps.npz``, ``summary.json`` in ``out``.
 
     Arguments are checked before anything is written. ``after_batch(b)`` is called after batch b's
-    rows are on disk (a hook for progress and tests). Returns the summary.
+    rows are on disk (a hook for progress and tests); ``dataset_options`` go to the loader. Returns the summary.
     """
     s = settings
     eps, step, pgd_eps, pgd_step = s.check()
-    model, data, dev, indices, run = _prepare("attribution", checkpoint, dataset, root, out, s, ATTRIBUTION_COLUMNS, DEFAULT_N_ATTRIBUTION, device)
+    model, data, dev, indices, run = _prepare("attribution", checkpoint, dataset, root, out, s, ATTRIBUTION_COLUMNS, DEFAULT_N_ATTRIBUTION, device, dataset_options)
     run.notes.append(reach_note(eps, step, s.steps, random_start=s.preset == "official"))
 
     def batch(x: torch.Tensor, y: torch.Tensor, idx: List[int]) -> tuple[List[Dict[str, Any]], Dict[str, np.ndarray]]:
@@ -456,11 +458,12 @@ def run_targeted_attack(
     settings: TargetedAttackSettings,
     device: Optional[str] = None,
     after_batch: Optional[Callable[[int], None]] = None,
+    dataset_options: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
     """Targeted manipulation on n reproducibly chosen samples → ``samples.csv``, ``maps.npz``, ``summary.json``."""
     s = settings
     eps, lr = s.check()
-    model, data, dev, indices, run = _prepare("targeted", checkpoint, dataset, root, out, s, TARGETED_COLUMNS, DEFAULT_N_TARGETED, device)
+    model, data, dev, indices, run = _prepare("targeted", checkpoint, dataset, root, out, s, TARGETED_COLUMNS, DEFAULT_N_TARGETED, device, dataset_options)
     if s.target_index is not None and s.target_index >= len(data):
         raise ConfigError(f"--target-index {s.target_index} is past the {len(data)} images of the {s.split} split; give an index below {len(data)}")
     if s.target_index is None and len(indices) < 2:

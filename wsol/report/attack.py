@@ -163,7 +163,8 @@ def paired_rows(runs: Sequence[AttackRun]) -> Tuple[List[Dict[str, Any]], List[s
     base = {m: _percent_by_sample(first, m) for m in ("topk_intersection", "kendall")}
 
     def where(run: AttackRun) -> str:
-        return f"{run.config.get('dataset')} {run.config.get('split', 'test')}"
+        options = ", ".join(f"{k}={v}" for k, v in sorted((run.config.get("dataset_options") or {}).items()))
+        return f"{run.config.get('dataset')}{f' ({options})' if options else ''} {run.config.get('split', 'test')}"
 
     for run, name in zip(runs[1:], names[1:]):
         if where(run) != where(first):
@@ -181,7 +182,7 @@ def paired_rows(runs: Sequence[AttackRun]) -> Tuple[List[Dict[str, Any]], List[s
     return rows, notes
 
 
-TABLE1_FREE = ("batch_size", "n_maps", "root", "checkpoint", CHECKPOINT_DIGEST, "method", "arch", "dataset", "attribution", "preset", "n", "seed")
+TABLE1_FREE = ("batch_size", "n_maps", "root", "checkpoint", CHECKPOINT_DIGEST, "method", "arch", "dataset", "dataset_options", "attribution", "preset", "n", "seed")
 """Arguments runs may differ in and still be compared row by row (the table shows or does not depend on them)."""
 
 
