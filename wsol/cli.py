@@ -276,6 +276,7 @@ def train_command(
     warmup_epochs: Annotated[Optional[int], typer.Option("--warmup-epochs", help="Natural (cross-entropy) epochs, 0 or more, before the method's loss takes over (default: the config's).")] = None,
     warm_start: Annotated[Optional[Path], typer.Option("--warm-start", help="A natural model that stands in for the warm-up: load it and start at epoch warmup_epochs.")] = None,
     root: RootOpt = None,
+    option: LoaderOpt = None,
     overrides: SetOpt = None,
     device: DeviceOpt = None,
 ) -> None:
@@ -285,7 +286,7 @@ def train_command(
     from wsol.utils.distributed import cleanup, launched_rank
 
     options = {"epochs": epochs, "batch_size": batch_size, "optim.lr": lr, "seed": seed, "weights": weights, "root": root,
-               "warmup_epochs": warmup_epochs, "warm_start": warm_start}
+               "warmup_epochs": warmup_epochs, "warm_start": warm_start, "dataset_options": _loader_options(option) if option else None}
     changes = parse_overrides(overrides)
     cfg, used = resolve_train_config(dataset, method, config, arch, changes, options)
     folder = out or default_run_folder(cfg)

@@ -86,6 +86,7 @@ class TrainConfig:
 
     dataset: str = "shapes"
     root: Optional[str] = None
+    dataset_options: Dict[str, Any] = field(default_factory=dict)  # loader options (-o KEY=VALUE), e.g. wsolmeta's metadata
     arch: str = "small-cnn"
     method: str = "natural"
     weights: Optional[str] = None
@@ -168,6 +169,10 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{key}: expected a mapping of settings, got {value!r}")
         return build_config(tp, value, key + ".")
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a mapping of KEY: VALUE, got {value!r}")
+        return dict(value)
     if origin in (tuple, list, Tuple, List):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")

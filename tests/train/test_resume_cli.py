@@ -66,3 +66,21 @@ def test_resume_to_fewer_epochs_than_done_is_refused_and_keeps_the_run(tmp_path:
     assert err.count("\n") == 1 and err.startswith("error: ") and "has done 2 already" in err and "--epochs 2 or more" in err, err
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
     assert run([*base, "--resume", "--epochs", "2"]) == 0  # as many as done: nothing left to do, and no error
+
+
+def test_resume_of_a_run_saved_before_a_config_key_existed_and_of_another_config(tmp_path: Path, monkeypatch, capsys) -> None:
+    """A state saved before `dataset_options` existed resumes (the key takes its default); another learning rate is
+    refused with what it was and is."""
+    import torch
+
+    train_into = _tiny_training(tmp_path, monkeypatch)
+    out = tmp_path / "run"
+    base = train_into(out)
+    assert run([*base, "--epochs", "1"]) == 0
+    state = torch.load(out / "train_state.pt", weights_only=True)
+    del state["config"]["dataset_options"]
+    torch.save(state, out / "train_state.pt")
+    assert run([*base, "--resume", "--epochs", "2"]) == 0
+    capsys.readouterr()
+    assert run([*base, "--resume", "--epochs", "3", "--lr", "0.02"]) == 2
+    assert capsys.readouterr().err.strip().endswith("the config differs from the saved one (optim.lr was 0.01, now 0.02)")

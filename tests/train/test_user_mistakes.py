@@ -80,3 +80,19 @@ def test_config_folder_is_named_as_a_folder(tmp_path) -> None:
 
     with pytest.raises(ConfigError, match="is a folder; pass a YAML file"):
         load_config(tmp_path)
+
+
+def test_loader_options_reach_both_splits_and_the_config(tmp_path, tiny_shapes, capsys) -> None:
+    """`wsol train DATASET -o KEY=VALUE` (wsolmeta's metadata=DIR) reads both splits with the option and records it in
+    config.yaml; an option the loader lacks, or a config value that is not a mapping, is one line before any run folder."""
+    import yaml
+
+    out = tmp_path / "run"
+    assert run(["train", "shapes", "--root", str(tiny_shapes), "--out", str(out), *FAST, "-o", "native_size=32"]) == 0
+    assert yaml.safe_load((out / "config.yaml").read_text())["dataset_options"] == {"native_size": 32}
+    capsys.readouterr()
+    assert run(["train", "shapes", "--root", str(tiny_shapes), "--out", str(tmp_path / "bad"), *FAST, "-o", "bogus=1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "dataset 'shapes' has no option 'bogus'" in err and not (tmp_path / "bad").exists(), err
+    assert run(["train", "shapes", "--root", str(tiny_shapes), "--out", str(tmp_path / "bad"), *FAST, "--set", "dataset_options=3"]) == 2
+    assert "dataset_options: expected a mapping of KEY: VALUE, got 3" in capsys.readouterr().err

@@ -38,7 +38,7 @@ from wsol.attacks import pgd_attack, random_delta
 from wsol.config import ScheduleConfig, TrainConfig, config_to_dict, config_to_yaml, start_eps
 from wsol.data.base import require_images
 from wsol.errors import ConfigError, DataError, WsolError
-from wsol.jobs.runfolder import METRICS_FILE, MODEL_FILE, STATE_FILE, config_differences, keep_records_until, lock_run_folder, refuse_other_run, shard
+from wsol.jobs.runfolder import METRICS_FILE, MODEL_FILE, STATE_FILE, config_differences, differences_text, keep_records_until, lock_run_folder, refuse_other_run, shard
 from wsol.models import build_model, save_model
 from wsol.models.build import arch_spec
 from wsol.models.checkpoint import load_train_state, save_train_state
@@ -237,9 +237,11 @@ def _resume_state(config: TrainConfig, out: Path, resume: bool) -> Optional[Dict
     if not resume:
         raise WsolError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
     state = load_train_state(state_path)
-    diffs = [d for d in config_differences(state["config"], config_to_dict(config)) if not d.startswith(_RESUMABLE)]
+    saved = {**config_to_dict(TrainConfig()), **state["config"]}  # a key added to the config since the run was saved has its default
+    new = config_to_dict(config)
+    diffs = [d for d in config_differences(saved, new) if not d.startswith(_RESUMABLE)]
     if diffs:
-        raise ConfigError(f"cannot resume {out}: the config differs from the saved one in {', '.join(diffs[:5])}")
+        raise ConfigError(f"cannot resume {out}: the config differs from the saved one ({differences_text(diffs[:5], saved, new)})")
     done = int(state.get("epoch", 0))
     if done > config.epochs:
         raise ConfigError(f"cannot resume {out} to {config.epochs} epochs: it has done {done} already, and a resume only extends a run; "
@@ -346,15 +348,15 @@ def check_images(dataset: Dataset) -> None:
 
 
 def build_datasets(config: TrainConfig) -> Tuple[Dataset, Dataset]:
-    """The train and test splits of ``config.dataset`` with the configured transforms."""
+    """The train and test splits of ``config.dataset`` with the configured transforms and loader options."""
     from wsol.data.registry import build_dataset, load_all
 
     factory = load_all().get(config.dataset)
     splits = getattr(factory, "splits", ("train", "test"))
     test_split = "test" if "test" in splits else splits[-1]
     root = _resolve_root(config)
-    train_set = build_dataset(config.dataset, root, "train", _transform(config, True))
-    test_set = build_dataset(config.dataset, root, test_split, _transform(config, False))
+    train_set = build_dataset(config.dataset, root, "train", _transform(config, True), **config.dataset_options)
+    test_set = build_dataset(config.dataset, root, test_split, _transform(config, False), **config.dataset_options)
     return train_set, test_set
 
 
