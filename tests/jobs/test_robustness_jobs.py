@@ -1030,6 +1030,15 @@ def test_study_compares_each_model_with_the_first_on_the_same_samples(cifar, tmp
     assert not (out / "paired.csv").exists()
 
 
+def test_an_undefined_mcnemar_p_is_a_dash_in_the_report_and_an_empty_cell_in_paired_csv(tmp_path) -> None:
+    """Two models robust on the same samples have no discordant pair, so McNemar's p is undefined: the report shows
+    '–' as for every undefined value (an empty cell reads as a structural blank), paired.csv an empty cell."""
+    results = {"a": {"robust_at_max_eps": [True, False, True]}, "b": {"robust_at_max_eps": [True, False, True]}}
+    lines = job._paired_section(results, "4/255", tmp_path)
+    assert "| b | a | 3 | 0.0000 | 0 | 0 | – |" in "\n".join(lines)
+    assert (tmp_path / "paired.csv").read_text().splitlines()[1] == "b,a,3,0.0,0,0,"
+
+
 def test_cifar10c_runs_through_loader_options(tmp_path, tiny, capsys) -> None:
     """CIFAR-10-C needs its corruption and severity, given as -o like `wsol data verify` takes them: the run records them,
     the report names them, another severity into the same --out is another run, and a run without them records none."""

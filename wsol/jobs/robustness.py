@@ -922,7 +922,7 @@ def _paired_section(results: Dict[str, Dict[str, Any]], eps: str, out: Path) -> 
         d = paired_accuracy_difference(base, robust)
         rows.append({"model": label, "against": first, "n (samples)": d["n"], "accuracy difference": d["difference"],
                      "robust only here": d["only_after"], f"robust only in {first}": d["only_before"],
-                     "McNemar exact p": d["p"]})
+                     "McNemar exact p": float("nan") if d["p"] is None else d["p"]})  # undefined: '–' in Markdown, empty in CSV
     write_csv(out / "paired.csv", rows)
     return [f"## Paired comparison at ε = {eps} (the same samples)", "",
             f"Each model's robust accuracy minus {first}'s, sample by sample; a p-value below 0.05 is a difference these samples "
