@@ -381,6 +381,10 @@ def test_study_writes_both_tables_and_skips_done_models(cifar, tmp_path, tiny) -
     report = job.run_study(study, template, cifar, tmp_path / "study", "cpu")
     text = report.read_text()
     assert "Table 1" in text and "Table 2" in text and "across models" in text
+    for said in (text, (tmp_path / "study" / "models" / "a" / "report.md").read_text()):  # which average each column is
+        assert "average delta: the mean of the classes' deltas, each class drawn counting once" in said
+        assert "overall: the accuracy over all samples, where a class weighs by its sample count" in said
+    assert "average total drop: the mean of a model's classes' total drops" in text
     for name in ("ladder.csv", "sweep.csv", "across_models.csv", "figures/total_drops.png", "figures/a_sweep.png"):
         assert (tmp_path / "study" / name).is_file(), name
     done = tmp_path / "study" / "models" / "a" / "result.json"

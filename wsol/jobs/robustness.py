@@ -58,6 +58,9 @@ RUN_REPORT = (REPORT_FILE, "*.csv", FIGURES_FOLDER)
 """What :func:`write_run_report` writes into a run folder: the report, its CSV tables and its figures."""
 DEFAULT_N = 500  # test samples when --n is not given
 MINUTES_NOTE = "minutes: the attack's time summed over the chunks (over every process under torchrun): device minutes, not wall-clock."
+SWEEP_NOTE = ("average delta: the mean of the classes' deltas, each class drawn counting once (the seed study's 'Average Delta "
+              "(model)'); overall: the accuracy over all samples, where a class weighs by its sample count; TOTAL: the last ε minus the first.")
+"""Which average each sweep table's last two columns are: they differ whenever the classes have unequal sample counts."""
 
 
 # --- argument parsing: one rule each ---
@@ -702,7 +705,7 @@ def write_run_report(out: Path, s: RobustnessSettings, result: Dict[str, Any]) -
                                      title=f"{model}: accuracy change per ε step ({s.sweep_attack}, {s.norm}, {precision})",
                                      row_axis="ε step" + SWEEP_AXIS[s.norm][1:])
             lines += [f"## Per-class ε sweep ({precision}, {s.sweep_attack}, {sweep_grid_text(s.sweep, s.norm)})", "",
-                      markdown_table(sw["rows"], floatfmt=".3f"), markdown_table(sw["summary"], floatfmt=".3f"),
+                      markdown_table(sw["rows"], floatfmt=".3f"), SWEEP_NOTE, "", markdown_table(sw["summary"], floatfmt=".3f"),
                       _counts_line(result, names), "",
                       f"Points attacked per ε (the clean-correct ones at the first ε > 0, then those still robust at the ε before): {', '.join(f'{sweep_eps_text(e, s.norm)} {k}' for e, k in zip(s.sweep, sw['attacked']))}. "
                       f"{_budget_line(s.sweep_attack, s, len(names))}", "",
@@ -965,9 +968,11 @@ def _study_report(out: Path, s: RobustnessSettings, results: Dict[str, Dict[str,
              "## Table 1: AutoAttack ladder (accuracy, delta and minutes per attack)", "", markdown_table(ladder, floatfmt=".4f"),
              MINUTES_NOTE, _budget_line(s.ladder, s, len(names)), "",
              "## Table 2: accuracy per class per ε, delta per step, total drop per class", "", markdown_table(sweep, floatfmt=".3f"),
-             _budget_line(s.sweep_attack, s, len(names), what="Sweep budget per attack"), "",
+             SWEEP_NOTE, _budget_line(s.sweep_attack, s, len(names), what="Sweep budget per attack"), "",
              "## Total drop per class, per model and averaged across models", "", markdown_table(across, floatfmt=".3f"),
              markdown_table(per_model, floatfmt=".3f"),
+             "average: the mean of a class's total drop over the models; average total drop: the mean of a model's classes' total drops "
+             "(each class counting once, its TOTAL row's average delta).", "",
              "## Worst class and spread per ε", "", markdown_table(summary, floatfmt=".3f"),
              *_paired_section(results, sweep_eps_text(s.sweep[-1], s.norm), out)]
     for label, res in results.items():
