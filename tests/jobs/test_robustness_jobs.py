@@ -168,6 +168,19 @@ def test_l2_sweep_attacks_at_its_radii_and_labels_them_as_radii(cifar, tmp_path,
     assert re.search(r"\): 0 0, 0\.25 \d+, 0\.5 \d+, 1 \d+\. Budget", (tmp_path / "l2" / "report.md").read_text())
 
 
+def test_report_tables_write_an_l2_radius_as_given_not_at_three_decimals(cifar, tmp_path, tiny) -> None:
+    """An ℓ2 radius of 0.0625 at the tables' 3 decimals read 0.062, a radius nobody swept; the CSV keeps the number."""
+    job.evaluate_robustness(settings(ladder=[], n=4, norm="l2", eps=0.5, sweep=[0.0, 0.0625]), cifar, tmp_path / "run", "cpu")
+    study = tmp_path / "models.yaml"
+    study.write_text("models:\n  - name: a\n    model: tiny\n")
+    study_text = job.run_study(study, settings(model="", ladder=["apgd-ce"], n=4, norm="l2", eps=0.5, sweep=[0.0, 0.0625]), cifar,
+                               tmp_path / "study", "cpu").read_text()
+    for text in ((tmp_path / "run" / "report.md").read_text(), study_text):
+        assert len(re.findall(r"^\| (?:tiny|a) \| 0\.0625 \|", text, flags=re.M)) == 2  # the sweep and the summary row
+        assert not re.search(r"^\| (?:tiny|a) \| 0\.062 \|", text, flags=re.M)
+    assert (tmp_path / "run" / "sweep_fp32.csv").read_text().splitlines()[2].startswith("tiny,0.0625,")
+
+
 @pytest.mark.parametrize("norm, eps", [("linf", 8 / 255), ("l2", 0.5)])
 def test_eps_defaults_to_the_budget_of_its_norm(cifar, tmp_path, tiny, norm, eps) -> None:
     """Without --eps, an ℓ2 ladder runs at RobustBench's ℓ2 radius 0.5, not at the ℓ∞ 8/255 (0.03)."""

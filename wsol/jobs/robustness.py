@@ -171,6 +171,13 @@ def sweep_grid_text(grid: Sequence[float], norm: str) -> str:
     return f"ε = x/255, x in {values}" if norm == "linf" else f"ℓ2 radius ε in {values}"
 
 
+def shown_eps_rows(rows: Sequence[Dict[str, Any]], norm: str) -> List[Dict[str, Any]]:
+    """Sweep rows for a Markdown table with the ε column written as the grid is (0.0625, 64/255 as 0.25098), not at the
+    table's 3 decimals, which would show the ℓ2 radius 0.0625 as 0.062; the CSV keeps the number itself."""
+    column = SWEEP_COLUMN[norm]
+    return [{**r, column: f"{r[column]:g}"} if isinstance(r.get(column), float) else dict(r) for r in rows]
+
+
 def _sample_count_text(n: int) -> str:
     return f"{n} test sample{'' if n == 1 else 's'}"
 
@@ -705,7 +712,8 @@ def write_run_report(out: Path, s: RobustnessSettings, result: Dict[str, Any]) -
                                      title=f"{model}: accuracy change per ε step ({s.sweep_attack}, {s.norm}, {precision})",
                                      row_axis="ε step" + SWEEP_AXIS[s.norm][1:])
             lines += [f"## Per-class ε sweep ({precision}, {s.sweep_attack}, {sweep_grid_text(s.sweep, s.norm)})", "",
-                      markdown_table(sw["rows"], floatfmt=".3f"), SWEEP_NOTE, "", markdown_table(sw["summary"], floatfmt=".3f"),
+                      markdown_table(shown_eps_rows(sw["rows"], s.norm), floatfmt=".3f"), SWEEP_NOTE, "",
+                      markdown_table(shown_eps_rows(sw["summary"], s.norm), floatfmt=".3f"),
                       _counts_line(result, names), "",
                       f"Points attacked per ε (the clean-correct ones at the first ε > 0, then those still robust at the ε before): {', '.join(f'{sweep_eps_text(e, s.norm)} {k}' for e, k in zip(s.sweep, sw['attacked']))}. "
                       f"{_budget_line(s.sweep_attack, s, len(names))}", "",
@@ -967,13 +975,14 @@ def _study_report(out: Path, s: RobustnessSettings, results: Dict[str, Dict[str,
              *_notes(first, {label: float(res["ladder"][0]["accuracy"]) for label, res in results.items()}),
              "## Table 1: AutoAttack ladder (accuracy, delta and minutes per attack)", "", markdown_table(ladder, floatfmt=".4f"),
              MINUTES_NOTE, _budget_line(s.ladder, s, len(names)), "",
-             "## Table 2: accuracy per class per ε, delta per step, total drop per class", "", markdown_table(sweep, floatfmt=".3f"),
+             "## Table 2: accuracy per class per ε, delta per step, total drop per class", "",
+             markdown_table(shown_eps_rows(sweep, s.norm), floatfmt=".3f"),
              SWEEP_NOTE, _budget_line(s.sweep_attack, s, len(names), what="Sweep budget per attack"), "",
              "## Total drop per class, per model and averaged across models", "", markdown_table(across, floatfmt=".3f"),
              markdown_table(per_model, floatfmt=".3f"),
              "average: the mean of a class's total drop over the models; average total drop: the mean of a model's classes' total drops "
              "(each class counting once, its TOTAL row's average delta).", "",
-             "## Worst class and spread per ε", "", markdown_table(summary, floatfmt=".3f"),
+             "## Worst class and spread per ε", "", markdown_table(shown_eps_rows(summary, s.norm), floatfmt=".3f"),
              *_paired_section(results, sweep_eps_text(s.sweep[-1], s.norm), out)]
     for label, res in results.items():
         lines += [f"## Confusion under attack at ε = {sweep_eps_text(s.sweep[-1], s.norm)}: {label}", "",
