@@ -703,6 +703,23 @@ def test_report_explains_zero_clean_accuracy_and_absent_classes(cifar, tmp_path,
     assert "## AutoAttack ladder (fp32, ε = 2/255, linf)" in text
 
 
+def test_a_worst_class_tied_with_others_says_so_in_the_reports(cifar, tmp_path, monkeypatch) -> None:
+    """A model wrong on every sample has all its classes drawn at 0: the worst class the tables name (the first) is one of
+    k + 1 equals, and the Markdown says '(+k tied)' with a note; the CSV keeps the class name alone."""
+    monkeypatch.setenv("WSOL_PROGRESS", "0")
+    monkeypatch.setattr(job, "load_eval_model", lambda *a, **k: AlwaysWrong().eval())
+    study = tmp_path / "models.yaml"
+    study.write_text("models:\n  - name: bad\n    model: bad\n")
+    text = job.run_study(study, settings(model="", n=6, batch_size=6, ladder=["apgd-ce"], sweep=[0, 1]), cifar, tmp_path / "s", "cpu").read_text()
+    labels = json.loads((tmp_path / "s" / "models" / "bad" / "result.json").read_text())["labels"]
+    first, others = f"c{min(labels)}", len(set(labels)) - 1
+    assert others > 0
+    for said in (text, (tmp_path / "s" / "models" / "bad" / "report.md").read_text()):
+        assert f"| bad | 1 | 0.000 | {first} (+{others} tied) | 0.000 |" in said and job.TIES_NOTE in said
+    assert f"| bad | 0.000 | {first} (+{others} tied) | 0.000 |" in text
+    assert (tmp_path / "s" / "sweep_summary.csv").read_text().splitlines()[2].split(",")[3] == first
+
+
 @pytest.mark.parametrize("option", [{"pgd_loss": "cw"}, {"pgd_restarts": 3}])
 def test_pgd_options_without_pgd_are_refused(option) -> None:
     """--pgd-loss / --pgd-restarts without --pgd K changed nothing, yet a rerun that changed only them was refused."""

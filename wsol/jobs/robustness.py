@@ -38,7 +38,7 @@ from wsol.jobs.runfolder import (
 from wsol.metrics.intervals import wilson_text
 from wsol.metrics.robustness import (
     across_models_rows, attack_confusion, class_mean, ladder_rows, paired_accuracy_difference, per_class_accuracy, summary_rows, sweep_rows,
-    total_drop,
+    tied_with_worst, total_drop,
 )
 from wsol.utils import distributed as dist
 from wsol.utils.device import select_device
@@ -61,6 +61,8 @@ MINUTES_NOTE = "minutes: the attack's time summed over the chunks (over every pr
 SWEEP_NOTE = ("average delta: the mean of the classes' deltas, each class drawn counting once (the seed study's 'Average Delta "
               "(model)'); overall: the accuracy over all samples, where a class weighs by its sample count; TOTAL: the last ε minus the first.")
 """Which average each sweep table's last two columns are: they differ whenever the classes have unequal sample counts."""
+TIES_NOTE = ("+k tied: k more classes share the worst accuracy, and the table names the first of them in class order (its n and "
+             "interval are that class's).")
 
 
 # --- argument parsing: one rule each ---
@@ -176,6 +178,14 @@ def shown_eps_rows(rows: Sequence[Dict[str, Any]], norm: str) -> List[Dict[str, 
     table's 3 decimals, which would show the ℓ2 radius 0.0625 as 0.062; the CSV keeps the number itself."""
     column = SWEEP_COLUMN[norm]
     return [{**r, column: f"{r[column]:g}"} if isinstance(r.get(column), float) else dict(r) for r in rows]
+
+
+def marked_ties(rows: Sequence[Dict[str, Any]], ties: torch.Tensor, column: str) -> Tuple[List[Dict[str, Any]], List[str]]:
+    """Rows for a Markdown table whose worst class (``column``) says how many classes share its accuracy (``ties``, one per
+    row, from :func:`tied_with_worst`): ``disc (+6 tied)`` rather than ``disc`` singled out among equals; with the note
+    that explains the mark when a row has one (else no note). The CSV names the first class alone."""
+    marked = [{**r, column: f"{r[column]} (+{int(k)} tied)"} if int(k) > 0 else dict(r) for r, k in zip(rows, ties.tolist())]
+    return marked, ([TIES_NOTE, ""] if any(int(k) > 0 for k in ties.tolist()) else [])
 
 
 def _sample_count_text(n: int) -> str:
@@ -711,9 +721,10 @@ def write_run_report(out: Path, s: RobustnessSettings, result: Dict[str, Any]) -
                                      out / FIGURES_FOLDER / f"sweep_drops_{precision}.png", names,
                                      title=f"{model}: accuracy change per ε step ({s.sweep_attack}, {s.norm}, {precision})",
                                      row_axis="ε step" + SWEEP_AXIS[s.norm][1:])
+            summary, tie_note = marked_ties(shown_eps_rows(sw["summary"], s.norm), tied_with_worst(sw["acc"]), "worst class")
             lines += [f"## Per-class ε sweep ({precision}, {s.sweep_attack}, {sweep_grid_text(s.sweep, s.norm)})", "",
                       markdown_table(shown_eps_rows(sw["rows"], s.norm), floatfmt=".3f"), SWEEP_NOTE, "",
-                      markdown_table(shown_eps_rows(sw["summary"], s.norm), floatfmt=".3f"),
+                      markdown_table(summary, floatfmt=".3f"), *tie_note,
                       _counts_line(result, names), "",
                       f"Points attacked per ε (the clean-correct ones at the first ε > 0, then those still robust at the ε before): {', '.join(f'{sweep_eps_text(e, s.norm)} {k}' for e, k in zip(s.sweep, sw['attacked']))}. "
                       f"{_budget_line(s.sweep_attack, s, len(names))}", "",
@@ -959,6 +970,8 @@ def _study_report(out: Path, s: RobustnessSettings, results: Dict[str, Dict[str,
     write_csv(out / "sweep_summary.csv", summary)
     write_csv(out / "across_models.csv", across)
     write_csv(out / "per_model.csv", per_model)
+    shown_summary, summary_note = marked_ties(shown_eps_rows(summary, s.norm), torch.cat([tied_with_worst(a) for a in acc.values()]), "worst class")
+    shown_per_model, per_model_note = marked_ties(per_model, torch.stack([tied_with_worst(a[-1]) for a in acc.values()]), "worst class at max ε")
     figures = []
     for label, a in acc.items():
         figures.append(plot_class_accuracy_vs_eps(a, s.sweep, out / "figures" / f"{label}_sweep.png", names,
@@ -979,10 +992,10 @@ def _study_report(out: Path, s: RobustnessSettings, results: Dict[str, Dict[str,
              markdown_table(shown_eps_rows(sweep, s.norm), floatfmt=".3f"),
              SWEEP_NOTE, _budget_line(s.sweep_attack, s, len(names), what="Sweep budget per attack"), "",
              "## Total drop per class, per model and averaged across models", "", markdown_table(across, floatfmt=".3f"),
-             markdown_table(per_model, floatfmt=".3f"),
+             markdown_table(shown_per_model, floatfmt=".3f"), *per_model_note,
              "average: the mean of a class's total drop over the models; average total drop: the mean of a model's classes' total drops "
              "(each class counting once, its TOTAL row's average delta).", "",
-             "## Worst class and spread per ε", "", markdown_table(shown_eps_rows(summary, s.norm), floatfmt=".3f"),
+             "## Worst class and spread per ε", "", markdown_table(shown_summary, floatfmt=".3f"), *summary_note,
              *_paired_section(results, sweep_eps_text(s.sweep[-1], s.norm), out)]
     for label, res in results.items():
         lines += [f"## Confusion under attack at ε = {sweep_eps_text(s.sweep[-1], s.norm)}: {label}", "",
