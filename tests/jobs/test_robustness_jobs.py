@@ -15,6 +15,7 @@ import torch.multiprocessing as mp
 import torch.nn as nn
 
 import wsol.jobs.robustness as job
+from wsol.metrics.robustness import summary_rows
 from wsol.cli import run
 from wsol.errors import ConfigError, WsolError
 
@@ -718,6 +719,15 @@ def test_a_worst_class_tied_with_others_says_so_in_the_reports(cifar, tmp_path, 
         assert f"| bad | 1 | 0.000 | {first} (+{others} tied) | 0.000 |" in said and job.TIES_NOTE in said
     assert f"| bad | 0.000 | {first} (+{others} tied) | 0.000 |" in text
     assert (tmp_path / "s" / "sweep_summary.csv").read_text().splitlines()[2].split(",")[3] == first
+
+
+def test_the_demo_section_marks_a_tied_worst_class_too(tmp_path, monkeypatch) -> None:
+    acc = torch.tensor([[0.5, 0.0, 0.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    summary = summary_rows("natural", [0, 4], acc, class_names=["a", "b", "c"], eps_column="eps (x/255)")
+    monkeypatch.setattr(job, "test_split", lambda *a, **k: range(64))
+    monkeypatch.setattr(job, "evaluate_robustness", lambda *a, **k: {"sweep-fp32": {"acc": acc, "summary": summary}, "class_names": ["a", "b", "c"]})
+    text = "\n".join(job.demo_robustness({"natural": tmp_path / "m.safetensors"}, tmp_path, tmp_path / "robustness"))
+    assert "| natural | 0 | 0.167 | b (+1 tied) |" in text and "| natural | 4 | 0.000 | a (+2 tied) |" in text and job.TIES_NOTE in text
 
 
 @pytest.mark.parametrize("option", [{"pgd_loss": "cw"}, {"pgd_restarts": 3}])

@@ -1018,9 +1018,10 @@ def demo_robustness(checkpoints: Dict[str, Path], root: Path, out: Path, seed: i
         result = evaluate_robustness(s, root, out / label, device, show_progress=False, label=label)
         accs[label], names = result["sweep-fp32"]["acc"], result["class_names"]
         rows.extend(result["sweep-fp32"]["summary"])
+    shown, tie_note = marked_ties(rows, torch.cat([tied_with_worst(a) for a in accs.values()]), "worst class")
     lines = [f"## Per-class robustness (APGD-CE, 5 iterations, {n} test images, ε = x/255)", "",
              "Accuracies and drops here are fractions of 1, not percent, as in every `wsol robustness` report.", "",
-             markdown_table(rows, floatfmt=".3f"),
+             markdown_table(shown, floatfmt=".3f"), *tie_note,
              "Total drop per class from ε = 0 to the largest ε, per model and averaged:", "",
              markdown_table(across_models_rows(accs, class_names=names), floatfmt=".3f"),
              "Per-model tables, confusion under attack and figures: " + ", ".join(f"`{out.name}/{k}/report.md`" for k in checkpoints), ""]
