@@ -15,6 +15,7 @@ import torch.multiprocessing as mp
 import torch.nn as nn
 
 import wsol.jobs.robustness as job
+from wsol.metrics.robustness import summary_rows
 from wsol.cli import run
 from wsol.errors import ConfigError, WsolError
 
@@ -166,6 +167,19 @@ def test_l2_sweep_attacks_at_its_radii_and_labels_them_as_radii(cifar, tmp_path,
     attacked = re.search(r"Points attacked per ε \(the clean-correct ones at the first ε > 0, then those still robust at the ε before\): (.*?)\. Budget", (tmp_path / "linf" / "report.md").read_text())
     assert re.fullmatch(r"0 0, 1/255 \d+, 2/255 \d+, 4/255 \d+", attacked.group(1))
     assert re.search(r"\): 0 0, 0\.25 \d+, 0\.5 \d+, 1 \d+\. Budget", (tmp_path / "l2" / "report.md").read_text())
+
+
+def test_report_tables_write_an_l2_radius_as_given_not_at_three_decimals(cifar, tmp_path, tiny) -> None:
+    """An ℓ2 radius of 0.0625 at the tables' 3 decimals read 0.062, a radius nobody swept; the CSV keeps the number."""
+    job.evaluate_robustness(settings(ladder=[], n=4, norm="l2", eps=0.5, sweep=[0.0, 0.0625]), cifar, tmp_path / "run", "cpu")
+    study = tmp_path / "models.yaml"
+    study.write_text("models:\n  - name: a\n    model: tiny\n")
+    study_text = job.run_study(study, settings(model="", ladder=["apgd-ce"], n=4, norm="l2", eps=0.5, sweep=[0.0, 0.0625]), cifar,
+                               tmp_path / "study", "cpu").read_text()
+    for text in ((tmp_path / "run" / "report.md").read_text(), study_text):
+        assert len(re.findall(r"^\| (?:tiny|a) \| 0\.0625 \|", text, flags=re.M)) == 2  # the sweep and the summary row
+        assert not re.search(r"^\| (?:tiny|a) \| 0\.062 \|", text, flags=re.M)
+    assert (tmp_path / "run" / "sweep_fp32.csv").read_text().splitlines()[2].startswith("tiny,0.0625,")
 
 
 @pytest.mark.parametrize("norm, eps", [("linf", 8 / 255), ("l2", 0.5)])
@@ -381,6 +395,10 @@ def test_study_writes_both_tables_and_skips_done_models(cifar, tmp_path, tiny) -
     report = job.run_study(study, template, cifar, tmp_path / "study", "cpu")
     text = report.read_text()
     assert "Table 1" in text and "Table 2" in text and "across models" in text
+    for said in (text, (tmp_path / "study" / "models" / "a" / "report.md").read_text()):  # which average each column is
+        assert "average delta: the mean of the classes' deltas, each class drawn counting once" in said
+        assert "overall: the accuracy over all samples, where a class weighs by its sample count" in said
+    assert "average total drop: the mean of a model's classes' total drops" in text
     for name in ("ladder.csv", "sweep.csv", "across_models.csv", "figures/total_drops.png", "figures/a_sweep.png"):
         assert (tmp_path / "study" / name).is_file(), name
     done = tmp_path / "study" / "models" / "a" / "result.json"
@@ -684,6 +702,32 @@ def test_report_explains_zero_clean_accuracy_and_absent_classes(cifar, tmp_path,
     assert "–: no test sample" not in text and "classified correctly" not in text
     assert job.MINUTES_NOTE in text and "Confusion at ε = 4/255 (clean-correct samples; row: true class" in text
     assert "## AutoAttack ladder (fp32, ε = 2/255, linf)" in text
+
+
+def test_a_worst_class_tied_with_others_says_so_in_the_reports(cifar, tmp_path, monkeypatch) -> None:
+    """A model wrong on every sample has all its classes drawn at 0: the worst class the tables name (the first) is one of
+    k + 1 equals, and the Markdown says '(+k tied)' with a note; the CSV keeps the class name alone."""
+    monkeypatch.setenv("WSOL_PROGRESS", "0")
+    monkeypatch.setattr(job, "load_eval_model", lambda *a, **k: AlwaysWrong().eval())
+    study = tmp_path / "models.yaml"
+    study.write_text("models:\n  - name: bad\n    model: bad\n")
+    text = job.run_study(study, settings(model="", n=6, batch_size=6, ladder=["apgd-ce"], sweep=[0, 1]), cifar, tmp_path / "s", "cpu").read_text()
+    labels = json.loads((tmp_path / "s" / "models" / "bad" / "result.json").read_text())["labels"]
+    first, others = f"c{min(labels)}", len(set(labels)) - 1
+    assert others > 0
+    for said in (text, (tmp_path / "s" / "models" / "bad" / "report.md").read_text()):
+        assert f"| bad | 1 | 0.000 | {first} (+{others} tied) | 0.000 |" in said and job.TIES_NOTE in said
+    assert f"| bad | 0.000 | {first} (+{others} tied) | 0.000 |" in text
+    assert (tmp_path / "s" / "sweep_summary.csv").read_text().splitlines()[2].split(",")[3] == first
+
+
+def test_the_demo_section_marks_a_tied_worst_class_too(tmp_path, monkeypatch) -> None:
+    acc = torch.tensor([[0.5, 0.0, 0.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    summary = summary_rows("natural", [0, 4], acc, class_names=["a", "b", "c"], eps_column="eps (x/255)")
+    monkeypatch.setattr(job, "test_split", lambda *a, **k: range(64))
+    monkeypatch.setattr(job, "evaluate_robustness", lambda *a, **k: {"sweep-fp32": {"acc": acc, "summary": summary}, "class_names": ["a", "b", "c"]})
+    text = "\n".join(job.demo_robustness({"natural": tmp_path / "m.safetensors"}, tmp_path, tmp_path / "robustness"))
+    assert "| natural | 0 | 0.167 | b (+1 tied) |" in text and "| natural | 4 | 0.000 | a (+2 tied) |" in text and job.TIES_NOTE in text
 
 
 @pytest.mark.parametrize("option", [{"pgd_loss": "cw"}, {"pgd_restarts": 3}])
@@ -1028,6 +1072,15 @@ def test_study_compares_each_model_with_the_first_on_the_same_samples(cifar, tmp
     done.write_text(json.dumps(old))
     assert "Paired comparison" not in job.run_study(study, template, cifar, out, "cpu").read_text()
     assert not (out / "paired.csv").exists()
+
+
+def test_an_undefined_mcnemar_p_is_a_dash_in_the_report_and_an_empty_cell_in_paired_csv(tmp_path) -> None:
+    """Two models robust on the same samples have no discordant pair, so McNemar's p is undefined: the report shows
+    '–' as for every undefined value (an empty cell reads as a structural blank), paired.csv an empty cell."""
+    results = {"a": {"robust_at_max_eps": [True, False, True]}, "b": {"robust_at_max_eps": [True, False, True]}}
+    lines = job._paired_section(results, "4/255", tmp_path)
+    assert "| b | a | 3 | 0.0000 | 0 | 0 | – |" in "\n".join(lines)
+    assert (tmp_path / "paired.csv").read_text().splitlines()[1] == "b,a,3,0.0,0,0,"
 
 
 def test_cifar10c_runs_through_loader_options(tmp_path, tiny, capsys) -> None:

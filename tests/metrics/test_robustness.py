@@ -7,7 +7,7 @@ import torch
 from wsol.export.tables import markdown_table, matrix_rows
 from wsol.metrics.robustness import (
     across_models_rows, attack_confusion, class_spread, ladder_rows, linear_linf_robust, paired_accuracy_difference, per_class_accuracy, step_deltas,
-    summary_rows, sweep_rows, total_drop, worst_class,
+    summary_rows, sweep_rows, tied_with_worst, total_drop, worst_class,
 )
 from wsol.report.robustness_figures import plot_class_accuracy_vs_eps, plot_drop_heatmap
 
@@ -67,6 +67,13 @@ def test_study_tables():
     assert [r["average"] for r in avg] == [-0.5, -0.5, -0.5]
     summary = summary_rows("m", [0, 1, 2], acc)
     assert summary[2]["worst class"] == 0 and summary[2]["worst-class accuracy"] == 0.5
+
+
+def test_tied_with_worst_counts_the_other_classes_at_the_worst_accuracy_and_skips_absent_ones():
+    nan = float("nan")
+    acc = torch.tensor([[0.0, 0.5, 0.0, nan], [0.25, 0.5, 1.0, nan], [nan, 0.5, 0.5, nan]], dtype=torch.float64)
+    assert tied_with_worst(acc).tolist() == [1, 0, 1]
+    assert int(tied_with_worst(acc[0])) == 1
 
 
 def test_ladder_rows_follow_the_rungs():

@@ -38,7 +38,7 @@ from wsol.jobs.runfolder import (
 from wsol.metrics.intervals import wilson_text
 from wsol.metrics.robustness import (
     across_models_rows, attack_confusion, class_mean, ladder_rows, paired_accuracy_difference, per_class_accuracy, summary_rows, sweep_rows,
-    total_drop,
+    tied_with_worst, total_drop,
 )
 from wsol.utils import distributed as dist
 from wsol.utils.device import select_device
@@ -58,6 +58,11 @@ RUN_REPORT = (REPORT_FILE, "*.csv", FIGURES_FOLDER)
 """What :func:`write_run_report` writes into a run folder: the report, its CSV tables and its figures."""
 DEFAULT_N = 500  # test samples when --n is not given
 MINUTES_NOTE = "minutes: the attack's time summed over the chunks (over every process under torchrun): device minutes, not wall-clock."
+SWEEP_NOTE = ("average delta: the mean of the classes' deltas, each class drawn counting once (the seed study's 'Average Delta "
+              "(model)'); overall: the accuracy over all samples, where a class weighs by its sample count; TOTAL: the last ε minus the first.")
+"""Which average each sweep table's last two columns are: they differ whenever the classes have unequal sample counts."""
+TIES_NOTE = ("+k tied: k more classes share the worst accuracy, and the table names the first of them in class order (its n and "
+             "interval are that class's).")
 
 
 # --- argument parsing: one rule each ---
@@ -166,6 +171,21 @@ def sweep_grid_text(grid: Sequence[float], norm: str) -> str:
     """A sweep grid for a report, with its unit: ``ε = x/255, x in 0, 2, 4`` or ``ℓ2 radius ε in 0, 0.25, 0.5``."""
     values = ", ".join(f"{v:g}" for v in grid)
     return f"ε = x/255, x in {values}" if norm == "linf" else f"ℓ2 radius ε in {values}"
+
+
+def shown_eps_rows(rows: Sequence[Dict[str, Any]], norm: str) -> List[Dict[str, Any]]:
+    """Sweep rows for a Markdown table with the ε column written as the grid is (0.0625, 64/255 as 0.25098), not at the
+    table's 3 decimals, which would show the ℓ2 radius 0.0625 as 0.062; the CSV keeps the number itself."""
+    column = SWEEP_COLUMN[norm]
+    return [{**r, column: f"{r[column]:g}"} if isinstance(r.get(column), float) else dict(r) for r in rows]
+
+
+def marked_ties(rows: Sequence[Dict[str, Any]], ties: torch.Tensor, column: str) -> Tuple[List[Dict[str, Any]], List[str]]:
+    """Rows for a Markdown table whose worst class (``column``) says how many classes share its accuracy (``ties``, one per
+    row, from :func:`tied_with_worst`): ``disc (+6 tied)`` rather than ``disc`` singled out among equals; with the note
+    that explains the mark when a row has one (else no note). The CSV names the first class alone."""
+    marked = [{**r, column: f"{r[column]} (+{int(k)} tied)"} if int(k) > 0 else dict(r) for r, k in zip(rows, ties.tolist())]
+    return marked, ([TIES_NOTE, ""] if any(int(k) > 0 for k in ties.tolist()) else [])
 
 
 def _sample_count_text(n: int) -> str:
@@ -701,8 +721,10 @@ def write_run_report(out: Path, s: RobustnessSettings, result: Dict[str, Any]) -
                                      out / FIGURES_FOLDER / f"sweep_drops_{precision}.png", names,
                                      title=f"{model}: accuracy change per ε step ({s.sweep_attack}, {s.norm}, {precision})",
                                      row_axis="ε step" + SWEEP_AXIS[s.norm][1:])
+            summary, tie_note = marked_ties(shown_eps_rows(sw["summary"], s.norm), tied_with_worst(sw["acc"]), "worst class")
             lines += [f"## Per-class ε sweep ({precision}, {s.sweep_attack}, {sweep_grid_text(s.sweep, s.norm)})", "",
-                      markdown_table(sw["rows"], floatfmt=".3f"), markdown_table(sw["summary"], floatfmt=".3f"),
+                      markdown_table(shown_eps_rows(sw["rows"], s.norm), floatfmt=".3f"), SWEEP_NOTE, "",
+                      markdown_table(summary, floatfmt=".3f"), *tie_note,
                       _counts_line(result, names), "",
                       f"Points attacked per ε (the clean-correct ones at the first ε > 0, then those still robust at the ε before): {', '.join(f'{sweep_eps_text(e, s.norm)} {k}' for e, k in zip(s.sweep, sw['attacked']))}. "
                       f"{_budget_line(s.sweep_attack, s, len(names))}", "",
@@ -922,7 +944,7 @@ def _paired_section(results: Dict[str, Dict[str, Any]], eps: str, out: Path) -> 
         d = paired_accuracy_difference(base, robust)
         rows.append({"model": label, "against": first, "n (samples)": d["n"], "accuracy difference": d["difference"],
                      "robust only here": d["only_after"], f"robust only in {first}": d["only_before"],
-                     "McNemar exact p": d["p"]})
+                     "McNemar exact p": float("nan") if d["p"] is None else d["p"]})  # undefined: '–' in Markdown, empty in CSV
     write_csv(out / "paired.csv", rows)
     return [f"## Paired comparison at ε = {eps} (the same samples)", "",
             f"Each model's robust accuracy minus {first}'s, sample by sample; a p-value below 0.05 is a difference these samples "
@@ -948,6 +970,8 @@ def _study_report(out: Path, s: RobustnessSettings, results: Dict[str, Dict[str,
     write_csv(out / "sweep_summary.csv", summary)
     write_csv(out / "across_models.csv", across)
     write_csv(out / "per_model.csv", per_model)
+    shown_summary, summary_note = marked_ties(shown_eps_rows(summary, s.norm), torch.cat([tied_with_worst(a) for a in acc.values()]), "worst class")
+    shown_per_model, per_model_note = marked_ties(per_model, torch.stack([tied_with_worst(a[-1]) for a in acc.values()]), "worst class at max ε")
     figures = []
     for label, a in acc.items():
         figures.append(plot_class_accuracy_vs_eps(a, s.sweep, out / "figures" / f"{label}_sweep.png", names,
@@ -964,11 +988,14 @@ def _study_report(out: Path, s: RobustnessSettings, results: Dict[str, Dict[str,
              *_notes(first, {label: float(res["ladder"][0]["accuracy"]) for label, res in results.items()}),
              "## Table 1: AutoAttack ladder (accuracy, delta and minutes per attack)", "", markdown_table(ladder, floatfmt=".4f"),
              MINUTES_NOTE, _budget_line(s.ladder, s, len(names)), "",
-             "## Table 2: accuracy per class per ε, delta per step, total drop per class", "", markdown_table(sweep, floatfmt=".3f"),
-             _budget_line(s.sweep_attack, s, len(names), what="Sweep budget per attack"), "",
+             "## Table 2: accuracy per class per ε, delta per step, total drop per class", "",
+             markdown_table(shown_eps_rows(sweep, s.norm), floatfmt=".3f"),
+             SWEEP_NOTE, _budget_line(s.sweep_attack, s, len(names), what="Sweep budget per attack"), "",
              "## Total drop per class, per model and averaged across models", "", markdown_table(across, floatfmt=".3f"),
-             markdown_table(per_model, floatfmt=".3f"),
-             "## Worst class and spread per ε", "", markdown_table(summary, floatfmt=".3f"),
+             markdown_table(shown_per_model, floatfmt=".3f"), *per_model_note,
+             "average: the mean of a class's total drop over the models; average total drop: the mean of a model's classes' total drops "
+             "(each class counting once, its TOTAL row's average delta).", "",
+             "## Worst class and spread per ε", "", markdown_table(shown_summary, floatfmt=".3f"), *summary_note,
              *_paired_section(results, sweep_eps_text(s.sweep[-1], s.norm), out)]
     for label, res in results.items():
         lines += [f"## Confusion under attack at ε = {sweep_eps_text(s.sweep[-1], s.norm)}: {label}", "",
@@ -991,9 +1018,10 @@ def demo_robustness(checkpoints: Dict[str, Path], root: Path, out: Path, seed: i
         result = evaluate_robustness(s, root, out / label, device, show_progress=False, label=label)
         accs[label], names = result["sweep-fp32"]["acc"], result["class_names"]
         rows.extend(result["sweep-fp32"]["summary"])
+    shown, tie_note = marked_ties(rows, torch.cat([tied_with_worst(a) for a in accs.values()]), "worst class")
     lines = [f"## Per-class robustness (APGD-CE, 5 iterations, {n} test images, ε = x/255)", "",
              "Accuracies and drops here are fractions of 1, not percent, as in every `wsol robustness` report.", "",
-             markdown_table(rows, floatfmt=".3f"),
+             markdown_table(shown, floatfmt=".3f"), *tie_note,
              "Total drop per class from ε = 0 to the largest ε, per model and averaged:", "",
              markdown_table(across_models_rows(accs, class_names=names), floatfmt=".3f"),
              "Per-model tables, confusion under attack and figures: " + ", ".join(f"`{out.name}/{k}/report.md`" for k in checkpoints), ""]

@@ -48,6 +48,14 @@ def worst_class(acc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return index, value
 
 
+def tied_with_worst(acc: torch.Tensor) -> torch.Tensor:
+    """How many other classes share the worst class's accuracy, per row (C → scalar, E×C → E); NaN classes ignored.
+    :func:`worst_class` names the first of them in class order, so a table naming it alone would single out one class
+    among equals (common on small samples, where several classes sit at 0)."""
+    _, value = worst_class(acc)
+    return (acc == value.unsqueeze(-1)).sum(-1) - 1
+
+
 def class_spread(acc: torch.Tensor) -> Dict[str, torch.Tensor]:
     """Spread across classes, per row: ``range`` (max − min) and ``std`` (population), NaN classes ignored."""
     valid = ~torch.isnan(acc)
@@ -197,5 +205,5 @@ def summary_rows(model: str, eps_labels: Sequence[Any], acc: torch.Tensor, *, cl
 
 __all__ = [
     "across_models_rows", "attack_confusion", "class_mean", "class_spread", "ladder_rows", "paired_accuracy_difference",
-    "per_class_accuracy", "step_deltas", "summary_rows", "sweep_rows", "total_drop", "worst_class",
+    "per_class_accuracy", "step_deltas", "summary_rows", "sweep_rows", "tied_with_worst", "total_drop", "worst_class",
 ]
