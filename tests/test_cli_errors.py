@@ -663,6 +663,8 @@ def test_a_table1_out_on_a_run_file_is_told_its_extension_first(assets, capsys) 
     (["train", "CUB"], "cub"),
     (["train", "shapes", "--method", "natrual"], "natural"),
     (["train", "shapes", "--method", "ART"], "art"),
+    (["train", "shapes", "--method", "atr"], "art"),  # two letters swapped: difflib's ratio alone missed it
+    (["config", "show", "--set", "dataset=cbu"], "cub"),
     (["localize", "--checkpoint", "m.safetensors", "--dataset", "Cub", "--out", "p.json"], "cub"),
     (["localize", "--checkpoint", "m.safetensors", "--dataset", "shapes", "--attribution", "gard", "--out", "p.json"], "grad"),
     (["attack", "attribution", "--checkpoint", "m.safetensors", "--dataset", "shapes", "--objective", "top-k", "--out", "a"], "topk"),
