@@ -37,6 +37,9 @@ CASES: List[List[str]] = [
     ["config", "show", "--set"],
     ["config", "show", "{missing}"],
     ["config", "show", "a.yaml", "b.yaml"],
+    # localize --out named as a sidecar of another results file (it replaced preds.json's record)
+    ["localize", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/preds.meta.json"],
+    ["localize", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/preds.metrics.json"],
     # data synth
     ["data", "synth"],
     ["data", "synth", "circles", "--out", "{dir}/s"],
@@ -705,3 +708,15 @@ def test_loader_options_reach_the_loader_of_every_command_that_reads_a_dataset(c
     assert run(args) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "dataset 'cub' has no option 'bogus'" in err, err
+
+
+@pytest.mark.parametrize("argv, example", [
+    (["localize", "--checkpoint", "m.safetensors", "--dataset", "shapes", "--out", "{dir}"], "preds.json"),
+    (["visualize", "--checkpoint", "m.safetensors", "--dataset", "shapes", "--out", "{dir}"], "grid.png"),
+    (["data", "show", "shapes", "--out", "{dir}"], "grid.png"),
+])
+def test_an_out_folder_where_a_file_goes_is_told_a_file_name_that_works(argv, example, sandbox, capsys) -> None:
+    """`--out existing/` was told 'e.g. existing/out', which the .json/.png rule refused next: a second error."""
+    assert run([a.format(**sandbox) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.rstrip().endswith(f"e.g. {Path(sandbox['dir']) / example}"), err

@@ -53,8 +53,11 @@ def _check_out_file(value: Optional[Path]) -> Optional[Path]:
     return value
 
 
-def _check_out_suffix(value: Path, suffix: str, what: str) -> Path:
-    """Refuse an ``--out`` file whose name says another format than the one written into it."""
+def _check_out_suffix(value: Path, suffix: str, what: str, example: str) -> Path:
+    """Refuse an ``--out`` file whose name says another format than the one written into it; an existing folder is
+    told a file name in it that works (``example``), not one the suffix rule would refuse next."""
+    if value.is_dir():
+        raise WsolError(f"cannot write {value}: it is an existing folder; give a file path, e.g. {value / example}")
     _check_out_file(value)
     if value.suffix.lower() != suffix:
         raise WsolError(f"--out {value} must end in {suffix}: {what}")
@@ -63,12 +66,19 @@ def _check_out_suffix(value: Path, suffix: str, what: str) -> Path:
 
 def _check_out_png(value: Path) -> Path:
     """``--out`` of a figure: a writable ``.png`` path."""
-    return _check_out_suffix(value, ".png", "the figure is written as PNG")
+    return _check_out_suffix(value, ".png", "the figure is written as PNG", "grid.png")
 
 
 def _check_out_json(value: Path) -> Path:
-    """``--out`` of predictions: a writable ``.json`` path (``.meta.json`` and ``.metrics.json`` go beside it)."""
-    return _check_out_suffix(value, ".json", "the predictions are written as COCO results JSON")
+    """``--out`` of predictions: a writable ``.json`` path (``.meta.json`` and ``.metrics.json`` go beside it), not named
+    as one of those: ``--out preds.meta.json`` would replace the record of ``preds.json`` and break that pair."""
+    _check_out_suffix(value, ".json", "the predictions are written as COCO results JSON", "preds.json")
+    for sidecar in (".meta.json", ".metrics.json"):
+        if value.name.endswith(sidecar) and len(value.name) > len(sidecar):
+            results = value.with_name(value.name[: -len(sidecar)] + ".json")
+            raise WsolError(f"--out {value} is named as the {sidecar} file that goes beside the results file {results}; "
+                            f"give the results file's own name, e.g. --out {results}")
+    return value
 
 
 def _check_table1_out(value: Optional[Path]) -> Optional[Path]:
