@@ -38,7 +38,7 @@ from wsol.attacks import pgd_attack, random_delta
 from wsol.config import ScheduleConfig, TrainConfig, config_to_dict, config_to_yaml, start_eps
 from wsol.data.base import require_images
 from wsol.errors import ConfigError, DataError, WsolError
-from wsol.jobs.runfolder import METRICS_FILE, MODEL_FILE, STATE_FILE, config_differences, keep_records_until, lock_run_folder, refuse_other_run, shard
+from wsol.jobs.runfolder import METRICS_FILE, MODEL_FILE, STATE_FILE, config_differences, differences_text, keep_records_until, lock_run_folder, refuse_other_run, shard
 from wsol.models import build_model, save_model
 from wsol.models.build import arch_spec
 from wsol.models.checkpoint import load_train_state, save_train_state
@@ -239,7 +239,8 @@ def _resume_state(config: TrainConfig, out: Path, resume: bool) -> Optional[Dict
     state = load_train_state(state_path)
     diffs = [d for d in config_differences(state["config"], config_to_dict(config)) if not d.startswith(_RESUMABLE)]
     if diffs:
-        raise ConfigError(f"cannot resume {out}: the config differs from the saved one in {', '.join(diffs[:5])}")
+        shown = differences_text(diffs[:5], state["config"], config_to_dict(config))
+        raise ConfigError(f"cannot resume {out}: the config differs from the saved one: {shown}")
     done = int(state.get("epoch", 0))
     if done > config.epochs:
         raise ConfigError(f"cannot resume {out} to {config.epochs} epochs: it has done {done} already, and a resume only extends a run; "
