@@ -720,3 +720,14 @@ def test_an_out_folder_where_a_file_goes_is_told_a_file_name_that_works(argv, ex
     assert run([a.format(**sandbox) for a in argv]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.rstrip().endswith(f"e.g. {Path(sandbox['dir']) / example}"), err
+
+
+@pytest.mark.parametrize("command, out", [("localize", "p.json"), ("visualize", "g.png")])
+def test_threshold_1_is_refused_as_the_help_says_naming_the_option(command, out, sandbox, capsys) -> None:
+    """--help said [0.0<=x<=1.0] while 1 was refused as 'localize.threshold ...', an option the user never typed."""
+    argv = [command, "--checkpoint", "m.safetensors", "--dataset", "shapes", "--out", out, "--threshold", "1"]
+    assert run(argv) == 2
+    assert capsys.readouterr().err.startswith("error: --threshold is a fraction of the map maximum in [0, 1)")
+    assert run([command, "--help"]) == 0
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "x<=1.0" not in help_text and "[0, 1)" in help_text, help_text

@@ -141,7 +141,7 @@ DatasetOpt = Annotated[str, typer.Option("--dataset", help=DATASET_HELP)]
 DatasetArg = Annotated[str, typer.Argument(help=DATASET_HELP)]
 CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", help="A wsol checkpoint (.safetensors with its .json).")]
 AttributionOpt = Annotated[str, typer.Option("--attribution", help="Attribution method: grad, ig, gradshap, smoothgrad, cam, gradcam, gradcampp (attacks: the first four).")]
-ThresholdOpt = Annotated[float, typer.Option("--threshold", min=0.0, max=1.0, help="Box/mask threshold as a fraction of each map's max.")]
+ThresholdOpt = Annotated[float, typer.Option("--threshold", help="Box/mask threshold as a fraction of each map's max, in [0, 1): pixels above it are kept.")]
 LoaderOpt = Annotated[Optional[List[str]], typer.Option("--option", "-o", help="Dataset loader option KEY=VALUE (repeatable), e.g. -o metadata=DIR for wsolmeta, -o corruption=fog -o severity=5 for cifar10c; see datasets/README.md.")]
 SetOpt = Annotated[Optional[List[str]], typer.Option("--set", help="Override a config key, e.g. --set art.lam=0.3 (repeatable).")]
 OutFolderOpt = Annotated[Path, typer.Option("--out", callback=_check_out_folder, help="Folder to write (created if missing).")]
@@ -330,7 +330,7 @@ def localize_command(
     postprocess: Annotated[str, typer.Option("--postprocess", help="Post-processing preset: wsol, wsolevaluation, art_grad.")] = "wsol",
     split: SplitOpt = "test",
     batch_size: BatchSizeOpt = 32,
-    interval: Annotated[float, typer.Option("--interval", help="Step of the --sweep threshold grid, between 0 and 1.")] = 0.01,
+    interval: Annotated[float, typer.Option("--interval", help="Step of the threshold grid 0, step, 2·step, ... below 1 that --sweep and the map metrics (MaxBoxAccV2, PxAP) use; between 0 and 1.")] = 0.01,
     device: DeviceOpt = None,
 ) -> None:
     """Attribution maps → boxes (and masks) for every image, written as COCO results JSON."""

@@ -460,9 +460,10 @@ class LocalizeConfig:
         if self.target not in LOCALIZE_TARGETS:
             raise ConfigError(f"localize.target must be one of {', '.join(LOCALIZE_TARGETS)}, got {self.target!r}{did_you_mean(self.target, LOCALIZE_TARGETS)}")
         if not 0.0 <= self.threshold < 1.0:
-            raise ConfigError(f"localize.threshold is a fraction of the map maximum in [0, 1), got {self.threshold}")
+            raise ConfigError(f"--threshold is a fraction of the map maximum in [0, 1) (pixels above it are kept: at 1 none is), "
+                              f"got {self.threshold:g}")
         if not 0.0 < self.interval < 1.0:
-            raise ConfigError(f"localize.interval must be in (0, 1), got {self.interval}")
+            raise ConfigError(f"--interval, the step of the threshold grid, must be in (0, 1), got {self.interval:g}")
         if self.batch_size < 1:
             raise ConfigError(f"localize.batch_size must be positive, got {self.batch_size}")
         if self.workers < 0:
