@@ -731,3 +731,10 @@ def test_threshold_1_is_refused_as_the_help_says_naming_the_option(command, out,
     assert run([command, "--help"]) == 0
     help_text = " ".join(capsys.readouterr().out.split())
     assert "x<=1.0" not in help_text and "[0, 1)" in help_text, help_text
+
+
+@pytest.mark.parametrize("split", ["Test", "tset"])
+def test_a_misspelt_split_gets_the_split_meant(split, sandbox, assets, capsys) -> None:
+    argv = ["data", "show", "cub", "--root", assets["cub"], "--split", split, "--out", "g.png"]
+    assert run(argv) == 2
+    assert capsys.readouterr().err.endswith(f"has splits train, test; got split {split!r}; did you mean 'test'?\n")
