@@ -738,3 +738,13 @@ def test_a_misspelt_split_gets_the_split_meant(split, sandbox, assets, capsys) -
     argv = ["data", "show", "cub", "--root", assets["cub"], "--split", split, "--out", "g.png"]
     assert run(argv) == 2
     assert capsys.readouterr().err.endswith(f"has splits train, test; got split {split!r}; did you mean 'test'?\n")
+
+
+def test_a_home_tilde_after_an_equals_sign_is_the_home_folder(sandbox, capsys, monkeypatch) -> None:
+    """`--root=~/data` reached wsol unexpanded (the shell expands ~ only at the start of a word): a root 'not found'
+    although it exists, and `--out=~/runs/x` wrote into a folder named ~ in the working folder."""
+    monkeypatch.setenv("HOME", sandbox["dir"])
+    assert run(["data", "verify", "cub", "--root=~/missing"]) == 2
+    assert f"{Path(sandbox['dir']) / 'missing'}" in capsys.readouterr().err
+    assert run(["data", "show", "cub", "--root", sandbox["missing"], "--out=~"]) == 2  # the home folder, an existing folder
+    assert f"cannot write {sandbox['dir']}: it is an existing folder" in capsys.readouterr().err

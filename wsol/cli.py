@@ -786,6 +786,17 @@ def _refuse_empty_arguments(argv: Sequence[str]) -> None:
         raise WsolError(f"{name} is empty (an unset shell variable?); give it a value")
 
 
+def _expand_home_after_equals(argv: Sequence[str]) -> List[str]:
+    """``--out=~/runs/x`` as ``--out ~/runs/x`` reads: the shell expands a ``~`` only at the start of a word, so the
+    first form reached wsol as a folder named ``~`` in the working folder (created by an ``--out``)."""
+    expanded = []
+    for arg in argv:
+        name, sep, value = arg.partition("=")
+        home = arg.startswith("--") and sep and (value == "~" or value.startswith("~/"))
+        expanded.append(f"{name}={os.path.expanduser(value)}" if home else arg)
+    return expanded
+
+
 def run(argv: Optional[List[str]] = None) -> int:
     """Run the CLI on ``argv`` and return the exit status.
 
@@ -800,7 +811,8 @@ def run(argv: Optional[List[str]] = None) -> int:
 
     mark_work_started(False)
     try:
-        _refuse_empty_arguments(sys.argv[1:] if argv is None else argv)
+        argv = _expand_home_after_equals(sys.argv[1:] if argv is None else argv)
+        _refuse_empty_arguments(argv)
         result = app(args=argv, standalone_mode=False, prog_name="wsol")
     except WsolError as err:
         _error(_one_line(err))
