@@ -95,6 +95,8 @@ def train(
             print(f"note: {out} holds no earlier run to resume; starting fresh", file=sys.stderr)
         if run.resumed and run.start_epoch >= config.epochs and dist_utils.is_main_process():
             print(f"note: {out} has done its {config.epochs} epoch{'s' if config.epochs != 1 else ''} already; nothing to train (--epochs N extends it)", file=sys.stderr)
+        elif run.resumed and dist_utils.is_main_process():
+            print(f"note: resuming {out} after epoch {run.start_epoch} of {config.epochs}", file=sys.stderr)
         record = start_run_folder(run)
         for epoch in range(run.start_epoch, config.epochs):
             record = train_one_epoch(run, epoch)
