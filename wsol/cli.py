@@ -770,7 +770,7 @@ def _error(message: str, *, per_rank: bool = True) -> None:
 
 INTERRUPTED_STATUS = 130
 INTERRUPTED = ("interrupted; every file written so far is complete: run the same command again to continue "
-               "(attacks, robustness runs and the demo resume; wsol train needs --resume)")
+               "(localize, attacks, robustness runs and the demo resume; wsol train needs --resume)")
 
 
 def _refuse_empty_arguments(argv: Sequence[str]) -> None:
