@@ -80,3 +80,13 @@ def test_config_folder_is_named_as_a_folder(tmp_path) -> None:
 
     with pytest.raises(ConfigError, match="is a folder; pass a YAML file"):
         load_config(tmp_path)
+
+
+def test_images_of_several_sizes_without_a_resizing_transform_are_one_line(tmp_path, cub_tree, capsys) -> None:
+    """`wsol train cub --arch small-cnn` (no shipped config: transform 'none') ended in torch.stack's traceback on
+    CUB's images of several sizes; it names the sizes and a transform that resizes."""
+    argv = ["train", "cub", "--root", str(cub_tree), "--out", str(tmp_path / "run"), "--arch", "small-cnn", "--epochs", "1", "--batch-size", "2"]
+    assert run(argv) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith("error: the images of a batch differ in size (") and "--set transform=cub" in err, err
+    assert "Traceback" not in err
