@@ -171,3 +171,11 @@ def test_evaluate_reads_the_dataset_with_the_loader_options_localize_recorded(ti
     evaluate = ["evaluate", "--pred", str(out), "--dataset", "shapes", "--root", str(tiny["root"])]
     assert run(evaluate) == 2 and "has no option 'bogus'" in capsys.readouterr().err  # the recorded options were used
     assert run([*evaluate, "-o", "native_size=32"]) == 0  # given ones replace them
+
+
+def test_the_recorded_checkpoint_is_absolute_whatever_the_working_folder(tiny, monkeypatch) -> None:
+    """`--checkpoint nat/model.safetensors` was recorded as typed: from any other folder the record named no file."""
+    monkeypatch.chdir(Path(tiny["checkpoint"]).parent)
+    out = tiny["base"] / "relative.json"
+    assert run(["localize", "--checkpoint", Path(tiny["checkpoint"]).name, "--dataset", "shapes", "--root", str(tiny["root"]), "--out", str(out)]) == 0
+    assert json.loads(meta_path(out).read_text())["checkpoint"] == str(Path(tiny["checkpoint"]).resolve())

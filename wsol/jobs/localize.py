@@ -422,7 +422,7 @@ def _localize_into(
         "attribution": settings.attribution,
         "threshold": threshold,
         "sweep": settings.sweep,
-        "checkpoint": str(checkpoint),
+        "checkpoint": str(Path(checkpoint).resolve()),  # as the attack runs record it: a relative path meant nothing from elsewhere
         "train_method": ck_meta.get("method"),
         "arch": ck_meta.get("arch"),
         "dataset": dataset,
