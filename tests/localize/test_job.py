@@ -179,3 +179,17 @@ def test_the_recorded_checkpoint_is_absolute_whatever_the_working_folder(tiny, m
     out = tiny["base"] / "relative.json"
     assert run(["localize", "--checkpoint", Path(tiny["checkpoint"]).name, "--dataset", "shapes", "--root", str(tiny["root"]), "--out", str(out)]) == 0
     assert json.loads(meta_path(out).read_text())["checkpoint"] == str(Path(tiny["checkpoint"]).resolve())
+
+
+def test_evaluating_against_another_root_says_which_tree_the_maps_were_made_on(tiny, tmp_path, capsys) -> None:
+    """Another tree with as many images (shapes of another --seed) was scored silently against the wrong ground truth."""
+    import shutil
+
+    out = tmp_path / "p.json"
+    assert _localize(tiny, out) == 0
+    other = Path(shutil.copytree(tiny["root"], tmp_path / "other"))
+    capsys.readouterr()
+    assert run(["evaluate", "--pred", str(out), "--dataset", "shapes", "--root", str(other)]) == 0
+    assert f"note: {out} was localized on the images under {Path(tiny['root']).resolve()}; scoring it against the ground truth under {other}" in capsys.readouterr().err
+    assert run(["evaluate", "--pred", str(out), "--dataset", "shapes", "--root", str(tiny["root"])]) == 0
+    assert "note:" not in capsys.readouterr().err

@@ -427,6 +427,7 @@ def _localize_into(
         "arch": ck_meta.get("arch"),
         "dataset": dataset,
         "split": split,
+        "root": key["root"],
         "dataset_options": key["dataset_options"],
         "num_images": len(data),  # type: ignore[arg-type]
         "category_offset": CATEGORY_OFFSET,
