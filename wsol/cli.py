@@ -374,7 +374,7 @@ def evaluate_command(
     intervals = metrics.get("intervals", {})
     ci = "95% CI (Wilson, over the images)"
     rows = [{"metric": k, "value": v, "unit": metric_unit(k), ci: "[{:.2f}, {:.2f}]".format(*intervals[k]) if k in intervals else ""}
-            for k, v in metrics.items() if v is not None and k not in ("interval", "intervals")]
+            for k, v in metrics.items() if v is not None and k not in ("interval", "intervals", "units")]
     typer.echo(markdown_table(rows, ["metric", "value", "unit", ci]))
     typer.echo(f"wrote {path}{_replacing(existed)}")
 

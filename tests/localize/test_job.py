@@ -193,3 +193,15 @@ def test_evaluating_against_another_root_says_which_tree_the_maps_were_made_on(t
     assert f"note: {out} was localized on the images under {Path(tiny['root']).resolve()}; scoring it against the ground truth under {other}" in capsys.readouterr().err
     assert run(["evaluate", "--pred", str(out), "--dataset", "shapes", "--root", str(tiny["root"])]) == 0
     assert "note:" not in capsys.readouterr().err
+
+
+def test_the_metrics_file_names_each_numbers_unit(tiny, tmp_path) -> None:
+    """<pred>.metrics.json mixed percents (top1_acc 10.0), thresholds (fractions of the map maximum) and image counts
+    with nothing to tell them apart; the printed table had a unit column, the file had none."""
+    out = tmp_path / "p.json"
+    assert _localize(tiny, out, "--sweep") == 0
+    assert run(["evaluate", "--pred", str(out), "--dataset", "shapes", "--root", str(tiny["root"])]) == 0
+    metrics = json.loads(out.with_suffix(".metrics.json").read_text())
+    units = metrics["units"]
+    assert units["images"] == "images" and units["top1_acc"] == units["maxboxacc_v2"] == "%" and units["threshold"] == "fraction of map max"
+    assert set(units) == {k for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}

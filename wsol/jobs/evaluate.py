@@ -125,6 +125,7 @@ def evaluate_predictions(pred: Path, dataset: str, root: Path, split: Optional[s
         metrics.setdefault(key, value)
     metrics["threshold"] = meta.get("threshold")
     metrics["attribution"] = meta.get("attribution")
+    metrics["units"] = {k: metric_unit(k) for k in metrics if k not in ("interval", "intervals", "attribution")}  # as summary.json's
     return metrics
 
 
