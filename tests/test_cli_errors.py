@@ -748,3 +748,14 @@ def test_a_home_tilde_after_an_equals_sign_is_the_home_folder(sandbox, capsys, m
     assert f"{Path(sandbox['dir']) / 'missing'}" in capsys.readouterr().err
     assert run(["data", "show", "cub", "--root", sandbox["missing"], "--out=~"]) == 2  # the home folder, an existing folder
     assert f"cannot write {sandbox['dir']}: it is an existing folder" in capsys.readouterr().err
+
+
+def test_a_misspelt_loader_option_gets_the_option_meant(sandbox, assets, capsys) -> None:
+    assert run(["data", "verify", "cub", "--root", assets["cub"], "-o", "segmentatoins=x"]) == 2
+    assert capsys.readouterr().err.rstrip().endswith("did you mean 'segmentations'?")
+
+
+def test_the_synth_command_suggested_for_a_missing_root_pastes_with_its_spaces(sandbox, capsys) -> None:
+    """`--root "my data/shapes"`: the suggested `wsol data synth shapes --out my data/shapes` split into two words."""
+    assert run(["data", "verify", "shapes", "--root", "my data/shapes"]) == 2
+    assert capsys.readouterr().err.rstrip().endswith("generate it with `wsol data synth shapes --out 'my data/shapes'`")
