@@ -759,3 +759,12 @@ def test_the_synth_command_suggested_for_a_missing_root_pastes_with_its_spaces(s
     """`--root "my data/shapes"`: the suggested `wsol data synth shapes --out my data/shapes` split into two words."""
     assert run(["data", "verify", "shapes", "--root", "my data/shapes"]) == 2
     assert capsys.readouterr().err.rstrip().endswith("generate it with `wsol data synth shapes --out 'my data/shapes'`")
+
+
+def test_a_shipped_config_path_typed_outside_the_repository_names_the_shipped_file(sandbox, capsys) -> None:
+    """README's `wsol config show configs/cifar10_wrn28-10_art.yaml` from another folder: 'not found' and no way on."""
+    from wsol.config import configs_dir
+
+    assert run(["config", "show", "configs/cifar10_wrn28-10_art.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: config file not found: configs/cifar10_wrn28-10_art.yaml; the shipped config of that name is {configs_dir() / 'cifar10_wrn28-10_art.yaml'}\n"

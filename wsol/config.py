@@ -293,7 +293,9 @@ def _read_config_file(path: Optional[Union[str, Path]]) -> Dict[str, Any]:
     if path.is_dir():
         raise ConfigError(f"config {path} is a folder; pass a YAML file, e.g. configs/shapes_small-cnn-bn_natural.yaml")
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+        shipped = configs_dir() / path.name  # `configs/x.yaml` as README writes it, typed outside the repository
+        hint = f"; the shipped config of that name is {shipped}" if shipped.is_file() else ""
+        raise ConfigError(f"config file not found: {path}{hint}")
     loaded = read_yaml(path, "config") or {}
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path} must hold a mapping of settings at the top level")
