@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import yaml
 
-from wsol.errors import ConfigError, did_you_mean
+from wsol.errors import ConfigError, did_you_mean, option_flag
 from wsol.utils.io import read_yaml
 from wsol.utils.numbers import MAX_SEED, parse_number
 
@@ -414,13 +414,29 @@ def resolve_train_config(
         raise ConfigError(
             f"--set dataset={merged['dataset']} contradicts the dataset argument {dataset!r}; name the dataset once, as the argument"
         )
-    merged.update({k: str(v) if isinstance(v, Path) else v for k, v in (options or {}).items() if v is not None})
+    flags = {k: str(v) if isinstance(v, Path) else v for k, v in (options or {}).items() if v is not None}
+    _refuse_contradicting_flags(merged, {**flags, "method": method, "arch": arch})
+    merged.update(flags)
     merged["dataset"] = dataset
     if method is not None:
         merged["method"] = method
     if arch is not None:
         merged["arch"] = arch
     return _config_from_tree(tree, merged), path
+
+
+def _refuse_contradicting_flags(overrides: Mapping[str, Any], flags: Mapping[str, Any]) -> None:
+    """``--epochs 2 --set epochs=3``: the flag won silently; two values for one key are refused (the same one twice is fine)."""
+    for key, value in flags.items():
+        if value is None or key not in overrides or str(overrides[key]) == str(value):
+            continue
+        try:
+            if float(overrides[key]) == float(value):
+                continue
+        except (TypeError, ValueError):
+            pass
+        flag = "--lr" if key == "optim.lr" else option_flag(key)
+        raise ConfigError(f"--set {key}={overrides[key]} contradicts {flag} {value}; give the value once")
 
 
 def parse_overrides(texts: Optional[List[str]]) -> Dict[str, Any]:
