@@ -205,3 +205,19 @@ def test_the_metrics_file_names_each_numbers_unit(tiny, tmp_path) -> None:
     units = metrics["units"]
     assert units["images"] == "images" and units["top1_acc"] == units["maxboxacc_v2"] == "%" and units["threshold"] == "fraction of map max"
     assert set(units) == {k for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+@pytest.mark.parametrize("command, out", [("localize", "p.json"), ("visualize", "g.png")])
+def test_a_checkpoint_of_another_dataset_with_as_many_classes_is_refused(command, out, tiny, tmp_path, capsys) -> None:
+    """A shapes model on svhn (10 classes each) drew maps of classes it never saw, silently; attack and robustness refused it."""
+    import shutil
+
+    other = tmp_path / "other.safetensors"
+    shutil.copy(tiny["checkpoint"], other)
+    meta = json.loads(Path(tiny["checkpoint"]).with_suffix(".json").read_text())
+    meta.update(dataset="svhn", class_names=["digit0", "digit1", "digit2"])  # as many classes as the tiny shapes set
+    other.with_suffix(".json").write_text(json.dumps(meta))
+    argv = [command, "--checkpoint", str(other), "--dataset", "shapes", "--root", str(tiny["root"]), "--out", str(tmp_path / out)]
+    assert run(argv) == 2
+    assert "was trained on svhn with classes digit0" in capsys.readouterr().err
+    assert not (tmp_path / out).exists()
