@@ -178,6 +178,7 @@ def test_ctrl_c_says_what_was_kept_and_exits_130(monkeypatch, capsys, tmp_path) 
     assert run(["data", "synth", "shapes", "--out", str(tmp_path / "s")]) == 130
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines == [f"error: {INTERRUPTED}"]
+    assert "localize, attacks" in INTERRUPTED  # localize resumes from <out>.partial/ too; the line left it out
 
 
 def test_train_options_that_default_to_the_config_say_so() -> None:

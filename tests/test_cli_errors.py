@@ -37,6 +37,12 @@ CASES: List[List[str]] = [
     ["config", "show", "--set"],
     ["config", "show", "{missing}"],
     ["config", "show", "a.yaml", "b.yaml"],
+    # a flag and --set giving one key two values: the flag won silently
+    ["train", "shapes", "--epochs", "2", "--set", "epochs=3", "--out", "{dir}/t"],
+    ["train", "shapes", "--method", "art", "--set", "method=pgd", "--out", "{dir}/t"],
+    # localize --out named as a sidecar of another results file (it replaced preds.json's record)
+    ["localize", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/preds.meta.json"],
+    ["localize", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/preds.metrics.json"],
     # data synth
     ["data", "synth"],
     ["data", "synth", "circles", "--out", "{dir}/s"],
@@ -663,6 +669,8 @@ def test_a_table1_out_on_a_run_file_is_told_its_extension_first(assets, capsys) 
     (["train", "CUB"], "cub"),
     (["train", "shapes", "--method", "natrual"], "natural"),
     (["train", "shapes", "--method", "ART"], "art"),
+    (["train", "shapes", "--method", "atr"], "art"),  # two letters swapped: difflib's ratio alone missed it
+    (["config", "show", "--set", "dataset=cbu"], "cub"),
     (["localize", "--checkpoint", "m.safetensors", "--dataset", "Cub", "--out", "p.json"], "cub"),
     (["localize", "--checkpoint", "m.safetensors", "--dataset", "shapes", "--attribution", "gard", "--out", "p.json"], "grad"),
     (["attack", "attribution", "--checkpoint", "m.safetensors", "--dataset", "shapes", "--objective", "top-k", "--out", "a"], "topk"),
@@ -703,3 +711,63 @@ def test_loader_options_reach_the_loader_of_every_command_that_reads_a_dataset(c
     assert run(args) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "dataset 'cub' has no option 'bogus'" in err, err
+
+
+@pytest.mark.parametrize("argv, example", [
+    (["localize", "--checkpoint", "m.safetensors", "--dataset", "shapes", "--out", "{dir}"], "preds.json"),
+    (["visualize", "--checkpoint", "m.safetensors", "--dataset", "shapes", "--out", "{dir}"], "grid.png"),
+    (["data", "show", "shapes", "--out", "{dir}"], "grid.png"),
+])
+def test_an_out_folder_where_a_file_goes_is_told_a_file_name_that_works(argv, example, sandbox, capsys) -> None:
+    """`--out existing/` was told 'e.g. existing/out', which the .json/.png rule refused next: a second error."""
+    assert run([a.format(**sandbox) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.rstrip().endswith(f"e.g. {Path(sandbox['dir']) / example}"), err
+
+
+@pytest.mark.parametrize("command, out", [("localize", "p.json"), ("visualize", "g.png")])
+def test_threshold_1_is_refused_as_the_help_says_naming_the_option(command, out, sandbox, capsys) -> None:
+    """--help said [0.0<=x<=1.0] while 1 was refused as 'localize.threshold ...', an option the user never typed."""
+    argv = [command, "--checkpoint", "m.safetensors", "--dataset", "shapes", "--out", out, "--threshold", "1"]
+    assert run(argv) == 2
+    assert capsys.readouterr().err.startswith("error: --threshold is a fraction of the map maximum in [0, 1)")
+    assert run([command, "--help"]) == 0
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "x<=1.0" not in help_text and "[0, 1)" in help_text, help_text
+
+
+@pytest.mark.parametrize("split", ["Test", "tset"])
+def test_a_misspelt_split_gets_the_split_meant(split, sandbox, assets, capsys) -> None:
+    argv = ["data", "show", "cub", "--root", assets["cub"], "--split", split, "--out", "g.png"]
+    assert run(argv) == 2
+    assert capsys.readouterr().err.endswith(f"has splits train, test; got split {split!r}; did you mean 'test'?\n")
+
+
+def test_a_home_tilde_after_an_equals_sign_is_the_home_folder(sandbox, capsys, monkeypatch) -> None:
+    """`--root=~/data` reached wsol unexpanded (the shell expands ~ only at the start of a word): a root 'not found'
+    although it exists, and `--out=~/runs/x` wrote into a folder named ~ in the working folder."""
+    monkeypatch.setenv("HOME", sandbox["dir"])
+    assert run(["data", "verify", "cub", "--root=~/missing"]) == 2
+    assert f"{Path(sandbox['dir']) / 'missing'}" in capsys.readouterr().err
+    assert run(["data", "show", "cub", "--root", sandbox["missing"], "--out=~"]) == 2  # the home folder, an existing folder
+    assert f"cannot write {sandbox['dir']}: it is an existing folder" in capsys.readouterr().err
+
+
+def test_a_misspelt_loader_option_gets_the_option_meant(sandbox, assets, capsys) -> None:
+    assert run(["data", "verify", "cub", "--root", assets["cub"], "-o", "segmentatoins=x"]) == 2
+    assert capsys.readouterr().err.rstrip().endswith("did you mean 'segmentations'?")
+
+
+def test_the_synth_command_suggested_for_a_missing_root_pastes_with_its_spaces(sandbox, capsys) -> None:
+    """`--root "my data/shapes"`: the suggested `wsol data synth shapes --out my data/shapes` split into two words."""
+    assert run(["data", "verify", "shapes", "--root", "my data/shapes"]) == 2
+    assert capsys.readouterr().err.rstrip().endswith("generate it with `wsol data synth shapes --out 'my data/shapes'`")
+
+
+def test_a_shipped_config_path_typed_outside_the_repository_names_the_shipped_file(sandbox, capsys) -> None:
+    """README's `wsol config show configs/cifar10_wrn28-10_art.yaml` from another folder: 'not found' and no way on."""
+    from wsol.config import configs_dir
+
+    assert run(["config", "show", "configs/cifar10_wrn28-10_art.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: config file not found: configs/cifar10_wrn28-10_art.yaml; the shipped config of that name is {configs_dir() / 'cifar10_wrn28-10_art.yaml'}\n"

@@ -53,8 +53,11 @@ def _check_out_file(value: Optional[Path]) -> Optional[Path]:
     return value
 
 
-def _check_out_suffix(value: Path, suffix: str, what: str) -> Path:
-    """Refuse an ``--out`` file whose name says another format than the one written into it."""
+def _check_out_suffix(value: Path, suffix: str, what: str, example: str) -> Path:
+    """Refuse an ``--out`` file whose name says another format than the one written into it; an existing folder is
+    told a file name in it that works (``example``), not one the suffix rule would refuse next."""
+    if value.is_dir():
+        raise WsolError(f"cannot write {value}: it is an existing folder; give a file path, e.g. {value / example}")
     _check_out_file(value)
     if value.suffix.lower() != suffix:
         raise WsolError(f"--out {value} must end in {suffix}: {what}")
@@ -63,12 +66,19 @@ def _check_out_suffix(value: Path, suffix: str, what: str) -> Path:
 
 def _check_out_png(value: Path) -> Path:
     """``--out`` of a figure: a writable ``.png`` path."""
-    return _check_out_suffix(value, ".png", "the figure is written as PNG")
+    return _check_out_suffix(value, ".png", "the figure is written as PNG", "grid.png")
 
 
 def _check_out_json(value: Path) -> Path:
-    """``--out`` of predictions: a writable ``.json`` path (``.meta.json`` and ``.metrics.json`` go beside it)."""
-    return _check_out_suffix(value, ".json", "the predictions are written as COCO results JSON")
+    """``--out`` of predictions: a writable ``.json`` path (``.meta.json`` and ``.metrics.json`` go beside it), not named
+    as one of those: ``--out preds.meta.json`` would replace the record of ``preds.json`` and break that pair."""
+    _check_out_suffix(value, ".json", "the predictions are written as COCO results JSON", "preds.json")
+    for sidecar in (".meta.json", ".metrics.json"):
+        if value.name.endswith(sidecar) and len(value.name) > len(sidecar):
+            results = value.with_name(value.name[: -len(sidecar)] + ".json")
+            raise WsolError(f"--out {value} is named as the {sidecar} file that goes beside the results file {results}; "
+                            f"give the results file's own name, e.g. --out {results}")
+    return value
 
 
 def _check_table1_out(value: Optional[Path]) -> Optional[Path]:
@@ -131,7 +141,7 @@ DatasetOpt = Annotated[str, typer.Option("--dataset", help=DATASET_HELP)]
 DatasetArg = Annotated[str, typer.Argument(help=DATASET_HELP)]
 CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", help="A wsol checkpoint (.safetensors with its .json).")]
 AttributionOpt = Annotated[str, typer.Option("--attribution", help="Attribution method: grad, ig, gradshap, smoothgrad, cam, gradcam, gradcampp (attacks: the first four).")]
-ThresholdOpt = Annotated[float, typer.Option("--threshold", min=0.0, max=1.0, help="Box/mask threshold as a fraction of each map's max.")]
+ThresholdOpt = Annotated[float, typer.Option("--threshold", help="Box/mask threshold as a fraction of each map's max, in [0, 1): pixels above it are kept.")]
 LoaderOpt = Annotated[Optional[List[str]], typer.Option("--option", "-o", help="Dataset loader option KEY=VALUE (repeatable), e.g. -o metadata=DIR for wsolmeta, -o corruption=fog -o severity=5 for cifar10c; see datasets/README.md.")]
 SetOpt = Annotated[Optional[List[str]], typer.Option("--set", help="Override a config key, e.g. --set art.lam=0.3 (repeatable).")]
 OutFolderOpt = Annotated[Path, typer.Option("--out", callback=_check_out_folder, help="Folder to write (created if missing).")]
@@ -321,7 +331,7 @@ def localize_command(
     postprocess: Annotated[str, typer.Option("--postprocess", help="Post-processing preset: wsol, wsolevaluation, art_grad.")] = "wsol",
     split: SplitOpt = "test",
     batch_size: BatchSizeOpt = 32,
-    interval: Annotated[float, typer.Option("--interval", help="Step of the --sweep threshold grid, between 0 and 1.")] = 0.01,
+    interval: Annotated[float, typer.Option("--interval", help="Step of the threshold grid 0, step, 2·step, ... below 1 that --sweep and the map metrics (MaxBoxAccV2, PxAP) use; between 0 and 1.")] = 0.01,
     device: DeviceOpt = None,
 ) -> None:
     """Attribution maps → boxes (and masks) for every image, written as COCO results JSON."""
@@ -365,7 +375,7 @@ def evaluate_command(
     intervals = metrics.get("intervals", {})
     ci = "95% CI (Wilson, over the images)"
     rows = [{"metric": k, "value": v, "unit": metric_unit(k), ci: "[{:.2f}, {:.2f}]".format(*intervals[k]) if k in intervals else ""}
-            for k, v in metrics.items() if v is not None and k not in ("interval", "intervals")]
+            for k, v in metrics.items() if v is not None and k not in ("interval", "intervals", "units")]
     typer.echo(markdown_table(rows, ["metric", "value", "unit", ci]))
     typer.echo(f"wrote {path}{_replacing(existed)}")
 
@@ -761,7 +771,7 @@ def _error(message: str, *, per_rank: bool = True) -> None:
 
 INTERRUPTED_STATUS = 130
 INTERRUPTED = ("interrupted; every file written so far is complete: run the same command again to continue "
-               "(attacks, robustness runs and the demo resume; wsol train needs --resume)")
+               "(localize, attacks, robustness runs and the demo resume; wsol train needs --resume)")
 
 
 def _refuse_empty_arguments(argv: Sequence[str]) -> None:
@@ -775,6 +785,17 @@ def _refuse_empty_arguments(argv: Sequence[str]) -> None:
         else:
             continue
         raise WsolError(f"{name} is empty (an unset shell variable?); give it a value")
+
+
+def _expand_home_after_equals(argv: Sequence[str]) -> List[str]:
+    """``--out=~/runs/x`` as ``--out ~/runs/x`` reads: the shell expands a ``~`` only at the start of a word, so the
+    first form reached wsol as a folder named ``~`` in the working folder (created by an ``--out``)."""
+    expanded = []
+    for arg in argv:
+        name, sep, value = arg.partition("=")
+        home = arg.startswith("--") and sep and (value == "~" or value.startswith("~/"))
+        expanded.append(f"{name}={os.path.expanduser(value)}" if home else arg)
+    return expanded
 
 
 def run(argv: Optional[List[str]] = None) -> int:
@@ -791,7 +812,8 @@ def run(argv: Optional[List[str]] = None) -> int:
 
     mark_work_started(False)
     try:
-        _refuse_empty_arguments(sys.argv[1:] if argv is None else argv)
+        argv = _expand_home_after_equals(sys.argv[1:] if argv is None else argv)
+        _refuse_empty_arguments(argv)
         result = app(args=argv, standalone_mode=False, prog_name="wsol")
     except WsolError as err:
         _error(_one_line(err))

@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import yaml
 
-from wsol.errors import ConfigError, did_you_mean
+from wsol.errors import ConfigError, did_you_mean, option_flag
 from wsol.utils.io import read_yaml
 from wsol.utils.numbers import MAX_SEED, parse_number
 
@@ -298,7 +298,9 @@ def _read_config_file(path: Optional[Union[str, Path]]) -> Dict[str, Any]:
     if path.is_dir():
         raise ConfigError(f"config {path} is a folder; pass a YAML file, e.g. configs/shapes_small-cnn-bn_natural.yaml")
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+        shipped = configs_dir() / path.name  # `configs/x.yaml` as README writes it, typed outside the repository
+        hint = f"; the shipped config of that name is {shipped}" if shipped.is_file() else ""
+        raise ConfigError(f"config file not found: {path}{hint}")
     loaded = read_yaml(path, "config") or {}
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path} must hold a mapping of settings at the top level")
@@ -417,13 +419,29 @@ def resolve_train_config(
         raise ConfigError(
             f"--set dataset={merged['dataset']} contradicts the dataset argument {dataset!r}; name the dataset once, as the argument"
         )
-    merged.update({k: str(v) if isinstance(v, Path) else v for k, v in (options or {}).items() if v is not None})
+    flags = {k: str(v) if isinstance(v, Path) else v for k, v in (options or {}).items() if v is not None}
+    _refuse_contradicting_flags(merged, {**flags, "method": method, "arch": arch})
+    merged.update(flags)
     merged["dataset"] = dataset
     if method is not None:
         merged["method"] = method
     if arch is not None:
         merged["arch"] = arch
     return _config_from_tree(tree, merged), path
+
+
+def _refuse_contradicting_flags(overrides: Mapping[str, Any], flags: Mapping[str, Any]) -> None:
+    """``--epochs 2 --set epochs=3``: the flag won silently; two values for one key are refused (the same one twice is fine)."""
+    for key, value in flags.items():
+        if value is None or key not in overrides or str(overrides[key]) == str(value):
+            continue
+        try:
+            if float(overrides[key]) == float(value):
+                continue
+        except (TypeError, ValueError):
+            pass
+        flag = "--lr" if key == "optim.lr" else option_flag(key)
+        raise ConfigError(f"--set {key}={overrides[key]} contradicts {flag} {value}; give the value once")
 
 
 def parse_overrides(texts: Optional[List[str]]) -> Dict[str, Any]:
@@ -465,9 +483,10 @@ class LocalizeConfig:
         if self.target not in LOCALIZE_TARGETS:
             raise ConfigError(f"localize.target must be one of {', '.join(LOCALIZE_TARGETS)}, got {self.target!r}{did_you_mean(self.target, LOCALIZE_TARGETS)}")
         if not 0.0 <= self.threshold < 1.0:
-            raise ConfigError(f"localize.threshold is a fraction of the map maximum in [0, 1), got {self.threshold}")
+            raise ConfigError(f"--threshold is a fraction of the map maximum in [0, 1) (pixels above it are kept: at 1 none is), "
+                              f"got {self.threshold:g}")
         if not 0.0 < self.interval < 1.0:
-            raise ConfigError(f"localize.interval must be in (0, 1), got {self.interval}")
+            raise ConfigError(f"--interval, the step of the threshold grid, must be in (0, 1), got {self.interval:g}")
         if self.batch_size < 1:
             raise ConfigError(f"localize.batch_size must be positive, got {self.batch_size}")
         if self.workers < 0:

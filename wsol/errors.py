@@ -34,8 +34,15 @@ def did_you_mean(value: object, choices: Iterable[object]) -> str:
     to end an unknown-name error; "" when no choice is close."""
     names = {str(c).lower(): str(c) for c in choices}  # compared without case, named as spelled
     text = str(value).lower()
-    close = [text] if text in names else difflib.get_close_matches(text, list(names), n=1, cutoff=0.75)
+    swapped = [name for name in names if _one_swap_apart(text, name)]  # `atr`, `cbu`: too short for difflib's ratio
+    close = [text] if text in names else swapped or difflib.get_close_matches(text, list(names), n=1, cutoff=0.75)
     return f"; did you mean {names[close[0]]!r}?" if close else ""
+
+
+def _one_swap_apart(a: str, b: str) -> bool:
+    """Whether ``b`` is ``a`` with two neighbouring letters swapped, the commonest typo of a short name."""
+    diff = [i for i in range(len(a)) if a[i] != b[i]] if len(a) == len(b) else []
+    return len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]]
 
 
 def option_flag(key: str) -> str:

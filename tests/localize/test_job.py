@@ -171,3 +171,53 @@ def test_evaluate_reads_the_dataset_with_the_loader_options_localize_recorded(ti
     evaluate = ["evaluate", "--pred", str(out), "--dataset", "shapes", "--root", str(tiny["root"])]
     assert run(evaluate) == 2 and "has no option 'bogus'" in capsys.readouterr().err  # the recorded options were used
     assert run([*evaluate, "-o", "native_size=32"]) == 0  # given ones replace them
+
+
+def test_the_recorded_checkpoint_is_absolute_whatever_the_working_folder(tiny, monkeypatch) -> None:
+    """`--checkpoint nat/model.safetensors` was recorded as typed: from any other folder the record named no file."""
+    monkeypatch.chdir(Path(tiny["checkpoint"]).parent)
+    out = tiny["base"] / "relative.json"
+    assert run(["localize", "--checkpoint", Path(tiny["checkpoint"]).name, "--dataset", "shapes", "--root", str(tiny["root"]), "--out", str(out)]) == 0
+    assert json.loads(meta_path(out).read_text())["checkpoint"] == str(Path(tiny["checkpoint"]).resolve())
+
+
+def test_evaluating_against_another_root_says_which_tree_the_maps_were_made_on(tiny, tmp_path, capsys) -> None:
+    """Another tree with as many images (shapes of another --seed) was scored silently against the wrong ground truth."""
+    import shutil
+
+    out = tmp_path / "p.json"
+    assert _localize(tiny, out) == 0
+    other = Path(shutil.copytree(tiny["root"], tmp_path / "other"))
+    capsys.readouterr()
+    assert run(["evaluate", "--pred", str(out), "--dataset", "shapes", "--root", str(other)]) == 0
+    assert f"note: {out} was localized on the images under {Path(tiny['root']).resolve()}; scoring it against the ground truth under {other}" in capsys.readouterr().err
+    assert run(["evaluate", "--pred", str(out), "--dataset", "shapes", "--root", str(tiny["root"])]) == 0
+    assert "note:" not in capsys.readouterr().err
+
+
+def test_the_metrics_file_names_each_numbers_unit(tiny, tmp_path) -> None:
+    """<pred>.metrics.json mixed percents (top1_acc 10.0), thresholds (fractions of the map maximum) and image counts
+    with nothing to tell them apart; the printed table had a unit column, the file had none."""
+    out = tmp_path / "p.json"
+    assert _localize(tiny, out, "--sweep") == 0
+    assert run(["evaluate", "--pred", str(out), "--dataset", "shapes", "--root", str(tiny["root"])]) == 0
+    metrics = json.loads(out.with_suffix(".metrics.json").read_text())
+    units = metrics["units"]
+    assert units["images"] == "images" and units["top1_acc"] == units["maxboxacc_v2"] == "%" and units["threshold"] == "fraction of map max"
+    assert set(units) == {k for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+@pytest.mark.parametrize("command, out", [("localize", "p.json"), ("visualize", "g.png")])
+def test_a_checkpoint_of_another_dataset_with_as_many_classes_is_refused(command, out, tiny, tmp_path, capsys) -> None:
+    """A shapes model on svhn (10 classes each) drew maps of classes it never saw, silently; attack and robustness refused it."""
+    import shutil
+
+    other = tmp_path / "other.safetensors"
+    shutil.copy(tiny["checkpoint"], other)
+    meta = json.loads(Path(tiny["checkpoint"]).with_suffix(".json").read_text())
+    meta.update(dataset="svhn", class_names=["digit0", "digit1", "digit2"])  # as many classes as the tiny shapes set
+    other.with_suffix(".json").write_text(json.dumps(meta))
+    argv = [command, "--checkpoint", str(other), "--dataset", "shapes", "--root", str(tiny["root"]), "--out", str(tmp_path / out)]
+    assert run(argv) == 2
+    assert "was trained on svhn with classes digit0" in capsys.readouterr().err
+    assert not (tmp_path / out).exists()

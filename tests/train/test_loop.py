@@ -68,7 +68,7 @@ def test_resume_equals_uninterrupted(tmp_path, toy_sets) -> None:
     straight, split = tmp_path / "straight", tmp_path / "split"
     train(_config("pgd", 2), straight, train_set=train_set, test_set=test_set)
     train(_config("pgd", 1), split, train_set=train_set, test_set=test_set)
-    with pytest.raises(ConfigError, match="optim.lr"):
+    with pytest.raises(ConfigError, match=r"optim\.lr was 0\.05, now 0\.01\)$"):  # what each was and is, not only the key
         train(_config("pgd", 2, **{"optim.lr": 0.01}), split, resume=True, train_set=train_set, test_set=test_set)
     train(_config("pgd", 2), split, resume=True, train_set=train_set, test_set=test_set)
     a, b = _weights(straight), _weights(split)

@@ -29,15 +29,17 @@ def _tiny_training(tmp_path: Path, monkeypatch) -> Callable[[Path], List[str]]:
     return lambda out: ["train", "shapes", "--config", str(config), "--root", str(root), "--out", str(out)]
 
 
-def test_resume_without_epochs_keeps_the_runs_own_epoch_count(tmp_path: Path, monkeypatch) -> None:
+def test_resume_without_epochs_keeps_the_runs_own_epoch_count(tmp_path: Path, monkeypatch, capsys) -> None:
     train_into = _tiny_training(tmp_path, monkeypatch)
     out = tmp_path / "run"
     base = train_into(out)
     assert run([*base, "--epochs", "1"]) == 0
     assert run([*base, "--resume"]) == 0  # the config says 3 epochs; the run was started with 1
     assert [r["epoch"] for r in read_jsonl(out / "metrics.jsonl")] == [1]
+    capsys.readouterr()
     assert run([*base, "--resume", "--epochs", "2"]) == 0  # an explicit --epochs extends it
     assert [r["epoch"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2]
+    assert f"note: resuming {out} after epoch 1 of 2\n" in capsys.readouterr().err  # it said nothing: a fresh start looked alike
 
 
 def test_resume_keeps_the_epoch_count_when_config_yaml_is_missing_or_broken(tmp_path: Path, monkeypatch) -> None:

@@ -96,3 +96,13 @@ def test_loader_options_reach_both_splits_and_the_config(tmp_path, tiny_shapes, 
     assert err.count("\n") == 1 and "dataset 'shapes' has no option 'bogus'" in err and not (tmp_path / "bad").exists(), err
     assert run(["train", "shapes", "--root", str(tiny_shapes), "--out", str(tmp_path / "bad"), *FAST, "--set", "dataset_options=3"]) == 2
     assert "dataset_options: expected a mapping of KEY: VALUE, got 3" in capsys.readouterr().err
+
+
+def test_images_of_several_sizes_without_a_resizing_transform_are_one_line(tmp_path, cub_tree, capsys) -> None:
+    """`wsol train cub --arch small-cnn` (no shipped config: transform 'none') ended in torch.stack's traceback on
+    CUB's images of several sizes; it names the sizes and a transform that resizes."""
+    argv = ["train", "cub", "--root", str(cub_tree), "--out", str(tmp_path / "run"), "--arch", "small-cnn", "--epochs", "1", "--batch-size", "2"]
+    assert run(argv) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith("error: the images of a batch differ in size (") and "--set transform=cub" in err, err
+    assert "Traceback" not in err

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from wsol.data.sample import Sample
-from wsol.errors import ConfigError, DataError
+from wsol.errors import ConfigError, DataError, did_you_mean
 
 IMAGENET_MEAN: Tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: Tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -86,7 +86,7 @@ def require_images(dataset: Any, name: str, split: str) -> None:
 def check_split(split: str, choices: Sequence[str], name: str) -> None:
     """An unknown split is a DataError naming the dataset's splits (the one wording of every loader)."""
     if split not in choices:
-        raise DataError(f"{name} has splits {', '.join(choices)}; got split {split!r}")
+        raise DataError(f"{name} has splits {', '.join(choices)}; got split {split!r}{did_you_mean(split, choices)}")
 
 
 def option_path(root: Path, value: Path) -> Path:

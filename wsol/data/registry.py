@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import shlex
 import typing
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Union
@@ -10,7 +11,7 @@ from typing import Any, Callable, Dict, Optional, Union
 from torch.utils.data import Dataset
 
 from wsol.data.base import Transform
-from wsol.errors import ConfigError, DataError, DataFileMissingError
+from wsol.errors import ConfigError, DataError, DataFileMissingError, did_you_mean
 from wsol.registry import Registry
 
 DATASETS: Registry = Registry("dataset")
@@ -63,7 +64,7 @@ def build_dataset(
 def where_to_get(name: str, root: Union[str, Path]) -> str:
     """Where a user gets dataset ``name`` (wsol downloads nothing): generated for shapes, else datasets/README.md."""
     if name == "shapes":
-        return f"generate it with `wsol data synth shapes --out {root}`"
+        return f"generate it with `wsol data synth shapes --out {shlex.quote(str(root))}`"  # a command to paste, spaces and all
     return (f"wsol downloads nothing: fetch {name} as the '{name}' section of datasets/README.md says "
             "and pass its folder")
 
@@ -78,7 +79,7 @@ def check_options(loader: Callable[..., Any], options: Dict[str, Any], dataset: 
               if n not in _NOT_OPTIONS and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
     unknown = sorted(set(options) - set(params))
     if unknown:
-        raise ConfigError(f"dataset {dataset!r} has no option {unknown[0]!r}; it takes: {', '.join(params)}")
+        raise ConfigError(f"dataset {dataset!r} has no option {unknown[0]!r}; it takes: {', '.join(params)}{did_you_mean(unknown[0], params)}")
     hints = typing.get_type_hints(loader)
     for key, value in options.items():
         expected = _option_type_name(hints.get(key), value)

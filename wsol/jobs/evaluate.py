@@ -15,7 +15,7 @@ from wsol.data import build_dataset
 from wsol.errors import DataError
 from wsol.export.coco import coco_eval, decode_mask, gt_annotation, gt_to_coco, load_results, read_results_meta
 from wsol.jobs.localize import CATEGORY_OFFSET
-from wsol.jobs.runfolder import lock_run_folder, write_json
+from wsol.jobs.runfolder import lock_run_folder, note, write_json
 from wsol.metrics.intervals import wilson_interval
 from wsol.metrics.localization import max_iou
 from wsol.metrics.segmentation import mask_iou
@@ -74,6 +74,8 @@ def evaluate_predictions(pred: Path, dataset: str, root: Path, split: Optional[s
             f"{pred} was made on {meta['num_images']} {split} images, but the {split} split under {root} has {len(data)}; "
             "evaluate with the --root it was localized on"
         )
+    if meta.get("root") not in (None, str(Path(root).resolve())):  # a copy or a moved tree is fine; another tree of as many images is not
+        note(f"{pred} was localized on the images under {meta['root']}; scoring it against the ground truth under {root}")
     gt = collect_ground_truth(data)
     results = load_results(pred, known_image_ids=gt.keys())
     offset = int(meta.get("category_offset", CATEGORY_OFFSET))
@@ -123,6 +125,7 @@ def evaluate_predictions(pred: Path, dataset: str, root: Path, split: Optional[s
         metrics.setdefault(key, value)
     metrics["threshold"] = meta.get("threshold")
     metrics["attribution"] = meta.get("attribution")
+    metrics["units"] = {k: metric_unit(k) for k in metrics if k not in ("interval", "intervals", "attribution")}  # as summary.json's
     return metrics
 
 

@@ -34,7 +34,9 @@ from wsol.data.sample import Batch, boxes_to_original, collate
 from wsol.data.transforms import build_transform
 from wsol.errors import ConfigError, WsolError, option_flag
 from wsol.export.coco import results_to_coco, write_results
-from wsol.jobs.runfolder import CHECKPOINT_DIGEST, config_differences, lock_run_folder, rewritten_since, start_over
+from wsol.jobs.runfolder import (
+    CHECKPOINT_DIGEST, check_checkpoint_dataset, class_names_note, config_differences, lock_run_folder, note, rewritten_since, start_over,
+)
 from wsol.jobs.train import transform_from_spec
 from wsol.localize.boxes import map_boxes_batch
 from wsol.localize.fastboxes import kernels_cached
@@ -83,6 +85,9 @@ def checkpoint_dataset(checkpoint: Path, model: Classifier, name: str, root: Pat
     require_images(data, name, split)
     if data.num_classes != model.num_classes:
         raise WsolError(f"checkpoint {checkpoint} has {model.num_classes} classes but dataset {name} has {data.num_classes}; use a checkpoint trained on it")
+    names = list(getattr(data, "class_names", []))
+    check_checkpoint_dataset(checkpoint, name, names)  # a shapes model on svhn (10 classes each): maps of classes it never saw
+    note(class_names_note(checkpoint, name, names))
     return data
 
 
@@ -422,11 +427,12 @@ def _localize_into(
         "attribution": settings.attribution,
         "threshold": threshold,
         "sweep": settings.sweep,
-        "checkpoint": str(checkpoint),
+        "checkpoint": str(Path(checkpoint).resolve()),  # as the attack runs record it: a relative path meant nothing from elsewhere
         "train_method": ck_meta.get("method"),
         "arch": ck_meta.get("arch"),
         "dataset": dataset,
         "split": split,
+        "root": key["root"],
         "dataset_options": key["dataset_options"],
         "num_images": len(data),  # type: ignore[arg-type]
         "category_offset": CATEGORY_OFFSET,

@@ -95,6 +95,8 @@ def train(
             print(f"note: {out} holds no earlier run to resume; starting fresh", file=sys.stderr)
         if run.resumed and run.start_epoch >= config.epochs and dist_utils.is_main_process():
             print(f"note: {out} has done its {config.epochs} epoch{'s' if config.epochs != 1 else ''} already; nothing to train (--epochs N extends it)", file=sys.stderr)
+        elif run.resumed and dist_utils.is_main_process():
+            print(f"note: resuming {out} after epoch {run.start_epoch} of {config.epochs}", file=sys.stderr)
         record = start_run_folder(run)
         for epoch in range(run.start_epoch, config.epochs):
             record = train_one_epoch(run, epoch)
@@ -291,7 +293,12 @@ def start_run_folder(run: Run) -> Dict[str, Any]:
 
 
 def _collate_xy(samples: Sequence[Any]) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Stack only what training needs (images, labels) from a list of Samples."""
+    """Stack only what training needs (images, labels) from a list of Samples; images of several sizes (transform
+    'none' on CUB, GTSRB, ...) are a DataError naming the fix, not torch.stack's traceback."""
+    sizes = sorted({"×".join(map(str, s.image.shape[-2:])) for s in samples})
+    if len(sizes) > 1:
+        raise DataError(f"the images of a batch differ in size ({', '.join(sizes[:3])} pixels): transform 'none' keeps each at its "
+                        "size on disk; give a transform that resizes, e.g. --set transform=cub --set image_size=224")
     return torch.stack([s.image for s in samples]), torch.tensor([int(s.label) for s in samples], dtype=torch.long)
 
 
