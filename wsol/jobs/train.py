@@ -295,11 +295,15 @@ def start_run_folder(run: Run) -> Dict[str, Any]:
 def _collate_xy(samples: Sequence[Any]) -> Tuple[torch.Tensor, torch.Tensor]:
     """Stack only what training needs (images, labels) from a list of Samples; images of several sizes (transform
     'none' on CUB, GTSRB, ...) are a DataError naming the fix, not torch.stack's traceback."""
-    sizes = sorted({"×".join(map(str, s.image.shape[-2:])) for s in samples})
-    if len(sizes) > 1:
+    try:
+        images = torch.stack([s.image for s in samples])
+    except RuntimeError:  # the sizes are looked at only then: this runs for every training batch
+        sizes = sorted({"×".join(map(str, s.image.shape[-2:])) for s in samples})
+        if len(sizes) < 2:
+            raise
         raise DataError(f"the images of a batch differ in size ({', '.join(sizes[:3])} pixels): transform 'none' keeps each at its "
-                        "size on disk; give a transform that resizes, e.g. --set transform=cub --set image_size=224")
-    return torch.stack([s.image for s in samples]), torch.tensor([int(s.label) for s in samples], dtype=torch.long)
+                        "size on disk; give a transform that resizes, e.g. --set transform=cub --set image_size=224") from None
+    return images, torch.tensor([int(s.label) for s in samples], dtype=torch.long)
 
 
 def _resolve_root(config: TrainConfig) -> Path:
