@@ -29,6 +29,7 @@ from wsol.attacks.autoattack import (
 )
 from wsol.attacks.pgd_eval import LOSSES as PGD_LOSSES
 from wsol.attacks.pgd_eval import epsilon_sweep, pgd_evaluate
+from wsol.data.registry import dataset_label
 from wsol.errors import ConfigError, WsolError, option_flag
 from wsol.export.tables import markdown_table, matrix_rows, write_csv
 from wsol.jobs.runfolder import (
@@ -244,12 +245,6 @@ class RobustnessSettings:
         if not self.pgd_steps and (self.pgd_loss != "ce" or self.pgd_restarts != 1):
             raise ConfigError("--pgd-loss and --pgd-restarts set up the PGD run, which --pgd K asks for (e.g. --pgd 40): add --pgd or drop them")
         return self
-
-    @property
-    def dataset_label(self) -> str:
-        """The dataset as reports name it: with its loader options (``cifar10c (corruption=fog, severity=5)``)."""
-        options = ", ".join(f"{k}={v}" for k, v in sorted(self.dataset_options.items()))
-        return f"{self.dataset} ({options})" if options else self.dataset
 
     @property
     def overrides(self) -> Dict[str, int]:
@@ -689,7 +684,7 @@ def write_run_report(out: Path, s: RobustnessSettings, result: Dict[str, Any]) -
         source = f"Checkpoint {', '.join(s.weights)}. "
     else:
         source = f"Model {s.model}" + (f" from {', '.join(s.weights)}" if s.weights else "") + ". "
-    lines = [f"# Robustness of {model} on {s.dataset_label}", "",
+    lines = [f"# Robustness of {model} on {dataset_label(s.dataset, s.dataset_options)}", "",
              f"{source}{_sample_count_text(result['n'])} drawn with seed {s.seed}; ε in pixel units of [0, 1] images; accuracies are fractions.", ""]
     for precision in s.precisions:
         lines += _notes(result, {"": _clean_accuracy(result, s, precision)})
@@ -981,7 +976,7 @@ def _study_report(out: Path, s: RobustnessSettings, results: Dict[str, Dict[str,
     figures.append(plot_drop_heatmap(torch.stack([total_drop(a) for a in acc.values()]), list(acc), out / "figures" / "total_drops.png",
                                      names, title=f"total accuracy change per class, {span} ({s.sweep_attack}, {s.norm})",
                                      row_axis="model"))
-    lines = [f"# Per-class robustness study on {s.dataset_label}", "",
+    lines = [f"# Per-class robustness study on {dataset_label(s.dataset, s.dataset_options)}", "",
              f"{_sample_count_text(first['n'])} drawn with seed {s.seed}; ladder {', '.join(s.ladder)} at ε = {eps_text(s.eps)} ({s.norm});",
              f"sweep with {s.sweep_attack} ({s.norm}) over {sweep_grid_text(s.sweep, s.norm)}. Accuracies are fractions; deltas negative = lost.", "",
              _counts_line(first, names), "",

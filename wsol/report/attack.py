@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
+from wsol.data.registry import dataset_label
 from wsol.utils.numbers import parse_number
 from wsol.errors import ConfigError, DataError
 from wsol.export.tables import markdown_table, write_csv
@@ -163,8 +164,7 @@ def paired_rows(runs: Sequence[AttackRun]) -> Tuple[List[Dict[str, Any]], List[s
     base = {m: _percent_by_sample(first, m) for m in ("topk_intersection", "kendall")}
 
     def where(run: AttackRun) -> str:
-        options = ", ".join(f"{k}={v}" for k, v in sorted((run.config.get("dataset_options") or {}).items()))
-        return f"{run.config.get('dataset')}{f' ({options})' if options else ''} {run.config.get('split', 'test')}"
+        return f"{dataset_label(run.config.get('dataset'), run.config.get('dataset_options'))} {run.config.get('split', 'test')}"
 
     for run, name in zip(runs[1:], names[1:]):
         if where(run) != where(first):
