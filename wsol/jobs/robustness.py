@@ -56,7 +56,8 @@ LADDER_BUDGETS, SWEEP_BUDGETS = "ladder_budgets", "sweep_budgets"
 """The keys of ``run.json`` that hold each attack's budget (iterations, restarts, queries) in the ladder and the sweep."""
 REPORT_FILE, FIGURES_FOLDER = "report.md", "figures"
 RUN_REPORT = (REPORT_FILE, "*.csv", FIGURES_FOLDER)
-"""What :func:`write_run_report` writes into a run folder: the report, its CSV tables and its figures."""
+"""What :func:`write_run_report` writes into a run folder, and a study into its top folder: the report, its CSV tables and its
+figures."""
 DEFAULT_N = 500  # test samples when --n is not given
 MINUTES_NOTE = "minutes: the attack's time summed over the chunks (over every process under torchrun): device minutes, not wall-clock."
 SWEEP_NOTE = ("average delta: the mean of the classes' deltas, each class drawn counting once (the seed study's 'Average Delta "
@@ -900,7 +901,7 @@ def run_study(study: Path, template: RobustnessSettings, root: Path, out: Path, 
                     "robust_at_max_eps": result["sweep-fp32"]["robust"][-1]}
             results[m.label] = _jsonable(keep)
             write_json(done, results[m.label])
-        report = out / "report.md"
+        report = out / REPORT_FILE
         if dist.is_main_process():
             _study_report(out, template, results)
         dist.barrier()
@@ -969,11 +970,11 @@ def _study_report(out: Path, s: RobustnessSettings, results: Dict[str, Dict[str,
     shown_per_model, per_model_note = marked_ties(per_model, torch.stack([tied_with_worst(a[-1]) for a in acc.values()]), "worst class at max ε")
     figures = []
     for label, a in acc.items():
-        figures.append(plot_class_accuracy_vs_eps(a, s.sweep, out / "figures" / f"{label}_sweep.png", names,
+        figures.append(plot_class_accuracy_vs_eps(a, s.sweep, out / FIGURES_FOLDER / f"{label}_sweep.png", names,
                                                   title=f"{label}: accuracy per class against ε ({s.sweep_attack}, {s.norm})",
                                                   eps_axis=SWEEP_AXIS[s.norm]))
     span = f"ε {sweep_eps_text(s.sweep[0], s.norm)} → {sweep_eps_text(s.sweep[-1], s.norm)}"
-    figures.append(plot_drop_heatmap(torch.stack([total_drop(a) for a in acc.values()]), list(acc), out / "figures" / "total_drops.png",
+    figures.append(plot_drop_heatmap(torch.stack([total_drop(a) for a in acc.values()]), list(acc), out / FIGURES_FOLDER / "total_drops.png",
                                      names, title=f"total accuracy change per class, {span} ({s.sweep_attack}, {s.norm})",
                                      row_axis="model"))
     lines = [f"# Per-class robustness study on {dataset_label(s.dataset, s.dataset_options)}", "",
@@ -995,8 +996,8 @@ def _study_report(out: Path, s: RobustnessSettings, results: Dict[str, Dict[str,
     for label, res in results.items():
         lines += [f"## Confusion under attack at ε = {sweep_eps_text(s.sweep[-1], s.norm)}: {label}", "",
                   markdown_table(matrix_rows(res["confusion"], names, names, corner="true \\ adv"))]
-    lines += ["## Figures", ""] + [f"![{f.name}](<figures/{f.name}>)" for f in figures] + [""]
-    write_text(out / "report.md", "\n".join(lines))
+    lines += ["## Figures", ""] + [f"![{f.name}](<{FIGURES_FOLDER}/{f.name}>)" for f in figures] + [""]
+    write_text(out / REPORT_FILE, "\n".join(lines))
 
 
 def demo_robustness(checkpoints: Dict[str, Path], root: Path, out: Path, seed: int = 0, device: Optional[str] = None,
