@@ -1,9 +1,11 @@
-"""The file names of each kind of run folder wsol writes, defined once.
+"""The file names of each kind of run folder wsol writes, and how a run names its dataset, defined once.
 
 Here, below every layer, so that the jobs that write the folders, the jobs that must recognise another command's
 folder, and the reports that read them all use the same names without importing each other.
 """
 from __future__ import annotations
+
+from typing import Any, Mapping, Optional
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "train_state.pt"
@@ -27,7 +29,16 @@ ROBUSTNESS_RUN_FILE = "run.json"
 ROBUSTNESS_CHUNK_FILES = "*.rank*.jsonl"
 """A robustness run's per-chunk results of every kind and rank (``<kind>.rank<r>.jsonl``): what a rerun resumes from."""
 
+
+
+def dataset_label(name: str, options: Optional[Mapping[str, Any]] = None) -> str:
+    """A run's dataset as reports name it, with the loader options it was read with (``cifar10c (corruption=fog,
+    severity=5)``): the same name under other options is other images."""
+    shown = ", ".join(f"{k}={v}" for k, v in sorted((options or {}).items()))
+    return f"{name} ({shown})" if shown else name
+
+
 __all__ = [
     "ATTACK_CONFIG_FILE", "ATTACK_RUN_FILES", "CHECKPOINT_DIGEST", "DEMO_ARGUMENTS_FILE", "MAPS_FILE", "METRICS_FILE", "MODEL_FILE", "ROBUSTNESS_CHUNK_FILES", "ROBUSTNESS_RUN_FILE",
-    "SAMPLES_FILE", "STATE_FILE", "SUMMARY_FILE",
+    "SAMPLES_FILE", "STATE_FILE", "SUMMARY_FILE", "dataset_label",
 ]

@@ -36,13 +36,6 @@ def default_root(name: str) -> Optional[Path]:
     return make() if make is not None else None
 
 
-def dataset_label(name: str, options: Optional[Dict[str, Any]] = None) -> str:
-    """A dataset as reports name it, with the loader options it was read with (``cifar10c (corruption=fog, severity=5)``):
-    the same name under other options is other images."""
-    shown = ", ".join(f"{k}={v}" for k, v in sorted((options or {}).items()))
-    return f"{name} ({shown})" if shown else name
-
-
 def build_dataset(
     name: str,
     root: Union[str, Path],

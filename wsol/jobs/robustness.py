@@ -29,11 +29,10 @@ from wsol.attacks.autoattack import (
 )
 from wsol.attacks.pgd_eval import LOSSES as PGD_LOSSES
 from wsol.attacks.pgd_eval import epsilon_sweep, pgd_evaluate
-from wsol.data.registry import dataset_label
 from wsol.errors import ConfigError, WsolError, option_flag
 from wsol.export.tables import markdown_table, matrix_rows, write_csv
 from wsol.jobs.runfolder import (
-    ROBUSTNESS_CHUNK_FILES, ROBUSTNESS_RUN_FILE, check_checkpoint_dataset, class_names_note, config_differences, differences_text, lock_run_folder, note, parse_eps,
+    ROBUSTNESS_CHUNK_FILES, ROBUSTNESS_RUN_FILE, check_checkpoint_dataset, dataset_label, class_names_note, config_differences, differences_text, lock_run_folder, note, parse_eps,
     refuse_other_run, remove_outputs, rewritten_since, same_radius, select_samples, start_over, write_json, write_text,
 )
 from wsol.metrics.intervals import wilson_text

@@ -23,7 +23,7 @@ from wsol.errors import ConfigError
 from wsol.utils import distributed as dist
 from wsol.runfiles import (  # the run-folder file names; the jobs take them from here too
     ATTACK_CONFIG_FILE, ATTACK_RUN_FILES, CHECKPOINT_DIGEST, DEMO_ARGUMENTS_FILE, MAPS_FILE, METRICS_FILE, MODEL_FILE, ROBUSTNESS_CHUNK_FILES,
-    ROBUSTNESS_RUN_FILE, SAMPLES_FILE, STATE_FILE, SUMMARY_FILE,
+    ROBUSTNESS_RUN_FILE, SAMPLES_FILE, STATE_FILE, SUMMARY_FILE, dataset_label,
 )
 from wsol.utils.io import LOCK_NAME, atomic_write_json, atomic_write_text, read_jsonl, remove_folder, run_folder_lock
 
@@ -334,6 +334,7 @@ __all__ = [
     "check_checkpoint_dataset",
     "class_names_note",
     "config_differences",
+    "dataset_label",
     "differences_text",
     "fewer_images_note",
     "finished_epochs",

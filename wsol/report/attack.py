@@ -18,13 +18,12 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-from wsol.data.registry import dataset_label
 from wsol.utils.numbers import parse_number
 from wsol.errors import ConfigError, DataError
 from wsol.export.tables import markdown_table, write_csv
 from wsol.metrics.intervals import paired_difference
 from wsol.report.figures import pyplot, save_figure
-from wsol.runfiles import ATTACK_RUN_FILES, CHECKPOINT_DIGEST, MAPS_FILE, SAMPLES_FILE, SUMMARY_FILE
+from wsol.runfiles import ATTACK_RUN_FILES, CHECKPOINT_DIGEST, MAPS_FILE, SAMPLES_FILE, SUMMARY_FILE, dataset_label
 from wsol.utils.io import atomic_write_text
 
 TABLE1_COLUMNS = ("run", "dataset", "method", "attribution", "preset", "samples", "n IN/K", "IN (%)", "IN 95% CI", "K (%)", "K 95% CI",
