@@ -1,7 +1,10 @@
 """torch.distributed helpers that are no-ops in a single process (torchrun sets the env vars)."""
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
+import sys
 from typing import Any, List
 
 import torch
@@ -28,12 +31,37 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
+PR_SET_PDEATHSIG = 1
+"""Linux prctl option: the signal this process gets when its parent dies."""
+
+
+def end_with_launcher() -> bool:
+    """Ask Linux to send this worker SIGTERM when its launcher dies, so that a torchrun killed with SIGKILL (which
+    cannot stop its workers) leaves no worker holding a GPU or a half-done shard; every output is written atomically,
+    so the ended worker leaves nothing half-written and a rerun resumes (Linux sends it when the thread that started
+    the worker ends: start workers from a thread that outlives them). Returns whether it was set (Linux only)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    launcher = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
+            return False
+    except (OSError, AttributeError):
+        return False
+    if os.getppid() != launcher:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return True
+
+
 def init_from_env(backend: str | None = None) -> bool:
-    """Initialise the process group when launched by torchrun (WORLD_SIZE > 1); returns whether it did."""
+    """Initialise the process group when launched by torchrun (WORLD_SIZE > 1); returns whether it did. Each worker
+    also ends with its launcher (:func:`end_with_launcher`)."""
     if is_distributed():
         return True
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return False
+    end_with_launcher()
     backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
     dist.init_process_group(backend=backend)
     if backend == "nccl":
