@@ -131,10 +131,12 @@ def test_boxes_leaving_the_frame_are_kept_clipped() -> None:
         assert empty.shape == (0, 4)
 
 
-def test_none_is_identity_and_seeds_repeat() -> None:
+def test_none_resizes_to_the_size_it_is_given_and_seeds_repeat() -> None:
     image, boxes, mask = _rectangle(20, 30, (2, 3, 12, 15))
-    img, out, msk, to_orig = build_transform("none", True, 64)(image, boxes, mask)
-    assert img.shape == (3, 20, 30) and torch.equal(msk, torch.from_numpy(mask)) and to_orig == (1.0, 1.0, 0.0, 0.0)
+    for train in (True, False):
+        img, out, msk, to_orig = build_transform("none", train, 60)(image, boxes, mask)
+        assert img.shape == (3, 60, 60) and msk.shape == (60, 60) and to_orig == (0.5, 1 / 3, 0.0, 0.0)
+        assert out.tolist() == [[4.0, 9.0, 24.0, 45.0]]
     a = [build_transform("cub", True, 16, seed=5)(image, boxes, mask)[0] for _ in range(2)]
     assert torch.equal(a[0], a[1])
     t = build_transform("cub", True, 16, seed=5)

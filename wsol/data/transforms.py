@@ -172,7 +172,9 @@ def _check_size(size: int) -> int:
 
 @TRANSFORMS.register("none")
 def _none(train: bool, size: int, seed: int = 0) -> Transform:
-    return to_tensor
+    """No augmentation. It is built only where a run sets ``image_size`` (without one, images go in at their size on
+    disk and no transform is built), so it resizes to that size, train and eval alike."""
+    return ResizeTransform(_check_size(size))
 
 
 @TRANSFORMS.register("cub")
