@@ -97,6 +97,7 @@ def test_unmasked_flowers_count_in_top1_acc_alone_and_every_count_is_stated(flow
     assert metrics["intervals"]["top1_acc"] == pytest.approx([100 * b for b in wilson_interval(3, 6)])
     assert metrics["intervals"]["top1_loc"] == pytest.approx([100 * b for b in wilson_interval(2, 4)])
     assert metrics["intervals"]["gt_known_loc"] == pytest.approx([100 * b for b in wilson_interval(4, 4)])
+    assert "each score is over (see over)" in metrics["interval"]
     assert "(6 images, 4 with a box, 4 with a mask, threshold" in localized
     assert "| top1_seg | 50.00 | % | 4 of 6 with a mask |" in table and "| top1_acc | 50.00 | % | all 6 |" in table
 

@@ -112,7 +112,7 @@ def evaluate_predictions(pred: Path, dataset: str, root: Path, split: Optional[s
     if has_masks:
         metrics["miou"] = 100.0 * float(np.mean(list(ious.values())))
     if gt:
-        metrics["interval"] = "two-sided 95% Wilson score interval over the images, in percent"
+        metrics["interval"] = "two-sided 95% Wilson score interval over the images each score is over (see over), in percent"
         metrics["intervals"] = {k: [100.0 * b for b in wilson_interval(int(c), n)] for k, (c, n) in counts.items()}
     names = list(getattr(data, "class_names", []))
     if has_boxes:
