@@ -118,6 +118,15 @@ def test_flowers17_trimap_masks_and_boxes(tmp_path):
     assert int(boundary.mask.sum()) == H * W - 32
 
 
+def test_verify_says_a_split_is_partly_masked(tmp_path):
+    from wsol.data.verify import format_report, verify_dataset
+
+    make_flowers17(tmp_path)
+    report = verify_dataset("flowers17", tmp_path, ["train", "val"])
+    rows = {line.split()[0]: line.split() for line in format_report(report).splitlines()[3:5]}
+    assert rows["train"][5] == "some" and rows["val"][5] == "no"  # train read 'no' though two of its four images have a trimap
+
+
 def test_flowers17_inspect_and_balance(tmp_path):
     make_flowers17(tmp_path)
     info = inspect_trimap(tmp_path / "trimaps" / "image_0001.png")
