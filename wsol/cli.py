@@ -351,7 +351,8 @@ def localize_command(
     if is_main_process():
         mm = meta["map_metrics"]
         summary = ", ".join(f"{k} {v:.2f} {metric_unit(k)}" for k, v in mm.items() if isinstance(v, float) and not k.endswith("threshold"))
-        typer.echo(f"wrote {out}{_replacing(existed)} ({meta['num_images']} images, threshold {meta['threshold']:.2f}); {summary}")
+        over = "".join(f", {mm[f'images_with_{kind}']} with a {kind}" for kind in ("box", "mask") if f"images_with_{kind}" in mm)
+        typer.echo(f"wrote {out}{_replacing(existed)} ({meta['num_images']} images{over}, threshold {meta['threshold']:.2f}); {summary}")
 
 
 @app.command("evaluate")
@@ -365,7 +366,7 @@ def evaluate_command(
     """Score predictions: Top-1 Acc, GT-Known / Top-1 Loc, Top-1 Seg, MaxBoxAccV2, PxAP, COCO AP."""
     from wsol.export.tables import markdown_table
     from wsol.data.verify import resolve_root
-    from wsol.jobs.evaluate import evaluate_predictions, metric_unit, metrics_path, save_metrics
+    from wsol.jobs.evaluate import evaluate_predictions, metric_unit, metrics_path, over_text, save_metrics
 
     if _not_rank_0():
         return
@@ -373,10 +374,11 @@ def evaluate_command(
     existed = metrics_path(pred).exists()
     path = save_metrics(pred, metrics)
     intervals = metrics.get("intervals", {})
-    ci = "95% CI (Wilson, over the images)"
-    rows = [{"metric": k, "value": v, "unit": metric_unit(k), ci: "[{:.2f}, {:.2f}]".format(*intervals[k]) if k in intervals else ""}
-            for k, v in metrics.items() if v is not None and k not in ("interval", "intervals", "units")]
-    typer.echo(markdown_table(rows, ["metric", "value", "unit", ci]))
+    ci = "95% CI (Wilson, over those images)"
+    rows = [{"metric": k, "value": v, "unit": metric_unit(k), "over (images)": over_text(k, metrics),
+             ci: "[{:.2f}, {:.2f}]".format(*intervals[k]) if k in intervals else ""}
+            for k, v in metrics.items() if v is not None and k not in ("interval", "intervals", "units", "over")]
+    typer.echo(markdown_table(rows, ["metric", "value", "unit", "over (images)", ci]))
     typer.echo(f"wrote {path}{_replacing(existed)}")
 
 

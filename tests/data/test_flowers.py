@@ -83,6 +83,10 @@ def test_flowers17_splits_labels_pixels(tmp_path):
     assert s.mask is None and s.boxes.shape == (0, 4)
     assert build_dataset("flowers17", tmp_path, "val").labels == [0]
     assert ds.has_boxes is True  # image 1's trimap gives it a box, though the split is not all masked
+    assert ds.has_some_masks is True and build_dataset("flowers17", tmp_path, "val").has_some_masks is False
+    partial = collate([ds[0], s])  # a mask and none: the batch keeps the mask and says which row is ground truth
+    assert partial.masked.tolist() == [True, False] and partial.masks.shape == (2, H, W)
+    assert torch.equal(partial.masks[0], ds[0].mask) and not partial.masks[1].any()
     assert build_dataset("flowers17", tmp_path, "val").has_boxes is False  # image 3: no trimap, no box
     assert [r.image_id for r in build_dataset("flowers17", tmp_path, "test", fold=2).records] == [162]
     assert build_dataset("flowers17", tmp_path, "test", fold=3).labels == [2]
@@ -112,6 +116,15 @@ def test_flowers17_trimap_masks_and_boxes(tmp_path):
     assert grey.image_id == 161 and grey.boxes.tolist() == [[0.0, 0.0, 4.0, 3.0]]
     boundary = build_dataset("flowers17", tmp_path, "test", segmented_only=True, trimap_foreground=[1, 2])[0]
     assert int(boundary.mask.sum()) == H * W - 32
+
+
+def test_verify_says_a_split_is_partly_masked(tmp_path):
+    from wsol.data.verify import format_report, verify_dataset
+
+    make_flowers17(tmp_path)
+    report = verify_dataset("flowers17", tmp_path, ["train", "val"])
+    rows = {line.split()[0]: line.split() for line in format_report(report).splitlines()[3:5]}
+    assert rows["train"][5] == "some" and rows["val"][5] == "no"  # train read 'no' though two of its four images have a trimap
 
 
 def test_flowers17_inspect_and_balance(tmp_path):
@@ -207,7 +220,7 @@ def test_flowers102(tmp_path):
     assert abs(x1 - 10) <= 2 and abs(y1 - 8) <= 2 and abs(x2 - 30) <= 2 and abs(y2 - 24) <= 2
     assert build_dataset("flowers102", tmp_path, "val").labels == [1]
     test = build_dataset("flowers102", tmp_path, "test")
-    assert test.labels == [0, 4] and test.has_masks is False
+    assert test.labels == [0, 4] and test.has_masks is False and test.has_some_masks is True
     assert test[1].mask is None and test[1].boxes.shape == (0, 4) and test[0].mask is not None
 
 

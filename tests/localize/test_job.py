@@ -53,14 +53,17 @@ def test_evaluate_prints_table_and_saves_metrics(tiny, capsys) -> None:
     for name in ("top1_acc", "gt_known_loc", "top1_loc", "top1_seg", "maxboxacc_v2", "pxap", "coco_bbox_ap"):
         assert f"| {name} |" in table
     lines = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in table.splitlines()[2:] if line.startswith("|")}
-    assert table.splitlines()[0] == "| metric | value | unit | 95% CI (Wilson, over the images) |"  # the unit of every number is stated
+    assert table.splitlines()[0] == "| metric | value | unit | over (images) | 95% CI (Wilson, over those images) |"  # the unit of every number is stated
     assert lines["images"][1] == "images" and lines["top1_acc"][1] == "%" and lines["best_gt_known_threshold"][1] == "fraction of map max"
-    assert lines["top1_acc"][2].startswith("[") and lines["pxap"][2] == ""
+    assert lines["top1_acc"][3].startswith("[") and lines["pxap"][3] == ""
+    assert lines["top1_acc"][2] == "all 12" and lines["pxap"][2] == "12 of 12 with a mask" and lines["best_gt_known_threshold"][2] == ""
+    assert "(12 images, 12 with a box, 12 with a mask, threshold " in localized
     assert table.rstrip().endswith(f"wrote {out.with_suffix('.metrics.json')}")  # 'wrote', as every command says, not 'saved'
     assert run(["evaluate", "--pred", str(out), "--dataset", "shapes", "--root", str(tiny["root"])]) == 0
     assert capsys.readouterr().out.rstrip().endswith("metrics.json (replacing the earlier file)")
     metrics = json.loads(out.with_suffix(".metrics.json").read_text())
     assert 0.0 <= metrics["top1_loc"] <= metrics["gt_known_loc"] <= 100.0
+    assert metrics["images_with_box"] == metrics["images_with_mask"] == 12 and set(metrics["over"].values()) == {12}  # every image is annotated
     assert metrics["top1_seg"] <= metrics["top1_acc"]
     from wsol.metrics.intervals import wilson_interval
 
@@ -68,7 +71,7 @@ def test_evaluate_prints_table_and_saves_metrics(tiny, capsys) -> None:
         hits = round(metrics[name] * metrics["images"] / 100)
         assert metrics["intervals"][name] == pytest.approx([100 * b for b in wilson_interval(hits, metrics["images"])])
         assert metrics["intervals"][name][0] <= metrics[name] <= metrics["intervals"][name][1]
-        assert "| {} | {:.2f} | % | [{:.2f}, {:.2f}] |".format(name, metrics[name], *metrics["intervals"][name]) in table
+        assert "| {} | {:.2f} | % | {} | [{:.2f}, {:.2f}] |".format(name, metrics[name], lines[name][2], *metrics["intervals"][name]) in table
 
 
 def test_sweep_threshold_is_the_best_gt_known(tiny) -> None:

@@ -238,10 +238,11 @@ class RecordDataset(Dataset):
 class AnnotatedDataset(RecordDataset):
     """A RecordDataset with the attributes every wsol dataset exposes.
 
-    ``has_masks`` (default: every record names a mask file), ``native_size`` (model input
-    size), ``mean``/``std`` (normalization stats), ``skipped`` (``"<name>: <problem>"`` for each
-    image left out by ``skip_corrupt``), ``root`` and ``split``. Masks are the union of a
-    record's mask files (:meth:`mask_files`), shape-checked against the image.
+    ``has_masks`` (default: every record names a mask file; ``has_boxes`` and ``has_some_masks``: some
+    image has one), ``native_size`` (model input size), ``mean``/``std`` (normalization stats),
+    ``skipped`` (``"<name>: <problem>"`` for each image left out by ``skip_corrupt``), ``root`` and
+    ``split``. Masks are the union of a record's mask files (:meth:`mask_files`), shape-checked
+    against the image.
     """
 
     def __init__(
@@ -277,6 +278,12 @@ class AnnotatedDataset(RecordDataset):
     def has_boxes(self) -> bool:
         """Whether some image has a ground-truth box: its own, or its mask's (see ``__getitem__``); read from the records, no image is loaded."""
         return any(len(r.boxes) or self.mask_files(r) for r in self.records)
+
+    @property
+    def has_some_masks(self) -> bool:
+        """Whether some image has a ground-truth mask (every one does when ``has_masks``; Flowers' trimaps and
+        segmentations cover part of a split); read from the records, no image is loaded."""
+        return self.has_masks or any(self.mask_files(r) for r in self.records)
 
     def load_mask(self, record: Record, shape: Tuple[int, int]) -> Optional[np.ndarray]:
         """The H×W bool mask of ``record`` (None when the dataset has no masks); all-False if it has none."""

@@ -39,6 +39,7 @@ class ArrayDataset(Dataset):
     """
 
     has_masks = False
+    has_some_masks = False
     has_boxes = False  # class labels only: box metrics (and ``localize --sweep``) cannot run on these
 
     def __init__(

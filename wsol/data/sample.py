@@ -2,9 +2,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Sized, Tuple
 
 import torch
+
+
+def has_box(boxes: Sized) -> bool:
+    """Whether an image enters the box metrics (GT-Known / Top-1 Loc, MaxBoxAccV2, COCO box AP): it has a ground-truth
+    box, its own or its mask's. The one rule for partially annotated sets (Flowers: a mask, hence a box, for some images
+    only), whose other images count in Top-1 Acc alone rather than as misses."""
+    return len(boxes) > 0
+
+
+def has_mask(mask: Optional[Any]) -> bool:
+    """Whether an image enters the mask metrics (Top-1 Seg, mIoU, PxAP, COCO mask AP): it has a ground-truth mask
+    (an empty one too: a set whose loader gives every image a mask scores every image)."""
+    return mask is not None
 
 
 @dataclass
@@ -31,7 +44,11 @@ class Sample:
 
 @dataclass
 class Batch:
-    """A collated list of samples; boxes stay a list because counts differ per image."""
+    """A collated list of samples; boxes stay a list because counts differ per image.
+
+    ``masks`` is N×H×W when some sample has a mask (all-False rows for those without one), else None; ``masked``
+    (N bools) says which rows are ground truth (:func:`has_mask`).
+    """
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -41,6 +58,7 @@ class Batch:
     names: List[str]
     orig_sizes: List[Tuple[int, int]]
     to_orig: torch.Tensor
+    masked: Optional[torch.Tensor] = None
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
         """Move the tensors a model needs to ``device``."""
@@ -53,14 +71,18 @@ class Batch:
             names=self.names,
             orig_sizes=self.orig_sizes,
             to_orig=self.to_orig,
+            masked=self.masked,
         )
 
 
 def collate(samples: Sequence[Sample]) -> Batch:
-    """Stack samples into a Batch; masks are stacked only when every sample has one."""
+    """Stack samples into a Batch; masks are stacked when some sample has one, an all-False mask standing in for
+    each sample without one (``Batch.masked`` tells them apart)."""
+    masked = torch.tensor([has_mask(s.mask) for s in samples], dtype=torch.bool)
     masks = None
-    if samples and all(s.mask is not None for s in samples):
-        masks = torch.stack([s.mask for s in samples])  # type: ignore[misc]
+    if bool(masked.any()):
+        ref = next(s.mask for s in samples if s.mask is not None)
+        masks = torch.stack([s.mask if s.mask is not None else torch.zeros_like(ref) for s in samples])
     return Batch(
         images=torch.stack([s.image for s in samples]),
         labels=torch.tensor([s.label for s in samples], dtype=torch.long),
@@ -70,6 +92,7 @@ def collate(samples: Sequence[Sample]) -> Batch:
         names=[s.name for s in samples],
         orig_sizes=[s.orig_size for s in samples],
         to_orig=torch.tensor([s.to_orig for s in samples], dtype=torch.float64),
+        masked=masked,
     )
 
 

@@ -24,6 +24,7 @@ def _split_report(dataset: Any, check_files: bool) -> Dict[str, Any]:
         "count": len(dataset),
         "num_classes": int(dataset.num_classes),
         "has_masks": bool(getattr(dataset, "has_masks", False)),
+        "has_some_masks": bool(getattr(dataset, "has_some_masks", getattr(dataset, "has_masks", False))),
         "per_class": {names[k] if 0 <= k < len(names) else str(k): int(counts.get(k, 0)) for k in range(len(names))},
         "missing": [],
         "corrupt": [],
@@ -87,7 +88,7 @@ def verify_dataset(
 ) -> Dict[str, Any]:
     """Build every split of dataset ``name`` at ``root`` and report counts and unusable files.
 
-    Returns ``{"name", "root", "splits": {split: {count, num_classes, has_masks, per_class, missing,
+    Returns ``{"name", "root", "splits": {split: {count, num_classes, has_masks, has_some_masks, per_class, missing,
     corrupt, skipped}}, "problems"}`` where ``problems`` counts missing and corrupt files and empty
     splits. Without ``skip_corrupt`` every unusable file is listed (the loaders are asked to skip
     them so that one missing image does not hide the others); with ``skip_corrupt=True`` images
@@ -125,6 +126,11 @@ def verify_dataset(
     return report
 
 
+def _masks_cell(info: Dict[str, Any]) -> str:
+    """The masks column: yes (every image has one), some (Flowers: the masks and scores cover those images), no."""
+    return "yes" if info["has_masks"] else "some" if info.get("has_some_masks") else "no"
+
+
 def format_report(report: Dict[str, Any], max_listed: int = 20) -> str:
     """A plain-text table of a ``verify_dataset`` report, with the first problem files listed."""
     header = f"{'split':<8}{'images':>9}{'classes':>9}{'min/class':>11}{'max/class':>11}{'masks':>7}{'missing':>9}{'corrupt':>9}{'skipped':>9}"
@@ -133,7 +139,7 @@ def format_report(report: Dict[str, Any], max_listed: int = 20) -> str:
         per = list(info["per_class"].values()) or [0]
         lines.append(
             f"{split:<8}{info['count']:>9}{info['num_classes']:>9}{min(per):>11}{max(per):>11}"
-            f"{'yes' if info['has_masks'] else 'no':>7}{len(info['missing']):>9}{len(info['corrupt']):>9}{len(info['skipped']):>9}"
+            f"{_masks_cell(info):>7}{len(info['missing']):>9}{len(info['corrupt']):>9}{len(info['skipped']):>9}"
         )
     for split, info in report["splits"].items():
         problems = ["empty: no images in this split"] if info["count"] == 0 else []

@@ -30,7 +30,7 @@ from wsol.attribution import ATTRIBUTIONS, attribute, method_options
 from wsol.config import LocalizeConfig
 from wsol.data import build_dataset
 from wsol.data.base import require_images
-from wsol.data.sample import Batch, boxes_to_original, collate
+from wsol.data.sample import Batch, boxes_to_original, collate, has_box
 from wsol.data.transforms import build_transform
 from wsol.errors import ConfigError, WsolError, option_flag
 from wsol.export.coco import results_to_coco, write_results
@@ -192,7 +192,9 @@ class MapMetrics:
     """Streaming map-level metrics at the model's input resolution (as wsolevaluation evaluates).
 
     MaxBoxAccV2 (all regions, δ = 30/50/70), the largest-region GT-Known / Top-1 Loc curves over
-    the threshold sweep, and — when the dataset has masks — Top-1 Seg / mIoU curves and PxAP.
+    the threshold sweep, and — when the dataset has masks — Top-1 Seg / mIoU curves and PxAP. The box
+    numbers are over the images with a GT box, the mask numbers over those with a GT mask (on Flowers, the
+    images with a trimap or segmentation).
     """
 
     def __init__(self, thresholds: np.ndarray, with_masks: bool) -> None:
@@ -205,14 +207,19 @@ class MapMetrics:
         self.pxap = PxAPEvaluator(thresholds) if with_masks else None
 
     def accumulate(self, batch: Batch, maps: torch.Tensor, pred: torch.Tensor) -> None:
+        """Add a batch: the box evaluators see its images with a GT box, the mask ones its images with a GT mask
+        (:func:`wsol.data.sample.has_box`, :func:`~wsol.data.sample.has_mask`); the others are in no denominator."""
         correct = (pred == batch.labels.cpu()).numpy()
-        gt = [b.cpu().numpy() for b in batch.boxes]
-        if any(len(g) for g in gt):
-            self.v2.accumulate(maps, gt, correct)
-            self.largest.accumulate(maps, gt, correct)
+        boxed = np.array([has_box(b) for b in batch.boxes], dtype=bool)
+        if boxed.any():
+            gt = [b.cpu().numpy() for b, keep in zip(batch.boxes, boxed) if keep]
+            self.v2.accumulate(_rows(maps, boxed), gt, correct[boxed])
+            self.largest.accumulate(_rows(maps, boxed), gt, correct[boxed])
         if self.seg is not None and self.pxap is not None and batch.masks is not None:
-            self.seg.accumulate(maps, batch.masks.cpu().numpy(), correct)
-            self.pxap.accumulate(maps, batch.masks.cpu().numpy())
+            masked = np.ones(len(correct), bool) if batch.masked is None else batch.masked.cpu().numpy()
+            masks = batch.masks.cpu().numpy()[masked]
+            self.seg.accumulate(_rows(maps, masked), masks, correct[masked])
+            self.pxap.accumulate(_rows(maps, masked), masks)
 
     def states(self) -> Dict[str, Any]:
         """Every evaluator's counters (JSON-friendly), for :meth:`merge`."""
@@ -224,9 +231,11 @@ class MapMetrics:
             getattr(self, name).merge(state)
 
     def summary(self) -> Dict[str, Any]:
-        """Flat numbers for the meta file and the report (percent)."""
+        """Flat numbers for the meta file and the report: percent, and the counts of images the box and the mask numbers
+        are over (``images_with_box``, ``images_with_mask``)."""
         out: Dict[str, Any] = {}
         if self.v2.count:
+            out["images_with_box"] = self.v2.count
             v2 = self.v2.compute().to_dict()
             out["maxboxacc_v2"] = v2["max_box_acc"]
             for delta in (30, 50, 70):
@@ -237,6 +246,7 @@ class MapMetrics:
             out["best_top1_loc"] = largest.get("top1_loc")
             out["best_top1_loc_threshold"] = largest.get("top1_loc_threshold@50")
         if self.seg is not None and self.seg.count and self.pxap is not None:
+            out["images_with_mask"] = self.seg.count
             seg = self.seg.compute().to_dict()
             out["best_top1_seg"] = seg.get("top1_seg")
             out["best_top1_seg_threshold"] = seg.get("top1_seg_threshold")
@@ -256,6 +266,11 @@ class MapMetrics:
             out["top1_seg"] = at.get("top1_seg")
             out["miou"] = at["miou"]
         return out
+
+
+def _rows(maps: torch.Tensor, keep: np.ndarray) -> torch.Tensor:
+    """The maps of the images ``keep`` marks (all of them as they are, the fully annotated case)."""
+    return maps if keep.all() else maps[torch.from_numpy(keep)]
 
 
 _NO_BOXES = "--sweep needs ground-truth boxes, and split {split!r} of dataset {dataset} has none; give --threshold instead"
@@ -401,7 +416,7 @@ def _localize_into(
     partial = partial_folder(out)
     n_batches = math.ceil(len(data) / settings.batch_size)  # type: ignore[arg-type]
     remaining = sorted(set(range(n_batches)) - set(done))
-    with_masks = bool(getattr(data, "has_masks", False))
+    with_masks = bool(getattr(data, "has_some_masks", getattr(data, "has_masks", False)))
     desc = f"localize {settings.attribution}" + (f" ({len(done)} of {n_batches} batches done before)" if done else "")
     batches = localize_batches(model, data, remaining[dist.rank()::dist.world_size()], settings, dev, with_masks, show_progress, desc)
     for k, predictions, batch_metrics in batches:
