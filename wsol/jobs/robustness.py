@@ -661,6 +661,15 @@ def _class_counts(labels: Any, num_classes: int) -> List[int]:
     return torch.bincount(torch.as_tensor(labels).long(), minlength=num_classes).tolist()
 
 
+def _independent_work(sweep: Sequence[float], attacked: Sequence[int]) -> str:
+    """The sweep's attacked points against what one independent run per ε > 0 would attack (every clean-correct point
+    at each), the work the incremental sweep saves."""
+    nonzero = [k for e, k in zip(sweep, attacked) if e > 0]
+    if not nonzero:
+        return "no ε > 0 was attacked"
+    return f"{sum(nonzero)} in all, where an independent run per ε > 0 would attack {nonzero[0] * len(nonzero)}"
+
+
 def _budget_line(ladder: Any, s: RobustnessSettings, num_classes: int, what: str = "Budget per attack") -> str:
     """``Budget per attack: apgd-ce 100 iterations, 1 restart; …`` as the attacks of ``ladder`` ran (AutoAttack's
     settings for that ladder, changed by --n-iter/--n-restarts/--n-queries); ``what`` opens the line."""
@@ -721,7 +730,8 @@ def write_run_report(out: Path, s: RobustnessSettings, result: Dict[str, Any]) -
                       markdown_table(shown_eps_rows(sw["rows"], s.norm), floatfmt=".3f"), SWEEP_NOTE, "",
                       markdown_table(summary, floatfmt=".3f"), *tie_note,
                       _counts_line(result, names), "",
-                      f"Points attacked per ε (the clean-correct ones at the first ε > 0, then those still robust at the ε before): {', '.join(f'{sweep_eps_text(e, s.norm)} {k}' for e, k in zip(s.sweep, sw['attacked']))}. "
+                      f"Points attacked per ε (the clean-correct ones at the first ε > 0, then those still robust at the ε before): {', '.join(f'{sweep_eps_text(e, s.norm)}: {k}' for e, k in zip(s.sweep, sw['attacked']))}; "
+                      f"{_independent_work(s.sweep, sw['attacked'])}. "
                       f"{_budget_line(s.sweep_attack, s, len(names))}", "",
                       f"Confusion at ε = {sweep_eps_text(s.sweep[-1], s.norm)} ({'clean-correct' if s.sweep[0] == 0 else 'all'} samples; "
                       "row: true class, column: prediction under attack):", "",
