@@ -407,6 +407,23 @@ def test_study_writes_both_tables_and_skips_done_models(cifar, tmp_path, tiny) -
     assert done.stat().st_mtime_ns == stamp
 
 
+def test_a_study_result_json_is_standard_json_and_a_rerun_reads_its_undefined_cells_back(cifar, tmp_path, tiny) -> None:
+    """4 samples of 10 classes: most classes have no accuracy. result.json says null (not the token NaN, which strict
+    JSON parsers refuse), and a rerun that reads the finished model back shows them as "–", as the run that made it."""
+    def reject(token: str):
+        raise ValueError(f"{token} is not JSON")
+
+    study = tmp_path / "models.yaml"
+    study.write_text("models:\n  - name: a\n    model: tiny\n")
+    template = settings(model="", ladder=["apgd-ce"], n=4, sweep=[0, 2])
+    table = [line for line in job.run_study(study, template, cifar, tmp_path / "study", "cpu").read_text().splitlines() if line.startswith("| a |")]
+    done = json.loads((tmp_path / "study" / "models" / "a" / "result.json").read_text(), parse_constant=reject)
+    assert None in done["acc"][0] and any("| – |" in line for line in table)
+    study.write_text("models:\n  - name: a\n    model: tiny\n  - name: b\n    model: tiny2\n")
+    again = job.run_study(study, template, cifar, tmp_path / "study", "cpu").read_text().splitlines()
+    assert [line for line in again if line.startswith("| a |")] == table
+
+
 def test_an_l2_study_labels_its_radii(cifar, tmp_path, tiny) -> None:
     study = tmp_path / "models.yaml"
     study.write_text("models:\n  - name: a\n    model: tiny\n")

@@ -42,7 +42,7 @@ from wsol.metrics.robustness import (
 )
 from wsol.utils import distributed as dist
 from wsol.utils.device import select_device
-from wsol.utils.io import append_jsonl, file_sha256, read_jsonl, read_yaml
+from wsol.utils.io import append_jsonl, file_sha256, json_text, read_jsonl, read_yaml
 from wsol.utils.numbers import comma_list, parse_number
 from wsol.utils.progress import progress, step_reporter
 
@@ -888,7 +888,7 @@ def run_study(study: Path, template: RobustnessSettings, root: Path, out: Path, 
                 print(f"study: model {i + 1} of {len(models)}, {m.label}" + (" (done before, skipped)" if m.label in finished else ""),
                       file=sys.stderr, flush=True)
             if m.label in finished:
-                results[m.label] = _named_eps_column(json.loads(done.read_text()), template.norm)
+                results[m.label] = _study_result(json.loads(done.read_text()), template.norm)
                 continue
             model = loaded.pop(m.label)
             result = evaluate_robustness(runs[m.label], root, folder, device, show_progress, locked=True, label=m.label,
@@ -898,13 +898,28 @@ def run_study(study: Path, template: RobustnessSettings, root: Path, out: Path, 
                     "acc": result["sweep-fp32"]["acc"], "summary": result["sweep-fp32"]["summary"],
                     "sweep": result["sweep-fp32"]["rows"], "confusion": result["sweep-fp32"]["confusion"],
                     "robust_at_max_eps": result["sweep-fp32"]["robust"][-1]}
-            results[m.label] = _jsonable(keep)
-            write_json(done, results[m.label])
+            write_json(done, _jsonable(keep))
+            results[m.label] = _study_result(json.loads(json_text(_jsonable(keep))), template.norm)  # as a rerun reads it back
         report = out / REPORT_FILE
         if dist.is_main_process():
             _study_report(out, template, results)
         dist.barrier()
     return report
+
+
+def _study_result(result: Dict[str, Any], norm: str) -> Dict[str, Any]:
+    """A model's ``result.json`` as the study report takes it. JSON writes a class without a drawn sample as null
+    (:func:`wsol.utils.io.json_text`) where its accuracy is NaN: the accuracy matrices get NaN back, and the sweep rows
+    are made again from them, so the report shows "–" (undefined) there and "" only where a cell does not apply
+    (the first ε's deltas), whether the model ran now or in an earlier run."""
+    result = _named_eps_column(result, norm)
+    for key in ("acc", "per_class"):  # classes × ε and classes × (clean, robust)
+        result[key] = [[float("nan") if v is None else v for v in row] for row in result[key]]
+    column, rows = SWEEP_COLUMN[norm], result["sweep"]
+    result["sweep"] = sweep_rows(rows[0]["model"], [r[column] for r in rows[:-1]], torch.tensor(result["acc"], dtype=torch.float64),
+                                 torch.tensor([r["overall"] for r in rows[:-1]], dtype=torch.float64),
+                                 class_names=result["class_names"], eps_column=column)
+    return result
 
 
 def _named_eps_column(result: Dict[str, Any], norm: str) -> Dict[str, Any]:
