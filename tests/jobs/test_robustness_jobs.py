@@ -1,6 +1,7 @@
 """Robustness jobs: argument parsing, resume after an interruption, two gloo ranks, the shipped ResNet-18 from the CLI."""
 from __future__ import annotations
 
+import csv
 import json
 import re
 import os
@@ -189,6 +190,17 @@ def test_eps_defaults_to_the_budget_of_its_norm(cifar, tmp_path, tiny, norm, eps
             "--n", "4", "--batch-size", "4", "--n-iter", "1", "--n-restarts", "1", "--device", "cpu", "--out", str(tmp_path / "r")]
     assert run(args) == 0
     assert json.loads((tmp_path / "r" / "run.json").read_text())["eps"] == pytest.approx(eps)
+
+
+@pytest.mark.parametrize("norm, eps, shown", [("linf", "8/255", "8"), ("linf", "0.03", "7.65"), ("l2", "0.0625", "0.0625")])
+def test_the_pgd_table_writes_eps_as_the_sweep_tables_do(cifar, tmp_path, tiny, norm, eps, shown) -> None:
+    """Its ε column (x of x/255) showed 8/255 as 8.0000 in report.md (the table's 4 decimals) and 8.0 in the CSV."""
+    args = ["robustness", "evaluate", "--model", "tiny", "--dataset", "cifar10", "--root", str(cifar), "--norm", norm, "--attacks", "apgd-ce",
+            "--pgd", "1", "--eps", eps, "--n", "4", "--batch-size", "4", "--n-iter", "1", "--n-restarts", "1", "--device", "cpu", "--out", str(tmp_path / "r")]
+    assert run(args) == 0
+    assert re.search(rf"^\| tiny \| PGD-1 \(.*\) \| {re.escape(shown)} \|", (tmp_path / "r" / "report.md").read_text(), flags=re.M)
+    cell = next(csv.DictReader(open(tmp_path / "r" / "pgd_fp32.csv", newline="")))[job.SWEEP_COLUMN[norm]]
+    assert float(cell) == pytest.approx(float(shown)) and (cell == shown or norm == "linf" and shown != "8")  # the CSV: the number itself
 
 
 def test_pgd_loss_takes_any_case_as_norm_does(cifar, tmp_path, tiny) -> None:

@@ -168,6 +168,15 @@ def sweep_eps_text(value: float, norm: str) -> str:
     return eps_text(sweep_radii([value], norm)[0])
 
 
+def eps_column_value(eps: float, norm: str) -> float:
+    """Radius ``eps`` (pixel units) in the unit of the ε column (:data:`SWEEP_COLUMN`), as a sweep grid gives it: x of
+    x/255 in ℓ∞, whole (``8``, not 8.0000) when ``eps`` is a whole number of 1/255 steps; the radius itself in ℓ2."""
+    if norm != "linf":
+        return eps
+    steps = eps * 255
+    return round(steps) if abs(steps - round(steps)) < 1e-6 else steps
+
+
 def sweep_grid_text(grid: Sequence[float], norm: str) -> str:
     """A sweep grid for a report, with its unit: ``ε = x/255, x in 0, 2, 4`` or ``ℓ2 radius ε in 0, 0.25, 0.5``."""
     values = ", ".join(f"{v:g}" for v in grid)
@@ -418,8 +427,8 @@ def pgd_tables(name: str, records: Sequence[Dict[str, Any]], labels: torch.Tenso
     clean = _cat(records, "clean_correct").bool()
     robust = _cat(records, "robust").bool()
     per_class = per_class_accuracy(robust, labels, num_classes)
-    eps = s.eps * 255 if s.norm == "linf" else s.eps  # in the unit its header names, as the sweep tables give ε
-    return {"rows": [{"model": name, "attack": f"PGD-{s.pgd_steps} ({s.norm}, {s.pgd_loss} loss, {s.pgd_restarts} restart(s))", SWEEP_COLUMN[s.norm]: eps,
+    return {"rows": [{"model": name, "attack": f"PGD-{s.pgd_steps} ({s.norm}, {s.pgd_loss} loss, {s.pgd_restarts} restart(s))",
+                      SWEEP_COLUMN[s.norm]: eps_column_value(s.eps, s.norm),
                       "clean accuracy": float(clean.double().mean()), "robust accuracy": float(robust.double().mean()),
                       "n": len(labels), "robust 95% CI": wilson_text(int(robust.sum()), len(labels)),
                       "worst-class accuracy": float(per_class.nan_to_num(float('inf')).min())}]}
@@ -703,7 +712,7 @@ def write_run_report(out: Path, s: RobustnessSettings, result: Dict[str, Any]) -
         if f"pgd-{precision}" in result:
             rows = result[f"pgd-{precision}"]["rows"]
             write_csv(out / f"pgd_{precision}.csv", rows)
-            lines += [f"## PGD ({precision})", "", markdown_table(rows, floatfmt=".4f"), ""]
+            lines += [f"## PGD ({precision})", "", markdown_table(shown_eps_rows(rows, s.norm), floatfmt=".4f"), ""]
         if f"sweep-{precision}" in result:
             sw = result[f"sweep-{precision}"]
             write_csv(out / f"sweep_{precision}.csv", sw["rows"])
