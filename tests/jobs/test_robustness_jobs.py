@@ -203,6 +203,19 @@ def test_the_pgd_table_writes_eps_as_the_sweep_tables_do(cifar, tmp_path, tiny, 
     assert float(cell) == pytest.approx(float(shown)) and (cell == shown or norm == "linf" and shown != "8")  # the CSV: the number itself
 
 
+def test_the_std_over_classes_is_the_population_std_and_the_report_says_so(cifar, tmp_path, tiny) -> None:
+    """sweep_summary's std is numpy's std of the class accuracies in sweep.csv with ddof=0 (classes without a sample left
+    out); report.md said "std" without saying which, and a sample std is 5 % larger at 10 classes."""
+    job.evaluate_robustness(settings(ladder=[], n=14, sweep=[0, 1.5]), cifar, tmp_path / "r", "cpu")  # 9 classes; at 1.5/255 some fall
+    sweep = list(csv.DictReader(open(tmp_path / "r" / "sweep_fp32.csv", newline="")))[:-1]  # without TOTAL
+    summary = list(csv.DictReader(open(tmp_path / "r" / "sweep_summary_fp32.csv", newline="")))
+    names = [f"c{i}" for i in range(10)]
+    accs = [np.array([float(row[c]) for c in names if row[c] != ""]) for row in sweep]
+    assert [float(r["std"]) for r in summary] == pytest.approx([np.std(acc, ddof=0) for acc in accs])
+    assert any(1 < len(acc) < 10 and acc.std(ddof=0) != pytest.approx(acc.std(ddof=1)) for acc in accs)  # the two differ here
+    assert job.SPREAD_NOTE in (tmp_path / "r" / "report.md").read_text() and "population standard deviation" in job.SPREAD_NOTE
+
+
 def test_pgd_loss_takes_any_case_as_norm_does(cifar, tmp_path, tiny) -> None:
     """--norm L2 was taken and --pgd-loss CW refused as an unknown loss."""
     args = ["robustness", "evaluate", "--model", "tiny", "--dataset", "cifar10", "--root", str(cifar), "--attacks", "apgd-ce", "--pgd", "1",

@@ -62,6 +62,9 @@ MINUTES_NOTE = "minutes: the attack's time summed over the chunks (over every pr
 SWEEP_NOTE = ("average delta: the mean of the classes' deltas, each class drawn counting once (the seed study's 'Average Delta "
               "(model)'); overall: the accuracy over all samples, where a class weighs by its sample count; TOTAL: the last ε minus the first.")
 """Which average each sweep table's last two columns are: they differ whenever the classes have unequal sample counts."""
+SPREAD_NOTE = ("mean class accuracy, range, std: over the classes drawn, each counting once, in fractions as the accuracies; std is the "
+               "population standard deviation of the class accuracies (divided by the number of classes: numpy's ddof=0), not the sample one.")
+"""What the summary tables' spread columns are: a population and a sample std differ by a factor sqrt(C/(C-1)), 5 % at 10 classes."""
 TIES_NOTE = ("+k tied: k more classes share the worst accuracy, and the table names the first of them in class order (its n and "
              "interval are that class's).")
 
@@ -728,7 +731,7 @@ def write_run_report(out: Path, s: RobustnessSettings, result: Dict[str, Any]) -
             summary, tie_note = marked_ties(shown_eps_rows(sw["summary"], s.norm), tied_with_worst(sw["acc"]), "worst class")
             lines += [f"## Per-class ε sweep ({precision}, {s.sweep_attack}, {sweep_grid_text(s.sweep, s.norm)})", "",
                       markdown_table(shown_eps_rows(sw["rows"], s.norm), floatfmt=".3f"), SWEEP_NOTE, "",
-                      markdown_table(summary, floatfmt=".3f"), *tie_note,
+                      markdown_table(summary, floatfmt=".3f"), *tie_note, SPREAD_NOTE, "",
                       _counts_line(result, names), "",
                       f"Points attacked per ε (the clean-correct ones at the first ε > 0, then those still robust at the ε before): {', '.join(f'{sweep_eps_text(e, s.norm)} {k}' for e, k in zip(s.sweep, sw['attacked']))}. "
                       f"{_budget_line(s.sweep_attack, s, len(names))}", "",
@@ -1014,7 +1017,7 @@ def _study_report(out: Path, s: RobustnessSettings, results: Dict[str, Dict[str,
              markdown_table(shown_per_model, floatfmt=".3f"), *per_model_note,
              "average: the mean of a class's total drop over the models; average total drop: the mean of a model's classes' total drops "
              "(each class counting once, its TOTAL row's average delta).", "",
-             "## Worst class and spread per ε", "", markdown_table(shown_summary, floatfmt=".3f"), *summary_note,
+             "## Worst class and spread per ε", "", markdown_table(shown_summary, floatfmt=".3f"), *summary_note, SPREAD_NOTE, "",
              *_paired_section(results, sweep_eps_text(s.sweep[-1], s.norm), out)]
     for label, res in results.items():
         lines += [f"## Confusion under attack at ε = {sweep_eps_text(s.sweep[-1], s.norm)}: {label}", "",
@@ -1040,7 +1043,7 @@ def demo_robustness(checkpoints: Dict[str, Path], root: Path, out: Path, seed: i
     shown, tie_note = marked_ties(rows, torch.cat([tied_with_worst(a) for a in accs.values()]), "worst class")
     lines = [f"## Per-class robustness (APGD-CE, 5 iterations, {n} test images, ε = x/255)", "",
              "Accuracies and drops here are fractions of 1, not percent, as in every `wsol robustness` report.", "",
-             markdown_table(shown, floatfmt=".3f"), *tie_note,
+             markdown_table(shown, floatfmt=".3f"), *tie_note, SPREAD_NOTE, "",
              "Total drop per class from ε = 0 to the largest ε, per model and averaged:", "",
              markdown_table(across_models_rows(accs, class_names=names), floatfmt=".3f"),
              "Per-model tables, confusion under attack and figures: " + ", ".join(f"`{out.name}/{k}/report.md`" for k in checkpoints), ""]
