@@ -925,8 +925,9 @@ def _study_result(result: Dict[str, Any], norm: str) -> Dict[str, Any]:
     are made again from them, so the report shows "–" (undefined) there and "" only where a cell does not apply
     (the first ε's deltas), whether the model ran now or in an earlier run."""
     result = _named_eps_column(result, norm)
-    for key in ("acc", "per_class"):  # classes × ε and classes × (clean, robust)
-        result[key] = [[float("nan") if v is None else v for v in row] for row in result[key]]
+    for key in ("acc", "per_class"):  # ε × classes and (clean, robust) × classes
+        if key in result:
+            result[key] = [[float("nan") if v is None else v for v in row] for row in result[key]]
     column, rows = SWEEP_COLUMN[norm], result["sweep"]
     result["sweep"] = sweep_rows(rows[0]["model"], [r[column] for r in rows[:-1]], torch.tensor(result["acc"], dtype=torch.float64),
                                  torch.tensor([r["overall"] for r in rows[:-1]], dtype=torch.float64),
