@@ -35,11 +35,13 @@ CASES: List[List[str]] = [
     ["config", "show", "--set", "method=magic"],
     ["config", "show", "--set", "epochs=abc"],
     ["config", "show", "--set"],
+    ["config", "show", "--set", "art.lam=0.3", "--set", "art.lam=0.4"],  # one key, two values: the last won silently
     ["config", "show", "{missing}"],
     ["config", "show", "a.yaml", "b.yaml"],
     # a flag and --set giving one key two values: the flag won silently
     ["train", "shapes", "--epochs", "2", "--set", "epochs=3", "--out", "{dir}/t"],
     ["train", "shapes", "--method", "art", "--set", "method=pgd", "--out", "{dir}/t"],
+    ["train", "shapes", "--set", "epochs=1", "--set", "epochs=2", "--out", "{dir}/t"],
     # localize --out named as a sidecar of another results file (it replaced preds.json's record)
     ["localize", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/preds.meta.json"],
     ["localize", "--checkpoint", "{ckpt2}", "--dataset", "cub", "--root", "{cub}", "--out", "{dir}/preds.metrics.json"],

@@ -11,7 +11,8 @@ def test_demo_writes_report_with_table_and_figures(tmp_path, capsys) -> None:
     args = ["demo", "--out", str(out), "--epochs", "1", "--n-train", "40", "--n-test", "20"]
     assert run(args) == 0
     report = (out / "report.md").read_text()
-    assert "| method | attribution | top1_acc | gt_known_loc | top1_loc | maxboxacc_v2 | top1_seg | pxap | threshold |" in report
+    assert ("| method | attribution | top1_acc (%) | gt_known_loc (%) | top1_loc (%) | maxboxacc_v2 (%) | top1_seg (%) | pxap (%) "
+            "| threshold (fraction of map max) |") in report
     assert "percent over the 20 test images (the threshold: a fraction of each map's maximum)" in report  # it read 'all in percent'
     assert "Accuracies and drops here are fractions of 1, not percent" in report.split("## Per-class robustness")[1]  # it said nothing
     for method in ("natural", "art"):
@@ -109,3 +110,18 @@ def test_the_demos_paired_line_names_a_metric_no_sample_has() -> None:
     row = {"run": "art", "against": "natural", "n paired": "3 IN / 0 K", "ΔIN (points)": 1.5, "ΔIN 95% CI": "[0.50, 2.50]",
            "ΔK (points)": float("nan"), "ΔK 95% CI": ""}
     assert demo._paired_part("K", row) == "K – (no sample has it)" and demo._paired_part("IN", row) == "IN +1.50 [0.50, 2.50]"
+
+
+def test_every_number_of_the_demo_tables_is_labelled_with_its_unit() -> None:
+    """The localization, interval and attack tables had bare headers (top1_acc, IN, threshold) with the unit in a sentence above."""
+    from wsol.jobs import demo
+
+    metrics = {"top1_acc": 92.4, "gt_known_loc": 80.0, "top1_loc": 75.0, "maxboxacc_v2": 70.0, "top1_seg": 60.0, "pxap": 50.0, "threshold": 0.2}
+    rows = [{"method": "natural", "attribution": "grad", **metrics, "intervals": {"top1_acc": [90.0, 94.0]}}]
+    attack = [{"method": "natural", "attribution": "grad", "attacked": 30, "IN": 40.0, "IN 95% CI": "[35.0, 45.0]", "K": 50.0, "K 95% CI": "[45.0, 55.0]"}]
+    headers = [line for line in demo._report_text(rows, [], {}, 1.0, 2000, 500, attack_rows=attack).splitlines() if line.startswith("| method |")]
+    assert headers == [
+        "| method | attribution | top1_acc (%) | gt_known_loc (%) | top1_loc (%) | maxboxacc_v2 (%) | top1_seg (%) | pxap (%) | threshold (fraction of map max) |",
+        "| method | attribution | top1_acc (%) | gt_known_loc (%) | top1_loc (%) | top1_seg (%) |",
+        "| method | attribution | attacked | IN (%) | IN 95% CI | K (%) | K 95% CI |",
+    ]

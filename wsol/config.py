@@ -445,8 +445,17 @@ def _refuse_contradicting_flags(overrides: Mapping[str, Any], flags: Mapping[str
 
 
 def parse_overrides(texts: Optional[List[str]]) -> Dict[str, Any]:
-    """``key.sub=value`` texts (``--set``) as one dotted-key mapping; later texts win."""
-    return dict(parse_override(t) for t in texts or [])
+    """``key.sub=value`` texts (``--set``) as one dotted-key mapping. A key given twice with two values
+    (``--set epochs=2 --set epochs=3``) is refused rather than one of them silently dropped; the same text twice is fine."""
+    overrides: Dict[str, Any] = {}
+    given: Dict[str, str] = {}
+    for text in texts or []:
+        key, value = parse_override(text)
+        raw = text.partition("=")[2].strip()
+        if key in given and given[key] != raw:
+            raise ConfigError(f"--set {key} is given twice ({key}={given[key]} and {key}={raw}); give each key once")
+        overrides[key], given[key] = value, raw
+    return overrides
 
 
 # ----------------------------------------------------------------------------- localize

@@ -94,6 +94,9 @@ def test_loader_options_parse() -> None:
     }
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         parse_loader_options(["novalue"])
+    assert parse_loader_options(["severity=5", "severity=5"]) == {"severity": 5}
+    with pytest.raises(ConfigError, match=r"loader option severity is given twice \(severity=3 and severity=5\)"):
+        parse_loader_options(["severity=3", "severity=5"])  # the last one won silently
 
 
 def test_unknown_loader_option_exits_2(cub_tree: Path, capsys: pytest.CaptureFixture) -> None:

@@ -124,4 +124,12 @@ def test_markdown_and_csv_tables(tmp_path):
 def test_csv_cells_of_undefined_values_are_empty():
     rows = [{"a": float("nan"), "b": np.float32("nan"), "c": None, "d": float("inf"), "e": 0.1, "f": False, "g": "nan"}]
     assert csv_text(rows) == "a,b,c,d,e,f,g\n,,,inf,0.1,False,nan\n"  # the text "nan" is a value, not a number
-    assert csv_text(rows, ["e", "a"], header=False) == "0.1,\n"
+    assert csv_text([{"e": 0.1, "a": None}], ["e", "a"], header=False) == "0.1,\n"
+
+
+def test_csv_columns_are_the_header_a_key_outside_them_is_refused_not_dropped():
+    """Rows appended to a file whose header is ``columns``: a key a row has beyond them used to vanish from the file
+    unseen (DictWriter's extrasaction="ignore"); it is a caller's bug, so it raises. A key a row lacks is an empty cell."""
+    assert csv_text([{"a": 1}, {"b": 2}], ["a", "b"]) == "a,b\n1,\n,2\n"
+    with pytest.raises(ValueError, match=r"keys \['c'\] outside its columns \['a', 'b'\]"):
+        csv_text([{"a": 1, "b": 2, "c": 3}], ["a", "b"], header=False)

@@ -1,6 +1,7 @@
 """Robustness jobs: argument parsing, resume after an interruption, two gloo ranks, the shipped ResNet-18 from the CLI."""
 from __future__ import annotations
 
+import csv
 import json
 import re
 import os
@@ -193,6 +194,30 @@ def test_eps_defaults_to_the_budget_of_its_norm(cifar, tmp_path, tiny, norm, eps
             "--n", "4", "--batch-size", "4", "--n-iter", "1", "--n-restarts", "1", "--device", "cpu", "--out", str(tmp_path / "r")]
     assert run(args) == 0
     assert json.loads((tmp_path / "r" / "run.json").read_text())["eps"] == pytest.approx(eps)
+
+
+@pytest.mark.parametrize("norm, eps, shown", [("linf", "8/255", "8"), ("linf", "0.03", "7.65"), ("l2", "0.0625", "0.0625")])
+def test_the_pgd_table_writes_eps_as_the_sweep_tables_do(cifar, tmp_path, tiny, norm, eps, shown) -> None:
+    """Its ε column (x of x/255) showed 8/255 as 8.0000 in report.md (the table's 4 decimals) and 8.0 in the CSV."""
+    args = ["robustness", "evaluate", "--model", "tiny", "--dataset", "cifar10", "--root", str(cifar), "--norm", norm, "--attacks", "apgd-ce",
+            "--pgd", "1", "--eps", eps, "--n", "4", "--batch-size", "4", "--n-iter", "1", "--n-restarts", "1", "--device", "cpu", "--out", str(tmp_path / "r")]
+    assert run(args) == 0
+    assert re.search(rf"^\| tiny \| PGD-1 \(.*\) \| {re.escape(shown)} \|", (tmp_path / "r" / "report.md").read_text(), flags=re.M)
+    cell = next(csv.DictReader(open(tmp_path / "r" / "pgd_fp32.csv", newline="")))[job.SWEEP_COLUMN[norm]]
+    assert float(cell) == pytest.approx(float(shown)) and (cell == shown or norm == "linf" and shown != "8")  # the CSV: the number itself
+
+
+def test_the_std_over_classes_is_the_population_std_and_the_report_says_so(cifar, tmp_path, tiny) -> None:
+    """sweep_summary's std is numpy's std of the class accuracies in sweep.csv with ddof=0 (classes without a sample left
+    out); report.md said "std" without saying which, and a sample std is 5 % larger at 10 classes."""
+    job.evaluate_robustness(settings(ladder=[], n=14, sweep=[0, 1.5]), cifar, tmp_path / "r", "cpu")  # 9 classes; at 1.5/255 some fall
+    sweep = list(csv.DictReader(open(tmp_path / "r" / "sweep_fp32.csv", newline="")))[:-1]  # without TOTAL
+    summary = list(csv.DictReader(open(tmp_path / "r" / "sweep_summary_fp32.csv", newline="")))
+    names = [f"c{i}" for i in range(10)]
+    accs = [np.array([float(row[c]) for c in names if row[c] != ""]) for row in sweep]
+    assert [float(r["std"]) for r in summary] == pytest.approx([np.std(acc, ddof=0) for acc in accs])
+    assert any(1 < len(acc) < 10 and acc.std(ddof=0) != pytest.approx(acc.std(ddof=1)) for acc in accs)  # the two differ here
+    assert job.SPREAD_NOTE in (tmp_path / "r" / "report.md").read_text() and "population standard deviation" in job.SPREAD_NOTE
 
 
 def test_pgd_loss_takes_any_case_as_norm_does(cifar, tmp_path, tiny) -> None:
@@ -409,6 +434,23 @@ def test_study_writes_both_tables_and_skips_done_models(cifar, tmp_path, tiny) -
     stamp = done.stat().st_mtime_ns
     job.run_study(study, template, cifar, tmp_path / "study", "cpu")
     assert done.stat().st_mtime_ns == stamp
+
+
+def test_a_study_result_json_is_standard_json_and_a_rerun_reads_its_undefined_cells_back(cifar, tmp_path, tiny) -> None:
+    """4 samples of 10 classes: most classes have no accuracy. result.json says null (not the token NaN, which strict
+    JSON parsers refuse), and a rerun that reads the finished model back shows them as "–", as the run that made it."""
+    def reject(token: str):
+        raise ValueError(f"{token} is not JSON")
+
+    study = tmp_path / "models.yaml"
+    study.write_text("models:\n  - name: a\n    model: tiny\n")
+    template = settings(model="", ladder=["apgd-ce"], n=4, sweep=[0, 2])
+    table = [line for line in job.run_study(study, template, cifar, tmp_path / "study", "cpu").read_text().splitlines() if line.startswith("| a |")]
+    done = json.loads((tmp_path / "study" / "models" / "a" / "result.json").read_text(), parse_constant=reject)
+    assert None in done["acc"][0] and any("| – |" in line for line in table)
+    study.write_text("models:\n  - name: a\n    model: tiny\n  - name: b\n    model: tiny2\n")
+    again = job.run_study(study, template, cifar, tmp_path / "study", "cpu").read_text().splitlines()
+    assert [line for line in again if line.startswith("| a |")] == table
 
 
 def test_an_l2_study_labels_its_radii(cifar, tmp_path, tiny) -> None:

@@ -45,6 +45,24 @@ def test_atomic_json(tmp_path) -> None:
     assert json.loads((tmp_path / "a" / "b.json").read_text()) == {"x": [1, 2]}
 
 
+def _strict(text: str):
+    """JSON as strict parsers (JSON.parse, jq) read it: the tokens NaN and Infinity are not JSON."""
+    def reject(token: str):
+        raise ValueError(f"{token} is not JSON")
+
+    return json.loads(text, parse_constant=reject)
+
+
+def test_an_undefined_number_is_written_as_null_in_every_json_file(tmp_path) -> None:
+    record = {"mean": float("nan"), "ci": [float("-inf"), 1.5], "nested": ({"p": float("inf")},), "n": 0, "ok": 2.0}
+    expected = {"mean": None, "ci": [None, 1.5], "nested": [{"p": None}], "n": 0, "ok": 2.0}
+    atomic_write_json(tmp_path / "summary.json", record)
+    append_jsonl(tmp_path / "rows.jsonl", record)
+    assert _strict((tmp_path / "summary.json").read_text()) == expected
+    assert [_strict(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()] == [expected]
+    assert record["mean"] != record["mean"]  # the caller's object is left as it was
+
+
 def test_atomic_write_respects_umask(tmp_path) -> None:
     old = os.umask(0o027)
     try:

@@ -65,13 +65,18 @@ def csv_cell(value: Any) -> Any:
 
 def csv_text(rows: Sequence[Mapping[str, Any]], columns: Optional[Sequence[str]] = None, header: bool = True) -> str:
     """Rows (dicts) as CSV text, with a header line unless ``header`` is False (rows appended to a file that has one).
-    ``columns`` picks and orders the keys (default: every key, in first-seen order); cells as :func:`csv_cell` makes them."""
+    ``columns`` orders the keys (default: every key, in first-seen order); cells as :func:`csv_cell` makes them. The
+    columns are the file's header: a row with a key outside them raises ValueError (a bug of the caller) rather than
+    lose that value from the file unseen; a key a row lacks is an empty cell."""
     cols = _columns(rows, columns)
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
     if header:
         writer.writeheader()
     for r in rows:
+        extra = [k for k in r if k not in cols]
+        if extra:
+            raise ValueError(f"a CSV row has keys {extra} outside its columns {cols}")
         writer.writerow({c: csv_cell(r.get(c)) for c in cols})
     return buf.getvalue()
 

@@ -21,7 +21,7 @@ from wsol.data.shapes import ensure_shapes
 from wsol.errors import WsolError, option_flag
 from wsol.export.tables import markdown_table
 from wsol.jobs.attack import DEMO_COLUMNS, demo_attack_section
-from wsol.jobs.evaluate import evaluate_predictions, save_metrics
+from wsol.jobs.evaluate import evaluate_predictions, metric_unit, save_metrics
 from wsol.jobs.localize import run_localize
 from wsol.jobs.robustness import demo_robustness
 from wsol.jobs.runfolder import DEMO_ARGUMENTS_FILE, MODEL_FILE, STATE_FILE, config_differences, finished_epochs, write_json, write_text
@@ -198,10 +198,10 @@ def _report_text(
         "split (an oracle choice, as in the ART and CAM papers); MaxBoxAccV2 and PxAP sweep all thresholds.",
         f"All numbers in percent over the {n_test} test images (the threshold: a fraction of each map's maximum), measured in this run.",
         "",
-        markdown_table(rows, list(TABLE_COLUMNS)),
+        markdown_table(rows, list(TABLE_COLUMNS), headers={c: f"{c} ({metric_unit(c)})" for c in TABLE_COLUMNS[2:]}),
         "95% Wilson intervals over the test images (a difference inside them is not one this split can tell):",
         "",
-        markdown_table(_interval_rows(rows), ["method", "attribution", *INTERVAL_COLUMNS]),
+        markdown_table(_interval_rows(rows), ["method", "attribution", *INTERVAL_COLUMNS], headers={c: f"{c} (%)" for c in INTERVAL_COLUMNS}),
         "",
         "## Figures (GT box red, predicted box green, GT mask outlined white)",
         "",
@@ -211,7 +211,7 @@ def _report_text(
         lines += ["", "## Attributional robustness (IFIA-grad top-k: k = 100, ε = 8/255, 10 steps of 1/255)", "",
                   "Top-k intersection (IN) and Kendall τ (K) between the gradient map of each correctly classified",
                   "test sample and of its attacked copy (label kept), in percent, mean with 95% t-interval; higher",
-                  "is more robust. Per-sample rows in `attack/<method>/samples.csv`.", "", markdown_table(list(attack_rows), list(DEMO_COLUMNS)),
+                  "is more robust. Per-sample rows in `attack/<method>/samples.csv`.", "", markdown_table(list(attack_rows), list(DEMO_COLUMNS), headers={"IN": "IN (%)", "K": "K (%)"}),
                   *attack_paired]
     lines += ["", *robustness, "## Time", ""]
     lines += [f"- {name}: " + ("done before, kept" if seconds is None else f"{seconds:.1f} s") for name, seconds in timings.items()]

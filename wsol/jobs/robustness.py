@@ -42,7 +42,7 @@ from wsol.metrics.robustness import (
 )
 from wsol.utils import distributed as dist
 from wsol.utils.device import select_device
-from wsol.utils.io import append_jsonl, file_sha256, read_jsonl, read_yaml
+from wsol.utils.io import append_jsonl, file_sha256, json_text, read_jsonl, read_yaml
 from wsol.utils.numbers import comma_list, parse_number
 from wsol.utils.progress import progress, step_reporter
 
@@ -62,6 +62,9 @@ MINUTES_NOTE = "minutes: the attack's time summed over the chunks (over every pr
 SWEEP_NOTE = ("average delta: the mean of the classes' deltas, each class drawn counting once (the seed study's 'Average Delta "
               "(model)'); overall: the accuracy over all samples, where a class weighs by its sample count; TOTAL: the last ε minus the first.")
 """Which average each sweep table's last two columns are: they differ whenever the classes have unequal sample counts."""
+SPREAD_NOTE = ("mean class accuracy, range, std: over the classes drawn, each counting once, in fractions as the accuracies; std is the "
+               "population standard deviation of the class accuracies (divided by the number of classes: numpy's ddof=0), not the sample one.")
+"""What the summary tables' spread columns are: a population and a sample std differ by a factor sqrt(C/(C-1)), 5 % at 10 classes."""
 TIES_NOTE = ("+k tied: k more classes share the worst accuracy, and the table names the first of them in class order (its n and "
              "interval are that class's).")
 
@@ -166,6 +169,15 @@ def sweep_radii(grid: Sequence[float], norm: str) -> List[float]:
 def sweep_eps_text(value: float, norm: str) -> str:
     """One grid value as ε is written: ``8/255`` (ℓ∞) or the ℓ2 radius ``0.5``."""
     return eps_text(sweep_radii([value], norm)[0])
+
+
+def eps_column_value(eps: float, norm: str) -> float:
+    """Radius ``eps`` (pixel units) in the unit of the ε column (:data:`SWEEP_COLUMN`), as a sweep grid gives it: x of
+    x/255 in ℓ∞, whole (``8``, not 8.0000) when ``eps`` is a whole number of 1/255 steps; the radius itself in ℓ2."""
+    if norm != "linf":
+        return eps
+    steps = eps * 255
+    return round(steps) if abs(steps - round(steps)) < 1e-6 else steps
 
 
 def sweep_grid_text(grid: Sequence[float], norm: str) -> str:
@@ -418,8 +430,8 @@ def pgd_tables(name: str, records: Sequence[Dict[str, Any]], labels: torch.Tenso
     clean = _cat(records, "clean_correct").bool()
     robust = _cat(records, "robust").bool()
     per_class = per_class_accuracy(robust, labels, num_classes)
-    eps = s.eps * 255 if s.norm == "linf" else s.eps  # in the unit its header names, as the sweep tables give ε
-    return {"rows": [{"model": name, "attack": f"PGD-{s.pgd_steps} ({s.norm}, {s.pgd_loss} loss, {s.pgd_restarts} restart(s))", SWEEP_COLUMN[s.norm]: eps,
+    return {"rows": [{"model": name, "attack": f"PGD-{s.pgd_steps} ({s.norm}, {s.pgd_loss} loss, {s.pgd_restarts} restart(s))",
+                      SWEEP_COLUMN[s.norm]: eps_column_value(s.eps, s.norm),
                       "clean accuracy": float(clean.double().mean()), "robust accuracy": float(robust.double().mean()),
                       "n": len(labels), "robust 95% CI": wilson_text(int(robust.sum()), len(labels)),
                       "worst-class accuracy": float(per_class.nan_to_num(float('inf')).min())}]}
@@ -712,7 +724,7 @@ def write_run_report(out: Path, s: RobustnessSettings, result: Dict[str, Any]) -
         if f"pgd-{precision}" in result:
             rows = result[f"pgd-{precision}"]["rows"]
             write_csv(out / f"pgd_{precision}.csv", rows)
-            lines += [f"## PGD ({precision})", "", markdown_table(rows, floatfmt=".4f"), ""]
+            lines += [f"## PGD ({precision})", "", markdown_table(shown_eps_rows(rows, s.norm), floatfmt=".4f"), ""]
         if f"sweep-{precision}" in result:
             sw = result[f"sweep-{precision}"]
             write_csv(out / f"sweep_{precision}.csv", sw["rows"])
@@ -728,7 +740,7 @@ def write_run_report(out: Path, s: RobustnessSettings, result: Dict[str, Any]) -
             summary, tie_note = marked_ties(shown_eps_rows(sw["summary"], s.norm), tied_with_worst(sw["acc"]), "worst class")
             lines += [f"## Per-class ε sweep ({precision}, {s.sweep_attack}, {sweep_grid_text(s.sweep, s.norm)})", "",
                       markdown_table(shown_eps_rows(sw["rows"], s.norm), floatfmt=".3f"), SWEEP_NOTE, "",
-                      markdown_table(summary, floatfmt=".3f"), *tie_note,
+                      markdown_table(summary, floatfmt=".3f"), *tie_note, SPREAD_NOTE, "",
                       _counts_line(result, names), "",
                       f"Points attacked per ε (the clean-correct ones at the first ε > 0, then those still robust at the ε before): {', '.join(f'{sweep_eps_text(e, s.norm)}: {k}' for e, k in zip(s.sweep, sw['attacked']))}; "
                       f"{_independent_work(s.sweep, sw['attacked'])}. "
@@ -898,7 +910,7 @@ def run_study(study: Path, template: RobustnessSettings, root: Path, out: Path, 
                 print(f"study: model {i + 1} of {len(models)}, {m.label}" + (" (done before, skipped)" if m.label in finished else ""),
                       file=sys.stderr, flush=True)
             if m.label in finished:
-                results[m.label] = _named_eps_column(json.loads(done.read_text()), template.norm)
+                results[m.label] = _study_result(json.loads(done.read_text()), template.norm)
                 continue
             model = loaded.pop(m.label)
             result = evaluate_robustness(runs[m.label], root, folder, device, show_progress, locked=True, label=m.label,
@@ -908,13 +920,29 @@ def run_study(study: Path, template: RobustnessSettings, root: Path, out: Path, 
                     "acc": result["sweep-fp32"]["acc"], "summary": result["sweep-fp32"]["summary"],
                     "sweep": result["sweep-fp32"]["rows"], "confusion": result["sweep-fp32"]["confusion"],
                     "robust_at_max_eps": result["sweep-fp32"]["robust"][-1]}
-            results[m.label] = _jsonable(keep)
-            write_json(done, results[m.label])
+            write_json(done, _jsonable(keep))
+            results[m.label] = _study_result(json.loads(json_text(_jsonable(keep))), template.norm)  # as a rerun reads it back
         report = out / REPORT_FILE
         if dist.is_main_process():
             _study_report(out, template, results)
         dist.barrier()
     return report
+
+
+def _study_result(result: Dict[str, Any], norm: str) -> Dict[str, Any]:
+    """A model's ``result.json`` as the study report takes it. JSON writes a class without a drawn sample as null
+    (:func:`wsol.utils.io.json_text`) where its accuracy is NaN: the accuracy matrices get NaN back, and the sweep rows
+    are made again from them, so the report shows "–" (undefined) there and "" only where a cell does not apply
+    (the first ε's deltas), whether the model ran now or in an earlier run."""
+    result = _named_eps_column(result, norm)
+    for key in ("acc", "per_class"):  # ε × classes and (clean, robust) × classes
+        if key in result:
+            result[key] = [[float("nan") if v is None else v for v in row] for row in result[key]]
+    column, rows = SWEEP_COLUMN[norm], result["sweep"]
+    result["sweep"] = sweep_rows(rows[0]["model"], [r[column] for r in rows[:-1]], torch.tensor(result["acc"], dtype=torch.float64),
+                                 torch.tensor([r["overall"] for r in rows[:-1]], dtype=torch.float64),
+                                 class_names=result["class_names"], eps_column=column)
+    return result
 
 
 def _named_eps_column(result: Dict[str, Any], norm: str) -> Dict[str, Any]:
@@ -1000,7 +1028,7 @@ def _study_report(out: Path, s: RobustnessSettings, results: Dict[str, Dict[str,
              markdown_table(shown_per_model, floatfmt=".3f"), *per_model_note,
              "average: the mean of a class's total drop over the models; average total drop: the mean of a model's classes' total drops "
              "(each class counting once, its TOTAL row's average delta).", "",
-             "## Worst class and spread per ε", "", markdown_table(shown_summary, floatfmt=".3f"), *summary_note,
+             "## Worst class and spread per ε", "", markdown_table(shown_summary, floatfmt=".3f"), *summary_note, SPREAD_NOTE, "",
              *_paired_section(results, sweep_eps_text(s.sweep[-1], s.norm), out)]
     for label, res in results.items():
         lines += [f"## Confusion under attack at ε = {sweep_eps_text(s.sweep[-1], s.norm)}: {label}", "",
@@ -1026,7 +1054,7 @@ def demo_robustness(checkpoints: Dict[str, Path], root: Path, out: Path, seed: i
     shown, tie_note = marked_ties(rows, torch.cat([tied_with_worst(a) for a in accs.values()]), "worst class")
     lines = [f"## Per-class robustness (APGD-CE, 5 iterations, {n} test images, ε = x/255)", "",
              "Accuracies and drops here are fractions of 1, not percent, as in every `wsol robustness` report.", "",
-             markdown_table(shown, floatfmt=".3f"), *tie_note,
+             markdown_table(shown, floatfmt=".3f"), *tie_note, SPREAD_NOTE, "",
              "Total drop per class from ε = 0 to the largest ε, per model and averaged:", "",
              markdown_table(across_models_rows(accs, class_names=names), floatfmt=".3f"),
              "Per-model tables, confusion under attack and figures: " + ", ".join(f"`{out.name}/{k}/report.md`" for k in checkpoints), ""]

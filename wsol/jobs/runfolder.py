@@ -25,7 +25,7 @@ from wsol.runfiles import (  # the run-folder file names; the jobs take them fro
     ATTACK_CONFIG_FILE, ATTACK_RUN_FILES, CHECKPOINT_DIGEST, DEMO_ARGUMENTS_FILE, MAPS_FILE, METRICS_FILE, MODEL_FILE, ROBUSTNESS_CHUNK_FILES,
     ROBUSTNESS_RUN_FILE, SAMPLES_FILE, STATE_FILE, SUMMARY_FILE, dataset_label,
 )
-from wsol.utils.io import LOCK_NAME, atomic_write_json, atomic_write_text, read_jsonl, remove_folder, run_folder_lock
+from wsol.utils.io import LOCK_NAME, atomic_write_json, atomic_write_text, json_text, read_jsonl, remove_folder, run_folder_lock
 
 T = TypeVar("T")
 PathLike = Union[str, Path]
@@ -207,7 +207,7 @@ def keep_records_until(path: Path, epoch: int) -> List[Dict[str, Any]]:
     """Resume bookkeeping: drop the lines of ``metrics.jsonl`` written after ``epoch`` (an epoch that
     ran but was not checkpointed) and return the kept records."""
     kept = [r for r in read_jsonl(path) if int(r.get("epoch", 0)) <= epoch]
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+    atomic_write_text(path, "".join(json_text(r) + "\n" for r in kept))
     return kept
 
 

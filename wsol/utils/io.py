@@ -5,6 +5,7 @@ import errno
 import fcntl
 import hashlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -180,13 +181,34 @@ def atomic_write_text(path: PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def _undefined_as_null(obj: Any) -> Any:
+    """``obj`` with every float that is NaN or infinite replaced by None, in nested dicts, lists and tuples."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _undefined_as_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_undefined_as_null(v) for v in obj]
+    return obj
+
+
+def json_text(obj: Any, indent: int | None = None) -> str:
+    """``obj`` as standard JSON text, the one spelling of every JSON file wsol writes: an undefined number (NaN, an
+    infinity) is ``null``. Python's ``json`` would write the tokens ``NaN``/``Infinity``, which JSON does not have:
+    ``JSON.parse``, ``jq`` and strict parsers refuse the whole file."""
+    try:
+        return json.dumps(obj, indent=indent, allow_nan=False)
+    except ValueError:  # an undefined number somewhere (rare): replace them all, then dump
+        return json.dumps(_undefined_as_null(obj), indent=indent, allow_nan=False)
+
+
 def atomic_write_json(path: PathLike, obj: Any, indent: int | None = 2) -> None:
-    """Serialize ``obj`` as JSON and write it atomically."""
-    atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
+    """Serialize ``obj`` as JSON (:func:`json_text`: an undefined number is null) and write it atomically."""
+    atomic_write_text(path, json_text(obj, indent=indent) + "\n")
 
 
 def append_jsonl(path: PathLike, record: dict) -> None:
-    """Append one JSON record as a line and flush it to disk (results files, metrics logs).
+    """Append one JSON record (:func:`json_text`) as a line and flush it to disk (results files, metrics logs).
 
     A last line torn by a crash mid-write is cut off first, so the new record starts a line of its
     own instead of being glued onto the fragment."""
@@ -199,7 +221,7 @@ def append_jsonl(path: PathLike, record: dict) -> None:
             if fh.read(1) != b"\n":
                 fh.seek(0)
                 fh.truncate(fh.read().rfind(b"\n") + 1)
-        fh.write((json.dumps(record) + "\n").encode("utf-8"))
+        fh.write((json_text(record) + "\n").encode("utf-8"))
         fh.flush()
         os.fsync(fh.fileno())
 
