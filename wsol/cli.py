@@ -486,6 +486,10 @@ def _robust_run(settings, dataset: str, root: Optional[Path], out: Path, device:
         typer.echo(f"report: {out / 'report.md'}")
 
 
+FirstOpt = Annotated[bool, typer.Option("--first", help="Take the split's first n samples in its order, as RobustBench's load_cifar10 does "
+                                                       "(to compare with its numbers), instead of n drawn from --seed; --seed then seeds the attacks alone.")]
+
+
 @robustness_app.command("evaluate")
 def robustness_evaluate(
     dataset: DatasetOpt,
@@ -504,6 +508,7 @@ def robustness_evaluate(
     norm: NormOpt = "linf",
     n: NOpt = None,
     seed: SeedOpt = 0,
+    first: FirstOpt = False,
     batch_size: RobustBatchSizeOpt = 250,
     n_iter: NIterOpt = None,
     n_queries: NQueriesOpt = None,
@@ -512,7 +517,7 @@ def robustness_evaluate(
     device: DeviceOpt = None,
 ) -> None:
     """AutoAttack ladder (accuracy, delta, minutes per attack), optionally PGD-k, on n test samples."""
-    settings = _robust_settings(checkpoint, model, weights, dataset, n=n, seed=seed, eps=eps, norm=norm,
+    settings = _robust_settings(checkpoint, model, weights, dataset, n=n, seed=seed, first=first, eps=eps, norm=norm,
                                 ladder=list(_ladder(ladder if attacks is None else attacks)),
                                 pgd_steps=pgd, pgd_restarts=pgd_restarts, pgd_loss=pgd_loss, batch_size=batch_size, n_iter=n_iter, n_queries=n_queries, n_restarts=n_restarts, bf16=bf16,
                                 dataset_options=_loader_options(option))
@@ -539,6 +544,7 @@ def robustness_per_class(
     norm: NormOpt = "linf",
     n: NOpt = None,
     seed: SeedOpt = 0,
+    first: FirstOpt = False,
     batch_size: RobustBatchSizeOpt = 250,
     n_iter: NIterOpt = None,
     n_queries: NQueriesOpt = None,
@@ -550,7 +556,7 @@ def robustness_per_class(
     from wsol.jobs.robustness import parse_eps_sweep, sweep_radii, sweep_step_note
 
     grid = parse_eps_sweep(eps_sweep, norm)
-    settings = _robust_settings(checkpoint, model, weights, dataset, n=n, seed=seed, eps=sweep_radii(grid, norm)[-1], norm=norm, sweep=grid,
+    settings = _robust_settings(checkpoint, model, weights, dataset, n=n, seed=seed, first=first, eps=sweep_radii(grid, norm)[-1], norm=norm, sweep=grid,
                                 sweep_attack=attack, batch_size=batch_size, n_iter=n_iter, n_queries=n_queries, n_restarts=n_restarts, bf16=bf16,
                                 dataset_options=_loader_options(option))
     _robust_run(settings, dataset, root, out, device, notes=[sweep_step_note(eps_sweep, norm)])
@@ -571,6 +577,7 @@ def robustness_study(
     norm: NormOpt = "linf",
     n: NOpt = None,
     seed: SeedOpt = 0,
+    first: FirstOpt = False,
     batch_size: RobustBatchSizeOpt = 250,
     n_iter: NIterOpt = None,
     n_queries: NQueriesOpt = None,
@@ -584,7 +591,7 @@ def robustness_study(
     from wsol.utils.distributed import is_main_process
 
     sweep = parse_eps_sweep(eps_sweep, norm)
-    template = RobustnessSettings(model="", weights=[], dataset=dataset, n=n, seed=seed, eps=parse_eps(DEFAULT_EPS[norm] if eps is None else eps, norm=norm),
+    template = RobustnessSettings(model="", weights=[], dataset=dataset, n=n, seed=seed, first=first, eps=parse_eps(DEFAULT_EPS[norm] if eps is None else eps, norm=norm),
                                   norm=norm, ladder=list(_ladder(ladder)), sweep=sweep, sweep_attack=attack,
                                   batch_size=batch_size, n_iter=n_iter, n_queries=n_queries, n_restarts=n_restarts, bf16=bf16,
                                   dataset_options=_loader_options(option)).validate()

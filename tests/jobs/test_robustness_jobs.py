@@ -1200,3 +1200,27 @@ def test_cifar10_and_its_corrupted_set_may_name_the_same_classes_apart(tmp_path)
     assert "if it is another dataset" in class_names_note(ck, "cifar10c", ["airplane", "automobile"])
     with pytest.raises(ConfigError, match="pass a checkpoint trained on svhn, or --dataset cifar10"):
         check_checkpoint_dataset(ck, "svhn", ["0", "1"])
+
+
+def test_first_takes_the_splits_first_n_samples_as_robustbench_does(cifar, tmp_path, tiny, capsys) -> None:
+    """--first evaluates the split's first n images (RobustBench's load_cifar10 order) rather than a draw from --seed; it is
+    part of the run, said in the report, and a rerun without it is refused naming it."""
+    from wsol.jobs.runfolder import select_samples
+
+    assert select_samples(24, 5, seed=3, default=500, first=True) == [0, 1, 2, 3, 4]
+    assert select_samples(24, 5, seed=3, default=500) != [0, 1, 2, 3, 4]  # so the check below can tell the two apart
+    with pytest.raises(ConfigError):
+        select_samples(24, 25, seed=3, default=500, first=True)
+    base = ["robustness", "per-class", "--model", "tiny", "--dataset", "cifar10", "--root", str(cifar), "--eps-sweep", "0:1", "--n", "5",
+            "--seed", "3", "--n-iter", "1", "--n-restarts", "1", "--device", "cpu", "--out", str(tmp_path / "run")]
+    assert run([*base, "--first"]) == 0
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "The first 5 test samples in the split's order (as RobustBench takes them; seed 3 seeds the attacks)" in report
+    assert "Samples per class: c0 1, c1 1, c2 1, c3 1, c4 1, c5 0, c6 0, c7 0, c8 0, c9 0." in report  # test labels are i % 10
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["first"] is True
+    capsys.readouterr()
+    assert run(base) == 2
+    assert "other arguments (first was True, now False)" in capsys.readouterr().err
+    assert run([*base[:-1], str(tmp_path / "drawn")]) == 0
+    assert "first" not in json.loads((tmp_path / "drawn" / "run.json").read_text())  # as run.json was before --first existed
+    assert "5 test samples drawn with seed 3" in (tmp_path / "drawn" / "report.md").read_text()

@@ -205,6 +205,13 @@ def _sample_count_text(n: int) -> str:
     return f"{n} test sample{'' if n == 1 else 's'}"
 
 
+def samples_text(n: int, s: "RobustnessSettings") -> str:
+    """Which test samples a report's numbers are over: a draw from the seed, or the split's first n (RobustBench's)."""
+    if s.first:
+        return f"The first {_sample_count_text(n)} in the split's order (as RobustBench takes them; seed {s.seed} seeds the attacks)"
+    return f"{_sample_count_text(n)} drawn with seed {s.seed}"
+
+
 def eps_text(eps: float) -> str:
     """ε as the seed writes it: ``8/255`` when it is a whole number of 1/255 steps below 1, else the decimal."""
     steps = eps * 255
@@ -228,6 +235,7 @@ class RobustnessSettings:
     dataset: str
     n: Optional[int] = None  # None: DEFAULT_N, or the whole split when smaller
     seed: int = 0
+    first: bool = False  # the split's first n samples (RobustBench's) instead of a draw from seed, which then seeds the attacks alone
     eps: float = 8 / 255
     norm: str = "linf"
     ladder: List[str] = field(default_factory=list)
@@ -440,13 +448,18 @@ def pgd_tables(name: str, records: Sequence[Dict[str, Any]], labels: torch.Tenso
 # --- the run ---
 
 
+UNRECORDED_DEFAULTS: Dict[str, Any] = {"dataset_options": {}, "first": False}
+"""Arguments ``run.json`` holds only when they differ from these defaults (so a run.json of a wsol before them is the same run)."""
+
+
 def _run_record(s: RobustnessSettings) -> Dict[str, Any]:
     """What ``run.json`` holds: the arguments and the SHA-256 of each weight file, so results of a file rewritten
     since (a model retrained into the same path) are never reported as the new model's. Without the digests when a
     file is gone (a study's finished model whose weights were deleted is still done: its results stay)."""
     record = json.loads(json.dumps(asdict(s)))
-    if not s.dataset_options:  # kept only when given: a run.json written before they could be is the same run
-        del record["dataset_options"]
+    for key in UNRECORDED_DEFAULTS:  # kept only when given: a run.json written before they could be is the same run
+        if record[key] == UNRECORDED_DEFAULTS[key]:
+            del record[key]
     record.update(_budget_record(s))
     if all(Path(w).is_file() for w in s.weights):
         record[WEIGHTS_DIGESTS] = [_file_digest(w) for w in s.weights]
@@ -485,6 +498,7 @@ def _other_arguments_text(diffs: Sequence[str], old: Dict[str, Any], new: Dict[s
     keys = list(dict.fromkeys(d.split(".", 1)[0] if d.split(".", 1)[0] in budgets else d for d in diffs))
     if set(keys) <= set(budgets):
         fix = f"the same arguments cannot resume it: use another --out, or delete {folder} to redo it"
+    old, new = {**UNRECORDED_DEFAULTS, **old}, {**UNRECORDED_DEFAULTS, **new}  # "first was True, now False", not "now none"
     if len(keys) == 1 and keys[0] in budgets:
         named = budgets[keys[0]]
     else:
@@ -638,7 +652,7 @@ def evaluate_robustness(s: RobustnessSettings, root: Path, out: Path, device: Op
     name = label or default_label(s)
     model = load_eval_model(s.model, s.weights, dev) if model is None else model.to(dev)
     data = test_split(s.dataset, root, getattr(model, "input_size", None), s.dataset_options) if data is None else data
-    x, y, names = load_samples(data, select_samples(len(data), s.n, s.seed, default=DEFAULT_N))
+    x, y, names = load_samples(data, select_samples(len(data), s.n, s.seed, default=DEFAULT_N, first=s.first))
     s = replace(s, n=len(y))  # run.json keeps the count drawn, so "--n 500" and the default 500 are the same run
     num_classes = check_model_fits(model, x[:1].to(dev), names, name, s)
     with (contextlib.nullcontext(out) if locked else lock_run_folder(out)):
@@ -706,7 +720,7 @@ def write_run_report(out: Path, s: RobustnessSettings, result: Dict[str, Any]) -
     else:
         source = f"Model {s.model}" + (f" from {', '.join(s.weights)}" if s.weights else "") + ". "
     lines = [f"# Robustness of {model} on {dataset_label(s.dataset, s.dataset_options)}", "",
-             f"{source}{_sample_count_text(result['n'])} drawn with seed {s.seed}; ε in pixel units of [0, 1] images; accuracies are fractions.", ""]
+             f"{source}{samples_text(result['n'], s)}; ε in pixel units of [0, 1] images; accuracies are fractions.", ""]
     for precision in s.precisions:
         lines += _notes(result, {"": _clean_accuracy(result, s, precision)})
         if f"ladder-{precision}" in result:
@@ -880,7 +894,7 @@ def run_study(study: Path, template: RobustnessSettings, root: Path, out: Path, 
             splits[size] = test_split(template.dataset, root, size, template.dataset_options)
         return splits[size]
 
-    template = replace(template, n=len(select_samples(len(split()), template.n, template.seed, default=DEFAULT_N)))
+    template = replace(template, n=len(select_samples(len(split()), template.n, template.seed, default=DEFAULT_N, first=template.first)))
     runs = {m.label: RobustnessSettings(**{**asdict(template), "model": m.model, "weights": m.weights}).validate() for m in models}
     records = {m.label: _run_record(runs[m.label]) for m in models}
     found = {m.label: _run_differences(out / "models" / m.label, records[m.label]) for m in models}
@@ -1015,7 +1029,7 @@ def _study_report(out: Path, s: RobustnessSettings, results: Dict[str, Dict[str,
                                      names, title=f"total accuracy change per class, {span} ({s.sweep_attack}, {s.norm})",
                                      row_axis="model"))
     lines = [f"# Per-class robustness study on {dataset_label(s.dataset, s.dataset_options)}", "",
-             f"{_sample_count_text(first['n'])} drawn with seed {s.seed}; ladder {', '.join(s.ladder)} at ε = {eps_text(s.eps)} ({s.norm});",
+             f"{samples_text(first['n'], s)}; ladder {', '.join(s.ladder)} at ε = {eps_text(s.eps)} ({s.norm});",
              f"sweep with {s.sweep_attack} ({s.norm}) over {sweep_grid_text(s.sweep, s.norm)}. Accuracies are fractions; deltas negative = lost.", "",
              _counts_line(first, names), "",
              *_notes(first, {label: float(res["ladder"][0]["accuracy"]) for label, res in results.items()}),

@@ -103,9 +103,10 @@ def gather(local: Sequence[T]) -> List[T]:
     return [item for part in dist.gather_objects(list(local)) for item in part]
 
 
-def select_samples(total: int, n: Optional[int], seed: int, *, default: int) -> List[int]:
+def select_samples(total: int, n: Optional[int], seed: int, *, default: int, first: bool = False) -> List[int]:
     """``n`` distinct dataset indices out of ``total`` drawn from ``seed``, sorted: the evaluation subset of
-    every attack and robustness job (the same seed picks the same images in every job). ``n`` None (the user
+    every attack and robustness job (the same seed picks the same images in every job); with ``first``, the split's
+    first ``n`` in its order instead (RobustBench's ``load_cifar10(n_examples=n)`` takes those). ``n`` None (the user
     gave no --n) takes ``default`` samples, or the whole split when it is smaller; an explicit ``n`` above
     ``total`` is refused."""
     if n is None:
@@ -114,6 +115,8 @@ def select_samples(total: int, n: Optional[int], seed: int, *, default: int) -> 
         raise ConfigError(f"--n must be at least 1, got {n}")
     if n > total:
         raise ConfigError(f"--n {n} asks for more samples than the split holds ({total} images); give --n {total} or fewer")
+    if first:
+        return list(range(n))
     gen = torch.Generator().manual_seed(int(seed))
     return sorted(torch.randperm(total, generator=gen)[:n].tolist())
 
