@@ -584,7 +584,7 @@ def test_cli_runs_the_shipped_resnet18(tmp_path, capsys, monkeypatch) -> None:
             "--attacks", "apgd-ce", "--n", "6", "--n-iter", "2", "--n-restarts", "1", "--batch-size", "6", "--device", "cpu", "--out", str(out)]
     assert run(args) == 0
     rows = (out / "ladder_fp32.csv").read_text().splitlines()
-    assert rows[0] == "model,attack,minutes,accuracy,delta,n,95% CI" and rows[1].startswith("pyautoattack-resnet18,initial accuracy,")
+    assert rows[0] == "model,attack,minutes,accuracy,delta,n,95% CI low,95% CI high" and rows[1].startswith("pyautoattack-resnet18,initial accuracy,")
     assert rows[2].startswith("pyautoattack-resnet18,apgd-ce,")
     assert float(rows[1].split(",")[3]) == 1.0 and float(rows[2].split(",")[3]) < 1.0  # it attacked and broke some
     assert "report:" in capsys.readouterr().out

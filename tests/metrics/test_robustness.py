@@ -103,12 +103,12 @@ def test_ladder_and_summary_rows_carry_wilson_intervals() -> None:
     rows = ladder_rows("m", 0.8, [SimpleNamespace(attack="apgd-ce", minutes=0.1, robust_accuracy=0.3, delta=-0.5)], n=20)
     assert [r["n"] for r in rows] == [20, 20]
     low, high = binomtest(6, 20).proportion_ci(method="wilson")
-    assert rows[1]["95% CI"] == f"[{low:.3f}, {high:.3f}]"
+    assert rows[1]["95% CI"] == pytest.approx((low, high), rel=1e-12)  # numbers, not text at 3 decimals
     acc = torch.tensor([[1.0, 0.5, 0.75], [0.5, 0.0, 0.25]])
     summary = summary_rows("m", [0, 8], acc, counts=torch.tensor([2, 2, 4]))
     assert [(r["worst class"], r["worst-class n"]) for r in summary] == [(1, 2), (1, 2)]
     low, high = binomtest(0, 2).proportion_ci(method="wilson")
-    assert summary[1]["worst-class 95% CI"] == f"[{low:.3f}, {high:.3f}]"
+    assert summary[1]["worst-class 95% CI"] == pytest.approx((low, high), rel=1e-12, abs=1e-15)
 
 
 def test_paired_accuracy_difference_is_mcnemars_exact_test_on_the_discordant_pairs() -> None:

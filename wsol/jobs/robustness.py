@@ -35,9 +35,9 @@ from wsol.jobs.runfolder import (
     ROBUSTNESS_CHUNK_FILES, ROBUSTNESS_RUN_FILE, check_checkpoint_dataset, dataset_label, class_names_note, config_differences, differences_text, lock_run_folder, note, parse_eps,
     refuse_other_run, remove_outputs, rewritten_since, same_radius, select_samples, start_over, write_json, write_text,
 )
-from wsol.metrics.intervals import wilson_text
+from wsol.metrics.intervals import wilson_cell
 from wsol.metrics.robustness import (
-    across_models_rows, attack_confusion, class_mean, ladder_rows, paired_accuracy_difference, per_class_accuracy, summary_rows, sweep_rows,
+    accuracy_interval, across_models_rows, attack_confusion, class_mean, ladder_rows, paired_accuracy_difference, per_class_accuracy, summary_rows, sweep_rows,
     tied_with_worst, total_drop,
 )
 from wsol.utils import distributed as dist
@@ -433,7 +433,7 @@ def pgd_tables(name: str, records: Sequence[Dict[str, Any]], labels: torch.Tenso
     return {"rows": [{"model": name, "attack": f"PGD-{s.pgd_steps} ({s.norm}, {s.pgd_loss} loss, {s.pgd_restarts} restart(s))",
                       SWEEP_COLUMN[s.norm]: eps_column_value(s.eps, s.norm),
                       "clean accuracy": float(clean.double().mean()), "robust accuracy": float(robust.double().mean()),
-                      "n": len(labels), "robust 95% CI": wilson_text(int(robust.sum()), len(labels)),
+                      "n": len(labels), "robust 95% CI": wilson_cell(int(robust.sum()), len(labels)),
                       "worst-class accuracy": float(per_class.nan_to_num(float('inf')).min())}]}
 
 
@@ -933,7 +933,8 @@ def _study_result(result: Dict[str, Any], norm: str) -> Dict[str, Any]:
     """A model's ``result.json`` as the study report takes it. JSON writes a class without a drawn sample as null
     (:func:`wsol.utils.io.json_text`) where its accuracy is NaN: the accuracy matrices get NaN back, and the sweep rows
     are made again from them, so the report shows "–" (undefined) there and "" only where a cell does not apply
-    (the first ε's deltas), whether the model ran now or in an earlier run."""
+    (the first ε's deltas), whether the model ran now or in an earlier run. The intervals, [low, high] in JSON (text
+    in a result.json of an older wsol), are made again from the accuracies and counts."""
     result = _named_eps_column(result, norm)
     for key in ("acc", "per_class"):  # ε × classes and (clean, robust) × classes
         if key in result:
@@ -942,6 +943,12 @@ def _study_result(result: Dict[str, Any], norm: str) -> Dict[str, Any]:
     result["sweep"] = sweep_rows(rows[0]["model"], [r[column] for r in rows[:-1]], torch.tensor(result["acc"], dtype=torch.float64),
                                  torch.tensor([r["overall"] for r in rows[:-1]], dtype=torch.float64),
                                  class_names=result["class_names"], eps_column=column)
+    for row in result["ladder"]:
+        if "n" in row:
+            row["95% CI"] = accuracy_interval(row["accuracy"], row["n"])
+    for row in result["summary"]:
+        if "worst-class n" in row:
+            row["worst-class 95% CI"] = accuracy_interval(row["worst-class accuracy"], row["worst-class n"])
     return result
 
 

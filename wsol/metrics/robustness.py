@@ -11,7 +11,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import torch
 
-from wsol.metrics.intervals import wilson_text
+from wsol.export.tables import Interval
+from wsol.metrics.intervals import wilson_cell
 
 
 def per_class_accuracy(correct: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -120,6 +121,12 @@ def paired_accuracy_difference(before: torch.Tensor, after: torch.Tensor) -> Dic
             "p": float(binomtest(only_after, discordant, 0.5).pvalue) if discordant else None}
 
 
+def accuracy_interval(accuracy: float, n: int) -> Interval:
+    """The 95% Wilson interval of an accuracy over ``n`` samples (its successes: ``accuracy · n``, rounded), as a table
+    value; undefined for no sample."""
+    return wilson_cell(round(accuracy * n), n)
+
+
 def ladder_rows(model: str, clean_accuracy: float, rungs: Sequence[Any], n: Optional[int] = None) -> List[Dict[str, Any]]:
     """The study's first table for one model: initial accuracy, then per attack minutes, accuracy, delta.
 
@@ -129,7 +136,7 @@ def ladder_rows(model: str, clean_accuracy: float, rungs: Sequence[Any], n: Opti
     def row(attack: str, minutes: Optional[float], accuracy: float, delta: Optional[float]) -> Dict[str, Any]:
         out: Dict[str, Any] = {"model": model, "attack": attack, "minutes": minutes, "accuracy": accuracy, "delta": delta}
         if n is not None:
-            out.update({"n": n, "95% CI": wilson_text(round(accuracy * n), n)})
+            out.update({"n": n, "95% CI": accuracy_interval(accuracy, n)})
         return out
 
     return [row("initial accuracy", None, clean_accuracy, None)] + [row(r.attack, r.minutes, r.robust_accuracy, r.delta) for r in rungs]
@@ -197,13 +204,13 @@ def summary_rows(model: str, eps_labels: Sequence[Any], acc: torch.Tensor, *, cl
                                "worst class": _named(int(index[k]), class_names), "worst-class accuracy": float(value[k])}
         if counts is not None:
             size = int(counts[int(index[k])])
-            row.update({"worst-class n": size, "worst-class 95% CI": wilson_text(round(float(value[k]) * size), size)})
+            row.update({"worst-class n": size, "worst-class 95% CI": accuracy_interval(float(value[k]), size)})
         row.update({"range": float(spread["range"][k]), "std": float(spread["std"][k])})
         rows.append(row)
     return rows
 
 
 __all__ = [
-    "across_models_rows", "attack_confusion", "class_mean", "class_spread", "ladder_rows", "paired_accuracy_difference",
+    "accuracy_interval", "across_models_rows", "attack_confusion", "class_mean", "class_spread", "ladder_rows", "paired_accuracy_difference",
     "per_class_accuracy", "step_deltas", "summary_rows", "sweep_rows", "tied_with_worst", "total_drop", "worst_class",
 ]
