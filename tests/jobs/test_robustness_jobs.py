@@ -211,7 +211,7 @@ def test_the_std_over_classes_is_the_population_std_and_the_report_says_so(cifar
     """sweep_summary's std is numpy's std of the class accuracies in sweep.csv with ddof=0 (classes without a sample left
     out); report.md said "std" without saying which, and a sample std is 5 % larger at 10 classes."""
     job.evaluate_robustness(settings(ladder=[], n=14, sweep=[0, 1.5]), cifar, tmp_path / "r", "cpu")  # 9 classes; at 1.5/255 some fall
-    sweep = list(csv.DictReader(open(tmp_path / "r" / "sweep_fp32.csv", newline="")))[:-1]  # without TOTAL
+    sweep = list(csv.DictReader(open(tmp_path / "r" / "sweep_fp32.csv", newline="")))
     summary = list(csv.DictReader(open(tmp_path / "r" / "sweep_summary_fp32.csv", newline="")))
     names = [f"c{i}" for i in range(10)]
     accs = [np.array([float(row[c]) for c in names if row[c] != ""]) for row in sweep]
@@ -1200,3 +1200,22 @@ def test_cifar10_and_its_corrupted_set_may_name_the_same_classes_apart(tmp_path)
     assert "if it is another dataset" in class_names_note(ck, "cifar10c", ["airplane", "automobile"])
     with pytest.raises(ConfigError, match="pass a checkpoint trained on svhn, or --dataset cifar10"):
         check_checkpoint_dataset(ck, "svhn", ["0", "1"])
+
+
+def test_a_study_reads_a_result_json_of_an_older_wsol_with_text_intervals_and_a_total_row(cifar, tmp_path, tiny) -> None:
+    """A model finished by an older wsol kept its intervals as text and its sweep rows with the TOTAL row: the study's
+    tables made from it are those of a model finished now."""
+    study = tmp_path / "models.yaml"
+    study.write_text("models:\n  - name: a\n    model: tiny\n")
+    template = settings(model="", ladder=["apgd-ce"], n=8, sweep=[0, 2])
+    out = tmp_path / "study"
+    job.run_study(study, template, cifar, out, "cpu")
+    tables = {p.name: p.read_text() for p in out.glob("*.csv")}
+    done = out / "models" / "a" / "result.json"
+    old = json.loads(done.read_text())
+    for key, column in (("ladder", "95% CI"), ("summary", "worst-class 95% CI")):
+        old[key] = [{**row, column: "[{:.3f}, {:.3f}]".format(*row[column])} for row in old[key]]
+    old["sweep"].append({**{k: None for k in old["sweep"][0]}, "model": "a", "eps (x/255)": "TOTAL"})
+    done.write_text(json.dumps(old))
+    job.run_study(study, template, cifar, out, "cpu")
+    assert {p.name: p.read_text() for p in out.glob("*.csv")} == tables

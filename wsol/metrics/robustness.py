@@ -149,9 +149,9 @@ def _named(c: int, class_names: Optional[Sequence[str]]) -> Any:
 
 def sweep_rows(model: str, eps_labels: Sequence[Any], acc: torch.Tensor, overall: torch.Tensor, *,
                class_names: Optional[Sequence[str]] = None, eps_column: str = "eps") -> List[Dict[str, Any]]:
-    """The study's second table for one model: per ε, every class's accuracy and step delta, the
-    model's average delta over classes and its overall accuracy, then a TOTAL row of drops. The ε
-    values go in ``eps_column`` (a header that names their unit, such as ``eps (x/255)``)."""
+    """The study's second table for one model, one record per ε: every class's accuracy and step delta, the model's
+    average delta over classes and its overall accuracy. The ε values go in ``eps_column`` (a header that names their
+    unit, such as ``eps (x/255)``). The seed's TOTAL row under them is :func:`sweep_total_row`."""
     deltas = step_deltas(acc)
     num_classes = acc.shape[1]
     heads = [str(class_names[c]) if class_names else f"class {c}" for c in range(num_classes)]
@@ -165,15 +165,27 @@ def sweep_rows(model: str, eps_labels: Sequence[Any], acc: torch.Tensor, overall
         row["average delta"] = None if k == 0 else float(class_mean(deltas[k]))
         row["overall"] = float(overall[k])
         rows.append(row)
+    return rows
+
+
+def sweep_total_row(model: str, acc: torch.Tensor, overall: torch.Tensor, *,
+                    class_names: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """The seed's TOTAL row of :func:`sweep_rows`' table: each class's total drop (last ε minus first) in its delta
+    column, their mean over classes in ``average delta`` and the overall accuracy's change in ``overall``. A record of
+    another kind than the per-ε rows (no ε, no accuracy), so a CSV keeps it apart; a Markdown table shows it under them
+    with ``TOTAL`` in the ε column (:func:`with_total_row`)."""
     drops = total_drop(acc)
-    total: Dict[str, Any] = {"model": model, eps_column: "TOTAL"}
-    for c in range(num_classes):
-        total[heads[c]] = None
-        total[deltas_by[c]] = float(drops[c])
+    total: Dict[str, Any] = {"model": model}
+    total.update({f"delta {_named(c, class_names)}": float(drops[c]) for c in range(acc.shape[1])})
     total["average delta"] = float(class_mean(drops))
     total["overall"] = float(overall[-1] - overall[0])
-    rows.append(total)
-    return rows
+    return total
+
+
+def with_total_row(rows: Sequence[Dict[str, Any]], total: Dict[str, Any], eps_column: str = "eps") -> List[Dict[str, Any]]:
+    """A model's per-ε sweep rows with its TOTAL row under them, as the seed's table shows it (for Markdown only: the ε
+    column then holds the text ``TOTAL``)."""
+    return [*rows, {**total, eps_column: "TOTAL"}]
 
 
 def across_models_rows(acc_by_model: Mapping[str, torch.Tensor], *,
@@ -211,6 +223,7 @@ def summary_rows(model: str, eps_labels: Sequence[Any], acc: torch.Tensor, *, cl
 
 
 __all__ = [
-    "accuracy_interval", "across_models_rows", "attack_confusion", "class_mean", "class_spread", "ladder_rows", "paired_accuracy_difference",
-    "per_class_accuracy", "step_deltas", "summary_rows", "sweep_rows", "tied_with_worst", "total_drop", "worst_class",
+    "across_models_rows", "attack_confusion", "class_mean", "class_spread", "ladder_rows", "paired_accuracy_difference",
+    "accuracy_interval", "per_class_accuracy", "step_deltas", "summary_rows", "sweep_rows", "sweep_total_row", "tied_with_worst",
+    "total_drop", "with_total_row", "worst_class",
 ]
