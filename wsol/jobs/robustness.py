@@ -429,10 +429,12 @@ def sweep_tables(name: str, records: Sequence[Dict[str, Any]], labels: torch.Ten
 
 
 def pgd_tables(name: str, records: Sequence[Dict[str, Any]], labels: torch.Tensor, s: RobustnessSettings, num_classes: int) -> Dict[str, Any]:
+    """The PGD table's one row: the attack's settings one to a column (``PGD-40``, norm, loss, restarts: a text cell with a comma
+    would be split by ``numpy.genfromtxt``), clean and robust accuracy, the robust one's Wilson interval, the worst class's."""
     clean = _cat(records, "clean_correct").bool()
     robust = _cat(records, "robust").bool()
     per_class = per_class_accuracy(robust, labels, num_classes)
-    return {"rows": [{"model": name, "attack": f"PGD-{s.pgd_steps} ({s.norm}, {s.pgd_loss} loss, {s.pgd_restarts} restart(s))",
+    return {"rows": [{"model": name, "attack": f"PGD-{s.pgd_steps}", "norm": s.norm, "loss": s.pgd_loss, "restarts": s.pgd_restarts,
                       SWEEP_COLUMN[s.norm]: eps_column_value(s.eps, s.norm),
                       "clean accuracy": float(clean.double().mean()), "robust accuracy": float(robust.double().mean()),
                       "n": len(labels), "robust 95% CI": wilson_cell(int(robust.sum()), len(labels)),
