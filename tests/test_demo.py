@@ -105,21 +105,26 @@ def test_art_is_trained_again_when_its_warm_start_model_is_newer(tmp_path, monke
 
 
 def test_the_demos_paired_line_names_a_metric_no_sample_has() -> None:
+    from wsol.export.tables import UNDEFINED_INTERVAL, Interval
     from wsol.jobs import demo
 
-    row = {"run": "art", "against": "natural", "n paired": "3 IN / 0 K", "ΔIN (points)": 1.5, "ΔIN 95% CI": "[0.50, 2.50]",
-           "ΔK (points)": float("nan"), "ΔK 95% CI": ""}
+    row = {"run": "art", "against": "natural", "n paired": "3 IN / 0 K", "ΔIN (points)": 1.5, "ΔIN 95% CI": Interval(0.5, 2.5),
+           "ΔK (points)": float("nan"), "ΔK 95% CI": UNDEFINED_INTERVAL}
     assert demo._paired_part("K", row) == "K – (no sample has it)" and demo._paired_part("IN", row) == "IN +1.50 [0.50, 2.50]"
+    assert demo._paired_part("IN", {**row, "ΔIN 95% CI": UNDEFINED_INTERVAL}) == "IN +1.50 (no interval)"
 
 
 def test_every_number_of_the_demo_tables_is_labelled_with_its_unit() -> None:
     """The localization, interval and attack tables had bare headers (top1_acc, IN, threshold) with the unit in a sentence above."""
+    from wsol.export.tables import Interval
     from wsol.jobs import demo
 
     metrics = {"top1_acc": 92.4, "gt_known_loc": 80.0, "top1_loc": 75.0, "maxboxacc_v2": 70.0, "top1_seg": 60.0, "pxap": 50.0, "threshold": 0.2}
     rows = [{"method": "natural", "attribution": "grad", **metrics, "intervals": {"top1_acc": [90.0, 94.0]}}]
-    attack = [{"method": "natural", "attribution": "grad", "attacked": 30, "IN": 40.0, "IN 95% CI": "[35.0, 45.0]", "K": 50.0, "K 95% CI": "[45.0, 55.0]"}]
-    headers = [line for line in demo._report_text(rows, [], {}, 1.0, 2000, 500, attack_rows=attack).splitlines() if line.startswith("| method |")]
+    attack = [{"method": "natural", "attribution": "grad", "attacked": 30, "IN": 40.0, "IN 95% CI": Interval(35.0, 45.0), "K": 50.0, "K 95% CI": Interval(45.0, 55.0)}]
+    text = demo._report_text(rows, [], {}, 1.0, 2000, 500, attack_rows=attack)
+    headers = [line for line in text.splitlines() if line.startswith("| method |")]
+    assert "| natural | grad | [90.0, 94.0] |  |  |  |" in text and "| natural | grad | 30 | 40.00 | [35.00, 45.00] | 50.00 | [45.00, 55.00] |" in text
     assert headers == [
         "| method | attribution | top1_acc (%) | gt_known_loc (%) | top1_loc (%) | maxboxacc_v2 (%) | top1_seg (%) | pxap (%) | threshold (fraction of map max) |",
         "| method | attribution | top1_acc (%) | gt_known_loc (%) | top1_loc (%) | top1_seg (%) |",

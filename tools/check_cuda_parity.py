@@ -46,7 +46,7 @@ def attack_parity(checkpoints: dict, root: Path, device: str) -> None:
         for dev in ("cpu", device):
             rows = demo_attack_section(checkpoints, root, Path(tmp) / dev, device=dev)
             for r in rows:
-                print(f"{dev:5s} {r['method']:8s} attacked {r['attacked']} IN {r['IN']:.2f} {r['IN 95% CI']} K {r['K']:.2f} {r['K 95% CI']}")
+                print(f"{dev:5s} {r['method']:8s} attacked {r['attacked']} IN {r['IN']:.2f} {r['IN 95% CI']:.2f} K {r['K']:.2f} {r['K 95% CI']:.2f}")
             per_device[dev] = {m: list(csv.DictReader(open(Path(tmp) / dev / m / "samples.csv"))) for m in checkpoints}
     for method in checkpoints:
         a, b = per_device["cpu"][method], per_device[device][method]

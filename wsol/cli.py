@@ -364,7 +364,7 @@ def evaluate_command(
     split: Annotated[Optional[str], typer.Option("--split", help="Dataset split the predictions were made on: train, test, ... (default: the one recorded in <pred>.meta.json).")] = None,
 ) -> None:
     """Score predictions: Top-1 Acc, GT-Known / Top-1 Loc, Top-1 Seg, MaxBoxAccV2, PxAP, COCO AP."""
-    from wsol.export.tables import markdown_table
+    from wsol.export.tables import Interval, markdown_table
     from wsol.data.verify import resolve_root
     from wsol.jobs.evaluate import evaluate_predictions, metric_unit, metrics_path, over_text, save_metrics
 
@@ -376,7 +376,7 @@ def evaluate_command(
     intervals = metrics.get("intervals", {})
     ci = "95% CI (Wilson, over those images)"
     rows = [{"metric": k, "value": v, "unit": metric_unit(k), "over (images)": over_text(k, metrics),
-             ci: "[{:.2f}, {:.2f}]".format(*intervals[k]) if k in intervals else ""}
+             ci: Interval(*intervals[k]) if k in intervals else None}
             for k, v in metrics.items() if v is not None and k not in ("interval", "intervals", "units", "over")]
     typer.echo(markdown_table(rows, ["metric", "value", "unit", "over (images)", ci]))
     typer.echo(f"wrote {path}{_replacing(existed)}")

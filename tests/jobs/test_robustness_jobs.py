@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 import os
 import pickle
@@ -202,7 +203,7 @@ def test_the_pgd_table_writes_eps_as_the_sweep_tables_do(cifar, tmp_path, tiny, 
     args = ["robustness", "evaluate", "--model", "tiny", "--dataset", "cifar10", "--root", str(cifar), "--norm", norm, "--attacks", "apgd-ce",
             "--pgd", "1", "--eps", eps, "--n", "4", "--batch-size", "4", "--n-iter", "1", "--n-restarts", "1", "--device", "cpu", "--out", str(tmp_path / "r")]
     assert run(args) == 0
-    assert re.search(rf"^\| tiny \| PGD-1 \(.*\) \| {re.escape(shown)} \|", (tmp_path / "r" / "report.md").read_text(), flags=re.M)
+    assert re.search(rf"^\| tiny \| PGD-1 \| {norm} \| ce \| 1 \| {re.escape(shown)} \|", (tmp_path / "r" / "report.md").read_text(), flags=re.M)
     cell = next(csv.DictReader(open(tmp_path / "r" / "pgd_fp32.csv", newline="")))[job.SWEEP_COLUMN[norm]]
     assert float(cell) == pytest.approx(float(shown)) and (cell == shown or norm == "linf" and shown != "8")  # the CSV: the number itself
 
@@ -211,7 +212,7 @@ def test_the_std_over_classes_is_the_population_std_and_the_report_says_so(cifar
     """sweep_summary's std is numpy's std of the class accuracies in sweep.csv with ddof=0 (classes without a sample left
     out); report.md said "std" without saying which, and a sample std is 5 % larger at 10 classes."""
     job.evaluate_robustness(settings(ladder=[], n=14, sweep=[0, 1.5]), cifar, tmp_path / "r", "cpu")  # 9 classes; at 1.5/255 some fall
-    sweep = list(csv.DictReader(open(tmp_path / "r" / "sweep_fp32.csv", newline="")))[:-1]  # without TOTAL
+    sweep = list(csv.DictReader(open(tmp_path / "r" / "sweep_fp32.csv", newline="")))
     summary = list(csv.DictReader(open(tmp_path / "r" / "sweep_summary_fp32.csv", newline="")))
     names = [f"c{i}" for i in range(10)]
     accs = [np.array([float(row[c]) for c in names if row[c] != ""]) for row in sweep]
@@ -584,7 +585,7 @@ def test_cli_runs_the_shipped_resnet18(tmp_path, capsys, monkeypatch) -> None:
             "--attacks", "apgd-ce", "--n", "6", "--n-iter", "2", "--n-restarts", "1", "--batch-size", "6", "--device", "cpu", "--out", str(out)]
     assert run(args) == 0
     rows = (out / "ladder_fp32.csv").read_text().splitlines()
-    assert rows[0] == "model,attack,minutes,accuracy,delta,n,95% CI" and rows[1].startswith("pyautoattack-resnet18,initial accuracy,")
+    assert rows[0] == "model,attack,minutes,accuracy,delta,n,95% CI low,95% CI high" and rows[1].startswith("pyautoattack-resnet18,initial accuracy,")
     assert rows[2].startswith("pyautoattack-resnet18,apgd-ce,")
     assert float(rows[1].split(",")[3]) == 1.0 and float(rows[2].split(",")[3]) < 1.0  # it attacked and broke some
     assert "report:" in capsys.readouterr().out
@@ -794,8 +795,103 @@ def test_pgd_margin_loss_l2_and_restarts_reach_the_attack(cifar, tmp_path, tiny,
             "--device", "cpu", "--out", str(tmp_path / "p")]
     assert run(args) == 0
     assert [(k["loss"], k["norm"], k["restarts"], k["eps"]) for k in calls] == [("cw", "l2", 2, 1.0)]
-    assert "PGD-3 (l2, cw loss, 2 restart(s))" in (tmp_path / "p" / "pgd_fp32.csv").read_text()
+    pgd = next(csv.DictReader(open(tmp_path / "p" / "pgd_fp32.csv", newline="")))
+    assert (pgd["attack"], pgd["norm"], pgd["loss"], pgd["restarts"]) == ("PGD-3", "l2", "cw", "2")
     assert "| eps (l2 radius) |" in (tmp_path / "p" / "report.md").read_text()
+
+
+def _wilson(successes: int, n: int) -> tuple:
+    """The 95% Wilson score interval in closed form, written apart from wsol's (z = Φ⁻¹(0.975))."""
+    z, p = 1.959963984540054, successes / n
+    centre, half = (p + z * z / (2 * n)) / (1 + z * z / n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+INTERVAL_OF = {"95% CI": ("accuracy", "n"), "robust 95% CI": ("robust accuracy", "n"), "worst-class 95% CI": ("worst-class accuracy", "worst-class n")}
+"""Each interval column of the robustness CSVs: the accuracy it is of and the sample count it is over."""
+
+
+def _read_back(path: Path) -> list:
+    """A CSV as a script reads it: csv.DictReader, and numpy.genfromtxt, which must take it (one record per row, one number
+    a numeric cell) and agree on the row count."""
+    rows = list(csv.DictReader(open(path, newline="")))
+    table = np.atleast_1d(np.genfromtxt(path, delimiter=",", names=True, dtype=None, encoding=None))
+    assert len(table) == len(rows), path
+    for name in rows[0]:
+        if name.endswith(" CI low") or name.endswith(" CI high"):  # numbers, not text
+            column = table.dtype.names[list(rows[0]).index(name)]
+            assert table.dtype[column].kind == "f", (path, name)
+    return rows
+
+
+def _check_intervals(path: Path, rows: list) -> int:
+    """Every interval column of ``rows`` is [low, high] of the Wilson interval of its accuracy, at full precision."""
+    checked = 0
+    for name in [c[: -len(" low")] for c in rows[0] if c.endswith(" CI low")]:
+        accuracy, n = INTERVAL_OF[name]
+        for row in rows:
+            count = int(row[n])
+            expected = _wilson(round(float(row[accuracy]) * count), count)
+            assert (float(row[f"{name} low"]), float(row[f"{name} high"])) == pytest.approx(expected, rel=1e-12, abs=1e-15), (path, name)
+            checked += 1
+    return checked
+
+
+def test_every_robustness_csv_is_one_numeric_record_per_row(cifar, tmp_path, tiny) -> None:
+    """The intervals were text ("[0.028, 0.301]": rounded to 3 decimals, to be parsed, split in two by genfromtxt at its
+    comma), the PGD row's attack cell held commas, and the sweep tables ended each model with a TOTAL row whose ε cell is
+    text (genfromtxt failed). Now every CSV is one record per row with its intervals as two numeric columns; the
+    Markdown tables still show [low, high] and the TOTAL row."""
+    run_folder = tmp_path / "r"
+    job.evaluate_robustness(settings(pgd_steps=1, sweep=[0, 1, 2]), cifar, run_folder, "cpu")
+    study = tmp_path / "models.yaml"
+    study.write_text("models:\n  - name: a\n    model: tiny\n  - name: b\n    model: tiny2\n")
+    job.run_study(study, settings(model="", ladder=["apgd-ce"], sweep=[0, 2]), cifar, tmp_path / "study", "cpu")
+    files = [*sorted(run_folder.glob("*.csv")), *sorted((tmp_path / "study").glob("*.csv"))]
+    assert {"ladder_fp32.csv", "pgd_fp32.csv", "sweep_fp32.csv", "sweep_total_fp32.csv", "sweep_summary_fp32.csv", "ladder.csv",
+            "sweep.csv", "sweep_summary.csv", "per_model.csv", "across_models.csv"} <= {p.name for p in files}
+    read = {path: _read_back(path) for path in files}
+    assert sum(_check_intervals(path, rows) for path, rows in read.items()) > 0
+    assert all(not any(c.endswith(" CI") for c in rows[0]) for rows in read.values())  # no interval left as one text cell
+
+    sweep, total = read[run_folder / "sweep_fp32.csv"], read[run_folder / "sweep_total_fp32.csv"]
+    assert [float(r["eps (x/255)"]) for r in sweep] == [0, 1, 2] and len(total) == 1
+    assert float(total[0]["overall"]) == pytest.approx(float(sweep[-1]["overall"]) - float(sweep[0]["overall"]))
+    for name in (n.decode() for n in NAMES):
+        if sweep[0][name]:
+            assert float(total[0][f"delta {name}"]) == pytest.approx(float(sweep[-1][name]) - float(sweep[0][name]))
+    report = (run_folder / "report.md").read_text()
+    assert re.search(r"^\| tiny \| TOTAL \|", report, flags=re.M)
+    ladder = read[run_folder / "ladder_fp32.csv"][-1]
+    assert f"| {float(ladder['accuracy']):.4f} |" in report and f"[{float(ladder['95% CI low']):.4f}, {float(ladder['95% CI high']):.4f}] |" in report
+    pgd = read[run_folder / "pgd_fp32.csv"][0]
+    assert (pgd["attack"], pgd["norm"], pgd["loss"], pgd["restarts"]) == ("PGD-1", "linf", "ce", "1")
+
+    by_model = {m: [r for r in read[tmp_path / "study" / "sweep.csv"] if r["model"] == m] for m in ("a", "b")}
+    assert all([float(r["eps (x/255)"]) for r in rows] == [0, 2] for rows in by_model.values())
+    for row in read[tmp_path / "study" / "per_model.csv"]:
+        rows = by_model[row["model"]]
+        assert float(row["overall total drop"]) == pytest.approx(float(rows[-1]["overall"]) - float(rows[0]["overall"]))
+    assert len(re.findall(r"^\| [ab] \| TOTAL \|", (tmp_path / "study" / "report.md").read_text(), flags=re.M)) == 2
+
+
+def test_a_study_reads_a_result_json_of_an_older_wsol_with_text_intervals_and_a_total_row(cifar, tmp_path, tiny) -> None:
+    """A model finished by an older wsol kept its intervals as text and its sweep rows with the TOTAL row: the study's
+    tables made from it are those of a model finished now."""
+    study = tmp_path / "models.yaml"
+    study.write_text("models:\n  - name: a\n    model: tiny\n")
+    template = settings(model="", ladder=["apgd-ce"], n=8, sweep=[0, 2])
+    out = tmp_path / "study"
+    job.run_study(study, template, cifar, out, "cpu")
+    tables = {p.name: p.read_text() for p in out.glob("*.csv")}
+    done = out / "models" / "a" / "result.json"
+    old = json.loads(done.read_text())
+    for key, column in (("ladder", "95% CI"), ("summary", "worst-class 95% CI")):
+        old[key] = [{**row, column: "[{:.3f}, {:.3f}]".format(*row[column])} for row in old[key]]
+    old["sweep"].append({**{k: None for k in old["sweep"][0]}, "model": "a", "eps (x/255)": "TOTAL"})
+    done.write_text(json.dumps(old))
+    job.run_study(study, template, cifar, out, "cpu")
+    assert {p.name: p.read_text() for p in out.glob("*.csv")} == tables
 
 
 def test_results_of_weights_rewritten_since_are_dropped_not_reported(cifar, tmp_path, monkeypatch, capsys) -> None:

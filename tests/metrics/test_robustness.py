@@ -7,7 +7,7 @@ import torch
 from wsol.export.tables import markdown_table, matrix_rows
 from wsol.metrics.robustness import (
     across_models_rows, attack_confusion, class_spread, ladder_rows, linear_linf_robust, paired_accuracy_difference, per_class_accuracy, step_deltas,
-    summary_rows, sweep_rows, tied_with_worst, total_drop, worst_class,
+    summary_rows, sweep_rows, sweep_total_row, tied_with_worst, total_drop, with_total_row, worst_class,
 )
 from wsol.report.robustness_figures import plot_class_accuracy_vs_eps, plot_drop_heatmap
 
@@ -57,10 +57,15 @@ def test_study_tables():
     acc = per_class_accuracy(ROBUST, LABELS, 3)
     overall = ROBUST.float().mean(1)
     rows = sweep_rows("m", [0, 1, 2], acc, overall)
-    assert [r["eps"] for r in rows] == [0, 1, 2, "TOTAL"]
+    assert [r["eps"] for r in rows] == [0, 1, 2]  # one record per ε: the TOTAL row is a record of its own
     assert rows[0]["delta 0"] is None and rows[1]["delta 0"] == -0.5
     assert math.isclose(rows[2]["average delta"], -0.5 / 3, rel_tol=1e-6)
-    assert rows[3]["delta 2"] == -0.5 and math.isclose(rows[3]["overall"], -0.375, rel_tol=1e-6)
+    total = sweep_total_row("m", acc, overall)
+    assert list(total) == ["model", "delta 0", "delta 1", "delta 2", "average delta", "overall"]
+    assert total["delta 2"] == -0.5 and math.isclose(total["overall"], -0.375, rel_tol=1e-6)
+    shown = with_total_row(rows, total)
+    assert [r["eps"] for r in shown] == [0, 1, 2, "TOTAL"] and shown[-1]["delta 2"] == -0.5
+    assert markdown_table(shown).splitlines()[-1].startswith("| m | TOTAL |  | -0.50 |")
     other = acc.clone()
     other[-1, 1] = 0.0
     avg = across_models_rows({"a": acc, "b": other})
@@ -103,12 +108,12 @@ def test_ladder_and_summary_rows_carry_wilson_intervals() -> None:
     rows = ladder_rows("m", 0.8, [SimpleNamespace(attack="apgd-ce", minutes=0.1, robust_accuracy=0.3, delta=-0.5)], n=20)
     assert [r["n"] for r in rows] == [20, 20]
     low, high = binomtest(6, 20).proportion_ci(method="wilson")
-    assert rows[1]["95% CI"] == f"[{low:.3f}, {high:.3f}]"
+    assert rows[1]["95% CI"] == pytest.approx((low, high), rel=1e-12)  # numbers, not text at 3 decimals
     acc = torch.tensor([[1.0, 0.5, 0.75], [0.5, 0.0, 0.25]])
     summary = summary_rows("m", [0, 8], acc, counts=torch.tensor([2, 2, 4]))
     assert [(r["worst class"], r["worst-class n"]) for r in summary] == [(1, 2), (1, 2)]
     low, high = binomtest(0, 2).proportion_ci(method="wilson")
-    assert summary[1]["worst-class 95% CI"] == f"[{low:.3f}, {high:.3f}]"
+    assert summary[1]["worst-class 95% CI"] == pytest.approx((low, high), rel=1e-12, abs=1e-15)
 
 
 def test_paired_accuracy_difference_is_mcnemars_exact_test_on_the_discordant_pairs() -> None:

@@ -5,6 +5,7 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from wsol.cli import run
@@ -41,6 +42,33 @@ def test_table1_prints_markdown_and_writes_csv(runs, tmp_path, capsys) -> None:
         assert float(row["PGD acc (%)"]) == pytest.approx(summary["pgd_accuracy"])
         assert int(row["n IN/K"]) == summary["metrics"]["topk_intersection"]["n"] and int(row["samples"]) == summary["total"] == 6
         assert summary["attacked"] > 0 and f"| {summary['metrics']['kendall']['mean']:.2f} |" in printed
+
+
+def test_table1_csv_holds_each_interval_as_two_numbers_at_full_precision(runs, tmp_path, capsys) -> None:
+    """IN 95% CI and K 95% CI were the text "[66.32, 80.35]": rounded, to be parsed, and split in two by numpy.genfromtxt
+    at its comma. Now two numeric columns each, equal to the t-interval of the samples' scores; the Markdown shows [a, b]."""
+    from scipy.stats import ttest_1samp
+
+    out = tmp_path / "table1.csv"
+    assert run(["report", "table1", *map(str, runs), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    rows = list(csv.DictReader(out.open(newline="")))
+    table = np.atleast_1d(np.genfromtxt(out, delimiter=",", names=True, dtype=None, encoding=None))
+    assert len(table) == len(rows) and table.dtype["IN_95_CI_low"].kind == table.dtype["K_95_CI_high"].kind == "f"
+    defined = 0
+    for folder, row, line in zip(runs, rows, printed.splitlines()[2:]):
+        samples = list(csv.DictReader((folder / "samples.csv").open(newline="")))
+        for metric, column in (("topk_intersection", "IN 95% CI"), ("kendall", "K 95% CI")):
+            scores = [100 * float(r[metric]) for r in samples if r[metric] not in ("", "nan")]
+            if len(scores) < 2:
+                assert row[f"{column} low"] == row[f"{column} high"] == ""
+                continue
+            ci = ttest_1samp(scores, 0).confidence_interval(0.95)
+            expected = (max(ci.low, 0.0), min(ci.high, 100.0)) if metric == "topk_intersection" else (max(ci.low, -100.0), min(ci.high, 100.0))
+            assert (float(row[f"{column} low"]), float(row[f"{column} high"])) == pytest.approx(expected, rel=1e-9)
+            assert f"| [{float(row[f'{column} low']):.2f}, {float(row[f'{column} high']):.2f}] |" in line
+            defined += 1
+    assert defined > 0
 
 
 def test_figures_are_pngs(runs, tmp_path) -> None:

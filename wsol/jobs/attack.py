@@ -37,10 +37,10 @@ from wsol.errors import ConfigError, option_flag
 from wsol.export.tables import csv_text
 from wsol.jobs.localize import eval_dataset
 from wsol.jobs.runfolder import ATTACK_CONFIG_FILE, ATTACK_RUN_FILES, CHECKPOINT_DIGEST, MAPS_FILE, SAMPLES_FILE, SUMMARY_FILE, check_checkpoint_dataset, class_names_note, config_differences, differences_text, gather, lock_run_folder, note, parse_eps, refuse_other_run, rewritten_since, same_radius, select_samples, start_over, write_json
-from wsol.metrics.intervals import mean_interval
+from wsol.metrics.intervals import interval_cell, mean_interval
 from wsol.metrics.ranking import check_k, input_gradient_cosine
 from wsol.models import load_model
-from wsol.report.attack import inert_arguments, interval_text
+from wsol.report.attack import inert_arguments
 from wsol.models.build import checkpoint_meta
 from wsol.utils import distributed as dist
 from wsol.utils.device import select_device
@@ -237,7 +237,8 @@ def summary_line(summary: Dict[str, Any], out: Path) -> str:
         if not stats["n"]:
             shown.append(f"{name} – (no sample has it)")
         else:
-            shown.append(f"{name} {stats['mean']:.4g}{marks.get(name, '')} {interval_text(stats, '.4g') or '(no interval)'} n={stats['n']}")
+            ci = interval_cell(stats)
+            shown.append(f"{name} {stats['mean']:.4g}{marks.get(name, '')} {f'{ci:.4g}' if ci.defined else '(no interval)'} n={stats['n']}")
     attacked = f", {summary['attacked']} attacked" if "attacked" in summary else ""
     return f"wrote {out / SAMPLES_FILE} and {out / SUMMARY_FILE} ({summary['total']} sample{'s' if summary['total'] != 1 else ''}{attacked}); " + ", ".join(shown)
 
@@ -512,8 +513,8 @@ def demo_attack_section(
         m = summary["metrics"]
         rows.append({
             "method": method, "attribution": "grad", "attacked": summary["attacked"],
-            "IN": m["topk_intersection"]["mean"], "IN 95% CI": interval_text(m["topk_intersection"], ".1f"),
-            "K": m["kendall"]["mean"], "K 95% CI": interval_text(m["kendall"], ".1f"),
+            "IN": m["topk_intersection"]["mean"], "IN 95% CI": interval_cell(m["topk_intersection"]),
+            "K": m["kendall"]["mean"], "K 95% CI": interval_cell(m["kendall"]),
         })
     return rows
 

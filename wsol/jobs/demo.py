@@ -19,7 +19,7 @@ import torch
 from wsol.config import LocalizeConfig, configs_dir, load_config
 from wsol.data.shapes import ensure_shapes
 from wsol.errors import WsolError, option_flag
-from wsol.export.tables import markdown_table
+from wsol.export.tables import Interval, markdown_table
 from wsol.jobs.attack import DEMO_COLUMNS, demo_attack_section
 from wsol.jobs.evaluate import evaluate_predictions, metric_unit, save_metrics
 from wsol.jobs.localize import run_localize
@@ -170,14 +170,14 @@ def _paired_lines(attack_out: Path, methods: Sequence[str]) -> List[str]:
 
 def _paired_part(metric: str, row: Dict[str, Any]) -> str:
     """``IN +1.50 [0.50, 2.50]`` from a paired row, or that no sample has the metric (a constant map has no Kendall τ)."""
-    mean = row[f"Δ{metric} (points)"]
-    return f"{metric} " + (f"{mean:+.2f} {row[f'Δ{metric} 95% CI'] or '(no interval)'}" if math.isfinite(mean) else "– (no sample has it)")
+    mean, ci = row[f"Δ{metric} (points)"], row[f"Δ{metric} 95% CI"]
+    return f"{metric} " + (f"{mean:+.2f} {f'{ci:.2f}' if ci.defined else '(no interval)'}" if math.isfinite(mean) else "– (no sample has it)")
 
 
 def _interval_rows(rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """Per method and attribution, the 95% interval of each per-image metric as ``[lo, hi]`` text."""
+    """Per method and attribution, the 95% interval of each per-image metric (an :class:`Interval`; None where evaluate gave none)."""
     return [{"method": r["method"], "attribution": r["attribution"],
-             **{k: "[{:.1f}, {:.1f}]".format(*r["intervals"][k]) if k in r.get("intervals", {}) else "" for k in INTERVAL_COLUMNS}}
+             **{k: Interval(*r["intervals"][k]) if k in r.get("intervals", {}) else None for k in INTERVAL_COLUMNS}}
             for r in rows]
 
 
@@ -201,7 +201,7 @@ def _report_text(
         markdown_table(rows, list(TABLE_COLUMNS), headers={c: f"{c} ({metric_unit(c)})" for c in TABLE_COLUMNS[2:]}),
         "95% Wilson intervals over the test images (a difference inside them is not one this split can tell):",
         "",
-        markdown_table(_interval_rows(rows), ["method", "attribution", *INTERVAL_COLUMNS], headers={c: f"{c} (%)" for c in INTERVAL_COLUMNS}),
+        markdown_table(_interval_rows(rows), ["method", "attribution", *INTERVAL_COLUMNS], floatfmt=".1f", headers={c: f"{c} (%)" for c in INTERVAL_COLUMNS}),
         "",
         "## Figures (GT box red, predicted box green, GT mask outlined white)",
         "",

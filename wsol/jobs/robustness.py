@@ -35,10 +35,10 @@ from wsol.jobs.runfolder import (
     ROBUSTNESS_CHUNK_FILES, ROBUSTNESS_RUN_FILE, check_checkpoint_dataset, dataset_label, class_names_note, config_differences, differences_text, lock_run_folder, note, parse_eps,
     refuse_other_run, remove_outputs, rewritten_since, same_radius, select_samples, start_over, write_json, write_text,
 )
-from wsol.metrics.intervals import wilson_text
+from wsol.metrics.intervals import wilson_cell
 from wsol.metrics.robustness import (
-    across_models_rows, attack_confusion, class_mean, ladder_rows, paired_accuracy_difference, per_class_accuracy, summary_rows, sweep_rows,
-    tied_with_worst, total_drop,
+    accuracy_interval, across_models_rows, attack_confusion, class_mean, ladder_rows, paired_accuracy_difference, per_class_accuracy, summary_rows,
+    sweep_rows, sweep_total_row, tied_with_worst, total_drop, with_total_row,
 )
 from wsol.utils import distributed as dist
 from wsol.utils.device import select_device
@@ -417,8 +417,9 @@ def ladder_tables(name: str, records: Sequence[Dict[str, Any]], labels: torch.Te
 
 def sweep_tables(name: str, records: Sequence[Dict[str, Any]], labels: torch.Tensor, grid: Sequence[float], num_classes: int,
                  class_names: Optional[Sequence[str]] = None, norm: str = "linf") -> Dict[str, Any]:
-    """The seed's second table (accuracy per class per ε, delta per step, total drop), the summary and the confusion at the largest ε;
-    classes are named by ``class_names`` where given, the ε column by the unit of ``norm``'s grid (:data:`SWEEP_COLUMN`)."""
+    """The seed's second table (accuracy per class per ε and delta per step in ``rows``, the TOTAL row of drops in ``total``), the
+    summary and the confusion at the largest ε; classes are named by ``class_names`` where given, the ε column by the unit of
+    ``norm``'s grid (:data:`SWEEP_COLUMN`)."""
     robust = _cat(records, "robust", dim=1).bool()
     adv_pred = _cat(records, "adv_pred", dim=1).long()
     acc = per_class_accuracy(robust, labels, num_classes)
@@ -426,6 +427,7 @@ def sweep_tables(name: str, records: Sequence[Dict[str, Any]], labels: torch.Ten
     return {
         "acc": acc,
         "rows": sweep_rows(name, list(grid), acc, overall, class_names=class_names, eps_column=SWEEP_COLUMN[norm]),
+        "total": sweep_total_row(name, acc, overall, class_names=class_names),
         "summary": summary_rows(name, list(grid), acc, class_names=class_names, eps_column=SWEEP_COLUMN[norm],
                                 counts=torch.tensor(_class_counts(labels, num_classes))),
         "confusion": attack_confusion(labels, adv_pred[-1], num_classes, mask=robust[0] if grid[0] == 0 else None),
@@ -435,13 +437,15 @@ def sweep_tables(name: str, records: Sequence[Dict[str, Any]], labels: torch.Ten
 
 
 def pgd_tables(name: str, records: Sequence[Dict[str, Any]], labels: torch.Tensor, s: RobustnessSettings, num_classes: int) -> Dict[str, Any]:
+    """The PGD table's one row: the attack's settings one to a column (``PGD-40``, norm, loss, restarts: a text cell with a comma
+    would be split by ``numpy.genfromtxt``), clean and robust accuracy, the robust one's Wilson interval, the worst class's."""
     clean = _cat(records, "clean_correct").bool()
     robust = _cat(records, "robust").bool()
     per_class = per_class_accuracy(robust, labels, num_classes)
-    return {"rows": [{"model": name, "attack": f"PGD-{s.pgd_steps} ({s.norm}, {s.pgd_loss} loss, {s.pgd_restarts} restart(s))",
+    return {"rows": [{"model": name, "attack": f"PGD-{s.pgd_steps}", "norm": s.norm, "loss": s.pgd_loss, "restarts": s.pgd_restarts,
                       SWEEP_COLUMN[s.norm]: eps_column_value(s.eps, s.norm),
                       "clean accuracy": float(clean.double().mean()), "robust accuracy": float(robust.double().mean()),
-                      "n": len(labels), "robust 95% CI": wilson_text(int(robust.sum()), len(labels)),
+                      "n": len(labels), "robust 95% CI": wilson_cell(int(robust.sum()), len(labels)),
                       "worst-class accuracy": float(per_class.nan_to_num(float('inf')).min())}]}
 
 
@@ -742,6 +746,7 @@ def write_run_report(out: Path, s: RobustnessSettings, result: Dict[str, Any]) -
         if f"sweep-{precision}" in result:
             sw = result[f"sweep-{precision}"]
             write_csv(out / f"sweep_{precision}.csv", sw["rows"])
+            write_csv(out / f"sweep_total_{precision}.csv", [sw["total"]])
             write_csv(out / f"sweep_summary_{precision}.csv", sw["summary"])
             write_csv(out / f"sweep_confusion_{precision}.csv", matrix_rows(sw["confusion"], names, names, corner="true \\ adversarial"))
             fig = plot_class_accuracy_vs_eps(sw["acc"], s.sweep, out / FIGURES_FOLDER / f"sweep_{precision}.png", names,
@@ -753,7 +758,8 @@ def write_run_report(out: Path, s: RobustnessSettings, result: Dict[str, Any]) -
                                      row_axis="ε step" + SWEEP_AXIS[s.norm][1:])
             summary, tie_note = marked_ties(shown_eps_rows(sw["summary"], s.norm), tied_with_worst(sw["acc"]), "worst class")
             lines += [f"## Per-class ε sweep ({precision}, {s.sweep_attack}, {sweep_grid_text(s.sweep, s.norm)})", "",
-                      markdown_table(shown_eps_rows(sw["rows"], s.norm), floatfmt=".3f"), SWEEP_NOTE, "",
+                      markdown_table(shown_eps_rows(with_total_row(sw["rows"], sw["total"], SWEEP_COLUMN[s.norm]), s.norm), floatfmt=".3f"),
+                      SWEEP_NOTE, "",
                       markdown_table(summary, floatfmt=".3f"), *tie_note, SPREAD_NOTE, "",
                       _counts_line(result, names), "",
                       f"Points attacked per ε (the clean-correct ones at the first ε > 0, then those still robust at the ε before): {', '.join(f'{sweep_eps_text(e, s.norm)}: {k}' for e, k in zip(s.sweep, sw['attacked']))}; "
@@ -946,16 +952,26 @@ def run_study(study: Path, template: RobustnessSettings, root: Path, out: Path, 
 def _study_result(result: Dict[str, Any], norm: str) -> Dict[str, Any]:
     """A model's ``result.json`` as the study report takes it. JSON writes a class without a drawn sample as null
     (:func:`wsol.utils.io.json_text`) where its accuracy is NaN: the accuracy matrices get NaN back, and the sweep rows
-    are made again from them, so the report shows "–" (undefined) there and "" only where a cell does not apply
-    (the first ε's deltas), whether the model ran now or in an earlier run."""
+    (with their TOTAL row in ``total``) are made again from them, so the report shows "–" (undefined) there and "" only
+    where a cell does not apply (the first ε's deltas), whether the model ran now or in an earlier run. The intervals,
+    [low, high] in JSON (text in a result.json of an older wsol, which also ends its sweep rows with the TOTAL row), are
+    made again from the accuracies and counts."""
     result = _named_eps_column(result, norm)
     for key in ("acc", "per_class"):  # ε × classes and (clean, robust) × classes
         if key in result:
             result[key] = [[float("nan") if v is None else v for v in row] for row in result[key]]
-    column, rows = SWEEP_COLUMN[norm], result["sweep"]
-    result["sweep"] = sweep_rows(rows[0]["model"], [r[column] for r in rows[:-1]], torch.tensor(result["acc"], dtype=torch.float64),
-                                 torch.tensor([r["overall"] for r in rows[:-1]], dtype=torch.float64),
-                                 class_names=result["class_names"], eps_column=column)
+    column = SWEEP_COLUMN[norm]
+    rows = [r for r in result["sweep"] if isinstance(r[column], (int, float))]
+    acc, overall = torch.tensor(result["acc"], dtype=torch.float64), torch.tensor([r["overall"] for r in rows], dtype=torch.float64)
+    model = rows[0]["model"]
+    result["sweep"] = sweep_rows(model, [r[column] for r in rows], acc, overall, class_names=result["class_names"], eps_column=column)
+    result["total"] = sweep_total_row(model, acc, overall, class_names=result["class_names"])
+    for row in result["ladder"]:
+        if "n" in row:
+            row["95% CI"] = accuracy_interval(row["accuracy"], row["n"])
+    for row in result["summary"]:
+        if "worst-class n" in row:
+            row["worst-class 95% CI"] = accuracy_interval(row["worst-class accuracy"], row["worst-class n"])
     return result
 
 
@@ -1005,13 +1021,15 @@ def _study_report(out: Path, s: RobustnessSettings, results: Dict[str, Dict[str,
     first = next(iter(results.values()))
     names = first["class_names"]
     ladder = [dict(r, model=label) for label, res in results.items() for r in res["ladder"]]
-    sweep = [dict(r, model=label) for label, res in results.items() for r in res["sweep"]]
+    sweep = [dict(r, model=label) for label, res in results.items() for r in res["sweep"]]  # the CSV: one record per ε
+    sweep_shown = [dict(r, model=label) for label, res in results.items() for r in with_total_row(res["sweep"], res["total"], SWEEP_COLUMN[s.norm])]
     summary = [dict(r, model=label) for label, res in results.items() for r in res["summary"]]
     acc = {label: torch.tensor(res["acc"], dtype=torch.float64) for label, res in results.items()}
     across = across_models_rows(acc, class_names=names)
     per_model = [{"model": label, "average total drop": float(class_mean(total_drop(a))),
                   "worst class at max ε": names[int(torch.nan_to_num(a[-1], nan=float('inf')).argmin())],
-                  "worst-class accuracy at max ε": float(torch.nan_to_num(a[-1], nan=float('inf')).min())} for label, a in acc.items()]
+                  "worst-class accuracy at max ε": float(torch.nan_to_num(a[-1], nan=float('inf')).min()),
+                  "overall total drop": results[label]["total"]["overall"]} for label, a in acc.items()]
     write_csv(out / "ladder.csv", ladder)
     write_csv(out / "sweep.csv", sweep)
     write_csv(out / "sweep_summary.csv", summary)
@@ -1036,12 +1054,12 @@ def _study_report(out: Path, s: RobustnessSettings, results: Dict[str, Dict[str,
              "## Table 1: AutoAttack ladder (accuracy, delta and minutes per attack)", "", markdown_table(ladder, floatfmt=".4f"),
              MINUTES_NOTE, _budget_line(s.ladder, s, len(names)), "",
              "## Table 2: accuracy per class per ε, delta per step, total drop per class", "",
-             markdown_table(shown_eps_rows(sweep, s.norm), floatfmt=".3f"),
+             markdown_table(shown_eps_rows(sweep_shown, s.norm), floatfmt=".3f"),
              SWEEP_NOTE, _budget_line(s.sweep_attack, s, len(names), what="Sweep budget per attack"), "",
              "## Total drop per class, per model and averaged across models", "", markdown_table(across, floatfmt=".3f"),
              markdown_table(shown_per_model, floatfmt=".3f"), *per_model_note,
              "average: the mean of a class's total drop over the models; average total drop: the mean of a model's classes' total drops "
-             "(each class counting once, its TOTAL row's average delta).", "",
+             "(each class counting once, its TOTAL row's average delta); overall total drop: its overall accuracy's change (the TOTAL row's overall).", "",
              "## Worst class and spread per ε", "", markdown_table(shown_summary, floatfmt=".3f"), *summary_note, SPREAD_NOTE, "",
              *_paired_section(results, sweep_eps_text(s.sweep[-1], s.norm), out)]
     for label, res in results.items():

@@ -8,6 +8,8 @@ import numpy as np
 from scipy.stats import norm
 from scipy.stats import t as student_t
 
+from wsol.export.tables import UNDEFINED_INTERVAL, Interval
+
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> Tuple[float, float]:
     """Two-sided Wilson score interval of the proportion ``successes / n``, as fractions.
@@ -28,12 +30,9 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> Tuple[f
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def wilson_text(successes: int, n: int, fmt: str = ".3f") -> str:
-    """``[low, high]`` of :func:`wilson_interval` as a table cell ("" for no trial)."""
-    if n <= 0:
-        return ""
-    low, high = wilson_interval(successes, n)
-    return f"[{low:{fmt}}, {high:{fmt}}]"
+def wilson_cell(successes: int, n: int) -> Interval:
+    """:func:`wilson_interval` as a table value (Markdown ``[low, high]``, CSV two numeric columns); undefined for no trial."""
+    return Interval(*wilson_interval(successes, n)) if n > 0 else UNDEFINED_INTERVAL
 
 
 def mean_interval(values: Sequence[float], confidence: float = 0.95, bounds: Tuple[float, float] = (-math.inf, math.inf)) -> Dict[str, Any]:
@@ -50,6 +49,12 @@ def mean_interval(values: Sequence[float], confidence: float = 0.95, bounds: Tup
     return {"mean": mean, "ci_low": max(mean - half, bounds[0]), "ci_high": min(mean + half, bounds[1]), "n": int(v.size)}
 
 
+def interval_cell(stats: Mapping[str, Any]) -> Interval:
+    """The ``ci_low``/``ci_high`` of a :func:`mean_interval` or :func:`paired_difference` result (or of a summary.json
+    metric, which holds one) as a table value; undefined where a bound is None (fewer than two values)."""
+    return Interval.between(stats.get("ci_low"), stats.get("ci_high"))
+
+
 def paired_difference(before: Mapping[Any, float], after: Mapping[Any, float], confidence: float = 0.95) -> Dict[str, Any]:
     """Mean and Student-t interval of ``after[i] − before[i]`` over the keys (sample ids) both have a finite value for:
     two models scored on the same samples differ by less noise than their two intervals suggest, so a paired
@@ -58,4 +63,4 @@ def paired_difference(before: Mapping[Any, float], after: Mapping[Any, float], c
     return mean_interval([after[i] - before[i] for i in both], confidence)
 
 
-__all__ = ["mean_interval", "paired_difference", "wilson_interval", "wilson_text"]
+__all__ = ["interval_cell", "mean_interval", "paired_difference", "wilson_cell", "wilson_interval"]

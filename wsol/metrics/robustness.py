@@ -11,7 +11,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import torch
 
-from wsol.metrics.intervals import wilson_text
+from wsol.export.tables import Interval
+from wsol.metrics.intervals import wilson_cell
 
 
 def per_class_accuracy(correct: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -120,6 +121,12 @@ def paired_accuracy_difference(before: torch.Tensor, after: torch.Tensor) -> Dic
             "p": float(binomtest(only_after, discordant, 0.5).pvalue) if discordant else None}
 
 
+def accuracy_interval(accuracy: float, n: int) -> Interval:
+    """The 95% Wilson interval of an accuracy over ``n`` samples (its successes: ``accuracy · n``, rounded), as a table
+    value; undefined for no sample."""
+    return wilson_cell(round(accuracy * n), n)
+
+
 def ladder_rows(model: str, clean_accuracy: float, rungs: Sequence[Any], n: Optional[int] = None) -> List[Dict[str, Any]]:
     """The study's first table for one model: initial accuracy, then per attack minutes, accuracy, delta.
 
@@ -129,7 +136,7 @@ def ladder_rows(model: str, clean_accuracy: float, rungs: Sequence[Any], n: Opti
     def row(attack: str, minutes: Optional[float], accuracy: float, delta: Optional[float]) -> Dict[str, Any]:
         out: Dict[str, Any] = {"model": model, "attack": attack, "minutes": minutes, "accuracy": accuracy, "delta": delta}
         if n is not None:
-            out.update({"n": n, "95% CI": wilson_text(round(accuracy * n), n)})
+            out.update({"n": n, "95% CI": accuracy_interval(accuracy, n)})
         return out
 
     return [row("initial accuracy", None, clean_accuracy, None)] + [row(r.attack, r.minutes, r.robust_accuracy, r.delta) for r in rungs]
@@ -142,9 +149,9 @@ def _named(c: int, class_names: Optional[Sequence[str]]) -> Any:
 
 def sweep_rows(model: str, eps_labels: Sequence[Any], acc: torch.Tensor, overall: torch.Tensor, *,
                class_names: Optional[Sequence[str]] = None, eps_column: str = "eps") -> List[Dict[str, Any]]:
-    """The study's second table for one model: per ε, every class's accuracy and step delta, the
-    model's average delta over classes and its overall accuracy, then a TOTAL row of drops. The ε
-    values go in ``eps_column`` (a header that names their unit, such as ``eps (x/255)``)."""
+    """The study's second table for one model, one record per ε: every class's accuracy and step delta, the model's
+    average delta over classes and its overall accuracy. The ε values go in ``eps_column`` (a header that names their
+    unit, such as ``eps (x/255)``). The seed's TOTAL row under them is :func:`sweep_total_row`."""
     deltas = step_deltas(acc)
     num_classes = acc.shape[1]
     heads = [str(class_names[c]) if class_names else f"class {c}" for c in range(num_classes)]
@@ -158,15 +165,27 @@ def sweep_rows(model: str, eps_labels: Sequence[Any], acc: torch.Tensor, overall
         row["average delta"] = None if k == 0 else float(class_mean(deltas[k]))
         row["overall"] = float(overall[k])
         rows.append(row)
+    return rows
+
+
+def sweep_total_row(model: str, acc: torch.Tensor, overall: torch.Tensor, *,
+                    class_names: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """The seed's TOTAL row of :func:`sweep_rows`' table: each class's total drop (last ε minus first) in its delta
+    column, their mean over classes in ``average delta`` and the overall accuracy's change in ``overall``. A record of
+    another kind than the per-ε rows (no ε, no accuracy), so a CSV keeps it apart; a Markdown table shows it under them
+    with ``TOTAL`` in the ε column (:func:`with_total_row`)."""
     drops = total_drop(acc)
-    total: Dict[str, Any] = {"model": model, eps_column: "TOTAL"}
-    for c in range(num_classes):
-        total[heads[c]] = None
-        total[deltas_by[c]] = float(drops[c])
+    total: Dict[str, Any] = {"model": model}
+    total.update({f"delta {_named(c, class_names)}": float(drops[c]) for c in range(acc.shape[1])})
     total["average delta"] = float(class_mean(drops))
     total["overall"] = float(overall[-1] - overall[0])
-    rows.append(total)
-    return rows
+    return total
+
+
+def with_total_row(rows: Sequence[Dict[str, Any]], total: Dict[str, Any], eps_column: str = "eps") -> List[Dict[str, Any]]:
+    """A model's per-ε sweep rows with its TOTAL row under them, as the seed's table shows it (for Markdown only: the ε
+    column then holds the text ``TOTAL``)."""
+    return [*rows, {**total, eps_column: "TOTAL"}]
 
 
 def across_models_rows(acc_by_model: Mapping[str, torch.Tensor], *,
@@ -197,7 +216,7 @@ def summary_rows(model: str, eps_labels: Sequence[Any], acc: torch.Tensor, *, cl
                                "worst class": _named(int(index[k]), class_names), "worst-class accuracy": float(value[k])}
         if counts is not None:
             size = int(counts[int(index[k])])
-            row.update({"worst-class n": size, "worst-class 95% CI": wilson_text(round(float(value[k]) * size), size)})
+            row.update({"worst-class n": size, "worst-class 95% CI": accuracy_interval(float(value[k]), size)})
         row.update({"range": float(spread["range"][k]), "std": float(spread["std"][k])})
         rows.append(row)
     return rows
@@ -205,5 +224,6 @@ def summary_rows(model: str, eps_labels: Sequence[Any], acc: torch.Tensor, *, cl
 
 __all__ = [
     "across_models_rows", "attack_confusion", "class_mean", "class_spread", "ladder_rows", "paired_accuracy_difference",
-    "per_class_accuracy", "step_deltas", "summary_rows", "sweep_rows", "tied_with_worst", "total_drop", "worst_class",
+    "accuracy_interval", "per_class_accuracy", "step_deltas", "summary_rows", "sweep_rows", "sweep_total_row", "tied_with_worst",
+    "total_drop", "with_total_row", "worst_class",
 ]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 from collections import defaultdict
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ import numpy as np
 from wsol.utils.numbers import parse_number
 from wsol.errors import ConfigError, DataError
 from wsol.export.tables import markdown_table, write_csv
-from wsol.metrics.intervals import paired_difference
+from wsol.metrics.intervals import interval_cell, paired_difference
 from wsol.report.figures import pyplot, save_figure
 from wsol.runfiles import ATTACK_RUN_FILES, CHECKPOINT_DIGEST, MAPS_FILE, SAMPLES_FILE, SUMMARY_FILE, dataset_label
 from wsol.utils.io import atomic_write_text
@@ -95,14 +94,6 @@ def load_run(folder: Path) -> AttackRun:
     return AttackRun(folder, summary, columns)
 
 
-def interval_text(stats: Dict[str, Any], fmt: str = ".2f") -> str:
-    """``[low, high]`` of a summary's metric entry, or "" where it is undefined (fewer than two values)."""
-    low, high = stats.get("ci_low"), stats.get("ci_high")
-    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
-        return ""
-    return f"[{low:{fmt}}, {high:{fmt}}]"
-
-
 def _stat(stats: Dict[str, Any], key: str) -> float:
     """One number of a summary's metric entry; NaN where it is undefined (None, or NaN in older summaries)."""
     value = stats.get(key)
@@ -136,8 +127,8 @@ def table1_rows(runs: Sequence[AttackRun]) -> List[Dict[str, Any]]:
         rows.append({
             "run": name, "dataset": run.config.get("dataset"), "method": run.method, "attribution": run.config.get("attribution"),
             "preset": run.config.get("preset"), "samples": run.summary.get("total"), "n IN/K": m["topk_intersection"].get("n"),
-            "IN (%)": _stat(m["topk_intersection"], "mean"), "IN 95% CI": interval_text(m["topk_intersection"]),
-            "K (%)": _stat(m["kendall"], "mean"), "K 95% CI": interval_text(m["kendall"]),
+            "IN (%)": _stat(m["topk_intersection"], "mean"), "IN 95% CI": interval_cell(m["topk_intersection"]),
+            "K (%)": _stat(m["kendall"], "mean"), "K 95% CI": interval_cell(m["kendall"]),
             "natural acc (%)": run.summary.get("natural_accuracy"), "PGD acc (%)": run.summary.get("pgd_accuracy"),
         })
     return rows
@@ -176,8 +167,8 @@ def paired_rows(runs: Sequence[AttackRun]) -> Tuple[List[Dict[str, Any]], List[s
         d_k = paired_difference(base["kendall"], _percent_by_sample(run, "kendall"))
         count = d_in["n"] if d_in["n"] == d_k["n"] else f"{d_in['n']} IN / {d_k['n']} K"  # a constant map has no Kendall τ
         rows.append({"run": name, "against": names[0], "n paired": count,
-                     "ΔIN (points)": _stat(d_in, "mean"), "ΔIN 95% CI": interval_text(d_in),
-                     "ΔK (points)": _stat(d_k, "mean"), "ΔK 95% CI": interval_text(d_k)})
+                     "ΔIN (points)": _stat(d_in, "mean"), "ΔIN 95% CI": interval_cell(d_in),
+                     "ΔK (points)": _stat(d_k, "mean"), "ΔK 95% CI": interval_cell(d_k)})
     return rows, notes
 
 
@@ -456,4 +447,4 @@ def attack_figures(folders: Sequence[Path], out: Path) -> Tuple[List[Path], List
 
 
 __all__ = ["AttackRun", "attack_figures", "box_plots", "cosine_histograms", "draw_box_plots", "draw_cosine_histograms", "draw_eps_sweep",
-           "draw_map_pairs", "eps_sweep", "interval_text", "load_run", "load_runs", "map_pairs", "run_names", "sweep_lines", "table1", "table1_rows"]
+           "draw_map_pairs", "eps_sweep", "load_run", "load_runs", "map_pairs", "run_names", "sweep_lines", "table1", "table1_rows"]
