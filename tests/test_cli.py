@@ -91,6 +91,14 @@ def test_a_bug_keeps_its_traceback(monkeypatch) -> None:
         run(["models"])
 
 
+def test_a_default_is_stated_once_in_help() -> None:
+    """An option whose help text says its default gets no second '[default: …]' from typer (the robustness
+    --batch-size read 'Images per batch (default: 250; …) [default: 250]')."""
+    twice = [(path, p.opts[0]) for path, cmd in _commands() for p in cmd.params
+             if "(default" in (p.help or "") and p.default not in (None, False) and p.show_default is not False]
+    assert not twice, twice
+
+
 def test_n_help_states_the_jobs_default_counts() -> None:
     from wsol.jobs.attack import DEFAULT_N_ATTRIBUTION, DEFAULT_N_TARGETED
     from wsol.jobs.robustness import DEFAULT_N
