@@ -1,6 +1,10 @@
 """The CLI: help, version, models, config show, one-line errors with exit status 2."""
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from wsol.cli import INTERRUPTED, run
 
 
@@ -89,6 +93,41 @@ def test_a_bug_keeps_its_traceback(monkeypatch) -> None:
     monkeypatch.setattr(build.MODELS, "names", lambda: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         run(["models"])
+
+
+@pytest.mark.parametrize("readme", ["README.md", "datasets/README.md"])
+def test_readme_command_lines_parse(readme: str) -> None:
+    """Every `wsol` / `torchrun ... wsol` line of a README code block names a command and options the CLI has
+    (a renamed option or a README typo fails here, not in a newcomer's shell)."""
+    import re
+    import shlex
+
+    import typer
+
+    from wsol.cli import app
+
+    text = (Path(__file__).resolve().parents[1] / readme).read_text()
+    lines = [line.split("  #")[0].split(" # ")[0].strip()
+             for block in re.findall(r"```[a-z]*\n(.*?)```", text, re.S) for line in block.replace("\\\n", " ").splitlines()]
+    lines = [line for line in lines if line.startswith(("wsol ", "torchrun ")) and "--help" not in line]
+    assert len(lines) >= 3, readme
+    for line in lines:
+        argv = shlex.split(line.replace("[", "").replace("]", ""))  # [--option value ...]: optional arguments
+        argv, cmd, path = argv[argv.index("wsol") + 1:], typer.main.get_command(app), ["wsol"]
+        while getattr(cmd, "commands", None):  # a group (typer ships its own click)
+            assert argv and argv[0] in cmd.commands, line
+            path.append(argv[0])
+            cmd = cmd.commands[argv.pop(0)]
+        ctx = cmd.make_context(" ".join(path), argv, resilient_parsing=True)  # names only: inputs come from lines above
+        assert not ctx.args, (line, ctx.args)
+
+
+def test_a_default_is_stated_once_in_help() -> None:
+    """An option whose help text says its default gets no second '[default: …]' from typer (the robustness
+    --batch-size read 'Images per batch (default: 250; …) [default: 250]')."""
+    twice = [(path, p.opts[0]) for path, cmd in _commands() for p in cmd.params
+             if "(default" in (p.help or "") and p.default not in (None, False) and p.show_default is not False]
+    assert not twice, twice
 
 
 def test_n_help_states_the_jobs_default_counts() -> None:

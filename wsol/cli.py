@@ -133,7 +133,7 @@ ConfigSeedOpt = Annotated[Optional[int], typer.Option("--seed", min=0, max=MAX_S
                                                       help="Random seed (≥ 0); the same seed gives the same result (default: the config's).")]
 SplitOpt = Annotated[str, typer.Option("--split", help="Dataset split: train or test (wsolmeta and flowers also val; see datasets/README.md).")]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Images per batch.")]
-RobustBatchSizeOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Images per batch (default: 250; also the chunk a run writes and "
+RobustBatchSizeOpt = Annotated[int, typer.Option("--batch-size", min=1, show_default=False, help="Images per batch (default: 250; also the chunk a run writes and "
                                                                            "resumes by, and AutoAttack's batching, so it is part of the run: "
                                                                            "another --batch-size into the same --out is refused).")]
 ConfigBatchSizeOpt = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Images per batch (default: the config's; under torchrun the global batch, split across processes).")]
