@@ -103,9 +103,12 @@ def _not_rank_0() -> bool:
     return launched_rank() != 0
 
 
+REPLACING = "replacing the earlier file"
+
+
 def _replacing(existed: bool) -> str:
     """What a ``wrote PATH`` line adds when the file was there before: every ``--out`` file is replaced, and says so."""
-    return " (replacing the earlier file)" if existed else ""
+    return f" ({REPLACING})" if existed else ""
 
 
 def _check_pred(value: Path) -> Path:
@@ -305,6 +308,11 @@ def train_command(
         cfg = dataclasses.replace(cfg, epochs=kept)  # a resumed run keeps its length unless told otherwise
     main = launched_rank() == 0  # torchrun: only rank 0 prints
     banner = f"config: {used or 'built-in defaults'}; run folder: {folder}"
+    if used is None and main and not (resume and kept is not None):
+        from wsol.config import no_shipped_config_note
+        from wsol.jobs.runfolder import note
+
+        note(no_shipped_config_note(cfg))
     try:
         result = train(cfg, folder, resume=resume, device=device, on_start=lambda: typer.echo(banner, err=True) if main else None)
     finally:
@@ -352,7 +360,8 @@ def localize_command(
         mm = meta["map_metrics"]
         summary = ", ".join(f"{k} {v:.2f} {metric_unit(k)}" for k, v in mm.items() if isinstance(v, float) and not k.endswith("threshold"))
         over = "".join(f", {mm[f'images_with_{kind}']} with a {kind}" for kind in ("box", "mask") if f"images_with_{kind}" in mm)
-        typer.echo(f"wrote {out}{_replacing(existed)} ({meta['num_images']} images{over}, threshold {meta['threshold']:.2f}); {summary}")
+        replaced = f", {REPLACING}" if existed else ""  # inside the line's one bracket
+        typer.echo(f"wrote {out} ({meta['num_images']} images{over}, threshold {meta['threshold']:.2f}{replaced}); {summary}")
 
 
 @app.command("evaluate")
@@ -728,9 +737,10 @@ def report_figures_command(runs: RunDirsArg, out: OutFolderOpt) -> None:
     """Box plots of IN and K per run (Fig. 11), the ε sweep (Fig. 12), cos(x, g) (Fig. 6), original vs attacked maps."""
     from wsol.report.attack import attack_figures
 
+    before = set(Path(out).glob("*.png"))
     written, notes = attack_figures(runs, out)
     for path in written:
-        typer.echo(f"wrote {path}")
+        typer.echo(f"wrote {path}{_replacing(path in before)}")
     for note in notes:
         typer.echo(f"note: {note}", err=True)
 

@@ -394,6 +394,17 @@ def default_config_path(dataset: str, method: str, arch: Optional[str] = None, f
     return matches[0] if matches else None
 
 
+def no_shipped_config_note(config: TrainConfig, folder: Optional[Path] = None) -> str:
+    """What a run without ``--config`` for which no config is shipped trains with: wsol's built-in defaults, not a recipe
+    tuned for the dataset (no augmentation, no learning-rate schedule), and the configs shipped for its dataset."""
+    folder = folder or configs_dir()
+    shipped = sorted(p.name for p in folder.glob(f"{config.dataset}_*.yaml")) if folder.is_dir() else []
+    where = f"configs for {config.dataset}: {', '.join(shipped)}" if shipped else f"no config is shipped for {config.dataset}"
+    return (f"no shipped config for {config.dataset} with arch {config.arch} and method {config.method}: training with the built-in "
+            f"defaults (`wsol config show` prints them: no augmentation, no learning-rate schedule), not a tuned recipe; {where} "
+            f"(start from one with --config and change what differs with --arch/--set)")
+
+
 def resolve_train_config(
     dataset: str,
     method: Optional[str] = None,

@@ -126,3 +126,15 @@ def test_train_cub_art_resolves_the_default_arch_without_arch(tmp_path, cub_tree
     assert "cub_resnet50_art.yaml" in capsys.readouterr().err
     saved = load_config(out / "config.yaml")
     assert (saved.arch, saved.method, saved.transform) == ("resnet50", "art", "cub")
+
+
+def test_a_setting_without_a_shipped_config_says_it_trains_with_the_built_in_defaults(tmp_path, tiny_shapes, capsys) -> None:
+    """`wsol train shapes --arch small-cnn` has no shipped config: the built-in defaults (no augmentation, no schedule) are
+    no recipe, and a note says so and names the shipped configs; a shipped config or --config gets no such note."""
+    fast = ["--root", str(tiny_shapes), "--epochs", "1", "--set", "max_train_batches=1", "--set", "eval.max_batches=1", "--device", "cpu"]
+    assert run(["train", "shapes", "--arch", "small-cnn", *fast, "--out", str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err
+    assert "note: no shipped config for shapes with arch small-cnn and method natural: training with the built-in defaults" in err
+    assert "shapes_small-cnn-bn_natural.yaml" in err
+    assert run(["train", "shapes", *fast, "--out", str(tmp_path / "b")]) == 0
+    assert "no shipped config" not in capsys.readouterr().err
