@@ -58,6 +58,9 @@ def test_evaluate_prints_table_and_saves_metrics(tiny, capsys) -> None:
     assert lines["top1_acc"][3].startswith("[") and lines["pxap"][3] == ""
     assert lines["top1_acc"][2] == "all 12" and lines["pxap"][2] == "12 of 12 with a mask" and lines["best_gt_known_threshold"][2] == ""
     assert "(12 images, 12 with a box, 12 with a mask, threshold " in localized
+    assert _localize(tiny, out, "--masks", "--sweep", "--attribution", "cam") == 0
+    again = capsys.readouterr().out.strip()
+    assert f"wrote {out} (12 images, " in again and ", replacing the earlier file); " in again and ") (" not in again  # one bracket
     assert table.rstrip().endswith(f"wrote {out.with_suffix('.metrics.json')}")  # 'wrote', as every command says, not 'saved'
     assert run(["evaluate", "--pred", str(out), "--dataset", "shapes", "--root", str(tiny["root"])]) == 0
     assert capsys.readouterr().out.rstrip().endswith("metrics.json (replacing the earlier file)")

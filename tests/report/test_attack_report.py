@@ -71,9 +71,12 @@ def test_table1_csv_holds_each_interval_as_two_numbers_at_full_precision(runs, t
     assert defined > 0
 
 
-def test_figures_are_pngs(runs, tmp_path) -> None:
+def test_figures_are_pngs(runs, tmp_path, capsys) -> None:
     out = tmp_path / "figs"
     assert run(["report", "figures", *map(str, runs), "--out", str(out)]) == 0
+    assert "replacing" not in capsys.readouterr().out
+    assert run(["report", "figures", *map(str, runs), "--out", str(out)]) == 0
+    assert f"wrote {out / 'fig11_boxplots.png'} (replacing the earlier file)" in capsys.readouterr().out.splitlines()
     names = {p.name for p in out.iterdir()}
     assert {"fig11_boxplots.png", "fig12_eps_sweep.png", "fig6_cosine.png", f"maps_{runs[0].name}.png"} <= names
     for p in out.iterdir():

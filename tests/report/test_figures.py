@@ -204,9 +204,12 @@ def test_attack_figures_note_a_run_whose_kept_samples_were_none_attacked(tmp_pat
              original_map=nan, attacked_map=nan)
     run = _run(folder, "art", "8/255", 1.0, np.zeros(3), np.zeros(3))
     monkeypatch.setattr(report, "load_runs", lambda folders: [run])
+    (tmp_path / "figs").mkdir()
+    (tmp_path / "figs" / "maps_other.png").write_bytes(b"an earlier call's figure")
     written, notes = attack_figures([folder], tmp_path / "figs")
     assert [p.name for p in written] == ["fig11_boxplots.png", "fig6_cosine.png"]
     assert any("none of the samples kept in its maps.npz" in n for n in notes)
+    assert any(n.endswith("also holds maps_other.png from an earlier call, of runs not given now") for n in notes)  # would pass for one of these
 
 
 def test_figures_of_200_classes_stay_readable_and_of_a_bounded_size(tmp_path) -> None:

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from wsol.errors import ConfigError, WsolError, did_you_mean
-from wsol.utils.numbers import comma_list
+from wsol.utils.numbers import comma_list, counted
 
 ATTACKS: Tuple[str, ...] = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
 LADDERS: Dict[str, Tuple[str, ...]] = {
@@ -134,16 +134,13 @@ def attack_budgets(ladder: Union[str, Sequence[str]], num_classes: Optional[int]
     if num_classes is not None:
         _fit_to_classes(aa, names, num_classes)
 
-    def count(k: int, one: str, many: str) -> str:
-        return f"{k} {one if k == 1 else many}"
-
     budgets = {}
     for name in names:
         obj = _set_up(aa, name)
-        steps = count(obj.n_queries, "query", "queries") if name == "square" else count(obj.n_iter, "iteration", "iterations")
-        parts = [steps, count(obj.n_restarts, "restart", "restarts")]
+        steps = counted(obj.n_queries, "query", "queries") if name == "square" else counted(obj.n_iter, "iteration")
+        parts = [steps, counted(obj.n_restarts, "restart")]
         if name in TARGETED and num_classes is not None:
-            parts.append(count(obj.n_target_classes, "target class", "target classes"))
+            parts.append(counted(obj.n_target_classes, "target class", "target classes"))
         budgets[name] = ", ".join(parts)
     return budgets
 

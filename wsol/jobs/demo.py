@@ -28,6 +28,7 @@ from wsol.jobs.runfolder import DEMO_ARGUMENTS_FILE, MODEL_FILE, STATE_FILE, con
 from wsol.jobs.train import train
 from wsol.jobs.visualize import run_visualize
 from wsol.utils.io import remove_folder
+from wsol.utils.numbers import counted
 
 METHODS = ("natural", "art")
 ATTRIBUTIONS = ("grad", "cam")
@@ -164,7 +165,7 @@ def _paired_lines(attack_out: Path, methods: Sequence[str]) -> List[str]:
     from wsol.report.attack import load_runs, paired_rows
 
     rows, _ = paired_rows(load_runs([attack_out / m for m in methods])) if len(methods) > 1 else ([], [])
-    return [f"Paired, {r['run']} minus {r['against']} on the {r['n paired']} samples both scored: {_paired_part('IN', r)}, {_paired_part('K', r)} "
+    return [f"Paired, {r['run']} minus {r['against']} on the {counted(r['n paired'], 'sample')} both scored: {_paired_part('IN', r)}, {_paired_part('K', r)} "
             "percentage points (95% t-interval; one that holds 0 is no difference these samples can show)." for r in rows if r["n paired"]]
 
 
@@ -215,5 +216,5 @@ def _report_text(
                   *attack_paired]
     lines += ["", *robustness, "## Time", ""]
     lines += [f"- {name}: " + ("done before, kept" if seconds is None else f"{seconds:.1f} s") for name, seconds in timings.items()]
-    lines += [f"- total: {total:.1f} s on {platform.machine()} with {torch.get_num_threads()} torch threads", ""]
+    lines += [f"- total: {total:.1f} s on {platform.machine()} with {counted(torch.get_num_threads(), 'torch thread')}", ""]
     return "\n".join(lines)

@@ -43,7 +43,7 @@ from wsol.metrics.robustness import (
 from wsol.utils import distributed as dist
 from wsol.utils.device import select_device
 from wsol.utils.io import append_jsonl, file_sha256, json_text, read_jsonl, read_yaml
-from wsol.utils.numbers import comma_list, parse_number
+from wsol.utils.numbers import comma_list, counted, parse_number
 from wsol.utils.progress import progress, step_reporter
 
 KINDS = ("ladder", "pgd", "sweep")
@@ -202,7 +202,7 @@ def marked_ties(rows: Sequence[Dict[str, Any]], ties: torch.Tensor, column: str)
 
 
 def _sample_count_text(n: int) -> str:
-    return f"{n} test sample{'' if n == 1 else 's'}"
+    return counted(n, "test sample")
 
 
 def samples_text(n: int, s: "RobustnessSettings") -> str:

@@ -443,6 +443,9 @@ def attack_figures(folders: Sequence[Path], out: Path) -> Tuple[List[Path], List
                          "few drawn) was attacked: the model misclassified them all")
         else:
             written.append(pair)
+    left = sorted(p.name for p in out.glob("maps_*.png") if p not in written)
+    if left:  # figures of an earlier call's runs would pass for these runs' (left in place: the folder is the user's)
+        notes.append(f"{out} also holds {', '.join(left)} from an earlier call, of runs not given now")
     return written, notes
 
 

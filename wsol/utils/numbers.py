@@ -39,6 +39,12 @@ def parse_number(value: Any, key: str = "value") -> float:
     return number
 
 
+def counted(n: int, one: str, many: Optional[str] = None) -> str:
+    """``n`` with its noun in the number it takes: ``1 sample``, ``2 samples`` (``many`` for an irregular plural:
+    ``query``/``queries``)."""
+    return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
 def comma_list(text: str, key: str) -> List[str]:
     """The stripped entries of a comma list such as ``apgd-ce,fab``. A trailing or leading comma is forgiven;
     an empty entry between two values (``apgd-ce,,fab``: a name deleted or not typed) is refused, since
