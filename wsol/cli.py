@@ -308,11 +308,10 @@ def train_command(
         cfg = dataclasses.replace(cfg, epochs=kept)  # a resumed run keeps its length unless told otherwise
     main = launched_rank() == 0  # torchrun: only rank 0 prints
     banner = f"config: {used or 'built-in defaults'}; run folder: {folder}"
-    if used is None and main and not (resume and kept is not None):
+    if used is None and not (resume and kept is not None):  # said once the checks passed: no note before an error line
         from wsol.config import no_shipped_config_note
-        from wsol.jobs.runfolder import note
 
-        note(no_shipped_config_note(cfg))
+        banner = f"{banner}\nnote: {no_shipped_config_note(cfg)}"
     try:
         result = train(cfg, folder, resume=resume, device=device, on_start=lambda: typer.echo(banner, err=True) if main else None)
     finally:
