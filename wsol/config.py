@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import yaml
 
-from wsol.errors import ConfigError, did_you_mean, option_flag
+from wsol.errors import ConfigError, check_given_once, did_you_mean, option_flag
 from wsol.utils.io import read_yaml
 from wsol.utils.numbers import MAX_SEED, parse_number
 
@@ -463,9 +463,8 @@ def parse_overrides(texts: Optional[List[str]]) -> Dict[str, Any]:
     for text in texts or []:
         key, value = parse_override(text)
         raw = text.partition("=")[2].strip()
-        if key in given and given[key] != raw:
-            raise ConfigError(f"--set {key} is given twice ({key}={given[key]} and {key}={raw}); give each key once")
-        overrides[key], given[key] = value, raw
+        check_given_once(given, key, raw, "--set", "key")
+        overrides[key] = value
     return overrides
 
 

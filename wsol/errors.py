@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import difflib
-from typing import Iterable
+from typing import Dict, Iterable
 
 
 class WsolError(Exception):
@@ -43,6 +43,14 @@ def _one_swap_apart(a: str, b: str) -> bool:
     """Whether ``b`` is ``a`` with two neighbouring letters swapped, the commonest typo of a short name."""
     diff = [i for i in range(len(a)) if a[i] != b[i]] if len(a) == len(b) else []
     return len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]]
+
+
+def check_given_once(given: Dict[str, str], key: str, raw: str, what: str, noun: str) -> None:
+    """Record that ``key`` was given as ``raw`` (``--set``, ``-o``); the same key again with another value is refused
+    (``{what} severity is given twice (severity=3 and severity=5)``) rather than one of the two silently dropped."""
+    if key in given and given[key] != raw:
+        raise ConfigError(f"{what} {key} is given twice ({key}={given[key]} and {key}={raw}); give each {noun} once")
+    given[key] = raw
 
 
 def option_flag(key: str) -> str:

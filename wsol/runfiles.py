@@ -30,7 +30,6 @@ ROBUSTNESS_CHUNK_FILES = "*.rank*.jsonl"
 """A robustness run's per-chunk results of every kind and rank (``<kind>.rank<r>.jsonl``): what a rerun resumes from."""
 
 
-
 def dataset_label(name: str, options: Optional[Mapping[str, Any]] = None) -> str:
     """A run's dataset as reports name it, with the loader options it was read with (``cifar10c (corruption=fog,
     severity=5)``): the same name under other options is other images."""

@@ -182,7 +182,7 @@ def show_grid(dataset: Any, n: int, out_png: Union[str, Path], seed: int = 0) ->
 def parse_loader_options(items: Sequence[str]) -> Dict[str, Any]:
     """Turn ``KEY=VALUE`` strings into loader options (ints, floats and true/false are converted). A key given twice
     with two values (``-o severity=3 -o severity=5``) is refused rather than the first silently dropped."""
-    from wsol.errors import ConfigError
+    from wsol.errors import ConfigError, check_given_once
 
     options: Dict[str, Any] = {}
     given: Dict[str, str] = {}
@@ -191,9 +191,7 @@ def parse_loader_options(items: Sequence[str]) -> Dict[str, Any]:
         key = key.strip().replace("-", "_")
         if not sep or not key.isidentifier():
             raise ConfigError(f"loader option {item!r} must look like KEY=VALUE, e.g. metadata=/data/metadata/CUB")
-        if key in given and given[key] != raw:
-            raise ConfigError(f"loader option {key} is given twice ({key}={given[key]} and {key}={raw}); give each option once")
-        given[key] = raw
+        check_given_once(given, key, raw, "loader option", "option")
         value: Any = raw
         if raw.lower() in ("true", "false"):
             value = raw.lower() == "true"

@@ -45,6 +45,7 @@ from wsol.models.build import checkpoint_meta
 from wsol.utils import distributed as dist
 from wsol.utils.device import select_device
 from wsol.utils.io import atomic_write_bytes, atomic_write_text, file_sha256
+from wsol.utils.numbers import counted
 from wsol.utils.progress import progress
 
 DEFAULT_N_ATTRIBUTION = 1000  # test samples when --n is not given
@@ -114,7 +115,7 @@ def reach_note(eps: float, step_size: float, steps: int, *, random_start: bool =
     reach = steps * step_size
     if random_start or reach >= eps * (1 - 1e-9):
         return None
-    return (f"{steps} step{'s' if steps != 1 else ''} of {step_size * 255:g}/255 move{'' if steps != 1 else 's'} a pixel by at most {reach * 255:g}/255, less than --eps {eps * 255:g}/255: "
+    return (f"{counted(steps, 'step')} of {step_size * 255:g}/255 move{'' if steps != 1 else 's'} a pixel by at most {reach * 255:g}/255, less than --eps {eps * 255:g}/255: "
             "--eps does not bound this attack (raise --steps or --step-size to use the whole ball)")
 
 
@@ -240,7 +241,7 @@ def summary_line(summary: Dict[str, Any], out: Path) -> str:
             ci = interval_cell(stats)
             shown.append(f"{name} {stats['mean']:.4g}{marks.get(name, '')} {f'{ci:.4g}' if ci.defined else '(no interval)'} n={stats['n']}")
     attacked = f", {summary['attacked']} attacked" if "attacked" in summary else ""
-    return f"wrote {out / SAMPLES_FILE} and {out / SUMMARY_FILE} ({summary['total']} sample{'s' if summary['total'] != 1 else ''}{attacked}); " + ", ".join(shown)
+    return f"wrote {out / SAMPLES_FILE} and {out / SUMMARY_FILE} ({counted(summary['total'], 'sample')}{attacked}); " + ", ".join(shown)
 
 
 class _Run:

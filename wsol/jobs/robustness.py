@@ -940,8 +940,9 @@ def run_study(study: Path, template: RobustnessSettings, root: Path, out: Path, 
                     "acc": result["sweep-fp32"]["acc"], "summary": result["sweep-fp32"]["summary"],
                     "sweep": result["sweep-fp32"]["rows"], "confusion": result["sweep-fp32"]["confusion"],
                     "robust_at_max_eps": result["sweep-fp32"]["robust"][-1]}
-            write_json(done, _jsonable(keep))
-            results[m.label] = _study_result(json.loads(json_text(_jsonable(keep))), template.norm)  # as a rerun reads it back
+            record = _jsonable(keep)
+            write_json(done, record)
+            results[m.label] = _study_result(json.loads(json_text(record)), template.norm)  # as a rerun reads it back
         report = out / REPORT_FILE
         if dist.is_main_process():
             _study_report(out, template, results)

@@ -46,6 +46,7 @@ from wsol.train.methods import get_method, natural_step
 from wsol.utils import distributed as dist_utils
 from wsol.utils.device import select_device
 from wsol.utils.io import append_jsonl, atomic_write_text
+from wsol.utils.numbers import counted
 from wsol.utils.progress import progress
 from wsol.utils.seeding import rng_state, seed_everything, set_rng_state
 
@@ -94,7 +95,7 @@ def train(
         if resume and not run.resumed and dist_utils.is_main_process():
             print(f"note: {out} holds no earlier run to resume; starting fresh", file=sys.stderr)
         if run.resumed and run.start_epoch >= config.epochs and dist_utils.is_main_process():
-            print(f"note: {out} has done its {config.epochs} epoch{'s' if config.epochs != 1 else ''} already; nothing to train (--epochs N extends it)", file=sys.stderr)
+            print(f"note: {out} has done its {counted(config.epochs, 'epoch')} already; nothing to train (--epochs N extends it)", file=sys.stderr)
         elif run.resumed and dist_utils.is_main_process():
             print(f"note: resuming {out} after epoch {run.start_epoch} of {config.epochs}", file=sys.stderr)
         record = start_run_folder(run)
