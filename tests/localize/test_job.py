@@ -130,6 +130,32 @@ def _sharded_worker(rank: int, world: int, port: int, tiny: dict, out: str, resu
     assert code == 0
 
 
+def _slow_reader_worker(rank: int, world: int, port: int, tiny: dict, out: str) -> None:
+    """Rank 1 reads the batch files slowly, so rank 0 is done with them (and with the results) long before it."""
+    import time
+
+    import wsol.jobs.localize as job
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), WSOL_PROGRESS="0")
+    torch.set_num_threads(1)
+    if rank == 1:
+        read = job._read_batch
+        job._read_batch = lambda path, with_predictions: (time.sleep(0.5), read(path, with_predictions))[1]
+    code = _localize(tiny, Path(out), "--masks", "--batch-size", "4")
+    from wsol.utils.distributed import cleanup
+
+    cleanup()
+    assert code == 0
+
+
+def test_a_rank_reading_the_batches_slowly_still_finds_them(tiny, free_port) -> None:
+    """Every rank reads every batch file (the map metrics); rank 0 removed the folder once it had written the results, so a
+    rank still reading met FileNotFoundError (seen once in a fresh-clone test run). It removes them after every rank has read."""
+    out = tiny["base"] / "slow.json"
+    mp.start_processes(_slow_reader_worker, args=(2, free_port, tiny, str(out)), nprocs=2, start_method="spawn")
+    assert out.is_file() and not partial_folder(out).exists()
+
+
 class Stop(Exception):
     pass
 

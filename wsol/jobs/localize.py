@@ -431,6 +431,7 @@ def _localize_into(
         states, batch_predictions = _read_batch(path, dist.is_main_process())
         metrics.merge(states)
         predictions += batch_predictions
+    dist.barrier()  # every rank has read every batch file before rank 0 may remove them (below, or on an error)
     summary = metrics.summary()
     try:
         threshold, j = _export_threshold(settings, summary, dataset, split)
